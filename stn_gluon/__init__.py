@@ -1,0 +1,26 @@
+"""stn-gluon: Spatial Transformer Networks for Apache MXNet Gluon.
+
+The public API::
+
+    from stn_gluon import SpatialTransformer, STNNet, affine_transform, get_model
+"""
+import os as _os
+import warnings as _warnings
+
+# mxnet 1.9 on numpy 1.23 warns about deprecated aliases at import time.
+_warnings.filterwarnings("ignore", category=DeprecationWarning, module="mxnet")
+_os.environ.setdefault("MXNET_SUBGRAPH_VERBOSE", "0")
+
+from .errors import StnGluonError, DataError, CheckpointError  # noqa: E402
+from .ops import affine_grid, affine_transform, attention_to_affine, bilinear_sample  # noqa: E402
+from .blocks import LocalizationNet, SpatialTransformer  # noqa: E402
+from .models import LeNetBody, STNClassifier, STNNet, get_model, list_models, stn_backbone  # noqa: E402
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "StnGluonError", "DataError", "CheckpointError",
+    "affine_grid", "affine_transform", "attention_to_affine", "bilinear_sample",
+    "LocalizationNet", "SpatialTransformer",
+    "LeNetBody", "STNClassifier", "STNNet", "get_model", "list_models", "stn_backbone",
+]

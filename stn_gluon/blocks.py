@@ -1,0 +1,116 @@
+"""Gluon blocks: the localization network and the :class:`SpatialTransformer`."""
+import mxnet as mx
+import numpy as np
+from mxnet.gluon import nn
+
+from .errors import StnGluonError
+from .ops import _check_target_shape, get_transform
+
+__all__ = ["LocalizationNet", "SpatialTransformer"]
+
+
+class LocalizationNet(nn.HybridSequential):
+    """The reference localization network (Jaderberg et al.; PyTorch STN tutorial).
+
+    Conv 8@7x7 -> max-pool 2 -> ReLU -> Conv 10@5x5 -> max-pool 2 -> ReLU ->
+    Dense ``hidden`` -> ReLU. Input ``(N, C, H, W)`` with H, W >= 22; output
+    ``(N, hidden)`` features. The transform regressor is added by
+    :class:`SpatialTransformer`.
+    """
+
+    def __init__(self, channels=(8, 10), kernels=(7, 5), hidden=32, **kwargs):
+        super().__init__(**kwargs)
+        with self.name_scope():
+            for c, k in zip(channels, kernels):
+                self.add(nn.Conv2D(c, k), nn.MaxPool2D(2, 2), nn.Activation("relu"))
+            self.add(nn.Flatten(), nn.Dense(hidden, activation="relu"))
+
+
+class SpatialTransformer(nn.HybridBlock):
+    """Spatial transformer: localization net -> grid generator -> bilinear sampler.
+
+    Input ``(N, C, H, W)`` float. Output ``(N, C, H_out, W_out)``, or
+    ``(output, theta)`` with ``return_theta=True`` where ``theta`` is
+    ``(N, 6)``, the affine matrix ``[[a, b, t_x], [c, d, t_y]]`` row-major that
+    maps output to input coordinates in ``[-1, 1]`` (align_corners=True; see
+    :mod:`stn_gluon.ops`). Samples outside the input are zero.
+
+    Parameters
+    ----------
+    target_shape : (int, int) or None
+        ``(H_out, W_out)``; may differ from the input (e.g. 128x128 in, 28x28
+        out). ``None`` takes the input's size at the first imperative call.
+    transform : str
+        ``"affine"`` (6 parameters) or ``"attention"`` (3: scale s and
+        translation t_x, t_y; theta = [[s, 0, t_x], [0, s, t_y]]).
+    localization : HybridBlock or None
+        Any block mapping the input to ``(N, features)``; defaults to
+        :class:`LocalizationNet`. A Dense regressor to the transform's
+        parameters is appended, initialised to the identity (zero weights,
+        identity bias).
+    init_scale : float
+        Initial zoom of the identity: theta starts at ``init_scale`` on the
+        diagonal (1.0 = identity; 0.5 starts zoomed 2x on the centre).
+    loc_lr_mult : float
+        Learning-rate multiplier of every localization and regressor parameter,
+        honoured by ``gluon.Trainer``.
+    return_theta : bool
+        Also return theta.
+    """
+
+    def __init__(self, target_shape=None, transform="affine", localization=None,
+                 init_scale=1.0, loc_lr_mult=1.0, return_theta=False, **kwargs):
+        super().__init__(**kwargs)
+        self.transform = get_transform(transform)
+        self._target_shape = None if target_shape is None else _check_target_shape(target_shape)
+        self.return_theta = bool(return_theta)
+        self.init_scale = float(init_scale)
+        if not loc_lr_mult >= 0:
+            raise StnGluonError(f"loc_lr_mult must be >= 0, got {loc_lr_mult!r}")
+        with self.name_scope():
+            self.localization = (localization if localization is not None
+                                 else LocalizationNet(prefix="loc_"))
+            self.regressor = nn.Dense(
+                self.transform.num_params, weight_initializer=mx.init.Zero(),
+                bias_initializer=mx.init.Constant(
+                    np.array(self.transform.identity(self.init_scale), dtype=np.float32)),
+                prefix="regressor_")
+        self.loc_lr_mult = loc_lr_mult
+
+    @property
+    def loc_lr_mult(self):
+        return self._loc_lr_mult
+
+    @loc_lr_mult.setter
+    def loc_lr_mult(self, value):
+        """Set the learning-rate multiplier of all the localization parameters."""
+        self._loc_lr_mult = float(value)
+        self.collect_params().setattr("lr_mult", self._loc_lr_mult)
+
+    @property
+    def target_shape(self):
+        return self._target_shape
+
+    def forward(self, x, *args):
+        if isinstance(x, mx.nd.NDArray):
+            if x.ndim != 4:
+                raise StnGluonError(f"SpatialTransformer input must be (N, C, H, W), got shape {x.shape}")
+            if self._target_shape is None:
+                self._target_shape = _check_target_shape(x.shape[2:])
+        elif self._target_shape is None:
+            raise StnGluonError("SpatialTransformer needs target_shape to be built as a symbol")
+        return super().forward(x, *args)
+
+    def hybrid_forward(self, F, x):
+        params = self.regressor(self.localization(x))
+        # Named nodes, so that tools can find them in an exported graph.
+        out = F.BilinearSampler(x, self.transform.grid(F, params, self._target_shape),
+                                name="warped")
+        if self.return_theta:
+            return out, F.identity(self.transform.to_affine(F, params), name="theta")
+        return out
+
+    def __repr__(self):
+        return (f"{self.__class__.__name__}(transform={self.transform.name!r}, "
+                f"target_shape={self._target_shape}, loc_lr_mult={self._loc_lr_mult}, "
+                f"localization={self.localization.__class__.__name__})")

@@ -1,0 +1,200 @@
+"""The ``stn-gluon`` command line: ``train``, ``evaluate``, ``visualize``.
+
+Every user mistake (bad flag value, missing or damaged file, wrong shape)
+ends with a one-line ``error: ...`` on stderr and exit status 2.
+"""
+import argparse
+import dataclasses
+import json
+import logging
+import os
+import sys
+
+__all__ = ["main", "build_parser", "add_train_args", "train_config_from_args"]
+
+
+def _positive_int(text):
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def _float(text):
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if value != value or value in (float("inf"), float("-inf")):
+        raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
+    return value
+
+
+def add_data_args(p):
+    p.add_argument("--data-dir", help="folder with the four MNIST IDX files (.gz or raw); "
+                   "default: $STN_GLUON_DATA, then ~/.mxnet/datasets/mnist, then the embedded sample")
+    p.add_argument("--download", action="store_true",
+                   help="if no MNIST files are found, fetch them with Gluon's downloader "
+                        "(off by default: nothing uses the network unless asked)")
+    p.add_argument("--ctx", default="cpu", help="cpu, cpu:0,1, gpu:0 or gpu:0,1 (several = data-parallel)")
+
+
+def add_train_args(p, defaults):
+    """The training flags shared by ``train`` and ``train-symbol`` (gluoncv script style)."""
+    d = defaults
+    p.add_argument("--epochs", type=_positive_int, default=d.epochs)
+    p.add_argument("--batch-size", type=_positive_int, default=d.batch_size)
+    p.add_argument("--lr", type=_float, default=d.lr, help="peak learning rate")
+    p.add_argument("--optimizer", default=d.optimizer, choices=["sgd", "nag", "adam"])
+    p.add_argument("--momentum", type=_float, default=d.momentum)
+    p.add_argument("--lr-mode", default=d.lr_mode, choices=["cosine", "step", "linear", "poly", "constant"])
+    p.add_argument("--lr-step-epochs", default=d.lr_step_epochs, help="epochs where --lr-mode step divides the lr by 10")
+    p.add_argument("--warmup-epochs", type=_float, default=d.warmup_epochs,
+                   help="linear warm-up (at most a quarter of the run)")
+    p.add_argument("--wd", type=_float, default=d.wd, help="weight decay (not on biases)")
+    p.add_argument("--loc-lr-mult", type=_float, default=d.loc_lr_mult,
+                   help="learning-rate multiplier of the localization network")
+    p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--save-dir", default=None, help="where checkpoints, the exported model, "
+                   "metrics and plots go (default: runs/<model>)")
+    p.add_argument("--resume", nargs="?", const="auto", default=None, metavar="CHECKPOINT",
+                   help="continue from the checkpoint in --save-dir (or the one given)")
+    p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
+    add_data_args(p)
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a bad flag is one line (``stn-gluon train: error: ...``), not a usage dump."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def build_parser():
+    from .training import TrainConfig
+
+    parser = _Parser(prog="stn-gluon", description="Spatial Transformer Networks for MXNet Gluon")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub.required = True
+
+    p = sub.add_parser("train", help="train STNNet (or the baseline) on MNIST with Gluon")
+    p.add_argument("--model", default="stn_lenet", help="stn_lenet (default), lenet, or stn_<gluoncv zoo name>")
+    p.add_argument("--no-stn", action="store_true", help="train the same network without the STN (baseline)")
+    p.add_argument("--transform", default="affine", choices=["affine", "attention"])
+    p.add_argument("--hybridize", dest="hybridize", action="store_true", default=True,
+                   help="hybridize with static_alloc/static_shape (default)")
+    p.add_argument("--no-hybridize", dest="hybridize", action="store_false", help="run imperatively")
+    add_train_args(p, TrainConfig())
+
+    for name, text in (("evaluate", "test accuracy of a saved model"),
+                       ("visualize", "plot test digits beside what a saved model's STN makes of them")):
+        q = sub.add_parser(name, help=text)
+        q.add_argument("--model", required=True, help="save dir, export prefix or -symbol.json file")
+        q.add_argument("--batch-size", type=_positive_int, default=500)
+        add_data_args(q)
+        if name == "evaluate":
+            q.add_argument("--json", action="store_true", help="print the result as JSON")
+        else:
+            q.add_argument("--out", default=None, help="PNG to write (default: <model dir>/stn_grid.png)")
+            q.add_argument("--count", type=_positive_int, default=64, help="how many test digits")
+    return parser
+
+
+def train_config_from_args(args):
+    from .training import TrainConfig
+
+    model = "lenet" if getattr(args, "no_stn", False) else getattr(args, "model", "stn_lenet")
+    fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    values = {k: v for k, v in vars(args).items() if k in fields and v is not None}
+    values["model"] = model
+    values["save_dir"] = args.save_dir or os.path.join("runs", model)
+    return TrainConfig(**values)
+
+
+def _cmd_train(args):
+    from .training import fit
+
+    fit(train_config_from_args(args))
+
+
+def _test_batches(args, meta):
+    from . import data as data_lib
+
+    dataset = data_lib.load_mnist(args.data_dir, download=args.download)
+    x = data_lib.normalize(dataset.test_images, meta["mean"], meta["std"])
+    if tuple(x.shape[1:]) != tuple(meta["input_shape"]):
+        from .errors import StnGluonError
+        raise StnGluonError(f"the model expects input {tuple(meta['input_shape'])}, "
+                            f"the data is {tuple(x.shape[1:])}")
+    return dataset, x, data_lib.ArrayBatches(x, dataset.test_labels, args.batch_size)
+
+
+def _cmd_evaluate(args):
+    from .context import parse_ctx
+    from .export import load_model
+    from .reporting import test_line
+    from .training import evaluate
+
+    ctx = parse_ctx(args.ctx)
+    model = load_model(args.model, ctx)
+    dataset, _, batches = _test_batches(args, model.meta)
+    loss, correct, total = evaluate(model.net, batches, ctx)
+    if args.json:
+        print(json.dumps(dict(model=model.prefix, epoch=model.epoch, test_loss=loss, test_correct=correct,
+                              test_total=total, test_accuracy=correct / total, data_source=dataset.source)))
+    else:
+        print(f"{model.prefix} on {dataset.describe()}")
+        print(test_line(loss, correct, total))
+
+
+def _cmd_visualize(args):
+    import mxnet as mx
+
+    from .context import parse_ctx
+    from .errors import StnGluonError
+    from .export import load_model
+    from .training import stn_batch
+    from .visualize import plot_stn_grid
+
+    ctx = parse_ctx(args.ctx)
+    model = load_model(args.model, ctx)
+    if model.stn is None:
+        raise StnGluonError(f"{model.prefix}: this model has no spatial transformer to show")
+    _, x, _ = _test_batches(args, model.meta)
+    images = x[:args.count]
+    out = args.out or os.path.join(os.path.dirname(os.path.abspath(model.prefix)), "stn_grid.png")
+    plot_stn_grid(images, stn_batch(model.stn, mx.nd.array(images, ctx=ctx[0])), out,
+                  model.meta["mean"], model.meta["std"], title=os.path.basename(model.prefix))
+    print(f"Wrote {out}")
+
+
+COMMANDS = {"train": _cmd_train, "evaluate": _cmd_evaluate, "visualize": _cmd_visualize}
+
+
+def main(argv=None):
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    args = build_parser().parse_args(argv)
+    from .errors import StnGluonError
+    import mxnet as mx
+
+    try:
+        COMMANDS[args.command](args)
+    except StnGluonError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except mx.base.MXNetError as err:
+        lines = [l for l in str(err).strip().splitlines() if l.strip()]
+        print(f"error: MXNet: {lines[0] if lines else err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted; the last finished epoch is in checkpoint.zip (continue with --resume)",
+              file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

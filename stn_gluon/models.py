@@ -1,0 +1,142 @@
+"""Classifiers with a spatial transformer in front, and a model registry."""
+from mxnet.gluon import nn
+
+from .blocks import SpatialTransformer
+from .errors import StnGluonError
+
+__all__ = ["LeNetBody", "STNClassifier", "STNNet", "get_model", "list_models"]
+
+
+class LeNetBody(nn.HybridSequential):
+    """The LeNet-style classifier of the reference STN tutorials.
+
+    Conv 10@5x5 -> max-pool 2 -> ReLU -> Conv 20@5x5 -> channel Dropout ->
+    max-pool 2 -> ReLU -> Dense 50 -> ReLU -> Dropout -> Dense ``num_classes``.
+    Input ``(N, C, 28, 28)`` (any size >= 12 works); output logits ``(N, num_classes)``.
+    """
+
+    def __init__(self, num_classes=10, dropout=0.5, **kwargs):
+        super().__init__(**kwargs)
+        with self.name_scope():
+            self.add(nn.Conv2D(10, 5), nn.MaxPool2D(2, 2), nn.Activation("relu"),
+                     nn.Conv2D(20, 5), nn.Dropout(dropout, axes=(2, 3)),
+                     nn.MaxPool2D(2, 2), nn.Activation("relu"),
+                     nn.Flatten(), nn.Dense(50, activation="relu"), nn.Dropout(dropout),
+                     nn.Dense(num_classes))
+
+
+class STNClassifier(nn.HybridBlock):
+    """Any Gluon classifier with a :class:`SpatialTransformer` in front.
+
+    ``classifier`` maps ``(N, C, H_out, W_out)`` to logits ``(N, K)``; ``stn``
+    maps the input ``(N, C, H, W)`` to ``(N, C, H_out, W_out)`` (``None``: no
+    STN, the baseline). Output: logits ``(N, K)``, or ``(logits, theta)`` with
+    ``return_theta=True`` (theta ``(N, 6)``; the identity when there is no STN).
+    """
+
+    def __init__(self, classifier=None, stn=None, return_theta=False, **kwargs):
+        super().__init__(**kwargs)
+        self.return_theta = bool(return_theta)
+        self.stn = None
+        self.classifier = None
+        if classifier is not None:
+            self._set_children(classifier, stn)
+
+    def _set_children(self, classifier, stn):
+        self.classifier = classifier
+        if stn is not None:
+            stn.return_theta = True
+        self.stn = stn
+
+    def hybrid_forward(self, F, x):
+        if self.stn is None:
+            logits = self.classifier(x)
+            if not self.return_theta:
+                return logits
+            one = F.ones_like(F.slice_axis(F.flatten(x), axis=1, begin=0, end=1))
+            zero = F.zeros_like(one)
+            return logits, F.concat(one, zero, zero, zero, one, zero, dim=1)
+        warped, theta = self.stn(x)
+        logits = self.classifier(warped)
+        return (logits, theta) if self.return_theta else logits
+
+
+class STNNet(STNClassifier):
+    """The reference MNIST classifier: :class:`LeNetBody` behind a :class:`SpatialTransformer`.
+
+    Input ``(N, C, H, W)`` normalised images (MNIST: ``(N, 1, 28, 28)``);
+    output logits ``(N, num_classes)`` (and theta ``(N, 6)`` with
+    ``return_theta=True``). ``stn=False`` gives the same net without the STN,
+    the baseline. ``transform``, ``target_shape``, ``init_scale`` and
+    ``loc_lr_mult`` go to the :class:`SpatialTransformer`; ``target_shape``
+    defaults to ``input_shape[1:]``. ``config`` holds the arguments that
+    rebuild the same architecture.
+    """
+
+    def __init__(self, num_classes=10, stn=True, input_shape=(1, 28, 28), transform="affine",
+                 target_shape=None, init_scale=1.0, loc_lr_mult=1.0, dropout=0.5,
+                 return_theta=False, **kwargs):
+        if len(input_shape) != 3:
+            raise StnGluonError(f"input_shape must be (C, H, W), got {input_shape!r}")
+        target_shape = tuple(int(v) for v in (target_shape or input_shape[1:]))
+        self.config = dict(num_classes=int(num_classes), stn=bool(stn),
+                           input_shape=[int(v) for v in input_shape], transform=transform,
+                           target_shape=list(target_shape), init_scale=float(init_scale),
+                           dropout=float(dropout))
+        super().__init__(return_theta=return_theta, **kwargs)
+        with self.name_scope():
+            body = LeNetBody(num_classes, dropout=dropout, prefix="body_")
+            transformer = (SpatialTransformer(target_shape, transform, init_scale=init_scale,
+                                              loc_lr_mult=loc_lr_mult, prefix="stn_")
+                           if stn else None)
+        self._set_children(body, transformer)
+
+
+def _gluoncv_backbone(name, num_classes):
+    from gluoncv import model_zoo  # imported lazily: gluoncv is slow to import
+
+    try:
+        return model_zoo.get_model(name, classes=num_classes, pretrained=False)
+    except ValueError as err:
+        raise StnGluonError(f"unknown model {name!r}: {str(err).splitlines()[0]}") from None
+
+
+def stn_backbone(name, num_classes=10, input_shape=(3, 32, 32), transform="affine",
+                 target_shape=None, loc_lr_mult=1.0, init_scale=1.0, **kwargs):
+    """A gluoncv model-zoo backbone (e.g. ``cifar_resnet20_v1``) behind a SpatialTransformer.
+
+    Input ``(N, C, H, W)``; the STN resamples it to ``target_shape`` (default
+    ``input_shape[1:]``) before the backbone. Output logits ``(N, num_classes)``.
+    """
+    target_shape = tuple(target_shape or input_shape[1:])
+    net = STNClassifier(**kwargs)
+    with net.name_scope():
+        stn = SpatialTransformer(target_shape, transform, init_scale=init_scale,
+                                 loc_lr_mult=loc_lr_mult, prefix="stn_")
+    net._set_children(_gluoncv_backbone(name, num_classes), stn)
+    return net
+
+
+_MODELS = {
+    "stn_lenet": lambda **kw: STNNet(stn=True, **kw),
+    "lenet": lambda **kw: STNNet(stn=False, **kw),
+}
+
+
+def list_models():
+    """Names :func:`get_model` knows; ``stn_<name>`` also works for any gluoncv model-zoo name."""
+    return sorted(_MODELS)
+
+
+def get_model(name, **kwargs):
+    """Build a model by name.
+
+    ``stn_lenet`` / ``lenet``: :class:`STNNet` with / without the STN.
+    ``stn_<zoo name>``: :func:`stn_backbone` around that gluoncv model-zoo
+    network (``stn_cifar_resnet20_v1``); a bare zoo name gives the backbone alone.
+    """
+    if name in _MODELS:
+        return _MODELS[name](**kwargs)
+    if name.startswith("stn_"):
+        return stn_backbone(name[4:], **kwargs)
+    return _gluoncv_backbone(name, kwargs.get("num_classes", 10))

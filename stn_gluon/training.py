@@ -1,0 +1,315 @@
+"""Training and evaluation of Gluon classifiers (the ``stn-gluon train`` job).
+
+The pieces are separate so the Module trainer can share them: data batching
+(:mod:`stn_gluon.data`), the LR schedule (:func:`make_lr_scheduler`, gluoncv's
+schedulers), history and metrics (:mod:`stn_gluon.reporting`), checkpoints
+(:mod:`stn_gluon.io`), plots (:mod:`stn_gluon.visualize`) and export
+(:mod:`stn_gluon.export`).
+"""
+import dataclasses
+import logging
+import os
+import sys
+import time
+from dataclasses import dataclass
+
+import mxnet as mx
+import numpy as np
+from mxnet import autograd, gluon
+
+from . import data as data_lib
+from .context import format_ctx, parse_ctx
+from .errors import CheckpointError, StnGluonError
+from .export import DEFAULT_PREFIX, export_block
+from .io import CHECKPOINT_NAME, load_checkpoint, save_checkpoint
+from .models import get_model
+from .reporting import EpochRecord, History, test_line, write_metrics
+from .visualize import plot_curves, plot_stn_grid
+
+__all__ = ["TrainConfig", "make_lr_scheduler", "evaluate", "fit", "stn_batch", "progress_bar"]
+
+log = logging.getLogger(__name__)
+
+OPTIMIZERS = ("sgd", "nag", "adam")
+LR_MODES = ("cosine", "step", "linear", "poly", "constant")
+# Fields that must match between a checkpoint and the run resuming it.
+RECIPE_FIELDS = ("model", "transform", "epochs", "batch_size", "optimizer", "lr", "momentum",
+                 "lr_mode", "lr_step_epochs", "warmup_epochs", "wd", "loc_lr_mult", "seed")
+
+
+@dataclass
+class TrainConfig:
+    """Everything that defines a training run; the CLI flags map onto these fields."""
+    model: str = "stn_lenet"
+    transform: str = "affine"
+    epochs: int = 20
+    batch_size: int = 64
+    optimizer: str = "sgd"
+    lr: float = 0.02
+    momentum: float = 0.9
+    lr_mode: str = "cosine"
+    lr_step_epochs: str = "10,15"
+    warmup_epochs: float = 1.0
+    wd: float = 5e-4
+    loc_lr_mult: float = 0.1
+    seed: int = 42
+    ctx: str = "cpu"
+    data_dir: str = None
+    download: bool = False
+    save_dir: str = "runs/stn_lenet"
+    resume: str = None
+    hybridize: bool = True
+    progress: bool = True
+
+    def validate(self):
+        checks = [
+            (self.epochs >= 1, f"--epochs must be >= 1, got {self.epochs}"),
+            (self.batch_size >= 1, f"--batch-size must be >= 1, got {self.batch_size}"),
+            (self.lr > 0 and np.isfinite(self.lr), f"--lr must be a positive number, got {self.lr}"),
+            (self.wd >= 0, f"--wd must be >= 0, got {self.wd}"),
+            (self.loc_lr_mult >= 0, f"--loc-lr-mult must be >= 0, got {self.loc_lr_mult}"),
+            (self.warmup_epochs >= 0, f"--warmup-epochs must be >= 0, got {self.warmup_epochs}"),
+            (self.optimizer in OPTIMIZERS, f"--optimizer {self.optimizer!r}: choose {', '.join(OPTIMIZERS)}"),
+            (self.lr_mode in LR_MODES, f"--lr-mode {self.lr_mode!r}: choose {', '.join(LR_MODES)}"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise StnGluonError(message)
+        self.step_epochs()
+        return self
+
+    def step_epochs(self):
+        try:
+            return [int(e) for e in str(self.lr_step_epochs).split(",") if e.strip()]
+        except ValueError:
+            raise StnGluonError(f"--lr-step-epochs {self.lr_step_epochs!r}: expected integers like 10,15") from None
+
+    def recipe(self):
+        return {k: getattr(self, k) for k in RECIPE_FIELDS}
+
+
+def make_lr_scheduler(cfg, iters_per_epoch):
+    """Linear warm-up then ``cfg.lr_mode`` decay, as gluoncv ``LRSequential``; per-iteration.
+
+    The warm-up lasts ``cfg.warmup_epochs``, but at most a quarter of the run.
+    """
+    from gluoncv.utils import LRScheduler, LRSequential
+
+    warm = min(cfg.warmup_epochs, cfg.epochs / 4)
+    main_epochs = cfg.epochs - warm
+    steps = [e - warm for e in cfg.step_epochs()]
+    mode = "step" if cfg.lr_mode == "constant" else cfg.lr_mode
+    parts = []
+    if warm > 0:
+        parts.append(LRScheduler("linear", base_lr=cfg.lr / 10, target_lr=cfg.lr,
+                                 niters=int(round(warm * iters_per_epoch))))
+    parts.append(LRScheduler(mode, base_lr=cfg.lr, target_lr=0,
+                             niters=int(round(main_epochs * iters_per_epoch)),
+                             iters_per_epoch=iters_per_epoch,
+                             step_iter=([int(round(s * iters_per_epoch)) for s in steps]
+                                        if cfg.lr_mode == "step" else [10 ** 12]),
+                             step_factor=0.1 if cfg.lr_mode == "step" else 1.0))
+    return LRSequential(parts)
+
+
+def progress_bar(iterable, total, desc, enabled=True):
+    """A tqdm bar on stderr (sparse updates when stderr is not a terminal)."""
+    from tqdm import tqdm
+
+    tty = sys.stderr.isatty()
+    return tqdm(iterable, total=total, desc=desc, disable=not enabled, leave=tty,
+                mininterval=0.5 if tty else 15, dynamic_ncols=True, file=sys.stderr)
+
+
+def _split(batch, ctx_list):
+    return gluon.utils.split_and_load(batch, ctx_list, even_split=False)
+
+
+def evaluate(net, batches, ctx_list):
+    """Average cross-entropy and accuracy of ``net`` over ``batches`` -> ``(loss, correct, total)``."""
+    loss_fn = gluon.loss.SoftmaxCrossEntropyLoss()
+    loss_sum, correct, total = 0.0, 0, 0
+    for data, label in batches:
+        for x, y in zip(_split(data, ctx_list), _split(label, ctx_list)):
+            out = net(x)
+            out = out[0] if isinstance(out, (list, tuple)) else out
+            loss_sum += loss_fn(out, y).sum().asscalar()
+            correct += int((out.argmax(axis=1) == y).sum().asscalar())
+            total += x.shape[0]
+    return loss_sum / max(total, 1), correct, total
+
+
+def stn_batch(stn, images):
+    """What an STN makes of ``images`` ``(N, C, H, W)`` -> ``(N, C, H_out, W_out)`` NumPy."""
+    out = stn(images)
+    return (out[0] if isinstance(out, (list, tuple)) else out).asnumpy()
+
+
+def _build_net(cfg, input_shape, num_classes):
+    kwargs = dict(num_classes=num_classes, input_shape=input_shape)
+    if cfg.model.startswith("stn"):
+        kwargs.update(transform=cfg.transform, loc_lr_mult=cfg.loc_lr_mult)
+    net = get_model(cfg.model, **kwargs)
+    return net
+
+
+def _initialize(net, ctx_list):
+    # uniform(+-1/sqrt(fan_in)), PyTorch's default: larger (He) initial weights make the
+    # localization features big enough for the first updates to throw theta off the image.
+    net.initialize(mx.init.Xavier(rnd_type="uniform", factor_type="in", magnitude=1), ctx=ctx_list)
+    net.collect_params(".*bias").setattr("wd_mult", 0.0)
+
+
+def _resume_path(cfg):
+    if cfg.resume in (None, ""):
+        return None
+    if cfg.resume == "auto":
+        path = os.path.join(cfg.save_dir, CHECKPOINT_NAME)
+        if not os.path.exists(path):
+            log.warning("--resume: no checkpoint in %s yet, starting from scratch", cfg.save_dir)
+            return None
+        return path
+    return os.path.join(cfg.resume, CHECKPOINT_NAME) if os.path.isdir(cfg.resume) else cfg.resume
+
+
+def fit(cfg, dataset=None, echo=print):
+    """Train per ``cfg`` (a :class:`TrainConfig`) and write the run's files to ``cfg.save_dir``.
+
+    dataset: a :class:`~stn_gluon.data.MNISTData` (default: :func:`~stn_gluon.data.load_mnist`).
+    Writes ``checkpoint.zip`` after every epoch, then ``model-symbol.json``,
+    ``model-0000.params``, ``model.json``, ``metrics.json``, ``history.csv``,
+    ``curves.png`` and (with an STN) ``stn_grid.png``. Returns the metrics dict.
+    """
+    cfg.validate()
+    ctx_list = parse_ctx(cfg.ctx)
+    dataset = dataset or data_lib.load_mnist(cfg.data_dir, download=cfg.download)
+    os.makedirs(cfg.save_dir, exist_ok=True)
+    mx.random.seed(cfg.seed)
+    np.random.seed(cfg.seed)
+
+    train_x = data_lib.normalize(dataset.train_images)
+    test_x = data_lib.normalize(dataset.test_images)
+    input_shape = train_x.shape[1:]
+    num_classes = 10
+    if len(train_x) < cfg.batch_size:
+        raise StnGluonError(f"--batch-size {cfg.batch_size} is larger than the training set ({len(train_x)})")
+    train_batches = data_lib.ArrayBatches(train_x, dataset.train_labels, cfg.batch_size,
+                                          shuffle=True, seed=cfg.seed, last_batch="discard")
+    test_batches = data_lib.ArrayBatches(test_x, dataset.test_labels, 500)
+
+    net = _build_net(cfg, input_shape, num_classes)
+    _initialize(net, ctx_list)
+    if cfg.hybridize:
+        net.hybridize(static_alloc=True, static_shape=True)
+    net(mx.nd.zeros((2,) + input_shape, ctx=ctx_list[0]))  # finish deferred init
+
+    optimizer_params = dict(wd=cfg.wd,
+                            lr_scheduler=make_lr_scheduler(cfg, len(train_batches)))
+    if cfg.optimizer in ("sgd", "nag"):
+        optimizer_params["momentum"] = cfg.momentum
+    trainer = gluon.Trainer(net.collect_params(), cfg.optimizer, optimizer_params,
+                            kvstore="device" if len(ctx_list) > 1 else None)
+    history = History()
+    start_epoch = 0
+    resume = _resume_path(cfg)
+    if resume:
+        start_epoch, history = _restore(resume, cfg, net, trainer, ctx_list)
+        echo(f"Resumed from {resume} after epoch {start_epoch}")
+    loss_fn = gluon.loss.SoftmaxCrossEntropyLoss()
+    echo(f"Training {cfg.model} on {dataset.describe()} | ctx {format_ctx(ctx_list)} | "
+         f"{cfg.epochs} epochs, batch {cfg.batch_size}, {cfg.optimizer} lr {cfg.lr} ({cfg.lr_mode})")
+
+    for epoch in range(start_epoch, cfg.epochs):
+        train_batches.set_epoch(epoch)
+        mx.random.seed(cfg.seed * 1000 + epoch)  # dropout masks: same after a resume
+        tic = time.time()
+        loss_acc = [mx.nd.zeros(1, ctx=c) for c in ctx_list]
+        correct_acc = [mx.nd.zeros(1, ctx=c) for c in ctx_list]
+        seen = 0
+        bar = progress_bar(train_batches, len(train_batches), f"Epoch {epoch + 1}/{cfg.epochs}",
+                           cfg.progress)
+        for i, (data, label) in enumerate(bar):
+            xs, ys = _split(data, ctx_list), _split(label, ctx_list)
+            with autograd.record():
+                outs = [net(x) for x in xs]
+                losses = [loss_fn(o, y) for o, y in zip(outs, ys)]
+            autograd.backward(losses)
+            trainer.step(data.shape[0])
+            for k, (o, y, l) in enumerate(zip(outs, ys, losses)):
+                loss_acc[k] += l.sum()
+                correct_acc[k] += (o.argmax(axis=1) == y).sum()
+            seen += data.shape[0]
+            if cfg.progress and (i % 50 == 49 or i == len(train_batches) - 1):
+                loss_sum = sum(a.asscalar() for a in loss_acc)
+                correct = sum(a.asscalar() for a in correct_acc)
+                bar.set_postfix(loss=f"{loss_sum / seen:.4f}", acc=f"{correct / seen:.4f}",
+                                img_s=f"{seen / (time.time() - tic):.0f}", refresh=False)
+        train_loss = sum(a.asscalar() for a in loss_acc) / seen
+        train_acc = sum(a.asscalar() for a in correct_acc) / seen
+        train_seconds = time.time() - tic
+        bar.close()
+        test_loss, test_correct, test_total = evaluate(net, test_batches, ctx_list)
+        history.append(EpochRecord(epoch + 1, trainer.learning_rate, train_loss, train_acc,
+                                   test_loss, test_correct / test_total, time.time() - tic,
+                                   seen / train_seconds))
+        echo(f"Epoch {epoch + 1}/{cfg.epochs}: train loss {train_loss:.4f} acc {train_acc:.4f} "
+             f"| {seen / train_seconds:.0f} images/s | lr {trainer.learning_rate:.4g}")
+        echo(test_line(test_loss, test_correct, test_total))
+        save_checkpoint(os.path.join(cfg.save_dir, CHECKPOINT_NAME),
+                        dict(epoch=epoch + 1, history=history.records, recipe=cfg.recipe(),
+                             data_source=dataset.source),
+                        net.save_parameters, trainer.save_states)
+        history.save(os.path.join(cfg.save_dir, "history.csv"))
+
+    return _finish(cfg, net, dataset, history, test_x, ctx_list, test_batches, echo)
+
+
+def _restore(path, cfg, net, trainer, ctx_list):
+    with load_checkpoint(path) as (meta, params_file, states_file):
+        saved = meta.get("recipe", {})
+        diffs = [f"{k} {saved.get(k)!r} -> {v!r}" for k, v in cfg.recipe().items() if saved.get(k) != v]
+        if diffs:
+            raise CheckpointError(f"checkpoint {path} was made with a different recipe "
+                                  f"({'; '.join(diffs)}); resume with the same flags")
+        try:
+            net.load_parameters(params_file, ctx=ctx_list)
+            if states_file:
+                trainer.load_states(states_file)
+        except (mx.base.MXNetError, AssertionError, ValueError) as err:
+            raise CheckpointError(f"checkpoint {path} does not fit this model "
+                                  f"({str(err).strip().splitlines()[0][:200]})") from None
+    return meta["epoch"], History(meta.get("history"))
+
+
+def _finish(cfg, net, dataset, history, test_x, ctx_list, test_batches, echo):
+    """Final evaluation, export, metrics, plots."""
+    save_dir = cfg.save_dir
+    if history.last is not None and history.last["epoch"] == cfg.epochs:
+        test_loss = history.last["test_loss"]
+        test_correct = int(round(history.last["test_acc"] * len(test_x)))
+        test_total = len(test_x)
+    else:
+        test_loss, test_correct, test_total = evaluate(net, test_batches, ctx_list)
+    example = mx.nd.array(test_x[:64], ctx=ctx_list[0])
+    config = getattr(net, "config", {})
+    model_meta = dict(model=cfg.model, transform=cfg.transform if cfg.model.startswith("stn") else None,
+                      input_shape=list(test_x.shape[1:]), input_name="data",
+                      mean=data_lib.MNIST_MEAN, std=data_lib.MNIST_STD,
+                      classes=[str(i) for i in range(10)], config=config, source="gluon")
+    prefix = os.path.join(save_dir, DEFAULT_PREFIX)
+    export_block(net, prefix, example, meta=model_meta)
+    history.save(os.path.join(save_dir, "history.csv"))
+    metrics = write_metrics(
+        os.path.join(save_dir, "metrics.json"), history, test_loss, test_correct, test_total,
+        trainer="gluon", model=cfg.model, context=format_ctx(ctx_list),
+        data_source=dataset.source, train_size=len(dataset.train_labels),
+        config=dataclasses.asdict(cfg), exported=[prefix + "-symbol.json", prefix + "-0000.params"])
+    plot_curves(history, os.path.join(save_dir, "curves.png"), title=f"{cfg.model} on MNIST")
+    stn = getattr(net, "stn", None)
+    if stn is not None:
+        plot_stn_grid(test_x[:64], stn_batch(stn, example), os.path.join(save_dir, "stn_grid.png"),
+                      data_lib.MNIST_MEAN, data_lib.MNIST_STD, title="What the STN does")
+    echo(f"Final {test_line(test_loss, test_correct, test_total)}")
+    echo(f"Wrote {save_dir}: model-symbol.json, model-0000.params, metrics.json, history.csv, "
+         f"curves.png" + (", stn_grid.png" if stn is not None else ""))
+    return metrics

@@ -1,0 +1,82 @@
+"""Plots: training curves and what the spatial transformer does to a batch."""
+import os
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from .io import atomic_path  # noqa: E402
+
+__all__ = ["make_grid", "plot_stn_grid", "plot_curves"]
+
+
+def make_grid(images, nrow=8, pad=2):
+    """Tile ``(N, H, W)`` or ``(N, C, H, W)`` (C = 1 or 3) images into one ``(H', W'[, 3])`` array."""
+    x = np.asarray(images, dtype=np.float32)
+    if x.ndim == 4:
+        x = x[:, 0] if x.shape[1] == 1 else x.transpose(0, 2, 3, 1)
+    n = len(x)
+    ncol = min(nrow, n)
+    nrows = -(-n // ncol)
+    h, w = x.shape[1:3]
+    grid = np.ones((nrows * (h + pad) + pad, ncol * (w + pad) + pad) + x.shape[3:], np.float32)
+    grid *= float(x.max()) if n else 1.0
+    for i in range(n):
+        r, c = divmod(i, ncol)
+        grid[pad + r * (h + pad):pad + r * (h + pad) + h, pad + c * (w + pad):pad + c * (w + pad) + w] = x[i]
+    return grid
+
+
+def _savefig(fig, path):
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
+    plt.close(fig)
+
+
+def plot_stn_grid(inputs, outputs, path, mean=0.0, std=1.0, title=None, nrow=8):
+    """Save a batch of inputs beside what the STN made of them.
+
+    inputs: ``(N, C, H, W)``; outputs: ``(N, C, H_out, W_out)``; both
+    normalised with ``mean``/``std``, shown back in pixel values.
+    """
+    fig, axes = plt.subplots(1, 2, figsize=(10, 5.4))
+    for ax, imgs, name in ((axes[0], inputs, "Dataset images"), (axes[1], outputs, "Transformed images")):
+        grid = np.clip(make_grid(np.asarray(imgs) * std + mean, nrow=nrow), 0, 1)
+        ax.imshow(grid, cmap="gray", vmin=0, vmax=1)
+        ax.set_title(name)
+        ax.axis("off")
+    if title:
+        fig.suptitle(title)
+    _savefig(fig, path)
+    return path
+
+
+def plot_curves(history, path, title=None):
+    """Save loss and accuracy per epoch (train and test) from a :class:`~stn_gluon.reporting.History`."""
+    epochs = history.column("epoch")
+    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(11, 4))
+    ax_loss.plot(epochs, history.column("train_loss"), "o-", label="train")
+    ax_loss.plot(epochs, history.column("test_loss"), "s-", label="test")
+    ax_loss.set_xlabel("epoch")
+    ax_loss.set_ylabel("cross-entropy loss")
+    ax_loss.set_yscale("log")
+    ax_loss.legend()
+    ax_acc.plot(epochs, [100 * a for a in history.column("train_acc")], "o-", label="train")
+    ax_acc.plot(epochs, [100 * a for a in history.column("test_acc")], "s-", label="test")
+    ax_acc.set_xlabel("epoch")
+    ax_acc.set_ylabel("accuracy (%)")
+    ax_acc.legend()
+    for ax in (ax_loss, ax_acc):
+        ax.grid(alpha=0.3)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    _savefig(fig, path)
+    return path
+
+
+def ensure_dir(path):
+    os.makedirs(path, exist_ok=True)
+    return path

@@ -1,0 +1,1 @@
+"""Symbolic-graph STN models for the Module API (installed as ``stn_gluon.symbol``)."""

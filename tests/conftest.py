@@ -1,0 +1,56 @@
+import gzip
+import os
+import struct
+import warnings
+
+import numpy as np
+import pytest
+
+warnings.filterwarnings("ignore", category=DeprecationWarning)
+os.environ.setdefault("OMP_NUM_THREADS", "2")
+
+
+def write_idx(path, array, gz=True):
+    """Write ``array`` (uint8) as an IDX file; the reader under test is separate code."""
+    array = np.ascontiguousarray(array, dtype=np.uint8)
+    header = struct.pack(">HBB", 0, 0x08, array.ndim) + struct.pack(f">{array.ndim}I", *array.shape)
+    payload = header + array.tobytes()
+    with (gzip.open if gz else open)(path, "wb") as f:
+        f.write(payload)
+    return path
+
+
+@pytest.fixture(scope="session")
+def sample():
+    """The embedded real MNIST sample (4,000 train / 1,000 test digits)."""
+    from stn_gluon.data import load_embedded_sample
+
+    return load_embedded_sample()
+
+
+@pytest.fixture
+def mnist_dir(tmp_path, sample):
+    """A folder of the four MNIST IDX files holding a small real subset."""
+    folder = tmp_path / "mnist"
+    folder.mkdir()
+    write_idx(folder / "train-images-idx3-ubyte.gz", sample.train_images[:600])
+    write_idx(folder / "train-labels-idx1-ubyte.gz", sample.train_labels[:600])
+    write_idx(folder / "t10k-images-idx3-ubyte.gz", sample.test_images[:200])
+    write_idx(folder / "t10k-labels-idx1-ubyte.gz", sample.test_labels[:200])
+    return folder
+
+
+@pytest.fixture
+def small_data(sample):
+    """A small real MNIST split for quick training runs."""
+    from stn_gluon.data import MNISTData
+
+    return MNISTData(sample.train_images[:1024], sample.train_labels[:1024],
+                     sample.test_images[:256], sample.test_labels[:256], source="test subset")
+
+
+@pytest.fixture
+def no_mnist_env(monkeypatch, tmp_path):
+    """No $STN_GLUON_DATA and an empty MXNet cache: the look-up falls through."""
+    monkeypatch.delenv("STN_GLUON_DATA", raising=False)
+    monkeypatch.setenv("MXNET_HOME", str(tmp_path / "mxnet_home"))
