@@ -58,6 +58,8 @@ def add_train_args(p, defaults):
     p.add_argument("--loc-lr-mult", type=_float, default=d.loc_lr_mult,
                    help="learning-rate multiplier of the localization network")
     p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--no-augment", dest="augment", action="store_false",
+                   help="no random affine augmentation of the training batches")
     p.add_argument("--save-dir", default=None, help="where checkpoints, the exported model, "
                    "metrics and plots go (default: runs/<model>)")
     p.add_argument("--resume", nargs="?", const="auto", default=None, metavar="CHECKPOINT",
@@ -177,8 +179,9 @@ COMMANDS = {"train": _cmd_train, "evaluate": _cmd_evaluate, "visualize": _cmd_vi
 def main(argv=None):
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     args = build_parser().parse_args(argv)
-    from .errors import StnGluonError
     import mxnet as mx
+
+    from .errors import StnGluonError, mxnet_message
 
     try:
         COMMANDS[args.command](args)
@@ -186,8 +189,7 @@ def main(argv=None):
         print(f"error: {err}", file=sys.stderr)
         return 2
     except mx.base.MXNetError as err:
-        lines = [l for l in str(err).strip().splitlines() if l.strip()]
-        print(f"error: MXNet: {lines[0] if lines else err}", file=sys.stderr)
+        print(f"error: MXNet: {mxnet_message(err)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted; the last finished epoch is in checkpoint.zip (continue with --resume)",

@@ -22,7 +22,7 @@ import numpy as np
 from .errors import DataError
 
 __all__ = ["MNIST_MEAN", "MNIST_STD", "MNISTData", "read_idx", "read_mnist_dir", "find_mnist_dir",
-           "load_mnist", "load_embedded_sample", "normalize", "ArrayBatches"]
+           "load_mnist", "load_embedded_sample", "normalize", "ArrayBatches", "RandomAffine"]
 
 log = logging.getLogger(__name__)
 
@@ -259,3 +259,40 @@ class ArrayBatches:
                 idx = np.sort(idx)  # ordered gathers are faster; the batch's content is the same
             yield (mx.nd.array(self.data[idx], ctx=self.ctx, dtype=np.float32),
                    mx.nd.array(self.labels[idx], ctx=self.ctx, dtype=np.float32))
+
+
+class RandomAffine:
+    """Batch augmentation: a random small affine warp per image, with the library's own sampler.
+
+    Each image gets a rotation in ``+-max_rotate`` degrees, a zoom in
+    ``scale``, a shear in ``+-max_shear`` and a shift in ``+-max_shift`` (in
+    [-1, 1] units, 0.1 = 1.4 px on 28 px). ``fill`` is the value of the
+    background (after normalisation), used for what comes from outside the
+    image. Draws come from ``RandomState(seed, epoch)``: a resumed run sees
+    the same warps. Input and output ``(N, C, H, W)`` NDArrays.
+    """
+
+    def __init__(self, max_rotate=12.0, scale=(0.9, 1.1), max_shear=0.1, max_shift=0.1,
+                 fill=-MNIST_MEAN / MNIST_STD, seed=0):
+        self.max_rotate, self.scale, self.max_shear = max_rotate, scale, max_shear
+        self.max_shift, self.fill, self.seed = max_shift, fill, seed
+        self.rng = np.random.RandomState(seed)
+
+    def set_epoch(self, epoch):
+        self.rng = np.random.RandomState([self.seed, epoch])
+
+    def thetas(self, n):
+        """``(n, 6)`` float32 random affine matrices near the identity."""
+        r = self.rng
+        angle = np.deg2rad(r.uniform(-self.max_rotate, self.max_rotate, n))
+        zoom = r.uniform(self.scale[0], self.scale[1], n)
+        shear = r.uniform(-self.max_shear, self.max_shear, n)
+        tx, ty = r.uniform(-self.max_shift, self.max_shift, (2, n))
+        cos, sin = np.cos(angle) / zoom, np.sin(angle) / zoom
+        return np.stack([cos, -sin + shear, tx, sin, cos, ty], axis=1).astype(np.float32)
+
+    def __call__(self, batch):
+        from .ops import affine_transform
+
+        theta = mx.nd.array(self.thetas(batch.shape[0]), ctx=batch.context)
+        return affine_transform(batch - self.fill, theta) + self.fill

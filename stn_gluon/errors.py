@@ -16,3 +16,13 @@ class DataError(StnGluonError):
 
 class CheckpointError(StnGluonError):
     """A checkpoint or exported model is missing, damaged or does not match."""
+
+
+def mxnet_message(err, limit=200):
+    """The informative line of an ``MXNetError`` (its text starts with a C++ traceback)."""
+    lines = [l.strip() for l in str(err).splitlines() if l.strip()]
+    for line in reversed(lines):
+        if line.startswith(("MXNetError:", "Check failed", "ValueError:")) or "Error" in line.split(":")[0]:
+            return line.split("MXNetError:", 1)[-1].strip()[:limit]
+    useful = [l for l in lines if not l.startswith(("Traceback", "File ", "[bt]", "Stack trace"))]
+    return (useful[-1] if useful else (lines[-1] if lines else repr(err)))[:limit]

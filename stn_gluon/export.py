@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 import mxnet as mx
 
 from .data import MNIST_MEAN, MNIST_STD
-from .errors import CheckpointError
+from .errors import CheckpointError, mxnet_message
 from .io import write_json
 
 __all__ = ["DEFAULT_PREFIX", "export_block", "resolve_model", "load_model", "LoadedModel"]
@@ -111,7 +111,7 @@ def load_model(path, ctx=None):
         sym = mx.sym.load(symbol_file)
     except mx.base.MXNetError as err:
         raise CheckpointError(f"{symbol_file}: not a valid MXNet symbol file "
-                              f"({str(err).strip().splitlines()[0]})") from None
+                              f"({mxnet_message(err)})") from None
     input_name = meta.get("input_name", "data")
     if input_name not in sym.list_inputs():
         raise CheckpointError(f"{symbol_file}: has no input named {input_name!r}")
@@ -124,7 +124,7 @@ def load_model(path, ctx=None):
                                   restore_prefix="")
     except (mx.base.MXNetError, AssertionError, ValueError) as err:
         raise CheckpointError(f"{params_file}: does not match {os.path.basename(symbol_file)} "
-                              f"({str(err).strip().splitlines()[0][:200]})") from None
+                              f"({mxnet_message(err)})") from None
     internals = sym.get_internals()
     warped = _find_output(internals, "warped_output")
     theta = _find_output(internals, "theta_output")

@@ -92,15 +92,6 @@ class STNNet(STNClassifier):
         self._set_children(body, transformer)
 
 
-def _gluoncv_backbone(name, num_classes):
-    from gluoncv import model_zoo  # imported lazily: gluoncv is slow to import
-
-    try:
-        return model_zoo.get_model(name, classes=num_classes, pretrained=False)
-    except ValueError as err:
-        raise StnGluonError(f"unknown model {name!r}: {str(err).splitlines()[0]}") from None
-
-
 def stn_backbone(name, num_classes=10, input_shape=(3, 32, 32), transform="affine",
                  target_shape=None, loc_lr_mult=1.0, init_scale=1.0, **kwargs):
     """A gluoncv model-zoo backbone (e.g. ``cifar_resnet20_v1``) behind a SpatialTransformer.
@@ -113,7 +104,7 @@ def stn_backbone(name, num_classes=10, input_shape=(3, 32, 32), transform="affin
     with net.name_scope():
         stn = SpatialTransformer(target_shape, transform, init_scale=init_scale,
                                  loc_lr_mult=loc_lr_mult, prefix="stn_")
-    net._set_children(_gluoncv_backbone(name, num_classes), stn)
+    net._set_children(_gluoncv_backbone(name, num_classes, prefix="backbone_"), stn)
     return net
 
 
@@ -139,4 +130,14 @@ def get_model(name, **kwargs):
         return _MODELS[name](**kwargs)
     if name.startswith("stn_"):
         return stn_backbone(name[4:], **kwargs)
-    return _gluoncv_backbone(name, kwargs.get("num_classes", 10))
+    kwargs.pop("input_shape", None)
+    return _gluoncv_backbone(name, kwargs.pop("num_classes", 10), **kwargs)
+
+
+def _gluoncv_backbone(name, num_classes, **kwargs):
+    from gluoncv import model_zoo  # imported lazily: gluoncv is slow to import
+
+    try:
+        return model_zoo.get_model(name, classes=num_classes, pretrained=False, **kwargs)
+    except ValueError as err:
+        raise StnGluonError(f"unknown model {name!r}: {str(err).splitlines()[0]}") from None

@@ -19,14 +19,14 @@ from mxnet import autograd, gluon
 
 from . import data as data_lib
 from .context import format_ctx, parse_ctx
-from .errors import CheckpointError, StnGluonError
+from .errors import CheckpointError, StnGluonError, mxnet_message
 from .export import DEFAULT_PREFIX, export_block
 from .io import CHECKPOINT_NAME, load_checkpoint, save_checkpoint
 from .models import get_model
 from .reporting import EpochRecord, History, test_line, write_metrics
 from .visualize import plot_curves, plot_stn_grid
 
-__all__ = ["TrainConfig", "make_lr_scheduler", "evaluate", "fit", "stn_batch", "progress_bar"]
+__all__ = ["TrainConfig", "make_lr_scheduler", "train_step", "evaluate", "fit", "stn_batch", "progress_bar"]
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +34,7 @@ OPTIMIZERS = ("sgd", "nag", "adam")
 LR_MODES = ("cosine", "step", "linear", "poly", "constant")
 # Fields that must match between a checkpoint and the run resuming it.
 RECIPE_FIELDS = ("model", "transform", "epochs", "batch_size", "optimizer", "lr", "momentum",
-                 "lr_mode", "lr_step_epochs", "warmup_epochs", "wd", "loc_lr_mult", "seed")
+                 "lr_mode", "lr_step_epochs", "warmup_epochs", "wd", "loc_lr_mult", "seed", "augment")
 
 
 @dataclass
@@ -58,6 +58,7 @@ class TrainConfig:
     download: bool = False
     save_dir: str = "runs/stn_lenet"
     resume: str = None
+    augment: bool = True
     hybridize: bool = True
     progress: bool = True
 
@@ -125,6 +126,20 @@ def _split(batch, ctx_list):
     return gluon.utils.split_and_load(batch, ctx_list, even_split=False)
 
 
+def train_step(net, trainer, loss_fn, data, label, ctx_list):
+    """One data-parallel SGD step: split the batch over ``ctx_list``, forward, backward, update.
+
+    Returns the per-context ``(outputs, labels, losses)`` lists (NDArrays, not synchronised).
+    """
+    xs, ys = _split(data, ctx_list), _split(label, ctx_list)
+    with autograd.record():
+        outs = [net(x) for x in xs]
+        losses = [loss_fn(o, y) for o, y in zip(outs, ys)]
+    autograd.backward(losses)
+    trainer.step(data.shape[0])
+    return outs, ys, losses
+
+
 def evaluate(net, batches, ctx_list):
     """Average cross-entropy and accuracy of ``net`` over ``batches`` -> ``(loss, correct, total)``."""
     loss_fn = gluon.loss.SoftmaxCrossEntropyLoss()
@@ -146,7 +161,8 @@ def stn_batch(stn, images):
 
 
 def _build_net(cfg, input_shape, num_classes):
-    kwargs = dict(num_classes=num_classes, input_shape=input_shape)
+    # A fixed prefix: exported parameter names stay the same from run to run.
+    kwargs = dict(num_classes=num_classes, input_shape=input_shape, prefix=f"{cfg.model}_")
     if cfg.model.startswith("stn"):
         kwargs.update(transform=cfg.transform, loc_lr_mult=cfg.loc_lr_mult)
     net = get_model(cfg.model, **kwargs)
@@ -196,6 +212,7 @@ def fit(cfg, dataset=None, echo=print):
     train_batches = data_lib.ArrayBatches(train_x, dataset.train_labels, cfg.batch_size,
                                           shuffle=True, seed=cfg.seed, last_batch="discard")
     test_batches = data_lib.ArrayBatches(test_x, dataset.test_labels, 500)
+    augment = data_lib.RandomAffine(seed=cfg.seed) if cfg.augment else None
 
     net = _build_net(cfg, input_shape, num_classes)
     _initialize(net, ctx_list)
@@ -221,6 +238,8 @@ def fit(cfg, dataset=None, echo=print):
 
     for epoch in range(start_epoch, cfg.epochs):
         train_batches.set_epoch(epoch)
+        if augment is not None:
+            augment.set_epoch(epoch)
         mx.random.seed(cfg.seed * 1000 + epoch)  # dropout masks: same after a resume
         tic = time.time()
         loss_acc = [mx.nd.zeros(1, ctx=c) for c in ctx_list]
@@ -229,12 +248,9 @@ def fit(cfg, dataset=None, echo=print):
         bar = progress_bar(train_batches, len(train_batches), f"Epoch {epoch + 1}/{cfg.epochs}",
                            cfg.progress)
         for i, (data, label) in enumerate(bar):
-            xs, ys = _split(data, ctx_list), _split(label, ctx_list)
-            with autograd.record():
-                outs = [net(x) for x in xs]
-                losses = [loss_fn(o, y) for o, y in zip(outs, ys)]
-            autograd.backward(losses)
-            trainer.step(data.shape[0])
+            if augment is not None:
+                data = augment(data)
+            outs, ys, losses = train_step(net, trainer, loss_fn, data, label, ctx_list)
             for k, (o, y, l) in enumerate(zip(outs, ys, losses)):
                 loss_acc[k] += l.sum()
                 correct_acc[k] += (o.argmax(axis=1) == y).sum()
@@ -277,7 +293,7 @@ def _restore(path, cfg, net, trainer, ctx_list):
                 trainer.load_states(states_file)
         except (mx.base.MXNetError, AssertionError, ValueError) as err:
             raise CheckpointError(f"checkpoint {path} does not fit this model "
-                                  f"({str(err).strip().splitlines()[0][:200]})") from None
+                                  f"({mxnet_message(err)})") from None
     return meta["epoch"], History(meta.get("history"))
 
 

@@ -1,0 +1,193 @@
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import zipfile
+
+import mxnet as mx
+import numpy as np
+import pytest
+from mxnet import gluon
+
+import stn_gluon as sg
+from conftest import write_idx
+from stn_gluon.errors import CheckpointError, StnGluonError
+from stn_gluon.export import load_model
+from stn_gluon.training import TrainConfig, evaluate, fit, train_step
+from stn_gluon.data import ArrayBatches, normalize
+
+QUIET = dict(progress=False)
+
+
+def _cfg(tmp_path, **kw):
+    base = dict(epochs=2, batch_size=64, save_dir=str(tmp_path / "run"), **QUIET)
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def test_fit_writes_every_artifact_and_the_export_reloads(tmp_path, small_data):
+    lines = []
+    metrics = fit(_cfg(tmp_path), dataset=small_data, echo=lines.append)
+    run = tmp_path / "run"
+    for name in ("model-symbol.json", "model-0000.params", "model.json", "metrics.json",
+                 "history.csv", "curves.png", "stn_grid.png", "checkpoint.zip"):
+        assert (run / name).stat().st_size > 0, name
+    on_disk = json.load(open(run / "metrics.json"))
+    for key in ("test_accuracy", "test_loss", "epochs", "train_seconds", "train_images_per_sec",
+                "context", "data_source"):
+        assert key in on_disk
+    assert on_disk["epochs"] == 2 and on_disk["context"] == "cpu:0"
+    assert on_disk["data_source"] == "test subset"
+    assert metrics["test_accuracy"] > 0.5  # 2 epochs on 1,024 real digits: well above chance
+    assert any(l.startswith("Test set: Average loss: ") and "/256 (" in l for l in lines)
+    history = open(run / "history.csv").read().splitlines()
+    assert history[0].startswith("epoch,lr,train_loss") and len(history) == 3
+    # the exported model, loaded from its files alone, gives the accuracy that was recorded
+    model = load_model(str(run))
+    batches = ArrayBatches(normalize(small_data.test_images), small_data.test_labels, 100)
+    loss, correct, total = evaluate(model.net, batches, [mx.cpu()])
+    assert correct == on_disk["test_correct"] and total == 256
+    assert abs(loss - on_disk["test_loss"]) < 1e-4
+    warped, theta = model.stn(mx.nd.array(normalize(small_data.test_images[:4])))
+    assert warped.shape == (4, 1, 28, 28) and theta.shape == (4, 6)
+
+
+class _Interrupt(Exception):
+    pass
+
+
+def _interrupt_at(prefix):
+    def echo(line):
+        if line.startswith(prefix):
+            raise _Interrupt(line)
+    return echo
+
+
+def test_resume_continues_exactly_where_the_interrupted_run_stopped(tmp_path, small_data):
+    straight = fit(_cfg(tmp_path, epochs=3, save_dir=str(tmp_path / "a")), dataset=small_data,
+                   echo=lambda s: None)
+    cfg = _cfg(tmp_path, epochs=3, save_dir=str(tmp_path / "b"))
+    with pytest.raises(_Interrupt):  # dies during epoch 3, after checkpoint 2
+        fit(cfg, dataset=small_data, echo=_interrupt_at("Epoch 3/3"))
+    lines = []
+    cfg.resume = "auto"
+    resumed = fit(cfg, dataset=small_data, echo=lines.append)
+    assert "Resumed from" in lines[0] and "after epoch 2" in lines[0]
+    assert resumed["epochs"] == 3
+    a = mx.nd.load(str(tmp_path / "a" / "model-0000.params"))
+    b = mx.nd.load(str(tmp_path / "b" / "model-0000.params"))
+    assert a.keys() == b.keys()
+    for k in a:
+        np.testing.assert_allclose(a[k].asnumpy(), b[k].asnumpy(), rtol=1e-5, atol=1e-6)
+    assert resumed["test_correct"] == straight["test_correct"]
+
+
+def test_killed_process_resumes_from_its_last_checkpoint(tmp_path, sample):
+    data = tmp_path / "mnist"
+    data.mkdir()
+    for name, arr in (("train-images-idx3-ubyte.gz", sample.train_images),
+                      ("train-labels-idx1-ubyte.gz", sample.train_labels),
+                      ("t10k-images-idx3-ubyte.gz", sample.test_images[:200]),
+                      ("t10k-labels-idx1-ubyte.gz", sample.test_labels[:200])):
+        write_idx(data / name, arr)
+    save = tmp_path / "run"
+    cmd = [sys.executable, "-m", "stn_gluon", "train", "--epochs", "4", "--data-dir", str(data),
+           "--save-dir", str(save), "--no-progress"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    ckpt = save / "checkpoint.zip"
+    deadline = time.time() + 120
+    try:
+        while time.time() < deadline and proc.poll() is None:
+            if ckpt.exists():
+                break
+            time.sleep(0.01)
+        time.sleep(0.3)  # now somewhere inside epoch 2, maybe mid-write of the next checkpoint
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.wait(timeout=30)
+    assert proc.returncode == -signal.SIGKILL, "the run finished before it could be killed"
+    with zipfile.ZipFile(ckpt) as zf:  # the checkpoint on disk is whole
+        assert zf.testzip() is None
+        done = json.loads(zf.read("meta.json"))["epoch"]
+    assert 1 <= done < 4
+    out = subprocess.run(cmd + ["--resume"], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert f"after epoch {done}" in out.stdout
+    assert out.stdout.count("Test set:") == 4 - done + 1  # the remaining epochs, then the final line
+    metrics = json.load(open(save / "metrics.json"))
+    assert metrics["epochs"] == 4
+    assert [r.split(",")[0] for r in open(save / "history.csv").read().split()[1:]] == ["1", "2", "3", "4"]
+    assert not [f for f in os.listdir(save) if f.endswith(".tmp")]
+
+
+def test_damaged_checkpoint_is_reported_not_loaded(tmp_path, small_data):
+    cfg = _cfg(tmp_path, epochs=1)
+    fit(cfg, dataset=small_data, echo=lambda s: None)
+    ckpt = tmp_path / "run" / "checkpoint.zip"
+    raw = ckpt.read_bytes()
+    ckpt.write_bytes(raw[: len(raw) // 2])
+    cfg.resume = "auto"
+    with pytest.raises(CheckpointError, match="damaged"):
+        fit(cfg, dataset=small_data, echo=lambda s: None)
+    flipped = bytearray(raw)
+    flipped[len(raw) // 3] ^= 0xFF
+    ckpt.write_bytes(bytes(flipped))
+    with pytest.raises(CheckpointError, match="damaged"):
+        fit(cfg, dataset=small_data, echo=lambda s: None)
+
+
+def test_resume_with_another_recipe_is_refused(tmp_path, small_data):
+    cfg = _cfg(tmp_path, epochs=2)
+    with pytest.raises(_Interrupt):
+        fit(cfg, dataset=small_data, echo=_interrupt_at("Epoch 2/2"))
+    other = _cfg(tmp_path, epochs=2, lr=0.5, resume="auto")
+    with pytest.raises(CheckpointError, match="lr 0.02 -> 0.5"):
+        fit(other, dataset=small_data, echo=lambda s: None)
+
+
+def test_two_cpu_contexts_compute_the_same_step_as_one():
+    """The data-parallel path (cpu:0,1, as gpu:0,1 would) gives the single-device update."""
+    rng = np.random.RandomState(0)
+    data = mx.nd.array(rng.randn(32, 1, 28, 28).astype(np.float32))
+    label = mx.nd.array(rng.randint(0, 10, 32).astype(np.float32))
+    results = []
+    for ctx in ([mx.cpu(0)], [mx.cpu(0), mx.cpu(1)]):
+        mx.random.seed(0)
+        net = sg.STNNet(dropout=0.0, loc_lr_mult=0.1, prefix="net_")
+        net.initialize(mx.init.Xavier(), ctx=ctx)
+        net.hybridize()
+        net(mx.nd.zeros((2, 1, 28, 28), ctx=ctx[0]))
+        net.stn.regressor.weight.set_data(mx.nd.full(net.stn.regressor.weight.shape, 0.01))
+        trainer = gluon.Trainer(net.collect_params(), "sgd", {"learning_rate": 0.1, "momentum": 0.9},
+                                kvstore="device" if len(ctx) > 1 else None)
+        loss_fn = gluon.loss.SoftmaxCrossEntropyLoss()
+        for _ in range(2):
+            outs, _, _ = train_step(net, trainer, loss_fn, data, label, ctx)
+        assert len(outs) == len(ctx)
+        results.append({k: p.data(ctx[-1]).asnumpy() for k, p in net.collect_params().items()})
+    for k in results[0]:
+        np.testing.assert_allclose(results[1][k], results[0][k], rtol=1e-4, atol=1e-6, err_msg=k)
+
+
+def test_fit_on_two_cpu_contexts(tmp_path, small_data):
+    metrics = fit(_cfg(tmp_path, epochs=1, ctx="cpu:0,1"), dataset=small_data, echo=lambda s: None)
+    assert metrics["context"] == "cpu:0,1"
+    assert metrics["test_accuracy"] > 0.3
+
+
+def test_bad_settings_are_clear_errors(tmp_path, small_data):
+    with pytest.raises(StnGluonError, match="gpu 0 requested"):
+        fit(_cfg(tmp_path, ctx="gpu:0"), dataset=small_data)
+    with pytest.raises(StnGluonError, match="larger than the training set"):
+        fit(_cfg(tmp_path, batch_size=5000), dataset=small_data)
+    with pytest.raises(StnGluonError, match="--lr-step-epochs"):
+        fit(_cfg(tmp_path, lr_mode="step", lr_step_epochs="a,b"), dataset=small_data)
+
+
+@pytest.mark.skipif(not os.environ.get("STN_GLUON_DATA"), reason="needs the full MNIST ($STN_GLUON_DATA)")
+def test_one_epoch_on_full_mnist_reaches_97_percent(tmp_path):
+    metrics = fit(_cfg(tmp_path, epochs=1, data_dir=os.environ["STN_GLUON_DATA"]), echo=print)
+    assert metrics["test_total"] == 10000
+    assert metrics["test_accuracy"] >= 0.97
