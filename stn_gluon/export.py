@@ -112,6 +112,8 @@ def load_model(path, ctx=None):
     except mx.base.MXNetError as err:
         raise CheckpointError(f"{symbol_file}: not a valid MXNet symbol file "
                               f"({mxnet_message(err)})") from None
+    if sym.attr("op_name") == "SoftmaxOutput":
+        sym = sym.get_children()[0]  # a Module graph: serve the logits, not the loss head
     input_name = meta.get("input_name", "data")
     if input_name not in sym.list_inputs():
         raise CheckpointError(f"{symbol_file}: has no input named {input_name!r}")
@@ -123,7 +125,7 @@ def load_model(path, ctx=None):
         net.collect_params().load(params_file, ctx=ctx, allow_missing=False, ignore_extra=True,
                                   restore_prefix="")
     except (mx.base.MXNetError, AssertionError, ValueError) as err:
-        raise CheckpointError(f"{params_file}: does not match {os.path.basename(symbol_file)} "
+        raise CheckpointError(f"{params_file}: unreadable, or not the weights of {os.path.basename(symbol_file)} "
                               f"({mxnet_message(err)})") from None
     internals = sym.get_internals()
     warped = _find_output(internals, "warped_output")

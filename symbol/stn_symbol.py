@@ -1,0 +1,74 @@
+"""``get_loc`` and ``get_symbol``: the STN classifier as an MXNet symbol."""
+import mxnet as mx
+import numpy as np
+
+PREFIX = "stn_lenet_"
+
+
+def _conv(data, name, num_filter, kernel, lr_mult=None):
+    attr = {"__lr_mult__": str(lr_mult)} if lr_mult is not None else None
+    weight = mx.sym.var(name + "weight", attr=attr)
+    bias = mx.sym.var(name + "bias", attr=dict(attr or {}, __wd_mult__="0.0"))
+    return mx.sym.Convolution(data, weight=weight, bias=bias, num_filter=num_filter, kernel=kernel,
+                              name=name + "fwd")
+
+
+def _dense(data, name, num_hidden, lr_mult=None, weight_init=None, bias_init=None):
+    attr = {"__lr_mult__": str(lr_mult)} if lr_mult is not None else {}
+    weight = mx.sym.var(name + "weight", attr=dict(attr), init=weight_init)
+    bias = mx.sym.var(name + "bias", attr=dict(attr, __wd_mult__="0.0"), init=bias_init)
+    return mx.sym.FullyConnected(data, weight=weight, bias=bias, num_hidden=num_hidden, flatten=True,
+                                 name=name + "fwd")
+
+
+def get_loc(data, lr_mult=0.01, num_params=6, init_scale=1.0, prefix=PREFIX + "stn_"):
+    """The localization network + identity-initialised regressor: data ``(N, C, H, W)`` -> ``(N, 6)``.
+
+    Same layers as :class:`stn_gluon.LocalizationNet` (Conv 8@7x7, pool, ReLU,
+    Conv 10@5x5, pool, ReLU, Dense 32, ReLU) then Dense 6 with zero weights and
+    the identity ``[s, 0, 0, 0, s, 0]`` (s = ``init_scale``) as bias. Every
+    parameter carries ``__lr_mult__ = lr_mult``.
+    """
+    loc = prefix + "loc_"
+    x = data
+    for i, (c, k) in enumerate(((8, 7), (10, 5))):
+        x = _conv(x, f"{loc}conv{i}_", c, (k, k), lr_mult)
+        x = mx.sym.Pooling(x, kernel=(2, 2), stride=(2, 2), pool_type="max", name=f"{loc}pool{i}_fwd")
+        x = mx.sym.Activation(x, act_type="relu", name=f"{loc}relu{i}_fwd")
+    x = mx.sym.relu(_dense(x, f"{loc}dense0_", 32, lr_mult), name=f"{loc}dense0_relu_fwd")
+    identity = np.array([init_scale, 0, 0, 0, init_scale, 0][:num_params], dtype=np.float32)
+    return _dense(x, prefix + "regressor_", num_params, lr_mult,
+                  weight_init=mx.init.Zero(), bias_init=mx.init.Constant(identity))
+
+
+def get_symbol(num_classes=10, add_stn=True, target_shape=(28, 28), lr_mult=0.01, dropout=0.5,
+               init_scale=1.0, prefix=PREFIX):
+    """The STN classifier: ``mx.sym.SpatialTransformer`` -> LeNet body -> ``SoftmaxOutput``.
+
+    Input ``data`` ``(N, 1, H, W)`` normalised, label ``softmax_label`` ``(N,)``;
+    output ``(N, num_classes)`` probabilities. ``add_stn=False`` gives the
+    baseline. The body is :class:`stn_gluon.LeNetBody`'s.
+    """
+    data = mx.sym.var("data")
+    x = data
+    if add_stn:
+        loc = get_loc(data, lr_mult=lr_mult, init_scale=init_scale, prefix=prefix + "stn_")
+        x = mx.sym.SpatialTransformer(data, loc, target_shape=tuple(target_shape), transform_type="affine",
+                                      sampler_type="bilinear", name=prefix + "stn_warped")
+    body = prefix + "body_"
+    x = _conv(x, body + "conv0_", 10, (5, 5))
+    x = mx.sym.Pooling(x, kernel=(2, 2), stride=(2, 2), pool_type="max", name=body + "pool0_fwd")
+    x = mx.sym.Activation(x, act_type="relu", name=body + "relu0_fwd")
+    x = _conv(x, body + "conv1_", 20, (5, 5))
+    x = mx.sym.Dropout(x, p=dropout, axes=(2, 3), name=body + "dropout0_fwd")
+    x = mx.sym.Pooling(x, kernel=(2, 2), stride=(2, 2), pool_type="max", name=body + "pool1_fwd")
+    x = mx.sym.Activation(x, act_type="relu", name=body + "relu1_fwd")
+    x = mx.sym.relu(_dense(x, body + "dense0_", 50), name=body + "dense0_relu_fwd")
+    x = mx.sym.Dropout(x, p=dropout, name=body + "dropout1_fwd")
+    logits = _dense(x, body + "dense1_", num_classes)
+    return mx.sym.SoftmaxOutput(logits, name="softmax")
+
+
+def localization_params(sym):
+    """Names of the arguments of ``sym`` that belong to the localization network."""
+    return [n for n in sym.list_arguments() if "_stn_" in n]
