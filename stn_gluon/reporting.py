@@ -8,9 +8,11 @@ import time
 
 import mxnet as mx
 
+from .errors import CheckpointError
 from .io import atomic_write_text, write_json
 
-__all__ = ["EpochRecord", "History", "test_line", "write_metrics", "machine_info"]
+__all__ = ["EpochRecord", "History", "RunRecorder", "test_line", "write_metrics", "machine_info",
+           "check_recipe"]
 
 HISTORY_FIELDS = ["epoch", "lr", "train_loss", "train_acc", "test_loss", "test_acc",
                   "seconds", "train_images_per_sec"]
@@ -96,3 +98,69 @@ def write_metrics(path, history, test_loss, test_correct, test_total, **extra):
 def read_json(path):
     with open(path) as f:
         return json.load(f)
+
+
+def check_recipe(saved, current, path):
+    """Refuse to resume a checkpoint made with other settings; list the differences."""
+    diffs = [f"{k} {saved.get(k)!r} -> {v!r}" for k, v in current.items() if saved.get(k) != v]
+    if diffs:
+        raise CheckpointError(f"checkpoint {path} was made with a different recipe "
+                              f"({'; '.join(diffs)}); resume with the same flags")
+
+
+class RunRecorder:
+    """What both trainers (Gluon and Module) do around their loops.
+
+    Per epoch: append to the history, print the epoch and ``Test set:`` lines,
+    rewrite ``history.csv``. At the end: ``metrics.json``, ``curves.png``,
+    ``stn_grid.png`` and the closing lines.
+    """
+
+    def __init__(self, cfg, dataset, trainer_name, context, echo=print, history=None):
+        self.cfg, self.dataset, self.trainer_name = cfg, dataset, trainer_name
+        self.context, self.echo = context, echo
+        self.history = history or History()
+
+    def start(self, resumed_from=None):
+        cfg = self.cfg
+        if resumed_from:
+            self.echo(f"Resumed from {resumed_from} after epoch {self.history.last['epoch']}")
+        self.echo(f"Training {cfg.model} ({self.trainer_name}) on {self.dataset.describe()} | ctx {self.context} | "
+                  f"{cfg.epochs} epochs, batch {cfg.batch_size}, {cfg.optimizer} lr {cfg.lr} ({cfg.lr_mode})")
+
+    def end_epoch(self, epoch, lr, train_loss, train_acc, images, train_seconds, epoch_seconds,
+                  test_loss, test_correct, test_total):
+        """Record epoch ``epoch`` (1-based); returns the record."""
+        record = EpochRecord(epoch, lr, train_loss, train_acc, test_loss, test_correct / max(test_total, 1),
+                             epoch_seconds, images / max(train_seconds, 1e-9))
+        self.history.append(record)
+        self.echo(f"Epoch {epoch}/{self.cfg.epochs}: train loss {train_loss:.4f} acc {train_acc:.4f} "
+                  f"| {record['train_images_per_sec']:.0f} images/s | lr {lr:.4g}")
+        self.echo(test_line(test_loss, test_correct, test_total))
+        self.history.save(os.path.join(self.cfg.save_dir, "history.csv"))
+        return record
+
+    def finish(self, test_loss, test_correct, test_total, model_files, stn_pair=None, mean=0.0, std=1.0,
+               **extra):
+        """Write metrics, curves and (given ``stn_pair = (inputs, outputs)``) the STN grid."""
+        import dataclasses
+
+        from .visualize import plot_curves, plot_stn_grid
+
+        save_dir = self.cfg.save_dir
+        self.history.save(os.path.join(save_dir, "history.csv"))
+        metrics = write_metrics(
+            os.path.join(save_dir, "metrics.json"), self.history, test_loss, test_correct, test_total,
+            trainer=self.trainer_name, model=self.cfg.model, context=self.context,
+            data_source=self.dataset.source, train_size=len(self.dataset.train_labels),
+            config=dataclasses.asdict(self.cfg), model_files=model_files, **extra)
+        plot_curves(self.history, os.path.join(save_dir, "curves.png"),
+                    title=f"{self.cfg.model} ({self.trainer_name}) on MNIST")
+        written = [os.path.basename(f) for f in model_files] + ["metrics.json", "history.csv", "curves.png"]
+        if stn_pair is not None:
+            plot_stn_grid(stn_pair[0], stn_pair[1], os.path.join(save_dir, "stn_grid.png"), mean, std,
+                          title="What the STN does")
+            written.append("stn_grid.png")
+        self.echo(f"Final {test_line(test_loss, test_correct, test_total)}")
+        self.echo(f"Wrote {save_dir}: {', '.join(written)}")
+        return metrics

@@ -6,7 +6,6 @@ schedulers), history and metrics (:mod:`stn_gluon.reporting`), checkpoints
 (:mod:`stn_gluon.io`), plots (:mod:`stn_gluon.visualize`) and export
 (:mod:`stn_gluon.export`).
 """
-import dataclasses
 import logging
 import os
 import sys
@@ -23,8 +22,7 @@ from .errors import CheckpointError, StnGluonError, mxnet_message
 from .export import DEFAULT_PREFIX, export_block
 from .io import CHECKPOINT_NAME, load_checkpoint, save_checkpoint
 from .models import get_model
-from .reporting import EpochRecord, History, test_line, write_metrics
-from .visualize import plot_curves, plot_stn_grid
+from .reporting import History, RunRecorder, check_recipe
 
 __all__ = ["TrainConfig", "make_lr_scheduler", "train_step", "evaluate", "fit", "stn_batch", "progress_bar"]
 
@@ -34,7 +32,8 @@ OPTIMIZERS = ("sgd", "nag", "adam")
 LR_MODES = ("cosine", "step", "linear", "poly", "constant")
 # Fields that must match between a checkpoint and the run resuming it.
 RECIPE_FIELDS = ("model", "transform", "epochs", "batch_size", "optimizer", "lr", "momentum",
-                 "lr_mode", "lr_step_epochs", "warmup_epochs", "wd", "loc_lr_mult", "seed", "augment")
+                 "lr_mode", "lr_step_epochs", "warmup_epochs", "wd", "loc_lr_mult", "dropout", "seed",
+                 "augment")
 
 
 @dataclass
@@ -52,6 +51,7 @@ class TrainConfig:
     warmup_epochs: float = 1.0
     wd: float = 5e-4
     loc_lr_mult: float = 0.1
+    dropout: float = 0.5
     seed: int = 42
     ctx: str = "cpu"
     data_dir: str = None
@@ -69,6 +69,7 @@ class TrainConfig:
             (self.lr > 0 and np.isfinite(self.lr), f"--lr must be a positive number, got {self.lr}"),
             (self.wd >= 0, f"--wd must be >= 0, got {self.wd}"),
             (self.loc_lr_mult >= 0, f"--loc-lr-mult must be >= 0, got {self.loc_lr_mult}"),
+            (0 <= self.dropout < 1, f"--dropout must be in [0, 1), got {self.dropout}"),
             (self.warmup_epochs >= 0, f"--warmup-epochs must be >= 0, got {self.warmup_epochs}"),
             (self.optimizer in OPTIMIZERS, f"--optimizer {self.optimizer!r}: choose {', '.join(OPTIMIZERS)}"),
             (self.lr_mode in LR_MODES, f"--lr-mode {self.lr_mode!r}: choose {', '.join(LR_MODES)}"),
@@ -163,6 +164,8 @@ def stn_batch(stn, images):
 def _build_net(cfg, input_shape, num_classes):
     # A fixed prefix: exported parameter names stay the same from run to run.
     kwargs = dict(num_classes=num_classes, input_shape=input_shape, prefix=f"{cfg.model}_")
+    if cfg.model in ("stn_lenet", "lenet"):
+        kwargs["dropout"] = cfg.dropout
     if cfg.model.startswith("stn"):
         kwargs.update(transform=cfg.transform, loc_lr_mult=cfg.loc_lr_mult)
     net = get_model(cfg.model, **kwargs)
@@ -188,6 +191,52 @@ def _resume_path(cfg):
     return os.path.join(cfg.resume, CHECKPOINT_NAME) if os.path.isdir(cfg.resume) else cfg.resume
 
 
+class PreparedData:
+    """The arrays and batch iterators a training run needs, built once from an ``MNISTData``."""
+
+    def __init__(self, cfg, dataset):
+        self.dataset = dataset
+        self.train_x = data_lib.normalize(dataset.train_images)
+        self.test_x = data_lib.normalize(dataset.test_images)
+        self.input_shape = self.train_x.shape[1:]
+        self.num_classes = 10
+        if len(self.train_x) < cfg.batch_size:
+            raise StnGluonError(f"--batch-size {cfg.batch_size} is larger than the training set "
+                                f"({len(self.train_x)})")
+        self.train = data_lib.ArrayBatches(self.train_x, dataset.train_labels, cfg.batch_size,
+                                           shuffle=True, seed=cfg.seed, last_batch="discard")
+        # An eval batch that divides the test set: no padded batch (Module.score would count it).
+        n_test = len(self.test_x)
+        eval_batch = max(d for d in range(1, min(500, n_test) + 1) if n_test % d == 0)
+        self.test = data_lib.ArrayBatches(self.test_x, dataset.test_labels, eval_batch)
+        self.augment = data_lib.RandomAffine(seed=cfg.seed) if cfg.augment else None
+
+    def set_epoch(self, epoch, seed):
+        """Shuffle order, augmentation draws and dropout masks of epoch ``epoch`` (0-based)."""
+        self.train.set_epoch(epoch)
+        if self.augment is not None:
+            self.augment.set_epoch(epoch)
+        mx.random.seed(seed * 1000 + epoch)
+
+    def model_meta(self, cfg, source, **extra):
+        """The ``model.json`` beside an exported model: how to feed it."""
+        return dict(model=cfg.model, transform=cfg.transform if cfg.model.startswith("stn") else None,
+                    input_shape=list(self.input_shape), input_name="data",
+                    mean=data_lib.MNIST_MEAN, std=data_lib.MNIST_STD,
+                    classes=[str(i) for i in range(self.num_classes)], source=source, **extra)
+
+
+def setup_run(cfg, dataset=None):
+    """Validate ``cfg``, parse its contexts, load and prepare the data, create the save dir."""
+    cfg.validate()
+    ctx_list = parse_ctx(cfg.ctx)
+    prepared = PreparedData(cfg, dataset or data_lib.load_mnist(cfg.data_dir, download=cfg.download))
+    os.makedirs(cfg.save_dir, exist_ok=True)
+    mx.random.seed(cfg.seed)
+    np.random.seed(cfg.seed)
+    return ctx_list, prepared
+
+
 def fit(cfg, dataset=None, echo=print):
     """Train per ``cfg`` (a :class:`TrainConfig`) and write the run's files to ``cfg.save_dir``.
 
@@ -196,66 +245,41 @@ def fit(cfg, dataset=None, echo=print):
     ``model-0000.params``, ``model.json``, ``metrics.json``, ``history.csv``,
     ``curves.png`` and (with an STN) ``stn_grid.png``. Returns the metrics dict.
     """
-    cfg.validate()
-    ctx_list = parse_ctx(cfg.ctx)
-    dataset = dataset or data_lib.load_mnist(cfg.data_dir, download=cfg.download)
-    os.makedirs(cfg.save_dir, exist_ok=True)
-    mx.random.seed(cfg.seed)
-    np.random.seed(cfg.seed)
-
-    train_x = data_lib.normalize(dataset.train_images)
-    test_x = data_lib.normalize(dataset.test_images)
-    input_shape = train_x.shape[1:]
-    num_classes = 10
-    if len(train_x) < cfg.batch_size:
-        raise StnGluonError(f"--batch-size {cfg.batch_size} is larger than the training set ({len(train_x)})")
-    train_batches = data_lib.ArrayBatches(train_x, dataset.train_labels, cfg.batch_size,
-                                          shuffle=True, seed=cfg.seed, last_batch="discard")
-    test_batches = data_lib.ArrayBatches(test_x, dataset.test_labels, 500)
-    augment = data_lib.RandomAffine(seed=cfg.seed) if cfg.augment else None
-
-    net = _build_net(cfg, input_shape, num_classes)
+    ctx_list, data = setup_run(cfg, dataset)
+    net = _build_net(cfg, data.input_shape, data.num_classes)
     _initialize(net, ctx_list)
     if cfg.hybridize:
         net.hybridize(static_alloc=True, static_shape=True)
-    net(mx.nd.zeros((2,) + input_shape, ctx=ctx_list[0]))  # finish deferred init
+    net(mx.nd.zeros((2,) + data.input_shape, ctx=ctx_list[0]))  # finish deferred init
 
-    optimizer_params = dict(wd=cfg.wd,
-                            lr_scheduler=make_lr_scheduler(cfg, len(train_batches)))
+    optimizer_params = dict(wd=cfg.wd, lr_scheduler=make_lr_scheduler(cfg, len(data.train)))
     if cfg.optimizer in ("sgd", "nag"):
         optimizer_params["momentum"] = cfg.momentum
     trainer = gluon.Trainer(net.collect_params(), cfg.optimizer, optimizer_params,
                             kvstore="device" if len(ctx_list) > 1 else None)
-    history = History()
-    start_epoch = 0
+    recorder = RunRecorder(cfg, data.dataset, "gluon", format_ctx(ctx_list), echo)
     resume = _resume_path(cfg)
     if resume:
-        start_epoch, history = _restore(resume, cfg, net, trainer, ctx_list)
-        echo(f"Resumed from {resume} after epoch {start_epoch}")
+        recorder.history = _restore(resume, cfg, net, trainer, ctx_list)
+    recorder.start(resume)
     loss_fn = gluon.loss.SoftmaxCrossEntropyLoss()
-    echo(f"Training {cfg.model} on {dataset.describe()} | ctx {format_ctx(ctx_list)} | "
-         f"{cfg.epochs} epochs, batch {cfg.batch_size}, {cfg.optimizer} lr {cfg.lr} ({cfg.lr_mode})")
 
-    for epoch in range(start_epoch, cfg.epochs):
-        train_batches.set_epoch(epoch)
-        if augment is not None:
-            augment.set_epoch(epoch)
-        mx.random.seed(cfg.seed * 1000 + epoch)  # dropout masks: same after a resume
+    for epoch in range(len(recorder.history), cfg.epochs):
+        data.set_epoch(epoch, cfg.seed)
         tic = time.time()
         loss_acc = [mx.nd.zeros(1, ctx=c) for c in ctx_list]
         correct_acc = [mx.nd.zeros(1, ctx=c) for c in ctx_list]
         seen = 0
-        bar = progress_bar(train_batches, len(train_batches), f"Epoch {epoch + 1}/{cfg.epochs}",
-                           cfg.progress)
-        for i, (data, label) in enumerate(bar):
-            if augment is not None:
-                data = augment(data)
-            outs, ys, losses = train_step(net, trainer, loss_fn, data, label, ctx_list)
+        bar = progress_bar(data.train, len(data.train), f"Epoch {epoch + 1}/{cfg.epochs}", cfg.progress)
+        for i, (batch, label) in enumerate(bar):
+            if data.augment is not None:
+                batch = data.augment(batch)
+            outs, ys, losses = train_step(net, trainer, loss_fn, batch, label, ctx_list)
             for k, (o, y, l) in enumerate(zip(outs, ys, losses)):
                 loss_acc[k] += l.sum()
                 correct_acc[k] += (o.argmax(axis=1) == y).sum()
-            seen += data.shape[0]
-            if cfg.progress and (i % 50 == 49 or i == len(train_batches) - 1):
+            seen += batch.shape[0]
+            if cfg.progress and (i % 50 == 49 or i == len(data.train) - 1):
                 loss_sum = sum(a.asscalar() for a in loss_acc)
                 correct = sum(a.asscalar() for a in correct_acc)
                 bar.set_postfix(loss=f"{loss_sum / seen:.4f}", acc=f"{correct / seen:.4f}",
@@ -264,29 +288,20 @@ def fit(cfg, dataset=None, echo=print):
         train_acc = sum(a.asscalar() for a in correct_acc) / seen
         train_seconds = time.time() - tic
         bar.close()
-        test_loss, test_correct, test_total = evaluate(net, test_batches, ctx_list)
-        history.append(EpochRecord(epoch + 1, trainer.learning_rate, train_loss, train_acc,
-                                   test_loss, test_correct / test_total, time.time() - tic,
-                                   seen / train_seconds))
-        echo(f"Epoch {epoch + 1}/{cfg.epochs}: train loss {train_loss:.4f} acc {train_acc:.4f} "
-             f"| {seen / train_seconds:.0f} images/s | lr {trainer.learning_rate:.4g}")
-        echo(test_line(test_loss, test_correct, test_total))
+        test_loss, test_correct, test_total = evaluate(net, data.test, ctx_list)
+        recorder.end_epoch(epoch + 1, trainer.learning_rate, train_loss, train_acc, seen, train_seconds,
+                           time.time() - tic, test_loss, test_correct, test_total)
         save_checkpoint(os.path.join(cfg.save_dir, CHECKPOINT_NAME),
-                        dict(epoch=epoch + 1, history=history.records, recipe=cfg.recipe(),
-                             data_source=dataset.source),
+                        dict(epoch=epoch + 1, history=recorder.history.records, recipe=cfg.recipe(),
+                             data_source=data.dataset.source),
                         net.save_parameters, trainer.save_states)
-        history.save(os.path.join(cfg.save_dir, "history.csv"))
 
-    return _finish(cfg, net, dataset, history, test_x, ctx_list, test_batches, echo)
+    return _finish(cfg, net, data, recorder, ctx_list)
 
 
 def _restore(path, cfg, net, trainer, ctx_list):
     with load_checkpoint(path) as (meta, params_file, states_file):
-        saved = meta.get("recipe", {})
-        diffs = [f"{k} {saved.get(k)!r} -> {v!r}" for k, v in cfg.recipe().items() if saved.get(k) != v]
-        if diffs:
-            raise CheckpointError(f"checkpoint {path} was made with a different recipe "
-                                  f"({'; '.join(diffs)}); resume with the same flags")
+        check_recipe(meta.get("recipe", {}), cfg.recipe(), path)
         try:
             net.load_parameters(params_file, ctx=ctx_list)
             if states_file:
@@ -294,38 +309,29 @@ def _restore(path, cfg, net, trainer, ctx_list):
         except (mx.base.MXNetError, AssertionError, ValueError) as err:
             raise CheckpointError(f"checkpoint {path} does not fit this model "
                                   f"({mxnet_message(err)})") from None
-    return meta["epoch"], History(meta.get("history"))
+    history = History(meta.get("history"))
+    if len(history) != meta["epoch"]:
+        raise CheckpointError(f"checkpoint {path} is inconsistent (epoch {meta['epoch']}, "
+                              f"{len(history)} history rows)")
+    return history
 
 
-def _finish(cfg, net, dataset, history, test_x, ctx_list, test_batches, echo):
-    """Final evaluation, export, metrics, plots."""
-    save_dir = cfg.save_dir
-    if history.last is not None and history.last["epoch"] == cfg.epochs:
-        test_loss = history.last["test_loss"]
-        test_correct = int(round(history.last["test_acc"] * len(test_x)))
-        test_total = len(test_x)
-    else:
-        test_loss, test_correct, test_total = evaluate(net, test_batches, ctx_list)
-    example = mx.nd.array(test_x[:64], ctx=ctx_list[0])
-    config = getattr(net, "config", {})
-    model_meta = dict(model=cfg.model, transform=cfg.transform if cfg.model.startswith("stn") else None,
-                      input_shape=list(test_x.shape[1:]), input_name="data",
-                      mean=data_lib.MNIST_MEAN, std=data_lib.MNIST_STD,
-                      classes=[str(i) for i in range(10)], config=config, source="gluon")
-    prefix = os.path.join(save_dir, DEFAULT_PREFIX)
-    export_block(net, prefix, example, meta=model_meta)
-    history.save(os.path.join(save_dir, "history.csv"))
-    metrics = write_metrics(
-        os.path.join(save_dir, "metrics.json"), history, test_loss, test_correct, test_total,
-        trainer="gluon", model=cfg.model, context=format_ctx(ctx_list),
-        data_source=dataset.source, train_size=len(dataset.train_labels),
-        config=dataclasses.asdict(cfg), exported=[prefix + "-symbol.json", prefix + "-0000.params"])
-    plot_curves(history, os.path.join(save_dir, "curves.png"), title=f"{cfg.model} on MNIST")
+def _final_test(recorder, data, net, ctx_list):
+    last = recorder.history.last
+    if last is not None and last["epoch"] == recorder.cfg.epochs:
+        total = len(data.test_x)
+        return last["test_loss"], int(round(last["test_acc"] * total)), total
+    return evaluate(net, data.test, ctx_list)
+
+
+def _finish(cfg, net, data, recorder, ctx_list):
+    """Export the hybridized model, then metrics and plots."""
+    example = mx.nd.array(data.test_x[:64], ctx=ctx_list[0])
+    prefix = os.path.join(cfg.save_dir, DEFAULT_PREFIX)
+    export_block(net, prefix, example,
+                 meta=data.model_meta(cfg, "gluon", config=getattr(net, "config", {})))
     stn = getattr(net, "stn", None)
-    if stn is not None:
-        plot_stn_grid(test_x[:64], stn_batch(stn, example), os.path.join(save_dir, "stn_grid.png"),
-                      data_lib.MNIST_MEAN, data_lib.MNIST_STD, title="What the STN does")
-    echo(f"Final {test_line(test_loss, test_correct, test_total)}")
-    echo(f"Wrote {save_dir}: model-symbol.json, model-0000.params, metrics.json, history.csv, "
-         f"curves.png" + (", stn_grid.png" if stn is not None else ""))
-    return metrics
+    return recorder.finish(*_final_test(recorder, data, net, ctx_list),
+                           model_files=[prefix + "-symbol.json", prefix + "-0000.params"],
+                           stn_pair=(data.test_x[:64], stn_batch(stn, example)) if stn is not None else None,
+                           mean=data_lib.MNIST_MEAN, std=data_lib.MNIST_STD)

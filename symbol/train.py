@@ -1,0 +1,231 @@
+"""Training the symbolic STN classifier with ``mx.mod.Module.fit`` (``stn-gluon train-symbol``).
+
+Shares everything but the loop with the Gluon trainer: the configuration and
+LR schedule (:mod:`stn_gluon.training`), the in-memory batches and
+augmentation (:mod:`stn_gluon.data`), the history, metrics and plots
+(:class:`stn_gluon.reporting.RunRecorder`), atomic writes (:mod:`stn_gluon.io`).
+
+Checkpoints are Module checkpoints, ``model-symbol.json`` + ``model-NNNN.params``
+(epoch NNNN, 1-based) with ``model-NNNN.states`` (optimizer) and
+``train_state.json`` (history and recipe) for ``--resume``. The latest
+``model-NNNN.params`` is the trained model every tool takes.
+"""
+import glob
+import json
+import logging
+import os
+import re
+import time
+import warnings
+
+import mxnet as mx
+
+from ..context import format_ctx
+from ..data import MNIST_MEAN, MNIST_STD
+from ..errors import CheckpointError, StnGluonError, mxnet_message
+from ..export import DEFAULT_PREFIX, load_model
+from ..io import atomic_path, write_json
+from ..reporting import History, RunRecorder, check_recipe
+from ..training import make_lr_scheduler, setup_run, stn_batch
+from .stn_symbol import get_symbol
+
+__all__ = ["BatchIter", "fit_module", "latest_checkpoint"]
+
+log = logging.getLogger(__name__)
+STATE_FILE = "train_state.json"
+
+
+class BatchIter(mx.io.DataIter):
+    """``mx.io.DataIter`` over :class:`stn_gluon.data.ArrayBatches`, with optional augmentation.
+
+    Yields ``DataBatch(data=[(N, C, H, W)], label=[(N,)])``. ``reset()`` moves to
+    the next epoch (Module.fit calls it after each one), which reshuffles and
+    redraws the augmentation deterministically per epoch.
+    """
+
+    def __init__(self, batches, prepared=None, seed=0, epoch=0):
+        super().__init__(batches.batch_size)
+        self.batches, self.prepared, self.seed = batches, prepared, seed
+        self.epoch = epoch
+        shape = (batches.batch_size,) + batches.data.shape[1:]
+        self.provide_data = [mx.io.DataDesc("data", shape)]
+        self.provide_label = [mx.io.DataDesc("softmax_label", (batches.batch_size,))]
+        self._start()
+
+    def _start(self):
+        if self.prepared is not None:
+            self.prepared.set_epoch(self.epoch, self.seed)
+        self._it = iter(self.batches)
+
+    def reset(self):
+        if self.prepared is not None:
+            self.epoch += 1
+        self._start()
+
+    def next(self):
+        data, label = next(self._it)  # full batches only: ArrayBatches discards or divides evenly
+        if self.prepared is not None and self.prepared.augment is not None:
+            data = self.prepared.augment(data)
+        return mx.io.DataBatch([data], [label])
+
+
+def _epochs_in(prefix):
+    return sorted(int(m.group(1)) for f in glob.glob(glob.escape(prefix) + "-*.params")
+                  if (m := re.search(r"-(\d{4})\.params$", f)))
+
+
+def latest_checkpoint(save_dir):
+    """``(prefix, epoch)`` of the newest Module checkpoint in ``save_dir``, or ``None``."""
+    prefix = os.path.join(save_dir, DEFAULT_PREFIX)
+    epochs = _epochs_in(prefix)
+    return (prefix, epochs[-1]) if epochs and os.path.isfile(prefix + "-symbol.json") else None
+
+
+def _save(module, prefix, epoch, state):
+    """Atomically write ``prefix-NNNN.params``, ``.states`` and the resume state (symbol once)."""
+    if not os.path.isfile(prefix + "-symbol.json"):
+        with atomic_path(prefix + "-symbol.json") as tmp:
+            module.symbol.save(tmp)
+    arg, aux = module.get_params()
+    params = {f"arg:{k}": v for k, v in arg.items()}
+    params.update({f"aux:{k}": v for k, v in aux.items()})
+    with atomic_path(f"{prefix}-{epoch:04d}.states") as tmp:
+        module.save_optimizer_states(tmp)
+    with atomic_path(f"{prefix}-{epoch:04d}.params") as tmp:
+        mx.nd.save(tmp, params)
+    write_json(os.path.join(os.path.dirname(prefix), STATE_FILE), dict(state, epoch=epoch))
+
+
+def _load_resume(cfg, path, symbol):
+    """Read a Module checkpoint to resume: ``(arg_params, aux_params, states_file, history)``."""
+    if path == "auto":
+        found = latest_checkpoint(cfg.save_dir)
+        if found is None:
+            log.warning("--resume: no Module checkpoint in %s yet, starting from scratch", cfg.save_dir)
+            return None
+        prefix, epoch = found
+    else:
+        from ..export import resolve_model
+        prefix, epoch = resolve_model(path)
+    state_file = os.path.join(os.path.dirname(prefix), STATE_FILE)
+    history = History()
+    if os.path.isfile(state_file):
+        try:
+            with open(state_file) as f:
+                state = json.load(f)
+        except (OSError, ValueError) as err:
+            raise CheckpointError(f"{state_file} is damaged ({err})") from None
+        check_recipe(state.get("recipe", {}), cfg.recipe(), prefix)
+        history = History([r for r in state.get("history", []) if r["epoch"] <= epoch])
+    try:
+        saved_sym, arg, aux = mx.model.load_checkpoint(prefix, epoch)
+    except (mx.base.MXNetError, OSError, ValueError) as err:
+        raise CheckpointError(f"checkpoint {prefix}-{epoch:04d}.params is damaged ({mxnet_message(err)})") from None
+    if sorted(saved_sym.list_arguments()) != sorted(symbol.list_arguments()):
+        raise CheckpointError(f"checkpoint {prefix}-symbol.json is another network than {cfg.model}")
+    states = f"{prefix}-{epoch:04d}.states"
+    return arg, aux, (states if os.path.isfile(states) else None), history, epoch
+
+
+class _quiet_module_warnings(logging.Filter):
+    """Module.fit re-binds and re-initialises what we prepared (for --resume) and warns each time."""
+
+    NOISE = ("Already bound", "Parameters already initialized", "optimizer already initialized")
+
+    def filter(self, record):
+        return not str(record.msg).startswith(self.NOISE)
+
+    def __enter__(self):
+        logging.getLogger().addFilter(self)
+        self._warnings = warnings.catch_warnings()
+        self._warnings.__enter__()
+        warnings.filterwarnings("ignore", message="|".join(self.NOISE))
+        return self
+
+    def __exit__(self, *exc):
+        self._warnings.__exit__(*exc)
+        logging.getLogger().removeFilter(self)
+
+
+def _check_input(symbol, shape):
+    try:
+        symbol.infer_shape(data=shape)
+    except mx.base.MXNetError as err:
+        raise StnGluonError(f"the network does not accept input {shape[1:]} ({mxnet_message(err)})") from None
+
+
+def fit_module(cfg, dataset=None, echo=print, symbol=None):
+    """Train ``get_symbol()`` (or ``symbol``) per ``cfg`` with ``Module.fit``; returns the metrics dict."""
+    if cfg.transform != "affine":
+        raise StnGluonError("train-symbol: mx.sym.SpatialTransformer supports only the affine transform")
+    if cfg.model not in ("stn_lenet", "lenet"):
+        raise StnGluonError(f"train-symbol: model {cfg.model!r} has no symbolic form (stn_lenet or lenet)")
+    ctx_list, data = setup_run(cfg, dataset)
+    if symbol is None:
+        symbol = get_symbol(data.num_classes, add_stn=cfg.model == "stn_lenet",
+                            target_shape=data.input_shape[1:], lr_mult=cfg.loc_lr_mult,
+                            dropout=cfg.dropout)
+    _check_input(symbol, (cfg.batch_size,) + data.input_shape)
+    prefix = os.path.join(cfg.save_dir, DEFAULT_PREFIX)
+    recorder = RunRecorder(cfg, data.dataset, "module", format_ctx(ctx_list), echo)
+    resumed = _load_resume(cfg, cfg.resume, symbol) if cfg.resume else None
+    begin_epoch = 0
+    arg_params = aux_params = None
+    if resumed:
+        arg_params, aux_params, states_file, recorder.history, begin_epoch = resumed
+    recorder.start(f"{prefix}-{begin_epoch:04d}.params" if resumed else None)
+
+    train_iter = BatchIter(data.train, data, seed=cfg.seed, epoch=begin_epoch)
+    test_iter = BatchIter(data.test)
+    iters = len(data.train)
+    optimizer_params = dict(wd=cfg.wd, lr_scheduler=make_lr_scheduler(cfg, iters),
+                            begin_num_update=begin_epoch * iters, rescale_grad=1.0 / cfg.batch_size)
+    if cfg.optimizer in ("sgd", "nag"):
+        optimizer_params["momentum"] = cfg.momentum
+    module = mx.mod.Module(symbol, context=ctx_list)
+    module.bind(train_iter.provide_data, train_iter.provide_label)
+    initializer = mx.init.Xavier(rnd_type="uniform", factor_type="in", magnitude=1)
+    module.init_params(initializer, arg_params=arg_params, aux_params=aux_params, allow_missing=False)
+    module.init_optimizer(kvstore="device" if len(ctx_list) > 1 else "local",
+                          optimizer=cfg.optimizer, optimizer_params=optimizer_params)
+    if resumed and states_file:
+        module.load_optimizer_states(states_file)
+        module._optimizer.num_update = begin_epoch * iters
+    timer = {"tic": time.time(), "train": 0.0, "metric": None}
+
+    def on_batch(param):
+        timer["metric"] = dict(param.eval_metric.get_name_value())
+        if param.nbatch == iters - 1:
+            timer["train"] = time.time() - timer["tic"]
+
+    def on_eval(param):
+        epoch = param.epoch + 1
+        test = dict(param.eval_metric.get_name_value())
+        total = len(data.test_x)
+        train = timer["metric"] or {}
+        recorder.end_epoch(epoch, module._optimizer.learning_rate, train.get("cross-entropy", float("nan")),
+                           train.get("accuracy", float("nan")), iters * cfg.batch_size, timer["train"],
+                           time.time() - timer["tic"], test["cross-entropy"],
+                           int(round(test["accuracy"] * total)), total)
+        _save(module, prefix, epoch, dict(history=recorder.history.records, recipe=cfg.recipe(),
+                                          data_source=data.dataset.source))
+        timer["tic"] = time.time()
+
+    batch_callbacks = [on_batch]
+    if cfg.progress:
+        batch_callbacks.append(mx.callback.Speedometer(cfg.batch_size, frequent=100, auto_reset=False))
+    metrics = mx.metric.create(["acc", "ce"])
+    if begin_epoch < cfg.epochs:
+        with _quiet_module_warnings():
+            module.fit(train_iter, eval_data=test_iter, eval_metric=metrics, begin_epoch=begin_epoch,
+                       num_epoch=cfg.epochs, batch_end_callback=batch_callbacks, eval_end_callback=on_eval)
+    write_json(prefix + ".json", data.model_meta(cfg, "module", symbol_inputs=["data"]))
+
+    model = load_model(cfg.save_dir, ctx_list[:1])
+    last = recorder.history.last
+    images = data.test_x[:64]
+    stn_pair = (images, stn_batch(model.stn, mx.nd.array(images, ctx=ctx_list[0]))) if model.stn else None
+    total = len(data.test_x)
+    return recorder.finish(last["test_loss"], int(round(last["test_acc"] * total)), total,
+                           model_files=[prefix + "-symbol.json", f"{prefix}-{model.epoch:04d}.params"],
+                           stn_pair=stn_pair, mean=MNIST_MEAN, std=MNIST_STD)
