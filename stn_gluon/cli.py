@@ -1,4 +1,5 @@
-"""The ``stn-gluon`` command line: ``train``, ``train-symbol``, ``evaluate``, ``visualize``.
+"""The ``stn-gluon`` command line: ``train``, ``train-symbol``, ``evaluate``, ``visualize``,
+``export-onnx``, ``predict``.
 
 Every user mistake (bad flag value, missing or damaged file, wrong shape)
 ends with a one-line ``error: ...`` on stderr and exit status 2.
@@ -96,6 +97,23 @@ def build_parser():
     p.add_argument("--no-stn", action="store_true", help="train the baseline graph without the STN")
     add_train_args(p, TrainConfig())
 
+    p = sub.add_parser("export-onnx", help="export a saved model (Gluon export or Module checkpoint) to ONNX")
+    p.add_argument("--model", required=True, help="save dir, export/checkpoint prefix or -symbol.json file")
+    p.add_argument("--output", "-o", default=None, help="the .onnx file (default: <prefix>.onnx beside the model)")
+    p.add_argument("--opset", type=_positive_int, default=20, help="ONNX opset (>= 20, for AffineGrid)")
+    p.add_argument("--no-check", dest="check", action="store_false",
+                   help="skip the MXNet/ONNX Runtime parity check on random inputs")
+
+    p = sub.add_parser("predict", help="classify images or .npy arrays with a saved model")
+    p.add_argument("inputs", nargs="+", metavar="FILE", help="PNG/JPEG/... images or .npy arrays")
+    p.add_argument("--model", required=True, help=".onnx file, save dir, or export prefix")
+    p.add_argument("--backend", choices=["onnxruntime", "mxnet"], default=None,
+                   help="default: onnxruntime for a .onnx model, mxnet otherwise")
+    p.add_argument("--invert", action="store_true", help="dark-on-light drawings (MNIST is light on dark)")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.add_argument("--save-rectified", metavar="DIR", default=None,
+                   help="save what the STN made of each input as PNG in DIR")
+
     for name, text in (("evaluate", "test accuracy of a saved model"),
                        ("visualize", "plot test digits beside what a saved model's STN makes of them")):
         q = sub.add_parser(name, help=text)
@@ -185,7 +203,63 @@ def _cmd_visualize(args):
     print(f"Wrote {out}")
 
 
-COMMANDS = {"train": _cmd_train, "train-symbol": _cmd_train_symbol, "evaluate": _cmd_evaluate,
+def _cmd_export_onnx(args):
+    from .onnx import export_onnx
+    from .export import resolve_model
+
+    prefix, _ = resolve_model(args.model)
+    out = args.output or os.path.join(os.path.dirname(os.path.abspath(prefix)), os.path.basename(prefix) + ".onnx")
+    export_onnx(args.model, out, opset=args.opset)
+    print(f"Wrote {out} (opset {args.opset}, dynamic batch)")
+    if args.check:
+        _check_onnx_parity(args.model, out)
+
+
+def _check_onnx_parity(model_path, onnx_path):
+    import numpy as np
+
+    from .inference import load_predictor
+
+    mx_model, ort_model = load_predictor(model_path, "mxnet"), load_predictor(onnx_path, "onnxruntime")
+    x = np.random.RandomState(0).randn(16, *mx_model.input_shape).astype(np.float32)
+    a, b = mx_model.predict(x), ort_model.predict(x)
+    diff = float(np.abs(a["logits"] - b["logits"]).max())
+    print(f"Parity on 16 random inputs: max |logit difference| {diff:.2e}")
+    if diff > 1e-4:
+        from .errors import StnGluonError
+        raise StnGluonError(f"ONNX Runtime and MXNet disagree (max |logit difference| {diff:.2e} > 1e-4)")
+
+
+def _cmd_predict(args):
+    from .inference import describe, load_inputs, load_predictor, preprocess, to_png
+    from .io import atomic_write_bytes
+
+    predictor = load_predictor(args.model, args.backend)
+    pixels, names = load_inputs(args.inputs, predictor.input_shape)
+    x = preprocess(pixels, predictor.mean, predictor.std, invert=args.invert)
+    outputs = predictor.predict(x)
+    results = describe(outputs, predictor.classes, names)
+    if args.save_rectified:
+        if "warped" not in outputs:
+            from .errors import StnGluonError
+            raise StnGluonError("--save-rectified: this model has no spatial transformer")
+        os.makedirs(args.save_rectified, exist_ok=True)
+        for i, entry in enumerate(results):
+            stem = os.path.splitext(os.path.basename(entry["input"].split("[")[0]))[0]
+            suffix = entry["input"][len(entry["input"].split("[")[0]):].strip("[]")
+            path = os.path.join(args.save_rectified, f"{stem}{'_' + suffix if suffix else ''}_rectified.png")
+            atomic_write_bytes(path, to_png(outputs["warped"][i], predictor.mean, predictor.std))
+            entry["rectified"] = path
+    if args.json:
+        print(json.dumps(dict(backend=predictor.backend, predictions=results)))
+        return
+    for entry in results:
+        p = entry["probabilities"][entry["label"]]
+        theta = "" if entry["theta"] is None else " theta [" + ", ".join(f"{t:.3f}" for t in entry["theta"]) + "]"
+        print(f"{entry['input']}: {entry.get('class', entry['label'])} (p={p:.4f}){theta}")
+
+
+COMMANDS = {"export-onnx": _cmd_export_onnx, "predict": _cmd_predict, "train": _cmd_train, "train-symbol": _cmd_train_symbol, "evaluate": _cmd_evaluate,
             "visualize": _cmd_visualize}
 
 

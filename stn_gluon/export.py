@@ -20,7 +20,8 @@ from .data import MNIST_MEAN, MNIST_STD
 from .errors import CheckpointError, mxnet_message
 from .io import write_json
 
-__all__ = ["DEFAULT_PREFIX", "export_block", "resolve_model", "load_model", "LoadedModel"]
+__all__ = ["DEFAULT_PREFIX", "export_block", "resolve_model", "load_graph", "load_model", "LoadedModel",
+           "ModelGraph"]
 
 DEFAULT_PREFIX = "model"
 
@@ -94,9 +95,26 @@ def _find_output(internals, suffix):
     return internals[names[0]] if names else None
 
 
-def load_model(path, ctx=None):
-    """Load an exported model by :func:`resolve_model` rules -> :class:`LoadedModel`."""
-    ctx = ctx or [mx.cpu()]
+@dataclass
+class ModelGraph:
+    """An exported model's graph, cut at the points tools need, with its weights.
+
+    logits: Symbol ``data (N, C, H, W) -> (N, K)`` (a Module's SoftmaxOutput head removed);
+    warped / theta: Symbols of the STN's output ``(N, C, H_out, W_out)`` and its
+    affine theta ``(N, 6)``, or ``None`` without an STN; params: ``{name: NDArray}``.
+    """
+    logits: mx.sym.Symbol
+    warped: object
+    theta: object
+    params: dict
+    meta: dict
+    prefix: str
+    epoch: int
+    files: list
+
+
+def load_graph(path):
+    """Read an exported model (by :func:`resolve_model` rules) -> :class:`ModelGraph`, validated."""
     prefix, epoch = resolve_model(path)
     symbol_file, params_file = prefix + "-symbol.json", f"{prefix}-{epoch:04d}.params"
     meta = _default_meta()
@@ -113,6 +131,8 @@ def load_model(path, ctx=None):
                               f"({mxnet_message(err)})") from None
     if sym.attr("op_name") == "SoftmaxOutput":
         sym = sym.get_children()[0]  # a Module graph: serve the logits, not the loss head
+    if len(sym.list_outputs()) > 1:
+        sym = sym[0]
     input_name = meta.get("input_name", "data")
     if input_name not in sym.list_inputs():
         raise CheckpointError(f"{symbol_file}: has no input named {input_name!r}")
@@ -121,27 +141,48 @@ def load_model(path, ctx=None):
     except mx.base.MXNetError as err:
         raise CheckpointError(f"{symbol_file}: does not accept input {tuple(meta['input_shape'])} "
                               f"({mxnet_message(err)})") from None
-    data = mx.sym.var(input_name)
-    with warnings.catch_warnings():  # SymbolBlock warns that the input's dtype is not declared
-        warnings.simplefilter("ignore", UserWarning)
-        net = mx.gluon.SymbolBlock(sym[0] if len(sym.list_outputs()) > 1 else sym, data)
     try:
-        net.collect_params().load(params_file, ctx=ctx, allow_missing=False, ignore_extra=True,
-                                  restore_prefix="")
-    except (mx.base.MXNetError, AssertionError, ValueError) as err:
-        raise CheckpointError(f"{params_file}: unreadable, or not the weights of {os.path.basename(symbol_file)} "
-                              f"({mxnet_message(err)})") from None
+        raw = mx.nd.load(params_file)
+    except mx.base.MXNetError as err:
+        raise CheckpointError(f"{params_file}: unreadable ({mxnet_message(err)})") from None
+    params = {k.split(":", 1)[-1]: v for k, v in raw.items()}
+    missing = [n for n in sym.list_inputs() if n != input_name and n not in params]
+    if missing:
+        raise CheckpointError(f"{params_file}: not the weights of {os.path.basename(symbol_file)} "
+                              f"(no {missing[0]})")
     internals = sym.get_internals()
     warped = _find_output(internals, "warped_output")
     theta = _find_output(internals, "theta_output")
     if theta is None and _find_output(internals, "regressor_fwd_output") is not None:
         from .ops import get_transform
-        transform = get_transform(meta.get("transform", "affine"))
+        transform = get_transform(meta.get("transform") or "affine")
         theta = transform.to_affine(mx.sym, _find_output(internals, "regressor_fwd_output"))
+    return ModelGraph(sym, warped, theta if warped is not None else None, params, meta, prefix, epoch,
+                      [symbol_file, params_file])
+
+
+def _symbol_block(outputs, input_name, params, ctx, shared=None):
+    with warnings.catch_warnings():  # SymbolBlock warns that the input's dtype is not declared
+        warnings.simplefilter("ignore", UserWarning)
+        block = mx.gluon.SymbolBlock(outputs, mx.sym.var(input_name),
+                                     params=shared.collect_params() if shared is not None else None)
+    if shared is None:
+        for name, param in block.collect_params().items():
+            try:
+                param._load_init(params[name], ctx)
+            except (mx.base.MXNetError, AssertionError, ValueError) as err:
+                raise CheckpointError(f"weight {name} does not fit the graph ({mxnet_message(err)})") from None
+    return block
+
+
+def load_model(path, ctx=None):
+    """Load an exported model by :func:`resolve_model` rules -> :class:`LoadedModel`."""
+    ctx = ctx or [mx.cpu()]
+    graph = load_graph(path)
+    input_name = graph.meta.get("input_name", "data")
+    net = _symbol_block(graph.logits, input_name, graph.params, ctx)
     stn = None
-    if warped is not None:
-        outputs = [warped] + ([theta] if theta is not None else [])
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", UserWarning)
-            stn = mx.gluon.SymbolBlock(mx.sym.Group(outputs), data, params=net.collect_params())
-    return LoadedModel(net, stn, meta, prefix, epoch, [symbol_file, params_file])
+    if graph.warped is not None:
+        outputs = [graph.warped] + ([graph.theta] if graph.theta is not None else [])
+        stn = _symbol_block(mx.sym.Group(outputs), input_name, graph.params, ctx, shared=net)
+    return LoadedModel(net, stn, graph.meta, graph.prefix, graph.epoch, graph.files)
