@@ -51,7 +51,7 @@ class TrainConfig:
     warmup_epochs: float = 1.0
     wd: float = 5e-4
     loc_lr_mult: float = 0.1
-    dropout: float = 0.5
+    dropout: float = 0.3
     seed: int = 42
     ctx: str = "cpu"
     data_dir: str = None

@@ -187,7 +187,22 @@ def test_bad_settings_are_clear_errors(tmp_path, small_data):
 
 
 @pytest.mark.skipif(not os.environ.get("STN_GLUON_DATA"), reason="needs the full MNIST ($STN_GLUON_DATA)")
-def test_one_epoch_on_full_mnist_reaches_97_percent(tmp_path):
+def test_one_epoch_on_full_mnist_reaches_97_percent_and_onnx_agrees(tmp_path):
+    from stn_gluon.data import load_mnist
+    from stn_gluon.inference import load_predictor
+    from stn_gluon.onnx import export_onnx
+
     metrics = fit(_cfg(tmp_path, epochs=1, data_dir=os.environ["STN_GLUON_DATA"]), echo=print)
     assert metrics["test_total"] == 10000
     assert metrics["test_accuracy"] >= 0.97
+    # the trained model through ONNX Runtime: the same label for every one of the 10,000 test digits
+    export_onnx(str(tmp_path / "run"), tmp_path / "model.onnx")
+    x = normalize(load_mnist(os.environ["STN_GLUON_DATA"]).test_images)
+    mxnet_model = load_predictor(str(tmp_path / "run"), "mxnet")
+    ort_model = load_predictor(str(tmp_path / "model.onnx"), "onnxruntime")
+    labels = {}
+    for name, model in (("mxnet", mxnet_model), ("ort", ort_model)):
+        labels[name] = np.concatenate([model.predict(x[i:i + 1000])["logits"].argmax(1)
+                                       for i in range(0, 10000, 1000)])
+    assert (labels["mxnet"] == labels["ort"]).all()
+    assert (labels["ort"] == load_mnist(os.environ["STN_GLUON_DATA"]).test_labels).mean() == metrics["test_accuracy"]
