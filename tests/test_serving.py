@@ -1,0 +1,313 @@
+"""The HTTP server, started for real on a free loopback port and spoken to over HTTP."""
+import base64
+import concurrent.futures
+import http.client
+import io
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from stn_gluon.cli import main
+
+HERE = os.path.dirname(__file__)
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    def __init__(self, model, *extra, backend=None):
+        self.port = free_port()
+        cmd = [sys.executable, "-m", "stn_gluon", "serve", "--model", str(model), "--port", str(self.port)]
+        cmd += (["--backend", backend] if backend else []) + list(extra)
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        deadline = time.time() + 60
+        while time.time() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"server died: {self.proc.stderr.read()}")
+            try:
+                if self.request("GET", "/readyz")[0] == 200:
+                    return
+            except OSError:
+                time.sleep(0.1)
+        raise RuntimeError("server did not become ready in 60 s")
+
+    def request(self, method, path, body=None, headers=None, timeout=30):
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
+        try:
+            conn.request(method, path, body=body, headers=headers or {})
+            resp = conn.getresponse()
+            data = resp.read()
+            return resp.status, data, dict(resp.getheaders())
+        finally:
+            conn.close()
+
+    def json(self, method, path, body=None, headers=None):
+        status, data, _ = self.request(method, path, body, headers)
+        return status, json.loads(data)
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            out, err = self.proc.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            out, err = self.proc.communicate()
+        return self.proc.returncode, out, err
+
+
+def png_bytes(img):
+    buf = io.BytesIO()
+    Image.fromarray(img).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    """A model trained briefly on the embedded real digits, exported for both backends."""
+    from stn_gluon.data import load_embedded_sample
+    from stn_gluon.onnx import export_onnx
+    from stn_gluon.training import TrainConfig, fit
+
+    save = tmp_path_factory.mktemp("served")
+    fit(TrainConfig(epochs=4, lr=0.05, save_dir=str(save), progress=False), dataset=load_embedded_sample(),
+        echo=lambda s: None)
+    export_onnx(str(save), save / "model.onnx")
+    return save
+
+
+@pytest.fixture(scope="module")
+def digits(sample):
+    return sample.test_images[:40], sample.test_labels[:40]
+
+
+@pytest.fixture(scope="module")
+def servers(model_dir):
+    started = {"onnxruntime": Server(model_dir / "model.onnx", "--max-body-bytes", "2000000",
+                                     "--max-pixels", "4000000", "--max-instances", "16", "--timeout-s", "5"),
+               "mxnet": Server(model_dir, backend="mxnet")}
+    yield started
+    for server in started.values():
+        code, _, err = server.stop()
+        assert code == 0, err
+
+
+@pytest.mark.parametrize("backend", ["onnxruntime", "mxnet"])
+def test_png_digits_get_the_same_answers_as_predict(backend, servers, model_dir, digits, tmp_path, capsys):
+    server = servers[backend]
+    images, labels = digits
+    answers = []
+    for img in images:
+        status, doc = server.json("POST", "/v1/predict", png_bytes(img), {"Content-Type": "image/png"})
+        assert status == 200
+        answers.append(doc["predictions"][0])
+    got = np.array([a["label"] for a in answers])
+    assert (got == labels).mean() >= 0.85  # a briefly trained model, on real test digits
+    files = []
+    for i, img in enumerate(images):
+        files.append(str(tmp_path / f"{i}.png"))
+        Image.fromarray(img).save(files[-1])
+    model = model_dir / "model.onnx" if backend == "onnxruntime" else model_dir
+    assert main(["predict", "--model", str(model), "--backend", backend, "--json"] + files) == 0
+    cli = json.loads(capsys.readouterr().out)["predictions"]
+    assert [c["label"] for c in cli] == got.tolist()
+    np.testing.assert_allclose([c["probabilities"] for c in cli], [a["probabilities"] for a in answers], atol=1e-5)
+    np.testing.assert_allclose([c["theta"] for c in cli], [a["theta"] for a in answers], atol=1e-5)
+
+
+def test_json_multipart_and_rectified_image(servers, digits):
+    server = servers["onnxruntime"]
+    images, _ = digits
+    _, by_png = server.json("POST", "/v1/predict", png_bytes(images[0]), {"Content-Type": "image/png"})
+    body = json.dumps({"instances": images[:3].tolist(), "pixel_range": "0-255"})
+    status, by_json = server.json("POST", "/v1/predict", body, {"Content-Type": "application/json"})
+    assert status == 200 and len(by_json["predictions"]) == 3
+    assert by_json["predictions"][0]["label"] == by_png["predictions"][0]["label"]
+    np.testing.assert_allclose(by_json["predictions"][0]["probabilities"],
+                               by_png["predictions"][0]["probabilities"], atol=1e-5)
+    floats = json.dumps({"instances": (images[:1] / 255.0).tolist()})
+    assert server.json("POST", "/v1/predict", floats, {"Content-Type": "application/json"})[0] == 200
+    boundary = "stnboundary"
+    parts = b"".join(
+        f"--{boundary}\r\nContent-Disposition: form-data; name=\"file{i}\"; filename=\"d{i}.png\"\r\n"
+        f"Content-Type: image/png\r\n\r\n".encode() + png_bytes(images[i]) + b"\r\n" for i in range(2))
+    parts += f"--{boundary}--\r\n".encode()
+    status, by_form = server.json("POST", "/v1/predict?return_image=1", parts,
+                                  {"Content-Type": f"multipart/form-data; boundary={boundary}"})
+    assert status == 200 and [p["label"] for p in by_form["predictions"]] == \
+        [p["label"] for p in by_json["predictions"][:2]]
+    rectified = Image.open(io.BytesIO(base64.b64decode(by_form["predictions"][0]["image"])))
+    assert rectified.size == (28, 28)
+    # invert=1: the same digit drawn dark on light, larger
+    big = np.asarray(Image.fromarray(255 - images[0]).resize((112, 112)))
+    status, inv = server.json("POST", "/v1/predict?invert=1", png_bytes(big), {"Content-Type": "image/png"})
+    assert status == 200 and inv["predictions"][0]["label"] == by_png["predictions"][0]["label"]
+
+
+def _bomb_png():
+    """A small file that claims 5000 x 5000 pixels."""
+    buf = io.BytesIO()
+    Image.new("L", (5000, 5000)).save(buf, format="PNG", optimize=True)
+    return buf.getvalue()
+
+
+def _multipart(parts, boundary="b0undary"):
+    body = b""
+    for name, filename, ctype, data in parts:
+        disp = f'form-data; name="{name}"' + (f'; filename="{filename}"' if filename else "")
+        body += f"--{boundary}\r\nContent-Disposition: {disp}\r\n".encode()
+        body += (f"Content-Type: {ctype}\r\n" if ctype else "").encode() + b"\r\n" + data + b"\r\n"
+    return body + f"--{boundary}--\r\n".encode(), {"Content-Type": f"multipart/form-data; boundary={boundary}"}
+
+
+JSON = {"Content-Type": "application/json"}
+PNG = {"Content-Type": "image/png"}
+ZERO = np.zeros((28, 28)).tolist()
+
+
+def _malformed_cases():
+    good = png_bytes(np.zeros((28, 28), np.uint8))
+    return {
+        "text_plain": ("POST", "/v1/predict", b"hello", {"Content-Type": "text/plain"}, 415),
+        "no_content_type": ("POST", "/v1/predict", b"hello", {}, 415),
+        "xml": ("POST", "/v1/predict", b"<a/>", {"Content-Type": "application/xml"}, 415),
+        "png_garbage": ("POST", "/v1/predict", b"\x89PNG not really", PNG, 400),
+        "png_empty": ("POST", "/v1/predict", b"", PNG, 400),
+        "jpeg_truncated": ("POST", "/v1/predict", b"\xff\xd8\xff\xe0\x00\x10JFIF", {"Content-Type": "image/jpeg"}, 400),
+        "png_bomb": ("POST", "/v1/predict", _bomb_png(), PNG, 413),
+        "body_too_large": ("POST", "/v1/predict", b"\0" * 2_100_000, PNG, 413),
+        "json_malformed": ("POST", "/v1/predict", b'{"instances": [', JSON, 400),
+        "json_bad_utf8": ("POST", "/v1/predict", b'{"instances": "\xff\xfe"}', JSON, 400),
+        "json_list": ("POST", "/v1/predict", b"[1, 2]", JSON, 400),
+        "json_no_instances": ("POST", "/v1/predict", b'{"inputs": []}', JSON, 400),
+        "instances_string": ("POST", "/v1/predict", b'{"instances": "abc"}', JSON, 400),
+        "instances_empty": ("POST", "/v1/predict", b'{"instances": []}', JSON, 400),
+        "instances_ragged": ("POST", "/v1/predict", json.dumps({"instances": [ZERO, ZERO[:5]]}).encode(), JSON, 422),
+        "instances_wrong_shape": ("POST", "/v1/predict", json.dumps({"instances": [np.zeros((27, 28)).tolist()]}).encode(), JSON, 422),
+        "instances_flat": ("POST", "/v1/predict", json.dumps({"instances": [0.0] * 4}).encode(), JSON, 422),
+        "instances_strings": ("POST", "/v1/predict", json.dumps({"instances": [[["a"] * 28] * 28]}).encode(), JSON, 422),
+        "instances_nan": ("POST", "/v1/predict", json.dumps({"instances": [ZERO]}).replace("0.0", "NaN", 1).encode(), JSON, 422),
+        "instances_inf": ("POST", "/v1/predict", json.dumps({"instances": [ZERO]}).replace("0.0", "Infinity", 1).encode(), JSON, 422),
+        "instances_above_range": ("POST", "/v1/predict", json.dumps({"instances": [np.full((28, 28), 2.0).tolist()]}).encode(), JSON, 422),
+        "instances_negative": ("POST", "/v1/predict", json.dumps({"instances": [np.full((28, 28), -1.0).tolist()]}).encode(), JSON, 422),
+        "bad_pixel_range": ("POST", "/v1/predict", json.dumps({"instances": [ZERO], "pixel_range": "0-9"}).encode(), JSON, 400),
+        "too_many_instances": ("POST", "/v1/predict", json.dumps({"instances": [ZERO] * 17}).encode(), JSON, 413),
+        "multipart_no_file": ("POST", "/v1/predict") + _multipart([("note", None, None, b"hi")]) + (400,),
+        "multipart_not_image": ("POST", "/v1/predict") + _multipart([("file", "x.png", "image/png", b"nope")]) + (400,),
+        "multipart_too_many": ("POST", "/v1/predict") + _multipart([("f", f"{i}.png", "image/png", good) for i in range(17)]) + (413,),
+        "multipart_broken": ("POST", "/v1/predict", b"--other\r\nbroken", {"Content-Type": "multipart/form-data; boundary=b0undary"}, 400),
+        "bad_return_image": ("POST", "/v1/predict?return_image=maybe", good, PNG, 400),
+        "bad_invert": ("POST", "/v1/predict?invert=2", good, PNG, 400),
+        "get_predict": ("GET", "/v1/predict", None, {}, 405),
+        "unknown_path": ("POST", "/v2/predict", good, PNG, 404),
+    }
+
+
+CASES = _malformed_cases()
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_malformed_requests_get_a_clear_4xx(case, servers):
+    server = servers["onnxruntime"]
+    method, path, body, headers, want = CASES[case]
+    status, data, resp_headers = server.request(method, path, body, headers)
+    assert status == want, (status, data[:200])
+    doc = json.loads(data)
+    assert doc["status"] == want and doc["error"] and "\n" not in doc["error"]
+
+
+def test_server_is_healthy_after_the_malformed_table(servers, digits):
+    server = servers["onnxruntime"]
+    for method, path, body, headers, _ in CASES.values():  # once more, back to back
+        assert 400 <= server.request(method, path, body, headers)[0] < 500
+    assert server.json("GET", "/healthz") == (200, {"status": "ok"})
+    status, doc = server.json("POST", "/v1/predict", png_bytes(digits[0][0]), PNG)
+    assert status == 200 and len(doc["predictions"]) == 1
+    metrics = server.request("GET", "/metrics")[1].decode()
+    assert 'stn_request_errors_total{code="415",endpoint="/v1/predict"}' in metrics
+    assert "stn_request_latency_seconds_bucket" in metrics and "stn_batch_size_bucket" in metrics
+
+
+def test_model_endpoint(servers, model_dir):
+    status, info = servers["onnxruntime"].json("GET", "/v1/model")
+    assert status == 200 and info["backend"] == "onnxruntime" and info["opset"] == 20
+    assert info["input_shape"] == [None, 1, 28, 28] and info["classes"][3] == "3"
+    assert len(info["files"]["model.onnx"]) == 64
+    status, info = servers["mxnet"].json("GET", "/v1/model")
+    assert info["backend"] == "mxnet" and set(info["files"]) == {"model-symbol.json", "model-0000.params"}
+
+
+def test_concurrent_requests_are_batched_and_answered_to_the_right_caller(servers, digits):
+    server = servers["onnxruntime"]
+    images, _ = digits
+    single = [server.json("POST", "/v1/predict", png_bytes(img), PNG)[1]["predictions"][0] for img in images]
+    before = server.request("GET", "/metrics")[1].decode()
+
+    def ask(i):
+        if i % 4 == 3:  # bad requests mixed in: they must not fail their batch-mates
+            return i, server.request("POST", "/v1/predict", b"\x89PNG broken", PNG)[0], None
+        status, doc = server.json("POST", "/v1/predict", png_bytes(images[i % 40]), PNG)
+        return i, status, doc
+
+    with concurrent.futures.ThreadPoolExecutor(32) as pool:
+        results = list(pool.map(ask, range(160)))
+    for i, status, doc in results:
+        if i % 4 == 3:
+            assert status == 400
+        else:
+            assert status == 200
+            np.testing.assert_allclose(doc["predictions"][0]["probabilities"],
+                                       single[i % 40]["probabilities"], atol=1e-5)
+    after = server.request("GET", "/metrics")[1].decode()
+
+    def count(text, name):
+        return float(next(l for l in text.splitlines() if l.startswith(name)).split()[-1])
+    batches = count(after, "stn_batch_size_count") - count(before, "stn_batch_size_count")
+    images_run = count(after, "stn_batch_size_sum") - count(before, "stn_batch_size_sum")
+    assert images_run == 120 and batches < 120  # several requests shared a batch
+
+
+def test_graceful_shutdown_answers_requests_in_flight(model_dir, digits):
+    server = Server(model_dir / "model.onnx", "--max-wait-ms", "1500")
+    result = {}
+
+    def slow():
+        result["answer"] = server.json("POST", "/v1/predict", png_bytes(digits[0][0]), PNG)
+
+    thread = threading.Thread(target=slow)
+    thread.start()
+    time.sleep(0.5)  # the request now waits in a batch for 1.5 s
+    server.proc.send_signal(signal.SIGTERM)
+    thread.join(30)
+    code, out, err = server.stop()
+    assert result["answer"][0] == 200 and len(result["answer"][1]["predictions"]) == 1
+    assert code == 0 and "Stopped on SIGTERM" in out
+
+
+def test_start_up_errors_are_one_line(tmp_path, model_dir):
+    for extra, expect in ((["--model", str(tmp_path / "none.onnx")], "not found"),
+                          (["--model", str(tmp_path)], "no exported model"),
+                          (["--model", str(model_dir), "--max-wait-ms", "-1"], "--max-wait-ms")):
+        out = subprocess.run([sys.executable, "-m", "stn_gluon", "serve", "--port", "0"] + extra,
+                             capture_output=True, text=True, timeout=120)
+        assert out.returncode == 2 and expect in out.stderr and len(out.stderr.strip().splitlines()) == 1, out.stderr
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen(1)
+        port = busy.getsockname()[1]
+        out = subprocess.run([sys.executable, "-m", "stn_gluon", "serve", "--model", str(model_dir / "model.onnx"),
+                              "--port", str(port)], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2 and "cannot listen" in out.stderr
