@@ -56,11 +56,16 @@ class SpatialTransformer(nn.HybridBlock):
         honoured by ``gluon.Trainer``.
     return_theta : bool
         Also return theta.
+    fill : float
+        What the output shows where it samples outside the input: 0 (MXNet's
+        zero padding) by default; for normalised images, the normalised
+        background (MNIST: ``-mean/std``), so that outside looks like background.
     """
 
     def __init__(self, target_shape=None, transform="affine", localization=None,
-                 init_scale=1.0, loc_lr_mult=1.0, return_theta=False, **kwargs):
+                 init_scale=1.0, loc_lr_mult=1.0, return_theta=False, fill=0.0, **kwargs):
         super().__init__(**kwargs)
+        self.fill = float(fill)
         self.transform = get_transform(transform)
         self._target_shape = None if target_shape is None else _check_target_shape(target_shape)
         self.return_theta = bool(return_theta)
@@ -104,13 +109,16 @@ class SpatialTransformer(nn.HybridBlock):
     def hybrid_forward(self, F, x):
         params = self.regressor(self.localization(x))
         # Named nodes, so that tools can find them in an exported graph.
-        out = F.BilinearSampler(x, self.transform.grid(F, params, self._target_shape),
-                                name="warped")
+        grid = self.transform.grid(F, params, self._target_shape)
+        if self.fill:
+            out = F.identity(F.BilinearSampler(x - self.fill, grid) + self.fill, name="warped")
+        else:
+            out = F.BilinearSampler(x, grid, name="warped")
         if self.return_theta:
             return out, F.identity(self.transform.to_affine(F, params), name="theta")
         return out
 
     def __repr__(self):
         return (f"{self.__class__.__name__}(transform={self.transform.name!r}, "
-                f"target_shape={self._target_shape}, loc_lr_mult={self._loc_lr_mult}, "
+                f"target_shape={self._target_shape}, loc_lr_mult={self._loc_lr_mult}, fill={self.fill}, "
                 f"localization={self.localization.__class__.__name__})")

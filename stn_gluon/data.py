@@ -28,6 +28,7 @@ log = logging.getLogger(__name__)
 
 MNIST_MEAN = 0.1307
 MNIST_STD = 0.3081
+BACKGROUND = -MNIST_MEAN / MNIST_STD  # a black pixel, normalised
 SPLITS = {
     "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", 60000),
     "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte", 10000),
@@ -276,7 +277,7 @@ class RandomAffine:
     """
 
     def __init__(self, max_rotate=12.0, scale=(0.9, 1.1), max_shear=0.1, max_shift=0.1,
-                 fill=-MNIST_MEAN / MNIST_STD, seed=0):
+                 fill=BACKGROUND, seed=0):
         self.max_rotate, self.scale, self.max_shear = max_rotate, scale, max_shear
         self.max_shift, self.fill, self.seed = max_shift, fill, seed
         self.rng = np.random.RandomState(seed)

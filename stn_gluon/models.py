@@ -69,31 +69,32 @@ class STNNet(STNClassifier):
     ``return_theta=True``). ``stn=False`` gives the same net without the STN,
     the baseline. ``transform``, ``target_shape``, ``init_scale`` and
     ``loc_lr_mult`` go to the :class:`SpatialTransformer`; ``target_shape``
-    defaults to ``input_shape[1:]``. ``config`` holds the arguments that
-    rebuild the same architecture.
+    defaults to ``input_shape[1:]``; ``fill`` is what the STN shows outside
+    the input (see :class:`SpatialTransformer`). ``config`` holds the
+    arguments that rebuild the same architecture.
     """
 
     def __init__(self, num_classes=10, stn=True, input_shape=(1, 28, 28), transform="affine",
                  target_shape=None, init_scale=1.0, loc_lr_mult=1.0, dropout=0.5,
-                 return_theta=False, **kwargs):
+                 return_theta=False, fill=0.0, **kwargs):
         if len(input_shape) != 3:
             raise StnGluonError(f"input_shape must be (C, H, W), got {input_shape!r}")
         target_shape = tuple(int(v) for v in (target_shape or input_shape[1:]))
         self.config = dict(num_classes=int(num_classes), stn=bool(stn),
                            input_shape=[int(v) for v in input_shape], transform=transform,
                            target_shape=list(target_shape), init_scale=float(init_scale),
-                           dropout=float(dropout))
+                           dropout=float(dropout), fill=float(fill))
         super().__init__(return_theta=return_theta, **kwargs)
         with self.name_scope():
             body = LeNetBody(num_classes, dropout=dropout, prefix="body_")
             transformer = (SpatialTransformer(target_shape, transform, init_scale=init_scale,
-                                              loc_lr_mult=loc_lr_mult, prefix="stn_")
+                                              loc_lr_mult=loc_lr_mult, fill=fill, prefix="stn_")
                            if stn else None)
         self._set_children(body, transformer)
 
 
 def stn_backbone(name, num_classes=10, input_shape=(3, 32, 32), transform="affine",
-                 target_shape=None, loc_lr_mult=1.0, init_scale=1.0, **kwargs):
+                 target_shape=None, loc_lr_mult=1.0, init_scale=1.0, fill=0.0, **kwargs):
     """A gluoncv model-zoo backbone (e.g. ``cifar_resnet20_v1``) behind a SpatialTransformer.
 
     Input ``(N, C, H, W)``; the STN resamples it to ``target_shape`` (default
@@ -103,7 +104,7 @@ def stn_backbone(name, num_classes=10, input_shape=(3, 32, 32), transform="affin
     net = STNClassifier(**kwargs)
     with net.name_scope():
         stn = SpatialTransformer(target_shape, transform, init_scale=init_scale,
-                                 loc_lr_mult=loc_lr_mult, prefix="stn_")
+                                 loc_lr_mult=loc_lr_mult, fill=fill, prefix="stn_")
     net._set_children(_gluoncv_backbone(name, num_classes, prefix="backbone_"), stn)
     return net
 

@@ -12,7 +12,8 @@ Conventions (MXNet's, used everywhere in this package):
   source: ``[x_s, y_s] = theta @ [x_t, y_t, 1]``. The identity is
   ``[1, 0, 0, 0, 1, 0]``.
 * Sampling is bilinear; any part of the 2x2 neighbourhood that falls outside
-  the input contributes zero (zero padding).
+  the input contributes zero (zero padding), or ``fill`` where a function
+  takes it (computed as ``sample(x - fill) + fill``).
 
 Every function takes either NDArrays or Symbols and returns the same kind.
 """
@@ -63,14 +64,16 @@ def bilinear_sample(data, grid):
     return _F(data).BilinearSampler(data, grid)
 
 
-def affine_transform(data, theta, target_shape=None):
+def affine_transform(data, theta, target_shape=None, fill=0.0):
     """Warp ``data`` with an affine ``theta`` (the STN's sampler stage).
 
     data: ``(N, C, H, W)`` float; theta: ``(N, 6)`` or ``(N, 2, 3)``, mapping
     output to input in normalised ``[-1, 1]`` coordinates (align_corners=True).
     target_shape: ``(H_out, W_out)``; ``None`` keeps ``(H, W)`` (NDArrays only,
     a Symbol has no shape to keep).
-    Returns ``(N, C, H_out, W_out)``; samples outside the input are zero.
+    fill: the value read outside the input (0 is MXNet's zero padding; for
+    normalised images pass the background's normalised value).
+    Returns ``(N, C, H_out, W_out)``.
     """
     if target_shape is None:
         if isinstance(data, mx.sym.Symbol):
@@ -82,7 +85,10 @@ def affine_transform(data, theta, target_shape=None):
         if theta.size != data.shape[0] * 6:
             raise StnGluonError(
                 f"theta must be (N, 6) or (N, 2, 3) with N={data.shape[0]}, got shape {theta.shape}")
-    return bilinear_sample(data, affine_grid(theta, target_shape))
+    grid = affine_grid(theta, target_shape)
+    if fill:
+        return bilinear_sample(data - fill, grid) + fill
+    return bilinear_sample(data, grid)
 
 
 def attention_to_affine(params):

@@ -167,7 +167,8 @@ def _build_net(cfg, input_shape, num_classes):
     if cfg.model in ("stn_lenet", "lenet"):
         kwargs["dropout"] = cfg.dropout
     if cfg.model.startswith("stn"):
-        kwargs.update(transform=cfg.transform, loc_lr_mult=cfg.loc_lr_mult)
+        # outside the image, the STN shows the (normalised) black background, not grey
+        kwargs.update(transform=cfg.transform, loc_lr_mult=cfg.loc_lr_mult, fill=data_lib.BACKGROUND)
     net = get_model(cfg.model, **kwargs)
     return net
 

@@ -42,19 +42,24 @@ def get_loc(data, lr_mult=0.01, num_params=6, init_scale=1.0, prefix=PREFIX + "s
 
 
 def get_symbol(num_classes=10, add_stn=True, target_shape=(28, 28), lr_mult=0.01, dropout=0.5,
-               init_scale=1.0, prefix=PREFIX):
+               init_scale=1.0, fill=0.0, prefix=PREFIX):
     """The STN classifier: ``mx.sym.SpatialTransformer`` -> LeNet body -> ``SoftmaxOutput``.
 
     Input ``data`` ``(N, 1, H, W)`` normalised, label ``softmax_label`` ``(N,)``;
     output ``(N, num_classes)`` probabilities. ``add_stn=False`` gives the
-    baseline. The body is :class:`stn_gluon.LeNetBody`'s.
+    baseline. The body is :class:`stn_gluon.LeNetBody`'s; ``fill`` is what the
+    transformer shows outside the input, as in :class:`stn_gluon.SpatialTransformer`.
     """
     data = mx.sym.var("data")
     x = data
     if add_stn:
         loc = get_loc(data, lr_mult=lr_mult, init_scale=init_scale, prefix=prefix + "stn_")
-        x = mx.sym.SpatialTransformer(data, loc, target_shape=tuple(target_shape), transform_type="affine",
-                                      sampler_type="bilinear", name=prefix + "stn_warped")
+        kwargs = dict(target_shape=tuple(target_shape), transform_type="affine", sampler_type="bilinear")
+        if fill:
+            x = mx.sym.SpatialTransformer(data - fill, loc, name=prefix + "stn_sampler", **kwargs)
+            x = mx.sym.identity(x + fill, name=prefix + "stn_warped")
+        else:
+            x = mx.sym.SpatialTransformer(data, loc, name=prefix + "stn_warped", **kwargs)
     body = prefix + "body_"
     x = _conv(x, body + "conv0_", 10, (5, 5))
     x = mx.sym.Pooling(x, kernel=(2, 2), stride=(2, 2), pool_type="max", name=body + "pool0_fwd")

@@ -21,7 +21,7 @@ import warnings
 import mxnet as mx
 
 from ..context import format_ctx
-from ..data import MNIST_MEAN, MNIST_STD
+from ..data import BACKGROUND, MNIST_MEAN, MNIST_STD
 from ..errors import CheckpointError, StnGluonError, mxnet_message
 from ..export import DEFAULT_PREFIX, load_model
 from ..io import atomic_path, write_json
@@ -164,7 +164,7 @@ def fit_module(cfg, dataset=None, echo=print, symbol=None):
     if symbol is None:
         symbol = get_symbol(data.num_classes, add_stn=cfg.model == "stn_lenet",
                             target_shape=data.input_shape[1:], lr_mult=cfg.loc_lr_mult,
-                            dropout=cfg.dropout)
+                            dropout=cfg.dropout, fill=BACKGROUND)
     _check_input(symbol, (cfg.batch_size,) + data.input_shape)
     prefix = os.path.join(cfg.save_dir, DEFAULT_PREFIX)
     recorder = RunRecorder(cfg, data.dataset, "module", format_ctx(ctx_list), echo)

@@ -120,3 +120,14 @@ def test_bad_input_is_a_clear_error():
         sg.SpatialTransformer((28, 28), "perspective-ish")
     with pytest.raises(sg.StnGluonError, match="loc_lr_mult"):
         sg.SpatialTransformer((28, 28), loc_lr_mult=-1)
+
+
+@pytest.mark.parametrize("transform", ["affine", "attention"])
+def test_fill_block_matches_functional_form_and_hybridizes(transform):
+    x = mx.nd.random.uniform(shape=(3, 1, 28, 28))
+    stn = _init(sg.SpatialTransformer((28, 28), transform, fill=-0.42, return_theta=True, init_scale=1.6), x)
+    out, theta = stn(x)
+    np.testing.assert_allclose(out.asnumpy(), sg.affine_transform(x, theta, fill=-0.42).asnumpy(), atol=1e-6)
+    assert np.isclose(out.asnumpy()[:, :, 0, 0], -0.42, atol=1e-6).all()  # zoomed out: the corners are outside
+    stn.hybridize()
+    np.testing.assert_allclose(stn(x)[0].asnumpy(), out.asnumpy(), atol=1e-6)

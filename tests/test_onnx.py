@@ -53,9 +53,10 @@ def _check_thetas_are_wild(theta, transform, preset):
 
 @pytest.mark.parametrize("transform", ["affine", "attention"])
 @pytest.mark.parametrize("preset", ["zoom_in", "zoom_out"])
-def test_gluon_model_parity_far_from_identity(tmp_path, transform, preset):
+@pytest.mark.parametrize("fill", [0.0, -0.4242])
+def test_gluon_model_parity_far_from_identity(tmp_path, transform, preset, fill):
     mx.random.seed(0)
-    net = sg.STNNet(transform=transform, return_theta=True)
+    net = sg.STNNet(transform=transform, return_theta=True, fill=fill)
     net.initialize(mx.init.Xavier())
     net.hybridize()
     net(mx.nd.zeros((1, 1, 28, 28)))
@@ -77,8 +78,9 @@ def test_gluon_model_parity_far_from_identity(tmp_path, transform, preset):
             _check_thetas_are_wild(theta.asnumpy(), transform, preset)
 
 
-def test_module_checkpoint_parity(tmp_path):
-    sym = get_symbol()
+@pytest.mark.parametrize("fill", [0.0, -0.4242])
+def test_module_checkpoint_parity(tmp_path, fill):
+    sym = get_symbol(fill=fill)
     mod = mx.mod.Module(sym)
     mod.bind(data_shapes=[("data", (1, 1, 28, 28))], label_shapes=[("softmax_label", (1,))])
     mod.init_params(mx.init.Xavier())

@@ -81,3 +81,14 @@ def test_gradients_match_finite_differences():
         d[idx] = eps
         num_x[idx] = (loss_np(images + d, theta) - loss_np(images - d, theta)) / (2 * eps)
         assert abs(x.grad.asnumpy()[idx] - num_x[idx]) < 1e-4
+
+
+def test_fill_is_what_outside_reads():
+    rng = np.random.RandomState(5)
+    images = rng.rand(6, 2, 28, 28).astype(np.float32)
+    theta = random_thetas(rng, 6)
+    fill = -0.4242
+    got = sg.affine_transform(mx.nd.array(images), mx.nd.array(theta), (21, 19), fill=fill).asnumpy()
+    np.testing.assert_allclose(got, affine_sample(images - fill, theta, (21, 19)) + fill, atol=1e-5)
+    far = sg.affine_transform(mx.nd.array(images), mx.nd.array([[1, 0, 5, 0, 1, 5]] * 6), fill=fill)
+    np.testing.assert_allclose(far.asnumpy(), fill, atol=1e-6)  # entirely outside: all fill

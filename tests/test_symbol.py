@@ -8,8 +8,8 @@ from stn_gluon.export import load_model
 from stn_gluon.symbol import get_loc, get_symbol, localization_params
 
 
-def _gluon_net(stn=True):
-    net = sg.STNNet(stn=stn, prefix="stn_lenet_")
+def _gluon_net(stn=True, fill=0.0):
+    net = sg.STNNet(stn=stn, prefix="stn_lenet_", fill=fill)
     net.initialize(mx.init.Xavier())
     net(mx.nd.zeros((1, 1, 28, 28)))
     if stn:  # far from the identity: rotations/zooms/shifts differ per image
@@ -25,13 +25,13 @@ def _module(sym, batch, arg_params, aux_params=None):
     return mod
 
 
-@pytest.mark.parametrize("stn", [True, False])
-def test_symbol_and_gluon_compute_the_same_outputs(stn):
+@pytest.mark.parametrize("stn, fill", [(True, 0.0), (True, -0.4242), (False, 0.0)])
+def test_symbol_and_gluon_compute_the_same_outputs(stn, fill):
     mx.random.seed(1)
-    net = _gluon_net(stn)
+    net = _gluon_net(stn, fill)
     x = mx.nd.random.normal(shape=(8, 1, 28, 28))
     want = mx.nd.softmax(net(x)).asnumpy()
-    sym = get_symbol(add_stn=stn)
+    sym = get_symbol(add_stn=stn, fill=fill)
     params = {k: v.data() for k, v in net.collect_params().items()}
     assert set(params) == set(sym.list_arguments()) - {"data", "softmax_label"}
     mod = _module(sym, 8, params)
@@ -87,10 +87,11 @@ def test_spatial_transformer_op_equals_gridgenerator_plus_bilinearsampler():
     np.testing.assert_allclose(a.asnumpy(), b.asnumpy(), atol=1e-5)
 
 
-def test_module_checkpoint_loads_as_symbolblock_and_gluon_weights_load_into_module(tmp_path):
-    net = _gluon_net()
+@pytest.mark.parametrize("fill", [0.0, -0.4242])
+def test_module_checkpoint_loads_as_symbolblock_and_gluon_weights_load_into_module(tmp_path, fill):
+    net = _gluon_net(fill=fill)
     params = {k: v.data() for k, v in net.collect_params().items()}
-    sym = get_symbol()
+    sym = get_symbol(fill=fill)
     prefix = str(tmp_path / "mod")
     mx.model.save_checkpoint(prefix, 3, sym, params, {})
     model = load_model(prefix)
@@ -100,5 +101,5 @@ def test_module_checkpoint_loads_as_symbolblock_and_gluon_weights_load_into_modu
     warped, theta = model.stn(x)
     want_warped, want_theta = net.stn(x)
     np.testing.assert_allclose(theta.asnumpy(), want_theta.asnumpy(), atol=1e-6)
-    np.testing.assert_allclose(warped.asnumpy(), want_warped.asnumpy(), atol=1e-5)
+    np.testing.assert_allclose(warped.asnumpy(), want_warped.asnumpy(), atol=5e-5)  # two samplers, float32
     assert np.abs(want_theta.asnumpy() - [1, 0, 0, 0, 1, 0]).max() > 0.05
