@@ -10,15 +10,12 @@ median of several repetitions; the two backends are measured alternately.
 """
 import argparse
 import os
-import sys
 import tempfile
 import time
 
 import numpy as np
 
-from stn_gluon.errors import StnGluonError
-from stn_gluon.io import atomic_write_text, write_json
-from stn_gluon.reporting import machine_info
+from stn_gluon.reporting import machine_info, run_script, write_report
 
 
 def _random_model(folder):
@@ -128,16 +125,9 @@ def main(argv=None):
     lines += ["", f"Model: {args.model or 'random STNNet'}. Machine: {info['cpu_count']} CPUs ({info['processor']}), "
                   f"MXNet {info['mxnet']}, OMP_NUM_THREADS={info['omp_num_threads']}, "
                   f"ONNX Runtime threads={args.threads or os.cpu_count()}."]
-    os.makedirs(args.out, exist_ok=True)
-    atomic_write_text(os.path.join(args.out, "results.md"), "\n".join(lines) + "\n")
-    write_json(os.path.join(args.out, "results.json"), dict(results=results, machine=info, batches=batches))
-    print("\n".join(lines))
+    write_report(args.out, lines, dict(results=results, batches=batches))
     return 0
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except StnGluonError as err:
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(2)
+    run_script(main)

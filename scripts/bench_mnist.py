@@ -10,11 +10,9 @@ sample the numbers are not comparable.
 """
 import argparse
 import os
-import sys
 
 from stn_gluon.errors import StnGluonError
-from stn_gluon.io import atomic_write_text, write_json
-from stn_gluon.reporting import machine_info
+from stn_gluon.reporting import machine_info, run_script, write_report
 from stn_gluon.training import TrainConfig, fit
 
 
@@ -60,15 +58,9 @@ def main(argv=None):
     info = machine_info()
     lines += ["", f"Data: {rows[0]['data_source']}. Machine: {info['cpu_count']} CPUs ({info['processor']}), "
                   f"Python {info['python']}, MXNet {info['mxnet']}, OMP_NUM_THREADS={info['omp_num_threads']}."]
-    atomic_write_text(os.path.join(args.out, "results.md"), "\n".join(lines) + "\n")
-    write_json(os.path.join(args.out, "results.json"), dict(rows=rows, machine=info, seed=args.seed))
-    print("\n".join(lines))
+    write_report(args.out, lines, dict(rows=rows, seed=args.seed))
     return 0
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except StnGluonError as err:
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(2)
+    run_script(main)

@@ -23,8 +23,7 @@ import time
 import numpy as np
 
 from stn_gluon.errors import StnGluonError
-from stn_gluon.io import atomic_write_text, write_json
-from stn_gluon.reporting import machine_info
+from stn_gluon.reporting import machine_info, run_script, write_report
 
 
 def _free_port():
@@ -158,16 +157,9 @@ def main(argv=None):
     lines += ["", f"Micro-batching / batch size 1: {a['throughput'] / b['throughput']:.2f}x throughput at "
                   f"{args.clients} clients. Model: {args.model or 'random STNNet (ONNX)'}; "
                   f"backend {args.backend or 'by file type'}; {info['cpu_count']} CPUs shared by server and clients."]
-    os.makedirs(args.out, exist_ok=True)
-    atomic_write_text(os.path.join(args.out, "results.md"), "\n".join(lines) + "\n")
-    write_json(os.path.join(args.out, "results.json"), dict(results=results, machine=info, clients=args.clients))
-    print("\n".join(lines))
+    write_report(args.out, lines, dict(results=results, clients=args.clients))
     return 0 if a["errors"] == 0 and b["errors"] == 0 else 1
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except StnGluonError as err:
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(2)
+    run_script(main)

@@ -5,6 +5,7 @@ first and is then renamed over the target, so a process killed at any moment
 leaves either the old file or the new one, never a torn one.
 """
 import contextlib
+import hashlib
 import json
 import os
 import tempfile
@@ -13,7 +14,7 @@ import zlib
 
 from .errors import CheckpointError
 
-__all__ = ["atomic_path", "atomic_write_bytes", "atomic_write_text", "write_json",
+__all__ = ["atomic_path", "atomic_write_bytes", "atomic_write_text", "write_json", "sha256_file",
            "save_checkpoint", "load_checkpoint", "CHECKPOINT_NAME"]
 
 CHECKPOINT_NAME = "checkpoint.zip"
@@ -49,6 +50,15 @@ def atomic_write_text(path, text):
 
 def write_json(path, obj):
     atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
+
+
+def sha256_file(path):
+    """SHA-256 hex digest of a file, read in chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def save_checkpoint(path, meta, params_writer, states_writer=None):

@@ -20,7 +20,6 @@ The exported file:
 * carries metadata: input name and shape, normalisation, class names, opset,
   transform, and the source files with their SHA-256.
 """
-import hashlib
 import json
 import os
 import re
@@ -29,6 +28,7 @@ import tempfile
 import numpy as np
 
 from .errors import CheckpointError, StnGluonError
+from .io import sha256_file
 
 __all__ = ["OPSET", "export_onnx", "OnnxModel", "read_metadata"]
 
@@ -96,12 +96,6 @@ def _register_converters():
     _registered = True
 
 
-def _sha256(path):
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _graph_of(model, input_shape):
@@ -206,7 +200,7 @@ def export_onnx(model, path, input_shape=None, opset=OPSET, class_names=None, ch
         mean=json.dumps(meta.get("mean", 0.0)), std=json.dumps(meta.get("std", 1.0)),
         classes=json.dumps(list(classes)), opset=str(opset), transform=str(meta.get("transform") or "none"),
         model=str(meta.get("model", "")), trainer=str(meta.get("source", "")),
-        source=json.dumps({os.path.basename(f): _sha256(f) for f in graph.files}),
+        source=json.dumps({os.path.basename(f): sha256_file(f) for f in graph.files}),
         producer=f"stn-gluon {__version__}")
     for key, value in metadata.items():
         onnx_model.metadata_props.add(key=key, value=value)

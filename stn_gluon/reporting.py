@@ -12,7 +12,7 @@ from .errors import CheckpointError
 from .io import atomic_write_text, write_json
 
 __all__ = ["EpochRecord", "History", "RunRecorder", "test_line", "write_metrics", "machine_info",
-           "check_recipe"]
+           "check_recipe", "write_report", "run_script"]
 
 HISTORY_FIELDS = ["epoch", "lr", "train_loss", "train_acc", "test_loss", "test_acc",
                   "seconds", "train_images_per_sec"]
@@ -164,3 +164,24 @@ class RunRecorder:
         self.echo(f"Final {test_line(test_loss, test_correct, test_total)}")
         self.echo(f"Wrote {save_dir}: {', '.join(written)}")
         return metrics
+
+
+def write_report(out_dir, lines, payload):
+    """A benchmark's results: ``results.md`` (``lines``) and ``results.json`` (``payload`` + machine)."""
+    os.makedirs(out_dir, exist_ok=True)
+    atomic_write_text(os.path.join(out_dir, "results.md"), "\n".join(lines) + "\n")
+    write_json(os.path.join(out_dir, "results.json"), dict(payload, machine=machine_info()))
+    print("\n".join(lines))
+
+
+def run_script(main):
+    """Run a script's ``main()``: its return code, or one ``error:`` line and status 2 for bad input."""
+    import sys
+
+    from .errors import StnGluonError
+
+    try:
+        sys.exit(main())
+    except StnGluonError as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)

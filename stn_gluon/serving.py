@@ -23,7 +23,6 @@ import asyncio
 import base64
 import concurrent.futures
 import contextlib
-import hashlib
 import json
 import logging
 import math
@@ -37,6 +36,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .errors import StnGluonError
+from .io import sha256_file
 from .inference import array_to_pixels, decode_image, describe, load_predictor, preprocess, to_png
 
 __all__ = ["ServeConfig", "MicroBatcher", "build_app", "serve", "HTTPError"]
@@ -155,12 +155,6 @@ class MicroBatcher:
             start += n
 
 
-def _sha256(path):
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 class _Metrics:
@@ -392,7 +386,7 @@ def model_info(predictor, path):
     """What ``GET /v1/model`` reports."""
     info = dict(backend=predictor.backend, input_shape=[None] + list(predictor.input_shape),
                 mean=predictor.mean, std=predictor.std, classes=predictor.classes, model=os.path.abspath(path),
-                files={os.path.basename(f): _sha256(f) for f in predictor.source})
+                files={os.path.basename(f): sha256_file(f) for f in predictor.source})
     if predictor.backend == "onnxruntime":
         info["opset"] = int(predictor.model.meta.get("opset", 0)) or None
     else:
