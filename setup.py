@@ -38,7 +38,7 @@ setup(
         "onnx>=1.15,<1.19",  # mxnet's exporter imports onnx.mapping (gone in 1.19)
         "onnxruntime>=1.17",
         "starlette>=0.37",  # serving: ASGI app
-        "uvicorn>=0.29",  # serving: ASGI server
+        "uvicorn[standard]>=0.29",  # serving: ASGI server (with uvloop and httptools)
         "python-multipart>=0.0.9",  # serving: multipart uploads
         "prometheus-client>=0.17",  # serving: /metrics
     ],

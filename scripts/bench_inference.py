@@ -46,14 +46,13 @@ class MXNetRunner:
 
 
 class OrtRunner:
-    def __init__(self, path, threads):
+    def __init__(self, path, threads, mode):
         from stn_gluon.onnx import OnnxModel
 
-        self.model = OnnxModel(path, threads=threads)
-        self.session, self.name = self.model.session, self.model.input_name
+        self.model = OnnxModel(path, threads=threads, mode=mode, outputs=["logits"])
 
     def __call__(self, x):
-        return self.session.run(["logits"], {self.name: x})[0]
+        return self.model.run(x)["logits"]
 
 
 def _throughput(run, x, seconds):
@@ -84,7 +83,9 @@ def main(argv=None):
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--seconds", type=float, default=1.0, help="time per throughput measurement")
     parser.add_argument("--latency-count", type=int, default=300)
-    parser.add_argument("--threads", type=int, default=None, help="ONNX Runtime intra-op threads (default: all)")
+    parser.add_argument("--threads", type=int, default=None, help="ONNX Runtime threads (default: all)")
+    parser.add_argument("--ort-mode", default="split", choices=["split", "intra"],
+                        help="split: chunks of a batch on single-threaded runs in parallel; intra: ORT's thread pool")
     parser.add_argument("--out", default="runs/bench_inference")
     args = parser.parse_args(argv)
     batches = [int(b) for b in args.batches.split(",")]
@@ -95,7 +96,7 @@ def main(argv=None):
         if onnx_path is None:
             from stn_gluon.onnx import export_onnx
             onnx_path = export_onnx(model, os.path.join(tmp, "model.onnx"))
-        runners = {"mxnet": MXNetRunner(model), "onnxruntime": OrtRunner(onnx_path, args.threads)}
+        runners = {"mxnet": MXNetRunner(model), "onnxruntime": OrtRunner(onnx_path, args.threads, args.ort_mode)}
         rng = np.random.RandomState(0)
         results = {name: {"throughput": {}, "latency_ms": {}} for name in runners}
         for batch in batches:
@@ -124,8 +125,8 @@ def main(argv=None):
     info = machine_info()
     lines += ["", f"Model: {args.model or 'random STNNet'}. Machine: {info['cpu_count']} CPUs ({info['processor']}), "
                   f"MXNet {info['mxnet']}, OMP_NUM_THREADS={info['omp_num_threads']}, "
-                  f"ONNX Runtime threads={args.threads or os.cpu_count()}."]
-    write_report(args.out, lines, dict(results=results, batches=batches))
+                  f"ONNX Runtime threads={args.threads or os.cpu_count()} ({args.ort_mode})."]
+    write_report(args.out, lines, dict(results=results, batches=batches, ort_mode=args.ort_mode))
     return 0
 
 

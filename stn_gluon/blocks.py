@@ -108,12 +108,8 @@ class SpatialTransformer(nn.HybridBlock):
 
     def hybrid_forward(self, F, x):
         params = self.regressor(self.localization(x))
-        # Named nodes, so that tools can find them in an exported graph.
-        grid = self.transform.grid(F, params, self._target_shape)
-        if self.fill:
-            out = F.identity(F.BilinearSampler(x - self.fill, grid) + self.fill, name="warped")
-        else:
-            out = F.BilinearSampler(x, grid, name="warped")
+        # The functional core, with named nodes that tools find in an exported graph.
+        out = self.transform.warp(x, params, self._target_shape, fill=self.fill, name="warped")
         if self.return_theta:
             return out, F.identity(self.transform.to_affine(F, params), name="theta")
         return out

@@ -64,7 +64,7 @@ def bilinear_sample(data, grid):
     return _F(data).BilinearSampler(data, grid)
 
 
-def affine_transform(data, theta, target_shape=None, fill=0.0):
+def affine_transform(data, theta, target_shape=None, fill=0.0, name=None):
     """Warp ``data`` with an affine ``theta`` (the STN's sampler stage).
 
     data: ``(N, C, H, W)`` float; theta: ``(N, 6)`` or ``(N, 2, 3)``, mapping
@@ -73,6 +73,7 @@ def affine_transform(data, theta, target_shape=None, fill=0.0):
     a Symbol has no shape to keep).
     fill: the value read outside the input (0 is MXNet's zero padding; for
     normalised images pass the background's normalised value).
+    name: the name of the output node when building a Symbol.
     Returns ``(N, C, H_out, W_out)``.
     """
     if target_shape is None:
@@ -85,10 +86,11 @@ def affine_transform(data, theta, target_shape=None, fill=0.0):
         if theta.size != data.shape[0] * 6:
             raise StnGluonError(
                 f"theta must be (N, 6) or (N, 2, 3) with N={data.shape[0]}, got shape {theta.shape}")
+    F = _F(data)
     grid = affine_grid(theta, target_shape)
     if fill:
-        return bilinear_sample(data - fill, grid) + fill
-    return bilinear_sample(data, grid)
+        return F.identity(F.BilinearSampler(data - fill, grid) + fill, name=name)
+    return F.BilinearSampler(data, grid, name=name)
 
 
 def attention_to_affine(params):
@@ -112,6 +114,9 @@ class Transform:
     identity(init_scale): the parameter vector of the identity (or of a
     centred zoom by ``1/init_scale``), used to initialise the regressor bias.
     grid(F, params, target_shape): ``(N, num_params)`` -> grid ``(N, 2, H, W)``.
+    warp(data, params, target_shape, fill, name): the STN's sampler stage,
+    ``(N, C, H, W)`` -> ``(N, C, H_out, W_out)``; for affine families,
+    :func:`affine_transform`.
     to_affine(F, params): ``(N, num_params)`` -> ``(N, 6)``, for transforms
     that are affine (``None`` otherwise).
     """
@@ -126,6 +131,9 @@ class Transform:
         h, w = _check_target_shape(target_shape)
         return F.GridGenerator(self.to_affine(F, params), transform_type="affine",
                                target_shape=(h, w))
+
+    def warp(self, data, params, target_shape, fill=0.0, name=None):
+        return affine_transform(data, self.to_affine(_F(params), params), target_shape, fill=fill, name=name)
 
     def __repr__(self):
         return f"Transform({self.name!r}, num_params={self.num_params})"

@@ -123,6 +123,10 @@ class MicroBatcher:
                 rows += len(item[0])
             try:
                 await self._run_batch(loop, items)
+            except Exception as err:  # never leave a caller waiting
+                for _, future in items:
+                    if not future.done():
+                        future.set_exception(err)
             finally:
                 for _ in items:
                     self.queue.task_done()
