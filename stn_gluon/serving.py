@@ -184,6 +184,24 @@ class _Metrics:
 _TRUE, _FALSE = ("1", "true", "yes"), ("0", "false", "no", "")
 
 
+@contextlib.asynccontextmanager
+async def _timeout(seconds):
+    """``asyncio.timeout`` (no task per request) where Python has it, else ``wait_for``'s effect."""
+    if hasattr(asyncio, "timeout"):
+        async with asyncio.timeout(seconds):
+            yield
+        return
+    loop = asyncio.get_running_loop()
+    task = asyncio.current_task()
+    handle = loop.call_later(seconds, task.cancel)
+    try:
+        yield
+    except asyncio.CancelledError:
+        raise asyncio.TimeoutError() from None
+    finally:
+        handle.cancel()
+
+
 def _flag(request, name):
     value = request.query_params.get(name, "0").lower()
     if value in _TRUE:
@@ -225,7 +243,8 @@ def build_app(predictor, config, model_info=None):
                 chunks.append(chunk)
 
         try:
-            await asyncio.wait_for(collect(), timeout=config.timeout_s)
+            async with _timeout(config.timeout_s):
+                await collect()
         except asyncio.TimeoutError:
             raise HTTPError(408, f"the request body did not arrive within {config.timeout_s:g} s") from None
         return b"".join(chunks)
@@ -316,7 +335,8 @@ def build_app(predictor, config, model_info=None):
             pixels = await parse_instances(request)
             x = preprocess(pixels, predictor.mean, predictor.std, invert=invert)
             try:
-                outputs = await asyncio.wait_for(batcher.submit(x), timeout=config.timeout_s)
+                async with _timeout(config.timeout_s):
+                    outputs = await batcher.submit(x)
             except asyncio.TimeoutError:
                 raise HTTPError(503, f"inference did not finish within {config.timeout_s:g} s") from None
             if return_image and "warped" not in outputs:

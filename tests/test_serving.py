@@ -311,3 +311,35 @@ def test_start_up_errors_are_one_line(tmp_path, model_dir):
         out = subprocess.run([sys.executable, "-m", "stn_gluon", "serve", "--model", str(model_dir / "model.onnx"),
                               "--port", str(port)], capture_output=True, text=True, timeout=120)
     assert out.returncode == 2 and "cannot listen" in out.stderr
+
+
+def test_micro_batcher_limits_routing_and_isolation():
+    import asyncio
+
+    from stn_gluon.serving import MicroBatcher
+
+    seen = []
+
+    def predict(x):
+        seen.append(len(x))
+        if (x == -1).any():
+            raise ValueError("poison")
+        return {"row_sum": x.reshape(len(x), -1).sum(axis=1), "first": x[:, 0, 0, 0].copy()}
+
+    async def scenario():
+        batcher = MicroBatcher(predict, max_batch=8, max_wait_ms=50)
+        batcher.start()
+        inputs = [np.full((1 + i % 3, 1, 2, 2), float(i)) for i in range(12)]
+        inputs[5] = np.full((1, 1, 2, 2), -1.0)
+        results = await asyncio.gather(*(batcher.submit(x) for x in inputs), return_exceptions=True)
+        await batcher.stop()
+        return inputs, results
+
+    inputs, results = asyncio.run(scenario())
+    for i, (x, r) in enumerate(zip(inputs, results)):
+        if i == 5:
+            assert isinstance(r, ValueError)
+        else:
+            np.testing.assert_array_equal(r["first"], x[:, 0, 0, 0])
+            assert len(r["row_sum"]) == len(x)
+    assert max(seen) <= 8 and any(n > 3 for n in seen)  # batched, never past the limit
