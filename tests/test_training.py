@@ -172,9 +172,9 @@ def test_two_cpu_contexts_compute_the_same_step_as_one():
 
 
 def test_fit_on_two_cpu_contexts(tmp_path, small_data):
-    metrics = fit(_cfg(tmp_path, epochs=1, ctx="cpu:0,1"), dataset=small_data, echo=lambda s: None)
+    metrics = fit(_cfg(tmp_path, epochs=3, lr=0.05, ctx="cpu:0,1"), dataset=small_data, echo=lambda s: None)
     assert metrics["context"] == "cpu:0,1"
-    assert metrics["test_accuracy"] > 0.3
+    assert metrics["test_accuracy"] > 0.6  # it learns (chance: 0.1)
 
 
 def test_bad_settings_are_clear_errors(tmp_path, small_data):
