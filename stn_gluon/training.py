@@ -120,7 +120,7 @@ def progress_bar(iterable, total, desc, enabled=True):
 
     tty = sys.stderr.isatty()
     return tqdm(iterable, total=total, desc=desc, disable=not enabled, leave=tty,
-                mininterval=0.5 if tty else 15, dynamic_ncols=True, file=sys.stderr)
+                mininterval=0.5 if tty else 15, delay=0 if tty else 2, dynamic_ncols=True, file=sys.stderr)
 
 
 def _split(batch, ctx_list):
