@@ -1,5 +1,5 @@
 """The ``stn-gluon`` command line: ``train``, ``train-symbol``, ``evaluate``, ``visualize``,
-``export-onnx``, ``predict``, ``serve``.
+``export-onnx``, ``predict``, ``serve``, ``bench``.
 
 Every user mistake (bad flag value, missing or damaged file, wrong shape)
 ends with a one-line ``error: ...`` on stderr and exit status 2.
@@ -128,6 +128,19 @@ def build_parser():
     p.add_argument("--max-instances", type=_positive_int, default=256, help="images per request")
     p.add_argument("--timeout-s", type=_float, default=30.0, help="request timeout; also the shutdown grace")
     p.add_argument("--threads", type=_positive_int, default=None, help="ONNX Runtime intra-op threads")
+
+    p = sub.add_parser("bench", help="speed benchmarks: speed, time-to-accuracy")
+    which = p.add_subparsers(dest="bench", metavar="BENCHMARK", parser_class=_Parser)
+    which.required = True
+    q = which.add_parser("speed", help="training/inference throughput, PyTorch peer, memory, scaling")
+    q.add_argument("--seconds", type=_float, default=1.0, help="length of one timed window")
+    q.add_argument("--repeats", type=_positive_int, default=5, help="timed windows per figure (median)")
+    q.add_argument("--data-dir", default=None, help="MNIST for the memory measurement's training run")
+    q.add_argument("--out", default="runs/bench_speed")
+    q = which.add_parser("time-to-accuracy", help="wall time of a default training run to a test accuracy")
+    q.add_argument("--target", type=_float, default=0.99)
+    q.add_argument("--data-dir", default=None)
+    q.add_argument("--out", default="runs/bench_time_to_accuracy")
 
     for name, text in (("evaluate", "test accuracy of a saved model"),
                        ("visualize", "plot test digits beside what a saved model's STN makes of them")):
@@ -283,7 +296,25 @@ def _cmd_serve(args):
                       threads=args.threads), echo=lambda line: print(line, flush=True))
 
 
-COMMANDS = {"serve": _cmd_serve, "export-onnx": _cmd_export_onnx, "predict": _cmd_predict, "train": _cmd_train, "train-symbol": _cmd_train_symbol, "evaluate": _cmd_evaluate,
+def _cmd_bench(args):
+    from .bench import speed_report, time_to_accuracy
+    from .reporting import write_report
+
+    if args.bench == "speed":
+        lines, results = speed_report(seconds=args.seconds, repeats=args.repeats, data_dir=args.data_dir,
+                                      echo=lambda line: print(f"... {line}", file=sys.stderr, flush=True))
+        write_report(args.out, lines, dict(results=results))
+    else:
+        result = time_to_accuracy(args.target, args.data_dir, echo=print)
+        if result["seconds"] is None:
+            lines = [f"Test accuracy never reached {100 * args.target:.1f} % in {result['epochs_run']} epochs."]
+        else:
+            lines = [f"Time to {100 * args.target:.1f} % test accuracy: {result['seconds']:.1f} s "
+                     f"(epoch {result['epoch']}, {100 * result['test_acc']:.2f} %) on {result['data_source']}."]
+        write_report(args.out, lines, dict(result=result))
+
+
+COMMANDS = {"bench": _cmd_bench, "serve": _cmd_serve, "export-onnx": _cmd_export_onnx, "predict": _cmd_predict, "train": _cmd_train, "train-symbol": _cmd_train_symbol, "evaluate": _cmd_evaluate,
             "visualize": _cmd_visualize}
 
 

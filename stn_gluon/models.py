@@ -136,9 +136,9 @@ def get_model(name, **kwargs):
 
 
 def _gluoncv_backbone(name, num_classes, **kwargs):
-    from gluoncv import model_zoo  # imported lazily: gluoncv is slow to import
+    from .compat import import_gluoncv  # imported lazily: gluoncv is slow to import
 
     try:
-        return model_zoo.get_model(name, classes=num_classes, pretrained=False, **kwargs)
+        return import_gluoncv().model_zoo.get_model(name, classes=num_classes, pretrained=False, **kwargs)
     except ValueError as err:
         raise StnGluonError(f"unknown model {name!r}: {str(err).splitlines()[0]}") from None

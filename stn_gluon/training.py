@@ -95,7 +95,10 @@ def make_lr_scheduler(cfg, iters_per_epoch):
 
     The warm-up lasts ``cfg.warmup_epochs``, but at most a quarter of the run.
     """
-    from gluoncv.utils import LRScheduler, LRSequential
+    from .compat import import_gluoncv
+
+    gluoncv = import_gluoncv()
+    LRScheduler, LRSequential = gluoncv.utils.LRScheduler, gluoncv.utils.LRSequential
 
     warm = min(cfg.warmup_epochs, cfg.epochs / 4)
     main_epochs = cfg.epochs - warm
@@ -238,10 +241,12 @@ def setup_run(cfg, dataset=None):
     return ctx_list, prepared
 
 
-def fit(cfg, dataset=None, echo=print):
+def fit(cfg, dataset=None, echo=print, on_epoch=None):
     """Train per ``cfg`` (a :class:`TrainConfig`) and write the run's files to ``cfg.save_dir``.
 
     dataset: a :class:`~stn_gluon.data.MNISTData` (default: :func:`~stn_gluon.data.load_mnist`).
+    on_epoch(record): called after each epoch with its history record; returning
+    True ends the run there (it is still exported and reported).
     Writes ``checkpoint.zip`` after every epoch, then ``model-symbol.json``,
     ``model-0000.params``, ``model.json``, ``metrics.json``, ``history.csv``,
     ``curves.png`` and (with an STN) ``stn_grid.png``. Returns the metrics dict.
@@ -290,12 +295,14 @@ def fit(cfg, dataset=None, echo=print):
         train_seconds = time.time() - tic
         bar.close()
         test_loss, test_correct, test_total = evaluate(net, data.test, ctx_list)
-        recorder.end_epoch(epoch + 1, trainer.learning_rate, train_loss, train_acc, seen, train_seconds,
-                           time.time() - tic, test_loss, test_correct, test_total)
+        record = recorder.end_epoch(epoch + 1, trainer.learning_rate, train_loss, train_acc, seen, train_seconds,
+                                    time.time() - tic, test_loss, test_correct, test_total)
         save_checkpoint(os.path.join(cfg.save_dir, CHECKPOINT_NAME),
                         dict(epoch=epoch + 1, history=recorder.history.records, recipe=cfg.recipe(),
                              data_source=data.dataset.source),
                         net.save_parameters, trainer.save_states)
+        if on_epoch is not None and on_epoch(record):
+            break
 
     return _finish(cfg, net, data, recorder, ctx_list)
 

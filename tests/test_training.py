@@ -206,3 +206,18 @@ def test_one_epoch_on_full_mnist_reaches_97_percent_and_onnx_agrees(tmp_path):
                                        for i in range(0, 10000, 1000)])
     assert (labels["mxnet"] == labels["ort"]).all()
     assert (labels["ort"] == load_mnist(os.environ["STN_GLUON_DATA"]).test_labels).mean() == metrics["test_accuracy"]
+
+
+def test_training_works_where_pytorch_2_is_installed(tmp_path):
+    """gluoncv 0.10 raises on import when torch >= 2 is installed; our import must not."""
+    fake = tmp_path / "fake_site" / "torch"
+    fake.mkdir(parents=True)
+    (fake / "__init__.py").write_text("__version__ = '2.5.0'\n")
+    code = ("import torch; assert torch.__version__ == '2.5.0'\n"
+            "from stn_gluon.training import TrainConfig, make_lr_scheduler\n"
+            "print(make_lr_scheduler(TrainConfig(), 10)(5))\n"
+            "import stn_gluon as sg; sg.get_model('stn_cifar_resnet20_v1')\n"
+            "print('OK')\n")
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(fake.parent)] + sys.path))
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    assert out.returncode == 0 and "OK" in out.stdout, out.stderr[-500:]
