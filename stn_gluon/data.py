@@ -211,10 +211,12 @@ def _download():
 
 def normalize(images, mean=MNIST_MEAN, std=MNIST_STD):
     """``uint8 (N, H, W)`` or ``(N, C, H, W)`` in 0..255 -> ``float32 (N, C, H, W)``, ``(x/255 - mean)/std``."""
-    x = np.asarray(images, dtype=np.float32)
+    x = np.array(images, dtype=np.float32)  # one copy, then in place: no full-size temporaries
     if x.ndim == 3:
         x = x[:, None]
-    return (x / 255.0 - mean) / std
+    x *= 1.0 / (255.0 * std)
+    x -= mean / std
+    return x
 
 
 class ArrayBatches:
