@@ -113,7 +113,6 @@ class Transform:
     num_params: length of the parameter vector the localization net predicts.
     identity(init_scale): the parameter vector of the identity (or of a
     centred zoom by ``1/init_scale``), used to initialise the regressor bias.
-    grid(F, params, target_shape): ``(N, num_params)`` -> grid ``(N, 2, H, W)``.
     warp(data, params, target_shape, fill, name): the STN's sampler stage,
     ``(N, C, H, W)`` -> ``(N, C, H_out, W_out)``; for affine families,
     :func:`affine_transform`.
@@ -126,11 +125,6 @@ class Transform:
         self.num_params = num_params
         self.identity = identity
         self.to_affine = to_affine
-
-    def grid(self, F, params, target_shape):
-        h, w = _check_target_shape(target_shape)
-        return F.GridGenerator(self.to_affine(F, params), transform_type="affine",
-                               target_shape=(h, w))
 
     def warp(self, data, params, target_shape, fill=0.0, name=None):
         return affine_transform(data, self.to_affine(_F(params), params), target_shape, fill=fill, name=name)
