@@ -221,3 +221,26 @@ def test_training_works_where_pytorch_2_is_installed(tmp_path):
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(fake.parent)] + sys.path))
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
     assert out.returncode == 0 and "OK" in out.stdout, out.stderr[-500:]
+
+
+def test_on_epoch_can_end_the_run_early(tmp_path, small_data):
+    seen = []
+
+    def stop_after_two(record):
+        seen.append(record["epoch"])
+        return record["epoch"] == 2
+
+    metrics = fit(_cfg(tmp_path, epochs=5), dataset=small_data, echo=lambda s: None, on_epoch=stop_after_two)
+    assert seen == [1, 2] and metrics["epochs"] == 2
+    assert (tmp_path / "run" / "model-symbol.json").exists()
+
+
+def test_time_to_accuracy_and_speed_steps(mnist_dir):
+    from stn_gluon.bench import _median_rate, gluon_train_step, module_train_step, time_to_accuracy
+
+    result = time_to_accuracy(0.0, str(mnist_dir), echo=lambda s: None, epochs=3)
+    assert result["epoch"] == 1 and result["epochs_run"] == 1 and result["seconds"] > 0
+    never = time_to_accuracy(1.01, str(mnist_dir), echo=lambda s: None, epochs=1)
+    assert never["seconds"] is None and never["epochs_run"] == 1
+    for step in (gluon_train_step(8), module_train_step(8)):
+        assert _median_rate(step, 8, seconds=0.05, repeats=2, warmup=1) > 0
