@@ -244,3 +244,13 @@ def test_time_to_accuracy_and_speed_steps(mnist_dir):
     assert never["seconds"] is None and never["epochs_run"] == 1
     for step in (gluon_train_step(8), module_train_step(8)):
         assert _median_rate(step, 8, seconds=0.05, repeats=2, warmup=1) > 0
+
+
+def test_peak_memory_is_the_training_process_own(mnist_dir):
+    """The measurement must not count the (large) process it was started from."""
+    from stn_gluon.bench import _peak_training_rss
+
+    ballast = np.ones((96, 1024, 1024))  # 768 MiB resident in this process
+    peak = _peak_training_rss(str(mnist_dir))
+    assert 100 < peak < 700, peak
+    del ballast
