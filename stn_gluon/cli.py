@@ -127,7 +127,7 @@ def build_parser():
                    help="largest image (width x height) accepted before decoding")
     p.add_argument("--max-instances", type=_positive_int, default=256, help="images per request")
     p.add_argument("--timeout-s", type=_float, default=30.0, help="request timeout; also the shutdown grace")
-    p.add_argument("--threads", type=_positive_int, default=None, help="ONNX Runtime intra-op threads")
+    p.add_argument("--threads", type=_positive_int, default=None, help="CPU threads for ONNX Runtime (default: all)")
 
     p = sub.add_parser("bench", help="speed benchmarks: speed, time-to-accuracy")
     which = p.add_subparsers(dest="bench", metavar="BENCHMARK", parser_class=_Parser)
@@ -314,8 +314,9 @@ def _cmd_bench(args):
         write_report(args.out, lines, dict(result=result))
 
 
-COMMANDS = {"bench": _cmd_bench, "serve": _cmd_serve, "export-onnx": _cmd_export_onnx, "predict": _cmd_predict, "train": _cmd_train, "train-symbol": _cmd_train_symbol, "evaluate": _cmd_evaluate,
-            "visualize": _cmd_visualize}
+COMMANDS = {"train": _cmd_train, "train-symbol": _cmd_train_symbol, "evaluate": _cmd_evaluate,
+            "visualize": _cmd_visualize, "export-onnx": _cmd_export_onnx, "predict": _cmd_predict,
+            "serve": _cmd_serve, "bench": _cmd_bench}
 
 
 def main(argv=None):
@@ -334,8 +335,9 @@ def main(argv=None):
         print(f"error: MXNet: {mxnet_message(err)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("interrupted; the last finished epoch is in checkpoint.zip (continue with --resume)",
-              file=sys.stderr)
+        hint = ("; the last finished epoch is checkpointed (continue with --resume)"
+                if args.command in ("train", "train-symbol") else "")
+        print(f"interrupted{hint}", file=sys.stderr)
         return 130
     return 0
 
