@@ -268,6 +268,8 @@ def build_app(predictor, config, model_info=None):
                 doc = json.loads(body)
             except (ValueError, UnicodeDecodeError) as err:
                 raise HTTPError(400, f"body is not valid JSON ({str(err)[:80]})") from None
+            except RecursionError:
+                raise HTTPError(400, "body is JSON nested too deeply") from None
             if not isinstance(doc, dict) or "instances" not in doc:
                 raise HTTPError(400, 'JSON body must be an object with "instances": [...]')
             instances = doc["instances"]

@@ -192,6 +192,7 @@ def _malformed_cases():
         "json_malformed": ("POST", "/v1/predict", b'{"instances": [', JSON, 400),
         "json_bad_utf8": ("POST", "/v1/predict", b'{"instances": "\xff\xfe"}', JSON, 400),
         "json_list": ("POST", "/v1/predict", b"[1, 2]", JSON, 400),
+        "json_deeply_nested": ("POST", "/v1/predict", b'{"instances": ' + b"[" * 100000 + b"]" * 100000 + b"}", JSON, 400),
         "json_no_instances": ("POST", "/v1/predict", b'{"inputs": []}', JSON, 400),
         "instances_string": ("POST", "/v1/predict", b'{"instances": "abc"}', JSON, 400),
         "instances_empty": ("POST", "/v1/predict", b'{"instances": []}', JSON, 400),
