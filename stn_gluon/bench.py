@@ -258,7 +258,8 @@ def speed_report(seconds=1.0, repeats=5, data_dir=None, batches=(64, 256), echo=
         ort = OnnxModel(onnx_path, outputs=["logits"])
         tnet = None
         if torch is not None:
-            tnet = _torch_net(torch, 28, 0.0).eval()
+            from .data import BACKGROUND
+            tnet = _torch_net(torch, 28, BACKGROUND).eval()
         for b in (1, 64, 256):
             x = np.random.RandomState(b).normal(0, 1, (b, 1, 28, 28)).astype(np.float32)
             calls = {"gluon hybridized": lambda x=x: net(mx.nd.array(x)).asnumpy(),
