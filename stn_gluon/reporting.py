@@ -121,10 +121,10 @@ class RunRecorder:
         self.context, self.echo = context, echo
         self.history = history or History()
 
-    def start(self, resumed_from=None):
+    def start(self, resumed_from=None, resumed_epoch=0):
         cfg = self.cfg
         if resumed_from:
-            self.echo(f"Resumed from {resumed_from} after epoch {self.history.last['epoch']}")
+            self.echo(f"Resumed from {resumed_from} after epoch {resumed_epoch}")
         self.echo(f"Training {cfg.model} ({self.trainer_name}) on {self.dataset.describe()} | ctx {self.context} | "
                   f"{cfg.epochs} epochs, batch {cfg.batch_size}, {cfg.optimizer} lr {cfg.lr} ({cfg.lr_mode})")
 

@@ -267,7 +267,7 @@ def fit(cfg, dataset=None, echo=print, on_epoch=None):
     resume = _resume_path(cfg)
     if resume:
         recorder.history = _restore(resume, cfg, net, trainer, ctx_list)
-    recorder.start(resume)
+    recorder.start(resume, len(recorder.history))
     loss_fn = gluon.loss.SoftmaxCrossEntropyLoss()
 
     for epoch in range(len(recorder.history), cfg.epochs):

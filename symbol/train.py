@@ -26,7 +26,7 @@ from ..errors import CheckpointError, StnGluonError, mxnet_message
 from ..export import DEFAULT_PREFIX, load_model
 from ..io import atomic_path, write_json
 from ..reporting import History, RunRecorder, check_recipe
-from ..training import make_lr_scheduler, setup_run, stn_batch
+from ..training import evaluate, make_lr_scheduler, setup_run, stn_batch
 from .stn_symbol import get_symbol
 
 __all__ = ["BatchIter", "fit_module", "latest_checkpoint"]
@@ -173,7 +173,7 @@ def fit_module(cfg, dataset=None, echo=print, symbol=None):
     arg_params = aux_params = None
     if resumed:
         arg_params, aux_params, states_file, recorder.history, begin_epoch = resumed
-    recorder.start(f"{prefix}-{begin_epoch:04d}.params" if resumed else None)
+    recorder.start(f"{prefix}-{begin_epoch:04d}.params" if resumed else None, begin_epoch)
 
     train_iter = BatchIter(data.train, data, seed=cfg.seed, epoch=begin_epoch)
     test_iter = BatchIter(data.test)
@@ -226,6 +226,10 @@ def fit_module(cfg, dataset=None, echo=print, symbol=None):
     images = data.test_x[:64]
     stn_pair = (images, stn_batch(model.stn, mx.nd.array(images, ctx=ctx_list[0]))) if model.stn else None
     total = len(data.test_x)
-    return recorder.finish(last["test_loss"], int(round(last["test_acc"] * total)), total,
+    if last is not None and last["epoch"] == cfg.epochs:
+        test_loss, test_correct = last["test_loss"], int(round(last["test_acc"] * total))
+    else:  # a checkpoint without its history (from elsewhere) that was already complete
+        test_loss, test_correct, total = evaluate(model.net, data.test, ctx_list[:1])
+    return recorder.finish(test_loss, test_correct, total,
                            model_files=[prefix + "-symbol.json", f"{prefix}-{model.epoch:04d}.params"],
                            stn_pair=stn_pair, mean=MNIST_MEAN, std=MNIST_STD)

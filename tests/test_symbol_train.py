@@ -131,3 +131,10 @@ def test_exported_model_with_the_wrong_input_shape_is_refused(tmp_path, small_da
     json.dump(meta, open(tmp_path / "g" / "model.json", "w"))
     with pytest.raises(CheckpointError, match=r"does not accept input \(1, 12, 12\)"):
         load_model(str(tmp_path / "g"))
+
+
+def test_resuming_a_complete_bare_checkpoint_reports_its_accuracy(tmp_path, small_data):
+    first = fit_module(_cfg(tmp_path / "m", epochs=1), dataset=small_data, echo=lambda s: None)
+    (tmp_path / "m" / "train_state.json").unlink()  # as if the checkpoint came from elsewhere
+    again = fit_module(_cfg(tmp_path / "m", epochs=1, resume="auto"), dataset=small_data, echo=lambda s: None)
+    assert again["test_correct"] == first["test_correct"] and again["epochs"] == 0
