@@ -57,13 +57,13 @@ def _data(batch, size, count=8, seed=0):
 # ---------------------------------------------------------------- MXNet
 
 def _gluon_net(size, hybridize):
+    """STNNet built and initialised as ``stn-gluon train`` builds it, for ``size`` x ``size`` input."""
     import mxnet as mx
 
-    from .data import BACKGROUND
-    from .models import STNNet
+    from .training import TrainConfig, _build_net, _initialize
 
-    net = STNNet(input_shape=(1, size, size), dropout=0.3, loc_lr_mult=0.1, fill=BACKGROUND, prefix="stn_lenet_")
-    net.initialize(mx.init.Xavier(rnd_type="uniform", factor_type="in", magnitude=1))
+    net = _build_net(TrainConfig(), (1, size, size), 10)
+    _initialize(net, [mx.cpu()])
     if hybridize:
         net.hybridize(static_alloc=True, static_shape=True)
     return net
@@ -98,10 +98,11 @@ def module_train_step(batch, size=28):
 
     from .data import BACKGROUND
     from .symbol import get_symbol
+    from .training import default_initializer
 
     mod = mx.mod.Module(get_symbol(target_shape=(size, size), lr_mult=0.1, dropout=0.3, fill=BACKGROUND))
     mod.bind(data_shapes=[("data", (batch, 1, size, size))], label_shapes=[("softmax_label", (batch,))])
-    mod.init_params(mx.init.Xavier(rnd_type="uniform", factor_type="in", magnitude=1))
+    mod.init_params(default_initializer())
     mod.init_optimizer(optimizer="sgd", optimizer_params={"learning_rate": 0.01, "momentum": 0.9, "wd": 5e-4})
     xs, ys = _data(batch, size)
     state = {"i": 0}

@@ -1,7 +1,6 @@
 """Run records shared by the Gluon and Module trainers: history, metrics, summary lines."""
 import csv
 import io
-import json
 import os
 import platform
 import time
@@ -59,11 +58,6 @@ class History:
     def save(self, path):
         atomic_write_text(path, self.to_csv())
 
-    @classmethod
-    def load(cls, path):
-        with open(path, newline="") as f:
-            rows = list(csv.DictReader(f))
-        return cls([{k: (int(v) if k == "epoch" else float(v)) for k, v in r.items()} for r in rows])
 
 
 def test_line(loss, correct, total):
@@ -94,10 +88,6 @@ def write_metrics(path, history, test_loss, test_correct, test_total, **extra):
     write_json(path, metrics)
     return metrics
 
-
-def read_json(path):
-    with open(path) as f:
-        return json.load(f)
 
 
 def check_recipe(saved, current, path):

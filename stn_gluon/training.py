@@ -176,10 +176,17 @@ def _build_net(cfg, input_shape, num_classes):
     return net
 
 
+def default_initializer():
+    """uniform(+-1/sqrt(fan_in)), PyTorch's default, for every trainer.
+
+    Larger (He) initial weights make the localization features big enough for
+    the first updates to throw theta off the image, and the net never recovers.
+    """
+    return mx.init.Xavier(rnd_type="uniform", factor_type="in", magnitude=1)
+
+
 def _initialize(net, ctx_list):
-    # uniform(+-1/sqrt(fan_in)), PyTorch's default: larger (He) initial weights make the
-    # localization features big enough for the first updates to throw theta off the image.
-    net.initialize(mx.init.Xavier(rnd_type="uniform", factor_type="in", magnitude=1), ctx=ctx_list)
+    net.initialize(default_initializer(), ctx=ctx_list)
     net.collect_params(".*bias").setattr("wd_mult", 0.0)
 
 

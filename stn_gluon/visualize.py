@@ -1,5 +1,4 @@
 """Plots: training curves and what the spatial transformer does to a batch."""
-import os
 
 import matplotlib
 
@@ -76,7 +75,3 @@ def plot_curves(history, path, title=None):
     _savefig(fig, path)
     return path
 
-
-def ensure_dir(path):
-    os.makedirs(path, exist_ok=True)
-    return path

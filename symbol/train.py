@@ -26,7 +26,7 @@ from ..errors import CheckpointError, StnGluonError, mxnet_message
 from ..export import DEFAULT_PREFIX, load_model
 from ..io import atomic_path, write_json
 from ..reporting import History, RunRecorder, check_recipe
-from ..training import evaluate, make_lr_scheduler, setup_run, stn_batch
+from ..training import default_initializer, evaluate, make_lr_scheduler, setup_run, stn_batch
 from .stn_symbol import get_symbol
 
 __all__ = ["BatchIter", "fit_module", "latest_checkpoint"]
@@ -184,8 +184,7 @@ def fit_module(cfg, dataset=None, echo=print, symbol=None):
         optimizer_params["momentum"] = cfg.momentum
     module = mx.mod.Module(symbol, context=ctx_list)
     module.bind(train_iter.provide_data, train_iter.provide_label)
-    initializer = mx.init.Xavier(rnd_type="uniform", factor_type="in", magnitude=1)
-    module.init_params(initializer, arg_params=arg_params, aux_params=aux_params, allow_missing=False)
+    module.init_params(default_initializer(), arg_params=arg_params, aux_params=aux_params, allow_missing=False)
     module.init_optimizer(kvstore="device" if len(ctx_list) > 1 else "local",
                           optimizer=cfg.optimizer, optimizer_params=optimizer_params)
     if resumed and states_file:
