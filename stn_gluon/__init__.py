@@ -12,15 +12,17 @@ _warnings.filterwarnings("ignore", category=DeprecationWarning, module="mxnet")
 _os.environ.setdefault("MXNET_SUBGRAPH_VERBOSE", "0")
 
 from .errors import StnGluonError, DataError, CheckpointError  # noqa: E402
-from .ops import affine_grid, affine_transform, attention_to_affine, bilinear_sample  # noqa: E402
+from .ops import (affine_grid, affine_transform, attention_to_affine, bilinear_sample,  # noqa: E402
+                  get_transform, homography_grid, tps_grid, tps_grid_matrix, warp_with_grid)
 from .blocks import LocalizationNet, SpatialTransformer  # noqa: E402
 from .models import LeNetBody, STNClassifier, STNNet, get_model, list_models, stn_backbone  # noqa: E402
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 __all__ = [
     "StnGluonError", "DataError", "CheckpointError",
     "affine_grid", "affine_transform", "attention_to_affine", "bilinear_sample",
+    "get_transform", "homography_grid", "tps_grid", "tps_grid_matrix", "warp_with_grid",
     "LocalizationNet", "SpatialTransformer",
     "LeNetBody", "STNClassifier", "STNNet", "get_model", "list_models", "stn_backbone",
 ]

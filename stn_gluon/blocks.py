@@ -13,14 +13,18 @@ class LocalizationNet(nn.HybridSequential):
     """The reference localization network (Jaderberg et al.; PyTorch STN tutorial).
 
     Conv 8@7x7 -> max-pool 2 -> ReLU -> Conv 10@5x5 -> max-pool 2 -> ReLU ->
-    Dense ``hidden`` -> ReLU. Input ``(N, C, H, W)`` with H, W >= 22; output
-    ``(N, hidden)`` features. The transform regressor is added by
-    :class:`SpatialTransformer`.
+    Dense ``hidden`` -> ReLU, after an optional ``pool`` x ``pool`` average
+    pooling (for big canvases: the net finds the digit on a coarse view while
+    the sampler reads the full-resolution input). Input ``(N, C, H, W)`` with
+    H, W >= 22 * pool; output ``(N, hidden)`` features. The transform
+    regressor is added by :class:`SpatialTransformer`.
     """
 
-    def __init__(self, channels=(8, 10), kernels=(7, 5), hidden=32, **kwargs):
+    def __init__(self, channels=(8, 10), kernels=(7, 5), hidden=32, pool=1, **kwargs):
         super().__init__(**kwargs)
         with self.name_scope():
+            if int(pool) > 1:
+                self.add(nn.AvgPool2D(int(pool), int(pool)))
             for c, k in zip(channels, kernels):
                 self.add(nn.Conv2D(c, k), nn.MaxPool2D(2, 2), nn.Activation("relu"))
             self.add(nn.Flatten(), nn.Dense(hidden, activation="relu"))
@@ -30,19 +34,28 @@ class SpatialTransformer(nn.HybridBlock):
     """Spatial transformer: localization net -> grid generator -> bilinear sampler.
 
     Input ``(N, C, H, W)`` float. Output ``(N, C, H_out, W_out)``, or
-    ``(output, theta)`` with ``return_theta=True`` where ``theta`` is
-    ``(N, 6)``, the affine matrix ``[[a, b, t_x], [c, d, t_y]]`` row-major that
-    maps output to input coordinates in ``[-1, 1]`` (align_corners=True; see
-    :mod:`stn_gluon.ops`). Samples outside the input are zero.
+    ``(output, theta)`` with ``return_theta=True``. For ``affine`` and
+    ``attention``, ``theta`` is ``(N, 6)``, the affine matrix
+    ``[[a, b, t_x], [c, d, t_y]]`` row-major that maps output to input
+    coordinates in ``[-1, 1]`` (align_corners=True; see :mod:`stn_gluon.ops`);
+    for ``projective`` the homography ``(N, 8)``; for ``tps`` the control
+    points' source positions ``(N, 2K)``. Samples outside the input are zero
+    (or ``fill``).
 
     Parameters
     ----------
     target_shape : (int, int) or None
         ``(H_out, W_out)``; may differ from the input (e.g. 128x128 in, 28x28
-        out). ``None`` takes the input's size at the first imperative call.
+        out). ``None`` takes the input's size at the first imperative call
+        (not for ``tps``, whose grid matrix depends on it).
     transform : str
-        ``"affine"`` (6 parameters) or ``"attention"`` (3: scale s and
-        translation t_x, t_y; theta = [[s, 0, t_x], [0, s, t_y]]).
+        ``"affine"`` (6 parameters), ``"attention"`` (3: scale s and
+        translation t_x, t_y; theta = [[s, 0, t_x], [0, s, t_y]]),
+        ``"projective"`` (8: a homography) or ``"tps"`` (a thin-plate spline
+        over 4x4 control points, 32 parameters; ``"tps<k>"`` for k x k). The
+        grid of every family is built from MXNet operators (``GridGenerator``,
+        ``FullyConnected`` with a constant matrix for ``tps``) and sampled
+        with ``BilinearSampler``; every family exports to ONNX.
     localization : HybridBlock or None
         Any block mapping the input to ``(N, features)``; defaults to
         :class:`LocalizationNet`. A Dense regressor to the transform's
@@ -60,26 +73,37 @@ class SpatialTransformer(nn.HybridBlock):
         What the output shows where it samples outside the input: 0 (MXNet's
         zero padding) by default; for normalised images, the normalised
         background (MNIST: ``-mean/std``), so that outside looks like background.
+    loc_pool : int
+        Average pooling in front of the default localization net (see
+        :class:`LocalizationNet`), for big inputs.
     """
 
     def __init__(self, target_shape=None, transform="affine", localization=None,
-                 init_scale=1.0, loc_lr_mult=1.0, return_theta=False, fill=0.0, **kwargs):
+                 init_scale=1.0, loc_lr_mult=1.0, return_theta=False, fill=0.0, loc_pool=1, **kwargs):
         super().__init__(**kwargs)
         self.fill = float(fill)
         self.transform = get_transform(transform)
         self._target_shape = None if target_shape is None else _check_target_shape(target_shape)
+        if self._target_shape is None and self.transform.constants((2, 2)):
+            raise StnGluonError(f"transform {transform!r} needs an explicit target_shape")
         self.return_theta = bool(return_theta)
         self.init_scale = float(init_scale)
         if not loc_lr_mult >= 0:
             raise StnGluonError(f"loc_lr_mult must be >= 0, got {loc_lr_mult!r}")
         with self.name_scope():
             self.localization = (localization if localization is not None
-                                 else LocalizationNet(prefix="loc_"))
+                                 else LocalizationNet(pool=loc_pool, prefix="loc_"))
             self.regressor = nn.Dense(
                 self.transform.num_params, weight_initializer=mx.init.Zero(),
                 bias_initializer=mx.init.Constant(
                     np.array(self.transform.identity(self.init_scale), dtype=np.float32)),
                 prefix="regressor_")
+            # constant inputs of the grid (the thin-plate spline's matrix): saved and exported with the weights
+            self._constant_names = []
+            if self._target_shape is not None:
+                for key, value in self.transform.constants(self._target_shape).items():
+                    setattr(self, key, self.params.get_constant(key, value))
+                    self._constant_names.append(key)
         self.loc_lr_mult = loc_lr_mult
 
     @property
@@ -106,12 +130,12 @@ class SpatialTransformer(nn.HybridBlock):
             raise StnGluonError("SpatialTransformer needs target_shape to be built as a symbol")
         return super().forward(x, *args)
 
-    def hybrid_forward(self, F, x):
+    def hybrid_forward(self, F, x, **constants):
         params = self.regressor(self.localization(x))
         # The functional core, with named nodes that tools find in an exported graph.
-        out = self.transform.warp(x, params, self._target_shape, fill=self.fill, name="warped")
+        out = self.transform.warp(x, params, self._target_shape, fill=self.fill, name="warped", **constants)
         if self.return_theta:
-            return out, F.identity(self.transform.to_affine(F, params), name="theta")
+            return out, F.identity(self.transform.theta(F, params), name="theta")
         return out
 
     def __repr__(self):

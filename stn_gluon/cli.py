@@ -34,13 +34,35 @@ def _float(text):
     return value
 
 
-def add_data_args(p):
+def _transform_name(text):
+    from .errors import StnGluonError
+    from .ops import get_transform
+
+    try:
+        return get_transform(text).name
+    except StnGluonError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+
+
+def _dataset_name(text):
+    from .distortions import DATASETS
+
+    if text not in DATASETS:
+        raise argparse.ArgumentTypeError(f"unknown dataset {text!r}; choose one of {', '.join(DATASETS)}")
+    return text
+
+
+def add_data_args(p, dataset_default="mnist"):
     p.add_argument("--data-dir", help="folder with the four MNIST IDX files (.gz or raw); "
                    "default: $STN_GLUON_DATA, then ~/.mxnet/datasets/mnist, then the embedded sample")
     p.add_argument("--download", action="store_true",
                    help="if no MNIST files are found, fetch them with Gluon's downloader "
                         "(off by default: nothing uses the network unless asked)")
     p.add_argument("--ctx", default="cpu", help="cpu, cpu:0,1, gpu:0 or gpu:0,1 (several = data-parallel)")
+    p.add_argument("--dataset", type=_dataset_name, default=dataset_default,
+                   help="mnist, rotated, rts, projective, elastic, cluttered or noisy128 (distorted sets are "
+                        "generated from MNIST once and cached)" + ("" if dataset_default else
+                                                                    "; default: the model's own"))
 
 
 def add_train_args(p, defaults):
@@ -55,6 +77,8 @@ def add_train_args(p, defaults):
     p.add_argument("--lr-step-epochs", default=d.lr_step_epochs, help="epochs where --lr-mode step divides the lr by 10")
     p.add_argument("--warmup-epochs", type=_float, default=d.warmup_epochs,
                    help="linear warm-up (at most a quarter of the run)")
+    p.add_argument("--first-cycle-epochs", type=_float, default=d.first_cycle_epochs,
+                   help="cosine only: a first cosine cycle of this many epochs, then a warm restart (0: none)")
     p.add_argument("--wd", type=_float, default=d.wd, help="weight decay (not on biases)")
     p.add_argument("--loc-lr-mult", type=_float, default=d.loc_lr_mult,
                    help="learning-rate multiplier of the localization network")
@@ -77,6 +101,27 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
+def add_distortion_bench_args(q):
+    q.add_argument("--datasets", default=None, help="comma list (default: rotated,rts,projective,elastic,"
+                                                    "cluttered,noisy128)")
+    q.add_argument("--models", default=None, help="comma list of cnn, affine, attention, projective, tps "
+                                                  "(default: per dataset, as in the paper)")
+    from .distortion_bench import BENCH_RECIPE as b
+
+    q.add_argument("--epochs", type=_positive_int, default=b["epochs"], help="the budget: epochs of every run")
+    q.add_argument("--batch-size", type=_positive_int, default=b["batch_size"])
+    q.add_argument("--lr", type=_float, default=b["lr"], help="peak learning rate")
+    q.add_argument("--dropout", type=_float, default=b["dropout"], help="dropout of the LeNet body")
+    q.add_argument("--loc-lr-mult", type=_float, default=b["loc_lr_mult"],
+                   help="learning-rate multiplier of the localization net")
+    q.add_argument("--seed", type=int, default=42)
+    q.add_argument("--train-size", type=_positive_int, default=None, help="use the first N training images only")
+    q.add_argument("--test-size", type=_positive_int, default=None, help="use the first N test images only")
+    q.add_argument("--data-dir", default=None)
+    q.add_argument("--out", default="runs/bench_distortions")
+    q.add_argument("--progress", action="store_true", help="progress bars")
+
+
 def build_parser():
     from .training import TrainConfig
 
@@ -84,10 +129,15 @@ def build_parser():
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
 
-    p = sub.add_parser("train", help="train STNNet (or the baseline) on MNIST with Gluon")
+    p = sub.add_parser("train", help="train STNNet (or the baseline) on MNIST or a distorted MNIST with Gluon")
     p.add_argument("--model", default="stn_lenet", help="stn_lenet (default), lenet, or stn_<gluoncv zoo name>")
     p.add_argument("--no-stn", action="store_true", help="train the same network without the STN (baseline)")
-    p.add_argument("--transform", default="affine", choices=["affine", "attention"])
+    p.add_argument("--transform", default="affine", type=_transform_name,
+                   help="affine (default), attention, projective, tps (4x4 control points) or tps<k>")
+    p.add_argument("--target-size", type=_positive_int, default=None,
+                   help="side of the STN's output (baseline: of its input); default: the dataset's")
+    p.add_argument("--loc-pool", type=_positive_int, default=None,
+                   help="average pooling in front of the localization net; default: the dataset's")
     p.add_argument("--hybridize", dest="hybridize", action="store_true", default=True,
                    help="hybridize with static_alloc/static_shape (default)")
     p.add_argument("--no-hybridize", dest="hybridize", action="store_false", help="run imperatively")
@@ -129,7 +179,7 @@ def build_parser():
     p.add_argument("--timeout-s", type=_float, default=30.0, help="request timeout; also the shutdown grace")
     p.add_argument("--threads", type=_positive_int, default=None, help="CPU threads for ONNX Runtime (default: all)")
 
-    p = sub.add_parser("bench", help="speed benchmarks: speed, time-to-accuracy")
+    p = sub.add_parser("bench", help="benchmarks: speed, time-to-accuracy, distortions")
     which = p.add_subparsers(dest="bench", metavar="BENCHMARK", parser_class=_Parser)
     which.required = True
     q = which.add_parser("speed", help="training/inference throughput, PyTorch peer, memory, scaling")
@@ -142,17 +192,22 @@ def build_parser():
     q.add_argument("--data-dir", default=None)
     q.add_argument("--out", default="runs/bench_time_to_accuracy")
 
-    for name, text in (("evaluate", "test accuracy of a saved model"),
-                       ("visualize", "plot test digits beside what a saved model's STN makes of them")):
-        q = sub.add_parser(name, help=text)
-        q.add_argument("--model", required=True, help="save dir, export prefix or -symbol.json file")
-        q.add_argument("--batch-size", type=_positive_int, default=500)
-        add_data_args(q)
-        if name == "evaluate":
-            q.add_argument("--json", action="store_true", help="print the result as JSON")
-        else:
-            q.add_argument("--out", default=None, help="PNG to write (default: <model dir>/stn_grid.png)")
-            q.add_argument("--count", type=_positive_int, default=64, help="how many test digits")
+    q = sub.add_parser("evaluate", help="test accuracy of a saved model")
+    q.add_argument("--model", required=True, help="save dir, export prefix or -symbol.json file")
+    q.add_argument("--batch-size", type=_positive_int, default=500)
+    add_data_args(q, dataset_default=None)
+    q.add_argument("--json", action="store_true", help="print the result as JSON")
+    q = sub.add_parser("visualize", help="plot test images beside what a saved model's STN makes of them, "
+                                         "or (without --model) samples of a dataset")
+    q.add_argument("--model", default=None, help="save dir, export prefix or -symbol.json file")
+    q.add_argument("--batch-size", type=_positive_int, default=500)
+    add_data_args(q, dataset_default=None)
+    q.add_argument("--out", default=None, help="PNG to write (default: <model dir>/stn_grid.png, "
+                                               "or runs/datasets/<dataset>.png)")
+    q.add_argument("--count", type=_positive_int, default=64, help="how many test images")
+
+    q = which.add_parser("distortions", help="CNN vs ST-CNN on every distorted-MNIST dataset, within a budget")
+    add_distortion_bench_args(q)
     return parser
 
 
@@ -182,14 +237,16 @@ def _cmd_train_symbol(args):
 
 def _test_batches(args, meta):
     from . import data as data_lib
+    from .distortions import load_dataset
 
-    dataset = data_lib.load_mnist(args.data_dir, download=args.download)
-    x = data_lib.normalize(dataset.test_images, meta["mean"], meta["std"])
-    if tuple(x.shape[1:]) != tuple(meta["input_shape"]):
+    dataset = load_dataset(args.dataset or meta.get("dataset") or "mnist", args.data_dir, download=args.download)
+    pixels = dataset.test_images[:, None]
+    if tuple(pixels.shape[1:]) != tuple(meta["input_shape"]):
         from .errors import StnGluonError
         raise StnGluonError(f"the model expects input {tuple(meta['input_shape'])}, "
-                            f"the data is {tuple(x.shape[1:])}")
-    return dataset, x, data_lib.ArrayBatches(x, dataset.test_labels, args.batch_size)
+                            f"the {args.dataset or meta.get('dataset') or 'mnist'} data is {tuple(pixels.shape[1:])}")
+    return dataset, pixels, data_lib.ArrayBatches(pixels, dataset.test_labels, args.batch_size,
+                                                  mean=meta["mean"], std=meta["std"])
 
 
 def _cmd_evaluate(args):
@@ -219,15 +276,32 @@ def _cmd_visualize(args):
     from .training import stn_batch
     from .visualize import plot_stn_grid
 
+    from . import data as data_lib
+
+    if args.model is None:
+        return _visualize_dataset(args)
     ctx = parse_ctx(args.ctx)
     model = load_model(args.model, ctx)
     if model.stn is None:
         raise StnGluonError(f"{model.prefix}: this model has no spatial transformer to show")
-    _, x, _ = _test_batches(args, model.meta)
-    images = x[:args.count]
+    _, pixels, _ = _test_batches(args, model.meta)
+    images = data_lib.normalize(pixels[:args.count], model.meta["mean"], model.meta["std"])
     out = args.out or os.path.join(os.path.dirname(os.path.abspath(model.prefix)), "stn_grid.png")
     plot_stn_grid(images, stn_batch(model.stn, mx.nd.array(images, ctx=ctx[0])), out,
                   model.meta["mean"], model.meta["std"], title=os.path.basename(model.prefix))
+    print(f"Wrote {out}")
+
+
+def _visualize_dataset(args):
+    from .distortions import load_dataset
+    from .visualize import plot_samples
+
+    name = args.dataset or "mnist"
+    dataset = load_dataset(name, args.data_dir, download=args.download)
+    out = args.out or os.path.join("runs", "datasets", f"{name}.png")
+    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+    plot_samples(dataset.test_images[:args.count], dataset.test_labels[:args.count], out,
+                 title=f"{name}: {dataset.describe()}")
     print(f"Wrote {out}")
 
 
@@ -300,7 +374,13 @@ def _cmd_bench(args):
     from .bench import speed_report, time_to_accuracy
     from .reporting import write_report
 
-    if args.bench == "speed":
+    if args.bench == "distortions":
+        from .distortion_bench import run_distortion_bench
+
+        run_distortion_bench(args.datasets, args.models, args.epochs, args.batch_size, args.lr, args.seed, args.out,
+                             args.data_dir, args.train_size, args.test_size, progress=args.progress,
+                             dropout=args.dropout, loc_lr_mult=args.loc_lr_mult)
+    elif args.bench == "speed":
         lines, results = speed_report(seconds=args.seconds, repeats=args.repeats, data_dir=args.data_dir,
                                       echo=lambda line: print(f"... {line}", file=sys.stderr, flush=True))
         write_report(args.out, lines, dict(results=results))

@@ -156,7 +156,7 @@ def load_graph(path):
     if theta is None and _find_output(internals, "regressor_fwd_output") is not None:
         from .ops import get_transform
         transform = get_transform(meta.get("transform") or "affine")
-        theta = transform.to_affine(mx.sym, _find_output(internals, "regressor_fwd_output"))
+        theta = transform.theta(mx.sym, _find_output(internals, "regressor_fwd_output"))
     return ModelGraph(sym, warped, theta if warped is not None else None, params, meta, prefix, epoch,
                       [symbol_file, params_file])
 

@@ -65,32 +65,43 @@ class STNNet(STNClassifier):
     """The reference MNIST classifier: :class:`LeNetBody` behind a :class:`SpatialTransformer`.
 
     Input ``(N, C, H, W)`` normalised images (MNIST: ``(N, 1, 28, 28)``);
-    output logits ``(N, num_classes)`` (and theta ``(N, 6)`` with
-    ``return_theta=True``). ``stn=False`` gives the same net without the STN,
-    the baseline. ``transform``, ``target_shape``, ``init_scale`` and
-    ``loc_lr_mult`` go to the :class:`SpatialTransformer`; ``target_shape``
-    defaults to ``input_shape[1:]``; ``fill`` is what the STN shows outside
-    the input (see :class:`SpatialTransformer`). ``config`` holds the
-    arguments that rebuild the same architecture.
+    output logits ``(N, num_classes)`` (and theta with ``return_theta=True``,
+    see :class:`SpatialTransformer`). ``stn=False`` gives the same net without
+    the STN, the baseline; if its ``target_shape`` is smaller than the input,
+    the input is area-averaged down to it (``AdaptiveAvgPooling2D``: "the
+    whole canvas downsampled"). ``transform``, ``target_shape``,
+    ``init_scale`` and ``loc_lr_mult`` go to the :class:`SpatialTransformer`;
+    ``loc_pool`` average-pools the localization net's view of the input (see
+    :class:`LocalizationNet`); ``target_shape`` defaults to
+    ``input_shape[1:]``; ``fill`` is what the STN shows outside the input.
+    ``config`` holds the arguments that rebuild the same architecture.
     """
 
     def __init__(self, num_classes=10, stn=True, input_shape=(1, 28, 28), transform="affine",
                  target_shape=None, init_scale=1.0, loc_lr_mult=1.0, dropout=0.5,
-                 return_theta=False, fill=0.0, **kwargs):
+                 return_theta=False, fill=0.0, loc_pool=1, **kwargs):
         if len(input_shape) != 3:
             raise StnGluonError(f"input_shape must be (C, H, W), got {input_shape!r}")
         target_shape = tuple(int(v) for v in (target_shape or input_shape[1:]))
         self.config = dict(num_classes=int(num_classes), stn=bool(stn),
                            input_shape=[int(v) for v in input_shape], transform=transform,
                            target_shape=list(target_shape), init_scale=float(init_scale),
-                           dropout=float(dropout), fill=float(fill))
+                           dropout=float(dropout), fill=float(fill), loc_pool=int(loc_pool))
         super().__init__(return_theta=return_theta, **kwargs)
+        self._resize = None
+        if not stn and target_shape != tuple(input_shape[1:]):
+            self._resize = target_shape
         with self.name_scope():
             body = LeNetBody(num_classes, dropout=dropout, prefix="body_")
             transformer = (SpatialTransformer(target_shape, transform, init_scale=init_scale,
-                                              loc_lr_mult=loc_lr_mult, fill=fill, prefix="stn_")
+                                              loc_pool=loc_pool, loc_lr_mult=loc_lr_mult, fill=fill, prefix="stn_")
                            if stn else None)
         self._set_children(body, transformer)
+
+    def hybrid_forward(self, F, x):
+        if self._resize is not None:
+            x = F.contrib.AdaptiveAvgPooling2D(x, output_size=self._resize)
+        return super().hybrid_forward(F, x)
 
 
 def stn_backbone(name, num_classes=10, input_shape=(3, 32, 32), transform="affine",

@@ -7,6 +7,10 @@ They map exactly onto ONNX ``AffineGrid`` (opset 20) and ``GridSample``
 target grid is linspace(-1, 1) and samples outside the input are zero, as in
 ONNX with those attributes. The only difference is the grid layout, MXNet's
 ``(N, 2, H, W)`` against ONNX's ``(N, H, W, 2)``, bridged with ``Transpose``.
+The projective and thin-plate-spline transforms need nothing more: their grids
+are built from ``GridGenerator`` (a homography is the quotient of two affine
+grids) and ``FullyConnected`` with a constant matrix (the spline), plus
+operators MXNet's exporter already converts.
 
 The exported file:
 
@@ -16,7 +20,9 @@ The exported file:
   ONNX Runtime can fold constants);
 * has a dynamic batch dimension;
 * has the outputs ``logits`` ``(N, K)``, ``probabilities`` ``(N, K)`` and, with
-  an STN, ``theta`` ``(N, 6)`` and ``warped`` ``(N, C, H_out, W_out)``;
+  an STN, ``theta`` (``(N, 6)`` for affine and attention, ``(N, 8)`` for
+  projective, ``(N, 2K)`` for a thin-plate spline) and ``warped``
+  ``(N, C, H_out, W_out)``;
 * carries metadata: input name and shape, normalisation, class names, opset,
   transform, and the source files with their SHA-256.
 """
@@ -181,7 +187,7 @@ def export_onnx(model, path, input_shape=None, opset=OPSET, class_names=None, ch
         proto.node.append(helper.make_node("Identity", [src], [new]))
         renamed.append(new)
     proto.node.append(helper.make_node("Softmax", ["logits"], ["probabilities"], axis=1))
-    out_shapes = {"logits": ["N", None], "probabilities": ["N", None], "theta": ["N", 6],
+    out_shapes = {"logits": ["N", None], "probabilities": ["N", None], "theta": ["N", None],
                   "warped": ["N", shape[0], None, None]}
     del proto.output[:]
     for name in ["logits", "probabilities"] + renamed[1:]:

@@ -11,6 +11,13 @@ Conventions (MXNet's, used everywhere in this package):
 * An affine ``theta`` ``(N, 6)`` (row-major ``(N, 2, 3)``) maps target to
   source: ``[x_s, y_s] = theta @ [x_t, y_t, 1]``. The identity is
   ``[1, 0, 0, 0, 1, 0]``.
+* A homography ``(N, 8)`` = ``(a, b, c, d, e, f, g, h)`` is the 3x3 matrix
+  ``[[a, b, c], [d, e, f], [g, h, 1]]``, also target to source:
+  ``x_s = (a x_t + b y_t + c) / (g x_t + h y_t + 1)``, ``y_s`` likewise with
+  ``d, e, f``. The identity is ``[1, 0, 0, 0, 1, 0, 0, 0]``.
+* A thin-plate spline ``(N, 2K)`` holds the *source* positions of ``K = k*k``
+  control points, all x then all y, whose target positions are the ``k x k``
+  grid ``linspace(-1, 1)`` (row-major, x fastest). The identity is that grid.
 * Sampling is bilinear; any part of the 2x2 neighbourhood that falls outside
   the input contributes zero (zero padding), or ``fill`` where a function
   takes it (computed as ``sample(x - fill) + fill``).
@@ -18,12 +25,14 @@ Conventions (MXNet's, used everywhere in this package):
 Every function takes either NDArrays or Symbols and returns the same kind.
 """
 import mxnet as mx
+import numpy as np
 
 from .errors import StnGluonError
 
 __all__ = [
     "affine_grid", "affine_transform", "attention_to_affine", "bilinear_sample",
-    "Transform", "TRANSFORMS", "get_transform",
+    "homography_grid", "tps_control_points", "tps_grid_matrix", "tps_grid",
+    "warp_with_grid", "Transform", "TRANSFORMS", "get_transform",
 ]
 
 
@@ -64,6 +73,32 @@ def bilinear_sample(data, grid):
     return _F(data).BilinearSampler(data, grid)
 
 
+def _check_warp_inputs(data, target_shape, params, num_params, what):
+    if target_shape is None:
+        if isinstance(data, mx.sym.Symbol):
+            raise StnGluonError(f"{what} on a Symbol needs an explicit target_shape")
+        target_shape = data.shape[2:]
+    if not isinstance(data, mx.sym.Symbol):
+        if data.ndim != 4:
+            raise StnGluonError(f"data must be (N, C, H, W), got shape {data.shape}")
+        if params.size != data.shape[0] * num_params:
+            raise StnGluonError(f"{what}: theta (the transform's parameters) must be (N, {num_params}) "
+                                f"with N={data.shape[0]}, got shape {params.shape}")
+    return target_shape
+
+
+def warp_with_grid(data, grid, fill=0.0, name=None):
+    """Bilinear sampling of ``data`` ``(N, C, H, W)`` at ``grid`` ``(N, 2, H_out, W_out)``.
+
+    Reads ``fill`` outside the input (computed as ``sample(data - fill) + fill``).
+    Returns ``(N, C, H_out, W_out)``; ``name`` names the output node of a Symbol.
+    """
+    F = _F(data)
+    if fill:
+        return F.identity(F.BilinearSampler(data - fill, grid) + fill, name=name)
+    return F.BilinearSampler(data, grid, name=name)
+
+
 def affine_transform(data, theta, target_shape=None, fill=0.0, name=None):
     """Warp ``data`` with an affine ``theta`` (the STN's sampler stage).
 
@@ -76,21 +111,8 @@ def affine_transform(data, theta, target_shape=None, fill=0.0, name=None):
     name: the name of the output node when building a Symbol.
     Returns ``(N, C, H_out, W_out)``.
     """
-    if target_shape is None:
-        if isinstance(data, mx.sym.Symbol):
-            raise StnGluonError("affine_transform on a Symbol needs an explicit target_shape")
-        target_shape = data.shape[2:]
-    if not isinstance(data, mx.sym.Symbol):
-        if data.ndim != 4:
-            raise StnGluonError(f"data must be (N, C, H, W), got shape {data.shape}")
-        if theta.size != data.shape[0] * 6:
-            raise StnGluonError(
-                f"theta must be (N, 6) or (N, 2, 3) with N={data.shape[0]}, got shape {theta.shape}")
-    F = _F(data)
-    grid = affine_grid(theta, target_shape)
-    if fill:
-        return F.identity(F.BilinearSampler(data - fill, grid) + fill, name=name)
-    return F.BilinearSampler(data, grid, name=name)
+    target_shape = _check_warp_inputs(data, target_shape, theta, 6, "affine_transform")
+    return warp_with_grid(data, affine_grid(theta, target_shape), fill, name)
 
 
 def attention_to_affine(params):
@@ -107,30 +129,154 @@ def attention_to_affine(params):
     return F.concat(s, zero, tx, zero, s, ty, dim=1)
 
 
+#: The smallest denominator ``g x + h y + 1`` a homography grid divides by.
+#: Where a homography puts the horizon inside the output (the denominator
+#: crosses 0) the grid is clamped there instead of flipping to infinity.
+MIN_HOMOGRAPHY_DENOMINATOR = 0.1
+
+
+def homography_grid(params, target_shape):
+    """Sampling grid of a homography.
+
+    params: ``(N, 8)`` = ``(a, b, c, d, e, f, g, h)``, the matrix
+    ``[[a, b, c], [d, e, f], [g, h, 1]]`` mapping target to source in
+    normalised coordinates. target_shape: ``(H_out, W_out)``.
+    Returns ``(N, 2, H_out, W_out)``. Built from two affine grids (numerator
+    and denominator) so that it exports to ONNX with ``AffineGrid``; the
+    denominator is clamped at :data:`MIN_HOMOGRAPHY_DENOMINATOR`.
+    """
+    F = _F(params)
+    numerator = affine_grid(F.slice_axis(params, axis=1, begin=0, end=6), target_shape)
+    gh = F.slice_axis(params, axis=1, begin=6, end=8)
+    zeros = F.zeros_like(F.slice_axis(params, axis=1, begin=0, end=4))
+    # affine grid of [g, h, 0, 0, 0, 0]: channel 0 is g x + h y
+    denominator = F.slice_axis(affine_grid(F.concat(gh, zeros, dim=1), target_shape),
+                               axis=1, begin=0, end=1) + 1.0
+    denominator = F.maximum(denominator, MIN_HOMOGRAPHY_DENOMINATOR)
+    return F.broadcast_div(numerator, denominator)
+
+
+def tps_control_points(k):
+    """The ``k x k`` target control points of a thin-plate spline: ``(k*k, 2)`` (x, y) in [-1, 1].
+
+    Row-major (x fastest), the same order as the ``(N, 2K)`` parameters.
+    """
+    if int(k) < 2:
+        raise StnGluonError(f"a thin-plate spline needs at least 2x2 control points, got {k}")
+    ticks = np.linspace(-1.0, 1.0, int(k))
+    ys, xs = np.meshgrid(ticks, ticks, indexing="ij")
+    return np.stack([xs.ravel(), ys.ravel()], axis=1)
+
+
+def _tps_radial(d2):
+    """U(r) = r^2 log r^2 from squared distances (0 at r = 0)."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(d2 > 0, d2 * np.log(np.maximum(d2, 1e-300)), 0.0)
+
+
+def tps_grid_matrix(k, target_shape):
+    """The constant matrix ``W`` ``(2 H W, 2 K)`` of a thin-plate-spline grid.
+
+    For the source positions ``s`` ``(N, 2K)`` of the ``K = k*k`` control
+    points (see :func:`tps_control_points`), ``s @ W.T`` reshaped to
+    ``(N, 2, H, W)`` is the sampling grid of the spline that takes each target
+    control point to its source position, with minimum bending energy (an
+    affine map is reproduced exactly). Float64 solve, float32 result.
+    """
+    h, w = _check_target_shape(target_shape)
+    ctrl = tps_control_points(k)
+    n = len(ctrl)
+    system = np.zeros((n + 3, n + 3))
+    system[:n, :n] = _tps_radial(((ctrl[:, None] - ctrl[None]) ** 2).sum(-1))
+    system[:n, n] = 1.0
+    system[:n, n + 1:] = ctrl
+    system[n:, :n] = system[:n, n:].T
+    ys, xs = np.meshgrid(np.linspace(-1, 1, h), np.linspace(-1, 1, w), indexing="ij")
+    points = np.stack([xs.ravel(), ys.ravel()], axis=1)
+    basis = np.concatenate([_tps_radial(((points[:, None] - ctrl[None]) ** 2).sum(-1)),
+                            np.ones((len(points), 1)), points], axis=1)
+    # f(p) = basis(p) @ inv(system) @ [s; 0]: only the first n columns of the inverse matter
+    per_axis = basis @ np.linalg.inv(system)[:, :n]
+    out = np.zeros((2 * h * w, 2 * n))
+    out[:h * w, :n] = per_axis
+    out[h * w:, n:] = per_axis
+    return out.astype(np.float32)
+
+
+def tps_grid(params, matrix, target_shape):
+    """Sampling grid of a thin-plate spline.
+
+    params: ``(N, 2K)`` source positions of the control points; matrix: the
+    ``(2 H W, 2 K)`` constant of :func:`tps_grid_matrix` for ``target_shape``
+    (an NDArray, or a Symbol such as a Gluon constant parameter).
+    Returns ``(N, 2, H_out, W_out)``.
+    """
+    F = _F(params)
+    h, w = _check_target_shape(target_shape)
+    flat = F.FullyConnected(params, weight=matrix, no_bias=True, num_hidden=2 * h * w, flatten=True)
+    return F.reshape(flat, shape=(-1, 2, h, w))
+
+
 class Transform:
     """A family of spatial transforms the STN can regress.
 
     num_params: length of the parameter vector the localization net predicts.
     identity(init_scale): the parameter vector of the identity (or of a
     centred zoom by ``1/init_scale``), used to initialise the regressor bias.
-    warp(data, params, target_shape, fill, name): the STN's sampler stage,
-    ``(N, C, H, W)`` -> ``(N, C, H_out, W_out)``; for affine families,
-    :func:`affine_transform`.
     to_affine(F, params): ``(N, num_params)`` -> ``(N, 6)``, for transforms
     that are affine (``None`` otherwise).
+    grid(F, params, target_shape, **constants): the sampling grid ``(N, 2, H_out, W_out)``.
+    constants(target_shape): NumPy arrays the grid needs (``{}`` for most),
+    held by the block as constant parameters and passed back to :meth:`grid`.
     """
 
-    def __init__(self, name, num_params, identity, to_affine):
+    def __init__(self, name, num_params, identity, to_affine=None, grid=None, theta_doc=None):
         self.name = name
         self.num_params = num_params
         self.identity = identity
         self.to_affine = to_affine
+        self._grid = grid
+        self.theta_doc = theta_doc or "(N, 6) affine matrix"
 
-    def warp(self, data, params, target_shape, fill=0.0, name=None):
-        return affine_transform(data, self.to_affine(_F(params), params), target_shape, fill=fill, name=name)
+    def constants(self, target_shape):
+        return {}
+
+    def grid(self, F, params, target_shape, **constants):
+        if self._grid is not None:
+            return self._grid(F, params, target_shape, **constants)
+        return affine_grid(self.to_affine(F, params), target_shape)
+
+    def theta(self, F, params):
+        """What ``return_theta`` gives: the affine ``(N, 6)`` where there is one, else the parameters."""
+        return self.to_affine(F, params) if self.to_affine is not None else params
+
+    def warp(self, data, params, target_shape=None, fill=0.0, name=None, **constants):
+        """The STN's sampler stage: ``(N, C, H, W)`` -> ``(N, C, H_out, W_out)``."""
+        target_shape = _check_warp_inputs(data, target_shape, params, self.num_params, f"{self.name} warp")
+        if not constants:
+            constants = {k: mx.nd.array(v, ctx=params.context) if isinstance(params, mx.nd.NDArray)
+                         else mx.sym.var(k) for k, v in self.constants(target_shape).items()}
+        return warp_with_grid(data, self.grid(_F(params), params, target_shape, **constants), fill, name)
 
     def __repr__(self):
         return f"Transform({self.name!r}, num_params={self.num_params})"
+
+
+class ThinPlateSpline(Transform):
+    """Thin-plate spline over a ``k x k`` grid of control points (``2 k^2`` parameters)."""
+
+    def __init__(self, k=4):
+        self.k = int(k)
+        ctrl = tps_control_points(self.k)
+        super().__init__(f"tps{self.k}" if self.k != 4 else "tps", 2 * len(ctrl),
+                         identity=lambda init_scale=1.0: list(init_scale * np.concatenate([ctrl[:, 0], ctrl[:, 1]])),
+                         theta_doc=f"(N, {2 * len(ctrl)}) control-point source positions, all x then all y")
+
+    def constants(self, target_shape):
+        return {"tps_matrix": tps_grid_matrix(self.k, target_shape)}
+
+    def grid(self, F, params, target_shape, tps_matrix=None):
+        return tps_grid(params, tps_matrix, target_shape)
 
 
 TRANSFORMS = {
@@ -142,13 +288,21 @@ TRANSFORMS = {
         "attention", 3,
         identity=lambda init_scale=1.0: [init_scale, 0.0, 0.0],
         to_affine=lambda F, p: attention_to_affine(p)),
+    "projective": Transform(
+        "projective", 8,
+        identity=lambda init_scale=1.0: [init_scale, 0.0, 0.0, 0.0, init_scale, 0.0, 0.0, 0.0],
+        grid=lambda F, p, target_shape: homography_grid(p, target_shape),
+        theta_doc="(N, 8) homography (a, b, c, d, e, f, g, h)"),
+    "tps": ThinPlateSpline(4),
 }
 
 
 def get_transform(name):
-    """Look up a :class:`Transform` by name (``affine``, ``attention``)."""
-    try:
+    """Look up a :class:`Transform` by name: ``affine``, ``attention``, ``projective``,
+    ``tps`` (4x4 control points) or ``tps<k>`` (k x k, e.g. ``tps3``)."""
+    if name in TRANSFORMS:
         return TRANSFORMS[name]
-    except KeyError:
-        raise StnGluonError(
-            f"unknown transform {name!r}; choose one of {', '.join(sorted(TRANSFORMS))}") from None
+    if isinstance(name, str) and name.startswith("tps") and name[3:].isdigit() and 2 <= int(name[3:]) <= 16:
+        return ThinPlateSpline(int(name[3:]))
+    raise StnGluonError(
+        f"unknown transform {name!r}; choose one of {', '.join(TRANSFORMS)} (or tps<k>, k x k control points)")

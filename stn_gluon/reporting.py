@@ -92,7 +92,10 @@ def write_metrics(path, history, test_loss, test_correct, test_total, **extra):
 
 def check_recipe(saved, current, path):
     """Refuse to resume a checkpoint made with other settings; list the differences."""
-    diffs = [f"{k} {saved.get(k)!r} -> {v!r}" for k, v in current.items() if saved.get(k) != v]
+    # a field the checkpoint predates counts as its default (it was the only behaviour then)
+    defaults = dict(dataset="mnist", target_size=None, loc_pool=None)
+    diffs = [f"{k} {saved.get(k, defaults.get(k))!r} -> {v!r}" for k, v in current.items()
+             if saved.get(k, defaults.get(k)) != v]
     if diffs:
         raise CheckpointError(f"checkpoint {path} was made with a different recipe "
                               f"({'; '.join(diffs)}); resume with the same flags")
@@ -145,7 +148,7 @@ class RunRecorder:
             data_source=self.dataset.source, train_size=len(self.dataset.train_labels),
             config=dataclasses.asdict(self.cfg), model_files=model_files, **extra)
         plot_curves(self.history, os.path.join(save_dir, "curves.png"),
-                    title=f"{self.cfg.model} ({self.trainer_name}) on MNIST")
+                    title=f"{self.cfg.model} ({self.trainer_name}) on {getattr(self.cfg, 'dataset', 'mnist')}")
         written = [os.path.basename(f) for f in model_files] + ["metrics.json", "history.csv", "curves.png"]
         if stn_pair is not None:
             plot_stn_grid(stn_pair[0], stn_pair[1], os.path.join(save_dir, "stn_grid.png"), mean, std,

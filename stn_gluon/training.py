@@ -31,8 +31,9 @@ log = logging.getLogger(__name__)
 OPTIMIZERS = ("sgd", "nag", "adam")
 LR_MODES = ("cosine", "step", "linear", "poly", "constant")
 # Fields that must match between a checkpoint and the run resuming it.
-RECIPE_FIELDS = ("model", "transform", "epochs", "batch_size", "optimizer", "lr", "momentum",
-                 "lr_mode", "lr_step_epochs", "warmup_epochs", "wd", "loc_lr_mult", "dropout", "seed",
+RECIPE_FIELDS = ("dataset", "target_size", "loc_pool", "model", "transform", "epochs", "batch_size",
+                 "optimizer", "lr", "momentum",
+                 "lr_mode", "lr_step_epochs", "warmup_epochs", "first_cycle_epochs", "wd", "loc_lr_mult", "dropout", "seed",
                  "augment")
 
 
@@ -41,6 +42,9 @@ class TrainConfig:
     """Everything that defines a training run; the CLI flags map onto these fields."""
     model: str = "stn_lenet"
     transform: str = "affine"
+    dataset: str = "mnist"
+    target_size: int = None  # STN output / baseline input side; None: the dataset's (distortions.DatasetSpec)
+    loc_pool: int = None  # pooling in front of the localization net; None: the dataset's
     epochs: int = 20
     batch_size: int = 64
     optimizer: str = "sgd"
@@ -48,7 +52,11 @@ class TrainConfig:
     momentum: float = 0.9
     lr_mode: str = "cosine"
     lr_step_epochs: str = "10,15"
-    warmup_epochs: float = 1.0
+    warmup_epochs: float = 0.5
+    # cosine only: a first, short cosine cycle of this many epochs, then a warm restart
+    # (SGDR) into the cosine over the remaining epochs; 0: one cycle. The default gives a
+    # >= 99 % MNIST model after 3 epochs (under a minute on 2 cores), the best one at the end.
+    first_cycle_epochs: float = 3.0
     wd: float = 5e-4
     loc_lr_mult: float = 0.1
     dropout: float = 0.3
@@ -71,14 +79,23 @@ class TrainConfig:
             (self.loc_lr_mult >= 0, f"--loc-lr-mult must be >= 0, got {self.loc_lr_mult}"),
             (0 <= self.dropout < 1, f"--dropout must be in [0, 1), got {self.dropout}"),
             (self.warmup_epochs >= 0, f"--warmup-epochs must be >= 0, got {self.warmup_epochs}"),
+            (self.first_cycle_epochs >= 0, f"--first-cycle-epochs must be >= 0, got {self.first_cycle_epochs}"),
             (self.optimizer in OPTIMIZERS, f"--optimizer {self.optimizer!r}: choose {', '.join(OPTIMIZERS)}"),
             (self.lr_mode in LR_MODES, f"--lr-mode {self.lr_mode!r}: choose {', '.join(LR_MODES)}"),
+            (self.target_size is None or self.target_size >= 12, f"--target-size must be >= 12, got {self.target_size}"),
+            (self.loc_pool is None or self.loc_pool >= 1, f"--loc-pool must be >= 1, got {self.loc_pool}"),
         ]
         for ok, message in checks:
             if not ok:
                 raise StnGluonError(message)
         self.step_epochs()
+        self.dataset_spec()
         return self
+
+    def dataset_spec(self):
+        from .distortions import get_dataset_spec
+
+        return get_dataset_spec(self.dataset)
 
     def step_epochs(self):
         try:
@@ -93,26 +110,36 @@ class TrainConfig:
 def make_lr_scheduler(cfg, iters_per_epoch):
     """Linear warm-up then ``cfg.lr_mode`` decay, as gluoncv ``LRSequential``; per-iteration.
 
-    The warm-up lasts ``cfg.warmup_epochs``, but at most a quarter of the run.
+    The warm-up lasts ``cfg.warmup_epochs``, but at most a quarter of the run
+    (of the first cycle, if there is one). With ``lr_mode="cosine"`` and
+    ``0 < first_cycle_epochs < epochs``, the cosine first decays to 0 over the
+    first cycle, then restarts at ``cfg.lr`` and decays over the remaining
+    epochs (a warm restart, as in SGDR): a well-converged model early, the
+    best one at the end.
     """
     from .compat import import_gluoncv
 
     gluoncv = import_gluoncv()
     LRScheduler, LRSequential = gluoncv.utils.LRScheduler, gluoncv.utils.LRSequential
 
-    warm = min(cfg.warmup_epochs, cfg.epochs / 4)
-    main_epochs = cfg.epochs - warm
+    def niters(epochs):
+        return int(round(epochs * iters_per_epoch))
+
+    first = cfg.first_cycle_epochs if cfg.lr_mode == "cosine" and 0 < cfg.first_cycle_epochs < cfg.epochs else 0
+    warm = min(cfg.warmup_epochs, (first or cfg.epochs) / 4)
+    main_epochs = cfg.epochs - warm - first
     steps = [e - warm for e in cfg.step_epochs()]
     mode = "step" if cfg.lr_mode == "constant" else cfg.lr_mode
     parts = []
     if warm > 0:
-        parts.append(LRScheduler("linear", base_lr=cfg.lr / 10, target_lr=cfg.lr,
-                                 niters=int(round(warm * iters_per_epoch))))
+        parts.append(LRScheduler("linear", base_lr=cfg.lr / 10, target_lr=cfg.lr, niters=niters(warm)))
+    if first:
+        parts.append(LRScheduler("cosine", base_lr=cfg.lr, target_lr=0, niters=niters(first - warm)))
+        main_epochs += warm
     parts.append(LRScheduler(mode, base_lr=cfg.lr, target_lr=0,
-                             niters=int(round(main_epochs * iters_per_epoch)),
+                             niters=niters(main_epochs),
                              iters_per_epoch=iters_per_epoch,
-                             step_iter=([int(round(s * iters_per_epoch)) for s in steps]
-                                        if cfg.lr_mode == "step" else [10 ** 12]),
+                             step_iter=([niters(s) for s in steps] if cfg.lr_mode == "step" else [10 ** 12]),
                              step_factor=0.1 if cfg.lr_mode == "step" else 1.0))
     return LRSequential(parts)
 
@@ -167,8 +194,12 @@ def stn_batch(stn, images):
 def _build_net(cfg, input_shape, num_classes):
     # A fixed prefix: exported parameter names stay the same from run to run.
     kwargs = dict(num_classes=num_classes, input_shape=input_shape, prefix=f"{cfg.model}_")
+    spec = cfg.dataset_spec()
     if cfg.model in ("stn_lenet", "lenet"):
-        kwargs["dropout"] = cfg.dropout
+        size = cfg.target_size or (spec.stn_target if cfg.model == "stn_lenet" else spec.baseline_target)
+        kwargs.update(dropout=cfg.dropout, target_shape=(size, size))
+        if cfg.model == "stn_lenet":
+            kwargs["loc_pool"] = cfg.loc_pool or spec.loc_pool
     if cfg.model.startswith("stn"):
         # outside the image, the STN shows the (normalised) black background, not grey
         kwargs.update(transform=cfg.transform, loc_lr_mult=cfg.loc_lr_mult, fill=data_lib.BACKGROUND)
@@ -203,24 +234,35 @@ def _resume_path(cfg):
 
 
 class PreparedData:
-    """The arrays and batch iterators a training run needs, built once from an ``MNISTData``."""
+    """The arrays and batch iterators a training run needs, built once from an ``MNISTData``.
+
+    Images stay ``uint8 (N, 1, H, W)``; batches are normalised as they are cut.
+    """
 
     def __init__(self, cfg, dataset):
         self.dataset = dataset
-        self.train_x = data_lib.normalize(dataset.train_images)
-        self.test_x = data_lib.normalize(dataset.test_images)
-        self.input_shape = self.train_x.shape[1:]
+        self.train_pixels = dataset.train_images[:, None] if dataset.train_images.ndim == 3 else dataset.train_images
+        self.test_pixels = dataset.test_images[:, None] if dataset.test_images.ndim == 3 else dataset.test_images
+        self.input_shape = self.train_pixels.shape[1:]
         self.num_classes = 10
-        if len(self.train_x) < cfg.batch_size:
+        if len(self.train_pixels) < cfg.batch_size:
             raise StnGluonError(f"--batch-size {cfg.batch_size} is larger than the training set "
-                                f"({len(self.train_x)})")
-        self.train = data_lib.ArrayBatches(self.train_x, dataset.train_labels, cfg.batch_size,
+                                f"({len(self.train_pixels)})")
+        self.train = data_lib.ArrayBatches(self.train_pixels, dataset.train_labels, cfg.batch_size,
                                            shuffle=True, seed=cfg.seed, last_batch="discard")
         # An eval batch that divides the test set: no padded batch (Module.score would count it).
-        n_test = len(self.test_x)
+        n_test = self.num_test
         eval_batch = max(d for d in range(1, min(500, n_test) + 1) if n_test % d == 0)
-        self.test = data_lib.ArrayBatches(self.test_x, dataset.test_labels, eval_batch)
+        self.test = data_lib.ArrayBatches(self.test_pixels, dataset.test_labels, eval_batch)
         self.augment = data_lib.RandomAffine(seed=cfg.seed) if cfg.augment else None
+
+    @property
+    def num_test(self):
+        return len(self.test_pixels)
+
+    def test_sample(self, count=64):
+        """The first ``count`` test images, normalised: ``float32 (count, C, H, W)``."""
+        return data_lib.normalize(self.test_pixels[:count])
 
     def set_epoch(self, epoch, seed):
         """Shuffle order, augmentation draws and dropout masks of epoch ``epoch`` (0-based)."""
@@ -232,6 +274,7 @@ class PreparedData:
     def model_meta(self, cfg, source, **extra):
         """The ``model.json`` beside an exported model: how to feed it."""
         return dict(model=cfg.model, transform=cfg.transform if cfg.model.startswith("stn") else None,
+                    dataset=cfg.dataset,
                     input_shape=list(self.input_shape), input_name="data",
                     mean=data_lib.MNIST_MEAN, std=data_lib.MNIST_STD,
                     classes=[str(i) for i in range(self.num_classes)], source=source, **extra)
@@ -241,7 +284,11 @@ def setup_run(cfg, dataset=None):
     """Validate ``cfg``, parse its contexts, load and prepare the data, create the save dir."""
     cfg.validate()
     ctx_list = parse_ctx(cfg.ctx)
-    prepared = PreparedData(cfg, dataset or data_lib.load_mnist(cfg.data_dir, download=cfg.download))
+    if dataset is None:
+        from .distortions import load_dataset
+
+        dataset = load_dataset(cfg.dataset, cfg.data_dir, download=cfg.download)
+    prepared = PreparedData(cfg, dataset)
     os.makedirs(cfg.save_dir, exist_ok=True)
     mx.random.seed(cfg.seed)
     np.random.seed(cfg.seed)
@@ -334,19 +381,20 @@ def _restore(path, cfg, net, trainer, ctx_list):
 def _final_test(recorder, data, net, ctx_list):
     last = recorder.history.last
     if last is not None and last["epoch"] == recorder.cfg.epochs:
-        total = len(data.test_x)
+        total = data.num_test
         return last["test_loss"], int(round(last["test_acc"] * total)), total
     return evaluate(net, data.test, ctx_list)
 
 
 def _finish(cfg, net, data, recorder, ctx_list):
     """Export the hybridized model, then metrics and plots."""
-    example = mx.nd.array(data.test_x[:64], ctx=ctx_list[0])
+    sample = data.test_sample(64)
+    example = mx.nd.array(sample, ctx=ctx_list[0])
     prefix = os.path.join(cfg.save_dir, DEFAULT_PREFIX)
     export_block(net, prefix, example,
                  meta=data.model_meta(cfg, "gluon", config=getattr(net, "config", {})))
     stn = getattr(net, "stn", None)
     return recorder.finish(*_final_test(recorder, data, net, ctx_list),
                            model_files=[prefix + "-symbol.json", prefix + "-0000.params"],
-                           stn_pair=(data.test_x[:64], stn_batch(stn, example)) if stn is not None else None,
+                           stn_pair=(sample, stn_batch(stn, example)) if stn is not None else None,
                            mean=data_lib.MNIST_MEAN, std=data_lib.MNIST_STD)

@@ -8,7 +8,7 @@ import numpy as np  # noqa: E402
 
 from .io import atomic_path  # noqa: E402
 
-__all__ = ["make_grid", "plot_stn_grid", "plot_curves"]
+__all__ = ["make_grid", "plot_stn_grid", "plot_curves", "plot_samples", "plot_stn_comparison"]
 
 
 def make_grid(images, nrow=8, pad=2):
@@ -75,3 +75,35 @@ def plot_curves(history, path, title=None):
     _savefig(fig, path)
     return path
 
+
+
+def plot_samples(images, labels, path, title=None, nrow=8):
+    """Save a grid of dataset images ``uint8 (N, H, W)`` with their labels in the title."""
+    n = len(images)
+    fig, ax = plt.subplots(figsize=(7, 7 * (-(-n // nrow)) / min(nrow, max(n, 1)) + 0.6))
+    ax.imshow(make_grid(np.asarray(images, np.float32) / 255.0, nrow=nrow), cmap="gray", vmin=0, vmax=1)
+    ax.axis("off")
+    ax.set_title((title + "\n" if title else "") + "labels: " + " ".join(str(int(v)) for v in labels[:24])
+                 + (" ..." if n > 24 else ""), fontsize=9)
+    _savefig(fig, path)
+    return path
+
+
+def plot_stn_comparison(inputs, outputs, path, mean=0.0, std=1.0, title=None):
+    """Save one row of inputs, then one row per STN of what it made of them.
+
+    inputs: ``(N, C, H, W)``; outputs: ``{name: (N, C, H_out, W_out)}``; all
+    normalised with ``mean``/``std``.
+    """
+    rows = [("input", inputs)] + list(outputs.items())
+    fig, axes = plt.subplots(len(rows), 1, figsize=(12, 1.25 * len(rows) + 0.6), squeeze=False)
+    for ax, (name, imgs) in zip(axes[:, 0], rows):
+        ax.imshow(np.clip(make_grid(np.asarray(imgs) * std + mean, nrow=len(imgs)), 0, 1),
+                  cmap="gray", vmin=0, vmax=1)
+        ax.set_ylabel(name, rotation=0, ha="right", va="center", fontsize=10)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    if title:
+        fig.suptitle(title)
+    _savefig(fig, path)
+    return path

@@ -200,7 +200,7 @@ def fit_module(cfg, dataset=None, echo=print, symbol=None):
     def on_eval(param):
         epoch = param.epoch + 1
         test = dict(param.eval_metric.get_name_value())
-        total = len(data.test_x)
+        total = data.num_test
         train = timer["metric"] or {}
         recorder.end_epoch(epoch, module._optimizer.learning_rate, train.get("cross-entropy", float("nan")),
                            train.get("accuracy", float("nan")), iters * cfg.batch_size, timer["train"],
@@ -222,9 +222,9 @@ def fit_module(cfg, dataset=None, echo=print, symbol=None):
 
     model = load_model(cfg.save_dir, ctx_list[:1])
     last = recorder.history.last
-    images = data.test_x[:64]
+    images = data.test_sample(64)
     stn_pair = (images, stn_batch(model.stn, mx.nd.array(images, ctx=ctx_list[0]))) if model.stn else None
-    total = len(data.test_x)
+    total = data.num_test
     if last is not None and last["epoch"] == cfg.epochs:
         test_loss, test_correct = last["test_loss"], int(round(last["test_acc"] * total))
     else:  # a checkpoint without its history (from elsewhere) that was already complete

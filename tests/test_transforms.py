@@ -1,0 +1,217 @@
+"""Projective and thin-plate-spline transforms: identity, known warps against NumPy references,
+gradients, hybridization, export round trip and ONNX parity."""
+import mxnet as mx
+import numpy as np
+import pytest
+from mxnet import gluon
+
+import stn_gluon as sg
+from stn_gluon.ops import MIN_HOMOGRAPHY_DENOMINATOR, get_transform, tps_control_points
+from reference import affine_sample, homography_from_corners, homography_sample, tps_sample
+
+CORNERS = np.array([[-1, -1], [1, -1], [1, 1], [-1, 1]], float)
+
+
+def _init(block, x):
+    block.initialize(mx.init.Xavier())
+    block(x)
+    return block
+
+
+def _homography_params(h):
+    h = np.asarray(h, float) / h[2][2]
+    return h.ravel()[:8].astype(np.float32)
+
+
+@pytest.mark.parametrize("transform", ["projective", "tps", "tps3"])
+def test_identity_init_returns_input(transform):
+    x = mx.nd.random.normal(shape=(4, 2, 28, 28))
+    stn = _init(sg.SpatialTransformer((28, 28), transform, return_theta=True), x)
+    out, theta = stn(x)
+    # float32 grid rounding (~1e-6 in [-1, 1]) times pixel steps of up to ~5
+    np.testing.assert_allclose(out.asnumpy(), x.asnumpy(), atol=5e-5)
+    ident = np.array(get_transform(transform).identity(), np.float32)
+    np.testing.assert_allclose(theta.asnumpy(), np.tile(ident, (4, 1)), atol=1e-7)
+    assert theta.shape == (4, get_transform(transform).num_params)
+
+
+def test_known_homography_matches_numpy_reference():
+    rng = np.random.RandomState(0)
+    images = rng.rand(3, 2, 28, 28).astype(np.float32)
+    # the output's corners come from these source points: a real perspective, not an affine map
+    homographies = [homography_from_corners(CORNERS, CORNERS * 0.8 + rng.normal(0, 0.15, (4, 2)))
+                    for _ in range(3)]
+    assert min(abs(h[2, 0]) + abs(h[2, 1]) for h in homographies) > 0.02
+    params = mx.nd.array(np.stack([_homography_params(h) for h in homographies]))
+    got = get_transform("projective").warp(mx.nd.array(images), params, (21, 25)).asnumpy()
+    np.testing.assert_allclose(got, homography_sample(images, homographies, (21, 25)), atol=1e-4)
+
+
+def test_homography_with_g_h_zero_is_the_affine_warp():
+    rng = np.random.RandomState(1)
+    x = mx.nd.array(rng.rand(2, 1, 20, 20))
+    theta = np.array([[0.8, -0.3, 0.2, 0.25, 1.1, -0.1], [1.2, 0.1, -0.3, 0.0, 0.7, 0.4]], np.float32)
+    params = mx.nd.array(np.hstack([theta, np.zeros((2, 2), np.float32)]))
+    got = get_transform("projective").warp(x, params, (20, 20)).asnumpy()
+    np.testing.assert_allclose(got, affine_sample(x.asnumpy(), theta.reshape(2, 2, 3), (20, 20)), atol=1e-5)
+
+
+def test_homography_denominator_is_clamped_not_infinite():
+    # g = 3: the denominator 3x + 1 crosses zero inside the output
+    params = mx.nd.array([[1, 0, 0, 0, 1, 0, 3.0, 0]])
+    grid = sg.ops.homography_grid(params, (9, 9)).asnumpy()
+    assert np.isfinite(grid).all()
+    assert np.abs(grid).max() <= 1.0 / MIN_HOMOGRAPHY_DENOMINATOR * 2 + 1e-5
+
+
+def test_tps_control_point_shift_matches_numpy_reference():
+    rng = np.random.RandomState(2)
+    images = rng.rand(3, 1, 28, 28).astype(np.float32)
+    for k in (3, 4):
+        ctrl = tps_control_points(k)
+        source = ctrl[None] + rng.normal(0, 0.12, (3, k * k, 2))
+        params = np.concatenate([source[..., 0], source[..., 1]], axis=1).astype(np.float32)
+        got = get_transform(f"tps{k}").warp(mx.nd.array(images), mx.nd.array(params), (24, 22)).asnumpy()
+        np.testing.assert_allclose(got, tps_sample(images, source.astype(np.float32), k, (24, 22)), atol=1e-4)
+
+
+def test_tps_single_point_shift_is_local_and_exact_at_the_control_point():
+    """Moving one control point moves the grid there by exactly that much and leaves far corners nearly still."""
+    k, shape = 4, (31, 31)  # 31 px: control points fall on pixel centres (0, 10, 20, 30)
+    ident = np.array(get_transform("tps").identity(), np.float32)
+    params = ident.copy()
+    i = 1 * k + 1  # control point (x=-1/3, y=-1/3), at pixel (10, 10)
+    params[i] += 0.2          # x
+    params[k * k + i] -= 0.1  # y
+    grid = sg.ops.tps_grid(mx.nd.array(params[None]), mx.nd.array(sg.ops.tps_grid_matrix(k, shape)),
+                           shape).asnumpy()[0]
+    np.testing.assert_allclose(grid[:, 10, 10], [-1 / 3 + 0.2, -1 / 3 - 0.1], atol=1e-5)
+    np.testing.assert_allclose(grid[:, 30, 30], [1, 1], atol=1e-5)  # another control point: fixed
+    moved = np.hypot(grid[0] - np.linspace(-1, 1, 31)[None], grid[1] - np.linspace(-1, 1, 31)[:, None])
+    assert moved[:5, :5].max() > 0.05 and moved[25:, 25:].max() < 0.05
+
+
+def test_tps_all_points_shifted_is_a_translation():
+    x = mx.nd.random.uniform(shape=(2, 1, 28, 28))
+    params = np.array(get_transform("tps").identity(), np.float32)
+    params[:16] += 0.3
+    params[16:] -= 0.2
+    got = get_transform("tps").warp(x, mx.nd.array([params] * 2), (28, 28)).asnumpy()
+    want = sg.affine_transform(x, mx.nd.array([[1, 0, 0.3, 0, 1, -0.2]] * 2)).asnumpy()
+    np.testing.assert_allclose(got, want, atol=1e-5)
+
+
+@pytest.mark.parametrize("transform", ["projective", "tps3"])
+def test_gradients_match_finite_differences(transform):
+    """d(loss)/d(params) by autograd agrees with central differences of the NumPy reference."""
+    rng = np.random.RandomState(3)
+    images = rng.rand(2, 1, 9, 8)
+    weights = rng.rand(2, 1, 7, 6)
+    t = get_transform(transform)
+    params = np.array([t.identity()] * 2, np.float64) + rng.normal(0, 0.08, (2, t.num_params))
+
+    def loss_np(p):
+        if transform == "projective":
+            hs = np.concatenate([p, np.ones((2, 1))], axis=1).reshape(2, 3, 3)
+            out = homography_sample(images, hs, (7, 6))
+        else:
+            out = tps_sample(images, np.stack([p[:, :9], p[:, 9:]], axis=-1), 3, (7, 6))
+        return float((out * weights).sum())
+
+    p = mx.nd.array(params)
+    p.attach_grad()
+    with mx.autograd.record():
+        loss = (t.warp(mx.nd.array(images), p, (7, 6)) * mx.nd.array(weights)).sum()
+    loss.backward()
+    eps = 1e-5
+    num = np.zeros_like(params)
+    for idx in np.ndindex(params.shape):
+        d = np.zeros_like(params)
+        d[idx] = eps
+        num[idx] = (loss_np(params + d) - loss_np(params - d)) / (2 * eps)
+    np.testing.assert_allclose(p.grad.asnumpy(), num, rtol=2e-3, atol=2e-3)
+
+
+@pytest.mark.parametrize("transform", ["projective", "tps"])
+def test_block_hybridizes_with_target_shape_and_fill(transform):
+    x = mx.nd.random.uniform(shape=(3, 1, 40, 40))
+    stn = _init(sg.SpatialTransformer((28, 28), transform, return_theta=True, fill=-0.42), x)
+    stn.regressor.weight.set_data(mx.nd.random.normal(scale=0.05, shape=stn.regressor.weight.shape))
+    out, theta = stn(x)
+    assert out.shape == (3, 1, 28, 28)
+    np.testing.assert_allclose(out.asnumpy(), stn.transform.warp(x, theta, (28, 28), fill=-0.42).asnumpy(),
+                               atol=1e-5)
+    stn.hybridize(static_alloc=True, static_shape=True)
+    out_h, theta_h = stn(x)
+    np.testing.assert_allclose(out_h.asnumpy(), out.asnumpy(), atol=1e-6)
+    np.testing.assert_allclose(theta_h.asnumpy(), theta.asnumpy(), atol=1e-6)
+
+
+def test_tps_matrix_is_a_constant_not_a_trained_weight():
+    x = mx.nd.random.uniform(shape=(2, 1, 28, 28))
+    net = sg.STNNet(transform="tps")
+    net.initialize(mx.init.Xavier())
+    net(x)
+    const = [p for name, p in net.collect_params().items() if name.endswith("tps_matrix")]
+    assert len(const) == 1 and const[0].grad_req == "null" and const[0].shape == (2 * 28 * 28, 32)
+    before = const[0].data().copy()
+    trainer = gluon.Trainer(net.collect_params(), "sgd", {"learning_rate": 1.0})
+    with mx.autograd.record():
+        net(x).sum().backward()
+    trainer.step(2)
+    assert (const[0].data() == before).asnumpy().all()
+
+
+def test_tps_needs_target_shape():
+    with pytest.raises(sg.StnGluonError, match="target_shape"):
+        sg.SpatialTransformer(None, "tps")
+    with pytest.raises(sg.StnGluonError, match="unknown transform"):
+        sg.SpatialTransformer((28, 28), "tps1")
+
+
+@pytest.mark.parametrize("transform", ["projective", "tps"])
+def test_export_and_symbolblock_import_round_trip(tmp_path, transform):
+    net = sg.STNNet(transform=transform)
+    net.initialize(mx.init.Xavier())
+    x = mx.nd.random.normal(shape=(5, 1, 28, 28))
+    net.hybridize()
+    net(x)
+    net.stn.regressor.weight.set_data(mx.nd.random.normal(scale=0.03, shape=net.stn.regressor.weight.shape))
+    want = net(x).asnumpy()
+    net.export(str(tmp_path / "m"))
+    loaded = gluon.SymbolBlock.imports(str(tmp_path / "m-symbol.json"), ["data"], str(tmp_path / "m-0000.params"))
+    np.testing.assert_allclose(loaded(x).asnumpy(), want, atol=1e-6)
+
+
+@pytest.mark.parametrize("transform", ["projective", "tps"])
+@pytest.mark.parametrize("fill", [0.0, -0.4242])
+def test_onnx_parity_far_from_identity(tmp_path, transform, fill):
+    from stn_gluon.onnx import OnnxModel, export_onnx
+
+    mx.random.seed(0)
+    rng = np.random.RandomState(1)
+    net = sg.STNNet(transform=transform, return_theta=True, fill=fill)
+    net.initialize(mx.init.Xavier())
+    net.hybridize()
+    net(mx.nd.zeros((1, 1, 28, 28)))
+    reg = net.stn.regressor
+    reg.weight.set_data(mx.nd.array(rng.normal(0, 0.05, reg.weight.shape)))
+    if transform == "projective":
+        reg.bias.set_data(mx.nd.array(_homography_params(
+            homography_from_corners(CORNERS, [[-0.5, -0.9], [1.2, -0.6], [0.8, 1.1], [-1.3, 0.7]]))))
+    else:
+        bias = np.array(get_transform("tps").identity(), np.float32) + rng.normal(0, 0.25, 32)
+        reg.bias.set_data(mx.nd.array(bias))
+    path = tmp_path / f"{transform}.onnx"
+    export_onnx(net, path)
+    ort_model = OnnxModel(str(path))
+    ident = np.array(get_transform(transform).identity(), np.float32)
+    for batch in (1, 7, 64):
+        x = rng.normal(0, 1, (batch, 1, 28, 28)).astype(np.float32)
+        logits, theta = net(mx.nd.array(x))
+        warped, _ = net.stn(mx.nd.array(x))
+        got = ort_model.run(x)
+        assert np.abs(got["logits"] - logits.asnumpy()).max() <= 1e-4
+        np.testing.assert_allclose(got["theta"], theta.asnumpy(), atol=1e-5)
+        np.testing.assert_allclose(got["warped"], warped.asnumpy(), atol=5e-4)
+        assert np.abs(theta.asnumpy() - ident).max() > 0.3  # far from the identity
