@@ -76,16 +76,29 @@ class SpatialTransformer(nn.HybridBlock):
     loc_pool : int
         Average pooling in front of the default localization net (see
         :class:`LocalizationNet`), for big inputs.
+    supersample : int
+        Anti-aliasing: sample ``k x k`` points per output pixel (a grid of
+        ``(k H_out, k W_out)``) and average them. Without it, an STN that
+        shrinks a big input (128x128 into 28x28) reads one point in every
+        ~5x5 pixels, which aliases and gives the localization net little
+        gradient to learn from; with ``k`` near the shrink factor its first
+        view is the area average. Not an exact identity at ``k > 1`` (each
+        output pixel averages a small neighbourhood).
     """
 
     def __init__(self, target_shape=None, transform="affine", localization=None,
-                 init_scale=1.0, loc_lr_mult=1.0, return_theta=False, fill=0.0, loc_pool=1, **kwargs):
+                 init_scale=1.0, loc_lr_mult=1.0, return_theta=False, fill=0.0, loc_pool=1, supersample=1,
+                 **kwargs):
         super().__init__(**kwargs)
         self.fill = float(fill)
         self.transform = get_transform(transform)
         self._target_shape = None if target_shape is None else _check_target_shape(target_shape)
-        if self._target_shape is None and self.transform.constants((2, 2)):
-            raise StnGluonError(f"transform {transform!r} needs an explicit target_shape")
+        self.supersample = int(supersample)
+        if self.supersample < 1:
+            raise StnGluonError(f"supersample must be >= 1, got {supersample!r}")
+        if self._target_shape is None and (self.transform.constants((2, 2)) or self.supersample > 1):
+            raise StnGluonError(f"transform {transform!r} with supersample={supersample} needs an explicit "
+                                f"target_shape")
         self.return_theta = bool(return_theta)
         self.init_scale = float(init_scale)
         if not loc_lr_mult >= 0:
@@ -99,11 +112,9 @@ class SpatialTransformer(nn.HybridBlock):
                     np.array(self.transform.identity(self.init_scale), dtype=np.float32)),
                 prefix="regressor_")
             # constant inputs of the grid (the thin-plate spline's matrix): saved and exported with the weights
-            self._constant_names = []
             if self._target_shape is not None:
-                for key, value in self.transform.constants(self._target_shape).items():
+                for key, value in self.transform.constants(self._sampling_shape).items():
                     setattr(self, key, self.params.get_constant(key, value))
-                    self._constant_names.append(key)
         self.loc_lr_mult = loc_lr_mult
 
     @property
@@ -120,6 +131,11 @@ class SpatialTransformer(nn.HybridBlock):
     def target_shape(self):
         return self._target_shape
 
+    @property
+    def _sampling_shape(self):
+        h, w = self._target_shape
+        return h * self.supersample, w * self.supersample
+
     def forward(self, x, *args):
         if isinstance(x, mx.nd.NDArray):
             if x.ndim != 4:
@@ -133,7 +149,12 @@ class SpatialTransformer(nn.HybridBlock):
     def hybrid_forward(self, F, x, **constants):
         params = self.regressor(self.localization(x))
         # The functional core, with named nodes that tools find in an exported graph.
-        out = self.transform.warp(x, params, self._target_shape, fill=self.fill, name="warped", **constants)
+        if self.supersample > 1:  # sample k x k points per output pixel and average them: anti-aliased
+            k = self.supersample
+            dense = self.transform.warp(x, params, self._sampling_shape, fill=self.fill, **constants)
+            out = F.Pooling(dense, kernel=(k, k), stride=(k, k), pool_type="avg", name="warped")
+        else:
+            out = self.transform.warp(x, params, self._target_shape, fill=self.fill, name="warped", **constants)
         if self.return_theta:
             return out, F.identity(self.transform.theta(F, params), name="theta")
         return out

@@ -102,12 +102,12 @@ class _Parser(argparse.ArgumentParser):
 
 
 def add_distortion_bench_args(q):
+    from .distortion_bench import BENCH_RECIPE as b
+
     q.add_argument("--datasets", default=None, help="comma list (default: rotated,rts,projective,elastic,"
                                                     "cluttered,noisy128)")
     q.add_argument("--models", default=None, help="comma list of cnn, affine, attention, projective, tps "
                                                   "(default: per dataset, as in the paper)")
-    from .distortion_bench import BENCH_RECIPE as b
-
     q.add_argument("--epochs", type=_positive_int, default=b["epochs"], help="the budget: epochs of every run")
     q.add_argument("--batch-size", type=_positive_int, default=b["batch_size"])
     q.add_argument("--lr", type=_float, default=b["lr"], help="peak learning rate")
@@ -138,6 +138,8 @@ def build_parser():
                    help="side of the STN's output (baseline: of its input); default: the dataset's")
     p.add_argument("--loc-pool", type=_positive_int, default=None,
                    help="average pooling in front of the localization net; default: the dataset's")
+    p.add_argument("--supersample", type=_positive_int, default=None,
+                   help="STN anti-aliasing: k x k samples per output pixel, averaged; default: the dataset's")
     p.add_argument("--hybridize", dest="hybridize", action="store_true", default=True,
                    help="hybridize with static_alloc/static_shape (default)")
     p.add_argument("--no-hybridize", dest="hybridize", action="store_false", help="run imperatively")
@@ -191,6 +193,8 @@ def build_parser():
     q.add_argument("--target", type=_float, default=0.99)
     q.add_argument("--data-dir", default=None)
     q.add_argument("--out", default="runs/bench_time_to_accuracy")
+    q = which.add_parser("distortions", help="CNN vs ST-CNN on every distorted-MNIST dataset, within a budget")
+    add_distortion_bench_args(q)
 
     q = sub.add_parser("evaluate", help="test accuracy of a saved model")
     q.add_argument("--model", required=True, help="save dir, export prefix or -symbol.json file")
@@ -205,9 +209,6 @@ def build_parser():
     q.add_argument("--out", default=None, help="PNG to write (default: <model dir>/stn_grid.png, "
                                                "or runs/datasets/<dataset>.png)")
     q.add_argument("--count", type=_positive_int, default=64, help="how many test images")
-
-    q = which.add_parser("distortions", help="CNN vs ST-CNN on every distorted-MNIST dataset, within a budget")
-    add_distortion_bench_args(q)
     return parser
 
 

@@ -56,6 +56,7 @@ class DatasetSpec:
     STN normalises the digit to MNIST's size). baseline_target: the side the
     CNN baseline sees (its input is area-averaged down to it when smaller than
     the canvas). loc_pool: average pooling in front of the localization net.
+    supersample: the STN's anti-aliasing (points per output pixel along each axis).
     transform: the STN family the benchmark trains by default.
     max_train / max_test: subset sizes (``None``: the whole split).
     """
@@ -64,6 +65,7 @@ class DatasetSpec:
     stn_target: int
     baseline_target: int
     loc_pool: int = 1
+    supersample: int = 1
     transform: str = "affine"
     max_train: int = None
     max_test: int = None
@@ -78,9 +80,10 @@ DATASETS = {spec.name: spec for spec in (
                                                              "translated on 42x42"),
     DatasetSpec("projective", 28, 28, 28, paper="P", description="random homography"),
     DatasetSpec("elastic", 28, 28, 28, paper="E", description="random thin-plate-spline warp"),
-    DatasetSpec("cluttered", 60, 28, 60, loc_pool=2, paper="60x60 cluttered",
+    DatasetSpec("cluttered", 60, 60, 60, loc_pool=2, paper="60x60 cluttered",
                 description="60x60 canvas, 8 fragments of 6x6 px clutter"),
-    DatasetSpec("noisy128", 128, 28, 28, loc_pool=4, transform="attention", max_train=20000, max_test=5000,
+    DatasetSpec("noisy128", 128, 28, 28, loc_pool=4, supersample=4, transform="attention", max_train=20000,
+                max_test=5000,
                 description="128x128 noisy canvas, attention STN to 28x28"),
 )}
 

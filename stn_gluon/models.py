@@ -72,21 +72,23 @@ class STNNet(STNClassifier):
     whole canvas downsampled"). ``transform``, ``target_shape``,
     ``init_scale`` and ``loc_lr_mult`` go to the :class:`SpatialTransformer`;
     ``loc_pool`` average-pools the localization net's view of the input (see
-    :class:`LocalizationNet`); ``target_shape`` defaults to
+    :class:`LocalizationNet`); ``supersample`` anti-aliases the sampler (see
+    :class:`SpatialTransformer`); ``target_shape`` defaults to
     ``input_shape[1:]``; ``fill`` is what the STN shows outside the input.
     ``config`` holds the arguments that rebuild the same architecture.
     """
 
     def __init__(self, num_classes=10, stn=True, input_shape=(1, 28, 28), transform="affine",
                  target_shape=None, init_scale=1.0, loc_lr_mult=1.0, dropout=0.5,
-                 return_theta=False, fill=0.0, loc_pool=1, **kwargs):
+                 return_theta=False, fill=0.0, loc_pool=1, supersample=1, **kwargs):
         if len(input_shape) != 3:
             raise StnGluonError(f"input_shape must be (C, H, W), got {input_shape!r}")
         target_shape = tuple(int(v) for v in (target_shape or input_shape[1:]))
         self.config = dict(num_classes=int(num_classes), stn=bool(stn),
                            input_shape=[int(v) for v in input_shape], transform=transform,
                            target_shape=list(target_shape), init_scale=float(init_scale),
-                           dropout=float(dropout), fill=float(fill), loc_pool=int(loc_pool))
+                           dropout=float(dropout), fill=float(fill), loc_pool=int(loc_pool),
+                           supersample=int(supersample))
         super().__init__(return_theta=return_theta, **kwargs)
         self._resize = None
         if not stn and target_shape != tuple(input_shape[1:]):
@@ -94,7 +96,8 @@ class STNNet(STNClassifier):
         with self.name_scope():
             body = LeNetBody(num_classes, dropout=dropout, prefix="body_")
             transformer = (SpatialTransformer(target_shape, transform, init_scale=init_scale,
-                                              loc_pool=loc_pool, loc_lr_mult=loc_lr_mult, fill=fill, prefix="stn_")
+                                              loc_pool=loc_pool, supersample=supersample, loc_lr_mult=loc_lr_mult,
+                                              fill=fill, prefix="stn_")
                            if stn else None)
         self._set_children(body, transformer)
 

@@ -54,3 +54,28 @@ def no_mnist_env(monkeypatch, tmp_path):
     """No $STN_GLUON_DATA and an empty MXNet cache: the look-up falls through."""
     monkeypatch.delenv("STN_GLUON_DATA", raising=False)
     monkeypatch.setenv("MXNET_HOME", str(tmp_path / "mxnet_home"))
+
+
+def assert_onnx_parity(net, onnx_path, rng, batches=(1, 7, 64)):
+    """Export-parity check of an STN classifier (``return_theta=True``) against its ONNX file.
+
+    For each batch size: logits within 1e-4, theta within 1e-5, the warped image
+    within 5e-4 (float32 grid rounding), probabilities summing to 1. Returns the
+    thetas of the last batch, for the caller's own checks.
+    """
+    import mxnet as mx
+
+    from stn_gluon.onnx import OnnxModel
+
+    ort_model = OnnxModel(str(onnx_path))
+    theta = None
+    for batch in batches:
+        x = rng.normal(0, 1, (batch,) + tuple(net.config["input_shape"])).astype(np.float32)
+        logits, theta = net(mx.nd.array(x))
+        warped, _ = net.stn(mx.nd.array(x))
+        got = ort_model.run(x)
+        assert np.abs(got["logits"] - logits.asnumpy()).max() <= 1e-4
+        np.testing.assert_allclose(got["theta"], theta.asnumpy(), atol=1e-5)
+        np.testing.assert_allclose(got["warped"], warped.asnumpy(), atol=5e-4)
+        np.testing.assert_allclose(got["probabilities"].sum(axis=1), 1, rtol=1e-5)
+    return theta.asnumpy()

@@ -256,9 +256,9 @@ def test_peak_memory_is_the_training_process_own(mnist_dir):
     del ballast
 
 
-def test_default_schedule_warms_up_decays_restarts_and_decays():
+def test_first_cycle_schedule_warms_up_decays_restarts_and_decays():
     """Warm-up 0.5 epoch, cosine to 0 at epoch 3, restart at the peak, cosine to 0 at the end."""
-    cfg = TrainConfig()
+    cfg = TrainConfig(first_cycle_epochs=3, warmup_epochs=0.5)
     sched = make_lr_scheduler(cfg, 100)
     lrs = np.array([sched(i) for i in range(cfg.epochs * 100 + 1)])
     assert lrs[0] == pytest.approx(cfg.lr / 10) and lrs[50] == pytest.approx(cfg.lr)
@@ -266,5 +266,5 @@ def test_default_schedule_warms_up_decays_restarts_and_decays():
     assert np.all(np.diff(lrs[50:300]) <= 1e-12) and lrs[299] < cfg.lr * 1e-3  # first cycle decays to ~0
     assert lrs[300] == pytest.approx(cfg.lr)  # warm restart
     assert np.all(np.diff(lrs[300:]) <= 1e-12) and lrs[-1] < cfg.lr * 1e-3
-    one_cycle = make_lr_scheduler(TrainConfig(first_cycle_epochs=0), 100)
-    assert one_cycle(300) > 0.9 * cfg.lr  # without the first cycle: still near the peak at epoch 3
+    one_cycle = make_lr_scheduler(TrainConfig(), 100)  # the default: one cycle
+    assert one_cycle(300) > 0.9 * cfg.lr and one_cycle(100) == pytest.approx(cfg.lr)

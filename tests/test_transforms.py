@@ -7,6 +7,7 @@ from mxnet import gluon
 
 import stn_gluon as sg
 from stn_gluon.ops import MIN_HOMOGRAPHY_DENOMINATOR, get_transform, tps_control_points
+from conftest import assert_onnx_parity
 from reference import affine_sample, homography_from_corners, homography_sample, tps_sample
 
 CORNERS = np.array([[-1, -1], [1, -1], [1, 1], [-1, 1]], float)
@@ -186,7 +187,7 @@ def test_export_and_symbolblock_import_round_trip(tmp_path, transform):
 @pytest.mark.parametrize("transform", ["projective", "tps"])
 @pytest.mark.parametrize("fill", [0.0, -0.4242])
 def test_onnx_parity_far_from_identity(tmp_path, transform, fill):
-    from stn_gluon.onnx import OnnxModel, export_onnx
+    from stn_gluon.onnx import export_onnx
 
     mx.random.seed(0)
     rng = np.random.RandomState(1)
@@ -204,14 +205,37 @@ def test_onnx_parity_far_from_identity(tmp_path, transform, fill):
         reg.bias.set_data(mx.nd.array(bias))
     path = tmp_path / f"{transform}.onnx"
     export_onnx(net, path)
-    ort_model = OnnxModel(str(path))
+    theta = assert_onnx_parity(net, path, rng)
     ident = np.array(get_transform(transform).identity(), np.float32)
-    for batch in (1, 7, 64):
-        x = rng.normal(0, 1, (batch, 1, 28, 28)).astype(np.float32)
-        logits, theta = net(mx.nd.array(x))
-        warped, _ = net.stn(mx.nd.array(x))
-        got = ort_model.run(x)
-        assert np.abs(got["logits"] - logits.asnumpy()).max() <= 1e-4
-        np.testing.assert_allclose(got["theta"], theta.asnumpy(), atol=1e-5)
-        np.testing.assert_allclose(got["warped"], warped.asnumpy(), atol=5e-4)
-        assert np.abs(theta.asnumpy() - ident).max() > 0.3  # far from the identity
+    assert np.abs(theta - ident).max() > 0.3  # far from the identity
+
+
+def test_supersampled_identity_is_the_area_average():
+    """4x4 samples per output pixel over a 4x larger input: the identity view is the 4x4 block mean."""
+    x = mx.nd.random.uniform(shape=(2, 1, 112, 112))
+    for transform in ("attention", "tps"):
+        stn = _init(sg.SpatialTransformer((28, 28), transform, supersample=4), x)
+        want = x.asnumpy().reshape(2, 1, 28, 4, 28, 4).mean(axis=(3, 5))
+        np.testing.assert_allclose(stn(x).asnumpy(), want, atol=1e-5)
+    plain = _init(sg.SpatialTransformer((28, 28), "attention"), x)
+    assert np.abs(plain(x).asnumpy() - want).max() > 0.3  # one point per 4x4 block: aliased
+    with pytest.raises(sg.StnGluonError, match="supersample"):
+        sg.SpatialTransformer((28, 28), supersample=0)
+
+
+def test_supersampled_attention_model_exports_to_onnx(tmp_path):
+    from stn_gluon.onnx import export_onnx
+
+    mx.random.seed(0)
+    rng = np.random.RandomState(4)
+    net = sg.STNNet(input_shape=(1, 112, 112), target_shape=(28, 28), transform="attention", loc_pool=4,
+                    supersample=4, return_theta=True, fill=-0.4242)
+    net.initialize(mx.init.Xavier())
+    net.hybridize()
+    net(mx.nd.zeros((1, 1, 112, 112)))
+    reg = net.stn.regressor
+    reg.weight.set_data(mx.nd.array(rng.normal(0, 0.05, reg.weight.shape)))
+    reg.bias.set_data(mx.nd.array([0.3, 0.5, -0.6]))
+    export_onnx(net, tmp_path / "att.onnx")
+    theta = assert_onnx_parity(net, tmp_path / "att.onnx", rng, batches=(1, 9))
+    assert theta.shape == (9, 6) and np.abs(theta[:, 0] - 0.3).max() < 0.5
