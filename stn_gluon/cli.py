@@ -191,6 +191,10 @@ def build_parser():
     q.add_argument("--out", default="runs/bench_speed")
     q = which.add_parser("time-to-accuracy", help="wall time of a default training run to a test accuracy")
     q.add_argument("--target", type=_float, default=0.99)
+    q.add_argument("--epochs", type=_positive_int, default=None,
+                   help="the default recipe with its schedule fitted to this many epochs (default: 20)")
+    q.add_argument("--batch-size", type=_positive_int, default=None)
+    q.add_argument("--lr", type=_float, default=None)
     q.add_argument("--data-dir", default=None)
     q.add_argument("--out", default="runs/bench_time_to_accuracy")
     q = which.add_parser("distortions", help="CNN vs ST-CNN on every distorted-MNIST dataset, within a budget")
@@ -386,12 +390,15 @@ def _cmd_bench(args):
                                       echo=lambda line: print(f"... {line}", file=sys.stderr, flush=True))
         write_report(args.out, lines, dict(results=results))
     else:
-        result = time_to_accuracy(args.target, args.data_dir, echo=print)
+        overrides = {k: v for k, v in dict(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr).items()
+                     if v is not None}
+        result = time_to_accuracy(args.target, args.data_dir, echo=print, **overrides)
         if result["seconds"] is None:
             lines = [f"Test accuracy never reached {100 * args.target:.1f} % in {result['epochs_run']} epochs."]
         else:
             lines = [f"Time to {100 * args.target:.1f} % test accuracy: {result['seconds']:.1f} s "
-                     f"(epoch {result['epoch']}, {100 * result['test_acc']:.2f} %) on {result['data_source']}."]
+                     f"(epoch {result['epoch']} of {result['recipe']['epochs']}, {100 * result['test_acc']:.2f} %, "
+                     f"batch {result['recipe']['batch_size']}, lr {result['recipe']['lr']}) on {result['data_source']}."]
         write_report(args.out, lines, dict(result=result))
 
 

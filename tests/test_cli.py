@@ -111,3 +111,13 @@ def test_console_script_and_module_entry_have_no_traceback(tmp_path):
     script = os.path.join(os.path.dirname(__file__), "..", "scripts", "train_gluon.py")
     out = subprocess.run([sys.executable, script, "--lr", "x"], capture_output=True, text=True, timeout=120)
     assert out.returncode == 2 and "Traceback" not in out.stderr and "--lr" in out.stderr
+
+
+def test_time_to_accuracy_command_takes_a_shorter_schedule(tmp_path, mnist_dir, capsys):
+    out = tmp_path / "tta"
+    code, stdout, err = run_cli(capsys, "bench", "time-to-accuracy", "--target", "0.05", "--epochs", "2",
+                                "--data-dir", str(mnist_dir), "--out", str(out))
+    assert code == 0, err
+    result = json.load(open(out / "results.json"))["result"]
+    assert result["recipe"]["epochs"] == 2 and result["epoch"] == 1 and result["seconds"] > 0
+    assert "(epoch 1 of 2," in (out / "results.md").read_text()
