@@ -253,9 +253,11 @@ class Transform:
     def warp(self, data, params, target_shape=None, fill=0.0, name=None, **constants):
         """The STN's sampler stage: ``(N, C, H, W)`` -> ``(N, C, H_out, W_out)``."""
         target_shape = _check_warp_inputs(data, target_shape, params, self.num_params, f"{self.name} warp")
-        if not constants:
-            constants = {k: mx.nd.array(v, ctx=params.context) if isinstance(params, mx.nd.NDArray)
-                         else mx.sym.var(k) for k, v in self.constants(target_shape).items()}
+        needed = self.constants(target_shape) if not constants else {}
+        if needed and isinstance(params, mx.sym.Symbol):
+            raise StnGluonError(f"{self.name} warp on Symbols needs its constants ({', '.join(needed)}) "
+                                f"passed in, as SpatialTransformer does")
+        constants = constants or {k: mx.nd.array(v, ctx=params.context) for k, v in needed.items()}
         return warp_with_grid(data, self.grid(_F(params), params, target_shape, **constants), fill, name)
 
     def __repr__(self):

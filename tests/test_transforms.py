@@ -239,3 +239,10 @@ def test_supersampled_attention_model_exports_to_onnx(tmp_path):
     export_onnx(net, tmp_path / "att.onnx")
     theta = assert_onnx_parity(net, tmp_path / "att.onnx", rng, batches=(1, 9))
     assert theta.shape == (9, 6) and np.abs(theta[:, 0] - 0.3).max() < 0.5
+
+
+def test_tps_warp_on_symbols_needs_its_constant():
+    with pytest.raises(sg.StnGluonError, match="tps_matrix"):
+        get_transform("tps").warp(mx.sym.var("data"), mx.sym.var("p"), (28, 28))
+    out = get_transform("projective").warp(mx.sym.var("data"), mx.sym.var("p"), (28, 28))  # no constants
+    assert isinstance(out, mx.sym.Symbol)
