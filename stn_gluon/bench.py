@@ -35,6 +35,23 @@ def _median_rate(step, items, seconds, repeats, warmup=3):
     return float(np.median(rates))
 
 
+def _interleaved_rates(steps, items, seconds, repeats, warmup=3):
+    """Median items/s of each ``steps[name]()``, measured in turns (A, B, C, A, B, C, ...).
+
+    Each repetition times one window of every step in a row, so a machine
+    whose speed drifts during the run (a shared VM) slows all of them alike
+    and the ratios between them stay fair.
+    """
+    for step in steps.values():
+        for _ in range(warmup):
+            step()
+    rates = {name: [] for name in steps}
+    for _ in range(repeats):
+        for name, step in steps.items():
+            rates[name].append(_median_rate(step, items, seconds, 1, warmup=0))
+    return {name: float(np.median(r)) for name, r in rates.items()}
+
+
 def _latency(call, count=200, warmup=20):
     for _ in range(warmup):
         call()
@@ -243,12 +260,12 @@ def speed_report(seconds=1.0, repeats=5, data_dir=None, batches=(64, 256), echo=
 
     for b in batches:
         echo(f"training throughput, batch {b}")
-        row = {"gluon imperative": rate(gluon_train_step(b, hybridize=False), b),
-               "gluon hybridized": rate(gluon_train_step(b, hybridize=True), b),
-               "module": rate(module_train_step(b), b)}
+        steps = {"gluon imperative": gluon_train_step(b, hybridize=False),
+                 "gluon hybridized": gluon_train_step(b, hybridize=True),
+                 "module": module_train_step(b)}
         if torch is not None:
-            row["pytorch eager"] = rate(torch_train_step(torch, b), b)
-        res["train"][b] = row
+            steps["pytorch eager"] = torch_train_step(torch, b)
+        res["train"][b] = _interleaved_rates(steps, b, seconds, repeats)
 
     with tempfile.TemporaryDirectory() as tmp:
         echo("inference throughput")
@@ -271,7 +288,7 @@ def speed_report(seconds=1.0, repeats=5, data_dir=None, batches=(64, 256), echo=
                     with torch.no_grad():
                         return tnet(torch.from_numpy(x)).numpy()
                 calls["pytorch eager"] = torch_call
-            res["infer"][b] = {name: rate(call, b) for name, call in calls.items()}
+            res["infer"][b] = _interleaved_rates(calls, b, seconds, repeats)
             if b == 1:
                 res["latency_ms"] = {name: _latency(call) for name, call in calls.items()}
 

@@ -198,8 +198,12 @@ def _build_net(cfg, input_shape, num_classes):
     kwargs = dict(num_classes=num_classes, input_shape=input_shape, prefix=f"{cfg.model}_")
     spec = cfg.dataset_spec()
     if cfg.model in ("stn_lenet", "lenet"):
-        size = cfg.target_size or (spec.stn_target if cfg.model == "stn_lenet" else spec.baseline_target)
-        kwargs.update(dropout=cfg.dropout, target_shape=(size, size))
+        kwargs["dropout"] = cfg.dropout
+        # the dataset's sizes apply to its own canvas; other data keeps its size unless told
+        size = cfg.target_size or (None if tuple(input_shape[1:]) != (spec.canvas, spec.canvas) else
+                                   spec.stn_target if cfg.model == "stn_lenet" else spec.baseline_target)
+        if size:
+            kwargs["target_shape"] = (size, size)
         if cfg.model == "stn_lenet":
             kwargs.update(loc_pool=cfg.loc_pool or spec.loc_pool, supersample=cfg.supersample or spec.supersample)
     if cfg.model.startswith("stn"):

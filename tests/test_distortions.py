@@ -189,3 +189,13 @@ def test_distortion_bench_runs_a_subset_resumes_and_writes_its_tables(tmp_path, 
     # a second run reuses the finished runs instead of training again
     code, stdout, err = run_cli(capsys, *args)
     assert code == 0 and stdout.count("done before") == 3, err
+
+
+def test_dataset_sizes_apply_only_to_their_own_canvas():
+    from stn_gluon.training import TrainConfig, _build_net
+
+    assert _build_net(TrainConfig(), (1, 60, 60), 10).config["target_shape"] == [60, 60]  # mnist spec, other data
+    assert _build_net(TrainConfig(dataset="cluttered"), (1, 60, 60), 10).config["target_shape"] == [60, 60]
+    assert _build_net(TrainConfig(dataset="rts"), (1, 42, 42), 10).config["target_shape"] == [28, 28]
+    assert _build_net(TrainConfig(dataset="rts", model="lenet"), (1, 42, 42), 10).config["target_shape"] == [42, 42]
+    assert _build_net(TrainConfig(target_size=20), (1, 28, 28), 10).config["target_shape"] == [20, 20]

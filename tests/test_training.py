@@ -268,3 +268,15 @@ def test_first_cycle_schedule_warms_up_decays_restarts_and_decays():
     assert np.all(np.diff(lrs[300:]) <= 1e-12) and lrs[-1] < cfg.lr * 1e-3
     one_cycle = make_lr_scheduler(TrainConfig(), 100)  # the default: one cycle
     assert one_cycle(300) > 0.9 * cfg.lr and one_cycle(100) == pytest.approx(cfg.lr)
+
+
+def test_interleaved_rates_time_every_step_in_turns():
+    from stn_gluon.bench import _interleaved_rates
+
+    order = []
+    steps = {"a": lambda: (order.append("a"), time.sleep(0.002)),
+             "b": lambda: (order.append("b"), time.sleep(0.004))}
+    rates = _interleaved_rates(steps, 10, seconds=0.01, repeats=3, warmup=0)
+    assert rates["a"] > rates["b"] > 0  # the slower step measures slower
+    runs = [k for i, k in enumerate(order) if i == 0 or order[i - 1] != k]
+    assert runs == ["a", "b"] * 3  # one window of each, in turns
