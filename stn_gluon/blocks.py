@@ -96,7 +96,7 @@ class SpatialTransformer(nn.HybridBlock):
         self.supersample = int(supersample)
         if self.supersample < 1:
             raise StnGluonError(f"supersample must be >= 1, got {supersample!r}")
-        if self._target_shape is None and (self.transform.constants((2, 2)) or self.supersample > 1):
+        if self._target_shape is None and (self.transform.has_constants or self.supersample > 1):
             raise StnGluonError(f"transform {transform!r} with supersample={supersample} needs an explicit "
                                 f"target_shape")
         self.return_theta = bool(return_theta)

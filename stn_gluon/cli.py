@@ -245,7 +245,7 @@ def _test_batches(args, meta):
     from .distortions import load_dataset
 
     dataset = load_dataset(args.dataset or meta.get("dataset") or "mnist", args.data_dir, download=args.download)
-    pixels = dataset.test_images[:, None]
+    pixels = data_lib.with_channel(dataset.test_images)
     if tuple(pixels.shape[1:]) != tuple(meta["input_shape"]):
         from .errors import StnGluonError
         raise StnGluonError(f"the model expects input {tuple(meta['input_shape'])}, "

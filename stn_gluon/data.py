@@ -24,7 +24,7 @@ import numpy as np
 from .errors import DataError
 
 __all__ = ["MNIST_MEAN", "MNIST_STD", "MNISTData", "read_idx", "read_mnist_dir", "find_mnist_dir",
-           "load_mnist", "load_embedded_sample", "normalize", "ArrayBatches", "RandomAffine"]
+           "load_mnist", "load_embedded_sample", "with_channel", "normalize", "ArrayBatches", "RandomAffine"]
 
 log = logging.getLogger(__name__)
 
@@ -211,11 +211,14 @@ def _download():
     return cache if _has_mnist(cache) else None
 
 
+def with_channel(images):
+    """``(N, H, W)`` -> ``(N, 1, H, W)`` (a view); ``(N, C, H, W)`` as it is."""
+    return images[:, None] if images.ndim == 3 else images
+
+
 def normalize(images, mean=MNIST_MEAN, std=MNIST_STD):
     """``uint8 (N, H, W)`` or ``(N, C, H, W)`` in 0..255 -> ``float32 (N, C, H, W)``, ``(x/255 - mean)/std``."""
-    x = np.array(images, dtype=np.float32)  # one copy, then in place: no full-size temporaries
-    if x.ndim == 3:
-        x = x[:, None]
+    x = with_channel(np.array(images, dtype=np.float32))  # one copy, then in place: no full-size temporaries
     x *= 1.0 / (255.0 * std)
     x -= mean / std
     return x

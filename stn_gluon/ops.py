@@ -230,6 +230,9 @@ class Transform:
     held by the block as constant parameters and passed back to :meth:`grid`.
     """
 
+    #: whether :meth:`grid` needs :meth:`constants` (which then depend on the target shape)
+    has_constants = False
+
     def __init__(self, name, num_params, identity, to_affine=None, grid=None, theta_doc=None):
         self.name = name
         self.num_params = num_params
@@ -266,6 +269,8 @@ class Transform:
 
 class ThinPlateSpline(Transform):
     """Thin-plate spline over a ``k x k`` grid of control points (``2 k^2`` parameters)."""
+
+    has_constants = True
 
     def __init__(self, k=4):
         self.k = int(k)

@@ -90,12 +90,9 @@ def write_metrics(path, history, test_loss, test_correct, test_total, **extra):
 
 
 
-def check_recipe(saved, current, path):
-    """Refuse to resume a checkpoint made with other settings; list the differences."""
-    # a field the checkpoint predates counts as its default (it was the only behaviour then)
-    defaults = dict(dataset="mnist", target_size=None, loc_pool=None, supersample=None, first_cycle_epochs=0.0)
-    diffs = [f"{k} {saved.get(k, defaults.get(k))!r} -> {v!r}" for k, v in current.items()
-             if saved.get(k, defaults.get(k)) != v]
+def check_recipe(diffs, path):
+    """Refuse to resume a checkpoint made with other settings, listing ``diffs``
+    (from :meth:`~stn_gluon.training.TrainConfig.recipe_differences`)."""
     if diffs:
         raise CheckpointError(f"checkpoint {path} was made with a different recipe "
                               f"({'; '.join(diffs)}); resume with the same flags")

@@ -108,6 +108,16 @@ class TrainConfig:
     def recipe(self):
         return {k: getattr(self, k) for k in RECIPE_FIELDS}
 
+    def recipe_differences(self, saved):
+        """``["field saved -> this", ...]`` between a saved recipe and this one.
+
+        A field the saved recipe predates counts as its default: defaults of
+        new fields are what the code did before the field existed.
+        """
+        defaults = TrainConfig().recipe()
+        return [f"{k} {saved.get(k, defaults[k])!r} -> {v!r}" for k, v in self.recipe().items()
+                if saved.get(k, defaults[k]) != v]
+
 
 def make_lr_scheduler(cfg, iters_per_epoch):
     """Linear warm-up then ``cfg.lr_mode`` decay, as gluoncv ``LRSequential``; per-iteration.
@@ -247,8 +257,8 @@ class PreparedData:
 
     def __init__(self, cfg, dataset):
         self.dataset = dataset
-        self.train_pixels = dataset.train_images[:, None] if dataset.train_images.ndim == 3 else dataset.train_images
-        self.test_pixels = dataset.test_images[:, None] if dataset.test_images.ndim == 3 else dataset.test_images
+        self.train_pixels = data_lib.with_channel(dataset.train_images)
+        self.test_pixels = data_lib.with_channel(dataset.test_images)
         self.input_shape = self.train_pixels.shape[1:]
         self.num_classes = 10
         if len(self.train_pixels) < cfg.batch_size:
@@ -369,7 +379,7 @@ def fit(cfg, dataset=None, echo=print, on_epoch=None):
 
 def _restore(path, cfg, net, trainer, ctx_list):
     with load_checkpoint(path) as (meta, params_file, states_file):
-        check_recipe(meta.get("recipe", {}), cfg.recipe(), path)
+        check_recipe(cfg.recipe_differences(meta.get("recipe", {})), path)
         try:
             net.load_parameters(params_file, ctx=ctx_list)
             if states_file:

@@ -115,7 +115,7 @@ def _load_resume(cfg, path, symbol):
                 state = json.load(f)
         except (OSError, ValueError) as err:
             raise CheckpointError(f"{state_file} is damaged ({err})") from None
-        check_recipe(state.get("recipe", {}), cfg.recipe(), prefix)
+        check_recipe(cfg.recipe_differences(state.get("recipe", {})), prefix)
         history = History([r for r in state.get("history", []) if r["epoch"] <= epoch])
     try:
         saved_sym, arg, aux = mx.model.load_checkpoint(prefix, epoch)
