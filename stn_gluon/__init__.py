@@ -11,8 +11,14 @@ import warnings as _warnings
 _warnings.filterwarnings("ignore", category=DeprecationWarning, module="mxnet")
 _os.environ.setdefault("MXNET_SUBGRAPH_VERBOSE", "0")
 
+from .threads import configure_openmp as _configure_openmp  # noqa: E402
+
+if _configure_openmp() is None:  # before mxnet is imported: one OpenMP thread per physical core
+    _warnings.warn("mxnet was imported before stn_gluon with OMP_NUM_THREADS unset; MXNet may use only half "
+                   "the cores (set OMP_NUM_THREADS, or import stn_gluon first)", RuntimeWarning, stacklevel=2)
+
 from .errors import StnGluonError, DataError, CheckpointError  # noqa: E402
-from .ops import (affine_grid, affine_transform, attention_to_affine, bilinear_sample,  # noqa: E402
+from .ops import (affine_grid, affine_transform, attention_to_affine, window_to_affine, bilinear_sample,  # noqa: E402
                   get_transform, homography_grid, tps_grid, tps_grid_matrix, warp_with_grid)
 from .blocks import LocalizationNet, SpatialTransformer  # noqa: E402
 from .models import LeNetBody, STNClassifier, STNNet, get_model, list_models, stn_backbone  # noqa: E402
@@ -21,7 +27,7 @@ __version__ = "0.2.0"
 
 __all__ = [
     "StnGluonError", "DataError", "CheckpointError",
-    "affine_grid", "affine_transform", "attention_to_affine", "bilinear_sample",
+    "affine_grid", "affine_transform", "attention_to_affine", "window_to_affine", "bilinear_sample",
     "get_transform", "homography_grid", "tps_grid", "tps_grid_matrix", "warp_with_grid",
     "LocalizationNet", "SpatialTransformer",
     "LeNetBody", "STNClassifier", "STNNet", "get_model", "list_models", "stn_backbone",

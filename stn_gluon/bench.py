@@ -1,7 +1,9 @@
 """Speed benchmarks (``stn-gluon bench speed`` and ``stn-gluon bench time-to-accuracy``).
 
-Everything is measured in one process on one machine, side by side: warm-up
-runs are excluded, each figure is the median of several timed repetitions.
+Everything is measured in one run on one machine, side by side: each
+competitor in a worker process of its own, timed in turns with the others;
+warm-up runs are excluded, each figure is the median of several timed
+repetitions.
 Training steps read their batches from in-memory arrays (no augmentation) so
 that the frameworks do the same work; PyTorch (eager, ``F.affine_grid`` +
 ``F.grid_sample``, same layers, same initial scale) is the peer when it is
@@ -19,36 +21,50 @@ __all__ = ["speed_report", "time_to_accuracy"]
 
 
 def _median_rate(step, items, seconds, repeats, warmup=3):
-    """Median items/s of ``step()`` over ``repeats`` windows of about ``seconds`` each."""
+    """Median items/s of ``step()`` over ``repeats`` windows of about ``seconds`` each.
+
+    A step that only queues work (MXNet's engine is asynchronous) carries a
+    ``sync()`` attribute: it is called after the warm-up and at the end of
+    each window, before the clock is read.
+    """
+    sync = getattr(step, "sync", lambda: None)
     for _ in range(warmup):
         step()
+    sync()
     rates = []
     for _ in range(repeats):
         n, tic = 0, time.perf_counter()
         while True:
             step()
             n += 1
-            elapsed = time.perf_counter() - tic
-            if elapsed >= seconds and n >= 2:
+            if time.perf_counter() - tic >= seconds and n >= 2:
+                sync()
                 break
-        rates.append(n * items / elapsed)
+        rates.append(n * items / (time.perf_counter() - tic))
     return float(np.median(rates))
 
 
-def _interleaved_rates(steps, items, seconds, repeats, warmup=3):
-    """Median items/s of each ``steps[name]()``, measured in turns (A, B, C, A, B, C, ...).
+def _interleaved_rates(timers, items, seconds, repeats, warmup=3):
+    """Median items/s of each competitor, measured in turns (A, B, C, A, B, C, ...).
 
-    Each repetition times one window of every step in a row, so a machine
-    whose speed drifts during the run (a shared VM) slows all of them alike
-    and the ratios between them stay fair.
+    ``timers[name]`` is a step to call (timed here) or a timer
+    ``(items, seconds, warmup) -> items/s`` (an :class:`_Isolated` worker).
+    Each repetition times one window of every competitor in a row, so a
+    machine whose speed drifts during the run (a shared VM) slows all of them
+    alike and the ratios between them stay fair.
     """
-    for step in steps.values():
-        for _ in range(warmup):
-            step()
-    rates = {name: [] for name in steps}
+    def as_timer(t):
+        if isinstance(t, _Isolated):
+            return t
+        return lambda n, sec, w: _median_rate(t, n, sec, 1, warmup=w)
+    timers = {name: as_timer(t) for name, t in timers.items()}
+    if warmup:
+        for timer in timers.values():
+            timer(items, 0.0, warmup)
+    rates = {name: [] for name in timers}
     for _ in range(repeats):
-        for name, step in steps.items():
-            rates[name].append(_median_rate(step, items, seconds, 1, warmup=0))
+        for name, timer in timers.items():
+            rates[name].append(timer(items, seconds, 0))
     return {name: float(np.median(r)) for name, r in rates.items()}
 
 
@@ -87,9 +103,18 @@ def _gluon_net(size, hybridize):
 
 
 def gluon_train_step(batch, size=28, hybridize=True):
-    """A training step of STNNet with ``gluon.Trainer`` (SGD, momentum), data from memory."""
+    """A training step of STNNet with ``gluon.Trainer`` (SGD, momentum), data from memory.
+
+    As in :func:`stn_gluon.training.fit`: batches wrapped without a blocking
+    copy, the loop a few steps ahead of the engine (``step.sync`` drains it).
+    """
+    import collections
+
     import mxnet as mx
     from mxnet import autograd, gluon
+
+    from .data import to_ndarray
+    from .training import RUN_AHEAD_STEPS
 
     net = _gluon_net(size, hybridize)
     trainer = gluon.Trainer(net.collect_params(), "sgd", {"learning_rate": 0.01, "momentum": 0.9, "wd": 5e-4},
@@ -97,15 +122,19 @@ def gluon_train_step(batch, size=28, hybridize=True):
     loss_fn = gluon.loss.SoftmaxCrossEntropyLoss()
     xs, ys = _data(batch, size)
     state = {"i": 0}
+    in_flight = collections.deque()
 
     def step():
         i = state["i"] = (state["i"] + 1) % len(xs)
-        x, y = mx.nd.array(xs[i]), mx.nd.array(ys[i])
+        x, y = to_ndarray(xs[i]), to_ndarray(ys[i])
         with autograd.record():
             loss = loss_fn(net(x), y)
         loss.backward()
         trainer.step(batch)
-        loss.wait_to_read()
+        in_flight.append(loss)
+        if len(in_flight) > RUN_AHEAD_STEPS:
+            in_flight.popleft().wait_to_read()
+    step.sync = mx.nd.waitall
     return step
 
 
@@ -113,7 +142,7 @@ def module_train_step(batch, size=28):
     """A training step of the symbolic STN classifier with ``mx.mod.Module``."""
     import mxnet as mx
 
-    from .data import BACKGROUND
+    from .data import BACKGROUND, to_ndarray
     from .symbol import get_symbol
     from .training import default_initializer
 
@@ -126,7 +155,7 @@ def module_train_step(batch, size=28):
 
     def step():
         i = state["i"] = (state["i"] + 1) % len(xs)
-        mod.forward_backward(mx.io.DataBatch([mx.nd.array(xs[i])], [mx.nd.array(ys[i])]))
+        mod.forward_backward(mx.io.DataBatch([to_ndarray(xs[i])], [to_ndarray(ys[i])]))
         mod.update()
         mod.get_outputs()[0].wait_to_read()
     return step
@@ -149,12 +178,14 @@ def _exported(folder):
 
 # ---------------------------------------------------------------- PyTorch peer
 
-def _torch():
-    try:
-        import torch
-    except ImportError:
-        return None
-    return torch
+def _have_torch():
+    import importlib.util
+    return importlib.util.find_spec("torch") is not None
+
+
+def _torch_threads(torch):
+    """PyTorch gets as many threads as MXNet's OpenMP pool (its own default may be fewer)."""
+    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS") or os.cpu_count() or 1))
 
 
 def _torch_net(torch, size, fill):
@@ -190,9 +221,13 @@ def _torch_net(torch, size, fill):
     return TorchSTNNet()
 
 
-def torch_train_step(torch, batch, size=28):
+def torch_train_step(batch, size=28):
+    """A training step of the same network in PyTorch eager (SGD, momentum)."""
+    import torch
+
     from .data import BACKGROUND
 
+    _torch_threads(torch)
     net = _torch_net(torch, size, BACKGROUND)
     net.train()
     opt = torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
@@ -207,6 +242,157 @@ def torch_train_step(torch, batch, size=28):
         loss.backward()
         opt.step()
     return step
+
+
+# ---------------------------------------------------------------- isolated competitors
+
+def gluon_infer_call(batch, size=28):
+    """Inference with the hybridized STNNet on one fixed batch (input copy and output read included)."""
+    import mxnet as mx
+
+    net = _gluon_net(size, True)
+    x = np.random.RandomState(batch).normal(0, 1, (batch, 1, size, size)).astype(np.float32)
+    return lambda: net(mx.nd.array(x)).asnumpy()
+
+
+def symbolblock_infer_call(batch, prefix):
+    """Inference with the exported model loaded back as a hybridized ``SymbolBlock``."""
+    import mxnet as mx
+
+    from .export import load_model
+
+    net = load_model(prefix).net
+    net.hybridize(static_alloc=True, static_shape=True)
+    x = np.random.RandomState(batch).normal(0, 1, (batch, 1, 28, 28)).astype(np.float32)
+    return lambda: net(mx.nd.array(x)).asnumpy()
+
+
+def onnx_infer_call(batch, path):
+    """Inference with ONNX Runtime (:class:`stn_gluon.onnx.OnnxModel`, logits only)."""
+    from .onnx import OnnxModel
+
+    model = OnnxModel(path, outputs=["logits"])
+    x = np.random.RandomState(batch).normal(0, 1, (batch, 1, 28, 28)).astype(np.float32)
+    return lambda: model.run(x)["logits"]
+
+
+def torch_infer_call(batch, size=28):
+    """Inference with the PyTorch peer in eval mode under ``no_grad``."""
+    import torch
+
+    from .data import BACKGROUND
+
+    _torch_threads(torch)
+    net = _torch_net(torch, size, BACKGROUND).eval()
+    x = np.random.RandomState(batch).normal(0, 1, (batch, 1, size, size)).astype(np.float32)
+
+    def call():
+        with torch.no_grad():
+            return net(torch.from_numpy(x)).numpy()
+    return call
+
+
+_FACTORIES = {"gluon_train": gluon_train_step, "module_train": module_train_step, "torch_train": torch_train_step,
+              "gluon_infer": gluon_infer_call, "symbolblock_infer": symbolblock_infer_call,
+              "onnx_infer": onnx_infer_call, "torch_infer": torch_infer_call}
+
+
+_REPLY = "@@bench "  # marks the worker's replies among anything else printed on its stdout
+
+
+def _serve_timings(kind, kwargs_json):
+    """Worker process (``python -c``): build ``_FACTORIES[kind]``, then time it on request.
+
+    Requests arrive as JSON lines on stdin, replies leave as marked JSON lines on stdout.
+    """
+    import json
+
+    def reply(status, value):
+        print(_REPLY + json.dumps([status, value]), flush=True)
+    try:
+        call = _FACTORIES[kind](**json.loads(kwargs_json))
+        call()
+    except Exception as err:  # reported to the parent, which raises it there
+        reply("error", f"{kind}: {type(err).__name__}: {err}")
+        return
+    reply("ready", None)
+    for line in sys.stdin:
+        request = json.loads(line)
+        if request[0] == "rate":
+            _, items, seconds, warmup = request
+            reply("ok", _median_rate(call, items, seconds, 1, warmup=warmup))
+        elif request[0] == "latency":
+            reply("ok", _latency(call))
+        else:
+            return
+
+
+class _Isolated:
+    """A competitor timed in a process of its own (``kind`` names its factory in ``_FACTORIES``).
+
+    Callable as ``timer(items, seconds, warmup) -> items/s``, like the
+    in-process timers of :func:`_interleaved_rates`. A fresh interpreter
+    (not ``multiprocessing``), so that the caller's script is not re-imported.
+    """
+
+    def __init__(self, kind, kwargs):
+        import json
+
+        code = f"from stn_gluon.bench import _serve_timings; _serve_timings({kind!r}, {json.dumps(kwargs)!r})"
+        self._proc = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                      stderr=subprocess.DEVNULL, text=True)
+
+    def _ask(self, *request):
+        import json
+
+        from .errors import StnGluonError
+
+        if request:
+            self._proc.stdin.write(json.dumps(list(request)) + "\n")
+            self._proc.stdin.flush()
+        for line in self._proc.stdout:
+            if line.startswith(_REPLY):
+                status, value = json.loads(line[len(_REPLY):])
+                if status == "error":
+                    raise StnGluonError(f"benchmark worker failed: {value}")
+                return value
+        raise StnGluonError(f"a benchmark worker died (exit code {self._proc.wait()})")
+
+    def ready(self):
+        return self._ask()
+
+    def __call__(self, items, seconds, warmup):
+        return self._ask("rate", items, seconds, warmup)
+
+    def latency(self):
+        return self._ask("latency")
+
+    def close(self):
+        try:
+            self._proc.stdin.close()
+            self._proc.wait(timeout=30)
+        except (OSError, subprocess.TimeoutExpired):
+            self._proc.kill()
+            self._proc.wait()
+
+
+def _isolated_rates(specs, items, seconds, repeats, warmup=3, latency=None):
+    """:func:`_interleaved_rates` over competitors ``{name: (kind, kwargs)}``, each in its own process.
+
+    With a ``latency`` dict, each competitor's batch-1 latency percentiles are
+    stored in it too (measured one competitor at a time).
+    """
+    workers = {name: _Isolated(kind, kwargs) for name, (kind, kwargs) in specs.items()}
+    try:
+        for worker in workers.values():
+            worker.ready()
+        rates = _interleaved_rates(workers, items, seconds, repeats, warmup)
+        if latency is not None:
+            latency.update({name: worker.latency() for name, worker in workers.items()})
+        return rates
+    finally:
+        for worker in workers.values():
+            worker.close()
 
 
 # ---------------------------------------------------------------- reports
@@ -245,62 +431,49 @@ def _peak_training_rss(data_dir=None):
 
 
 def speed_report(seconds=1.0, repeats=5, data_dir=None, batches=(64, 256), echo=print):
-    """Run every speed measurement; returns ``(markdown lines, JSON-able results)``."""
-    import mxnet as mx
+    """Run every speed measurement; returns ``(markdown lines, JSON-able results)``.
 
-    from .onnx import OnnxModel
-
-    torch = _torch()
-    if torch is not None:
-        torch.set_num_threads(os.cpu_count() or 1)
-    res = {"train": {}, "infer": {}, "latency_ms": {}, "scaling_batch": {}, "scaling_size": {}}
-
-    def rate(step, items):
-        return _median_rate(step, items, seconds, repeats)
+    Every competitor runs in a process of its own (:class:`_Isolated`): two
+    frameworks in one process share the cores with each other's idle
+    OpenMP pools, which slowed both by up to half here.
+    """
+    have_torch = _have_torch()
+    res = {"train": {}, "infer": {}, "latency_ms": {}, "scaling_batch": {}, "scaling_size": {},
+           "threads": os.environ.get("OMP_NUM_THREADS")}
 
     for b in batches:
         echo(f"training throughput, batch {b}")
-        steps = {"gluon imperative": gluon_train_step(b, hybridize=False),
-                 "gluon hybridized": gluon_train_step(b, hybridize=True),
-                 "module": module_train_step(b)}
-        if torch is not None:
-            steps["pytorch eager"] = torch_train_step(torch, b)
-        res["train"][b] = _interleaved_rates(steps, b, seconds, repeats)
+        specs = {"gluon imperative": ("gluon_train", dict(batch=b, hybridize=False)),
+                 "gluon hybridized": ("gluon_train", dict(batch=b, hybridize=True)),
+                 "module": ("module_train", dict(batch=b))}
+        if have_torch:
+            specs["pytorch eager"] = ("torch_train", dict(batch=b))
+        res["train"][b] = _isolated_rates(specs, b, seconds, repeats)
 
     with tempfile.TemporaryDirectory() as tmp:
         echo("inference throughput")
-        net, prefix, onnx_path = _exported(tmp)
-        from .export import load_model
-        sym_net = load_model(prefix).net
-        sym_net.hybridize(static_alloc=True, static_shape=True)
-        ort = OnnxModel(onnx_path, outputs=["logits"])
-        tnet = None
-        if torch is not None:
-            from .data import BACKGROUND
-            tnet = _torch_net(torch, 28, BACKGROUND).eval()
+        _, prefix, onnx_path = _exported(tmp)
         for b in (1, 64, 256):
-            x = np.random.RandomState(b).normal(0, 1, (b, 1, 28, 28)).astype(np.float32)
-            calls = {"gluon hybridized": lambda x=x: net(mx.nd.array(x)).asnumpy(),
-                     "exported SymbolBlock": lambda x=x: sym_net(mx.nd.array(x)).asnumpy(),
-                     "onnxruntime": lambda x=x: ort.run(x)["logits"]}
-            if tnet is not None:
-                def torch_call(x=x):
-                    with torch.no_grad():
-                        return tnet(torch.from_numpy(x)).numpy()
-                calls["pytorch eager"] = torch_call
-            res["infer"][b] = _interleaved_rates(calls, b, seconds, repeats)
-            if b == 1:
-                res["latency_ms"] = {name: _latency(call) for name, call in calls.items()}
+            specs = {"gluon hybridized": ("gluon_infer", dict(batch=b)),
+                     "exported SymbolBlock": ("symbolblock_infer", dict(batch=b, prefix=prefix)),
+                     "onnxruntime": ("onnx_infer", dict(batch=b, path=onnx_path))}
+            if have_torch:
+                specs["pytorch eager"] = ("torch_infer", dict(batch=b))
+            latency = {} if b == 1 else None
+            res["infer"][b] = _isolated_rates(specs, b, seconds, repeats, latency=latency)
+            if latency is not None:
+                res["latency_ms"] = latency
 
     echo("scaling")
     for b in (16, 32, 64, 128, 256, 512, 1024):
-        res["scaling_batch"][b] = rate(gluon_train_step(b), b)
+        res["scaling_batch"][b] = _isolated_rates({"x": ("gluon_train", dict(batch=b))}, b, seconds, repeats)["x"]
     for size in (28, 42, 60, 128):
-        res["scaling_size"][size] = rate(gluon_train_step(64, size=size), 64)
+        res["scaling_size"][size] = _isolated_rates(
+            {"x": ("gluon_train", dict(batch=64, size=size))}, 64, seconds, repeats)["x"]
 
     echo("peak memory of a training run")
     res["peak_train_rss_mib"] = _peak_training_rss(data_dir)
-    return _speed_lines(res, torch is not None), res
+    return _speed_lines(res, have_torch), res
 
 
 def _speed_lines(res, have_torch):

@@ -51,6 +51,8 @@ class SpatialTransformer(nn.HybridBlock):
     transform : str
         ``"affine"`` (6 parameters), ``"attention"`` (3: scale s and
         translation t_x, t_y; theta = [[s, 0, t_x], [0, s, t_y]]),
+        ``"window"`` (the same 3, bounded: s = 2 sigmoid(a) in (0, 2), t =
+        tanh(b) in (-1, 1), so the window's centre never leaves the image),
         ``"projective"`` (8: a homography) or ``"tps"`` (a thin-plate spline
         over 4x4 control points, 32 parameters; ``"tps<k>"`` for k x k). The
         grid of every family is built from MXNet operators (``GridGenerator``,

@@ -133,7 +133,8 @@ def build_parser():
     p.add_argument("--model", default="stn_lenet", help="stn_lenet (default), lenet, or stn_<gluoncv zoo name>")
     p.add_argument("--no-stn", action="store_true", help="train the same network without the STN (baseline)")
     p.add_argument("--transform", default="affine", type=_transform_name,
-                   help="affine (default), attention, projective, tps (4x4 control points) or tps<k>")
+                   help="affine (default), attention, window (attention kept on the image), projective, "
+                        "tps (4x4 control points) or tps<k>")
     p.add_argument("--target-size", type=_positive_int, default=None,
                    help="side of the STN's output (baseline: of its input); default: the dataset's")
     p.add_argument("--loc-pool", type=_positive_int, default=None,

@@ -24,7 +24,8 @@ import numpy as np
 from .errors import DataError
 
 __all__ = ["MNIST_MEAN", "MNIST_STD", "MNISTData", "read_idx", "read_mnist_dir", "find_mnist_dir",
-           "load_mnist", "load_embedded_sample", "with_channel", "normalize", "ArrayBatches", "RandomAffine"]
+           "load_mnist", "load_embedded_sample", "with_channel", "normalize", "to_ndarray", "ArrayBatches",
+           "RandomAffine"]
 
 log = logging.getLogger(__name__)
 
@@ -216,6 +217,20 @@ def with_channel(images):
     return images[:, None] if images.ndim == 3 else images
 
 
+def to_ndarray(array, ctx=None):
+    """NumPy -> float32 NDArray without waiting for the engine.
+
+    ``mx.nd.array`` copies synchronously, and the copy queues behind every
+    operator already pushed: in a training loop each new batch waited for
+    the previous step to finish, so Python and the operators took turns
+    instead of overlapping. This wraps the (contiguous, float32) array
+    without copying (``from_numpy``, zero-copy; the NDArray keeps it alive and
+    it becomes read-only) and moves it to ``ctx`` asynchronously.
+    """
+    out = mx.nd.from_numpy(np.ascontiguousarray(array, dtype=np.float32), zero_copy=True)
+    return out if ctx is None or ctx == out.context else out.as_in_context(ctx)
+
+
 def normalize(images, mean=MNIST_MEAN, std=MNIST_STD):
     """``uint8 (N, H, W)`` or ``(N, C, H, W)`` in 0..255 -> ``float32 (N, C, H, W)``, ``(x/255 - mean)/std``."""
     x = with_channel(np.array(images, dtype=np.float32))  # one copy, then in place: no full-size temporaries
@@ -273,8 +288,7 @@ class ArrayBatches:
             if self.shuffle:
                 idx = np.sort(idx)  # ordered gathers are faster; the batch's content is the same
             x = normalize(self.data[idx], self.mean, self.std) if self.pixels else self.data[idx]
-            yield (mx.nd.array(x, ctx=self.ctx, dtype=np.float32),
-                   mx.nd.array(self.labels[idx], ctx=self.ctx, dtype=np.float32))
+            yield to_ndarray(x, self.ctx), to_ndarray(self.labels[idx], self.ctx)
 
 
 class RandomAffine:
@@ -310,5 +324,5 @@ class RandomAffine:
     def __call__(self, batch):
         from .ops import affine_transform
 
-        theta = mx.nd.array(self.thetas(batch.shape[0]), ctx=batch.context)
+        theta = to_ndarray(self.thetas(batch.shape[0]), batch.context)
         return affine_transform(batch - self.fill, theta) + self.fill

@@ -30,7 +30,7 @@ import numpy as np
 from .errors import StnGluonError
 
 __all__ = [
-    "affine_grid", "affine_transform", "attention_to_affine", "bilinear_sample",
+    "affine_grid", "affine_transform", "attention_to_affine", "window_to_affine", "bilinear_sample",
     "homography_grid", "tps_control_points", "tps_grid_matrix", "tps_grid",
     "warp_with_grid", "Transform", "TRANSFORMS", "get_transform",
 ]
@@ -127,6 +127,27 @@ def attention_to_affine(params):
     ty = F.slice_axis(params, axis=1, begin=2, end=3)
     zero = F.zeros_like(s)
     return F.concat(s, zero, tx, zero, s, ty, dim=1)
+
+
+def window_to_affine(params):
+    """Bounded attention parameters ``(N, 3)`` = ``(a, b_x, b_y)`` -> affine theta ``(N, 6)``.
+
+    The window of :func:`attention_to_affine` with ``s = 2 sigmoid(a)`` in
+    ``(0, 2)`` and ``t = tanh(b)`` in ``(-1, 1)``: its centre never leaves the
+    input, so the sampler always sees part of the image and always passes a
+    gradient back (an unbounded window that drifts off the image reads only
+    padding and stops learning). ``(0, 0, 0)`` is the identity.
+    """
+    F = _F(params)
+    s = 2 * F.sigmoid(F.slice_axis(params, axis=1, begin=0, end=1))
+    t = F.tanh(F.slice_axis(params, axis=1, begin=1, end=3))
+    return attention_to_affine(F.concat(s, t, dim=1))
+
+
+def _window_logit(scale):
+    if not 0 < scale < 2:
+        raise StnGluonError(f"the window transform's scale lies in (0, 2), got init_scale={scale}")
+    return float(np.log(scale / (2.0 - scale)))
 
 
 #: The smallest denominator ``g x + h y + 1`` a homography grid divides by.
@@ -295,6 +316,10 @@ TRANSFORMS = {
         "attention", 3,
         identity=lambda init_scale=1.0: [init_scale, 0.0, 0.0],
         to_affine=lambda F, p: attention_to_affine(p)),
+    "window": Transform(
+        "window", 3,
+        identity=lambda init_scale=1.0: [_window_logit(init_scale), 0.0, 0.0],
+        to_affine=lambda F, p: window_to_affine(p)),
     "projective": Transform(
         "projective", 8,
         identity=lambda init_scale=1.0: [init_scale, 0.0, 0.0, 0.0, init_scale, 0.0, 0.0, 0.0],

@@ -6,6 +6,7 @@ schedulers), history and metrics (:mod:`stn_gluon.reporting`), checkpoints
 (:mod:`stn_gluon.io`), plots (:mod:`stn_gluon.visualize`) and export
 (:mod:`stn_gluon.export`).
 """
+import collections
 import logging
 import os
 import sys
@@ -167,6 +168,11 @@ def progress_bar(iterable, total, desc, enabled=True):
 
 def _split(batch, ctx_list):
     return gluon.utils.split_and_load(batch, ctx_list, even_split=False)
+
+
+#: Steps the training loop may queue ahead of the engine: enough that the
+#: operators never wait for Python, few enough that batches do not pile up.
+RUN_AHEAD_STEPS = 3
 
 
 def train_step(net, trainer, loss_fn, data, label, ctx_list):
@@ -347,10 +353,14 @@ def fit(cfg, dataset=None, echo=print, on_epoch=None):
         correct_acc = [mx.nd.zeros(1, ctx=c) for c in ctx_list]
         seen = 0
         bar = progress_bar(data.train, len(data.train), f"Epoch {epoch + 1}/{cfg.epochs}", cfg.progress)
+        in_flight = collections.deque()
         for i, (batch, label) in enumerate(bar):
             if data.augment is not None:
                 batch = data.augment(batch)
             outs, ys, losses = train_step(net, trainer, loss_fn, batch, label, ctx_list)
+            in_flight.append(losses[0])
+            if len(in_flight) > RUN_AHEAD_STEPS:  # Python stays a few steps ahead of the operators, no more
+                in_flight.popleft().wait_to_read()
             for k, (o, y, l) in enumerate(zip(outs, ys, losses)):
                 loss_acc[k] += l.sum()
                 correct_acc[k] += (o.argmax(axis=1) == y).sum()

@@ -1,5 +1,4 @@
 import gzip
-import os
 import struct
 import warnings
 
@@ -7,7 +6,7 @@ import numpy as np
 import pytest
 
 warnings.filterwarnings("ignore", category=DeprecationWarning)
-os.environ.setdefault("OMP_NUM_THREADS", "2")
+import stn_gluon  # noqa: E402,F401  first, as in the CLI: sizes MXNet's OpenMP pool before mxnet loads
 
 
 def write_idx(path, array, gz=True):

@@ -13,7 +13,7 @@ def _init(block, x):
     return block
 
 
-@pytest.mark.parametrize("transform", ["affine", "attention"])
+@pytest.mark.parametrize("transform", ["affine", "attention", "window"])
 def test_identity_init_returns_input(transform):
     x = mx.nd.random.normal(shape=(5, 1, 28, 28))
     stn = _init(sg.SpatialTransformer((28, 28), transform, return_theta=True), x)
@@ -23,7 +23,7 @@ def test_identity_init_returns_input(transform):
     assert (stn.regressor.weight.data().asnumpy() == 0).all()
 
 
-@pytest.mark.parametrize("transform", ["affine", "attention"])
+@pytest.mark.parametrize("transform", ["affine", "attention", "window"])
 def test_init_scale_zooms_on_the_centre(transform):
     x = mx.nd.random.uniform(shape=(2, 3, 32, 32))
     stn = _init(sg.SpatialTransformer((16, 16), transform, init_scale=0.5, return_theta=True), x)
@@ -48,11 +48,12 @@ def test_target_shape_defaults_to_input_size():
     assert stn(x).shape == (2, 2, 20, 24)
 
 
-@pytest.mark.parametrize("transform", ["affine", "attention"])
+@pytest.mark.parametrize("transform", ["affine", "attention", "window"])
 def test_non_identity_output_matches_reference_and_hybridized(transform):
+    mx.random.seed(1)
     x = mx.nd.random.uniform(shape=(4, 1, 28, 28))
     stn = _init(sg.SpatialTransformer((20, 24), transform, return_theta=True), x)
-    stn.regressor.weight.set_data(mx.nd.random.normal(scale=0.05, shape=stn.regressor.weight.shape))
+    stn.regressor.weight.set_data(mx.nd.random.normal(scale=0.2, shape=stn.regressor.weight.shape))
     out, theta = stn(x)
     assert np.abs(theta.asnumpy() - [1, 0, 0, 0, 1, 0]).max() > 0.05
     want = affine_sample(x.asnumpy(), theta.asnumpy().reshape(-1, 2, 3), (20, 24))

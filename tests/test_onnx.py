@@ -68,6 +68,23 @@ def test_gluon_model_parity_far_from_identity(tmp_path, transform, preset, fill)
     _check_thetas_are_wild(theta, transform, preset)  # the batch of 64
 
 
+def test_window_model_parity_and_bounds(tmp_path):
+    """The bounded window exports too; however wild its regressor, the window's centre stays on the image."""
+    mx.random.seed(0)
+    net = sg.STNNet(transform="window", return_theta=True, fill=-0.4242)
+    net.initialize(mx.init.Xavier())
+    net.hybridize()
+    net(mx.nd.zeros((1, 1, 28, 28)))
+    reg = net.stn.regressor
+    reg.weight.set_data(mx.nd.array(np.random.RandomState(1).normal(0, 0.5, reg.weight.shape)))
+    reg.bias.set_data(mx.nd.array([-0.5, 2.0, -2.0]))
+    path = tmp_path / "window.onnx"
+    export_onnx(net, path)
+    theta = assert_onnx_parity(net, path, np.random.RandomState(2))
+    assert np.abs(theta[:, [2, 5]]).max() < 1 and np.abs(theta[:, [2, 5]]).max(axis=1).min() > 0.3
+    assert np.all((theta[:, 0] > 0) & (theta[:, 0] < 2)) and np.ptp(theta[:, 0]) > 0.2
+
+
 @pytest.mark.parametrize("fill", [0.0, -0.4242])
 def test_module_checkpoint_parity(tmp_path, fill):
     sym = get_symbol(fill=fill)

@@ -40,6 +40,17 @@ def test_attention_to_affine():
                                [[0.5, 0, 0.1, 0, 0.5, -0.2], [2, 0, 0, 0, 2, 0]])
 
 
+def test_window_to_affine_is_a_bounded_attention_window():
+    p = mx.nd.array([[0.0, 0.0, 0.0], [np.log(0.25 / 1.75), np.arctanh(0.5), -np.arctanh(0.2)]])
+    np.testing.assert_allclose(sg.window_to_affine(p).asnumpy(),
+                               [[1, 0, 0, 0, 1, 0], [0.25, 0, 0.5, 0, 0.25, -0.2]], atol=1e-6)
+    wild = sg.window_to_affine(mx.nd.array(np.random.RandomState(0).normal(0, 30, (500, 3)))).asnumpy()
+    assert np.all(np.abs(wild[:, [2, 5]]) <= 1) and np.all((wild[:, 0] >= 0) & (wild[:, 0] <= 2))
+    assert np.abs(wild[:, [2, 5]]).max() > 0.99  # the bounds are reached, never passed
+    with pytest.raises(sg.StnGluonError, match="window.*init_scale=2"):
+        sg.SpatialTransformer((8, 8), "window", init_scale=2.0)
+
+
 def test_bad_shapes_are_clear_errors():
     x = mx.nd.zeros((2, 1, 8, 8))
     with pytest.raises(sg.StnGluonError, match="theta"):

@@ -280,3 +280,43 @@ def test_interleaved_rates_time_every_step_in_turns():
     assert rates["a"] > rates["b"] > 0  # the slower step measures slower
     runs = [k for i, k in enumerate(order) if i == 0 or order[i - 1] != k]
     assert runs == ["a", "b"] * 3  # one window of each, in turns
+
+
+def test_isolated_competitors_run_in_their_own_processes_and_report_failures():
+    """Each competitor is timed in a worker process; its rate, latency and errors come back to the caller."""
+    from stn_gluon.bench import _Isolated, _isolated_rates
+
+    latency = {}
+    rates = _isolated_rates({"mx": ("gluon_infer", dict(batch=2))}, 2, seconds=0.05, repeats=2, warmup=1,
+                            latency=latency)
+    assert rates["mx"] > 0 and 0 < latency["mx"]["p50"] <= latency["mx"]["p99"]
+    broken = _Isolated("symbolblock_infer", dict(batch=1, prefix="/nonexistent/model"))
+    try:
+        with pytest.raises(StnGluonError, match="benchmark worker failed: symbolblock_infer"):
+            broken.ready()
+    finally:
+        broken.close()
+
+
+def test_openmp_pool_is_sized_to_physical_cores_unless_the_user_chose(tmp_path):
+    """MXNet on its own halves the CPU count (assumes hyper-threads); stn_gluon sets OMP_NUM_THREADS first."""
+    from stn_gluon.threads import configure_openmp, physical_cores
+
+    # a fake sysfs: 4 logical CPUs that are 2 cores with 2 hyper-threads each
+    for cpu, siblings in enumerate(["0,2", "1,3", "0,2", "1,3"]):
+        (tmp_path / f"cpu{cpu}" / "topology").mkdir(parents=True)
+        (tmp_path / f"cpu{cpu}" / "topology" / "thread_siblings_list").write_text(siblings + "\n")
+    assert physical_cores(range(4), sysfs=str(tmp_path)) == 2
+    assert physical_cores([0, 1], sysfs=str(tmp_path)) == 2
+    assert physical_cores(range(3), sysfs=str(tmp_path / "missing")) == 3  # unreadable: one core per CPU
+
+    env = {}
+    assert configure_openmp(env, modules={}) == str(physical_cores()) == env["OMP_NUM_THREADS"]
+    assert configure_openmp({"OMP_NUM_THREADS": "1"}, modules={}) == "1"  # the user's choice stands
+    late = {}
+    assert configure_openmp(late, modules={"mxnet": object()}) is None and late == {}  # too late: no change
+
+    clean = {k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"}
+    out = subprocess.run([sys.executable, "-c", "import os, stn_gluon; print(os.environ['OMP_NUM_THREADS'])"],
+                         env=clean, capture_output=True, text=True, check=True).stdout
+    assert out.strip() == str(physical_cores())
