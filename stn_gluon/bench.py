@@ -44,7 +44,7 @@ def _median_rate(step, items, seconds, repeats, warmup=3):
     return float(np.median(rates))
 
 
-def _interleaved_rates(timers, items, seconds, repeats, warmup=3):
+def _interleaved_rates(timers, items, seconds, repeats, warmup=3, rounds=None):
     """Median items/s of each competitor, measured in turns (A, B, C, A, B, C, ...).
 
     ``timers[name]`` is a step to call (timed here) or a timer
@@ -65,7 +65,16 @@ def _interleaved_rates(timers, items, seconds, repeats, warmup=3):
     for _ in range(repeats):
         for name, timer in timers.items():
             rates[name].append(timer(items, seconds, 0))
+    if rounds is not None:  # every round's rates, for ratios taken within a round
+        rounds.update(rates)
     return {name: float(np.median(r)) for name, r in rates.items()}
+
+
+def _ratio(rounds, name, peer):
+    """Median over rounds of ``name``'s rate / ``peer``'s in the same round (``None`` without the peer)."""
+    if peer not in rounds:
+        return None
+    return float(np.median(np.array(rounds[name]) / np.array(rounds[peer])))
 
 
 def _latency(call, count=200, warmup=20):
@@ -376,7 +385,7 @@ class _Isolated:
             self._proc.wait()
 
 
-def _isolated_rates(specs, items, seconds, repeats, warmup=3, latency=None):
+def _isolated_rates(specs, items, seconds, repeats, warmup=3, latency=None, rounds=None):
     """:func:`_interleaved_rates` over competitors ``{name: (kind, kwargs)}``, each in its own process.
 
     With a ``latency`` dict, each competitor's batch-1 latency percentiles are
@@ -386,7 +395,7 @@ def _isolated_rates(specs, items, seconds, repeats, warmup=3, latency=None):
     try:
         for worker in workers.values():
             worker.ready()
-        rates = _interleaved_rates(workers, items, seconds, repeats, warmup)
+        rates = _interleaved_rates(workers, items, seconds, repeats, warmup, rounds)
         if latency is not None:
             latency.update({name: worker.latency() for name, worker in workers.items()})
         return rates
@@ -438,7 +447,7 @@ def speed_report(seconds=1.0, repeats=5, data_dir=None, batches=(64, 256), echo=
     OpenMP pools, which slowed both by up to half here.
     """
     have_torch = _have_torch()
-    res = {"train": {}, "infer": {}, "latency_ms": {}, "scaling_batch": {}, "scaling_size": {},
+    res = {"train": {}, "infer": {}, "latency_ms": {}, "scaling_batch": {}, "scaling_size": {}, "ratios": {},
            "threads": os.environ.get("OMP_NUM_THREADS")}
 
     for b in batches:
@@ -448,7 +457,9 @@ def speed_report(seconds=1.0, repeats=5, data_dir=None, batches=(64, 256), echo=
                  "module": ("module_train", dict(batch=b))}
         if have_torch:
             specs["pytorch eager"] = ("torch_train", dict(batch=b))
-        res["train"][b] = _isolated_rates(specs, b, seconds, repeats)
+        rounds = {}
+        res["train"][b] = _isolated_rates(specs, b, seconds, repeats, rounds=rounds)
+        res["ratios"][f"train {b}: gluon hybridized / pytorch eager"] = _ratio(rounds, "gluon hybridized", "pytorch eager")
 
     with tempfile.TemporaryDirectory() as tmp:
         echo("inference throughput")
@@ -459,8 +470,9 @@ def speed_report(seconds=1.0, repeats=5, data_dir=None, batches=(64, 256), echo=
                      "onnxruntime": ("onnx_infer", dict(batch=b, path=onnx_path))}
             if have_torch:
                 specs["pytorch eager"] = ("torch_infer", dict(batch=b))
-            latency = {} if b == 1 else None
-            res["infer"][b] = _isolated_rates(specs, b, seconds, repeats, latency=latency)
+            latency, rounds = {} if b == 1 else None, {}
+            res["infer"][b] = _isolated_rates(specs, b, seconds, repeats, latency=latency, rounds=rounds)
+            res["ratios"][f"infer {b}: onnxruntime / pytorch eager"] = _ratio(rounds, "onnxruntime", "pytorch eager")
             if latency is not None:
                 res["latency_ms"] = latency
 
@@ -477,12 +489,15 @@ def speed_report(seconds=1.0, repeats=5, data_dir=None, batches=(64, 256), echo=
 
 
 def _speed_lines(res, have_torch):
-    lines = ["### Training throughput (images/s, STNNet, SGD with momentum)", "",
+    lines = [f"Each competitor in its own process, {res.get('threads') or 'default'} OpenMP threads (PyTorch: as many); "
+             "ratios are medians of the ratios within each round.", "",
+             "### Training throughput (images/s, STNNet, SGD with momentum)", "",
              "| batch | Gluon imperative | Gluon hybridized | Module | PyTorch eager | hybridized / PyTorch |",
              "|---|---|---|---|---|---|"]
     for b, row in res["train"].items():
         torch_rate = row.get("pytorch eager")
-        ratio = f"{row['gluon hybridized'] / torch_rate:.2f}x" if torch_rate else "n/a"
+        ratio = res["ratios"].get(f"train {b}: gluon hybridized / pytorch eager")
+        ratio = f"{ratio:.2f}x" if ratio else "n/a"
         lines.append(f"| {b} | {row['gluon imperative']:,.0f} | {row['gluon hybridized']:,.0f} | {row['module']:,.0f} | "
                      f"{f'{torch_rate:,.0f}' if torch_rate else 'n/a'} | {ratio} |")
     lines += ["", "### Inference throughput (images/s) and batch-1 latency", "",
@@ -491,7 +506,8 @@ def _speed_lines(res, have_torch):
     names = ["gluon hybridized", "exported SymbolBlock", "onnxruntime", "pytorch eager"]
     for b, row in res["infer"].items():
         cells = [f"{row[n]:,.0f}" if n in row else "n/a" for n in names]
-        ratio = f"{row['onnxruntime'] / row['pytorch eager']:.2f}x" if "pytorch eager" in row else "n/a"
+        ratio = res["ratios"].get(f"infer {b}: onnxruntime / pytorch eager")
+        ratio = f"{ratio:.2f}x" if ratio else "n/a"
         lines.append(f"| batch {b} | " + " | ".join(cells) + f" | {ratio} |")
     for q in ("p50", "p99"):
         cells = [f"{res['latency_ms'][n][q]:.3f} ms" if n in res["latency_ms"] else "n/a" for n in names]
