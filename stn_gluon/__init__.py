@@ -20,7 +20,7 @@ if _configure_openmp() is None:  # before mxnet is imported: one OpenMP thread p
 from .errors import StnGluonError, DataError, CheckpointError  # noqa: E402
 from .ops import (affine_grid, affine_transform, attention_to_affine, window_to_affine, bilinear_sample,  # noqa: E402
                   get_transform, homography_grid, tps_grid, tps_grid_matrix, warp_with_grid)
-from .blocks import LocalizationNet, SpatialTransformer  # noqa: E402
+from .blocks import LocalizationNet, SaliencyLocalization, SpatialTransformer  # noqa: E402
 from .models import LeNetBody, STNClassifier, STNNet, get_model, list_models, stn_backbone  # noqa: E402
 
 __version__ = "0.2.0"
@@ -29,6 +29,6 @@ __all__ = [
     "StnGluonError", "DataError", "CheckpointError",
     "affine_grid", "affine_transform", "attention_to_affine", "window_to_affine", "bilinear_sample",
     "get_transform", "homography_grid", "tps_grid", "tps_grid_matrix", "warp_with_grid",
-    "LocalizationNet", "SpatialTransformer",
+    "LocalizationNet", "SaliencyLocalization", "SpatialTransformer",
     "LeNetBody", "STNClassifier", "STNNet", "get_model", "list_models", "stn_backbone",
 ]

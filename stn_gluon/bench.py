@@ -123,11 +123,10 @@ def gluon_train_step(batch, size=28, hybridize=True):
     from mxnet import autograd, gluon
 
     from .data import to_ndarray
-    from .training import RUN_AHEAD_STEPS
+    from .training import RUN_AHEAD_STEPS, make_trainer
 
     net = _gluon_net(size, hybridize)
-    trainer = gluon.Trainer(net.collect_params(), "sgd", {"learning_rate": 0.01, "momentum": 0.9, "wd": 5e-4},
-                            kvstore=None)
+    trainer = make_trainer(net.collect_params(), "sgd", {"learning_rate": 0.01, "momentum": 0.9, "wd": 5e-4})
     loss_fn = gluon.loss.SoftmaxCrossEntropyLoss()
     xs, ys = _data(batch, size)
     state = {"i": 0}

@@ -6,7 +6,7 @@ from mxnet.gluon import nn
 from .errors import StnGluonError
 from .ops import _check_target_shape, get_transform
 
-__all__ = ["LocalizationNet", "SpatialTransformer"]
+__all__ = ["LocalizationNet", "SaliencyLocalization", "SpatialTransformer"]
 
 
 class LocalizationNet(nn.HybridSequential):
@@ -28,6 +28,57 @@ class LocalizationNet(nn.HybridSequential):
             for c, k in zip(channels, kernels):
                 self.add(nn.Conv2D(c, k), nn.MaxPool2D(2, 2), nn.Activation("relu"))
             self.add(nn.Flatten(), nn.Dense(hidden, activation="relu"))
+
+
+class SaliencyLocalization(nn.HybridBlock):
+    """Attention parameters from a saliency map: where the object is, and how large a window to take.
+
+    Fully convolutional: (after an optional ``pool`` x ``pool`` average
+    pooling) Conv 16@3x3 -> ReLU -> Conv 16@3x3 -> ReLU -> max-pool 2 ->
+    Conv 32@3x3 -> ReLU, then a 1x1 convolution scores every cell of the
+    ``(H / (2 pool), W / (2 pool))`` map. The translation is the soft-argmax
+    of the scores (the score-weighted mean of the cells' centres, in
+    ``[-1, 1]``: always on the image); the scale is a Dense layer on the
+    globally averaged features. Output ``(N, 3)`` = ``(s, t_x, t_y)``, the
+    ``attention`` parameters, the identity at initialisation (flat scores:
+    the centre; ``s = init_scale``). A filter that learns what the object
+    looks like finds it anywhere on the canvas, where a dense regressor must
+    learn every position on its own. input_size: ``(H, W)`` of the input.
+    """
+
+    #: the transform whose parameters this block outputs (no regressor after it)
+    outputs_params = "attention"
+
+    def __init__(self, input_size, pool=1, channels=(16, 16, 32), init_scale=1.0, **kwargs):
+        super().__init__(**kwargs)
+        self.pool = int(pool)
+        h, w = (int(v) // (2 * self.pool) for v in input_size)
+        if h < 1 or w < 1:
+            raise StnGluonError(f"SaliencyLocalization: input {tuple(input_size)} is too small for pool={pool}")
+        ys, xs = np.meshgrid(np.linspace(-1, 1, h) if h > 1 else [0.0], np.linspace(-1, 1, w) if w > 1 else [0.0],
+                             indexing="ij")
+        with self.name_scope():
+            self.features = nn.HybridSequential(prefix="")
+            with self.features.name_scope():
+                if self.pool > 1:
+                    self.features.add(nn.AvgPool2D(self.pool, self.pool))
+                self.features.add(nn.Conv2D(channels[0], 3, padding=1, activation="relu"),
+                                  nn.Conv2D(channels[1], 3, padding=1, activation="relu"),
+                                  nn.MaxPool2D(2, 2),
+                                  nn.Conv2D(channels[2], 3, padding=1, activation="relu"))
+            self.score = nn.Conv2D(1, 1, weight_initializer=mx.init.Zero(), prefix="score_")
+            self.scale = nn.Dense(1, weight_initializer=mx.init.Zero(),
+                                  bias_initializer=mx.init.Constant(float(init_scale)), prefix="scale_")
+            # centres of the map's cells, (2, h * w): x row then y row
+            self.cell_centres = self.params.get_constant(
+                "cell_centres", np.stack([xs.ravel(), ys.ravel()]).astype(np.float32))
+
+    def hybrid_forward(self, F, x, cell_centres):
+        feats = self.features(x)
+        weights = F.softmax(F.flatten(self.score(feats)), axis=1)  # (N, h * w)
+        shift = F.FullyConnected(weights, weight=cell_centres, no_bias=True, num_hidden=2)  # (N, 2)
+        scale = self.scale(F.Pooling(feats, kernel=(1, 1), global_pool=True, pool_type="avg"))
+        return F.concat(scale, shift, dim=1)
 
 
 class SpatialTransformer(nn.HybridBlock):
@@ -108,7 +159,12 @@ class SpatialTransformer(nn.HybridBlock):
         with self.name_scope():
             self.localization = (localization if localization is not None
                                  else LocalizationNet(pool=loc_pool, prefix="loc_"))
-            self.regressor = nn.Dense(
+            predicts = getattr(self.localization, "outputs_params", None)
+            if predicts is not None and predicts != self.transform.name:
+                raise StnGluonError(f"{type(self.localization).__name__} outputs {predicts} parameters, "
+                                    f"not {self.transform.name}")
+            # a localization net that outputs the transform's parameters itself needs no regressor
+            self.regressor = None if predicts is not None else nn.Dense(
                 self.transform.num_params, weight_initializer=mx.init.Zero(),
                 bias_initializer=mx.init.Constant(
                     np.array(self.transform.identity(self.init_scale), dtype=np.float32)),
@@ -149,7 +205,9 @@ class SpatialTransformer(nn.HybridBlock):
         return super().forward(x, *args)
 
     def hybrid_forward(self, F, x, **constants):
-        params = self.regressor(self.localization(x))
+        params = self.localization(x)
+        # a named node: tools recover theta from it in a graph exported without return_theta
+        params = self.regressor(params) if self.regressor is not None else F.identity(params, name="loc_params")
         # The functional core, with named nodes that tools find in an exported graph.
         if self.supersample > 1:  # sample k x k points per output pixel and average them: anti-aliased
             k = self.supersample

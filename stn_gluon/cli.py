@@ -141,6 +141,11 @@ def build_parser():
                    help="average pooling in front of the localization net; default: the dataset's")
     p.add_argument("--supersample", type=_positive_int, default=None,
                    help="STN anti-aliasing: k x k samples per output pixel, averaged; default: the dataset's")
+    p.add_argument("--init-scale", type=_float, default=None,
+                   help="the STN's initial zoom: 1 the identity, 0.5 the central half; default: the dataset's")
+    p.add_argument("--localization", choices=("conv", "saliency"), default=None,
+                   help="localization net: conv (the reference net + a regressor) or saliency (attention only: "
+                        "soft-argmax over a convolutional score map); default: the dataset's")
     p.add_argument("--hybridize", dest="hybridize", action="store_true", default=True,
                    help="hybridize with static_alloc/static_shape (default)")
     p.add_argument("--no-hybridize", dest="hybridize", action="store_false", help="run imperatively")

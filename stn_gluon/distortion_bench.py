@@ -35,10 +35,10 @@ DEFAULT_MODELS = {
     "rts": ("cnn", "affine", "projective", "tps"),
     "projective": ("cnn", "affine", "projective", "tps"),
     "elastic": ("cnn", "affine", "projective", "tps"),
-    "cluttered": ("cnn", "affine"),
+    "cluttered": ("cnn", "affine", "attention"),
     "noisy128": ("cnn", "attention"),
 }
-MODELS = ("cnn", "affine", "attention", "projective", "tps")
+MODELS = ("cnn", "affine", "attention", "window", "projective", "tps")
 COLUMNS = ("dataset", "model", "transform", "test_error_pct", "best_error_pct", "paper_error_pct",
            "epochs", "train_size", "minutes", "train_images_per_sec", "stn_target", "baseline_target")
 
@@ -69,6 +69,8 @@ def _config(name, model, out, epochs, batch_size, lr, seed, progress, data_dir, 
     # the architecture spelled out, so that a finished run is reused only if it is the same net
     shape = (dict(target_size=spec.baseline_target) if model == "cnn" else
              dict(target_size=spec.stn_target, loc_pool=spec.loc_pool, supersample=spec.supersample))
+    if model == "attention":  # the only family with a choice of localization net and initial zoom
+        shape.update(localization=spec.localization_for(model), init_scale=spec.init_scale_for(model))
     return TrainConfig(
         model="lenet" if model == "cnn" else "stn_lenet",
         transform="affine" if model == "cnn" else model, **shape,

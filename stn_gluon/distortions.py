@@ -57,6 +57,9 @@ class DatasetSpec:
     CNN baseline sees (its input is area-averaged down to it when smaller than
     the canvas). loc_pool: average pooling in front of the localization net.
     supersample: the STN's anti-aliasing (points per output pixel along each axis).
+    localization: the localization net of attention STNs here (``conv`` or
+    ``saliency``, see :class:`stn_gluon.models.STNNet`); other transforms use ``conv``.
+    init_scale: the initial zoom of attention STNs here (1: the whole canvas).
     transform: the STN family the benchmark trains by default.
     max_train / max_test: subset sizes (``None``: the whole split).
     """
@@ -66,11 +69,21 @@ class DatasetSpec:
     baseline_target: int
     loc_pool: int = 1
     supersample: int = 1
+    localization: str = "conv"
+    init_scale: float = 1.0
     transform: str = "affine"
     max_train: int = None
     max_test: int = None
     paper: str = None
     description: str = ""
+
+    def init_scale_for(self, transform):
+        """The initial zoom of an STN of ``transform`` here (``init_scale`` serves attention only)."""
+        return self.init_scale if transform == "attention" else 1.0
+
+    def localization_for(self, transform):
+        """The localization net an STN of ``transform`` uses on this dataset (saliency serves attention only)."""
+        return self.localization if transform == "attention" else "conv"
 
 
 DATASETS = {spec.name: spec for spec in (
@@ -80,11 +93,11 @@ DATASETS = {spec.name: spec for spec in (
                                                              "translated on 42x42"),
     DatasetSpec("projective", 28, 28, 28, paper="P", description="random homography"),
     DatasetSpec("elastic", 28, 28, 28, paper="E", description="random thin-plate-spline warp"),
-    DatasetSpec("cluttered", 60, 60, 60, loc_pool=2, paper="60x60 cluttered",
+    DatasetSpec("cluttered", 60, 60, 60, loc_pool=2, localization="saliency", paper="60x60 cluttered",
                 description="60x60 canvas, 8 fragments of 6x6 px clutter"),
-    DatasetSpec("noisy128", 128, 28, 28, loc_pool=4, supersample=4, transform="attention", max_train=20000,
-                max_test=5000,
-                description="128x128 noisy canvas, attention STN to 28x28"),
+    DatasetSpec("noisy128", 128, 28, 28, loc_pool=4, supersample=4, transform="attention", localization="saliency",
+                max_train=20000, max_test=5000,
+                description="128x128 noisy canvas, attention STN (saliency localization) to 28x28"),
 )}
 
 

@@ -153,10 +153,13 @@ def load_graph(path):
     internals = sym.get_internals()
     warped = _find_output(internals, "warped_output")
     theta = _find_output(internals, "theta_output")
-    if theta is None and _find_output(internals, "regressor_fwd_output") is not None:
+    params_node = _find_output(internals, "regressor_fwd_output")
+    if params_node is None:  # a localization net that outputs the parameters itself
+        params_node = _find_output(internals, "loc_params_output")
+    if theta is None and params_node is not None:
         from .ops import get_transform
         transform = get_transform(meta.get("transform") or "affine")
-        theta = transform.theta(mx.sym, _find_output(internals, "regressor_fwd_output"))
+        theta = transform.theta(mx.sym, params_node)
     return ModelGraph(sym, warped, theta if warped is not None else None, params, meta, prefix, epoch,
                       [symbol_file, params_file])
 

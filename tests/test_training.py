@@ -9,7 +9,7 @@ import zipfile
 import mxnet as mx
 import numpy as np
 import pytest
-from mxnet import gluon
+from mxnet import autograd, gluon
 
 import stn_gluon as sg
 from conftest import write_idx
@@ -323,3 +323,39 @@ def test_openmp_pool_is_sized_to_physical_cores_unless_the_user_chose(tmp_path):
     out = subprocess.run([sys.executable, "-c", "import os, stn_gluon; print(os.environ['OMP_NUM_THREADS'])"],
                          env=clean, capture_output=True, text=True, check=True).stdout
     assert out.strip() == str(physical_cores())
+
+
+@pytest.mark.parametrize("layers", [3, 40])  # 40 layers = 80 parameters: updated in chunks
+def test_make_trainer_fused_updates_equal_plain_per_parameter_updates(layers):
+    """One fused optimizer call for many parameters computes what MXNet's per-parameter updates do (lr_mult too)."""
+    from stn_gluon.training import MAX_AGGREGATED_PARAMS, make_trainer
+
+    def train(fused):
+        net = gluon.nn.HybridSequential(prefix="t_")
+        for _ in range(layers):
+            net.add(gluon.nn.Dense(5, activation="tanh", in_units=5))
+        net.initialize()
+        for i, p in enumerate(net.collect_params().values()):
+            p.set_data(mx.nd.array(np.random.RandomState(i).normal(0, 0.5, p.shape)))
+        net[0].weight.lr_mult = 0.1
+        params = {"learning_rate": 0.1, "momentum": 0.9, "wd": 1e-3}
+        if fused:
+            trainer = make_trainer(net.collect_params(), "sgd", params)
+            assert trainer._optimizer.aggregate_num == min(2 * layers, MAX_AGGREGATED_PARAMS)
+        else:
+            opt = mx.optimizer.create("sgd", **params)
+            opt.aggregate_num = 0  # one update call per parameter
+            trainer = gluon.Trainer(net.collect_params(), opt, kvstore=None)
+        x = mx.nd.array(np.random.RandomState(99).normal(size=(4, 5)))
+        for _ in range(3):
+            with autograd.record():
+                loss = (net(x) ** 2).sum()
+            loss.backward()
+            trainer.step(4)
+        return [p.data().asnumpy() for p in net.collect_params().values()]
+
+    for fused, plain in zip(train(True), train(False)):
+        np.testing.assert_allclose(fused, plain, rtol=1e-5, atol=1e-6)
+    other = gluon.nn.Dense(2, in_units=2)
+    other.initialize()
+    assert make_trainer(other.collect_params(), "adam", {})._optimizer.aggregate_num == 0  # no fused updates

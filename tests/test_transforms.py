@@ -246,3 +246,72 @@ def test_tps_warp_on_symbols_needs_its_constant():
         get_transform("tps").warp(mx.sym.var("data"), mx.sym.var("p"), (28, 28))
     out = get_transform("projective").warp(mx.sym.var("data"), mx.sym.var("p"), (28, 28))  # no constants
     assert isinstance(out, mx.sym.Symbol)
+
+
+# ---------------------------------------------------------------- saliency localization (soft-argmax)
+
+def _saliency_stn(size=64, pool=2, **kwargs):
+    loc = sg.SaliencyLocalization((size, size), pool=pool, prefix="loc_")
+    stn = sg.SpatialTransformer((16, 16), "attention", localization=loc, return_theta=True, **kwargs)
+    return _init(stn, mx.nd.zeros((1, 1, size, size)))
+
+
+def test_saliency_localization_starts_at_the_identity_and_has_no_regressor():
+    x = mx.nd.random.normal(shape=(3, 1, 64, 64))
+    stn = _saliency_stn()
+    _, theta = stn(x)
+    np.testing.assert_allclose(theta.asnumpy(), [[1, 0, 0, 0, 1, 0]] * 3, atol=1e-6)
+    assert stn.regressor is None and not stn.localization.cell_centres.grad_req != "null"
+    with pytest.raises(sg.StnGluonError, match="outputs attention parameters, not affine"):
+        sg.SpatialTransformer((16, 16), "affine", localization=sg.SaliencyLocalization((64, 64)))
+
+
+def test_saliency_translation_is_the_soft_argmax_of_the_score_map():
+    """With a score that fires on bright pixels, the window's centre goes to the bright blob, wherever it is."""
+    stn = _saliency_stn(pool=1)
+    loc = stn.localization
+    for conv in loc.features[:2]:  # conv0, conv1: pass the (positive) image through channel 0
+        w = np.zeros(conv.weight.shape, np.float32)
+        w[0, 0, 1, 1] = 1.0
+        conv.weight.set_data(mx.nd.array(w))
+        conv.bias.set_data(mx.nd.zeros(conv.bias.shape))
+    conv2 = loc.features[3]
+    w = np.zeros(conv2.weight.shape, np.float32)
+    w[0, 0, 1, 1] = 1.0
+    conv2.weight.set_data(mx.nd.array(w))
+    score = np.zeros(loc.score.weight.shape, np.float32)
+    score[0, 0] = 50.0  # sharp soft-argmax
+    loc.score.weight.set_data(mx.nd.array(score))
+    x = np.zeros((3, 1, 64, 64), np.float32)
+    spots = [(10, 50), (40, 8), (31, 31)]  # (row, col)
+    for i, (r, c) in enumerate(spots):
+        x[i, 0, r - 1:r + 3, c - 1:c + 3] = 1.0
+    _, theta = stn(mx.nd.array(x))
+    for (r, c), th in zip(spots, theta.asnumpy()):
+        # the blob covers map cell (r // 2, c // 2) of 32; cell centres are linspace(-1, 1, 32)
+        want = np.linspace(-1, 1, 32)[[c // 2 + 0, r // 2 + 0]]
+        np.testing.assert_allclose(th[[2, 5]], want, atol=0.08)
+        assert abs(th[2]) <= 1 and abs(th[5]) <= 1
+
+
+def test_saliency_model_gradients_reach_the_score_map_and_export_to_onnx(tmp_path):
+    from stn_gluon.onnx import export_onnx
+
+    mx.random.seed(0)
+    net = sg.STNNet(input_shape=(1, 64, 64), target_shape=(28, 28), transform="attention", localization="saliency",
+                    loc_pool=2, supersample=2, return_theta=True, fill=-0.4242)
+    net.initialize(mx.init.Xavier())
+    x = mx.nd.random.normal(shape=(4, 1, 64, 64))
+    with mx.autograd.record():
+        loss = net(x)[0].sum()
+    loss.backward()
+    assert np.abs(net.stn.localization.score.weight.grad().asnumpy()).max() > 0  # learns from the start
+    rng = np.random.RandomState(5)
+    score = net.stn.localization.score
+    score.weight.set_data(mx.nd.array(rng.normal(0, 30.0, score.weight.shape)))
+    net.stn.localization.scale.weight.set_data(mx.nd.array(rng.normal(0, 5.0, (1, 32))))
+    net.hybridize()
+    path = tmp_path / "saliency.onnx"
+    export_onnx(net, path)
+    theta = assert_onnx_parity(net, path, np.random.RandomState(2))
+    assert np.ptp(theta[:, 2]) > 0.05 and np.ptp(theta[:, 0]) > 0.05  # images got windows of their own
