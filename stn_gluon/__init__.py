@@ -11,9 +11,10 @@ import warnings as _warnings
 _warnings.filterwarnings("ignore", category=DeprecationWarning, module="mxnet")
 _os.environ.setdefault("MXNET_SUBGRAPH_VERBOSE", "0")
 
-from .threads import configure_openmp as _configure_openmp  # noqa: E402
+from . import threads as _threads  # noqa: E402
 
-if _configure_openmp() is None:  # before mxnet is imported: one OpenMP thread per physical core
+# before mxnet is imported: one OpenMP thread per physical core
+if _threads.configure_openmp() is None and _threads.physical_cores() > _threads.mxnet_default_threads():
     _warnings.warn("mxnet was imported before stn_gluon with OMP_NUM_THREADS unset; MXNet may use only half "
                    "the cores (set OMP_NUM_THREADS, or import stn_gluon first)", RuntimeWarning, stacklevel=2)
 

@@ -224,8 +224,9 @@ def to_ndarray(array, ctx=None):
     operator already pushed: in a training loop each new batch waited for
     the previous step to finish, so Python and the operators took turns
     instead of overlapping. This wraps the (contiguous, float32) array
-    without copying (``from_numpy``, zero-copy; the NDArray keeps it alive and
-    it becomes read-only) and moves it to ``ctx`` asynchronously.
+    without copying (``from_numpy``, zero-copy: the NDArray keeps the array
+    alive and shares its memory, so it is made read-only; do not change it
+    in place afterwards) and moves it to ``ctx`` asynchronously.
     """
     out = mx.nd.from_numpy(np.ascontiguousarray(array, dtype=np.float32), zero_copy=True)
     return out if ctx is None or ctx == out.context else out.as_in_context(ctx)

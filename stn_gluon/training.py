@@ -33,8 +33,8 @@ OPTIMIZERS = ("sgd", "nag", "adam")
 LR_MODES = ("cosine", "step", "linear", "poly", "constant")
 LOCALIZATIONS = ("conv", "saliency")
 # Fields that must match between a checkpoint and the run resuming it.
-RECIPE_FIELDS = ("dataset", "target_size", "loc_pool", "supersample", "localization", "init_scale", "model", "transform", "epochs", "batch_size",
-                 "optimizer", "lr", "momentum", "lr_mode", "lr_step_epochs", "warmup_epochs",
+RECIPE_FIELDS = ("dataset", "target_size", "loc_pool", "supersample", "localization", "init_scale", "model",
+                 "transform", "epochs", "batch_size", "optimizer", "lr", "momentum", "lr_mode", "lr_step_epochs", "warmup_epochs",
                  "first_cycle_epochs", "wd", "loc_lr_mult", "dropout", "seed", "augment")
 
 
