@@ -254,12 +254,17 @@ def torch_train_step(batch, size=28):
 
 # ---------------------------------------------------------------- isolated competitors
 
+def _infer_input(batch, size=28):
+    """The fixed ``(batch, 1, size, size)`` float32 input every inference competitor runs on."""
+    return np.random.RandomState(batch).normal(0, 1, (batch, 1, size, size)).astype(np.float32)
+
+
 def gluon_infer_call(batch, size=28):
     """Inference with the hybridized STNNet on one fixed batch (input copy and output read included)."""
     import mxnet as mx
 
     net = _gluon_net(size, True)
-    x = np.random.RandomState(batch).normal(0, 1, (batch, 1, size, size)).astype(np.float32)
+    x = _infer_input(batch, size)
     return lambda: net(mx.nd.array(x)).asnumpy()
 
 
@@ -271,7 +276,7 @@ def symbolblock_infer_call(batch, prefix):
 
     net = load_model(prefix).net
     net.hybridize(static_alloc=True, static_shape=True)
-    x = np.random.RandomState(batch).normal(0, 1, (batch, 1, 28, 28)).astype(np.float32)
+    x = _infer_input(batch)
     return lambda: net(mx.nd.array(x)).asnumpy()
 
 
@@ -280,7 +285,7 @@ def onnx_infer_call(batch, path):
     from .onnx import OnnxModel
 
     model = OnnxModel(path, outputs=["logits"])
-    x = np.random.RandomState(batch).normal(0, 1, (batch, 1, 28, 28)).astype(np.float32)
+    x = _infer_input(batch)
     return lambda: model.run(x)["logits"]
 
 
@@ -292,7 +297,7 @@ def torch_infer_call(batch, size=28):
 
     _torch_threads(torch)
     net = _torch_net(torch, size, BACKGROUND).eval()
-    x = np.random.RandomState(batch).normal(0, 1, (batch, 1, size, size)).astype(np.float32)
+    x = _infer_input(batch, size)
 
     def call():
         with torch.no_grad():

@@ -70,7 +70,7 @@ def _config(name, model, out, epochs, batch_size, lr, seed, progress, data_dir, 
     shape = (dict(target_size=spec.baseline_target) if model == "cnn" else
              dict(target_size=spec.stn_target, loc_pool=spec.loc_pool, supersample=spec.supersample))
     if model == "attention":  # the only family with a choice of localization net and initial zoom
-        shape.update(localization=spec.localization_for(model), init_scale=spec.init_scale_for(model))
+        shape.update(spec.stn_defaults(model))
     return TrainConfig(
         model="lenet" if model == "cnn" else "stn_lenet",
         transform="affine" if model == "cnn" else model, **shape,

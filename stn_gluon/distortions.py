@@ -77,13 +77,11 @@ class DatasetSpec:
     paper: str = None
     description: str = ""
 
-    def init_scale_for(self, transform):
-        """The initial zoom of an STN of ``transform`` here (``init_scale`` serves attention only)."""
-        return self.init_scale if transform == "attention" else 1.0
-
-    def localization_for(self, transform):
-        """The localization net an STN of ``transform`` uses on this dataset (saliency serves attention only)."""
-        return self.localization if transform == "attention" else "conv"
+    def stn_defaults(self, transform):
+        """``localization`` and ``init_scale`` of an STN of ``transform`` here (this spec's serve attention only)."""
+        if transform == "attention":
+            return dict(localization=self.localization, init_scale=self.init_scale)
+        return dict(localization="conv", init_scale=1.0)
 
 
 DATASETS = {spec.name: spec for spec in (

@@ -228,9 +228,10 @@ def _build_net(cfg, input_shape, num_classes):
         if size:
             kwargs["target_shape"] = (size, size)
         if cfg.model == "stn_lenet":
+            stn = spec.stn_defaults(cfg.transform)
             kwargs.update(loc_pool=cfg.loc_pool or spec.loc_pool, supersample=cfg.supersample or spec.supersample,
-                          localization=cfg.localization or spec.localization_for(cfg.transform),
-                          init_scale=cfg.init_scale or spec.init_scale_for(cfg.transform))
+                          localization=cfg.localization or stn["localization"],
+                          init_scale=cfg.init_scale or stn["init_scale"])
     if cfg.model.startswith("stn"):
         # outside the image, the STN shows the (normalised) black background, not grey
         kwargs.update(transform=cfg.transform, loc_lr_mult=cfg.loc_lr_mult, fill=data_lib.BACKGROUND)
