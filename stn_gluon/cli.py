@@ -106,8 +106,8 @@ def add_distortion_bench_args(q):
 
     q.add_argument("--datasets", default=None, help="comma list (default: rotated,rts,projective,elastic,"
                                                     "cluttered,noisy128)")
-    q.add_argument("--models", default=None, help="comma list of cnn, affine, attention, projective, tps "
-                                                  "(default: per dataset, as in the paper)")
+    q.add_argument("--models", default=None, help="comma list of cnn, affine, attention, window, projective, "
+                                                  "tps (default: per dataset, as in the paper)")
     q.add_argument("--epochs", type=_positive_int, default=b["epochs"], help="the budget: epochs of every run")
     q.add_argument("--batch-size", type=_positive_int, default=b["batch_size"])
     q.add_argument("--lr", type=_float, default=b["lr"], help="peak learning rate")
@@ -146,6 +146,9 @@ def build_parser():
     p.add_argument("--localization", choices=("conv", "saliency"), default=None,
                    help="localization net: conv (the reference net + a regressor) or saliency (attention only: "
                         "soft-argmax over a convolutional score map); default: the dataset's")
+    p.add_argument("--brightness-prior", type=_float, default=None,
+                   help="saliency localization: initial scores = this times each cell's mean intensity "
+                        "(0: flat scores); default: the dataset's (noisy128: 5)")
     p.add_argument("--hybridize", dest="hybridize", action="store_true", default=True,
                    help="hybridize with static_alloc/static_shape (default)")
     p.add_argument("--no-hybridize", dest="hybridize", action="store_false", help="run imperatively")

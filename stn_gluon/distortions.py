@@ -60,6 +60,8 @@ class DatasetSpec:
     localization: the localization net of attention STNs here (``conv`` or
     ``saliency``, see :class:`stn_gluon.models.STNNet`); other transforms use ``conv``.
     init_scale: the initial zoom of attention STNs here (1: the whole canvas).
+    brightness_prior: the saliency localization's prior toward bright cells here
+    (see :class:`stn_gluon.blocks.SaliencyLocalization`; 0: none).
     transform: the STN family the benchmark trains by default.
     max_train / max_test: subset sizes (``None``: the whole split).
     """
@@ -71,6 +73,7 @@ class DatasetSpec:
     supersample: int = 1
     localization: str = "conv"
     init_scale: float = 1.0
+    brightness_prior: float = 0.0
     transform: str = "affine"
     max_train: int = None
     max_test: int = None
@@ -78,10 +81,12 @@ class DatasetSpec:
     description: str = ""
 
     def stn_defaults(self, transform):
-        """``localization`` and ``init_scale`` of an STN of ``transform`` here (this spec's serve attention only)."""
+        """``localization``, ``init_scale``, ``brightness_prior`` of an STN of ``transform`` here
+        (this spec's serve attention only)."""
         if transform == "attention":
-            return dict(localization=self.localization, init_scale=self.init_scale)
-        return dict(localization="conv", init_scale=1.0)
+            return dict(localization=self.localization, init_scale=self.init_scale,
+                        brightness_prior=self.brightness_prior)
+        return dict(localization="conv", init_scale=1.0, brightness_prior=0.0)
 
 
 DATASETS = {spec.name: spec for spec in (
@@ -94,7 +99,7 @@ DATASETS = {spec.name: spec for spec in (
     DatasetSpec("cluttered", 60, 60, 60, loc_pool=2, localization="saliency", paper="60x60 cluttered",
                 description="60x60 canvas, 8 fragments of 6x6 px clutter"),
     DatasetSpec("noisy128", 128, 28, 28, loc_pool=4, supersample=4, transform="attention", localization="saliency",
-                max_train=20000, max_test=5000,
+                brightness_prior=5.0, max_train=20000, max_test=5000,
                 description="128x128 noisy canvas, attention STN (saliency localization) to 28x28"),
 )}
 

@@ -77,13 +77,14 @@ class STNNet(STNClassifier):
     ``input_shape[1:]``; ``fill`` is what the STN shows outside the input.
     ``localization``: ``"conv"`` (:class:`LocalizationNet`) or ``"saliency"``
     (:class:`SaliencyLocalization`, attention only: finds the object by a
-    soft-argmax over a convolutional score map).
-    ``config`` holds the arguments that rebuild the same architecture.
+    soft-argmax over a convolutional score map; ``brightness_prior``: see
+    that class). ``config`` holds the arguments that rebuild the same architecture.
     """
 
     def __init__(self, num_classes=10, stn=True, input_shape=(1, 28, 28), transform="affine",
                  target_shape=None, init_scale=1.0, loc_lr_mult=1.0, dropout=0.5,
-                 return_theta=False, fill=0.0, loc_pool=1, supersample=1, localization="conv", **kwargs):
+                 return_theta=False, fill=0.0, loc_pool=1, supersample=1, localization="conv",
+                 brightness_prior=0.0, **kwargs):
         if len(input_shape) != 3:
             raise StnGluonError(f"input_shape must be (C, H, W), got {input_shape!r}")
         target_shape = tuple(int(v) for v in (target_shape or input_shape[1:]))
@@ -91,7 +92,8 @@ class STNNet(STNClassifier):
                            input_shape=[int(v) for v in input_shape], transform=transform,
                            target_shape=list(target_shape), init_scale=float(init_scale),
                            dropout=float(dropout), fill=float(fill), loc_pool=int(loc_pool),
-                           supersample=int(supersample), localization=localization)
+                           supersample=int(supersample), localization=localization,
+                           brightness_prior=float(brightness_prior))
         super().__init__(return_theta=return_theta, **kwargs)
         self._resize = None
         if not stn and target_shape != tuple(input_shape[1:]):
@@ -100,7 +102,7 @@ class STNNet(STNClassifier):
             body = LeNetBody(num_classes, dropout=dropout, prefix="body_")
             transformer = None
             if stn:
-                loc = _localization(localization, input_shape, loc_pool, init_scale, prefix="stn_loc_")
+                loc = _localization(localization, input_shape, loc_pool, init_scale, brightness_prior, prefix="stn_loc_")
                 transformer = SpatialTransformer(target_shape, transform, init_scale=init_scale, localization=loc,
                                                  loc_pool=loc_pool, supersample=supersample,
                                                  loc_lr_mult=loc_lr_mult, fill=fill, prefix="stn_")
@@ -163,10 +165,13 @@ def _gluoncv_backbone(name, num_classes, **kwargs):
         raise StnGluonError(f"unknown model {name!r}: {str(err).splitlines()[0]}") from None
 
 
-def _localization(kind, input_shape, pool, init_scale, prefix):
+def _localization(kind, input_shape, pool, init_scale, brightness_prior, prefix):
     """The localization net named by ``kind`` (``None`` lets SpatialTransformer build the default)."""
     if kind in (None, "conv"):
+        if brightness_prior:
+            raise StnGluonError("brightness_prior needs the saliency localization")
         return None
     if kind == "saliency":
-        return SaliencyLocalization(input_shape[1:], pool=pool, init_scale=init_scale, prefix=prefix)
+        return SaliencyLocalization(input_shape[1:], pool=pool, init_scale=init_scale,
+                                    brightness_prior=brightness_prior, prefix=prefix)
     raise StnGluonError(f"unknown localization {kind!r}; choose conv or saliency")

@@ -33,7 +33,8 @@ OPTIMIZERS = ("sgd", "nag", "adam")
 LR_MODES = ("cosine", "step", "linear", "poly", "constant")
 LOCALIZATIONS = ("conv", "saliency")
 # Fields that must match between a checkpoint and the run resuming it.
-RECIPE_FIELDS = ("dataset", "target_size", "loc_pool", "supersample", "localization", "init_scale", "model",
+RECIPE_FIELDS = ("dataset", "target_size", "loc_pool", "supersample", "localization", "init_scale",
+                 "brightness_prior", "model",
                  "transform", "epochs", "batch_size", "optimizer", "lr", "momentum", "lr_mode", "lr_step_epochs", "warmup_epochs",
                  "first_cycle_epochs", "wd", "loc_lr_mult", "dropout", "seed", "augment")
 
@@ -49,6 +50,7 @@ class TrainConfig:
     supersample: int = None  # sampler anti-aliasing (k x k points per output pixel); None: the dataset's
     localization: str = None  # "conv" (LocalizationNet) or "saliency" (SaliencyLocalization); None: the dataset's
     init_scale: float = None  # the STN's initial zoom (1: identity, 0.5: the central half); None: the dataset's
+    brightness_prior: float = None  # saliency localization's lean toward bright cells (0: none); None: the dataset's
     epochs: int = 20
     batch_size: int = 64
     optimizer: str = "sgd"
@@ -92,6 +94,8 @@ class TrainConfig:
             (self.supersample is None or self.supersample >= 1, f"--supersample must be >= 1, got {self.supersample}"),
             (self.init_scale is None or 0 < self.init_scale <= 4,
              f"--init-scale must be in (0, 4], got {self.init_scale}"),
+            (self.brightness_prior is None or 0 <= self.brightness_prior < float("inf"),
+             f"--brightness-prior must be a number >= 0, got {self.brightness_prior}"),
             (self.localization in (None,) + LOCALIZATIONS,
              f"--localization {self.localization!r}: choose {', '.join(LOCALIZATIONS)}"),
         ]
@@ -229,9 +233,13 @@ def _build_net(cfg, input_shape, num_classes):
             kwargs["target_shape"] = (size, size)
         if cfg.model == "stn_lenet":
             stn = spec.stn_defaults(cfg.transform)
+            localization = cfg.localization or stn["localization"]
+            prior = cfg.brightness_prior
+            if prior is None:  # the dataset's prior belongs to its (saliency) localization net
+                prior = stn["brightness_prior"] if localization == stn["localization"] else 0.0
             kwargs.update(loc_pool=cfg.loc_pool or spec.loc_pool, supersample=cfg.supersample or spec.supersample,
-                          localization=cfg.localization or stn["localization"],
-                          init_scale=cfg.init_scale or stn["init_scale"])
+                          localization=localization, init_scale=cfg.init_scale or stn["init_scale"],
+                          brightness_prior=prior)
     if cfg.model.startswith("stn"):
         # outside the image, the STN shows the (normalised) black background, not grey
         kwargs.update(transform=cfg.transform, loc_lr_mult=cfg.loc_lr_mult, fill=data_lib.BACKGROUND)

@@ -218,6 +218,18 @@ def test_attention_on_noisy128_uses_the_saliency_localization_by_default():
         TrainConfig(localization="dense").validate()
     with pytest.raises(StnGluonError, match="--init-scale must be in"):
         TrainConfig(init_scale=-1.0).validate()
+    with pytest.raises(StnGluonError, match="--brightness-prior must be a number >= 0"):
+        TrainConfig(brightness_prior=-2.0).validate()
+
+    def prior_of(**kw):
+        net = _build_net(TrainConfig(dataset="noisy128", transform="attention", **kw), (1, 128, 128), 10)
+        return net.config["brightness_prior"]
+
+    assert prior_of() == D.DATASETS["noisy128"].brightness_prior > 0  # the dataset's prior with its saliency net
+    assert prior_of(brightness_prior=0.0) == 0.0
+    assert prior_of(localization="conv") == 0.0  # a conv localization net has no prior to take
+    with pytest.raises(StnGluonError, match="needs the saliency localization"):
+        prior_of(localization="conv", brightness_prior=1.0)
     net = _build_net(TrainConfig(dataset="noisy128", transform="attention", init_scale=0.5), (1, 128, 128), 10)
     net.initialize()
     net.stn.return_theta = True

@@ -294,12 +294,43 @@ def test_saliency_translation_is_the_soft_argmax_of_the_score_map():
         assert abs(th[2]) <= 1 and abs(th[5]) <= 1
 
 
+def test_brightness_prior_starts_the_window_on_the_bright_blob_and_is_trained():
+    """With the prior, untrained random features already point the centre at the ink; without it, the centre."""
+    mx.random.seed(3)
+    x = np.full((3, 1, 64, 64), -0.4, np.float32)  # normalised black, plus noise
+    x += np.abs(np.random.RandomState(0).normal(0, 0.3, x.shape)).astype(np.float32)
+    spots = [(12, 48), (44, 10), (30, 34)]  # (row, col) of 10x10 bright blobs
+    for i, (r, c) in enumerate(spots):
+        x[i, 0, r - 5:r + 5, c - 5:c + 5] = 2.8
+    centres = {}
+    for prior in (0.0, 8.0):
+        loc = sg.SaliencyLocalization((64, 64), pool=2, init_scale=0.4, brightness_prior=prior, prefix="loc_")
+        stn = sg.SpatialTransformer((16, 16), "attention", localization=loc, return_theta=True)
+        stn.initialize(mx.init.Xavier())
+        with mx.autograd.record():
+            _, theta = stn(mx.nd.array(x))
+            loss = theta.sum()
+        loss.backward()
+        centres[prior] = theta.asnumpy()
+        np.testing.assert_allclose(theta.asnumpy()[:, 0], 0.4, atol=1e-6)  # the prior moves the centre only
+    np.testing.assert_allclose(centres[0.0][:, [2, 5]], 0, atol=1e-6)
+    for (r, c), th in zip(spots, centres[8.0]):
+        want = np.array([c, r]) / 63 * 2 - 1
+        assert np.abs(th[[2, 5]] - want).max() < 0.15, (th[[2, 5]], want)
+    assert np.abs(loc.brightness.weight.grad().asnumpy()).max() > 0  # beta is learned
+    np.testing.assert_allclose(loc.brightness.weight.data().asnumpy(), 8.0)
+    with pytest.raises(sg.StnGluonError, match="brightness_prior must be >= 0"):
+        sg.SaliencyLocalization((64, 64), brightness_prior=-1.0)
+    with pytest.raises(sg.StnGluonError, match="needs the saliency localization"):
+        sg.STNNet(input_shape=(1, 64, 64), transform="attention", brightness_prior=5.0)
+
+
 def test_saliency_model_gradients_reach_the_score_map_and_export_to_onnx(tmp_path):
     from stn_gluon.onnx import export_onnx
 
     mx.random.seed(0)
     net = sg.STNNet(input_shape=(1, 64, 64), target_shape=(28, 28), transform="attention", localization="saliency",
-                    loc_pool=2, supersample=2, return_theta=True, fill=-0.4242)
+                    loc_pool=2, supersample=2, return_theta=True, fill=-0.4242, brightness_prior=3.0)
     net.initialize(mx.init.Xavier())
     x = mx.nd.random.normal(shape=(4, 1, 64, 64))
     with mx.autograd.record():
