@@ -42,19 +42,22 @@ class _ChannelMean(mx.init.Initializer):
 
 
 class SaliencyLocalization(nn.HybridBlock):
-    """Attention parameters from a saliency map: where the object is, and how large a window to take.
+    """Attention (or affine) parameters from a saliency map: where the object is, and how to frame it.
 
     Fully convolutional: (after an optional ``pool`` x ``pool`` average
     pooling) Conv 16@3x3 -> ReLU -> Conv 16@3x3 -> ReLU -> max-pool 2 ->
     Conv 32@3x3 -> ReLU, then a 1x1 convolution scores every cell of the
     ``(H / (2 pool), W / (2 pool))`` map. The translation is the soft-argmax
     of the scores (the score-weighted mean of the cells' centres, in
-    ``[-1, 1]``: always on the image); the scale is a Dense layer on the
-    globally averaged features. Output ``(N, 3)`` = ``(s, t_x, t_y)``, the
-    ``attention`` parameters, the identity at initialisation (flat scores:
-    the centre; ``s = init_scale``). A filter that learns what the object
-    looks like finds it anywhere on the canvas, where a dense regressor must
-    learn every position on its own. input_size: ``(H, W)`` of the input.
+    ``[-1, 1]``: always on the image); the rest is a Dense layer on the
+    globally averaged features. ``transform="attention"``: output ``(N, 3)``
+    = ``(s, t_x, t_y)``, the scale from that layer. ``transform="affine"``:
+    output ``(N, 6)`` = ``(a, b, t_x, c, d, t_y)``, the linear part
+    ``(a, b, c, d)`` from that layer. The identity at initialisation (flat
+    scores: the centre; scale ``init_scale``). A filter that learns what the
+    object looks like finds it anywhere on the canvas, where a dense
+    regressor must learn every position on its own. input_size: ``(H, W)``
+    of the input.
 
     brightness_prior: ``beta >= 0``. The scores start as ``beta`` times each
     cell's mean intensity (of the normalised input, averaged over channels),
@@ -67,11 +70,17 @@ class SaliencyLocalization(nn.HybridBlock):
     not the initial scale.
     """
 
-    #: the transform whose parameters this block outputs (no regressor after it)
-    outputs_params = "attention"
+    #: the transforms whose parameters this block can output
+    TRANSFORMS = ("attention", "affine")
 
-    def __init__(self, input_size, pool=1, channels=(16, 16, 32), init_scale=1.0, brightness_prior=0.0, **kwargs):
+    def __init__(self, input_size, pool=1, channels=(16, 16, 32), init_scale=1.0, brightness_prior=0.0,
+                 transform="attention", **kwargs):
         super().__init__(**kwargs)
+        if transform not in self.TRANSFORMS:
+            raise StnGluonError(f"SaliencyLocalization outputs {' or '.join(self.TRANSFORMS)} parameters, "
+                                f"not {transform}")
+        #: the transform whose parameters this block outputs (no regressor after it)
+        self.outputs_params = transform
         self.pool = int(pool)
         if not brightness_prior >= 0:
             raise StnGluonError(f"brightness_prior must be >= 0, got {brightness_prior!r}")
@@ -94,8 +103,11 @@ class SaliencyLocalization(nn.HybridBlock):
             # beta / C per channel: beta times the channels' mean intensity of each cell
             self.brightness = None if self.brightness_prior == 0 else nn.Conv2D(
                 1, 1, use_bias=False, weight_initializer=_ChannelMean(self.brightness_prior), prefix="brightness_")
-            self.scale = nn.Dense(1, weight_initializer=mx.init.Zero(),
-                                  bias_initializer=mx.init.Constant(float(init_scale)), prefix="scale_")
+            # attention: the scale s; affine: the linear part (a, b, c, d), starting at s times the identity
+            start = [init_scale] if transform == "attention" else [init_scale, 0.0, 0.0, init_scale]
+            self.scale = nn.Dense(len(start), weight_initializer=mx.init.Zero(),
+                                  bias_initializer=mx.init.Constant(np.array(start, dtype=np.float32)),
+                                  prefix="scale_" if transform == "attention" else "linear_")
             # centres of the map's cells, (2, h * w): x row then y row
             self.cell_centres = self.params.get_constant(
                 "cell_centres", np.stack([xs.ravel(), ys.ravel()]).astype(np.float32))
@@ -109,7 +121,11 @@ class SaliencyLocalization(nn.HybridBlock):
         weights = F.softmax(F.flatten(scores), axis=1)  # (N, h * w)
         shift = F.FullyConnected(weights, weight=cell_centres, no_bias=True, num_hidden=2)  # (N, 2)
         scale = self.scale(F.Pooling(feats, kernel=(1, 1), global_pool=True, pool_type="avg"))
-        return F.concat(scale, shift, dim=1)
+        if self.outputs_params == "attention":
+            return F.concat(scale, shift, dim=1)
+        return F.concat(F.slice_axis(scale, axis=1, begin=0, end=2), F.slice_axis(shift, axis=1, begin=0, end=1),
+                        F.slice_axis(scale, axis=1, begin=2, end=4), F.slice_axis(shift, axis=1, begin=1, end=2),
+                        dim=1)
 
 
 class SpatialTransformer(nn.HybridBlock):

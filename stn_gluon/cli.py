@@ -144,7 +144,7 @@ def build_parser():
     p.add_argument("--init-scale", type=_float, default=None,
                    help="the STN's initial zoom: 1 the identity, 0.5 the central half; default: the dataset's")
     p.add_argument("--localization", choices=("conv", "saliency"), default=None,
-                   help="localization net: conv (the reference net + a regressor) or saliency (attention only: "
+                   help="localization net: conv (the reference net + a regressor) or saliency (attention, affine: "
                         "soft-argmax over a convolutional score map); default: the dataset's")
     p.add_argument("--brightness-prior", type=_float, default=None,
                    help="saliency localization: initial scores = this times each cell's mean intensity "

@@ -15,7 +15,7 @@ import os
 import time
 
 
-from .distortions import DATASETS, get_dataset_spec, load_dataset
+from .distortions import DATASETS, PLAIN_STN, get_dataset_spec, load_dataset
 from .errors import StnGluonError
 from .io import atomic_write_text, write_json
 
@@ -69,8 +69,13 @@ def _config(name, model, out, epochs, batch_size, lr, seed, progress, data_dir, 
     # the architecture spelled out, so that a finished run is reused only if it is the same net
     shape = (dict(target_size=spec.baseline_target) if model == "cnn" else
              dict(target_size=spec.stn_target, loc_pool=spec.loc_pool, supersample=spec.supersample))
-    if model == "attention":  # the only family with a choice of localization net and initial zoom
-        shape.update(spec.stn_defaults(model))
+    stn = spec.stn_defaults(model)
+    if model != "cnn" and stn != PLAIN_STN:
+        # spelled out only where the dataset departs from the plain net (and the prior only where it
+        # has one), so that finished runs made before these fields existed keep their identity
+        shape.update(localization=stn["localization"], init_scale=stn["init_scale"])
+        if stn["brightness_prior"]:
+            shape["brightness_prior"] = stn["brightness_prior"]
     return TrainConfig(
         model="lenet" if model == "cnn" else "stn_lenet",
         transform="affine" if model == "cnn" else model, **shape,

@@ -39,6 +39,7 @@ import mxnet as mx
 import numpy as np
 
 from . import data as data_lib
+from .blocks import SaliencyLocalization
 from .errors import DataError, StnGluonError
 from .io import atomic_path
 
@@ -57,12 +58,11 @@ class DatasetSpec:
     CNN baseline sees (its input is area-averaged down to it when smaller than
     the canvas). loc_pool: average pooling in front of the localization net.
     supersample: the STN's anti-aliasing (points per output pixel along each axis).
-    localization: the localization net of attention STNs here (``conv`` or
-    ``saliency``, see :class:`stn_gluon.models.STNNet`); other transforms use ``conv``.
-    init_scale: the initial zoom of attention STNs here (1: the whole canvas).
-    brightness_prior: the saliency localization's prior toward bright cells here
-    (see :class:`stn_gluon.blocks.SaliencyLocalization`; 0: none).
-    transform: the STN family the benchmark trains by default.
+    localization: the localization net of attention and affine STNs here
+    (``conv`` or ``saliency``, see :class:`stn_gluon.models.STNNet`); other
+    transforms use ``conv``. init_scale: their initial zoom (1: the whole
+    canvas). brightness_prior: the saliency localization's prior toward
+    bright cells (see :class:`stn_gluon.blocks.SaliencyLocalization`; 0: none).
     max_train / max_test: subset sizes (``None``: the whole split).
     """
     name: str
@@ -74,20 +74,26 @@ class DatasetSpec:
     localization: str = "conv"
     init_scale: float = 1.0
     brightness_prior: float = 0.0
-    transform: str = "affine"
     max_train: int = None
     max_test: int = None
     paper: str = None
     description: str = ""
 
     def stn_defaults(self, transform):
-        """``localization``, ``init_scale``, ``brightness_prior`` of an STN of ``transform`` here
-        (this spec's serve attention only)."""
-        if transform == "attention":
+        """``localization``, ``init_scale``, ``brightness_prior`` of an STN of ``transform`` here.
+
+        The spec's values serve the transforms the saliency localization can
+        output (``SALIENCY_TRANSFORMS``); the others get ``PLAIN_STN``.
+        """
+        if transform in SALIENCY_TRANSFORMS:
             return dict(localization=self.localization, init_scale=self.init_scale,
                         brightness_prior=self.brightness_prior)
-        return dict(localization="conv", init_scale=1.0, brightness_prior=0.0)
+        return dict(PLAIN_STN)
 
+
+#: The STN's defaults where a dataset sets none: the reference localization net at the identity.
+PLAIN_STN = dict(localization="conv", init_scale=1.0, brightness_prior=0.0)
+SALIENCY_TRANSFORMS = SaliencyLocalization.TRANSFORMS
 
 DATASETS = {spec.name: spec for spec in (
     DatasetSpec("mnist", 28, 28, 28, description="plain MNIST"),
@@ -96,9 +102,11 @@ DATASETS = {spec.name: spec for spec in (
                                                              "translated on 42x42"),
     DatasetSpec("projective", 28, 28, 28, paper="P", description="random homography"),
     DatasetSpec("elastic", 28, 28, 28, paper="E", description="random thin-plate-spline warp"),
-    DatasetSpec("cluttered", 60, 60, 60, loc_pool=2, localization="saliency", paper="60x60 cluttered",
+    # starting on the central 0.6 (36 of 60 px; the digit is 28): affine 3.43 % error against 4.72 % from
+    # the whole canvas, attention 3.23 % against 3.09 % (bench distortions, one run each)
+    DatasetSpec("cluttered", 60, 60, 60, loc_pool=2, localization="saliency", init_scale=0.6, paper="60x60 cluttered",
                 description="60x60 canvas, 8 fragments of 6x6 px clutter"),
-    DatasetSpec("noisy128", 128, 28, 28, loc_pool=4, supersample=4, transform="attention", localization="saliency",
+    DatasetSpec("noisy128", 128, 28, 28, loc_pool=4, supersample=4, localization="saliency",
                 brightness_prior=5.0, max_train=20000, max_test=5000,
                 description="128x128 noisy canvas, attention STN (saliency localization) to 28x28"),
 )}

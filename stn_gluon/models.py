@@ -76,7 +76,7 @@ class STNNet(STNClassifier):
     :class:`SpatialTransformer`); ``target_shape`` defaults to
     ``input_shape[1:]``; ``fill`` is what the STN shows outside the input.
     ``localization``: ``"conv"`` (:class:`LocalizationNet`) or ``"saliency"``
-    (:class:`SaliencyLocalization`, attention only: finds the object by a
+    (:class:`SaliencyLocalization`, attention and affine: finds the object by a
     soft-argmax over a convolutional score map; ``brightness_prior``: see
     that class). ``config`` holds the arguments that rebuild the same architecture.
     """
@@ -102,7 +102,8 @@ class STNNet(STNClassifier):
             body = LeNetBody(num_classes, dropout=dropout, prefix="body_")
             transformer = None
             if stn:
-                loc = _localization(localization, input_shape, loc_pool, init_scale, brightness_prior, prefix="stn_loc_")
+                loc = _localization(localization, transform, input_shape, loc_pool, init_scale, brightness_prior,
+                                    prefix="stn_loc_")
                 transformer = SpatialTransformer(target_shape, transform, init_scale=init_scale, localization=loc,
                                                  loc_pool=loc_pool, supersample=supersample,
                                                  loc_lr_mult=loc_lr_mult, fill=fill, prefix="stn_")
@@ -165,7 +166,7 @@ def _gluoncv_backbone(name, num_classes, **kwargs):
         raise StnGluonError(f"unknown model {name!r}: {str(err).splitlines()[0]}") from None
 
 
-def _localization(kind, input_shape, pool, init_scale, brightness_prior, prefix):
+def _localization(kind, transform, input_shape, pool, init_scale, brightness_prior, prefix):
     """The localization net named by ``kind`` (``None`` lets SpatialTransformer build the default)."""
     if kind in (None, "conv"):
         if brightness_prior:
@@ -173,5 +174,5 @@ def _localization(kind, input_shape, pool, init_scale, brightness_prior, prefix)
         return None
     if kind == "saliency":
         return SaliencyLocalization(input_shape[1:], pool=pool, init_scale=init_scale,
-                                    brightness_prior=brightness_prior, prefix=prefix)
+                                    brightness_prior=brightness_prior, transform=transform, prefix=prefix)
     raise StnGluonError(f"unknown localization {kind!r}; choose conv or saliency")

@@ -153,7 +153,8 @@ def test_cli_trains_on_a_distorted_set_and_tools_follow_the_model(tmp_path, mnis
     (["train", "--transform", "tps1"], "unknown transform 'tps1'"),
     (["train", "--target-size", "0"], "--target-size"),
     (["train", "--localization", "dense"], "--localization"),
-    (["train", "--dataset", "rts", "--localization", "saliency"], "outputs attention parameters, not affine"),
+    (["train", "--dataset", "rts", "--transform", "projective", "--localization", "saliency"],
+     "outputs attention or affine parameters, not projective"),
     (["bench", "distortions", "--datasets", "rotated,swirled"], "swirled not in"),
     (["bench", "distortions", "--models", "cnn,bogus"], "bogus not in"),
 ])
@@ -203,17 +204,18 @@ def test_dataset_sizes_apply_only_to_their_own_canvas():
     assert _build_net(TrainConfig(target_size=20), (1, 28, 28), 10).config["target_shape"] == [20, 20]
 
 
-def test_attention_on_noisy128_uses_the_saliency_localization_by_default():
+def test_attention_and_affine_on_noisy128_use_the_saliency_localization_by_default():
     from stn_gluon.training import TrainConfig, _build_net
 
     def loc_of(**kw):
         return type(_build_net(TrainConfig(dataset="noisy128", **kw), (1, 128, 128), 10).stn.localization).__name__
 
     assert loc_of(transform="attention") == "SaliencyLocalization"
-    assert loc_of(transform="affine") == "LocalizationNet"  # the saliency net outputs attention parameters only
+    assert loc_of(transform="affine") == "SaliencyLocalization"
+    assert loc_of(transform="tps") == "LocalizationNet"  # the saliency net outputs attention or affine parameters
     assert loc_of(transform="attention", localization="conv") == "LocalizationNet"
-    with pytest.raises(StnGluonError, match="outputs attention parameters, not affine"):
-        loc_of(transform="affine", localization="saliency")
+    with pytest.raises(StnGluonError, match="outputs attention or affine parameters, not projective"):
+        loc_of(transform="projective", localization="saliency")
     with pytest.raises(StnGluonError, match="--localization 'dense'"):
         TrainConfig(localization="dense").validate()
     with pytest.raises(StnGluonError, match="--init-scale must be in"):

@@ -250,25 +250,32 @@ def test_tps_warp_on_symbols_needs_its_constant():
 
 # ---------------------------------------------------------------- saliency localization (soft-argmax)
 
-def _saliency_stn(size=64, pool=2, **kwargs):
-    loc = sg.SaliencyLocalization((size, size), pool=pool, prefix="loc_")
-    stn = sg.SpatialTransformer((16, 16), "attention", localization=loc, return_theta=True, **kwargs)
+def _saliency_stn(size=64, pool=2, transform="attention", init_scale=1.0, **kwargs):
+    loc = sg.SaliencyLocalization((size, size), pool=pool, transform=transform, init_scale=init_scale, prefix="loc_")
+    stn = sg.SpatialTransformer((16, 16), transform, localization=loc, return_theta=True, **kwargs)
     return _init(stn, mx.nd.zeros((1, 1, size, size)))
 
 
-def test_saliency_localization_starts_at_the_identity_and_has_no_regressor():
+@pytest.mark.parametrize("transform", ["attention", "affine"])
+def test_saliency_localization_starts_at_the_identity_and_has_no_regressor(transform):
     x = mx.nd.random.normal(shape=(3, 1, 64, 64))
-    stn = _saliency_stn()
-    _, theta = stn(x)
+    stn = _saliency_stn(transform=transform)
+    params, theta = stn.localization(x), stn(x)[1]
     np.testing.assert_allclose(theta.asnumpy(), [[1, 0, 0, 0, 1, 0]] * 3, atol=1e-6)
+    assert params.shape == (3, get_transform(transform).num_params)
     assert stn.regressor is None and stn.localization.cell_centres.grad_req == "null"
+    _, theta = _saliency_stn(transform=transform, init_scale=0.5)(x)
+    np.testing.assert_allclose(theta.asnumpy(), [[0.5, 0, 0, 0, 0.5, 0]] * 3, atol=1e-6)
+    with pytest.raises(sg.StnGluonError, match="outputs attention or affine parameters, not tps"):
+        sg.SaliencyLocalization((64, 64), transform="tps")
     with pytest.raises(sg.StnGluonError, match="outputs attention parameters, not affine"):
         sg.SpatialTransformer((16, 16), "affine", localization=sg.SaliencyLocalization((64, 64)))
 
 
-def test_saliency_translation_is_the_soft_argmax_of_the_score_map():
+@pytest.mark.parametrize("transform", ["attention", "affine"])
+def test_saliency_translation_is_the_soft_argmax_of_the_score_map(transform):
     """With a score that fires on bright pixels, the window's centre goes to the bright blob, wherever it is."""
-    stn = _saliency_stn(pool=1)
+    stn = _saliency_stn(pool=1, transform=transform)
     loc = stn.localization
     for conv in loc.features[:2]:  # conv0, conv1: pass the (positive) image through channel 0
         w = np.zeros(conv.weight.shape, np.float32)
@@ -325,11 +332,12 @@ def test_brightness_prior_starts_the_window_on_the_bright_blob_and_is_trained():
         sg.STNNet(input_shape=(1, 64, 64), transform="attention", brightness_prior=5.0)
 
 
-def test_saliency_model_gradients_reach_the_score_map_and_export_to_onnx(tmp_path):
+@pytest.mark.parametrize("transform", ["attention", "affine"])
+def test_saliency_model_gradients_reach_the_score_map_and_export_to_onnx(tmp_path, transform):
     from stn_gluon.onnx import export_onnx
 
     mx.random.seed(0)
-    net = sg.STNNet(input_shape=(1, 64, 64), target_shape=(28, 28), transform="attention", localization="saliency",
+    net = sg.STNNet(input_shape=(1, 64, 64), target_shape=(28, 28), transform=transform, localization="saliency",
                     loc_pool=2, supersample=2, return_theta=True, fill=-0.4242, brightness_prior=3.0)
     net.initialize(mx.init.Xavier())
     x = mx.nd.random.normal(shape=(4, 1, 64, 64))
@@ -340,7 +348,8 @@ def test_saliency_model_gradients_reach_the_score_map_and_export_to_onnx(tmp_pat
     rng = np.random.RandomState(5)
     score = net.stn.localization.score
     score.weight.set_data(mx.nd.array(rng.normal(0, 30.0, score.weight.shape)))
-    net.stn.localization.scale.weight.set_data(mx.nd.array(rng.normal(0, 5.0, (1, 32))))
+    head = net.stn.localization.scale  # the scale (attention) or linear part (affine)
+    head.weight.set_data(mx.nd.array(rng.normal(0, 5.0, head.weight.shape)))
     net.hybridize()
     path = tmp_path / "saliency.onnx"
     export_onnx(net, path)
