@@ -44,20 +44,20 @@ def _median_rate(step, items, seconds, repeats, warmup=3):
     return float(np.median(rates))
 
 
+def _timed(step):
+    """A timer ``(items, seconds, warmup) -> items/s`` of ``step()`` called in this process (one window)."""
+    return lambda items, seconds, warmup: _median_rate(step, items, seconds, 1, warmup=warmup)
+
+
 def _interleaved_rates(timers, items, seconds, repeats, warmup=3, rounds=None):
     """Median items/s of each competitor, measured in turns (A, B, C, A, B, C, ...).
 
-    ``timers[name]`` is a step to call (timed here) or a timer
-    ``(items, seconds, warmup) -> items/s`` (an :class:`_Isolated` worker).
+    ``timers[name]`` is a timer ``(items, seconds, warmup) -> items/s``: an
+    :class:`_Isolated` worker, or :func:`_timed` for a step called here.
     Each repetition times one window of every competitor in a row, so a
     machine whose speed drifts during the run (a shared VM) slows all of them
     alike and the ratios between them stay fair.
     """
-    def as_timer(t):
-        if isinstance(t, _Isolated):
-            return t
-        return lambda n, sec, w: _median_rate(t, n, sec, 1, warmup=w)
-    timers = {name: as_timer(t) for name, t in timers.items()}
     if warmup:
         for timer in timers.values():
             timer(items, 0.0, warmup)
@@ -117,20 +117,18 @@ def gluon_train_step(batch, size=28, hybridize=True):
     As in :func:`stn_gluon.training.fit`: batches wrapped without a blocking
     copy, the loop a few steps ahead of the engine (``step.sync`` drains it).
     """
-    import collections
-
     import mxnet as mx
     from mxnet import autograd, gluon
 
     from .data import to_ndarray
-    from .training import RUN_AHEAD_STEPS, make_trainer
+    from .training import RunAhead, make_trainer
 
     net = _gluon_net(size, hybridize)
     trainer = make_trainer(net.collect_params(), "sgd", {"learning_rate": 0.01, "momentum": 0.9, "wd": 5e-4})
     loss_fn = gluon.loss.SoftmaxCrossEntropyLoss()
     xs, ys = _data(batch, size)
     state = {"i": 0}
-    in_flight = collections.deque()
+    run_ahead = RunAhead()
 
     def step():
         i = state["i"] = (state["i"] + 1) % len(xs)
@@ -139,9 +137,7 @@ def gluon_train_step(batch, size=28, hybridize=True):
             loss = loss_fn(net(x), y)
         loss.backward()
         trainer.step(batch)
-        in_flight.append(loss)
-        if len(in_flight) > RUN_AHEAD_STEPS:
-            in_flight.popleft().wait_to_read()
+        run_ahead.push(loss)
     step.sync = mx.nd.waitall
     return step
 
@@ -344,7 +340,7 @@ class _Isolated:
     """A competitor timed in a process of its own (``kind`` names its factory in ``_FACTORIES``).
 
     Callable as ``timer(items, seconds, warmup) -> items/s``, like the
-    in-process timers of :func:`_interleaved_rates`. A fresh interpreter
+    in-process timers of :func:`_timed`. A fresh interpreter
     (not ``multiprocessing``), so that the caller's script is not re-imported.
     """
 

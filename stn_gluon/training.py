@@ -186,6 +186,24 @@ def _split(batch, ctx_list):
 RUN_AHEAD_STEPS = 3
 
 
+class RunAhead:
+    """Lets Python queue at most ``steps`` training steps ahead of MXNet's asynchronous engine.
+
+    ``push(loss)`` after each step; once more than ``steps`` are in flight it
+    waits for the oldest. Waiting every step instead makes Python and the
+    operators take turns; never waiting piles batches up in memory.
+    """
+
+    def __init__(self, steps=RUN_AHEAD_STEPS):
+        self.steps = steps
+        self._in_flight = collections.deque()
+
+    def push(self, array):
+        self._in_flight.append(array)
+        if len(self._in_flight) > self.steps:
+            self._in_flight.popleft().wait_to_read()
+
+
 def train_step(net, trainer, loss_fn, data, label, ctx_list):
     """One data-parallel SGD step: split the batch over ``ctx_list``, forward, backward, update.
 
@@ -390,14 +408,12 @@ def fit(cfg, dataset=None, echo=print, on_epoch=None):
         correct_acc = [mx.nd.zeros(1, ctx=c) for c in ctx_list]
         seen = 0
         bar = progress_bar(data.train, len(data.train), f"Epoch {epoch + 1}/{cfg.epochs}", cfg.progress)
-        in_flight = collections.deque()
+        run_ahead = RunAhead()
         for i, (batch, label) in enumerate(bar):
             if data.augment is not None:
                 batch = data.augment(batch)
             outs, ys, losses = train_step(net, trainer, loss_fn, batch, label, ctx_list)
-            in_flight.append(losses[0])
-            if len(in_flight) > RUN_AHEAD_STEPS:  # Python stays a few steps ahead of the operators, no more
-                in_flight.popleft().wait_to_read()
+            run_ahead.push(losses[0])
             for k, (o, y, l) in enumerate(zip(outs, ys, losses)):
                 loss_acc[k] += l.sum()
                 correct_acc[k] += (o.argmax(axis=1) == y).sum()

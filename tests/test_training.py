@@ -271,13 +271,14 @@ def test_first_cycle_schedule_warms_up_decays_restarts_and_decays():
 
 
 def test_interleaved_rates_time_every_step_in_turns():
-    from stn_gluon.bench import _interleaved_rates, _ratio
+    from stn_gluon.bench import _interleaved_rates, _ratio, _timed
 
     order = []
     steps = {"a": lambda: (order.append("a"), time.sleep(0.002)),
              "b": lambda: (order.append("b"), time.sleep(0.004))}
     rounds = {}
-    rates = _interleaved_rates(steps, 10, seconds=0.01, repeats=3, warmup=0, rounds=rounds)
+    rates = _interleaved_rates({k: _timed(s) for k, s in steps.items()}, 10, seconds=0.01, repeats=3, warmup=0,
+                               rounds=rounds)
     assert rates["a"] > rates["b"] > 0  # the slower step measures slower
     assert len(rounds["a"]) == len(rounds["b"]) == 3 and rates["a"] == np.median(rounds["a"])
     assert 1.3 < _ratio(rounds, "a", "b") < 2.5 and _ratio(rounds, "a", "c") is None  # ~2x; no peer: None
