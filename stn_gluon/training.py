@@ -34,9 +34,9 @@ LR_MODES = ("cosine", "step", "linear", "poly", "constant")
 LOCALIZATIONS = ("conv", "saliency")
 # Fields that must match between a checkpoint and the run resuming it.
 RECIPE_FIELDS = ("dataset", "target_size", "loc_pool", "supersample", "localization", "init_scale",
-                 "brightness_prior", "model",
-                 "transform", "epochs", "batch_size", "optimizer", "lr", "momentum", "lr_mode", "lr_step_epochs", "warmup_epochs",
-                 "first_cycle_epochs", "wd", "loc_lr_mult", "dropout", "seed", "augment")
+                 "brightness_prior", "model", "transform", "epochs", "batch_size", "optimizer", "lr",
+                 "momentum", "lr_mode", "lr_step_epochs", "warmup_epochs", "first_cycle_epochs", "wd",
+                 "loc_lr_mult", "dropout", "seed", "augment")
 
 
 @dataclass
