@@ -24,7 +24,7 @@ Conventions (MXNet's, used everywhere in this package):
 
 Every function takes either NDArrays or Symbols and returns the same kind.
 """
-from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import mxnet as mx
 import numpy as np
@@ -37,20 +37,19 @@ __all__ = [
     "warp_with_grid", "Transform", "TRANSFORMS", "get_transform", "Tensor", "Shape",
 ]
 
-#: What every function of this module takes and returns: an NDArray or a Symbol
-#: (a function given NDArrays returns NDArrays, given Symbols returns Symbols).
 Tensor = Union[mx.nd.NDArray, mx.sym.Symbol]
-#: A spatial size ``(H, W)``: any two integers (a tuple, a list, an NDArray's ``shape[2:]``).
+"""What the functions take and return: an NDArray or a Symbol (NDArrays in, NDArrays out; Symbols in, Symbols out)."""
 Shape = Sequence[int]
+"""A spatial size ``(H, W)``: two integers (a tuple, a list, an NDArray's ``shape[2:]``)."""
 
 
-def _F(x: Tensor):
+def _F(x: Tensor) -> Any:
     return mx.sym if isinstance(x, mx.sym.Symbol) else mx.nd
 
 
 def _check_target_shape(target_shape: Optional[Shape]) -> Tuple[int, int]:
     try:
-        h, w = (int(v) for v in target_shape)
+        h, w = (int(v) for v in target_shape)  # type: ignore[union-attr]  # None: the TypeError below
     except (TypeError, ValueError):
         raise StnGluonError(f"target_shape must be two integers (H, W), got {target_shape!r}")
     if h < 2 or w < 2:
@@ -160,10 +159,11 @@ def _window_logit(scale: float) -> float:
     return float(np.log(scale / (2.0 - scale)))
 
 
-#: The smallest denominator ``g x + h y + 1`` a homography grid divides by.
-#: Where a homography puts the horizon inside the output (the denominator
-#: crosses 0) the grid is clamped there instead of flipping to infinity.
 MIN_HOMOGRAPHY_DENOMINATOR = 0.1
+"""The smallest denominator ``g x + h y + 1`` a homography grid divides by.
+
+Where a homography puts the horizon inside the output (the denominator
+crosses 0) the grid is clamped there instead of flipping to infinity."""
 
 
 def homography_grid(params: Tensor, target_shape: Shape) -> Tensor:
@@ -248,12 +248,12 @@ def tps_grid(params: Tensor, matrix: Tensor, target_shape: Shape) -> Tensor:
     return F.reshape(flat, shape=(-1, 2, h, w))
 
 
-#: The parameter vector of the identity (or of a centred zoom by ``1/init_scale``).
 IdentityFn = Callable[..., List[float]]
-#: ``(N, num_params)`` transform parameters -> ``(N, 6)`` affine theta.
+"""``identity(init_scale=1.0)``: the parameter vector of the identity (or of a centred zoom by ``1/init_scale``)."""
 ToAffineFn = Callable[[Tensor], Tensor]
-#: ``(params, target_shape, **constants)`` -> the sampling grid ``(N, 2, H_out, W_out)``.
+"""``(N, num_params)`` transform parameters -> ``(N, 6)`` affine theta."""
 GridFn = Callable[..., Tensor]
+"""``(params, target_shape, **constants)`` -> the sampling grid ``(N, 2, H_out, W_out)``."""
 
 
 class Transform:
@@ -342,7 +342,7 @@ class ThinPlateSpline(Transform):
         return tps_grid(params, tps_matrix, target_shape)
 
 
-TRANSFORMS: Dict[str, Transform] = {
+TRANSFORMS: Dict[str, Transform] = {  # the named families; get_transform also makes tps<k>
     "affine": Transform(
         "affine", 6,
         identity=lambda init_scale=1.0: [init_scale, 0.0, 0.0, 0.0, init_scale, 0.0],
