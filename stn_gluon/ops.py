@@ -248,32 +248,23 @@ def tps_grid(params: Tensor, matrix: Tensor, target_shape: Shape) -> Tensor:
     return F.reshape(flat, shape=(-1, 2, h, w))
 
 
-IdentityFn = Callable[..., List[float]]
-"""``identity(init_scale=1.0)``: the parameter vector of the identity (or of a centred zoom by ``1/init_scale``)."""
-ToAffineFn = Callable[[Tensor], Tensor]
-"""``(N, num_params)`` transform parameters -> ``(N, 6)`` affine theta."""
-GridFn = Callable[..., Tensor]
-"""``(params, target_shape, **constants)`` -> the sampling grid ``(N, 2, H_out, W_out)``."""
-
-
 class Transform:
     """A family of spatial transforms the STN can regress.
 
     num_params: length of the parameter vector the localization net predicts.
-    identity(init_scale): the parameter vector of the identity (or of a
+    identity(init_scale=1.0): the parameter vector of the identity (or of a
     centred zoom by ``1/init_scale``), used to initialise the regressor bias.
     to_affine(params): ``(N, num_params)`` -> ``(N, 6)``, for transforms
-    that are affine (``None`` otherwise).
-    grid(params, target_shape, **constants): the sampling grid ``(N, 2, H_out, W_out)``.
-    constants(target_shape): NumPy arrays the grid needs (``{}`` for most),
-    held by the block as constant parameters and passed back to :meth:`grid`.
+    that are affine (``None`` otherwise); grid(params, target_shape,
+    **constants): the sampling grid, for the others (default: the affine grid).
     """
 
     #: whether :meth:`grid` needs :meth:`constants` (which then depend on the target shape)
     has_constants = False
 
-    def __init__(self, name: str, num_params: int, identity: IdentityFn, to_affine: Optional[ToAffineFn] = None,
-                 grid: Optional[GridFn] = None) -> None:
+    def __init__(self, name: str, num_params: int, identity: Callable[..., List[float]],
+                 to_affine: Optional[Callable[[Tensor], Tensor]] = None,
+                 grid: Optional[Callable[..., Tensor]] = None) -> None:
         self.name = name
         self.num_params = num_params
         self.identity = identity
@@ -364,7 +355,7 @@ TRANSFORMS: Dict[str, Transform] = {  # the named families; get_transform also m
 
 
 def get_transform(name: str) -> "Transform":
-    """Look up a :class:`Transform` by name: ``affine``, ``attention``, ``projective``,
+    """Look up a :class:`Transform` by name: ``affine``, ``attention``, ``window``, ``projective``,
     ``tps`` (4x4 control points) or ``tps<k>`` (k x k, e.g. ``tps3``)."""
     if name in TRANSFORMS:
         return TRANSFORMS[name]
