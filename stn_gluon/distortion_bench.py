@@ -15,7 +15,8 @@ import os
 import time
 
 
-from .distortions import DATASETS, PLAIN_STN, get_dataset_spec, load_dataset
+from .distortions import DATASETS, get_dataset_spec, load_dataset
+from .recipes import PLAIN_STN, TrainConfig, dataset_models
 from .errors import StnGluonError
 from .io import atomic_write_text, write_json
 
@@ -63,9 +64,7 @@ def _subset(dataset, train_size, test_size):
 
 
 def _config(name, model, out, epochs, batch_size, lr, seed, progress, data_dir, dropout, loc_lr_mult):
-    from .training import TrainConfig
-
-    spec = get_dataset_spec(name)
+    spec = dataset_models(name)
     # the architecture spelled out, so that a finished run is reused only if it is the same net
     shape = (dict(target_size=spec.baseline_target) if model == "cnn" else
              dict(target_size=spec.stn_target, loc_pool=spec.loc_pool, supersample=spec.supersample))
@@ -99,7 +98,7 @@ def _finished(cfg):
 
 
 def _row(name, model, cfg, metrics, train_size):
-    spec = get_dataset_spec(name)
+    spec = dataset_models(name)
     error = 100.0 * (1.0 - metrics["test_accuracy"])
     best = metrics.get("best_test_accuracy")
     return dict(dataset=name, model=model, transform=None if model == "cnn" else model,

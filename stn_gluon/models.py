@@ -1,10 +1,17 @@
-"""Classifiers with a spatial transformer in front, and a model registry."""
+"""Classifiers with a spatial transformer in front.
+
+The classes take every architecture choice as an argument; their defaults are
+the reference tutorial's (dropout 0.5, zero padding, localization net at the
+full learning rate). The networks ``stn-gluon train`` trains are built from a
+recipe (:func:`stn_gluon.architecture.build_net`) or by name
+(:func:`stn_gluon.zoo.get_model`).
+"""
 from mxnet.gluon import nn
 
 from .blocks import SaliencyLocalization, SpatialTransformer
 from .errors import StnGluonError
 
-__all__ = ["LeNetBody", "STNClassifier", "STNNet", "get_model", "list_models"]
+__all__ = ["LeNetBody", "STNClassifier", "STNNet", "stn_backbone", "gluoncv_backbone"]
 
 
 class LeNetBody(nn.HybridSequential):
@@ -127,37 +134,12 @@ def stn_backbone(name, num_classes=10, input_shape=(3, 32, 32), transform="affin
     with net.name_scope():
         stn = SpatialTransformer(target_shape, transform, init_scale=init_scale,
                                  loc_lr_mult=loc_lr_mult, fill=fill, prefix="stn_")
-    net._set_children(_gluoncv_backbone(name, num_classes, prefix="backbone_"), stn)
+    net._set_children(gluoncv_backbone(name, num_classes, prefix="backbone_"), stn)
     return net
 
 
-_MODELS = {
-    "stn_lenet": lambda **kw: STNNet(stn=True, **kw),
-    "lenet": lambda **kw: STNNet(stn=False, **kw),
-}
-
-
-def list_models():
-    """Names :func:`get_model` knows; ``stn_<name>`` also works for any gluoncv model-zoo name."""
-    return sorted(_MODELS)
-
-
-def get_model(name, **kwargs):
-    """Build a model by name.
-
-    ``stn_lenet`` / ``lenet``: :class:`STNNet` with / without the STN.
-    ``stn_<zoo name>``: :func:`stn_backbone` around that gluoncv model-zoo
-    network (``stn_cifar_resnet20_v1``); a bare zoo name gives the backbone alone.
-    """
-    if name in _MODELS:
-        return _MODELS[name](**kwargs)
-    if name.startswith("stn_"):
-        return stn_backbone(name[4:], **kwargs)
-    kwargs.pop("input_shape", None)
-    return _gluoncv_backbone(name, kwargs.pop("num_classes", 10), **kwargs)
-
-
-def _gluoncv_backbone(name, num_classes, **kwargs):
+def gluoncv_backbone(name, num_classes=10, **kwargs):
+    """A gluoncv model-zoo network by name (untrained), ``classes=num_classes``."""
     from .compat import import_gluoncv  # imported lazily: gluoncv is slow to import
 
     try:
