@@ -82,27 +82,6 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
-def add_distortion_bench_args(q):
-    from .distortion_bench import BENCH_RECIPE as b
-
-    q.add_argument("--datasets", default=None, help="comma list (default: rotated,rts,projective,elastic,"
-                                                    "cluttered,noisy128)")
-    q.add_argument("--models", default=None, help="comma list of cnn, affine, attention, window, projective, "
-                                                  "tps (default: per dataset, as in the paper)")
-    q.add_argument("--epochs", type=_positive_int, default=b["epochs"], help="the budget: epochs of every run")
-    q.add_argument("--batch-size", type=_positive_int, default=b["batch_size"])
-    q.add_argument("--lr", type=_float, default=b["lr"], help="peak learning rate")
-    q.add_argument("--dropout", type=_float, default=b["dropout"], help="dropout of the LeNet body")
-    q.add_argument("--loc-lr-mult", type=_float, default=b["loc_lr_mult"],
-                   help="learning-rate multiplier of the localization net")
-    q.add_argument("--seed", type=int, default=42)
-    q.add_argument("--train-size", type=_positive_int, default=None, help="use the first N training images only")
-    q.add_argument("--test-size", type=_positive_int, default=None, help="use the first N test images only")
-    q.add_argument("--data-dir", default=None)
-    q.add_argument("--out", default="runs/bench_distortions")
-    q.add_argument("--progress", action="store_true", help="progress bars")
-
-
 def build_parser():
     from .training import TrainConfig
 
@@ -165,7 +144,10 @@ def build_parser():
     q.add_argument("--data-dir", default=None)
     q.add_argument("--out", default="runs/bench_time_to_accuracy")
     q = which.add_parser("distortions", help="CNN vs ST-CNN on every distorted-MNIST dataset, within a budget")
-    add_distortion_bench_args(q)
+    from .distortion_bench import DistortionBenchConfig
+    from .flags import add_flags
+
+    add_flags(q, DistortionBenchConfig)
 
     q = sub.add_parser("evaluate", help="test accuracy of a saved model")
     q.add_argument("--model", required=True, help="save dir, export prefix or -symbol.json file")
@@ -350,11 +332,10 @@ def _cmd_bench(args):
     from .reporting import write_report
 
     if args.bench == "distortions":
-        from .distortion_bench import run_distortion_bench
+        from .distortion_bench import DistortionBenchConfig, run_distortion_bench
+        from .flags import values_from_args
 
-        run_distortion_bench(args.datasets, args.models, args.epochs, args.batch_size, args.lr, args.seed, args.out,
-                             args.data_dir, args.train_size, args.test_size, progress=args.progress,
-                             dropout=args.dropout, loc_lr_mult=args.loc_lr_mult)
+        run_distortion_bench(DistortionBenchConfig(**values_from_args(DistortionBenchConfig, args)))
     elif args.bench == "speed":
         lines, results = speed_report(seconds=args.seconds, repeats=args.repeats, data_dir=args.data_dir,
                                       echo=lambda line: print(f"... {line}", file=sys.stderr, flush=True))

@@ -94,7 +94,7 @@ def check_value(name: str, value: Any, meta: Dict[str, Any]) -> None:
 def _cli_type(f: dataclasses.Field, meta: Dict[str, Any]) -> Callable:
     if meta.get("type") is not None:
         return meta["type"]
-    kind = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", str(f.type))
+    kind = f.type if isinstance(f.type, str) else f.type.__name__ if isinstance(f.type, type) else str(f.type)
     if "int" in kind:
         return positive_int if (meta.get("minimum") or 0) >= 1 else _int
     if "float" in kind:
