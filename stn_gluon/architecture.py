@@ -35,10 +35,10 @@ class Architecture:
     :class:`stn_gluon.models.STNNet`.
     """
     model: str
-    input_shape: Tuple[int, int, int]
+    input_shape: Tuple[int, ...]
     num_classes: int = 10
     transform: Optional[str] = "affine"
-    target_shape: Optional[Tuple[int, int]] = None
+    target_shape: Optional[Tuple[int, ...]] = None
     dropout: float = TrainConfig.dropout
     loc_lr_mult: float = TrainConfig.loc_lr_mult
     fill: float = 0.0
@@ -106,7 +106,7 @@ def build_architecture(arch: Architecture, **block_kwargs: Any) -> mx.gluon.Hybr
                       localization=arch.localization, brightness_prior=arch.brightness_prior, **block_kwargs)
     if arch.has_stn:
         return stn_backbone(arch.model[len("stn_"):], num_classes=arch.num_classes, input_shape=arch.input_shape,
-                            transform=arch.transform, target_shape=arch.target_shape,
+                            transform=arch.transform or "affine", target_shape=arch.target_shape,
                             loc_lr_mult=arch.loc_lr_mult, fill=arch.fill, **block_kwargs)
     return gluoncv_backbone(arch.model, arch.num_classes, **block_kwargs)
 

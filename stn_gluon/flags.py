@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import math
-from typing import Any, Callable, Dict, Iterable, Optional, Sequence
+from typing import Any, Callable, Dict, Iterable, Mapping, Optional, Sequence
 
 from .errors import ConfigError
 
@@ -73,7 +73,7 @@ def _int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
 
 
-def check_value(name: str, value: Any, meta: Dict[str, Any]) -> None:
+def check_value(name: str, value: Any, meta: Mapping[str, Any]) -> None:
     """Raise :class:`~stn_gluon.errors.ConfigError` naming ``name`` if ``value`` breaks ``meta``'s rules."""
     if value is None:
         return

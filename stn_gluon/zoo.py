@@ -16,7 +16,7 @@ name                    network
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, List, Sequence
+from typing import Any, List, Optional, Sequence
 
 import mxnet as mx
 
@@ -34,7 +34,7 @@ def list_models() -> List[str]:
     return sorted(LENET_MODELS + (TUTORIAL_MODEL,))
 
 
-def get_model(name: str, input_shape: Sequence[int] = None, **kwargs: Any) -> mx.gluon.HybridBlock:
+def get_model(name: str, input_shape: Optional[Sequence[int]] = None, **kwargs: Any) -> mx.gluon.HybridBlock:
     """Build a network by name (uninitialised).
 
     input_shape: ``(C, H, W)`` (default ``(1, 28, 28)``; ``(3, 32, 32)`` for
