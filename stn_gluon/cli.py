@@ -90,6 +90,9 @@ def add_train_args(p, defaults):
                    "metrics and plots go (default: runs/<model>)")
     p.add_argument("--resume", nargs="?", const="auto", default=None, metavar="CHECKPOINT",
                    help="continue from the checkpoint in --save-dir (or the one given)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace the run already in --save-dir (its checkpoint, exported model, metrics and "
+                        "plots; other files stay); without it, training into a run's folder is refused")
     p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
     add_data_args(p)
 
