@@ -5,6 +5,12 @@ an export prefix (``runs/x/model``) or the ``-symbol.json`` file itself; the
 latest ``-NNNN.params`` beside it is used. ``<prefix>.json`` holds what tools
 need to feed the model (input shape, normalisation, class names, transform);
 without it MNIST defaults are assumed.
+
+``<prefix>.json`` also records the SHA-256 of the graph and the weights it
+describes (``sha256``: ``{"model-symbol.json": ..., "model-0000.params": ...}``);
+every loader checks them and refuses files changed or damaged since. A
+``<prefix>.json`` without ``sha256`` (from a version that did not record
+them, or written by hand) loads without the check.
 """
 import glob
 import json
@@ -18,10 +24,10 @@ import mxnet as mx
 
 from .data import MNIST_MEAN, MNIST_STD
 from .errors import CheckpointError, mxnet_message
-from .io import write_json
+from .io import sha256_file, write_json
 
-__all__ = ["DEFAULT_PREFIX", "export_block", "resolve_model", "load_graph", "load_model", "LoadedModel",
-           "ModelGraph"]
+__all__ = ["DEFAULT_PREFIX", "export_block", "write_model_meta", "verify_checksums", "resolve_model", "load_graph",
+           "load_model", "LoadedModel", "ModelGraph"]
 
 DEFAULT_PREFIX = "model"
 
@@ -42,8 +48,38 @@ def export_block(net, prefix, example, meta=None, epoch=0):
         for suffix in ("-symbol.json", f"-{epoch:04d}.params"):
             os.replace(tmp_prefix + suffix, prefix + suffix)
     if meta is not None:
-        write_json(prefix + ".json", meta)
+        write_model_meta(prefix, epoch, meta)
     return prefix
+
+
+def write_model_meta(prefix: str, epoch: int, meta: dict) -> dict:
+    """Write ``prefix.json``: ``meta`` plus the SHA-256 of ``prefix-symbol.json`` and ``prefix-NNNN.params``."""
+    files = [prefix + "-symbol.json", f"{prefix}-{epoch:04d}.params"]
+    meta = dict(meta, sha256={os.path.basename(f): sha256_file(f) for f in files})
+    write_json(prefix + ".json", meta)
+    return meta
+
+
+def verify_checksums(meta: dict, files: list, described: str) -> None:
+    """Refuse any of ``files`` whose SHA-256 differs from what ``meta["sha256"]`` (from ``described``) records.
+
+    Meta without ``sha256`` passes (older runs). A params file it does not
+    name (another epoch than the one described) is refused too.
+    """
+    recorded = meta.get("sha256")
+    if not recorded:
+        return
+    if not isinstance(recorded, dict):
+        raise CheckpointError(f"{described}: its sha256 entry is malformed")
+    for path in files:
+        name = os.path.basename(path)
+        if name not in recorded:
+            named = ", ".join(sorted(recorded)) or "nothing"
+            raise CheckpointError(f"{path}: {described} describes other files ({named}); a run that did not "
+                                  f"finish? continue it with --resume")
+        if sha256_file(path) != recorded[name]:
+            raise CheckpointError(f"{path}: its SHA-256 does not match {described} (changed or damaged since it "
+                                  f"was written); restore it or train again")
 
 
 def resolve_model(path):
@@ -124,6 +160,8 @@ def load_graph(path):
                 meta.update(json.load(f))
         except (OSError, ValueError) as err:
             raise CheckpointError(f"{prefix}.json: unreadable model description ({err})") from None
+    if os.path.isfile(prefix + ".json"):
+        verify_checksums(meta, [symbol_file, params_file], prefix + ".json")
     try:
         sym = mx.sym.load(symbol_file)
     except mx.base.MXNetError as err:
