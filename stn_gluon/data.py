@@ -24,8 +24,8 @@ import numpy as np
 from .errors import DataError
 
 __all__ = ["MNIST_MEAN", "MNIST_STD", "MNISTData", "read_idx", "read_mnist_dir", "find_mnist_dir",
-           "load_mnist", "load_embedded_sample", "with_channel", "normalize", "to_ndarray", "ArrayBatches",
-           "RandomAffine"]
+           "load_mnist", "load_embedded_sample", "find_idx_file", "has_mnist", "with_channel", "normalize",
+           "to_ndarray", "ArrayBatches", "RandomAffine"]
 
 log = logging.getLogger(__name__)
 
@@ -93,7 +93,8 @@ def read_idx(path, expected_ndim=None):
     return np.frombuffer(raw, dtype=dtype, offset=header).reshape(dims)
 
 
-def _idx_path(folder, stem):
+def find_idx_file(folder, stem):
+    """The IDX file ``stem`` in ``folder`` (``.gz`` or raw, ``-idx`` or ``.idx`` spelling), or ``None``."""
     for candidate in (stem + ".gz", stem, stem.replace("-idx", ".idx"),
                       stem.replace("-idx", ".idx") + ".gz"):
         path = os.path.join(folder, candidate)
@@ -102,14 +103,15 @@ def _idx_path(folder, stem):
     return None
 
 
-def _has_mnist(folder):
-    return all(_idx_path(folder, stem) for images, labels, _ in SPLITS.values()
+def has_mnist(folder):
+    """Whether ``folder`` holds all four MNIST IDX files."""
+    return all(find_idx_file(folder, stem) for images, labels, _ in SPLITS.values()
                for stem in (images, labels))
 
 
 def _read_split(folder, split):
     images_stem, labels_stem, _ = SPLITS[split]
-    paths = [_idx_path(folder, images_stem), _idx_path(folder, labels_stem)]
+    paths = [find_idx_file(folder, images_stem), find_idx_file(folder, labels_stem)]
     for stem, path in zip((images_stem, labels_stem), paths):
         if path is None:
             raise DataError(f"{folder}: no {stem}[.gz] (need the four MNIST IDX files)")
@@ -175,19 +177,21 @@ def find_mnist_dir(data_dir=None):
         if folder:
             if not os.path.isdir(folder):
                 raise DataError(f"{origin}: {folder} is not a directory")
-            if not _has_mnist(folder):
-                missing = [s for i, l, _ in SPLITS.values() for s in (i, l) if not _idx_path(folder, s)]
+            if not has_mnist(folder):
+                missing = [s for i, l, _ in SPLITS.values() for s in (i, l) if not find_idx_file(folder, s)]
                 raise DataError(f"{origin}: {folder} lacks {', '.join(missing)} (.gz or raw)")
             return folder
     cache = default_cache_dir()
-    return cache if _has_mnist(cache) else None
+    return cache if has_mnist(cache) else None
 
 
 def load_mnist(data_dir=None, download=False):
     """Load MNIST by the look-up order in the module docs -> :class:`MNISTData`."""
     folder = find_mnist_dir(data_dir)
     if folder is None and download:
-        folder = _download()
+        from .download import download_mnist
+
+        folder = download_mnist(default_cache_dir())
     if folder is not None:
         return read_mnist_dir(folder)
     data = load_embedded_sample()
@@ -198,59 +202,6 @@ def load_mnist(data_dir=None, download=False):
     log.warning("Accuracy on it is not comparable with full-MNIST results.")
     log.warning("!" * 72)
     return data
-
-
-#: The MNIST files on Gluon's dataset repository, with their SHA-1 (as mxnet.gluon.data.vision.MNIST has them).
-_MNIST_SHA1 = {"train-images-idx3-ubyte.gz": "6c95f4b05d2bf285e1bfb0e7960c31bd3b3f8a7d",
-               "train-labels-idx1-ubyte.gz": "2a80914081dc54586dbdf242f9805a6b8d2a15fc",
-               "t10k-images-idx3-ubyte.gz": "c3a25af1f52dad7f726cce8cacb138654b760d48",
-               "t10k-labels-idx1-ubyte.gz": "763e7fa3757d93b0cdec073cef058b2004252c17"}
-
-
-def _short_reason(err):
-    """The gist of a download failure (requests' messages run to hundreds of characters)."""
-    import re
-
-    text = str(err)
-    errno = re.search(r"\[Errno -?\d+\][^'\")]*", text)
-    if errno:
-        return errno.group(0).strip()
-    return (text.splitlines()[0] if text else type(err).__name__)[:120]
-
-
-def _download():
-    """Fetch MNIST with Gluon's downloader into the MXNet cache; returns the cache folder.
-
-    The files are fetched into a temporary folder and moved into the cache only
-    when all four arrived intact, so a failed download leaves nothing behind
-    (no empty cache folder either). Raises :class:`DataError` (one line) on failure.
-    """
-    import contextlib
-    import io
-    import shutil
-    import tempfile
-
-    from mxnet.gluon.utils import _get_repo_file_url, download
-
-    cache = default_cache_dir()
-    with tempfile.TemporaryDirectory(prefix="stn-gluon-mnist-") as tmp:
-        for name, sha1 in _MNIST_SHA1.items():
-            if _idx_path(cache, name[:-3]):
-                continue
-            url = _get_repo_file_url("gluon/dataset/mnist", name)
-            try:
-                with contextlib.redirect_stdout(io.StringIO()):  # its per-try messages
-                    download(url, path=os.path.join(tmp, name), sha1_hash=sha1, retries=2)
-            except Exception as err:  # requests' and the downloader's own errors: all mean "failed"
-                raise DataError(f"downloading MNIST failed ({_short_reason(err)} for {url}); nothing was "
-                                f"written; put the four MNIST files in a folder and give it as data_dir "
-                                f"(--data-dir)") from None
-        os.makedirs(cache, exist_ok=True)
-        for name in os.listdir(tmp):
-            shutil.move(os.path.join(tmp, name), os.path.join(cache, name))
-    if not _has_mnist(cache):
-        raise DataError(f"downloading MNIST: {cache} still lacks some of the four files")
-    return cache
 
 
 def with_channel(images):

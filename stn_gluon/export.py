@@ -10,7 +10,9 @@ without it MNIST defaults are assumed.
 describes (``sha256``: ``{"model-symbol.json": ..., "model-0000.params": ...}``);
 every loader checks them and refuses files changed or damaged since. A
 ``<prefix>.json`` without ``sha256`` (from a version that did not record
-them, or written by hand) loads without the check.
+them, or written by hand) loads without the check. An ONNX export records the params file
+it came from and its SHA-256; :func:`check_onnx_current` refuses one that no
+longer matches the weights beside it.
 """
 import glob
 import json
@@ -27,7 +29,7 @@ from .errors import CheckpointError, mxnet_message
 from .io import sha256_file, write_json
 
 __all__ = ["DEFAULT_PREFIX", "export_block", "write_model_meta", "verify_checksums", "resolve_model", "load_graph",
-           "load_model", "LoadedModel", "ModelGraph"]
+           "load_model", "LoadedModel", "ModelGraph", "onnx_weights_mismatch", "check_onnx_current"]
 
 DEFAULT_PREFIX = "model"
 
@@ -99,6 +101,62 @@ def resolve_model(path):
     if not epochs:
         raise CheckpointError(f"{path}: {prefix}-symbol.json has no {os.path.basename(prefix)}-NNNN.params beside it")
     return prefix, epochs[-1]
+
+
+def _recorded_weights(onnx_path):
+    """``(params file name, SHA-256)`` an ONNX file says it was exported from, or ``None``."""
+    import onnx
+
+    from .onnx import read_metadata
+
+    try:
+        meta = read_metadata(onnx.load(onnx_path, load_external_data=False))
+    except Exception:  # unreadable: OnnxModel reports that, with its own message
+        return None
+    if meta.get("params_sha256"):
+        return meta.get("params_file", ""), meta["params_sha256"]
+    source = meta.get("source")  # files before params_sha256 existed: {name: sha256}
+    if isinstance(source, dict):
+        for name, digest in source.items():
+            if name.endswith(".params"):
+                return name, digest
+    return None
+
+
+def onnx_weights_mismatch(onnx_path: str, model_path: str) -> "str | None":
+    """Why ``onnx_path`` does not hold the weights of ``model_path``, or ``None`` if it does (or cannot tell).
+
+    model_path: a save dir or export prefix (compared with the weights the
+    MXNet loader would take there), or the ``.onnx`` file itself (compared
+    with the params file it names, if that file is beside it).
+    """
+    recorded = _recorded_weights(onnx_path)
+    if recorded is None:
+        return None
+    name, digest = recorded
+    if str(model_path).endswith(".onnx"):
+        params = os.path.join(os.path.dirname(os.path.abspath(onnx_path)), name)
+        if not name or not os.path.isfile(params):
+            return None
+    else:
+        try:
+            prefix, epoch = resolve_model(os.fspath(model_path))
+        except CheckpointError:  # no MXNet export there: nothing to compare with
+            return None
+        params = f"{prefix}-{epoch:04d}.params"
+    if os.path.basename(params) != name:
+        return f"it was exported from {name}, the model's weights are now {os.path.basename(params)}"
+    if sha256_file(params) != digest:
+        return f"it was exported from other weights than today's {os.path.basename(params)}"
+    return None
+
+
+def check_onnx_current(onnx_path: str, model_path: str) -> None:
+    """Refuse (one line) an ONNX file exported from other weights than ``model_path``'s now."""
+    why = onnx_weights_mismatch(onnx_path, model_path)
+    if why:
+        where = model_path if not str(model_path).endswith(".onnx") else os.path.dirname(os.path.abspath(onnx_path))
+        raise CheckpointError(f"{onnx_path} is out of date ({why}); re-run stn-gluon export-onnx --model {where}")
 
 
 def _default_meta():

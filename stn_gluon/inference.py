@@ -187,7 +187,7 @@ def load_predictor(path, backend=None, threads=None):
     if backend not in BACKENDS:
         raise StnGluonError(f"unknown backend {backend!r}; choose {' or '.join(BACKENDS)}")
     if backend == "onnxruntime":
-        from .onnx import check_onnx_current
+        from .export import check_onnx_current
 
         onnx_path = _find_onnx(path)
         check_onnx_current(onnx_path, path)  # an export left over from before a retraining is refused

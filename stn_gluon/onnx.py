@@ -27,8 +27,8 @@ The exported file:
   transform, the source files with their SHA-256, and (``params_file``,
   ``params_sha256``) the weights it was exported from. Loading a save dir's
   ``model.onnx`` checks those against the save dir's weights
-  (:func:`check_onnx_current`): an export left over from before a retraining
-  is refused.
+  (:func:`stn_gluon.export.check_onnx_current`): an export left over from
+  before a retraining is refused.
 """
 import json
 import os
@@ -40,7 +40,7 @@ import numpy as np
 from .errors import CheckpointError, StnGluonError
 from .io import sha256_file
 
-__all__ = ["OPSET", "export_onnx", "OnnxModel", "read_metadata", "onnx_weights_mismatch", "check_onnx_current"]
+__all__ = ["OPSET", "export_onnx", "OnnxModel", "read_metadata"]
 
 OPSET = 20
 OUTPUTS = ("logits", "probabilities", "theta", "warped")
@@ -235,62 +235,6 @@ def read_metadata(onnx_model):
         if key in props:
             out[key] = json.loads(props[key])
     return out
-
-
-def _recorded_weights(onnx_path):
-    """``(params file name, SHA-256)`` an ONNX file says it was exported from, or ``None``."""
-    import onnx
-
-    try:
-        meta = read_metadata(onnx.load(onnx_path, load_external_data=False))
-    except Exception:  # unreadable: OnnxModel reports that, with its own message
-        return None
-    if meta.get("params_sha256"):
-        return meta.get("params_file", ""), meta["params_sha256"]
-    source = meta.get("source")  # files before params_sha256 existed: {name: sha256}
-    if isinstance(source, dict):
-        for name, digest in source.items():
-            if name.endswith(".params"):
-                return name, digest
-    return None
-
-
-def onnx_weights_mismatch(onnx_path: str, model_path: str) -> "str | None":
-    """Why ``onnx_path`` does not hold the weights of ``model_path``, or ``None`` if it does (or cannot tell).
-
-    model_path: a save dir or export prefix (compared with the weights the
-    MXNet loader would take there), or the ``.onnx`` file itself (compared
-    with the params file it names, if that file is beside it).
-    """
-    from .export import resolve_model
-
-    recorded = _recorded_weights(onnx_path)
-    if recorded is None:
-        return None
-    name, digest = recorded
-    if str(model_path).endswith(".onnx"):
-        params = os.path.join(os.path.dirname(os.path.abspath(onnx_path)), name)
-        if not name or not os.path.isfile(params):
-            return None
-    else:
-        try:
-            prefix, epoch = resolve_model(os.fspath(model_path))
-        except StnGluonError:  # no MXNet export there: nothing to compare with
-            return None
-        params = f"{prefix}-{epoch:04d}.params"
-    if os.path.basename(params) != name:
-        return f"it was exported from {name}, the model's weights are now {os.path.basename(params)}"
-    if sha256_file(params) != digest:
-        return f"it was exported from other weights than today's {os.path.basename(params)}"
-    return None
-
-
-def check_onnx_current(onnx_path: str, model_path: str) -> None:
-    """Refuse (one line) an ONNX file exported from other weights than ``model_path``'s now."""
-    why = onnx_weights_mismatch(onnx_path, model_path)
-    if why:
-        where = model_path if not str(model_path).endswith(".onnx") else os.path.dirname(os.path.abspath(onnx_path))
-        raise CheckpointError(f"{onnx_path} is out of date ({why}); re-run stn-gluon export-onnx --model {where}")
 
 
 class OnnxModel:

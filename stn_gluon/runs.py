@@ -174,7 +174,7 @@ def prepare_save_dir(cfg) -> None:
 
 def drop_stale_derived(folder: str) -> list:
     """After a (re)export into ``folder``: remove its ``model.onnx`` if made from other weights."""
-    from .onnx import onnx_weights_mismatch
+    from .export import onnx_weights_mismatch
 
     path = os.path.join(folder, "model.onnx")
     if os.path.isfile(path) and onnx_weights_mismatch(path, folder):

@@ -185,7 +185,8 @@ def test_a_changed_graph_file_is_refused(run):
 
 def test_a_save_dirs_onnx_export_of_older_weights_is_refused(tmp_path, run):
     from stn_gluon.inference import load_predictor
-    from stn_gluon.onnx import export_onnx, onnx_weights_mismatch, read_metadata
+    from stn_gluon.export import onnx_weights_mismatch
+    from stn_gluon.onnx import export_onnx, read_metadata
     import onnx
 
     export_onnx(str(run), str(run / "model.onnx"))
