@@ -17,10 +17,10 @@ __all__ = ["writable_file", "writable_dir", "readable_path", "remove_empty_dirs"
 
 
 def _nearest_existing(path: str) -> str:
-    """The longest existing prefix of ``path`` (absolute)."""
-    current = os.path.abspath(path)
+    """The longest existing prefix of ``path``, spelled as the user did (``"."`` for the current folder)."""
+    current = os.path.normpath(path)
     while not os.path.lexists(current):
-        parent = os.path.dirname(current)
+        parent = os.path.dirname(current) or "."
         if parent == current:
             break
         current = parent
@@ -37,10 +37,10 @@ def _probe(folder: str, what: str, path: str) -> None:
     os.remove(tmp)
 
 
-def _no_file_on_the_way(path: str, what: str) -> str:
-    """Raise if a file (not a folder) stands where ``path`` needs a folder; returns the nearest existing prefix."""
-    existing = _nearest_existing(path)
-    if existing != os.path.abspath(path) and not os.path.isdir(existing):
+def _no_file_on_the_way(folder: str, what: str, path: str) -> str:
+    """Raise if a file stands where ``folder`` (for ``path``) must be; returns its longest existing prefix."""
+    existing = _nearest_existing(folder)
+    if not os.path.isdir(existing):
         raise StnGluonError(f"{what} {path}: {existing} is a file, not a folder")
     return existing
 
@@ -61,11 +61,10 @@ def writable_file(path: str, what: str, suffix: Optional[str] = None) -> str:
         raise StnGluonError(f"{what} {path}: is a folder, not a file")
     if os.path.lexists(path) and not os.path.isfile(path):
         raise StnGluonError(f"{what} {path}: exists and is not a regular file")
-    folder = os.path.dirname(os.path.abspath(path))
-    _no_file_on_the_way(folder, what)
+    folder = os.path.dirname(os.path.normpath(path)) or "."
+    _no_file_on_the_way(folder, what, path)
     if not os.path.isdir(folder):
-        raise StnGluonError(f"{what} {path}: folder {os.path.dirname(path) or folder} does not exist "
-                            f"(create it first)")
+        raise StnGluonError(f"{what} {path}: the folder {folder} does not exist (create it first)")
     _probe(folder, what, path)
     return path
 
@@ -83,14 +82,14 @@ def writable_dir(path: str, what: str, create: bool = False,
         raise StnGluonError(f"{what}: expected a folder name, got an empty one")
     if os.path.lexists(path) and not os.path.isdir(path):
         raise StnGluonError(f"{what} {path}: is a file, not a folder")
-    existing = _no_file_on_the_way(path, what)
+    existing = _no_file_on_the_way(path, what, path)
     _probe(existing, what, path)
     if os.path.isdir(path) or not create:
         return []
-    missing, current = [], os.path.abspath(path)
+    missing, current = [], os.path.normpath(path)
     while current != existing:
         missing.append(current)
-        current = os.path.dirname(current)
+        current = os.path.dirname(current) or "."
     try:
         os.makedirs(path, exist_ok=True)
     except OSError as err:
@@ -106,7 +105,7 @@ def readable_path(path: str, what: str, kind: str = "any") -> str:
         raise StnGluonError(f"{what}: expected a path, got an empty one")
     if not os.path.exists(path):
         existing = _nearest_existing(path)
-        if existing != os.path.abspath(path) and not os.path.isdir(existing):
+        if not os.path.isdir(existing):
             raise StnGluonError(f"{what} {path}: not found ({existing} is a file, not a folder)")
         raise StnGluonError(f"{what} {path}: not found")
     if kind == "file" and os.path.isdir(path):
