@@ -67,10 +67,10 @@ def _write(name, data):
 # model's folder, DATA a small MNIST folder, DAMAGED the case's damaged copy of the model
 CASES = {
     # train / train-symbol
-    "train_epochs_negative": (["train", "--epochs", "-1"], "--epochs", None),
-    "train_unknown_dataset": (["train", "--dataset", "imagenet"], "unknown dataset", None),
-    "train_unknown_transform": (["train", "--transform", "warp"], "--transform", None),
-    "train_bad_ctx": (["train", "--ctx", "tpu", "--data-dir", "DATA", "--save-dir", "run"], "--ctx", None),
+    "train_epochs_negative": (["train", "--epochs", "-1"], "epochs", None),
+    "train_unknown_dataset": (["train", "--dataset", "imagenet"], "imagenet", None),
+    "train_unknown_transform": (["train", "--transform", "warp"], "warp", None),
+    "train_bad_ctx": (["train", "--ctx", "tpu", "--data-dir", "DATA", "--save-dir", "run"], "tpu", None),
     "train_missing_gpu": (["train", "--ctx", "gpu:63", "--data-dir", "DATA", "--save-dir", "run"],
                           "gpu 63 requested", None),
     "train_save_dir_is_a_file": (["train", "--save-dir", "README.md", "--data-dir", "DATA"],
