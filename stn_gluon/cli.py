@@ -387,7 +387,12 @@ def _cmd_serve(args):
 def _cmd_bench(args):
     from .paths import remove_empty_dirs, writable_dir
 
-    created = writable_dir(args.out, "--out", create=True, note=_note)
+    out = args.out
+    if out is None:  # bench distortions: the config's default, where the flag was not given
+        from .distortion_bench import DistortionBenchConfig
+
+        out = DistortionBenchConfig.out
+    created = writable_dir(out, "--out", create=True, note=_note)
     try:
         _run_bench(args)
     except BaseException:
