@@ -385,19 +385,15 @@ def _cmd_serve(args):
 
 
 def _cmd_bench(args):
-    from .paths import remove_empty_dirs, writable_dir
+    from .paths import writable_dir
 
     out = args.out
     if out is None:  # bench distortions: the config's default, where the flag was not given
         from .distortion_bench import DistortionBenchConfig
 
         out = DistortionBenchConfig.out
-    created = writable_dir(out, "--out", create=True, note=_note)
-    try:
-        _run_bench(args)
-    except BaseException:
-        remove_empty_dirs(created)  # nothing left behind by a run that wrote nothing
-        raise
+    writable_dir(out, "--out")  # checked before the bench's minutes of work; the bench makes it when it writes
+    _run_bench(args)
 
 
 def _run_bench(args):
