@@ -225,6 +225,8 @@ def load_graph(path):
     except mx.base.MXNetError as err:
         raise CheckpointError(f"{symbol_file}: not a valid MXNet symbol file "
                               f"({mxnet_message(err)})") from None
+    except ValueError:  # UnicodeDecodeError from MXNet's own message on a binary or truncated file
+        raise CheckpointError(f"{symbol_file}: not a valid MXNet symbol file (damaged or truncated)") from None
     if sym.attr("op_name") == "SoftmaxOutput":
         sym = sym.get_children()[0]  # a Module graph: serve the logits, not the loss head
     if len(sym.list_outputs()) > 1:
