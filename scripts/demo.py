@@ -13,7 +13,7 @@ Usage: python scripts/demo.py [stn-gluon train flags]. With ``--save-dir``,
 import sys
 
 from stn_gluon.cli import build_parser, main, train_config_from_args
-from stn_gluon.errors import ConfigError, StnGluonError
+from stn_gluon.errors import StnGluonError
 from stn_gluon.runs import plan_demo
 
 DEMO_DIR = "runs/demo"
@@ -25,11 +25,8 @@ def run(argv):
         return main(["train", *argv])
     try:
         plan = plan_demo(train_config_from_args(args).validate(), DEMO_DIR)
-    except ConfigError as err:
-        print(f"error: {err.as_flag()}", file=sys.stderr)
-        return 2
     except StnGluonError as err:
-        print(f"error: {err}", file=sys.stderr)
+        print(f"error: {err.for_cli()}", file=sys.stderr)
         return 2
     print(plan.message, flush=True)
     if plan.done:

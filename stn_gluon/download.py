@@ -51,8 +51,8 @@ def download_mnist(cache: str) -> str:
                     download(url, path=os.path.join(tmp, name), sha1_hash=sha1, retries=2)
             except Exception as err:  # requests' and the downloader's own errors: all mean "failed"
                 raise DataError(f"downloading MNIST failed ({_short_reason(err)} for {url}); nothing was "
-                                f"written; put the four MNIST files in a folder and give it as data_dir "
-                                f"(--data-dir)") from None
+                                f"written; put the four MNIST files in a folder and give it as data_dir",
+                                params=("data_dir",)) from None
         os.makedirs(cache, exist_ok=True)
         for name in os.listdir(tmp):
             shutil.move(os.path.join(tmp, name), os.path.join(cache, name))

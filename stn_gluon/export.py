@@ -78,7 +78,7 @@ def verify_checksums(meta: dict, files: list, described: str) -> None:
         if name not in recorded:
             named = ", ".join(sorted(recorded)) or "nothing"
             raise CheckpointError(f"{path}: {described} describes other files ({named}); a run that did not "
-                                  f"finish? continue it with --resume")
+                                  f"finish? continue it with resume", params=("resume",))
         if sha256_file(path) != recorded[name]:
             raise CheckpointError(f"{path}: its SHA-256 does not match {described} (changed or damaged since it "
                                   f"was written); restore it or train again")

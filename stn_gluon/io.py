@@ -19,6 +19,7 @@ __all__ = ["atomic_path", "atomic_write_bytes", "atomic_write_text", "write_json
            "save_checkpoint", "load_checkpoint", "not_a_checkpoint", "current_umask", "CHECKPOINT_NAME"]
 
 CHECKPOINT_NAME = "checkpoint.zip"
+_RETRAIN = ("overwrite", "save_dir")  # the parameters a "train again" message names
 #: 2: optimizer state as ``optimizer.params`` (an ``mx.nd.save`` dict) + ``optimizer.json``;
 #: 1 held ``trainer.states``, a pickle, and is refused.
 _CHECKPOINT_FORMAT = 2
@@ -147,9 +148,9 @@ def load_checkpoint(path):
         raise CheckpointError(f"checkpoint {path} not found")
     what = not_a_checkpoint(path)
     if what is not None:
-        raise CheckpointError(f"{path} is {what}, not a checkpoint (the file is fine); --resume expects the "
-                              f"run folder or its {CHECKPOINT_NAME}")
-    damaged = "it cannot be resumed; train again with --overwrite or into another --save-dir"
+        raise CheckpointError(f"{path} is {what}, not a checkpoint (the file is fine); resume expects the "
+                              f"run folder or its {CHECKPOINT_NAME}", params=("resume",))
+    damaged = "it cannot be resumed; train again with overwrite or into another save_dir"  # names _RETRAIN
     with tempfile.TemporaryDirectory() as tmpdir:
         try:
             with zipfile.ZipFile(path) as zf:
@@ -158,17 +159,17 @@ def load_checkpoint(path):
                 if pickled:
                     raise CheckpointError(
                         f"checkpoint {path} is from an older stn-gluon: its optimizer state ({pickled[0]}) is a "
-                        f"pickle, which is never loaded (it could run code); {damaged}")
+                        f"pickle, which is never loaded (it could run code); {damaged}", params=_RETRAIN)
                 bad = zf.testzip()
                 if bad is not None:
-                    raise CheckpointError(f"checkpoint {path} is damaged ({bad} fails its CRC check); {damaged}")
+                    raise CheckpointError(f"checkpoint {path} is damaged ({bad} fails its CRC check); {damaged}", params=_RETRAIN)
                 if not {"meta.json", "net.params"} <= names:
                     raise CheckpointError(f"checkpoint {path} is incomplete (has {sorted(names)})")
                 meta = json.loads(zf.read("meta.json"))
                 info = json.loads(zf.read("optimizer.json")) if "optimizer.json" in names else None
                 zf.extractall(tmpdir, members=[n for n in ("net.params", "optimizer.params") if n in names])
         except (zipfile.BadZipFile, EOFError, OSError, ValueError, KeyError, zlib.error) as err:
-            raise CheckpointError(f"checkpoint {path} is damaged ({err}); {damaged}") from None
+            raise CheckpointError(f"checkpoint {path} is damaged ({err}); {damaged}", params=_RETRAIN) from None
         if not isinstance(meta, dict) or not isinstance(meta.get("epoch"), int):
             raise CheckpointError(f"checkpoint {path} has no valid meta.json")
         state = None
@@ -176,8 +177,8 @@ def load_checkpoint(path):
             try:
                 arrays = mx.nd.load(os.path.join(tmpdir, "optimizer.params"))
             except mx.base.MXNetError:
-                raise CheckpointError(f"checkpoint {path}: its optimizer.params is unreadable; {damaged}") from None
+                raise CheckpointError(f"checkpoint {path}: its optimizer.params is unreadable; {damaged}", params=_RETRAIN) from None
             if not isinstance(arrays, dict) or not isinstance(info, dict):
-                raise CheckpointError(f"checkpoint {path}: its optimizer state is malformed; {damaged}")
+                raise CheckpointError(f"checkpoint {path}: its optimizer state is malformed; {damaged}", params=_RETRAIN)
             state = (arrays, info)
         yield meta, os.path.join(tmpdir, "net.params"), state

@@ -32,7 +32,7 @@ def _probe(folder: str, what: str, path: str) -> None:
         fd, tmp = tempfile.mkstemp(prefix=".stn-gluon-probe-", dir=folder)
     except OSError as err:
         reason = "it takes no new files" if isinstance(err, FileNotFoundError) else (err.strerror or str(err))
-        raise StnGluonError(f"{what} {path}: cannot write in {folder} ({reason})") from None
+        raise _fail(what, f"{what} {path}: cannot write in {folder} ({reason})") from None
     os.close(fd)
     os.remove(tmp)
 
@@ -41,8 +41,13 @@ def _no_file_on_the_way(folder: str, what: str, path: str) -> str:
     """Raise if a file stands where ``folder`` (for ``path``) must be; returns its longest existing prefix."""
     existing = _nearest_existing(folder)
     if not os.path.isdir(existing):
-        raise StnGluonError(f"{what} {path}: {existing} is a file, not a folder")
+        raise _fail(what, f"{what} {path}: {existing} is a file, not a folder")
     return existing
+
+
+def _fail(what: str, message: str) -> StnGluonError:
+    """The error for argument ``what``: a parameter name (``save_dir``) is shown as a flag by the CLI."""
+    return StnGluonError(message, params=(what,) if what.isidentifier() else ())
 
 
 def writable_file(path: str, what: str, suffix: Optional[str] = None) -> str:
@@ -54,17 +59,17 @@ def writable_file(path: str, what: str, suffix: Optional[str] = None) -> str:
     ``-o README.md`` cannot replace an unrelated file.
     """
     if not path:
-        raise StnGluonError(f"{what}: expected a file name, got an empty one")
+        raise _fail(what, f"{what}: expected a file name, got an empty one")
     if suffix and not path.lower().endswith(suffix):
-        raise StnGluonError(f"{what} {path}: expected a {suffix} file name")
+        raise _fail(what, f"{what} {path}: expected a {suffix} file name")
     if os.path.isdir(path):
-        raise StnGluonError(f"{what} {path}: is a folder, not a file")
+        raise _fail(what, f"{what} {path}: is a folder, not a file")
     if os.path.lexists(path) and not os.path.isfile(path):
-        raise StnGluonError(f"{what} {path}: exists and is not a regular file")
+        raise _fail(what, f"{what} {path}: exists and is not a regular file")
     folder = os.path.dirname(os.path.normpath(path)) or "."
     _no_file_on_the_way(folder, what, path)
     if not os.path.isdir(folder):
-        raise StnGluonError(f"{what} {path}: the folder {folder} does not exist (create it first)")
+        raise _fail(what, f"{what} {path}: the folder {folder} does not exist (create it first)")
     _probe(folder, what, path)
     return path
 
@@ -79,9 +84,9 @@ def writable_dir(path: str, what: str, create: bool = False,
     first, for :func:`remove_empty_dirs` to take back if the work fails.
     """
     if not path:
-        raise StnGluonError(f"{what}: expected a folder name, got an empty one")
+        raise _fail(what, f"{what}: expected a folder name, got an empty one")
     if os.path.lexists(path) and not os.path.isdir(path):
-        raise StnGluonError(f"{what} {path}: is a file, not a folder")
+        raise _fail(what, f"{what} {path}: is a file, not a folder")
     existing = _no_file_on_the_way(path, what, path)
     _probe(existing, what, path)
     if os.path.isdir(path) or not create:
@@ -93,7 +98,7 @@ def writable_dir(path: str, what: str, create: bool = False,
     try:
         os.makedirs(path, exist_ok=True)
     except OSError as err:
-        raise StnGluonError(f"{what} {path}: cannot create it ({err.strerror or err})") from None
+        raise _fail(what, f"{what} {path}: cannot create it ({err.strerror or err})") from None
     if note is not None:
         note(f"{what}: created the folder {path}")
     return missing[::-1]
@@ -102,18 +107,18 @@ def writable_dir(path: str, what: str, create: bool = False,
 def readable_path(path: str, what: str, kind: str = "any") -> str:
     """Check that ``path`` exists and can be read; ``kind``: ``"file"``, ``"dir"`` or ``"any"``. Returns ``path``."""
     if not path:
-        raise StnGluonError(f"{what}: expected a path, got an empty one")
+        raise _fail(what, f"{what}: expected a path, got an empty one")
     if not os.path.exists(path):
         existing = _nearest_existing(path)
         if not os.path.isdir(existing):
-            raise StnGluonError(f"{what} {path}: not found ({existing} is a file, not a folder)")
-        raise StnGluonError(f"{what} {path}: not found")
+            raise _fail(what, f"{what} {path}: not found ({existing} is a file, not a folder)")
+        raise _fail(what, f"{what} {path}: not found")
     if kind == "file" and os.path.isdir(path):
-        raise StnGluonError(f"{what} {path}: is a folder, not a file")
+        raise _fail(what, f"{what} {path}: is a folder, not a file")
     if kind == "dir" and not os.path.isdir(path):
-        raise StnGluonError(f"{what} {path}: is a file, not a folder")
+        raise _fail(what, f"{what} {path}: is a file, not a folder")
     if not os.access(path, os.R_OK | (os.X_OK if os.path.isdir(path) else 0)):
-        raise StnGluonError(f"{what} {path}: permission denied")
+        raise _fail(what, f"{what} {path}: permission denied")
     return path
 
 

@@ -131,16 +131,18 @@ def check_save_dir(cfg) -> Optional[RunInfo]:
     folder = cfg.save_dir
     overwrite = getattr(cfg, "overwrite", False)
     if overwrite and cfg.resume:
-        raise StnGluonError("--overwrite replaces the run that --resume would continue: give one of them")
+        raise StnGluonError("overwrite replaces the run that resume would continue: give one of them",
+                            params=("overwrite", "resume"))
     if os.path.exists(folder) and not os.path.isdir(folder):
-        raise StnGluonError(f"--save-dir {folder} is a file, not a folder")
+        raise StnGluonError(f"save_dir {folder} is a file, not a folder", params=("save_dir",))
     info = inspect_run(folder)
     if info is None or overwrite:
         return info
     if cfg.resume and (cfg.resume == "auto" or _inside(cfg.resume, folder)):
         return info
-    raise RunExistsError(f"{folder} already holds {describe_run(info)}; continue it with --resume, "
-                         f"replace it with --overwrite, or choose another --save-dir")
+    raise RunExistsError(f"{folder} already holds {describe_run(info)}; continue it with resume, "
+                         f"replace it with overwrite, or choose another save_dir",
+                         params=("resume", "overwrite", "save_dir"))
 
 
 def clear_run(folder: str) -> list:
@@ -163,13 +165,14 @@ def prepare_save_dir(cfg) -> None:
     folder = cfg.save_dir
     if getattr(cfg, "overwrite", False) and inspect_run(folder) is not None:
         removed = clear_run(folder)
-        log.warning("--overwrite: removed the previous run from %s (%s)", folder, ", ".join(removed))
+        log.warning("overwrite: removed the previous run from %s (%s)", folder, ", ".join(removed))
     try:
         os.makedirs(folder, exist_ok=True)
     except (FileExistsError, NotADirectoryError):
-        raise StnGluonError(f"--save-dir {folder}: a part of this path is a file, not a folder") from None
+        raise StnGluonError(f"save_dir {folder}: a part of this path is a file, not a folder",
+                            params=("save_dir",)) from None
     except OSError as err:
-        raise StnGluonError(f"--save-dir {folder}: cannot create it ({err.strerror})") from None
+        raise StnGluonError(f"save_dir {folder}: cannot create it ({err.strerror})", params=("save_dir",)) from None
 
 
 def drop_stale_derived(folder: str) -> list:

@@ -25,6 +25,7 @@ from .architecture import build_net, default_initializer, initialize_net
 from .optstate import restore_updater_state, trainer_updaters, updater_state
 from .recipes import TrainConfig
 from .reporting import History, RunRecorder, check_recipe
+from .paths import writable_dir
 from .runs import RunExistsError, check_save_dir, describe_run, drop_stale_derived, inspect_run, prepare_save_dir
 
 # TrainConfig is defined in stn_gluon.recipes; it is importable from here too, as the trainer's input.
@@ -169,7 +170,8 @@ def _resume_path(cfg):
             there = inspect_run(cfg.save_dir)
             if there is not None:
                 raise RunExistsError(f"{cfg.save_dir} holds {describe_run(there)} but no {CHECKPOINT_NAME} to "
-                                     f"continue; replace it with --overwrite or choose another --save-dir")
+                                     f"continue; replace it with overwrite or choose another save_dir",
+                                     params=("overwrite", "save_dir"))
             log.warning("--resume: no checkpoint in %s yet, starting from scratch", cfg.save_dir)
             return None
         return path
@@ -189,8 +191,8 @@ class PreparedData:
         self.input_shape = self.train_pixels.shape[1:]
         self.num_classes = 10
         if len(self.train_pixels) < cfg.batch_size:
-            raise StnGluonError(f"--batch-size {cfg.batch_size} is larger than the training set "
-                                f"({len(self.train_pixels)})")
+            raise StnGluonError(f"batch_size {cfg.batch_size} is larger than the training set "
+                                f"({len(self.train_pixels)})", params=("batch_size",))
         self.train = data_lib.ArrayBatches(self.train_pixels, dataset.train_labels, cfg.batch_size,
                                            shuffle=True, seed=cfg.seed, last_batch="discard")
         # An eval batch that divides the test set: no padded batch (Module.score would count it).
@@ -233,6 +235,7 @@ def setup_run(cfg, dataset=None, build=None):
     cfg.validate()
     ctx_list = parse_ctx(cfg.ctx)
     check_save_dir(cfg)  # before anything is loaded or written: refuse to replace a run unasked
+    writable_dir(cfg.save_dir, "save_dir")
     if dataset is None:
         from .distortions import load_dataset
 

@@ -117,14 +117,14 @@ def _optimizer_state(prefix, epoch):
                 info = json.load(f)
         except (mx.base.MXNetError, OSError, ValueError) as err:
             raise CheckpointError(f"{base}.optimizer is damaged ({mxnet_message(err)}); train again with "
-                                  f"--overwrite or into another --save-dir") from None
+                                  f"overwrite or into another save_dir", params=("overwrite", "save_dir")) from None
         if not isinstance(arrays, dict) or not isinstance(info, dict):
-            raise CheckpointError(f"{base}.optimizer is malformed; train again with --overwrite")
+            raise CheckpointError(f"{base}.optimizer is malformed; train again with overwrite", params=("overwrite",))
         return arrays, info
     if os.path.isfile(base + ".states"):
         raise CheckpointError(f"{base}.states is from an older stn-gluon: a pickled optimizer state, which is "
-                              f"never loaded (it could run code); train again with --overwrite or into "
-                              f"another --save-dir")
+                              f"never loaded (it could run code); train again with overwrite or into "
+                              f"another save_dir", params=("overwrite", "save_dir"))
     return None
 
 
