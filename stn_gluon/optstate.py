@@ -57,6 +57,14 @@ def _unflatten(layout, arrays):
     return tuple(_unflatten(l, arrays) for l in layout)
 
 
+def _param_name(opt, key):
+    """The parameter an optimizer index stands for (Gluon: ``param_dict``; Module: ``idx2name``), or None."""
+    param = getattr(opt, "param_dict", {}).get(key)
+    if param is not None:
+        return param.name
+    return getattr(opt, "idx2name", {}).get(key)
+
+
 def updater_state(updaters: list) -> tuple:
     """``(arrays, info)``: ``{name: NDArray}`` for ``mx.nd.save`` and a JSON-able dict.
 
@@ -67,7 +75,7 @@ def updater_state(updaters: list) -> tuple:
     opt = updater.optimizer
     flat, entries = [], []
     for key in sorted(updater.states, key=lambda k: (isinstance(k, str), k)):
-        entries.append(dict(key=key, layout=_flatten(updater.states[key], flat)))
+        entries.append(dict(key=key, name=_param_name(opt, key), layout=_flatten(updater.states[key], flat)))
     arrays = {f"s{i}": a.as_in_context(mx.cpu()) for i, a in enumerate(flat)}
     counts = {str(dev): [[k, v] for k, v in c.items()] for dev, c in opt._all_index_update_counts.items()}
     info = dict(format=STATE_FORMAT, optimizer=type(opt).__name__.lower(), num_update=int(opt.num_update),
@@ -87,6 +95,10 @@ def restore_updater_state(updaters: list, arrays: dict, info: dict, source: str 
         opt = updaters[0].optimizer
         if info["optimizer"] != type(opt).__name__.lower():
             raise ValueError(f"it holds {info['optimizer']} state, this run uses {type(opt).__name__.lower()}")
+        for e in info["states"]:
+            name = _param_name(opt, e["key"])
+            if e.get("name") and name and e["name"] != name:
+                raise ValueError(f"its state #{e['key']} is for {e['name']}, here that is {name}")
         per_updater = [{e["key"]: _unflatten(e["layout"], arrays) for e in info["states"]} for _ in updaters]
         counts = {int(dev): {k: int(v) for k, v in pairs} for dev, pairs in info["counts"].items()}
         num_update = int(info["num_update"])

@@ -16,9 +16,11 @@ from stn_gluon.optstate import restore_updater_state, trainer_updaters, updater_
 from stn_gluon.training import TrainConfig, fit, make_trainer
 
 
-def _net(ctx_list):
-    net = gluon.nn.HybridSequential()
-    net.add(gluon.nn.Dense(8, activation="relu", in_units=5), gluon.nn.Dense(3, in_units=8))
+def _net(ctx_list, prefix="t_"):
+    net = gluon.nn.HybridSequential(prefix=prefix)  # fixed names, as the trainers' nets have
+    with net.name_scope():
+        net.add(gluon.nn.Dense(8, activation="relu", in_units=5, prefix="d0_"),
+                gluon.nn.Dense(3, in_units=8, prefix="d1_"))
     net.initialize(mx.init.Xavier(), ctx=ctx_list)
     return net
 
@@ -37,8 +39,7 @@ def _steps(net, trainer, ctx_list, rng, count):
 
 
 def _weights(net):
-    """Parameter values by position (each net gets its own name prefix)."""
-    return {i: v.data(v.list_ctx()[0]).asnumpy() for i, v in enumerate(net.collect_params().values())}
+    return {k: v.data(v.list_ctx()[0]).asnumpy() for k, v in net.collect_params().items()}
 
 
 def _trainer(net, optimizer, ctx_list):
@@ -64,8 +65,8 @@ def test_restored_optimizer_state_continues_exactly_as_the_uninterrupted_run(tmp
     _steps(straight, trainer, ctx_list, np.random.RandomState(1), 4)
 
     resumed = _net(ctx_list)
-    for i, param in enumerate(resumed.collect_params().values()):
-        param.set_data(mx.nd.array(after3[i]))
+    for name, param in resumed.collect_params().items():
+        param.set_data(mx.nd.array(after3[name]))
     trainer2 = _trainer(resumed, optimizer, ctx_list)
     restore_updater_state(trainer_updaters(trainer2), mx.nd.load(str(tmp_path / "opt.params")),
                           json.loads((tmp_path / "opt.json").read_text()))
@@ -80,15 +81,19 @@ def test_restored_optimizer_state_continues_exactly_as_the_uninterrupted_run(tmp
         assert any(e["layout"] is not None for e in info["states"])  # momentum was saved, not dropped
 
 
-def test_optimizer_state_of_another_optimizer_is_refused():
+def test_optimizer_state_of_another_optimizer_or_other_parameters_is_refused():
     ctx = [mx.cpu()]
     net = _net(ctx)
     trainer = _trainer(net, "adam", ctx)
     _steps(net, trainer, ctx, np.random.RandomState(0), 1)
     arrays, info = updater_state(trainer_updaters(trainer))
+    assert [e["name"] for e in info["states"]] == ["t_d0_bias", "t_d0_weight", "t_d1_bias", "t_d1_weight"]
     other = _trainer(_net(ctx), "sgd", ctx)
     with pytest.raises(CheckpointError, match="holds adam state, this run uses sgd"):
         restore_updater_state(trainer_updaters(other), arrays, info, source="ckpt")
+    renamed = _trainer(_net(ctx, prefix="u_"), "adam", ctx)
+    with pytest.raises(CheckpointError, match="is for t_d0_bias, here that is u_d0_bias"):
+        restore_updater_state(trainer_updaters(renamed), arrays, info, source="ckpt")
 
 
 class _Payload:
