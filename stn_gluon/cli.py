@@ -24,6 +24,13 @@ def _positive_int(text):
     return value
 
 
+def _positive_float(text):
+    value = _float(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {text!r}")
+    return value
+
+
 def _float(text):
     try:
         value = float(text)
@@ -68,7 +75,8 @@ def add_data_args(p, dataset_default="mnist"):
 def add_train_args(p, defaults):
     """The training flags shared by ``train`` and ``train-symbol`` (gluoncv script style)."""
     d = defaults
-    p.add_argument("--epochs", type=_positive_int, default=d.epochs)
+    p.add_argument("--epochs", type=_positive_float, default=d.epochs,
+                   help="may be fractional (1.5: the last epoch stops half-way; Module trainer: whole epochs)")
     p.add_argument("--batch-size", type=_positive_int, default=d.batch_size)
     p.add_argument("--lr", type=_float, default=d.lr, help="peak learning rate")
     p.add_argument("--optimizer", default=d.optimizer, choices=["sgd", "nag", "adam"])
@@ -200,8 +208,9 @@ def build_parser():
     q.add_argument("--out", default="runs/bench_speed")
     q = which.add_parser("time-to-accuracy", help="wall time of a default training run to a test accuracy")
     q.add_argument("--target", type=_float, default=0.99)
-    q.add_argument("--epochs", type=_positive_int, default=None,
-                   help="the default recipe with its schedule fitted to this many epochs (default: 20)")
+    q.add_argument("--epochs", type=_positive_float, default=None,
+                   help="the default recipe with its schedule fitted to this many epochs, may be fractional "
+                        "(default: 20)")
     q.add_argument("--batch-size", type=_positive_int, default=None)
     q.add_argument("--lr", type=_float, default=None)
     q.add_argument("--data-dir", default=None)

@@ -7,6 +7,7 @@ schedulers), history and metrics (:mod:`stn_gluon.reporting`), checkpoints
 (:mod:`stn_gluon.export`).
 """
 import collections
+import itertools
 import logging
 import os
 import sys
@@ -25,7 +26,8 @@ from .io import CHECKPOINT_NAME, load_checkpoint, save_checkpoint
 from .models import get_model
 from .reporting import History, RunRecorder, check_recipe
 
-__all__ = ["TrainConfig", "make_lr_scheduler", "train_step", "evaluate", "fit", "stn_batch", "progress_bar"]
+__all__ = ["TrainConfig", "make_lr_scheduler", "epoch_lengths", "train_step", "evaluate", "fit", "stn_batch",
+           "progress_bar"]
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +53,9 @@ class TrainConfig:
     localization: str = None  # "conv" (LocalizationNet) or "saliency" (SaliencyLocalization); None: the dataset's
     init_scale: float = None  # the STN's initial zoom (1: identity, 0.5: the central half); None: the dataset's
     brightness_prior: float = None  # saliency localization's lean toward bright cells (0: none); None: the dataset's
-    epochs: int = 20
+    # may be fractional: 1.5 trains one epoch, then the first half of the next (the lr
+    # schedule spans exactly those batches; see epoch_lengths)
+    epochs: float = 20
     batch_size: int = 64
     optimizer: str = "sgd"
     lr: float = 0.02
@@ -79,7 +83,7 @@ class TrainConfig:
 
     def validate(self):
         checks = [
-            (self.epochs >= 1, f"--epochs must be >= 1, got {self.epochs}"),
+            (0 < self.epochs < float("inf"), f"--epochs must be a number > 0, got {self.epochs}"),
             (self.batch_size >= 1, f"--batch-size must be >= 1, got {self.batch_size}"),
             (self.lr > 0 and np.isfinite(self.lr), f"--lr must be a positive number, got {self.lr}"),
             (self.wd >= 0, f"--wd must be >= 0, got {self.wd}"),
@@ -166,6 +170,17 @@ def make_lr_scheduler(cfg, iters_per_epoch):
                              step_iter=([niters(s) for s in steps] if cfg.lr_mode == "step" else [10 ** 12]),
                              step_factor=0.1 if cfg.lr_mode == "step" else 1.0))
     return LRSequential(parts)
+
+
+def epoch_lengths(epochs, batches_per_epoch):
+    """Batches in each epoch of a run of ``epochs`` epochs (at least one batch in all).
+
+    A fractional ``epochs`` cuts the last epoch short: ``epoch_lengths(1.5, 100)``
+    is ``[100, 50]``; the schedule of :func:`make_lr_scheduler` ends with it.
+    """
+    total = max(1, int(round(epochs * batches_per_epoch)))
+    full, rest = divmod(total, batches_per_epoch)
+    return [batches_per_epoch] * full + ([rest] if rest else [])
 
 
 def progress_bar(iterable, total, desc, enabled=True):
@@ -401,13 +416,15 @@ def fit(cfg, dataset=None, echo=print, on_epoch=None):
     recorder.start(resume, len(recorder.history))
     loss_fn = gluon.loss.SoftmaxCrossEntropyLoss()
 
-    for epoch in range(len(recorder.history), cfg.epochs):
+    lengths = epoch_lengths(cfg.epochs, len(data.train))
+    for epoch in range(len(recorder.history), len(lengths)):
         data.set_epoch(epoch, cfg.seed)
         tic = time.time()
         loss_acc = [mx.nd.zeros(1, ctx=c) for c in ctx_list]
         correct_acc = [mx.nd.zeros(1, ctx=c) for c in ctx_list]
         seen = 0
-        bar = progress_bar(data.train, len(data.train), f"Epoch {epoch + 1}/{cfg.epochs}", cfg.progress)
+        batches = itertools.islice(data.train, lengths[epoch])
+        bar = progress_bar(batches, lengths[epoch], f"Epoch {epoch + 1}/{cfg.epochs}", cfg.progress)
         run_ahead = RunAhead()
         for i, (batch, label) in enumerate(bar):
             if data.augment is not None:
@@ -418,7 +435,7 @@ def fit(cfg, dataset=None, echo=print, on_epoch=None):
                 loss_acc[k] += l.sum()
                 correct_acc[k] += (o.argmax(axis=1) == y).sum()
             seen += batch.shape[0]
-            if cfg.progress and (i % 50 == 49 or i == len(data.train) - 1):
+            if cfg.progress and (i % 50 == 49 or i == lengths[epoch] - 1):
                 loss_sum = sum(a.asscalar() for a in loss_acc)
                 correct = sum(a.asscalar() for a in correct_acc)
                 bar.set_postfix(loss=f"{loss_sum / seen:.4f}", acc=f"{correct / seen:.4f}",
@@ -459,7 +476,7 @@ def _restore(path, cfg, net, trainer, ctx_list):
 
 def _final_test(recorder, data, net, ctx_list):
     last = recorder.history.last
-    if last is not None and last["epoch"] == recorder.cfg.epochs:
+    if last is not None and last["epoch"] == len(epoch_lengths(recorder.cfg.epochs, len(data.train))):
         total = data.num_test
         return last["test_loss"], int(round(last["test_acc"] * total)), total
     return evaluate(net, data.test, ctx_list)

@@ -160,6 +160,8 @@ def fit_module(cfg, dataset=None, echo=print, symbol=None):
         raise StnGluonError("train-symbol: mx.sym.SpatialTransformer supports only the affine transform")
     if cfg.model not in ("stn_lenet", "lenet"):
         raise StnGluonError(f"train-symbol: model {cfg.model!r} has no symbolic form (stn_lenet or lenet)")
+    if cfg.epochs != int(cfg.epochs):
+        raise StnGluonError(f"train-symbol: Module.fit trains whole epochs only, got --epochs {cfg.epochs}")
     ctx_list, data = setup_run(cfg, dataset)
     if symbol is None:
         symbol = get_symbol(data.num_classes, add_stn=cfg.model == "stn_lenet",
@@ -217,7 +219,7 @@ def fit_module(cfg, dataset=None, echo=print, symbol=None):
     if begin_epoch < cfg.epochs:
         with _quiet_module_warnings():
             module.fit(train_iter, eval_data=test_iter, eval_metric=metrics, begin_epoch=begin_epoch,
-                       num_epoch=cfg.epochs, batch_end_callback=batch_callbacks, eval_end_callback=on_eval)
+                       num_epoch=int(cfg.epochs), batch_end_callback=batch_callbacks, eval_end_callback=on_eval)
     write_json(prefix + ".json", data.model_meta(cfg, "module", symbol_inputs=["data"]))
 
     model = load_model(cfg.save_dir, ctx_list[:1])

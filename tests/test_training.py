@@ -360,3 +360,21 @@ def test_make_trainer_fused_updates_equal_plain_per_parameter_updates(layers):
     other = gluon.nn.Dense(2, in_units=2)
     other.initialize()
     assert make_trainer(other.collect_params(), "adam", {})._optimizer.aggregate_num == 0  # no fused updates
+
+
+def test_fractional_epochs_cut_the_last_epoch_and_the_schedule_ends_with_it(tmp_path, small_data, monkeypatch):
+    import stn_gluon.training as training
+
+    assert training.epoch_lengths(1.5, 100) == [100, 50] and training.epoch_lengths(2, 100) == [100, 100]
+    assert training.epoch_lengths(0.25, 10) == [2] and training.epoch_lengths(0.001, 10) == [1]
+    cfg = _cfg(tmp_path, epochs=1.5, warmup_epochs=0.25)
+    sched = make_lr_scheduler(cfg, 100)
+    assert sched(25) == pytest.approx(cfg.lr) and sched(150) < cfg.lr * 1e-3  # the cosine ends at 1.5 epochs
+    steps, real_step = [], training.train_step
+    monkeypatch.setattr(training, "train_step", lambda *a: steps.append(1) or real_step(*a))
+    seen = []
+    metrics = fit(cfg, dataset=small_data, echo=lambda s: None, on_epoch=lambda r: seen.append(len(steps)))
+    per_epoch = len(small_data.train_labels) // cfg.batch_size
+    assert seen == [per_epoch, per_epoch + round(per_epoch / 2)] and metrics["epochs"] == 2
+    with pytest.raises(StnGluonError, match="--epochs"):
+        _cfg(tmp_path, epochs=0).validate()
