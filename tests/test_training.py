@@ -240,6 +240,7 @@ def test_time_to_accuracy_and_speed_steps(mnist_dir):
 
     result = time_to_accuracy(0.0, str(mnist_dir), echo=lambda s: None, epochs=3)
     assert result["epoch"] == 1 and result["epochs_run"] == 1 and result["seconds"] > 0
+    assert 0 < result["startup_seconds"] and result["seconds"] == result["startup_seconds"] + result["seconds_in_call"]
     never = time_to_accuracy(1.01, str(mnist_dir), echo=lambda s: None, epochs=1)
     assert never["seconds"] is None and never["epochs_run"] == 1
     for step in (gluon_train_step(8), module_train_step(8)):
