@@ -537,21 +537,22 @@ def seconds_since_process_start():
         return None
 
 
-def time_to_accuracy(target=0.99, data_dir=None, echo=print, **overrides):
+def time_to_accuracy(target=0.99, data_dir=None, echo=print, recipe="default", **overrides):
     """Wall seconds from process start (data on disk) to a test accuracy >= ``target``.
 
     ``seconds`` counts from the start of the process (interpreter, imports,
     data decoding, net building, training, test evaluations: all a user
     waits for); ``startup_seconds`` is the part before this call (imports),
     ``seconds_in_call`` the rest. Where the process start cannot be read,
-    ``seconds`` counts from this call. ``overrides`` are
-    :class:`~stn_gluon.training.TrainConfig` fields (default: the default recipe).
+    ``seconds`` counts from this call. ``recipe`` names one of
+    :data:`~stn_gluon.training.RECIPES`; ``overrides`` are
+    :class:`~stn_gluon.training.TrainConfig` fields that replace its values.
     Returns a dict with the times, the epoch, and the recipe
     (``None`` times if the run ended without reaching the target).
     """
     startup = seconds_since_process_start()
     from .data import load_mnist
-    from .training import TrainConfig, fit
+    from .training import RECIPES, TrainConfig, fit
 
     with tempfile.TemporaryDirectory() as tmp:
         tic = time.perf_counter()
@@ -565,10 +566,10 @@ def time_to_accuracy(target=0.99, data_dir=None, echo=print, **overrides):
                 return True
             return False
 
-        cfg = TrainConfig(save_dir=tmp, progress=False, data_dir=data_dir, **overrides)
+        cfg = TrainConfig(save_dir=tmp, progress=False, data_dir=data_dir, **dict(RECIPES[recipe], **overrides))
         metrics = fit(cfg, dataset=dataset, echo=echo, on_epoch=on_epoch)
     in_call = reached.get("seconds_in_call")
     return dict(target=target, seconds=None if in_call is None else in_call + (startup or 0.0),
                 startup_seconds=startup, seconds_in_call=in_call, epoch=reached.get("epoch"),
                 test_acc=reached.get("test_acc"), data_source=dataset.source, epochs_run=metrics["epochs"],
-                recipe=cfg.recipe())
+                recipe_name=recipe, recipe=cfg.recipe())

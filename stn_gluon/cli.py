@@ -131,7 +131,7 @@ def add_distortion_bench_args(q):
 
 
 def build_parser():
-    from .training import TrainConfig
+    from .training import RECIPES, TrainConfig
 
     parser = _Parser(prog="stn-gluon", description="Spatial Transformer Networks for MXNet Gluon")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
@@ -208,9 +208,11 @@ def build_parser():
     q.add_argument("--out", default="runs/bench_speed")
     q = which.add_parser("time-to-accuracy", help="wall time of a default training run to a test accuracy")
     q.add_argument("--target", type=_float, default=0.99)
+    q.add_argument("--recipe", default="default", choices=sorted(RECIPES),
+                   help="default: the 20-epoch recipe; fast: 1.5 epochs, batch 128, no augmentation (see the README)")
     q.add_argument("--epochs", type=_positive_float, default=None,
-                   help="the default recipe with its schedule fitted to this many epochs, may be fractional "
-                        "(default: 20)")
+                   help="the recipe with its schedule fitted to this many epochs, may be fractional "
+                        "(default: the recipe's)")
     q.add_argument("--batch-size", type=_positive_int, default=None)
     q.add_argument("--lr", type=_float, default=None)
     q.add_argument("--data-dir", default=None)
@@ -410,7 +412,7 @@ def _cmd_bench(args):
     else:
         overrides = {k: v for k, v in dict(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr).items()
                      if v is not None}
-        result = time_to_accuracy(args.target, args.data_dir, echo=print, **overrides)
+        result = time_to_accuracy(args.target, args.data_dir, echo=print, recipe=args.recipe, **overrides)
         if result["seconds"] is None:
             lines = [f"Test accuracy never reached {100 * args.target:.1f} % in {result['epochs_run']} epochs."]
         else:

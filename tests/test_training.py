@@ -379,3 +379,13 @@ def test_fractional_epochs_cut_the_last_epoch_and_the_schedule_ends_with_it(tmp_
     assert seen == [per_epoch, per_epoch + round(per_epoch / 2)] and metrics["epochs"] == 2
     with pytest.raises(StnGluonError, match="--epochs"):
         _cfg(tmp_path, epochs=0).validate()
+
+
+def test_test_each_epoch_false_tests_after_the_last_epoch_only(tmp_path, small_data):
+    lines = []
+    metrics = fit(_cfg(tmp_path, epochs=2, test_each_epoch=False), dataset=small_data, echo=lines.append)
+    assert json.load(open(tmp_path / "run" / "metrics.json"))["config"]["test_each_epoch"] is False
+    rows = (tmp_path / "run" / "history.csv").read_text().splitlines()
+    assert len(rows) == 3 and ",nan," in rows[1] and ",nan," not in rows[2]
+    assert sum(line.startswith("Test set:") for line in lines) == 1  # then the "Final Test set:" line
+    assert metrics["best_test_accuracy"] == metrics["test_accuracy"] > 0.2
