@@ -24,11 +24,12 @@ def _positive_int(text):
     return value
 
 
-def _positive_float(text):
+def _epochs(text):
+    """A positive number of epochs: an int when whole (20), else a float (1.25)."""
     value = _float(text)
     if value <= 0:
         raise argparse.ArgumentTypeError(f"must be > 0, got {text!r}")
-    return value
+    return int(value) if value.is_integer() else value
 
 
 def _float(text):
@@ -75,7 +76,7 @@ def add_data_args(p, dataset_default="mnist"):
 def add_train_args(p, defaults):
     """The training flags shared by ``train`` and ``train-symbol`` (gluoncv script style)."""
     d = defaults
-    p.add_argument("--epochs", type=_positive_float, default=d.epochs,
+    p.add_argument("--epochs", type=_epochs, default=d.epochs,
                    help="may be fractional (1.5: the last epoch stops half-way; Module trainer: whole epochs)")
     p.add_argument("--batch-size", type=_positive_int, default=d.batch_size)
     p.add_argument("--lr", type=_float, default=d.lr, help="peak learning rate")
@@ -211,7 +212,7 @@ def build_parser():
     q.add_argument("--recipe", default="default", choices=sorted(RECIPES),
                    help="default: the 20-epoch recipe; fast: 1.25 epochs, batch 32, NAG lr 0.03, no augmentation "
                         "or dropout, one test at the end (the shortest way to 99 %%)")
-    q.add_argument("--epochs", type=_positive_float, default=None,
+    q.add_argument("--epochs", type=_epochs, default=None,
                    help="the recipe with its schedule fitted to this many epochs, may be fractional "
                         "(default: the recipe's)")
     q.add_argument("--batch-size", type=_positive_int, default=None)
@@ -421,7 +422,7 @@ def _cmd_bench(args):
                        f", of which {result['startup_seconds']:.1f} s before the data loads")
             lines = [f"Time to {100 * args.target:.1f} % test accuracy from process start: {result['seconds']:.1f} s"
                      f"{startup} "
-                     f"(epoch {result['epoch']} of {result['recipe']['epochs']}, {100 * result['test_acc']:.2f} %, "
+                     f"(epoch {result['epoch']} of {result['recipe']['epochs']:g}, {100 * result['test_acc']:.2f} %, "
                      f"batch {result['recipe']['batch_size']}, lr {result['recipe']['lr']}) on {result['data_source']}."]
         write_report(args.out, lines, dict(result=result))
 
