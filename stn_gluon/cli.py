@@ -103,8 +103,13 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
+#: The training flags `bench time-to-accuracy` takes (the rest of the run is the recipe's).
+TIME_TO_ACCURACY_FLAGS = ("recipe", "epochs", "batch_size", "lr", "data_dir")
+
+
 def build_parser():
-    from .training import TrainConfig
+    from .flags import add_flags
+    from .recipes import TrainConfig, recipe_notes
 
     from . import __version__
 
@@ -162,11 +167,7 @@ def build_parser():
     q.add_argument("--out", default="runs/bench_speed")
     q = which.add_parser("time-to-accuracy", help="wall time of a default training run to a test accuracy")
     q.add_argument("--target", type=_float, default=0.99)
-    q.add_argument("--epochs", type=_positive_int, default=None,
-                   help="the default recipe with its schedule fitted to this many epochs (default: 20)")
-    q.add_argument("--batch-size", type=_positive_int, default=None)
-    q.add_argument("--lr", type=_float, default=None)
-    q.add_argument("--data-dir", default=None)
+    add_flags(q, TrainConfig, only=TIME_TO_ACCURACY_FLAGS, default_notes=recipe_notes)
     q.add_argument("--out", default="runs/bench_time_to_accuracy")
     q = which.add_parser("distortions", help="CNN vs ST-CNN on every distorted-MNIST dataset, within a budget")
     from .distortion_bench import DistortionBenchConfig
@@ -401,14 +402,20 @@ def _run_bench(args):
                                       echo=lambda line: print(f"... {line}", file=sys.stderr, flush=True))
         write_report(args.out, lines, dict(results=results))
     else:
-        overrides = {k: v for k, v in dict(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr).items()
-                     if v is not None}
-        result = time_to_accuracy(args.target, args.data_dir, echo=print, **overrides)
+        from .flags import values_from_args
+        from .recipes import TrainConfig
+
+        overrides = values_from_args(TrainConfig, args)
+        recipe, data_dir = overrides.pop("recipe", "default"), overrides.pop("data_dir", None)
+        result = time_to_accuracy(args.target, data_dir, echo=print, recipe=recipe, **overrides)
         if result["seconds"] is None:
             lines = [f"Test accuracy never reached {100 * args.target:.1f} % in {result['epochs_run']} epochs."]
         else:
-            lines = [f"Time to {100 * args.target:.1f} % test accuracy: {result['seconds']:.1f} s "
-                     f"(epoch {result['epoch']} of {result['recipe']['epochs']}, {100 * result['test_acc']:.2f} %, "
+            startup = ("" if result["startup_seconds"] is None else
+                       f", of which {result['startup_seconds']:.1f} s before the data loads")
+            lines = [f"Time to {100 * args.target:.1f} % test accuracy from process start: {result['seconds']:.1f} s"
+                     f"{startup} "
+                     f"(epoch {result['epoch']} of {result['recipe']['epochs']:g}, {100 * result['test_acc']:.2f} %, "
                      f"batch {result['recipe']['batch_size']}, lr {result['recipe']['lr']}) on {result['data_source']}."]
         write_report(args.out, lines, dict(result=result))
 

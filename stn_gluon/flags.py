@@ -18,7 +18,7 @@ from typing import Any, Callable, Dict, Iterable, Mapping, Optional, Sequence
 from .errors import ConfigError
 
 __all__ = ["option", "add_flags", "check_value", "flag_name", "values_from_args", "positive_int", "finite_float",
-           "validate_fields"]
+           "validate_fields", "epoch_count"]
 
 
 def option(default: Any, help: str, *, choices: Optional[Sequence[Any]] = None, minimum: Optional[float] = None,
@@ -64,6 +64,14 @@ def finite_float(text: str) -> float:
     if not math.isfinite(value):
         raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
     return value
+
+
+def epoch_count(text: str) -> float:
+    """argparse type: a number of epochs > 0, an int when whole (20) and a float otherwise (1.25)."""
+    value = finite_float(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {text!r}")
+    return int(value) if value.is_integer() else value
 
 
 def _int(text: str) -> int:

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import Any, Dict, List, Optional
 
 from .errors import ConfigError
-from .flags import option, validate_fields
+from .flags import epoch_count, option, validate_fields
 
 __all__ = ["TrainConfig", "RECIPES", "RUN_FIELDS", "OPTIMIZERS", "LR_MODES", "LOCALIZATIONS", "DatasetModels",
            "DATASET_MODELS", "PLAIN_STN", "dataset_models", "recipe_notes"]
@@ -92,11 +92,12 @@ RECIPES: Dict[str, Dict[str, Any]] = {
     # the 20-epoch recipe: 99.5 % on MNIST (docs/benchmarks.md)
     "default": {},
     # the shortest way to 99.0 % on a 2-core CPU (docs/benchmarks.md, `bench time-to-accuracy --recipe fast`)
-    "fast": dict(epochs=2, batch_size=128, lr=0.04, warmup_epochs=0.25, augment=False),
+    "fast": dict(epochs=1.25, batch_size=32, optimizer="nag", lr=0.03, warmup_epochs=0.1, dropout=0.0,
+                 augment=False, test_each_epoch=False),
 }
 
 #: Fields that say how to run, not what is trained: not part of a run's recipe.
-RUN_FIELDS = ("recipe", "ctx", "data_dir", "download", "save_dir", "resume", "hybridize", "progress", "overwrite")
+RUN_FIELDS = ("recipe", "test_each_epoch", "ctx", "data_dir", "download", "save_dir", "resume", "hybridize", "progress", "overwrite")
 
 
 @dataclass
@@ -127,7 +128,9 @@ class TrainConfig:
     brightness_prior: Optional[float] = option(None, "saliency localization: initial scores = this times each "
                                                      "cell's mean intensity (0: flat); none: the dataset's",
                                                minimum=0)
-    epochs: int = option(20, "training epochs", minimum=1)
+    epochs: float = option(20, "training epochs; may be fractional (1.25: the last epoch stops a quarter of the "
+                               "way in, where the lr schedule ends; the Module trainer takes whole epochs)",
+                           minimum=0, exclusive_minimum=True, type=epoch_count)
     batch_size: int = option(64, "images per training step (split across --ctx devices)", minimum=1)
     optimizer: str = option("sgd", "optimizer", choices=OPTIMIZERS)
     lr: float = option(0.02, "peak learning rate", minimum=0, exclusive_minimum=True)
@@ -143,6 +146,8 @@ class TrainConfig:
     seed: int = option(42, "seed of the initial weights, shuffling, augmentation and dropout")
     augment: bool = option(True, "random affine augmentation of the training batches",
                            negative_flag="--no-augment")
+    test_each_epoch: bool = option(True, "evaluate the test set after every epoch (off: after the last one only)",
+                                   negative_flag="--test-at-end")
     ctx: str = option("cpu", "cpu, cpu:0,1, gpu:0 or gpu:0,1 (several: data-parallel)")
     data_dir: Optional[str] = option(None, "folder with the four MNIST IDX files; none: $STN_GLUON_DATA, "
                                            "~/.mxnet/datasets/mnist, then the embedded sample")

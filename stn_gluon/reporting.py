@@ -79,7 +79,7 @@ def write_metrics(path, history, test_loss, test_correct, test_total, **extra):
     metrics = dict(
         test_accuracy=test_correct / max(test_total, 1), test_loss=float(test_loss),
         test_correct=int(test_correct), test_total=int(test_total),
-        best_test_accuracy=max((r["test_acc"] for r in records), default=None),
+        best_test_accuracy=max((r["test_acc"] for r in records if r["test_acc"] == r["test_acc"]), default=None),
         epochs=len(records), train_seconds=seconds,
         train_images_per_sec=(sum(r["train_images_per_sec"] * r["seconds"] for r in records)
                               / seconds if seconds else None),
@@ -120,13 +120,15 @@ class RunRecorder:
 
     def end_epoch(self, epoch, lr, train_loss, train_acc, images, train_seconds, epoch_seconds,
                   test_loss, test_correct, test_total):
-        """Record epoch ``epoch`` (1-based); returns the record."""
-        record = EpochRecord(epoch, lr, train_loss, train_acc, test_loss, test_correct / max(test_total, 1),
+        """Record epoch ``epoch`` (1-based); returns the record. ``test_total`` 0: not tested (NaN test numbers)."""
+        record = EpochRecord(epoch, lr, train_loss, train_acc, test_loss,
+                             test_correct / test_total if test_total else float("nan"),
                              epoch_seconds, images / max(train_seconds, 1e-9))
         self.history.append(record)
         self.echo(f"Epoch {epoch}/{self.cfg.epochs}: train loss {train_loss:.4f} acc {train_acc:.4f} "
                   f"| {record['train_images_per_sec']:.0f} images/s | lr {lr:.4g}")
-        self.echo(test_line(test_loss, test_correct, test_total))
+        if test_total:
+            self.echo(test_line(test_loss, test_correct, test_total))
         self.history.save(os.path.join(self.cfg.save_dir, "history.csv"))
         return record
 

@@ -7,6 +7,7 @@ schedulers), history and metrics (:mod:`stn_gluon.reporting`), checkpoints
 (:mod:`stn_gluon.export`).
 """
 import collections
+import itertools
 import logging
 import os
 import sys
@@ -30,7 +31,7 @@ from .runs import RunExistsError, check_save_dir, describe_run, drop_stale_deriv
 
 # TrainConfig is defined in stn_gluon.recipes; it is importable from here too, as the trainer's input.
 __all__ = ["TrainConfig", "make_lr_scheduler", "make_trainer", "RunAhead", "train_step", "evaluate", "fit",
-           "stn_batch", "progress_bar", "default_initializer"]
+           "stn_batch", "progress_bar", "default_initializer", "epoch_lengths"]
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +70,17 @@ def make_lr_scheduler(cfg, iters_per_epoch):
                              step_iter=([niters(s) for s in steps] if cfg.lr_mode == "step" else [10 ** 12]),
                              step_factor=0.1 if cfg.lr_mode == "step" else 1.0))
     return LRSequential(parts)
+
+
+def epoch_lengths(epochs, batches_per_epoch):
+    """Batches in each epoch of a run of ``epochs`` epochs (at least one batch in all).
+
+    A fractional ``epochs`` cuts the last epoch short: ``epoch_lengths(1.5, 100)``
+    is ``[100, 50]``; the schedule of :func:`make_lr_scheduler` ends with it.
+    """
+    total = max(1, int(round(epochs * batches_per_epoch)))
+    full, rest = divmod(total, batches_per_epoch)
+    return [batches_per_epoch] * full + ([rest] if rest else [])
 
 
 def progress_bar(iterable, total, desc, enabled=True):
@@ -275,13 +287,15 @@ def fit(cfg, dataset=None, echo=print, on_epoch=None):
     recorder.start(resume, len(recorder.history))
     loss_fn = gluon.loss.SoftmaxCrossEntropyLoss()
 
-    for epoch in range(len(recorder.history), cfg.epochs):
+    lengths = epoch_lengths(cfg.epochs, len(data.train))
+    for epoch in range(len(recorder.history), len(lengths)):
         data.set_epoch(epoch, cfg.seed)
         tic = time.time()
         loss_acc = [mx.nd.zeros(1, ctx=c) for c in ctx_list]
         correct_acc = [mx.nd.zeros(1, ctx=c) for c in ctx_list]
         seen = 0
-        bar = progress_bar(data.train, len(data.train), f"Epoch {epoch + 1}/{cfg.epochs}", cfg.progress)
+        batches = itertools.islice(data.train, lengths[epoch])
+        bar = progress_bar(batches, lengths[epoch], f"Epoch {epoch + 1}/{cfg.epochs}", cfg.progress)
         run_ahead = RunAhead()
         for i, (batch, label) in enumerate(bar):
             if data.augment is not None:
@@ -292,7 +306,7 @@ def fit(cfg, dataset=None, echo=print, on_epoch=None):
                 loss_acc[k] += l.sum()
                 correct_acc[k] += (o.argmax(axis=1) == y).sum()
             seen += batch.shape[0]
-            if cfg.progress and (i % 50 == 49 or i == len(data.train) - 1):
+            if cfg.progress and (i % 50 == 49 or i == lengths[epoch] - 1):
                 loss_sum = sum(a.asscalar() for a in loss_acc)
                 correct = sum(a.asscalar() for a in correct_acc)
                 bar.set_postfix(loss=f"{loss_sum / seen:.4f}", acc=f"{correct / seen:.4f}",
@@ -301,7 +315,10 @@ def fit(cfg, dataset=None, echo=print, on_epoch=None):
         train_acc = sum(a.asscalar() for a in correct_acc) / seen
         train_seconds = time.time() - tic
         bar.close()
-        test_loss, test_correct, test_total = evaluate(net, data.test, ctx_list)
+        if cfg.test_each_epoch or epoch == len(lengths) - 1:
+            test_loss, test_correct, test_total = evaluate(net, data.test, ctx_list)
+        else:
+            test_loss, test_correct, test_total = float("nan"), 0, 0  # not tested
         record = recorder.end_epoch(epoch + 1, trainer.learning_rate, train_loss, train_acc, seen, train_seconds,
                                     time.time() - tic, test_loss, test_correct, test_total)
         save_checkpoint(os.path.join(cfg.save_dir, CHECKPOINT_NAME),
@@ -333,7 +350,7 @@ def _restore(path, cfg, net, trainer, ctx_list):
 
 def _final_test(recorder, data, net, ctx_list):
     last = recorder.history.last
-    if last is not None and last["epoch"] == recorder.cfg.epochs:
+    if last is not None and last["epoch"] == len(epoch_lengths(recorder.cfg.epochs, len(data.train))):
         total = data.num_test
         return last["test_loss"], int(round(last["test_acc"] * total)), total
     return evaluate(net, data.test, ctx_list)

@@ -198,6 +198,9 @@ def fit_module(cfg, dataset=None, echo=print, symbol=None):
     """
     if cfg.model not in LENET_MODELS:
         raise StnGluonError(f"train-symbol: model {cfg.model!r} has no symbolic form ({' or '.join(LENET_MODELS)})")
+    if cfg.epochs != int(cfg.epochs):
+        raise StnGluonError(f"train-symbol: Module.fit trains whole epochs only, got epochs {cfg.epochs}",
+                            params=("epochs",))
     # the network `stn-gluon train` builds with these settings, or a one-line refusal
     ctx_list, data, symbol = setup_run(cfg, dataset, lambda d: symbol if symbol is not None else
                                        get_symbol_for(resolve_architecture(cfg, d.input_shape, d.num_classes)))
@@ -253,7 +256,7 @@ def fit_module(cfg, dataset=None, echo=print, symbol=None):
     if begin_epoch < cfg.epochs:
         with _quiet_module_warnings():
             module.fit(train_iter, eval_data=test_iter, eval_metric=metrics, begin_epoch=begin_epoch,
-                       num_epoch=cfg.epochs, batch_end_callback=batch_callbacks, eval_end_callback=on_eval)
+                       num_epoch=int(cfg.epochs), batch_end_callback=batch_callbacks, eval_end_callback=on_eval)
     last_epoch = latest_checkpoint(cfg.save_dir)
     write_model_meta(prefix, last_epoch[1] if last_epoch else begin_epoch,
                      data.model_meta(cfg, "module", symbol_inputs=["data"]))

@@ -121,3 +121,18 @@ def test_time_to_accuracy_command_takes_a_shorter_schedule(tmp_path, mnist_dir, 
     result = json.load(open(out / "results.json"))["result"]
     assert result["recipe"]["epochs"] == 2 and result["epoch"] == 1 and result["seconds"] > 0
     assert "(epoch 1 of 2," in (out / "results.md").read_text()
+
+
+def test_time_to_accuracy_command_runs_the_fast_recipe(tmp_path, mnist_dir, capsys):
+    from stn_gluon.recipes import RECIPES
+
+    out = tmp_path / "tta"
+    code, stdout, err = run_cli(capsys, "bench", "time-to-accuracy", "--recipe", "fast", "--target", "0.05",
+                                "--data-dir", str(mnist_dir), "--out", str(out))
+    assert code == 0, err
+    result = json.load(open(out / "results.json"))["result"]
+    assert result["recipe_name"] == "fast" and result["seconds"] > result["startup_seconds"] > 0
+    assert {k: result["recipe"][k] for k in RECIPES["fast"] if k in result["recipe"]} == \
+        {k: v for k, v in RECIPES["fast"].items() if k in result["recipe"]}
+    assert result["epoch"] == 2  # tested after the last (half) epoch only
+    assert "from process start" in stdout

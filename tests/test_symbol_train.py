@@ -138,3 +138,8 @@ def test_resuming_a_complete_bare_checkpoint_reports_its_accuracy(tmp_path, smal
     (tmp_path / "m" / "train_state.json").unlink()  # as if the checkpoint came from elsewhere
     again = fit_module(_cfg(tmp_path / "m", epochs=1, resume="auto"), dataset=small_data, echo=lambda s: None)
     assert again["test_correct"] == first["test_correct"] and again["epochs"] == 0
+
+
+def test_fit_module_refuses_fractional_epochs(tmp_path, small_data):
+    with pytest.raises(StnGluonError, match="whole epochs"):
+        fit_module(_cfg(tmp_path, epochs=1.5), dataset=small_data)

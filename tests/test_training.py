@@ -240,6 +240,7 @@ def test_time_to_accuracy_and_speed_steps(mnist_dir):
 
     result = time_to_accuracy(0.0, str(mnist_dir), echo=lambda s: None, epochs=3)
     assert result["epoch"] == 1 and result["epochs_run"] == 1 and result["seconds"] > 0
+    assert 0 < result["startup_seconds"] and result["seconds"] == result["startup_seconds"] + result["seconds_in_call"]
     never = time_to_accuracy(1.01, str(mnist_dir), echo=lambda s: None, epochs=1)
     assert never["seconds"] is None and never["epochs_run"] == 1
     for step in (gluon_train_step(8), module_train_step(8)):
@@ -360,3 +361,31 @@ def test_make_trainer_fused_updates_equal_plain_per_parameter_updates(layers):
     other = gluon.nn.Dense(2, in_units=2)
     other.initialize()
     assert make_trainer(other.collect_params(), "adam", {})._optimizer.aggregate_num == 0  # no fused updates
+
+
+def test_fractional_epochs_cut_the_last_epoch_and_the_schedule_ends_with_it(tmp_path, small_data, monkeypatch):
+    import stn_gluon.training as training
+
+    assert training.epoch_lengths(1.5, 100) == [100, 50] and training.epoch_lengths(2, 100) == [100, 100]
+    assert training.epoch_lengths(0.25, 10) == [2] and training.epoch_lengths(0.001, 10) == [1]
+    cfg = _cfg(tmp_path, epochs=1.5, warmup_epochs=0.25)
+    sched = make_lr_scheduler(cfg, 100)
+    assert sched(25) == pytest.approx(cfg.lr) and sched(150) < cfg.lr * 1e-3  # the cosine ends at 1.5 epochs
+    steps, real_step = [], training.train_step
+    monkeypatch.setattr(training, "train_step", lambda *a: steps.append(1) or real_step(*a))
+    seen = []
+    metrics = fit(cfg, dataset=small_data, echo=lambda s: None, on_epoch=lambda r: seen.append(len(steps)))
+    per_epoch = len(small_data.train_labels) // cfg.batch_size
+    assert seen == [per_epoch, per_epoch + round(per_epoch / 2)] and metrics["epochs"] == 2
+    with pytest.raises(StnGluonError, match="--epochs"):
+        _cfg(tmp_path, epochs=0).validate()
+
+
+def test_test_each_epoch_false_tests_after_the_last_epoch_only(tmp_path, small_data):
+    lines = []
+    metrics = fit(_cfg(tmp_path, epochs=2, test_each_epoch=False), dataset=small_data, echo=lines.append)
+    assert json.load(open(tmp_path / "run" / "metrics.json"))["config"]["test_each_epoch"] is False
+    rows = (tmp_path / "run" / "history.csv").read_text().splitlines()
+    assert len(rows) == 3 and ",nan," in rows[1] and ",nan," not in rows[2]
+    assert sum(line.startswith("Test set:") for line in lines) == 1  # then the "Final Test set:" line
+    assert metrics["best_test_accuracy"] == metrics["test_accuracy"] > 0.2
