@@ -377,7 +377,7 @@ def test_fractional_epochs_cut_the_last_epoch_and_the_schedule_ends_with_it(tmp_
     metrics = fit(cfg, dataset=small_data, echo=lambda s: None, on_epoch=lambda r: seen.append(len(steps)))
     per_epoch = len(small_data.train_labels) // cfg.batch_size
     assert seen == [per_epoch, per_epoch + round(per_epoch / 2)] and metrics["epochs"] == 2
-    with pytest.raises(StnGluonError, match="--epochs"):
+    with pytest.raises(StnGluonError, match="epochs must be > 0"):
         _cfg(tmp_path, epochs=0).validate()
 
 
