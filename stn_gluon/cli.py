@@ -123,6 +123,7 @@ def add_distortion_bench_args(q):
 
 
 def build_parser():
+    from .inputs import PIXEL_RANGES
     from .training import TrainConfig
 
     parser = _Parser(prog="stn-gluon", description="Spatial Transformer Networks for MXNet Gluon")
@@ -173,7 +174,7 @@ def build_parser():
     p.add_argument("--invert", dest="invert", action="store_const", const=True, default="auto",
                    help="invert every input (default: invert those that look dark on light; MNIST is light on dark)")
     p.add_argument("--no-invert", dest="invert", action="store_const", const=False, help="invert no input")
-    p.add_argument("--pixel-range", choices=["auto", "0-1", "0-255"], default="auto",
+    p.add_argument("--pixel-range", choices=PIXEL_RANGES, default="auto",
                    help=".npy value range (default auto: uint8 is 0..255, any other dtype 0..1)")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.add_argument("--save-rectified", metavar="DIR", default=None,

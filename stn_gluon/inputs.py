@@ -23,11 +23,10 @@ import numpy as np
 
 from .errors import StnGluonError
 
-__all__ = ["PIXEL_RANGES", "INVERT_CHOICES", "MAX_PIXELS", "decode_image", "validate_array", "load_inputs",
+__all__ = ["PIXEL_RANGES", "MAX_PIXELS", "decode_image", "validate_array", "load_inputs",
            "looks_dark_on_light", "apply_polarity", "parse_invert"]
 
 PIXEL_RANGES = ("auto", "0-1", "0-255")  # auto: uint8 is 0..255, any other dtype 0..1
-INVERT_CHOICES = ("auto", True, False)
 MAX_PIXELS = 64 * 1024 * 1024
 IMAGE_FORMATS = "PNG, JPEG, BMP, GIF, TIFF, WebP"
 
