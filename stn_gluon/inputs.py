@@ -63,10 +63,11 @@ def _reason(err: BaseException) -> str:
 def decode_image(data: bytes, size: Tuple[int, int], name: str = "image", max_pixels: int = MAX_PIXELS) -> np.ndarray:
     """Image bytes -> grey ``float32 (H, W)`` in [0, 1], resized to ``size`` = (H, W).
 
-    Transparency is composited first (see the module docstring). Raises :class:`StnGluonError` naming ``name`` when the
-    bytes are not a readable image, or the image has more than ``max_pixels``.
+    The EXIF orientation (photos) is applied and transparency composited first
+    (see the module docstring). Raises :class:`StnGluonError` naming ``name``
+    when the bytes are not a readable image, or it has more than ``max_pixels``.
     """
-    from PIL import Image, UnidentifiedImageError
+    from PIL import Image, ImageOps, UnidentifiedImageError
 
     h, w = size
     try:
@@ -74,11 +75,11 @@ def decode_image(data: bytes, size: Tuple[int, int], name: str = "image", max_pi
             if img.width * img.height > max_pixels:
                 raise StnGluonError(f"{name}: {img.width}x{img.height} pixels is more than the "
                                     f"{max_pixels} allowed")
+            if not _has_alpha(img):
+                img.draft("L", (max(h, w), max(h, w)))  # JPEG: decode at reduced size when possible
+            img = ImageOps.exif_transpose(img)
             if _has_alpha(img):
-                img.load()
                 img = _flatten_alpha(img)
-            else:
-                img.draft("L", (w, h))  # JPEG: decode at reduced size when possible
             grey = img.convert("L")
             if grey.size != (w, h):
                 grey = grey.resize((w, h), Image.BILINEAR)

@@ -301,3 +301,16 @@ def test_infer_onnx_script_reads_the_renderings_like_predict(served_model, rende
         out = subprocess.run([sys.executable, script, model, bad], capture_output=True, text=True, timeout=120,
                              cwd=folder)
         assert out.returncode == 2 and expect in out.stderr and len(out.stderr.strip().splitlines()) == 1, out.stderr
+
+
+def test_photo_orientation_is_applied():
+    pixels = np.zeros((28, 28), np.uint8)
+    pixels[2:6, 2:26] = 255  # a bar along the top
+    img = Image.fromarray(pixels)
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "rotate 90 degrees clockwise to display"
+    for fmt in ("JPEG", "PNG"):
+        buf = io.BytesIO()
+        img.save(buf, format=fmt, exif=exif.tobytes(), **({"quality": 95} if fmt == "JPEG" else {}))
+        got = decode_image(buf.getvalue(), (28, 28))
+        assert got[:, -6:-2].mean() > 0.8 and got[2:6, :].mean() < 0.3, fmt  # the bar now stands on the right
