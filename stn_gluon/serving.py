@@ -44,6 +44,7 @@ from .batching import MicroBatcher
 from .errors import StnGluonError
 from .inference import Predictor, describe, load_predictor, preprocess, to_png
 from .inputs import apply_polarity
+from .metrics import ServerMetrics
 from .payloads import (HTTPError, check_file_count, check_length, check_total, content_kind, decode_upload,
                        multipart_error, parse_json_instances, parse_options)
 
@@ -65,26 +66,6 @@ class ServeConfig:
     max_instances: int = 256
     timeout_s: float = 30.0
     threads: Optional[int] = None
-
-
-class _Metrics:
-    def __init__(self):
-        from prometheus_client import CollectorRegistry, Counter, Histogram
-
-        self.registry = CollectorRegistry()
-        self.requests = Counter("stn_requests", "HTTP requests answered", ["endpoint", "code"], registry=self.registry)
-        self.errors = Counter("stn_request_errors", "Requests answered with an error", ["endpoint", "code"],
-                              registry=self.registry)
-        self.latency = Histogram("stn_request_latency_seconds", "Time to answer /v1/predict", registry=self.registry,
-                                 buckets=(.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10))
-        self.batch = Histogram("stn_batch_size", "Images per inference batch", registry=self.registry,
-                               buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256))
-        self.images = Counter("stn_images", "Images classified", registry=self.registry)
-
-    def render(self):
-        from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-
-        return generate_latest(self.registry), CONTENT_TYPE_LATEST
 
 
 @contextlib.asynccontextmanager
@@ -161,7 +142,7 @@ class PredictService:
 
     def __init__(self, predictor: Predictor, config: ServeConfig, info: Optional[Dict[str, Any]] = None):
         self.predictor, self.config, self.info = predictor, config, info or {}
-        self.metrics = _Metrics()
+        self.metrics = ServerMetrics()
         self.batcher = MicroBatcher(predictor.predict, config.max_batch, config.max_wait_ms,
                                     on_batch=self.metrics.batch.observe)
         self.state = {"ready": False}
