@@ -55,6 +55,9 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class ServeConfig:
+    """How to serve: the model (``.onnx``, save dir or export prefix), backend, address, batching
+    (``max_batch`` images, ``max_wait_ms``), request limits and timeout, ONNX Runtime threads."""
+
     model: str
     backend: Optional[str] = None
     host: str = "127.0.0.1"
@@ -263,7 +266,7 @@ def _bind(host, port):
     return sock
 
 
-def serve(config, echo=print):
+def serve(config: ServeConfig, echo=print) -> None:
     """Load the model, bind, and serve until SIGTERM/SIGINT (requests in flight are answered)."""
     import uvicorn
 
