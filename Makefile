@@ -1,12 +1,12 @@
 # Two commands do all the set-up on a fresh machine with Python 3.11:
 #   make demo   - create .venv, install stn-gluon, train STNNet end to end (runs/demo)
-#   make test   - create .venv, install stn-gluon[test], run the tests
+#   make test   - create .venv, install stn-gluon[test], run the tests (with mypy and the docs build)
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV ?= .venv
 BIN := $(VENV)/bin
 DEMO_ARGS ?=
 
-.PHONY: demo test install clean
+.PHONY: demo test docs install clean
 
 $(BIN)/.installed: setup.py
 	$(PYTHON) -m venv $(VENV)
@@ -20,7 +20,14 @@ demo: install
 	$(BIN)/stn-gluon train --save-dir runs/demo $(DEMO_ARGS)
 
 test: install
+	$(BIN)/python -m mypy
+	@$(MAKE) --no-print-directory docs
 	$(BIN)/python -m pytest -q tests
+
+# The documentation, built with warnings as errors into a temporary folder outside the checkout and then
+# removed; no network is used. To read it: .venv/bin/mkdocs serve (or mkdocs build --site-dir DIR).
+docs: install
+	@site="$$(mktemp -d)"; $(BIN)/mkdocs build --strict --site-dir "$$site"; rc=$$?; rm -rf "$$site"; exit $$rc
 
 clean:
 	rm -rf runs/demo .pytest_cache

@@ -15,6 +15,16 @@ with open(os.path.join(HERE, "stn_gluon", "__init__.py")) as f:
 
 MXNET = os.environ.get("STN_GLUON_MXNET", "mxnet")
 
+# The documentation's tools (`mkdocs build --strict`, API reference from the docstrings),
+# pinned: a new release that warns differently must not break `make test`.
+DOCS = [
+    "mkdocs==1.6.1",
+    "mkdocstrings==1.0.8",
+    "mkdocstrings-python==2.0.11",
+    "mkdocs-autorefs==1.4.5",
+    "griffelib==2.4.1",
+]
+
 setup(
     name="stn-gluon",
     version=VERSION,
@@ -24,6 +34,7 @@ setup(
     license="Apache-2.0",
     python_requires=">=3.8",
     packages=["stn_gluon", "stn_gluon.symbol"],
+    package_data={"stn_gluon": ["py.typed"]},  # PEP 561: the package's own type hints are to be used
     # The symbolic-graph code lives in symbol/ and installs as stn_gluon.symbol,
     # so nothing called `symbol` lands at the top of site-packages.
     package_dir={"stn_gluon": "stn_gluon", "stn_gluon.symbol": "symbol"},
@@ -42,7 +53,8 @@ setup(
         "python-multipart>=0.0.9",  # serving: multipart uploads
         "prometheus-client>=0.17",  # serving: /metrics
     ],
-    extras_require={"test": ["pytest>=7"]},
+    # `test` holds everything `make test` runs: pytest, the type checker and the docs build
+    extras_require={"docs": DOCS, "test": ["pytest>=7", "mypy==2.4.1", *DOCS]},
     entry_points={"console_scripts": ["stn-gluon=stn_gluon.cli:main"]},
     classifiers=[
         "Programming Language :: Python :: 3",

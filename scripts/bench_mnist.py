@@ -12,8 +12,10 @@ import argparse
 import os
 
 from stn_gluon.errors import StnGluonError
+from stn_gluon.flags import add_flags, values_from_args
+from stn_gluon.recipes import TrainConfig, recipe_notes
 from stn_gluon.reporting import machine_info, run_script, write_report
-from stn_gluon.training import TrainConfig, fit
+from stn_gluon.training import fit
 
 
 def _runs(text):
@@ -29,17 +31,16 @@ def _runs(text):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default="runs/bench")
-    parser.add_argument("--data-dir", default=None)
-    parser.add_argument("--epochs", type=int, default=TrainConfig.epochs)
-    parser.add_argument("--seed", type=int, default=TrainConfig.seed)
     parser.add_argument("--runs", default="gluon:stn_lenet,gluon:lenet,module:stn_lenet",
                         help="comma-separated TRAINER:MODEL pairs")
-    parser.add_argument("--ctx", default="cpu")
+    add_flags(parser, TrainConfig, only=("recipe", "epochs", "seed", "ctx", "data_dir"), default_notes=recipe_notes)
     args = parser.parse_args(argv)
+    values = values_from_args(TrainConfig, args)
+    recipe = values.pop("recipe", "default")
     rows = []
     for trainer, model in _runs(args.runs):
-        cfg = TrainConfig(model=model, epochs=args.epochs, data_dir=args.data_dir, ctx=args.ctx, seed=args.seed,
-                          save_dir=os.path.join(args.out, f"{trainer}_{model}"), progress=False)
+        cfg = TrainConfig.from_recipe(recipe, **dict(values, model=model, progress=False,
+                                                     save_dir=os.path.join(args.out, f"{trainer}_{model}")))
         if trainer == "gluon":
             m = fit(cfg)
         else:
@@ -58,7 +59,7 @@ def main(argv=None):
     info = machine_info()
     lines += ["", f"Data: {rows[0]['data_source']}. Machine: {info['cpu_count']} CPUs ({info['processor']}), "
                   f"Python {info['python']}, MXNet {info['mxnet']}, OMP_NUM_THREADS={info['omp_num_threads']}."]
-    write_report(args.out, lines, dict(rows=rows, seed=args.seed))
+    write_report(args.out, lines, dict(rows=rows, recipe=cfg.recipe_fields()))
     return 0
 
 

@@ -22,7 +22,8 @@ from .errors import StnGluonError, DataError, CheckpointError  # noqa: E402
 from .ops import (affine_grid, affine_transform, attention_to_affine, window_to_affine, bilinear_sample,  # noqa: E402
                   get_transform, homography_grid, tps_grid, tps_grid_matrix, warp_with_grid)
 from .blocks import LocalizationNet, SaliencyLocalization, SpatialTransformer  # noqa: E402
-from .models import LeNetBody, STNClassifier, STNNet, get_model, list_models, stn_backbone  # noqa: E402
+from .models import LeNetBody, STNClassifier, STNNet, stn_backbone  # noqa: E402
+from .zoo import get_model, list_models  # noqa: E402
 
 __version__ = "0.2.0"
 

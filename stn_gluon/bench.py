@@ -102,10 +102,11 @@ def _gluon_net(size, hybridize):
     """STNNet built and initialised as ``stn-gluon train`` builds it, for ``size`` x ``size`` input."""
     import mxnet as mx
 
-    from .training import TrainConfig, _build_net, _initialize
+    from .architecture import build_net, initialize_net
+    from .recipes import TrainConfig
 
-    net = _build_net(TrainConfig(), (1, size, size), 10)
-    _initialize(net, [mx.cpu()])
+    net = build_net(TrainConfig(), (1, size, size), 10)
+    initialize_net(net, [mx.cpu()])
     if hybridize:
         net.hybridize(static_alloc=True, static_shape=True)
     return net
@@ -148,7 +149,7 @@ def module_train_step(batch, size=28):
 
     from .data import BACKGROUND, to_ndarray
     from .symbol import get_symbol
-    from .training import default_initializer
+    from .architecture import default_initializer
 
     mod = mx.mod.Module(get_symbol(target_shape=(size, size), lr_mult=0.1, dropout=0.3, fill=BACKGROUND))
     mod.bind(data_shapes=[("data", (batch, 1, size, size))], label_shapes=[("softmax_label", (batch,))])
@@ -549,4 +550,4 @@ def time_to_accuracy(target=0.99, data_dir=None, echo=print, **overrides):
         metrics = fit(cfg, dataset=dataset, echo=echo, on_epoch=on_epoch)
     return dict(target=target, seconds=reached.get("seconds"), epoch=reached.get("epoch"),
                 test_acc=reached.get("test_acc"), data_source=dataset.source, epochs_run=metrics["epochs"],
-                recipe=cfg.recipe())
+                recipe=cfg.recipe_fields())

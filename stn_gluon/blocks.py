@@ -1,10 +1,12 @@
 """Gluon blocks: the localization network and the :class:`SpatialTransformer`."""
+from typing import Any, Callable, Optional, Sequence, Tuple, Union
+
 import mxnet as mx
 import numpy as np
 from mxnet.gluon import nn
 
 from .errors import StnGluonError
-from .ops import _check_target_shape, get_transform
+from .ops import Shape, Tensor, _check_target_shape, get_transform
 
 __all__ = ["LocalizationNet", "SaliencyLocalization", "SpatialTransformer"]
 
@@ -20,7 +22,8 @@ class LocalizationNet(nn.HybridSequential):
     regressor is added by :class:`SpatialTransformer`.
     """
 
-    def __init__(self, channels=(8, 10), kernels=(7, 5), hidden=32, pool=1, **kwargs):
+    def __init__(self, channels: Sequence[int] = (8, 10), kernels: Sequence[int] = (7, 5), hidden: int = 32,
+                 pool: int = 1, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         with self.name_scope():
             if int(pool) > 1:
@@ -33,12 +36,23 @@ class LocalizationNet(nn.HybridSequential):
 class _ChannelMean(mx.init.Initializer):
     """A ``(1, C, 1, 1)`` weight of ``scale / C``: ``scale`` times the mean over channels."""
 
-    def __init__(self, scale):
+    def __init__(self, scale: float) -> None:
         super().__init__(scale=scale)
         self.scale = scale
 
-    def _init_weight(self, _, arr):
+    def _init_weight(self, _: Any, arr: mx.nd.NDArray) -> None:
         arr[:] = self.scale / arr.shape[1]
+
+
+class _ShapeDependentConstant(mx.init.Initializer):
+    """Initialises a grid constant whose shape is known only at the first forward: ``value()`` gives it."""
+
+    def __init__(self, value: Callable[[], np.ndarray]) -> None:
+        super().__init__()
+        self.value = value
+
+    def _init_weight(self, _: Any, arr: mx.nd.NDArray) -> None:
+        arr[:] = self.value()
 
 
 class SaliencyLocalization(nn.HybridBlock):
@@ -73,8 +87,9 @@ class SaliencyLocalization(nn.HybridBlock):
     #: the transforms whose parameters this block can output
     TRANSFORMS = ("attention", "affine")
 
-    def __init__(self, input_size, pool=1, channels=(16, 16, 32), init_scale=1.0, brightness_prior=0.0,
-                 transform="attention", **kwargs):
+    def __init__(self, input_size: Shape, pool: int = 1, channels: Sequence[int] = (16, 16, 32),
+                 init_scale: float = 1.0, brightness_prior: float = 0.0, transform: str = "attention",
+                 **kwargs: Any) -> None:
         super().__init__(**kwargs)
         if transform not in self.TRANSFORMS:
             raise StnGluonError(f"SaliencyLocalization outputs {' or '.join(self.TRANSFORMS)} parameters, "
@@ -112,7 +127,7 @@ class SaliencyLocalization(nn.HybridBlock):
             self.cell_centres = self.params.get_constant(
                 "cell_centres", np.stack([xs.ravel(), ys.ravel()]).astype(np.float32))
 
-    def hybrid_forward(self, F, x, cell_centres):
+    def hybrid_forward(self, F: Any, x: Tensor, cell_centres: Tensor) -> Tensor:
         feats = self.features(x)
         scores = self.score(feats)
         if self.brightness is not None:  # each cell's mean intensity, on the score map's grid
@@ -144,8 +159,10 @@ class SpatialTransformer(nn.HybridBlock):
     ----------
     target_shape : (int, int) or None
         ``(H_out, W_out)``; may differ from the input (e.g. 128x128 in, 28x28
-        out). ``None`` takes the input's size at the first imperative call
-        (not for ``tps``, whose grid matrix depends on it).
+        out). ``None`` takes the input's size at the first call with an
+        NDArray (imperative or hybridized; for ``tps`` the grid matrix is
+        built then, and saved and exported with the weights like any other);
+        an input of another size after that is refused.
     transform : str
         ``"affine"`` (6 parameters), ``"attention"`` (3: scale s and
         translation t_x, t_y; theta = [[s, 0, t_x], [0, s, t_y]]),
@@ -186,19 +203,19 @@ class SpatialTransformer(nn.HybridBlock):
         output pixel averages a small neighbourhood).
     """
 
-    def __init__(self, target_shape=None, transform="affine", localization=None,
-                 init_scale=1.0, loc_lr_mult=1.0, return_theta=False, fill=0.0, loc_pool=1, supersample=1,
-                 **kwargs):
+    def __init__(self, target_shape: Optional[Shape] = None, transform: str = "affine",
+                 localization: Optional[nn.HybridBlock] = None, init_scale: float = 1.0, loc_lr_mult: float = 1.0,
+                 return_theta: bool = False, fill: float = 0.0, loc_pool: int = 1, supersample: int = 1,
+                 **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.fill = float(fill)
         self.transform = get_transform(transform)
         self._target_shape = None if target_shape is None else _check_target_shape(target_shape)
+        # True: the target shape is the first input's size, and every input must have that size
+        self._shape_from_input = self._target_shape is None
         self.supersample = int(supersample)
         if self.supersample < 1:
             raise StnGluonError(f"supersample must be >= 1, got {supersample!r}")
-        if self._target_shape is None and (self.transform.has_constants or self.supersample > 1):
-            raise StnGluonError(f"transform {transform!r} with supersample={supersample} needs an explicit "
-                                f"target_shape")
         self.return_theta = bool(return_theta)
         self.init_scale = float(init_scale)
         if not loc_lr_mult >= 0:
@@ -220,38 +237,63 @@ class SpatialTransformer(nn.HybridBlock):
             if self._target_shape is not None:
                 for key, value in self.transform.constants(self._sampling_shape).items():
                     setattr(self, key, self.params.get_constant(key, value))
+            else:  # built at the first forward, once the input gives the target shape (deferred like in_units)
+                for key, value in self.transform.constants((2, 2)).items():
+                    setattr(self, key, self.params.get(
+                        key, shape=(0,) + value.shape[1:], grad_req="null", differentiable=False,
+                        allow_deferred_init=True, init=_ShapeDependentConstant(self._constant_value(key))))
         self.loc_lr_mult = loc_lr_mult
 
+    def _constant_value(self, key: str) -> Callable[[], np.ndarray]:
+        return lambda: self.transform.constants(self._sampling_shape)[key]
+
     @property
-    def loc_lr_mult(self):
+    def loc_lr_mult(self) -> float:
+        """The learning-rate multiplier of all the localization parameters (settable)."""
         return self._loc_lr_mult
 
     @loc_lr_mult.setter
-    def loc_lr_mult(self, value):
-        """Set the learning-rate multiplier of all the localization parameters."""
+    def loc_lr_mult(self, value: float) -> None:
         self._loc_lr_mult = float(value)
         self.collect_params().setattr("lr_mult", self._loc_lr_mult)
 
     @property
-    def target_shape(self):
+    def target_shape(self) -> Optional[Tuple[int, int]]:
+        """``(H_out, W_out)``; ``None`` until the first input when it was not given."""
         return self._target_shape
 
     @property
-    def _sampling_shape(self):
+    def _sampling_shape(self) -> Tuple[int, int]:
+        if self._target_shape is None:
+            raise StnGluonError("SpatialTransformer has no target_shape yet: give one, or call it on an input first")
         h, w = self._target_shape
         return h * self.supersample, w * self.supersample
 
-    def forward(self, x, *args):
+    def _take_shape_from(self, x: mx.nd.NDArray) -> None:
+        size = tuple(int(v) for v in x.shape[2:])
+        if self._target_shape is None:
+            self._target_shape = _check_target_shape(size)
+            for key, value in self.transform.constants(self._sampling_shape).items():
+                have = getattr(self, key).shape  # loaded from a file before the first forward: must agree
+                if any(d not in (0, want) for d, want in zip(have, value.shape)):
+                    raise StnGluonError(f"SpatialTransformer: its {key} {have} was made for another input size "
+                                        f"than {size}; give the target_shape it was trained with")
+        elif self._shape_from_input and size != self._target_shape:
+            raise StnGluonError(f"SpatialTransformer took target_shape {self._target_shape} from its first input "
+                                f"and got an input of {size}: give target_shape explicitly to resample inputs "
+                                f"of several sizes")
+
+    def forward(self, x: Tensor, *args: Any) -> Union[Tensor, Tuple[Tensor, Tensor]]:
         if isinstance(x, mx.nd.NDArray):
             if x.ndim != 4:
                 raise StnGluonError(f"SpatialTransformer input must be (N, C, H, W), got shape {x.shape}")
-            if self._target_shape is None:
-                self._target_shape = _check_target_shape(x.shape[2:])
+            self._take_shape_from(x)
         elif self._target_shape is None:
             raise StnGluonError("SpatialTransformer needs target_shape to be built as a symbol")
         return super().forward(x, *args)
 
-    def hybrid_forward(self, F, x, **constants):
+    def hybrid_forward(self, F: Any, x: Tensor, **constants: Tensor) -> Union[Tensor, Tuple[Tensor, Tensor]]:
+        assert self._target_shape is not None  # forward() set it
         params = self.localization(x)
         # a named node: tools recover theta from it in a graph exported without return_theta
         params = self.regressor(params) if self.regressor is not None else F.identity(params, name="loc_params")
@@ -263,10 +305,10 @@ class SpatialTransformer(nn.HybridBlock):
         else:
             out = self.transform.warp(x, params, self._target_shape, fill=self.fill, name="warped", **constants)
         if self.return_theta:
-            return out, F.identity(self.transform.theta(F, params), name="theta")
+            return out, F.identity(self.transform.theta(params), name="theta")
         return out
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return (f"{self.__class__.__name__}(transform={self.transform.name!r}, "
                 f"target_shape={self._target_shape}, loc_lr_mult={self._loc_lr_mult}, fill={self.fill}, "
                 f"localization={self.localization.__class__.__name__})")

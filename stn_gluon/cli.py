@@ -65,33 +65,14 @@ def add_data_args(p, dataset_default="mnist"):
                                                                     "; default: the model's own"))
 
 
-def add_train_args(p, defaults):
-    """The training flags shared by ``train`` and ``train-symbol`` (gluoncv script style)."""
-    d = defaults
-    p.add_argument("--epochs", type=_positive_int, default=d.epochs)
-    p.add_argument("--batch-size", type=_positive_int, default=d.batch_size)
-    p.add_argument("--lr", type=_float, default=d.lr, help="peak learning rate")
-    p.add_argument("--optimizer", default=d.optimizer, choices=["sgd", "nag", "adam"])
-    p.add_argument("--momentum", type=_float, default=d.momentum)
-    p.add_argument("--lr-mode", default=d.lr_mode, choices=["cosine", "step", "linear", "poly", "constant"])
-    p.add_argument("--lr-step-epochs", default=d.lr_step_epochs, help="epochs where --lr-mode step divides the lr by 10")
-    p.add_argument("--warmup-epochs", type=_float, default=d.warmup_epochs,
-                   help="linear warm-up (at most a quarter of the run)")
-    p.add_argument("--first-cycle-epochs", type=_float, default=d.first_cycle_epochs,
-                   help="cosine only: a first cosine cycle of this many epochs, then a warm restart (0: none)")
-    p.add_argument("--wd", type=_float, default=d.wd, help="weight decay (not on biases)")
-    p.add_argument("--loc-lr-mult", type=_float, default=d.loc_lr_mult,
-                   help="learning-rate multiplier of the localization network")
-    p.add_argument("--dropout", type=_float, default=d.dropout, help="dropout rate of the LeNet body")
-    p.add_argument("--seed", type=int, default=d.seed)
-    p.add_argument("--no-augment", dest="augment", action="store_false",
-                   help="no random affine augmentation of the training batches")
-    p.add_argument("--save-dir", default=None, help="where checkpoints, the exported model, "
-                   "metrics and plots go (default: runs/<model>)")
-    p.add_argument("--resume", nargs="?", const="auto", default=None, metavar="CHECKPOINT",
-                   help="continue from the checkpoint in --save-dir (or the one given)")
-    p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
-    add_data_args(p)
+def add_train_args(p, skip=()):
+    """The training flags of ``train`` and ``train-symbol``: one per :class:`~stn_gluon.recipes.TrainConfig`
+    field, with its help, default and the other recipes' values."""
+    from .flags import add_flags
+    from .recipes import TrainConfig, recipe_notes
+
+    add_flags(p, TrainConfig, skip=skip, default_notes=recipe_notes)
+    p.add_argument("--no-stn", action="store_true", help="train the same network without the STN (the baseline)")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -99,27 +80,6 @@ class _Parser(argparse.ArgumentParser):
 
     def error(self, message):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
-
-
-def add_distortion_bench_args(q):
-    from .distortion_bench import BENCH_RECIPE as b
-
-    q.add_argument("--datasets", default=None, help="comma list (default: rotated,rts,projective,elastic,"
-                                                    "cluttered,noisy128)")
-    q.add_argument("--models", default=None, help="comma list of cnn, affine, attention, window, projective, "
-                                                  "tps (default: per dataset, as in the paper)")
-    q.add_argument("--epochs", type=_positive_int, default=b["epochs"], help="the budget: epochs of every run")
-    q.add_argument("--batch-size", type=_positive_int, default=b["batch_size"])
-    q.add_argument("--lr", type=_float, default=b["lr"], help="peak learning rate")
-    q.add_argument("--dropout", type=_float, default=b["dropout"], help="dropout of the LeNet body")
-    q.add_argument("--loc-lr-mult", type=_float, default=b["loc_lr_mult"],
-                   help="learning-rate multiplier of the localization net")
-    q.add_argument("--seed", type=int, default=42)
-    q.add_argument("--train-size", type=_positive_int, default=None, help="use the first N training images only")
-    q.add_argument("--test-size", type=_positive_int, default=None, help="use the first N test images only")
-    q.add_argument("--data-dir", default=None)
-    q.add_argument("--out", default="runs/bench_distortions")
-    q.add_argument("--progress", action="store_true", help="progress bars")
 
 
 def build_parser():
@@ -131,33 +91,10 @@ def build_parser():
     sub.required = True
 
     p = sub.add_parser("train", help="train STNNet (or the baseline) on MNIST or a distorted MNIST with Gluon")
-    p.add_argument("--model", default="stn_lenet", help="stn_lenet (default), lenet, or stn_<gluoncv zoo name>")
-    p.add_argument("--no-stn", action="store_true", help="train the same network without the STN (baseline)")
-    p.add_argument("--transform", default="affine", type=_transform_name,
-                   help="affine (default), attention, window (attention kept on the image), projective, "
-                        "tps (4x4 control points) or tps<k>")
-    p.add_argument("--target-size", type=_positive_int, default=None,
-                   help="side of the STN's output (baseline: of its input); default: the dataset's")
-    p.add_argument("--loc-pool", type=_positive_int, default=None,
-                   help="average pooling in front of the localization net; default: the dataset's")
-    p.add_argument("--supersample", type=_positive_int, default=None,
-                   help="STN anti-aliasing: k x k samples per output pixel, averaged; default: the dataset's")
-    p.add_argument("--init-scale", type=_float, default=None,
-                   help="the STN's initial zoom: 1 the identity, 0.5 the central half; default: the dataset's")
-    p.add_argument("--localization", choices=("conv", "saliency"), default=None,
-                   help="localization net: conv (the reference net + a regressor) or saliency (attention, affine: "
-                        "soft-argmax over a convolutional score map); default: the dataset's")
-    p.add_argument("--brightness-prior", type=_float, default=None,
-                   help="saliency localization: initial scores = this times each cell's mean intensity "
-                        "(0: flat scores); default: the dataset's (noisy128: 5)")
-    p.add_argument("--hybridize", dest="hybridize", action="store_true", default=True,
-                   help="hybridize with static_alloc/static_shape (default)")
-    p.add_argument("--no-hybridize", dest="hybridize", action="store_false", help="run imperatively")
-    add_train_args(p, TrainConfig())
-
-    p = sub.add_parser("train-symbol", help="train the same classifier as an mx.sym graph with Module.fit")
-    p.add_argument("--no-stn", action="store_true", help="train the baseline graph without the STN")
-    add_train_args(p, TrainConfig())
+    add_train_args(p)
+    p = sub.add_parser("train-symbol", help="train the same network as an mx.sym graph with Module.fit "
+                                            "(save dir: runs/<model>_module)")
+    add_train_args(p, skip=("hybridize",))
 
     p = sub.add_parser("export-onnx", help="export a saved model (Gluon export or Module checkpoint) to ONNX")
     p.add_argument("--model", required=True, help="save dir, export/checkpoint prefix or -symbol.json file")
@@ -212,7 +149,10 @@ def build_parser():
     q.add_argument("--data-dir", default=None)
     q.add_argument("--out", default="runs/bench_time_to_accuracy")
     q = which.add_parser("distortions", help="CNN vs ST-CNN on every distorted-MNIST dataset, within a budget")
-    add_distortion_bench_args(q)
+    from .distortion_bench import DistortionBenchConfig
+    from .flags import add_flags
+
+    add_flags(q, DistortionBenchConfig)
 
     q = sub.add_parser("evaluate", help="test accuracy of a saved model")
     q.add_argument("--model", required=True, help="save dir, export prefix or -symbol.json file")
@@ -231,15 +171,18 @@ def build_parser():
 
 
 def train_config_from_args(args):
-    from .training import TrainConfig
+    """The :class:`~stn_gluon.recipes.TrainConfig` of a ``train``/``train-symbol`` command line:
+    the named recipe, with the flags the user gave on top."""
+    from .flags import values_from_args
+    from .recipes import TrainConfig
 
-    model = "lenet" if getattr(args, "no_stn", False) else getattr(args, "model", "stn_lenet")
-    fields = {f.name for f in dataclasses.fields(TrainConfig)}
-    values = {k: v for k, v in vars(args).items() if k in fields and v is not None}
-    values["model"] = model
-    suffix = "_module" if args.command == "train-symbol" else ""
-    values["save_dir"] = args.save_dir or os.path.join("runs", model + suffix)
-    return TrainConfig(**values)
+    values = values_from_args(TrainConfig, args)
+    name = values.pop("recipe", "default")
+    if args.no_stn:
+        values["model"] = "lenet"
+    if "save_dir" not in values and args.command == "train-symbol":
+        values["save_dir"] = os.path.join("runs", values.get("model", TrainConfig.model) + "_module")
+    return TrainConfig.from_recipe(name, **values)
 
 
 def _cmd_train(args):
@@ -401,11 +344,10 @@ def _cmd_bench(args):
     from .reporting import write_report
 
     if args.bench == "distortions":
-        from .distortion_bench import run_distortion_bench
+        from .distortion_bench import DistortionBenchConfig, run_distortion_bench
+        from .flags import values_from_args
 
-        run_distortion_bench(args.datasets, args.models, args.epochs, args.batch_size, args.lr, args.seed, args.out,
-                             args.data_dir, args.train_size, args.test_size, progress=args.progress,
-                             dropout=args.dropout, loc_lr_mult=args.loc_lr_mult)
+        run_distortion_bench(DistortionBenchConfig(**values_from_args(DistortionBenchConfig, args)))
     elif args.bench == "speed":
         lines, results = speed_report(seconds=args.seconds, repeats=args.repeats, data_dir=args.data_dir,
                                       echo=lambda line: print(f"... {line}", file=sys.stderr, flush=True))
@@ -433,10 +375,13 @@ def main(argv=None):
     args = build_parser().parse_args(argv)
     import mxnet as mx
 
-    from .errors import StnGluonError, mxnet_message
+    from .errors import ConfigError, StnGluonError, mxnet_message
 
     try:
         COMMANDS[args.command](args)
+    except ConfigError as err:  # the library names the parameter; here it is a flag
+        print(f"error: {err.as_flag()}", file=sys.stderr)
+        return 2
     except StnGluonError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

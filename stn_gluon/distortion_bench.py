@@ -13,13 +13,16 @@ import io
 import json
 import os
 import time
+from dataclasses import dataclass
+from typing import Optional
 
-
-from .distortions import DATASETS, PLAIN_STN, get_dataset_spec, load_dataset
+from .distortions import DATASETS, get_dataset_spec, load_dataset
+from .recipes import PLAIN_STN, TrainConfig, dataset_models
 from .errors import StnGluonError
+from .flags import option, validate_fields
 from .io import atomic_write_text, write_json
 
-__all__ = ["PAPER_ERRORS", "DEFAULT_MODELS", "run_distortion_bench", "results_table"]
+__all__ = ["PAPER_ERRORS", "DEFAULT_MODELS", "DistortionBenchConfig", "run_distortion_bench", "results_table"]
 
 #: Test error (%) in Jaderberg et al. (2015), Table 1 (left): CNN and ST-CNN Aff / Proj / TPS;
 #: the cluttered 60x60 row is its ST-CNN (affine) against its CNN.
@@ -43,6 +46,33 @@ COLUMNS = ("dataset", "model", "transform", "test_error_pct", "best_error_pct", 
            "epochs", "train_size", "minutes", "train_images_per_sec", "stn_target", "baseline_target")
 
 
+@dataclass
+class DistortionBenchConfig:
+    """The benchmark's settings; the ``bench distortions`` flags are these fields.
+
+    Its recipe differs from ``stn-gluon train``'s in two ways: no dropout (with
+    dropout 0.3 the nets underfit in a few epochs: 8.1 % error on a 2-epoch
+    pilot, rotated, 30,000 images, against 5.9 % with no dropout and the
+    localization net at 1.0x) and one plain cosine cycle. The trainer's lr 0.02
+    and localization lr x0.1 stay: at lr 0.04 (x0.3) the RTS STNs threw theta
+    off the canvas in the first epoch and never recovered (88.6 % error on the
+    same kind of pilot).
+    """
+    datasets: Optional[str] = option(None, "comma list (default: every distorted dataset)")
+    models: Optional[str] = option(None, f"comma list of {', '.join(MODELS)} (default: per dataset, as in the paper)")
+    epochs: int = option(6, "the budget: epochs of 60,000 images for every run", minimum=1)
+    batch_size: int = option(64, "images per training step", minimum=1)
+    lr: float = option(0.02, "peak learning rate", minimum=0, exclusive_minimum=True)
+    dropout: float = option(0.0, "dropout of the LeNet body", minimum=0, maximum=0.99)
+    loc_lr_mult: float = option(0.1, "learning-rate multiplier of the localization net", minimum=0)
+    seed: int = option(42, "seed of every run")
+    train_size: Optional[int] = option(None, "use the first N training images only", minimum=1)
+    test_size: Optional[int] = option(None, "use the first N test images only", minimum=1)
+    data_dir: Optional[str] = option(None, "folder with the MNIST files the datasets are made from")
+    out: str = option("runs/bench_distortions", "where the runs, tables and figures go")
+    progress: bool = option(False, "progress bars")
+
+
 def _parse_list(text, allowed, what):
     items = [t.strip() for t in str(text).split(",") if t.strip()]
     bad = [t for t in items if t not in allowed]
@@ -62,10 +92,8 @@ def _subset(dataset, train_size, test_size):
                      dataset.test_labels[te], source=dataset.source)
 
 
-def _config(name, model, out, epochs, batch_size, lr, seed, progress, data_dir, dropout, loc_lr_mult):
-    from .training import TrainConfig
-
-    spec = get_dataset_spec(name)
+def _config(name, model, bench, epochs):
+    spec = dataset_models(name)
     # the architecture spelled out, so that a finished run is reused only if it is the same net
     shape = (dict(target_size=spec.baseline_target) if model == "cnn" else
              dict(target_size=spec.stn_target, loc_pool=spec.loc_pool, supersample=spec.supersample))
@@ -79,10 +107,11 @@ def _config(name, model, out, epochs, batch_size, lr, seed, progress, data_dir, 
     return TrainConfig(
         model="lenet" if model == "cnn" else "stn_lenet",
         transform="affine" if model == "cnn" else model, **shape,
-        dataset=name, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, lr_mode="cosine",
-        warmup_epochs=1.0, first_cycle_epochs=0.0, dropout=dropout, loc_lr_mult=loc_lr_mult,
+        dataset=name, epochs=epochs, batch_size=bench.batch_size, lr=bench.lr, seed=bench.seed, lr_mode="cosine",
+        warmup_epochs=1.0, first_cycle_epochs=0.0, dropout=bench.dropout, loc_lr_mult=bench.loc_lr_mult,
         augment=False,  # the distortion is the dataset's: no extra augmentation for either model
-        save_dir=os.path.join(out, name, model), resume="auto", progress=progress, data_dir=data_dir)
+        save_dir=os.path.join(bench.out, name, model), resume="auto", progress=bench.progress,
+        data_dir=bench.data_dir)
 
 
 def _finished(cfg):
@@ -99,7 +128,7 @@ def _finished(cfg):
 
 
 def _row(name, model, cfg, metrics, train_size):
-    spec = get_dataset_spec(name)
+    spec = dataset_models(name)
     error = 100.0 * (1.0 - metrics["test_accuracy"])
     best = metrics.get("best_test_accuracy")
     return dict(dataset=name, model=model, transform=None if model == "cnn" else model,
@@ -180,15 +209,6 @@ def _figure(out, name, dataset, models, count=12):
     return path
 
 
-#: The benchmark's recipe where it differs from ``stn-gluon train``'s: no dropout (with
-#: dropout 0.3 the nets underfit in a few epochs: 8.1 % error on a 2-epoch pilot, rotated,
-#: 30,000 images, against 5.9 % with no dropout and the localization net at 1.0x) and one
-#: plain cosine cycle. The trainer's lr 0.02 and
-#: localization lr x0.1 stay: at lr 0.04 (x0.3) the RTS STNs threw theta off the canvas
-#: in the first epoch and never recovered (88.6 % error on the same kind of pilot).
-BENCH_RECIPE = dict(epochs=6, batch_size=64, lr=0.02, dropout=0.0, loc_lr_mult=0.1)
-
-
 FULL_TRAIN = 60000
 
 
@@ -197,18 +217,19 @@ def spec_limited(name, train_size):
     return train_size is None and get_dataset_spec(name).max_train is not None
 
 
-def run_distortion_bench(datasets=None, models=None, epochs=BENCH_RECIPE["epochs"],
-                         batch_size=BENCH_RECIPE["batch_size"], lr=BENCH_RECIPE["lr"], seed=42,
-                         out="runs/bench_distortions", data_dir=None, train_size=None, test_size=None,
-                         progress=False, echo=print, dropout=BENCH_RECIPE["dropout"],
-                         loc_lr_mult=BENCH_RECIPE["loc_lr_mult"]):
+def run_distortion_bench(bench: Optional[DistortionBenchConfig] = None, echo=print):
     """Train the benchmark's runs (skipping finished ones) and write its tables and figures.
 
-    datasets / models: comma lists (default: every dataset, each with its
-    :data:`DEFAULT_MODELS`); epochs: the budget of every run; train_size /
-    test_size: use only the first images of each split (quick looks).
-    Returns the list of result rows.
+    bench.datasets / bench.models: comma lists (default: every dataset, each
+    with its :data:`DEFAULT_MODELS`); bench.epochs: the budget of every run;
+    train_size / test_size: use only the first images of each split (quick
+    looks). Returns the list of result rows.
     """
+    bench = bench or DistortionBenchConfig()
+    validate_fields(bench)
+    datasets, models, out = bench.datasets, bench.models, bench.out
+    epochs, batch_size, lr, seed = bench.epochs, bench.batch_size, bench.lr, bench.seed
+    dropout, loc_lr_mult, train_size, test_size = bench.dropout, bench.loc_lr_mult, bench.train_size, bench.test_size
     from .data import load_mnist
     from .training import fit
 
@@ -216,7 +237,7 @@ def run_distortion_bench(datasets=None, models=None, epochs=BENCH_RECIPE["epochs
         list(DEFAULT_MODELS)
     wanted = _parse_list(models, MODELS, "models") if models else None
     os.makedirs(out, exist_ok=True)
-    mnist = load_mnist(data_dir)
+    mnist = load_mnist(bench.data_dir)
     budget = (f"Budget: {epochs} epochs of 60,000 images per run (noisy128, 20,000 images: {3 * epochs} epochs, "
               f"the same number of images seen), batch {batch_size}, SGD momentum lr {lr} with 1 warm-up epoch "
               f"and cosine decay, dropout {dropout}, localization lr x{loc_lr_mult}, no augmentation, seed {seed}; "
@@ -239,8 +260,7 @@ def run_distortion_bench(datasets=None, models=None, epochs=BENCH_RECIPE["epochs
         # the budget is in images seen: a smaller training set gets proportionally more epochs
         run_epochs = max(1, int(round(epochs * FULL_TRAIN / n_train))) if spec_limited(name, train_size) else epochs
         for model in models_here:
-            cfg = _config(name, model, out, run_epochs, batch_size, lr, seed, progress, data_dir, dropout,
-                          loc_lr_mult)
+            cfg = _config(name, model, bench, run_epochs)
             metrics = _finished(cfg)
             if metrics is None:
                 echo(f"== {name} / {model}: {run_epochs} epochs on {n_train:,} images")

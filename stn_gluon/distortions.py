@@ -26,9 +26,9 @@ name           canvas  generator
                        sets would need 1.2 GB), for the attention STN that outputs 28x28
 =============  ======  ==========================================================================
 
-``mnist`` is plain MNIST. Each dataset also says how a model should look at it
-(:class:`DatasetSpec`): the STN's output size, the CNN baseline's input size,
-and a pooling in front of the localization net for the big canvases.
+``mnist`` is plain MNIST. How a model should look at each dataset (the STN's
+output size, the CNN baseline's input size, pooling in front of the
+localization net for the big canvases) is in :data:`stn_gluon.recipes.DATASET_MODELS`.
 """
 import hashlib
 import logging
@@ -39,7 +39,6 @@ import mxnet as mx
 import numpy as np
 
 from . import data as data_lib
-from .blocks import SaliencyLocalization
 from .errors import DataError, StnGluonError
 from .io import atomic_path
 
@@ -51,64 +50,28 @@ SOURCE_SIZE = 28
 
 @dataclass(frozen=True)
 class DatasetSpec:
-    """How a dataset is made and how models should look at it.
-
-    canvas: image side in pixels. stn_target: the STN's output side (28: the
-    STN normalises the digit to MNIST's size). baseline_target: the side the
-    CNN baseline sees (its input is area-averaged down to it when smaller than
-    the canvas). loc_pool: average pooling in front of the localization net.
-    supersample: the STN's anti-aliasing (points per output pixel along each axis).
-    localization: the localization net of attention and affine STNs here
-    (``conv`` or ``saliency``, see :class:`stn_gluon.models.STNNet`); other
-    transforms use ``conv``. init_scale: their initial zoom (1: the whole
-    canvas). brightness_prior: the saliency localization's prior toward
-    bright cells (see :class:`stn_gluon.blocks.SaliencyLocalization`; 0: none).
-    max_train / max_test: subset sizes (``None``: the whole split).
+    """How a dataset is made: its name, canvas side in pixels, subset sizes
+    (``max_train`` / ``max_test``; ``None``: the whole split), the paper's name
+    for it and a description. How models look at it is the recipes' business
+    (:data:`stn_gluon.recipes.DATASET_MODELS`).
     """
     name: str
     canvas: int
-    stn_target: int
-    baseline_target: int
-    loc_pool: int = 1
-    supersample: int = 1
-    localization: str = "conv"
-    init_scale: float = 1.0
-    brightness_prior: float = 0.0
     max_train: int = None
     max_test: int = None
     paper: str = None
     description: str = ""
 
-    def stn_defaults(self, transform):
-        """``localization``, ``init_scale``, ``brightness_prior`` of an STN of ``transform`` here.
-
-        The spec's values serve the transforms the saliency localization can
-        output (``SALIENCY_TRANSFORMS``); the others get ``PLAIN_STN``.
-        """
-        if transform in SALIENCY_TRANSFORMS:
-            return dict(localization=self.localization, init_scale=self.init_scale,
-                        brightness_prior=self.brightness_prior)
-        return dict(PLAIN_STN)
-
-
-#: The STN's defaults where a dataset sets none: the reference localization net at the identity.
-PLAIN_STN = dict(localization="conv", init_scale=1.0, brightness_prior=0.0)
-SALIENCY_TRANSFORMS = SaliencyLocalization.TRANSFORMS
 
 DATASETS = {spec.name: spec for spec in (
-    DatasetSpec("mnist", 28, 28, 28, description="plain MNIST"),
-    DatasetSpec("rotated", 28, 28, 28, paper="R", description="rotated +-90 deg"),
-    DatasetSpec("rts", 42, 28, 42, paper="RTS", description="rotated +-45 deg, scaled 0.7-1.2, "
-                                                             "translated on 42x42"),
-    DatasetSpec("projective", 28, 28, 28, paper="P", description="random homography"),
-    DatasetSpec("elastic", 28, 28, 28, paper="E", description="random thin-plate-spline warp"),
-    # starting on the central 0.6 (36 of 60 px; the digit is 28): affine 3.43 % error against 4.72 % from
-    # the whole canvas, attention 3.23 % against 3.09 % (bench distortions, one run each)
-    DatasetSpec("cluttered", 60, 60, 60, loc_pool=2, localization="saliency", init_scale=0.6, paper="60x60 cluttered",
-                description="60x60 canvas, 8 fragments of 6x6 px clutter"),
-    DatasetSpec("noisy128", 128, 28, 28, loc_pool=4, supersample=4, localization="saliency",
-                brightness_prior=5.0, max_train=20000, max_test=5000,
-                description="128x128 noisy canvas, attention STN (saliency localization) to 28x28"),
+    DatasetSpec("mnist", 28, description="plain MNIST"),
+    DatasetSpec("rotated", 28, paper="R", description="rotated +-90 deg"),
+    DatasetSpec("rts", 42, paper="RTS", description="rotated +-45 deg, scaled 0.7-1.2, translated on 42x42"),
+    DatasetSpec("projective", 28, paper="P", description="random homography"),
+    DatasetSpec("elastic", 28, paper="E", description="random thin-plate-spline warp"),
+    DatasetSpec("cluttered", 60, paper="60x60 cluttered", description="60x60 canvas, 8 fragments of 6x6 px clutter"),
+    DatasetSpec("noisy128", 128, max_train=20000, max_test=5000,
+                description="128x128 noisy canvas (a digit on |N(0, 60)| noise)"),
 )}
 
 
@@ -255,7 +218,8 @@ def generate(name, mnist, seed=0):
     return data_lib.MNISTData(*splits, source=f"{name} (seed {seed}) from {mnist.source}")
 
 
-def default_cache_dir():
+def distortions_cache_dir():
+    """Where generated datasets are cached by default: ``~/.mxnet/datasets/stn_gluon``."""
     return os.path.join(mx.base.data_dir(), "datasets", "stn_gluon")
 
 
@@ -279,7 +243,7 @@ def load_dataset(name="mnist", data_dir=None, download=False, seed=0, cache_dir=
     mnist = mnist if mnist is not None else data_lib.load_mnist(data_dir, download=download)
     if spec.name == "mnist":
         return mnist
-    cache_dir = cache_dir or os.environ.get("STN_GLUON_CACHE") or default_cache_dir()
+    cache_dir = cache_dir or os.environ.get("STN_GLUON_CACHE") or distortions_cache_dir()
     path = os.path.join(cache_dir, _cache_key(name, mnist, seed))
     if os.path.exists(path):
         return _read_cache(path, spec, mnist, name, seed)

@@ -18,6 +18,22 @@ class CheckpointError(StnGluonError):
     """A checkpoint or exported model is missing, damaged or does not match."""
 
 
+class ConfigError(StnGluonError):
+    """A configuration value out of range or not among its choices.
+
+    Names the parameter (``epochs must be >= 1, got 0``); the CLI prints the
+    flag instead (``--epochs must be >= 1, got 0``).
+    """
+
+    def __init__(self, name: str, problem: str):
+        self.name, self.problem = name, problem
+        super().__init__(f"{name} {problem}")
+
+    def as_flag(self) -> str:
+        """The message with the parameter spelled as its command-line flag."""
+        return f"--{self.name.replace('_', '-')} {self.problem}"
+
+
 def mxnet_message(err, limit=200):
     """The informative line of an ``MXNetError`` (its text starts with a C++ traceback)."""
     lines = [l.strip() for l in str(err).splitlines() if l.strip()]

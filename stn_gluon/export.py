@@ -159,7 +159,7 @@ def load_graph(path):
     if theta is None and params_node is not None:
         from .ops import get_transform
         transform = get_transform(meta.get("transform") or "affine")
-        theta = transform.theta(mx.sym, params_node)
+        theta = transform.theta(params_node)
     return ModelGraph(sym, warped, theta if warped is not None else None, params, meta, prefix, epoch,
                       [symbol_file, params_file])
 

@@ -1,10 +1,19 @@
-"""Classifiers with a spatial transformer in front, and a model registry."""
+"""Classifiers with a spatial transformer in front.
+
+The classes take every architecture choice as an argument; their defaults are
+the reference tutorial's (dropout 0.5, zero padding, localization net at the
+full learning rate). The networks ``stn-gluon train`` trains are built from a
+recipe (:func:`stn_gluon.architecture.build_net`) or by name
+(:func:`stn_gluon.zoo.get_model`).
+"""
+from typing import Any, Optional, Sequence
+
 from mxnet.gluon import nn
 
 from .blocks import SaliencyLocalization, SpatialTransformer
 from .errors import StnGluonError
 
-__all__ = ["LeNetBody", "STNClassifier", "STNNet", "get_model", "list_models"]
+__all__ = ["LeNetBody", "STNClassifier", "STNNet", "stn_backbone", "gluoncv_backbone"]
 
 
 class LeNetBody(nn.HybridSequential):
@@ -15,7 +24,7 @@ class LeNetBody(nn.HybridSequential):
     Input ``(N, C, 28, 28)`` (any size >= 12 works); output logits ``(N, num_classes)``.
     """
 
-    def __init__(self, num_classes=10, dropout=0.5, **kwargs):
+    def __init__(self, num_classes: int = 10, dropout: float = 0.5, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         with self.name_scope():
             self.add(nn.Conv2D(10, 5), nn.MaxPool2D(2, 2), nn.Activation("relu"),
@@ -34,7 +43,8 @@ class STNClassifier(nn.HybridBlock):
     ``return_theta=True`` (theta ``(N, 6)``; the identity when there is no STN).
     """
 
-    def __init__(self, classifier=None, stn=None, return_theta=False, **kwargs):
+    def __init__(self, classifier: Optional[nn.HybridBlock] = None, stn: Optional[SpatialTransformer] = None,
+                 return_theta: bool = False, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.return_theta = bool(return_theta)
         self.stn = None
@@ -81,10 +91,11 @@ class STNNet(STNClassifier):
     that class). ``config`` holds the arguments that rebuild the same architecture.
     """
 
-    def __init__(self, num_classes=10, stn=True, input_shape=(1, 28, 28), transform="affine",
-                 target_shape=None, init_scale=1.0, loc_lr_mult=1.0, dropout=0.5,
-                 return_theta=False, fill=0.0, loc_pool=1, supersample=1, localization="conv",
-                 brightness_prior=0.0, **kwargs):
+    def __init__(self, num_classes: int = 10, stn: bool = True, input_shape: Sequence[int] = (1, 28, 28),
+                 transform: str = "affine", target_shape: Optional[Sequence[int]] = None, init_scale: float = 1.0,
+                 loc_lr_mult: float = 1.0, dropout: float = 0.5, return_theta: bool = False, fill: float = 0.0,
+                 loc_pool: int = 1, supersample: int = 1, localization: str = "conv",
+                 brightness_prior: float = 0.0, **kwargs: Any) -> None:
         if len(input_shape) != 3:
             raise StnGluonError(f"input_shape must be (C, H, W), got {input_shape!r}")
         target_shape = tuple(int(v) for v in (target_shape or input_shape[1:]))
@@ -115,8 +126,9 @@ class STNNet(STNClassifier):
         return super().hybrid_forward(F, x)
 
 
-def stn_backbone(name, num_classes=10, input_shape=(3, 32, 32), transform="affine",
-                 target_shape=None, loc_lr_mult=1.0, init_scale=1.0, fill=0.0, **kwargs):
+def stn_backbone(name: str, num_classes: int = 10, input_shape: Sequence[int] = (3, 32, 32),
+                 transform: str = "affine", target_shape: Optional[Sequence[int]] = None, loc_lr_mult: float = 1.0,
+                 init_scale: float = 1.0, fill: float = 0.0, **kwargs: Any) -> STNClassifier:
     """A gluoncv model-zoo backbone (e.g. ``cifar_resnet20_v1``) behind a SpatialTransformer.
 
     Input ``(N, C, H, W)``; the STN resamples it to ``target_shape`` (default
@@ -127,37 +139,12 @@ def stn_backbone(name, num_classes=10, input_shape=(3, 32, 32), transform="affin
     with net.name_scope():
         stn = SpatialTransformer(target_shape, transform, init_scale=init_scale,
                                  loc_lr_mult=loc_lr_mult, fill=fill, prefix="stn_")
-    net._set_children(_gluoncv_backbone(name, num_classes, prefix="backbone_"), stn)
+    net._set_children(gluoncv_backbone(name, num_classes, prefix="backbone_"), stn)
     return net
 
 
-_MODELS = {
-    "stn_lenet": lambda **kw: STNNet(stn=True, **kw),
-    "lenet": lambda **kw: STNNet(stn=False, **kw),
-}
-
-
-def list_models():
-    """Names :func:`get_model` knows; ``stn_<name>`` also works for any gluoncv model-zoo name."""
-    return sorted(_MODELS)
-
-
-def get_model(name, **kwargs):
-    """Build a model by name.
-
-    ``stn_lenet`` / ``lenet``: :class:`STNNet` with / without the STN.
-    ``stn_<zoo name>``: :func:`stn_backbone` around that gluoncv model-zoo
-    network (``stn_cifar_resnet20_v1``); a bare zoo name gives the backbone alone.
-    """
-    if name in _MODELS:
-        return _MODELS[name](**kwargs)
-    if name.startswith("stn_"):
-        return stn_backbone(name[4:], **kwargs)
-    kwargs.pop("input_shape", None)
-    return _gluoncv_backbone(name, kwargs.pop("num_classes", 10), **kwargs)
-
-
-def _gluoncv_backbone(name, num_classes, **kwargs):
+def gluoncv_backbone(name: str, num_classes: int = 10, **kwargs: Any) -> nn.HybridBlock:
+    """A gluoncv model-zoo network by name (untrained), ``classes=num_classes``."""
     from .compat import import_gluoncv  # imported lazily: gluoncv is slow to import
 
     try:

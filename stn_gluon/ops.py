@@ -24,6 +24,8 @@ Conventions (MXNet's, used everywhere in this package):
 
 Every function takes either NDArrays or Symbols and returns the same kind.
 """
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
+
 import mxnet as mx
 import numpy as np
 
@@ -32,17 +34,22 @@ from .errors import StnGluonError
 __all__ = [
     "affine_grid", "affine_transform", "attention_to_affine", "window_to_affine", "bilinear_sample",
     "homography_grid", "tps_control_points", "tps_grid_matrix", "tps_grid",
-    "warp_with_grid", "Transform", "TRANSFORMS", "get_transform",
+    "warp_with_grid", "Transform", "TRANSFORMS", "get_transform", "Tensor", "Shape",
 ]
 
+Tensor = Union[mx.nd.NDArray, mx.sym.Symbol]
+"""What the functions take and return: an NDArray or a Symbol (NDArrays in, NDArrays out; Symbols in, Symbols out)."""
+Shape = Sequence[int]
+"""A spatial size ``(H, W)``: two integers (a tuple, a list, an NDArray's ``shape[2:]``)."""
 
-def _F(x):
+
+def _F(x: Tensor) -> Any:
     return mx.sym if isinstance(x, mx.sym.Symbol) else mx.nd
 
 
-def _check_target_shape(target_shape):
+def _check_target_shape(target_shape: Optional[Shape]) -> Tuple[int, int]:
     try:
-        h, w = (int(v) for v in target_shape)
+        h, w = (int(v) for v in target_shape)  # type: ignore[union-attr]  # None: the TypeError below
     except (TypeError, ValueError):
         raise StnGluonError(f"target_shape must be two integers (H, W), got {target_shape!r}")
     if h < 2 or w < 2:
@@ -50,7 +57,7 @@ def _check_target_shape(target_shape):
     return h, w
 
 
-def affine_grid(theta, target_shape):
+def affine_grid(theta: Tensor, target_shape: Shape) -> Tensor:
     """Sampling grid of an affine transform.
 
     theta: ``(N, 6)`` or ``(N, 2, 3)``, target -> source in normalised coordinates.
@@ -64,7 +71,7 @@ def affine_grid(theta, target_shape):
                            target_shape=(h, w))
 
 
-def bilinear_sample(data, grid):
+def bilinear_sample(data: Tensor, grid: Tensor) -> Tensor:
     """Bilinear sampling with zero padding.
 
     data: ``(N, C, H, W)``; grid: ``(N, 2, H_out, W_out)`` (see module docs).
@@ -73,7 +80,8 @@ def bilinear_sample(data, grid):
     return _F(data).BilinearSampler(data, grid)
 
 
-def _check_warp_inputs(data, target_shape, params, num_params, what):
+def _check_warp_inputs(data: Tensor, target_shape: Optional[Shape], params: Tensor, num_params: int,
+                       what: str) -> Shape:
     if target_shape is None:
         if isinstance(data, mx.sym.Symbol):
             raise StnGluonError(f"{what} on a Symbol needs an explicit target_shape")
@@ -87,7 +95,7 @@ def _check_warp_inputs(data, target_shape, params, num_params, what):
     return target_shape
 
 
-def warp_with_grid(data, grid, fill=0.0, name=None):
+def warp_with_grid(data: Tensor, grid: Tensor, fill: float = 0.0, name: Optional[str] = None) -> Tensor:
     """Bilinear sampling of ``data`` ``(N, C, H, W)`` at ``grid`` ``(N, 2, H_out, W_out)``.
 
     Reads ``fill`` outside the input (computed as ``sample(data - fill) + fill``).
@@ -99,7 +107,8 @@ def warp_with_grid(data, grid, fill=0.0, name=None):
     return F.BilinearSampler(data, grid, name=name)
 
 
-def affine_transform(data, theta, target_shape=None, fill=0.0, name=None):
+def affine_transform(data: Tensor, theta: Tensor, target_shape: Optional[Shape] = None, fill: float = 0.0,
+                     name: Optional[str] = None) -> Tensor:
     """Warp ``data`` with an affine ``theta`` (the STN's sampler stage).
 
     data: ``(N, C, H, W)`` float; theta: ``(N, 6)`` or ``(N, 2, 3)``, mapping
@@ -115,7 +124,7 @@ def affine_transform(data, theta, target_shape=None, fill=0.0, name=None):
     return warp_with_grid(data, affine_grid(theta, target_shape), fill, name)
 
 
-def attention_to_affine(params):
+def attention_to_affine(params: Tensor) -> Tensor:
     """Attention parameters ``(N, 3)`` = ``(s, t_x, t_y)`` -> affine theta ``(N, 6)``.
 
     theta = ``[[s, 0, t_x], [0, s, t_y]]``: an isotropic zoom by ``1/s`` about
@@ -129,7 +138,7 @@ def attention_to_affine(params):
     return F.concat(s, zero, tx, zero, s, ty, dim=1)
 
 
-def window_to_affine(params):
+def window_to_affine(params: Tensor) -> Tensor:
     """Bounded attention parameters ``(N, 3)`` = ``(a, b_x, b_y)`` -> affine theta ``(N, 6)``.
 
     The window of :func:`attention_to_affine` with ``s = 2 sigmoid(a)`` in
@@ -144,19 +153,20 @@ def window_to_affine(params):
     return attention_to_affine(F.concat(s, t, dim=1))
 
 
-def _window_logit(scale):
+def _window_logit(scale: float) -> float:
     if not 0 < scale < 2:
         raise StnGluonError(f"the window transform's scale lies in (0, 2), got init_scale={scale}")
     return float(np.log(scale / (2.0 - scale)))
 
 
-#: The smallest denominator ``g x + h y + 1`` a homography grid divides by.
-#: Where a homography puts the horizon inside the output (the denominator
-#: crosses 0) the grid is clamped there instead of flipping to infinity.
 MIN_HOMOGRAPHY_DENOMINATOR = 0.1
+"""The smallest denominator ``g x + h y + 1`` a homography grid divides by.
+
+Where a homography puts the horizon inside the output (the denominator
+crosses 0) the grid is clamped there instead of flipping to infinity."""
 
 
-def homography_grid(params, target_shape):
+def homography_grid(params: Tensor, target_shape: Shape) -> Tensor:
     """Sampling grid of a homography.
 
     params: ``(N, 8)`` = ``(a, b, c, d, e, f, g, h)``, the matrix
@@ -177,7 +187,7 @@ def homography_grid(params, target_shape):
     return F.broadcast_div(numerator, denominator)
 
 
-def tps_control_points(k):
+def tps_control_points(k: int) -> np.ndarray:
     """The ``k x k`` target control points of a thin-plate spline: ``(k*k, 2)`` (x, y) in [-1, 1].
 
     Row-major (x fastest), the same order as the ``(N, 2K)`` parameters.
@@ -189,13 +199,13 @@ def tps_control_points(k):
     return np.stack([xs.ravel(), ys.ravel()], axis=1)
 
 
-def _tps_radial(d2):
+def _tps_radial(d2: np.ndarray) -> np.ndarray:
     """U(r) = r^2 log r^2 from squared distances (0 at r = 0)."""
     with np.errstate(divide="ignore", invalid="ignore"):
         return np.where(d2 > 0, d2 * np.log(np.maximum(d2, 1e-300)), 0.0)
 
 
-def tps_grid_matrix(k, target_shape):
+def tps_grid_matrix(k: int, target_shape: Shape) -> np.ndarray:
     """The constant matrix ``W`` ``(2 H W, 2 K)`` of a thin-plate-spline grid.
 
     For the source positions ``s`` ``(N, 2K)`` of the ``K = k*k`` control
@@ -224,7 +234,7 @@ def tps_grid_matrix(k, target_shape):
     return out.astype(np.float32)
 
 
-def tps_grid(params, matrix, target_shape):
+def tps_grid(params: Tensor, matrix: Tensor, target_shape: Shape) -> Tensor:
     """Sampling grid of a thin-plate spline.
 
     params: ``(N, 2K)`` source positions of the control points; matrix: the
@@ -242,95 +252,110 @@ class Transform:
     """A family of spatial transforms the STN can regress.
 
     num_params: length of the parameter vector the localization net predicts.
-    identity(init_scale): the parameter vector of the identity (or of a
+    identity(init_scale=1.0): the parameter vector of the identity (or of a
     centred zoom by ``1/init_scale``), used to initialise the regressor bias.
-    to_affine(F, params): ``(N, num_params)`` -> ``(N, 6)``, for transforms
-    that are affine (``None`` otherwise).
-    grid(F, params, target_shape, **constants): the sampling grid ``(N, 2, H_out, W_out)``.
-    constants(target_shape): NumPy arrays the grid needs (``{}`` for most),
-    held by the block as constant parameters and passed back to :meth:`grid`.
+    to_affine(params): ``(N, num_params)`` -> ``(N, 6)``, for transforms
+    that are affine (``None`` otherwise); grid(params, target_shape,
+    **constants): the sampling grid, for the others (default: the affine grid).
     """
 
     #: whether :meth:`grid` needs :meth:`constants` (which then depend on the target shape)
     has_constants = False
 
-    def __init__(self, name, num_params, identity, to_affine=None, grid=None, theta_doc=None):
+    def __init__(self, name: str, num_params: int, identity: Callable[..., List[float]],
+                 to_affine: Optional[Callable[[Tensor], Tensor]] = None,
+                 grid: Optional[Callable[..., Tensor]] = None) -> None:
         self.name = name
         self.num_params = num_params
         self.identity = identity
         self.to_affine = to_affine
         self._grid = grid
-        self.theta_doc = theta_doc or "(N, 6) affine matrix"
+        if to_affine is None and grid is None:
+            raise StnGluonError(f"transform {name!r} needs to_affine or grid")
 
-    def constants(self, target_shape):
+    def constants(self, target_shape: Shape) -> Dict[str, np.ndarray]:
+        """The constant arrays :meth:`grid` needs for ``target_shape``, by keyword (``{}`` for most)."""
         return {}
 
-    def grid(self, F, params, target_shape, **constants):
+    def grid(self, params: Tensor, target_shape: Shape, **constants: Tensor) -> Tensor:
+        """The sampling grid ``(N, 2, H_out, W_out)`` of ``params`` ``(N, num_params)``."""
         if self._grid is not None:
-            return self._grid(F, params, target_shape, **constants)
-        return affine_grid(self.to_affine(F, params), target_shape)
+            return self._grid(params, target_shape, **constants)
+        assert self.to_affine is not None
+        return affine_grid(self.to_affine(params), target_shape)
 
-    def theta(self, F, params):
+    def theta(self, params: Tensor) -> Tensor:
         """What ``return_theta`` gives: the affine ``(N, 6)`` where there is one, else the parameters."""
-        return self.to_affine(F, params) if self.to_affine is not None else params
+        return self.to_affine(params) if self.to_affine is not None else params
 
-    def warp(self, data, params, target_shape=None, fill=0.0, name=None, **constants):
-        """The STN's sampler stage: ``(N, C, H, W)`` -> ``(N, C, H_out, W_out)``."""
+    def warp(self, data: Tensor, params: Tensor, target_shape: Optional[Shape] = None, fill: float = 0.0,
+             name: Optional[str] = None, **constants: Tensor) -> Tensor:
+        """The STN's sampler stage: ``(N, C, H, W)`` -> ``(N, C, H_out, W_out)``.
+
+        ``constants`` are those of :meth:`constants` for ``target_shape``; on
+        NDArrays they are computed when not given, on Symbols they must be.
+        """
         target_shape = _check_warp_inputs(data, target_shape, params, self.num_params, f"{self.name} warp")
         needed = self.constants(target_shape) if not constants else {}
         if needed and isinstance(params, mx.sym.Symbol):
             raise StnGluonError(f"{self.name} warp on Symbols needs its constants ({', '.join(needed)}) "
                                 f"passed in, as SpatialTransformer does")
         constants = constants or {k: mx.nd.array(v, ctx=params.context) for k, v in needed.items()}
-        return warp_with_grid(data, self.grid(_F(params), params, target_shape, **constants), fill, name)
+        return warp_with_grid(data, self.grid(params, target_shape, **constants), fill, name)
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"Transform({self.name!r}, num_params={self.num_params})"
 
 
 class ThinPlateSpline(Transform):
-    """Thin-plate spline over a ``k x k`` grid of control points (``2 k^2`` parameters)."""
+    """Thin-plate spline over a ``k x k`` grid of control points (``2 k^2`` parameters).
+
+    Its grid is a constant matrix (``tps_matrix``, see :func:`tps_grid_matrix`)
+    times the parameters; the matrix depends on the target shape.
+    """
 
     has_constants = True
 
-    def __init__(self, k=4):
+    def __init__(self, k: int = 4) -> None:
         self.k = int(k)
         ctrl = tps_control_points(self.k)
         super().__init__(f"tps{self.k}" if self.k != 4 else "tps", 2 * len(ctrl),
                          identity=lambda init_scale=1.0: list(init_scale * np.concatenate([ctrl[:, 0], ctrl[:, 1]])),
-                         theta_doc=f"(N, {2 * len(ctrl)}) control-point source positions, all x then all y")
+                         grid=self._tps_grid)
 
-    def constants(self, target_shape):
+    def constants(self, target_shape: Shape) -> Dict[str, np.ndarray]:
         return {"tps_matrix": tps_grid_matrix(self.k, target_shape)}
 
-    def grid(self, F, params, target_shape, tps_matrix=None):
+    @staticmethod
+    def _tps_grid(params: Tensor, target_shape: Shape, tps_matrix: Optional[Tensor] = None) -> Tensor:
+        if tps_matrix is None:
+            raise StnGluonError("the thin-plate spline's grid needs its tps_matrix")
         return tps_grid(params, tps_matrix, target_shape)
 
 
-TRANSFORMS = {
+TRANSFORMS: Dict[str, Transform] = {  # the named families; get_transform also makes tps<k>
     "affine": Transform(
         "affine", 6,
         identity=lambda init_scale=1.0: [init_scale, 0.0, 0.0, 0.0, init_scale, 0.0],
-        to_affine=lambda F, p: p),
+        to_affine=lambda p: p),
     "attention": Transform(
         "attention", 3,
         identity=lambda init_scale=1.0: [init_scale, 0.0, 0.0],
-        to_affine=lambda F, p: attention_to_affine(p)),
+        to_affine=attention_to_affine),
     "window": Transform(
         "window", 3,
         identity=lambda init_scale=1.0: [_window_logit(init_scale), 0.0, 0.0],
-        to_affine=lambda F, p: window_to_affine(p)),
+        to_affine=window_to_affine),
     "projective": Transform(
         "projective", 8,
         identity=lambda init_scale=1.0: [init_scale, 0.0, 0.0, 0.0, init_scale, 0.0, 0.0, 0.0],
-        grid=lambda F, p, target_shape: homography_grid(p, target_shape),
-        theta_doc="(N, 8) homography (a, b, c, d, e, f, g, h)"),
+        grid=homography_grid),
     "tps": ThinPlateSpline(4),
 }
 
 
-def get_transform(name):
-    """Look up a :class:`Transform` by name: ``affine``, ``attention``, ``projective``,
+def get_transform(name: str) -> "Transform":
+    """Look up a :class:`Transform` by name: ``affine``, ``attention``, ``window``, ``projective``,
     ``tps`` (4x4 control points) or ``tps<k>`` (k x k, e.g. ``tps3``)."""
     if name in TRANSFORMS:
         return TRANSFORMS[name]

@@ -11,7 +11,6 @@ import logging
 import os
 import sys
 import time
-from dataclasses import dataclass
 
 import mxnet as mx
 import numpy as np
@@ -22,114 +21,15 @@ from .context import format_ctx, parse_ctx
 from .errors import CheckpointError, StnGluonError, mxnet_message
 from .export import DEFAULT_PREFIX, export_block
 from .io import CHECKPOINT_NAME, load_checkpoint, save_checkpoint
-from .models import get_model
+from .architecture import build_net, default_initializer, initialize_net
+from .recipes import TrainConfig
 from .reporting import History, RunRecorder, check_recipe
 
-__all__ = ["TrainConfig", "make_lr_scheduler", "train_step", "evaluate", "fit", "stn_batch", "progress_bar"]
+# TrainConfig is defined in stn_gluon.recipes; it is importable from here too, as the trainer's input.
+__all__ = ["TrainConfig", "make_lr_scheduler", "make_trainer", "RunAhead", "train_step", "evaluate", "fit",
+           "stn_batch", "progress_bar", "default_initializer"]
 
 log = logging.getLogger(__name__)
-
-OPTIMIZERS = ("sgd", "nag", "adam")
-LR_MODES = ("cosine", "step", "linear", "poly", "constant")
-LOCALIZATIONS = ("conv", "saliency")
-# Fields that must match between a checkpoint and the run resuming it.
-RECIPE_FIELDS = ("dataset", "target_size", "loc_pool", "supersample", "localization", "init_scale",
-                 "brightness_prior", "model", "transform", "epochs", "batch_size", "optimizer", "lr",
-                 "momentum", "lr_mode", "lr_step_epochs", "warmup_epochs", "first_cycle_epochs", "wd",
-                 "loc_lr_mult", "dropout", "seed", "augment")
-
-
-@dataclass
-class TrainConfig:
-    """Everything that defines a training run; the CLI flags map onto these fields."""
-    model: str = "stn_lenet"
-    transform: str = "affine"
-    dataset: str = "mnist"
-    target_size: int = None  # STN output / baseline input side; None: the dataset's (distortions.DatasetSpec)
-    loc_pool: int = None  # pooling in front of the localization net; None: the dataset's
-    supersample: int = None  # sampler anti-aliasing (k x k points per output pixel); None: the dataset's
-    localization: str = None  # "conv" (LocalizationNet) or "saliency" (SaliencyLocalization); None: the dataset's
-    init_scale: float = None  # the STN's initial zoom (1: identity, 0.5: the central half); None: the dataset's
-    brightness_prior: float = None  # saliency localization's lean toward bright cells (0: none); None: the dataset's
-    epochs: int = 20
-    batch_size: int = 64
-    optimizer: str = "sgd"
-    lr: float = 0.02
-    momentum: float = 0.9
-    lr_mode: str = "cosine"
-    lr_step_epochs: str = "10,15"
-    warmup_epochs: float = 1.0
-    # cosine only: a first, short cosine cycle of this many epochs, then a warm restart
-    # (SGDR) into the cosine over the remaining epochs; 0 (default): one cycle. Measured on
-    # full MNIST, 20 epochs: a 3-epoch first cycle reached 99.0 % after 3 epochs but ended
-    # at 99.45 % (STN) against 99.63 % with one cycle, below the baseline's 99.50 %.
-    first_cycle_epochs: float = 0.0
-    wd: float = 5e-4
-    loc_lr_mult: float = 0.1
-    dropout: float = 0.3
-    seed: int = 42
-    ctx: str = "cpu"
-    data_dir: str = None
-    download: bool = False
-    save_dir: str = "runs/stn_lenet"
-    resume: str = None
-    augment: bool = True
-    hybridize: bool = True
-    progress: bool = True
-
-    def validate(self):
-        checks = [
-            (self.epochs >= 1, f"--epochs must be >= 1, got {self.epochs}"),
-            (self.batch_size >= 1, f"--batch-size must be >= 1, got {self.batch_size}"),
-            (self.lr > 0 and np.isfinite(self.lr), f"--lr must be a positive number, got {self.lr}"),
-            (self.wd >= 0, f"--wd must be >= 0, got {self.wd}"),
-            (self.loc_lr_mult >= 0, f"--loc-lr-mult must be >= 0, got {self.loc_lr_mult}"),
-            (0 <= self.dropout < 1, f"--dropout must be in [0, 1), got {self.dropout}"),
-            (self.warmup_epochs >= 0, f"--warmup-epochs must be >= 0, got {self.warmup_epochs}"),
-            (self.first_cycle_epochs >= 0, f"--first-cycle-epochs must be >= 0, got {self.first_cycle_epochs}"),
-            (self.optimizer in OPTIMIZERS, f"--optimizer {self.optimizer!r}: choose {', '.join(OPTIMIZERS)}"),
-            (self.lr_mode in LR_MODES, f"--lr-mode {self.lr_mode!r}: choose {', '.join(LR_MODES)}"),
-            (self.target_size is None or self.target_size >= 12, f"--target-size must be >= 12, got {self.target_size}"),
-            (self.loc_pool is None or self.loc_pool >= 1, f"--loc-pool must be >= 1, got {self.loc_pool}"),
-            (self.supersample is None or self.supersample >= 1, f"--supersample must be >= 1, got {self.supersample}"),
-            (self.init_scale is None or 0 < self.init_scale <= 4,
-             f"--init-scale must be in (0, 4], got {self.init_scale}"),
-            (self.brightness_prior is None or 0 <= self.brightness_prior < float("inf"),
-             f"--brightness-prior must be a number >= 0, got {self.brightness_prior}"),
-            (self.localization in (None,) + LOCALIZATIONS,
-             f"--localization {self.localization!r}: choose {', '.join(LOCALIZATIONS)}"),
-        ]
-        for ok, message in checks:
-            if not ok:
-                raise StnGluonError(message)
-        self.step_epochs()
-        self.dataset_spec()
-        return self
-
-    def dataset_spec(self):
-        from .distortions import get_dataset_spec
-
-        return get_dataset_spec(self.dataset)
-
-    def step_epochs(self):
-        try:
-            return [int(e) for e in str(self.lr_step_epochs).split(",") if e.strip()]
-        except ValueError:
-            raise StnGluonError(f"--lr-step-epochs {self.lr_step_epochs!r}: expected integers like 10,15") from None
-
-    def recipe(self):
-        return {k: getattr(self, k) for k in RECIPE_FIELDS}
-
-    def recipe_differences(self, saved):
-        """``["field saved -> this", ...]`` between a saved recipe and this one.
-
-        A field the saved recipe predates counts as its default: defaults of
-        new fields are what the code did before the field existed.
-        """
-        defaults = TrainConfig().recipe()
-        return [f"{k} {saved.get(k, defaults[k])!r} -> {v!r}" for k, v in self.recipe().items()
-                if saved.get(k, defaults[k]) != v]
-
 
 def make_lr_scheduler(cfg, iters_per_epoch):
     """Linear warm-up then ``cfg.lr_mode`` decay, as gluoncv ``LRSequential``; per-iteration.
@@ -238,42 +138,6 @@ def stn_batch(stn, images):
     return (out[0] if isinstance(out, (list, tuple)) else out).asnumpy()
 
 
-def _build_net(cfg, input_shape, num_classes):
-    # A fixed prefix: exported parameter names stay the same from run to run.
-    kwargs = dict(num_classes=num_classes, input_shape=input_shape, prefix=f"{cfg.model}_")
-    spec = cfg.dataset_spec()
-    if cfg.model in ("stn_lenet", "lenet"):
-        kwargs["dropout"] = cfg.dropout
-        # the dataset's sizes apply to its own canvas; other data keeps its size unless told
-        size = cfg.target_size or (None if tuple(input_shape[1:]) != (spec.canvas, spec.canvas) else
-                                   spec.stn_target if cfg.model == "stn_lenet" else spec.baseline_target)
-        if size:
-            kwargs["target_shape"] = (size, size)
-        if cfg.model == "stn_lenet":
-            stn = spec.stn_defaults(cfg.transform)
-            localization = cfg.localization or stn["localization"]
-            prior = cfg.brightness_prior
-            if prior is None:  # the dataset's prior belongs to its (saliency) localization net
-                prior = stn["brightness_prior"] if localization == stn["localization"] else 0.0
-            kwargs.update(loc_pool=cfg.loc_pool or spec.loc_pool, supersample=cfg.supersample or spec.supersample,
-                          localization=localization, init_scale=cfg.init_scale or stn["init_scale"],
-                          brightness_prior=prior)
-    if cfg.model.startswith("stn"):
-        # outside the image, the STN shows the (normalised) black background, not grey
-        kwargs.update(transform=cfg.transform, loc_lr_mult=cfg.loc_lr_mult, fill=data_lib.BACKGROUND)
-    net = get_model(cfg.model, **kwargs)
-    return net
-
-
-def default_initializer():
-    """uniform(+-1/sqrt(fan_in)), PyTorch's default, for every trainer.
-
-    Larger (He) initial weights make the localization features big enough for
-    the first updates to throw theta off the image, and the net never recovers.
-    """
-    return mx.init.Xavier(rnd_type="uniform", factor_type="in", magnitude=1)
-
-
 #: Parameters per fused optimizer call at most; larger nets are updated in
 #: chunks (MXNet 1.9.1's multi_sgd_mom_update crashed with 64, worked with 60).
 MAX_AGGREGATED_PARAMS = 32
@@ -292,11 +156,6 @@ def make_trainer(params, optimizer, optimizer_params, num_contexts=1):
         count = len(params.values()) if hasattr(params, "values") else len(params)
         opt.aggregate_num = max(opt.aggregate_num, min(count, MAX_AGGREGATED_PARAMS))
     return gluon.Trainer(params, opt, kvstore="device" if num_contexts > 1 else None)
-
-
-def _initialize(net, ctx_list):
-    net.initialize(default_initializer(), ctx=ctx_list)
-    net.collect_params(".*bias").setattr("wd_mult", 0.0)
 
 
 def _resume_path(cfg):
@@ -358,8 +217,13 @@ class PreparedData:
                     classes=[str(i) for i in range(self.num_classes)], source=source, **extra)
 
 
-def setup_run(cfg, dataset=None):
-    """Validate ``cfg``, parse its contexts, load and prepare the data, create the save dir."""
+def setup_run(cfg, dataset=None, build=None):
+    """Validate ``cfg``, parse its contexts, load and prepare the data, build the model, create the save dir.
+
+    build(prepared) -> model: the trainer's network (a Gluon block, a symbol), built
+    before anything is written so that a network that cannot be built leaves no trace.
+    Returns ``(ctx_list, prepared, model)``.
+    """
     cfg.validate()
     ctx_list = parse_ctx(cfg.ctx)
     if dataset is None:
@@ -367,10 +231,11 @@ def setup_run(cfg, dataset=None):
 
         dataset = load_dataset(cfg.dataset, cfg.data_dir, download=cfg.download)
     prepared = PreparedData(cfg, dataset)
-    os.makedirs(cfg.save_dir, exist_ok=True)
     mx.random.seed(cfg.seed)
     np.random.seed(cfg.seed)
-    return ctx_list, prepared
+    model = build(prepared) if build is not None else None
+    os.makedirs(cfg.save_dir, exist_ok=True)
+    return ctx_list, prepared, model
 
 
 def fit(cfg, dataset=None, echo=print, on_epoch=None):
@@ -383,9 +248,8 @@ def fit(cfg, dataset=None, echo=print, on_epoch=None):
     ``model-0000.params``, ``model.json``, ``metrics.json``, ``history.csv``,
     ``curves.png`` and (with an STN) ``stn_grid.png``. Returns the metrics dict.
     """
-    ctx_list, data = setup_run(cfg, dataset)
-    net = _build_net(cfg, data.input_shape, data.num_classes)
-    _initialize(net, ctx_list)
+    ctx_list, data, net = setup_run(cfg, dataset, lambda d: build_net(cfg, d.input_shape, d.num_classes))
+    initialize_net(net, ctx_list)
     if cfg.hybridize:
         net.hybridize(static_alloc=True, static_shape=True)
     net(mx.nd.zeros((2,) + data.input_shape, ctx=ctx_list[0]))  # finish deferred init
@@ -431,7 +295,7 @@ def fit(cfg, dataset=None, echo=print, on_epoch=None):
         record = recorder.end_epoch(epoch + 1, trainer.learning_rate, train_loss, train_acc, seen, train_seconds,
                                     time.time() - tic, test_loss, test_correct, test_total)
         save_checkpoint(os.path.join(cfg.save_dir, CHECKPOINT_NAME),
-                        dict(epoch=epoch + 1, history=recorder.history.records, recipe=cfg.recipe(),
+                        dict(epoch=epoch + 1, history=recorder.history.records, recipe=cfg.recipe_fields(),
                              data_source=data.dataset.source),
                         net.save_parameters, trainer.save_states)
         if on_epoch is not None and on_epoch(record):

@@ -6,6 +6,6 @@ The same classifier as :class:`stn_gluon.STNNet`, as one ``mx.sym`` graph with
 ``prefix="stn_lenet_"`` (as ``stn-gluon train`` builds it), so weights move
 between the two unchanged.
 """
-from .stn_symbol import get_loc, get_symbol, localization_params
+from .stn_symbol import get_loc, get_symbol, get_symbol_for, localization_params, unsupported_fields
 
-__all__ = ["get_loc", "get_symbol", "localization_params"]
+__all__ = ["get_loc", "get_symbol", "get_symbol_for", "localization_params", "unsupported_fields"]

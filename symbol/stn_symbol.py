@@ -1,6 +1,20 @@
-"""``get_loc`` and ``get_symbol``: the STN classifier as an MXNet symbol."""
+"""``get_loc`` and ``get_symbol``: the STN classifier as an MXNet symbol.
+
+Defaults are the default recipe's (:class:`stn_gluon.recipes.TrainConfig`):
+localization net at 0.1x the learning rate, dropout 0.3, the normalised black
+shown outside the image. :func:`get_symbol_for` builds the graph of an
+:class:`~stn_gluon.architecture.Architecture`, the same network the Gluon
+trainer builds, or refuses with the fields a symbol cannot express.
+"""
+from typing import List
+
 import mxnet as mx
 import numpy as np
+
+from ..architecture import LENET_MODELS, Architecture
+from ..data import BACKGROUND
+from ..errors import StnGluonError
+from ..recipes import TrainConfig
 
 PREFIX = "stn_lenet_"
 
@@ -21,7 +35,7 @@ def _dense(data, name, num_hidden, lr_mult=None, weight_init=None, bias_init=Non
                                  name=name + "fwd")
 
 
-def get_loc(data, lr_mult=0.01, num_params=6, init_scale=1.0, prefix=PREFIX + "stn_"):
+def get_loc(data, lr_mult=TrainConfig.loc_lr_mult, num_params=6, init_scale=1.0, prefix=PREFIX + "stn_"):
     """The localization network + identity-initialised regressor: data ``(N, C, H, W)`` -> ``(N, 6)``.
 
     Same layers as :class:`stn_gluon.LocalizationNet` (Conv 8@7x7, pool, ReLU,
@@ -41,17 +55,21 @@ def get_loc(data, lr_mult=0.01, num_params=6, init_scale=1.0, prefix=PREFIX + "s
                   weight_init=mx.init.Zero(), bias_init=mx.init.Constant(identity))
 
 
-def get_symbol(num_classes=10, add_stn=True, target_shape=(28, 28), lr_mult=0.01, dropout=0.5,
-               init_scale=1.0, fill=0.0, prefix=PREFIX):
+def get_symbol(num_classes=10, add_stn=True, target_shape=(28, 28), lr_mult=TrainConfig.loc_lr_mult,
+               dropout=TrainConfig.dropout, init_scale=1.0, fill=BACKGROUND, prefix=PREFIX, resize=False):
     """The STN classifier: ``mx.sym.SpatialTransformer`` -> LeNet body -> ``SoftmaxOutput``.
 
     Input ``data`` ``(N, 1, H, W)`` normalised, label ``softmax_label`` ``(N,)``;
     output ``(N, num_classes)`` probabilities. ``add_stn=False`` gives the
     baseline. The body is :class:`stn_gluon.LeNetBody`'s; ``fill`` is what the
     transformer shows outside the input, as in :class:`stn_gluon.SpatialTransformer`.
+    ``resize=True`` (the baseline only): area-average the input to ``target_shape``
+    first, as :class:`stn_gluon.STNNet` does when the canvas is larger.
     """
     data = mx.sym.var("data")
     x = data
+    if resize and not add_stn:
+        x = mx.sym.contrib.AdaptiveAvgPooling2D(data, output_size=tuple(target_shape), name=prefix + "resize")
     if add_stn:
         loc = get_loc(data, lr_mult=lr_mult, init_scale=init_scale, prefix=prefix + "stn_")
         kwargs = dict(target_shape=tuple(target_shape), transform_type="affine", sampler_type="bilinear")
@@ -77,3 +95,31 @@ def get_symbol(num_classes=10, add_stn=True, target_shape=(28, 28), lr_mult=0.01
 def localization_params(sym):
     """Names of the arguments of ``sym`` that belong to the localization network."""
     return [n for n in sym.list_arguments() if "_stn_" in n]
+
+
+def unsupported_fields(arch: Architecture) -> List[str]:
+    """The choices of ``arch`` that the symbolic graph cannot express (``["transform 'tps'", ...]``)."""
+    plain = dict(localization="conv", loc_pool=1, supersample=1, brightness_prior=0.0)
+    found = [] if arch.model in LENET_MODELS else [f"model {arch.model!r}"]
+    if arch.has_stn:
+        if arch.transform != "affine":
+            found.append(f"transform {arch.transform!r}")
+        found += [f"{name} {getattr(arch, name)!r}" for name, value in plain.items() if getattr(arch, name) != value]
+    return found
+
+
+def get_symbol_for(arch: Architecture) -> mx.sym.Symbol:
+    """The graph of ``arch``, parameter names as the Gluon net's (prefix ``<model>_``).
+
+    Raises :class:`~stn_gluon.errors.StnGluonError` listing what the Module path
+    cannot express (only the affine ``SpatialTransformer`` with the reference
+    localization net has a symbolic form here).
+    """
+    missing = unsupported_fields(arch)
+    if missing:
+        raise StnGluonError(f"the Module path cannot build this network ({'; '.join(missing)}); "
+                            f"train it with Gluon (stn-gluon train)")
+    target = tuple(arch.target_shape or arch.input_shape[1:])
+    return get_symbol(arch.num_classes, add_stn=arch.has_stn, target_shape=target, lr_mult=arch.loc_lr_mult,
+                      dropout=arch.dropout, init_scale=arch.init_scale, fill=arch.fill, prefix=f"{arch.model}_",
+                      resize=not arch.has_stn and target != tuple(arch.input_shape[1:]))

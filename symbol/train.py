@@ -21,13 +21,14 @@ import warnings
 import mxnet as mx
 
 from ..context import format_ctx
-from ..data import BACKGROUND, MNIST_MEAN, MNIST_STD
+from ..architecture import LENET_MODELS, default_initializer, resolve_architecture
+from ..data import MNIST_MEAN, MNIST_STD
 from ..errors import CheckpointError, StnGluonError, mxnet_message
 from ..export import DEFAULT_PREFIX, load_model
 from ..io import atomic_path, write_json
 from ..reporting import History, RunRecorder, check_recipe
-from ..training import default_initializer, evaluate, make_lr_scheduler, setup_run, stn_batch
-from .stn_symbol import get_symbol
+from ..training import evaluate, make_lr_scheduler, setup_run, stn_batch
+from .stn_symbol import get_symbol_for
 
 __all__ = ["BatchIter", "fit_module", "latest_checkpoint"]
 
@@ -155,16 +156,17 @@ def _check_input(symbol, shape):
 
 
 def fit_module(cfg, dataset=None, echo=print, symbol=None):
-    """Train ``get_symbol()`` (or ``symbol``) per ``cfg`` with ``Module.fit``; returns the metrics dict."""
-    if cfg.transform != "affine":
-        raise StnGluonError("train-symbol: mx.sym.SpatialTransformer supports only the affine transform")
-    if cfg.model not in ("stn_lenet", "lenet"):
-        raise StnGluonError(f"train-symbol: model {cfg.model!r} has no symbolic form (stn_lenet or lenet)")
-    ctx_list, data = setup_run(cfg, dataset)
-    if symbol is None:
-        symbol = get_symbol(data.num_classes, add_stn=cfg.model == "stn_lenet",
-                            target_shape=data.input_shape[1:], lr_mult=cfg.loc_lr_mult,
-                            dropout=cfg.dropout, fill=BACKGROUND)
+    """Train the network of ``cfg`` (or ``symbol``) with ``Module.fit``; returns the metrics dict.
+
+    The graph is :func:`~stn_gluon.symbol.get_symbol_for` of the architecture
+    the Gluon trainer would build (:func:`~stn_gluon.architecture.resolve_architecture`);
+    a configuration the Module path cannot express is refused with one line.
+    """
+    if cfg.model not in LENET_MODELS:
+        raise StnGluonError(f"train-symbol: model {cfg.model!r} has no symbolic form ({' or '.join(LENET_MODELS)})")
+    # the network `stn-gluon train` builds with these settings, or a one-line refusal
+    ctx_list, data, symbol = setup_run(cfg, dataset, lambda d: symbol if symbol is not None else
+                                       get_symbol_for(resolve_architecture(cfg, d.input_shape, d.num_classes)))
     _check_input(symbol, (cfg.batch_size,) + data.input_shape)
     prefix = os.path.join(cfg.save_dir, DEFAULT_PREFIX)
     recorder = RunRecorder(cfg, data.dataset, "module", format_ctx(ctx_list), echo)
@@ -206,7 +208,7 @@ def fit_module(cfg, dataset=None, echo=print, symbol=None):
                            train.get("accuracy", float("nan")), iters * cfg.batch_size, timer["train"],
                            time.time() - timer["tic"], test["cross-entropy"],
                            int(round(test["accuracy"] * total)), total)
-        _save(module, prefix, epoch, dict(history=recorder.history.records, recipe=cfg.recipe(),
+        _save(module, prefix, epoch, dict(history=recorder.history.records, recipe=cfg.recipe_fields(),
                                           data_source=data.dataset.source))
         timer["tic"] = time.time()
 

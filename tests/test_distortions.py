@@ -149,7 +149,7 @@ def test_cli_trains_on_a_distorted_set_and_tools_follow_the_model(tmp_path, mnis
 
 
 @pytest.mark.parametrize("args, expect", [
-    (["train", "--dataset", "swirled"], "unknown dataset 'swirled'"),
+    (["train", "--dataset", "swirled"], "invalid choice: 'swirled'"),
     (["train", "--transform", "tps1"], "unknown transform 'tps1'"),
     (["train", "--target-size", "0"], "--target-size"),
     (["train", "--localization", "dense"], "--localization"),
@@ -195,7 +195,8 @@ def test_distortion_bench_runs_a_subset_resumes_and_writes_its_tables(tmp_path, 
 
 
 def test_dataset_sizes_apply_only_to_their_own_canvas():
-    from stn_gluon.training import TrainConfig, _build_net
+    from stn_gluon.architecture import build_net as _build_net
+    from stn_gluon.recipes import TrainConfig
 
     assert _build_net(TrainConfig(), (1, 60, 60), 10).config["target_shape"] == [60, 60]  # mnist spec, other data
     assert _build_net(TrainConfig(dataset="cluttered"), (1, 60, 60), 10).config["target_shape"] == [60, 60]
@@ -205,7 +206,8 @@ def test_dataset_sizes_apply_only_to_their_own_canvas():
 
 
 def test_attention_and_affine_on_noisy128_use_the_saliency_localization_by_default():
-    from stn_gluon.training import TrainConfig, _build_net
+    from stn_gluon.architecture import build_net as _build_net
+    from stn_gluon.recipes import DATASET_MODELS, TrainConfig
 
     def loc_of(**kw):
         return type(_build_net(TrainConfig(dataset="noisy128", **kw), (1, 128, 128), 10).stn.localization).__name__
@@ -216,18 +218,18 @@ def test_attention_and_affine_on_noisy128_use_the_saliency_localization_by_defau
     assert loc_of(transform="attention", localization="conv") == "LocalizationNet"
     with pytest.raises(StnGluonError, match="outputs attention or affine parameters, not projective"):
         loc_of(transform="projective", localization="saliency")
-    with pytest.raises(StnGluonError, match="--localization 'dense'"):
+    with pytest.raises(StnGluonError, match="localization 'dense': choose conv, saliency"):
         TrainConfig(localization="dense").validate()
-    with pytest.raises(StnGluonError, match="--init-scale must be in"):
+    with pytest.raises(StnGluonError, match="init_scale must be > 0"):
         TrainConfig(init_scale=-1.0).validate()
-    with pytest.raises(StnGluonError, match="--brightness-prior must be a number >= 0"):
+    with pytest.raises(StnGluonError, match="brightness_prior must be >= 0"):
         TrainConfig(brightness_prior=-2.0).validate()
 
     def prior_of(**kw):
         net = _build_net(TrainConfig(dataset="noisy128", transform="attention", **kw), (1, 128, 128), 10)
         return net.config["brightness_prior"]
 
-    assert prior_of() == D.DATASETS["noisy128"].brightness_prior > 0  # the dataset's prior with its saliency net
+    assert prior_of() == DATASET_MODELS["noisy128"].brightness_prior > 0  # the dataset's prior with its saliency net
     assert prior_of(brightness_prior=0.0) == 0.0
     assert prior_of(localization="conv") == 0.0  # a conv localization net has no prior to take
     with pytest.raises(StnGluonError, match="needs the saliency localization"):

@@ -182,7 +182,7 @@ def test_bad_settings_are_clear_errors(tmp_path, small_data):
         fit(_cfg(tmp_path, ctx="gpu:0"), dataset=small_data)
     with pytest.raises(StnGluonError, match="larger than the training set"):
         fit(_cfg(tmp_path, batch_size=5000), dataset=small_data)
-    with pytest.raises(StnGluonError, match="--lr-step-epochs"):
+    with pytest.raises(StnGluonError, match="lr_step_epochs"):
         fit(_cfg(tmp_path, lr_mode="step", lr_step_epochs="a,b"), dataset=small_data)
 
 

@@ -163,11 +163,80 @@ def test_tps_matrix_is_a_constant_not_a_trained_weight():
     assert (const[0].data() == before).asnumpy().all()
 
 
-def test_tps_needs_target_shape():
-    with pytest.raises(sg.StnGluonError, match="target_shape"):
-        sg.SpatialTransformer(None, "tps")
+def test_unknown_tps_size_is_refused():
     with pytest.raises(sg.StnGluonError, match="unknown transform"):
         sg.SpatialTransformer((28, 28), "tps1")
+
+
+def _perturbed_pair(transform, shape, **kwargs):
+    """An STN without target_shape and one with it explicit, sharing non-identity weights."""
+    x = mx.nd.random.uniform(shape=(3, 1) + shape)
+    inferred = sg.SpatialTransformer(None, transform, return_theta=True, **kwargs)
+    explicit = sg.SpatialTransformer(shape, transform, return_theta=True, **kwargs)
+    for stn in (inferred, explicit):
+        stn.initialize(mx.init.Xavier())
+    explicit(x)
+    reg = explicit.regressor.weight
+    reg.set_data(mx.nd.random.normal(scale=0.05, shape=reg.shape))
+    return x, inferred, explicit
+
+
+@pytest.mark.parametrize("hybridize", [False, True])
+@pytest.mark.parametrize("transform", ["tps", "tps3"])
+def test_tps_takes_target_shape_from_input(transform, hybridize):
+    mx.random.seed(3)
+    x, inferred, explicit = _perturbed_pair(transform, (24, 20))
+    if hybridize:
+        inferred.hybridize(static_alloc=True, static_shape=True)
+    assert inferred.target_shape is None
+    inferred(x)  # first call: builds the grid matrix for the input's size
+    assert inferred.target_shape == (24, 20)
+    for name, p in explicit.collect_params().items():
+        inferred.collect_params()[name.replace(explicit.prefix, inferred.prefix)].set_data(p.data())
+    matrix = inferred.tps_matrix
+    assert matrix.grad_req == "null" and matrix.shape == (2 * 24 * 20, explicit.transform.num_params)
+    np.testing.assert_allclose(matrix.data().asnumpy(), sg.ops.tps_grid_matrix(explicit.transform.k, (24, 20)))
+    out, theta = inferred(x)
+    want, want_theta = explicit(x)
+    assert np.abs(theta.asnumpy() - explicit.transform.identity()).max() > 0.01  # not the identity
+    np.testing.assert_allclose(out.asnumpy(), want.asnumpy(), atol=1e-5)
+    np.testing.assert_allclose(theta.asnumpy(), want_theta.asnumpy(), atol=1e-6)
+
+
+@pytest.mark.parametrize("hybridize", [False, True])
+@pytest.mark.parametrize("transform", ["affine", "tps"])
+def test_input_of_another_size_is_refused_once_the_target_shape_was_taken(transform, hybridize):
+    stn = sg.SpatialTransformer(transform=transform)
+    stn.initialize()
+    if hybridize:
+        stn.hybridize()
+    assert stn(mx.nd.zeros((2, 1, 28, 28))).shape == (2, 1, 28, 28)
+    with pytest.raises(sg.StnGluonError, match=r"target_shape \(28, 28\) from its first input.*\(40, 40\)"):
+        stn(mx.nd.zeros((2, 1, 40, 40)))
+    assert stn(mx.nd.zeros((5, 1, 28, 28))).shape == (5, 1, 28, 28)  # another batch size is fine
+
+
+def test_tps_with_inferred_shape_saves_exports_and_supersamples(tmp_path):
+    mx.random.seed(4)
+    x, stn, _ = _perturbed_pair("tps", (28, 28), supersample=2, fill=-0.42)
+    stn.hybridize()
+    stn(x)
+    assert stn.tps_matrix.shape == (2 * 56 * 56, 32)  # the sampling grid is 2x2 per output pixel
+    reg = stn.regressor.weight
+    reg.set_data(mx.nd.random.normal(scale=0.05, shape=reg.shape))
+    out, theta = stn(x)
+    assert out.shape == (3, 1, 28, 28)
+    stn.export(str(tmp_path / "m"))
+    loaded = gluon.SymbolBlock.imports(str(tmp_path / "m-symbol.json"), ["data"], str(tmp_path / "m-0000.params"))
+    np.testing.assert_allclose(loaded(x)[0].asnumpy(), out.asnumpy(), atol=1e-6)
+    stn.save_parameters(str(tmp_path / "w.params"))
+    again = sg.SpatialTransformer(None, "tps", return_theta=True, supersample=2, fill=-0.42, prefix=stn.prefix)
+    again.load_parameters(str(tmp_path / "w.params"))
+    np.testing.assert_allclose(again(x)[0].asnumpy(), out.asnumpy(), atol=1e-6)
+    other = sg.SpatialTransformer(None, "tps", supersample=2, prefix=stn.prefix)
+    other.load_parameters(str(tmp_path / "w.params"))
+    with pytest.raises(sg.StnGluonError, match="tps_matrix .* another input size"):
+        other(mx.nd.zeros((1, 1, 32, 32)))
 
 
 @pytest.mark.parametrize("transform", ["projective", "tps"])
