@@ -1,7 +1,7 @@
 """Micro-batching: concurrent requests gathered into one batch for one inference thread."""
 import asyncio
 import concurrent.futures
-from typing import Callable, Dict, Optional
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 
@@ -21,14 +21,16 @@ class MicroBatcher:
                  max_wait_ms: float = 5.0, on_batch: Optional[Callable[[int], None]] = None):
         self.predict, self.max_batch, self.max_wait = predict, max(1, int(max_batch)), max_wait_ms / 1000
         self.on_batch = on_batch
-        self.queue = asyncio.Queue()
+        self.queue: "asyncio.Queue[Tuple[np.ndarray, asyncio.Future]]" = asyncio.Queue()
         self.executor = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="inference")
-        self.task = None
+        self.task: Optional["asyncio.Task[None]"] = None
 
-    def start(self):
+    def start(self) -> None:
+        """Start the batching task (on the running event loop)."""
         self.task = asyncio.get_running_loop().create_task(self._run())
 
-    async def stop(self):
+    async def stop(self) -> None:
+        """Answer what is queued, then stop the task and the inference thread."""
         if self.task is not None:
             await self.queue.join()
             self.task.cancel()
@@ -43,7 +45,7 @@ class MicroBatcher:
         await self.queue.put((x, future))
         return await future
 
-    async def _run(self):
+    async def _run(self) -> None:
         loop = asyncio.get_running_loop()
         pending = None
         while True:
@@ -72,7 +74,7 @@ class MicroBatcher:
                 for _ in items:
                     self.queue.task_done()
 
-    async def _run_batch(self, loop, items):
+    async def _run_batch(self, loop: asyncio.AbstractEventLoop, items: List[Tuple[np.ndarray, Any]]) -> None:
         live = [(x, f) for x, f in items if not f.done()]
         if not live:
             return

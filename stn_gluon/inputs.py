@@ -17,7 +17,7 @@ Imports only NumPy (and Pillow when decoding images): no MXNet.
 import io
 import os
 import re
-from typing import List, Sequence, Tuple, Union
+from typing import Any, List, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -33,7 +33,7 @@ IMAGE_FORMATS = "PNG, JPEG, BMP, GIF, TIFF, WebP"
 Invert = Union[str, bool]
 
 
-def _flatten_alpha(img):
+def _flatten_alpha(img: Any) -> Any:
     """A PIL image with transparency -> RGB/L on a background contrasting with its strokes."""
     from PIL import Image
 
@@ -49,7 +49,7 @@ def _flatten_alpha(img):
     return Image.fromarray((flat * 255.0 + 0.5).astype(np.uint8), "RGB")
 
 
-def _has_alpha(img) -> bool:
+def _has_alpha(img: Any) -> bool:
     return img.mode in ("RGBA", "LA", "PA", "La", "RGBa") or "transparency" in img.info
 
 
@@ -77,12 +77,12 @@ def decode_image(data: bytes, size: Tuple[int, int], name: str = "image", max_pi
                                     f"{max_pixels} allowed")
             if not _has_alpha(img):
                 img.draft("L", (max(h, w), max(h, w)))  # JPEG: decode at reduced size when possible
-            img = ImageOps.exif_transpose(img)
-            if _has_alpha(img):
-                img = _flatten_alpha(img)
-            grey = img.convert("L")
+            upright = ImageOps.exif_transpose(img)
+            if _has_alpha(upright):
+                upright = _flatten_alpha(upright)
+            grey = upright.convert("L")
             if grey.size != (w, h):
-                grey = grey.resize((w, h), Image.BILINEAR)
+                grey = grey.resize((w, h), Image.Resampling.BILINEAR)
             return np.asarray(grey, dtype=np.float32) / 255.0
     except StnGluonError:
         raise
@@ -98,7 +98,7 @@ def _pixel_scale(a: np.ndarray, pixel_range: str, name: str) -> float:
     return 255.0 if pixel_range == "0-255" else 1.0
 
 
-def validate_array(arr, input_shape: Sequence[int], pixel_range: str = "auto", name: str = "array") -> np.ndarray:
+def validate_array(arr: Any, input_shape: Sequence[int], pixel_range: str = "auto", name: str = "array") -> np.ndarray:
     """Numbers meant as pixels -> ``float32 (N, C, H, W)`` in [0, 1]; the one validator of arrays.
 
     Accepts ``(H, W)``, ``(N, H, W)``, ``(C, H, W)`` or ``(N, C, H, W)`` matching

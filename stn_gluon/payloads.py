@@ -7,7 +7,7 @@ status and a one-line reason. Pixels come out as ``float32 (N, C, H, W)`` in
 """
 import json
 from dataclasses import dataclass
-from typing import Mapping, Optional, Sequence, Union
+from typing import Any, Mapping, Optional, Sequence, Union
 
 import numpy as np
 
@@ -99,7 +99,7 @@ def decode_upload(data: bytes, name: str, input_shape: Sequence[int], max_pixels
         raise HTTPError(413 if "allowed" in str(err) else 400, str(err)) from None
 
 
-def _load_json(body: bytes):
+def _load_json(body: bytes) -> Any:
     try:
         return json.loads(body)
     except (ValueError, UnicodeDecodeError) as err:
