@@ -1,5 +1,7 @@
 # Two commands do all the set-up on a fresh machine with Python 3.11:
-#   make demo   - create .venv, install stn-gluon, train STNNet end to end (runs/demo)
+#   make demo   - create .venv, install stn-gluon, train STNNet end to end (runs/demo; run again,
+#                 it leaves a finished demo as it is, continues an interrupted one, and puts
+#                 another recipe into runs/demo-2, runs/demo-3, ...)
 #   make test   - create .venv, install stn-gluon[test], run the tests (with mypy and the docs build)
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV ?= .venv
@@ -17,7 +19,7 @@ $(BIN)/.installed: setup.py
 install: $(BIN)/.installed
 
 demo: install
-	$(BIN)/stn-gluon train --save-dir runs/demo $(DEMO_ARGS)
+	$(BIN)/python scripts/demo.py $(DEMO_ARGS)
 
 test: install
 	$(BIN)/python -m mypy
@@ -30,4 +32,4 @@ docs: install
 	@site="$$(mktemp -d)"; $(BIN)/mkdocs build --strict --site-dir "$$site"; rc=$$?; rm -rf "$$site"; exit $$rc
 
 clean:
-	rm -rf runs/demo .pytest_cache
+	rm -rf runs/demo runs/demo-[0-9]* .pytest_cache

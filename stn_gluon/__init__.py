@@ -13,10 +13,11 @@ _os.environ.setdefault("MXNET_SUBGRAPH_VERBOSE", "0")
 
 from . import threads as _threads  # noqa: E402
 
-# before mxnet is imported: one OpenMP thread per physical core
-if _threads.configure_openmp() is None and _threads.physical_cores() > _threads.mxnet_default_threads():
-    _warnings.warn("mxnet was imported before stn_gluon with OMP_NUM_THREADS unset; MXNet may use only half "
-                   "the cores (set OMP_NUM_THREADS, or import stn_gluon first)", RuntimeWarning, stacklevel=2)
+# one OpenMP thread per physical core: set before mxnet is imported, or in the loaded library
+if _threads.configure_openmp() is None and _threads.adjust_loaded_mxnet() is False:
+    _warnings.warn("mxnet was imported before stn_gluon with OMP_NUM_THREADS unset, and its thread count could "
+                   "not be changed; MXNet may use only half the cores (set OMP_NUM_THREADS, or import stn_gluon "
+                   "first)", RuntimeWarning, stacklevel=2)
 
 from .errors import StnGluonError, DataError, CheckpointError  # noqa: E402
 from .ops import (affine_grid, affine_transform, attention_to_affine, window_to_affine, bilinear_sample,  # noqa: E402

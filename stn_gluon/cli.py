@@ -24,6 +24,27 @@ def _positive_int(text):
     return value
 
 
+MAX_VISUALIZE_COUNT = 128  # 16 rows of 8: more draws digits too small to read
+
+
+def _port(text):
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a port number, got {text!r}") from None
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"must be 0..65535 (0: any free port), got {value}")
+    return value
+
+
+def _count(text):
+    value = _positive_int(text)
+    if value > MAX_VISUALIZE_COUNT:
+        raise argparse.ArgumentTypeError(f"at most {MAX_VISUALIZE_COUNT} images fit one readable plot, "
+                                         f"got {value}")
+    return value
+
+
 def _float(text):
     try:
         value = float(text)
@@ -86,7 +107,10 @@ def build_parser():
     from .inputs import PIXEL_RANGES
     from .training import TrainConfig
 
+    from . import __version__
+
     parser = _Parser(prog="stn-gluon", description="Spatial Transformer Networks for MXNet Gluon")
+    parser.add_argument("--version", action="version", version=f"stn-gluon {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
 
@@ -98,7 +122,8 @@ def build_parser():
 
     p = sub.add_parser("export-onnx", help="export a saved model (Gluon export or Module checkpoint) to ONNX")
     p.add_argument("--model", required=True, help="save dir, export/checkpoint prefix or -symbol.json file")
-    p.add_argument("--output", "-o", default=None, help="the .onnx file (default: <prefix>.onnx beside the model)")
+    p.add_argument("--output", "-o", default=None, help="the .onnx file to write, in a folder that exists "
+                                                       "(default: <prefix>.onnx beside the model)")
     p.add_argument("--opset", type=_positive_int, default=20, help="ONNX opset (>= 20, for AffineGrid)")
     p.add_argument("--no-check", dest="check", action="store_false",
                    help="skip the MXNet/ONNX Runtime parity check on random inputs")
@@ -115,14 +140,14 @@ def build_parser():
                    help=".npy value range (default auto: uint8 is 0..255, any other dtype 0..1)")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.add_argument("--save-rectified", metavar="DIR", default=None,
-                   help="save what the STN made of each input as PNG in DIR")
+                   help="save what the STN made of each input as PNG in DIR (created if missing)")
 
     p = sub.add_parser("serve", help="serve a saved model over HTTP (POST /v1/predict)")
     p.add_argument("--model", required=True, help=".onnx file, save dir, or export prefix")
     p.add_argument("--backend", choices=["mxnet", "onnxruntime"], default=None,
                    help="default: onnxruntime for a .onnx model, mxnet otherwise")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default: loopback only)")
-    p.add_argument("--port", type=int, default=8080, help="port (0: any free one)")
+    p.add_argument("--port", type=_port, default=8080, help="port, 0..65535 (0: any free one)")
     p.add_argument("--max-batch", type=_positive_int, default=32, help="images per inference batch (1: no batching)")
     p.add_argument("--max-wait-ms", type=_float, default=5.0, help="how long a batch waits to fill")
     p.add_argument("--max-body-bytes", type=_positive_int, default=8 * 1024 * 1024)
@@ -164,9 +189,11 @@ def build_parser():
     q.add_argument("--model", default=None, help="save dir, export prefix or -symbol.json file")
     q.add_argument("--batch-size", type=_positive_int, default=500)
     add_data_args(q, dataset_default=None)
-    q.add_argument("--out", default=None, help="PNG to write (default: <model dir>/stn_grid.png, "
-                                               "or runs/datasets/<dataset>.png)")
-    q.add_argument("--count", type=_positive_int, default=64, help="how many test images")
+    q.add_argument("--out", default=None, help="PNG to write, in a folder that exists (default: "
+                                               "stn_grid-<model dir name>-<dataset>.png in the current folder, "
+                                               "never a file of the run; without --model: "
+                                               "runs/datasets/<dataset>.png)")
+    q.add_argument("--count", type=_count, default=64, help=f"how many test images (1..{MAX_VISUALIZE_COUNT})")
     return parser
 
 
@@ -183,6 +210,10 @@ def train_config_from_args(args):
     if "save_dir" not in values and args.command == "train-symbol":
         values["save_dir"] = os.path.join("runs", values.get("model", TrainConfig.model) + "_module")
     return TrainConfig.from_recipe(name, **values)
+
+
+def _note(line):
+    print(line, file=sys.stderr, flush=True)
 
 
 def _cmd_train(args):
@@ -235,20 +266,24 @@ def _cmd_visualize(args):
     from .context import parse_ctx
     from .errors import StnGluonError
     from .export import load_model
+    from .paths import writable_file
     from .training import stn_batch
-    from .visualize import plot_stn_grid
+    from .visualize import default_visualize_out, plot_stn_grid
 
     from . import data as data_lib
 
     if args.model is None:
         return _visualize_dataset(args)
+    if args.out:
+        writable_file(args.out, "--out", suffix=".png")
     ctx = parse_ctx(args.ctx)
     model = load_model(args.model, ctx)
     if model.stn is None:
         raise StnGluonError(f"{model.prefix}: this model has no spatial transformer to show")
+    out = args.out or default_visualize_out(model.prefix, args.dataset or model.meta.get("dataset") or "mnist")
+    writable_file(out, "--out")
     _, pixels, _ = _test_batches(args, model.meta)
     images = data_lib.normalize(pixels[:args.count], model.meta["mean"], model.meta["std"])
-    out = args.out or os.path.join(os.path.dirname(os.path.abspath(model.prefix)), "stn_grid.png")
     plot_stn_grid(images, stn_batch(model.stn, mx.nd.array(images, ctx=ctx[0])), out,
                   model.meta["mean"], model.meta["std"], title=os.path.basename(model.prefix))
     print(f"Wrote {out}")
@@ -256,12 +291,18 @@ def _cmd_visualize(args):
 
 def _visualize_dataset(args):
     from .distortions import load_dataset
+    from .paths import writable_dir, writable_file
     from .visualize import plot_samples
 
     name = args.dataset or "mnist"
-    dataset = load_dataset(name, args.data_dir, download=args.download)
     out = args.out or os.path.join("runs", "datasets", f"{name}.png")
-    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+    if args.out:
+        writable_file(out, "--out", suffix=".png")
+    else:  # the default's folder is made (and said so) once the data has loaded
+        writable_dir(os.path.dirname(out), "the default --out")
+    dataset = load_dataset(name, args.data_dir, download=args.download)
+    if not args.out:
+        writable_dir(os.path.dirname(out), "the default --out", create=True, note=_note)
     plot_samples(dataset.test_images[:args.count], dataset.test_labels[:args.count], out,
                  title=f"{name}: {dataset.describe()}")
     print(f"Wrote {out}")
@@ -270,9 +311,13 @@ def _visualize_dataset(args):
 def _cmd_export_onnx(args):
     from .onnx import export_onnx
     from .export import resolve_model
+    from .paths import writable_file
 
+    if args.output is not None:
+        writable_file(args.output, "-o/--output", suffix=".onnx")
     prefix, _ = resolve_model(args.model)
     out = args.output or os.path.join(os.path.dirname(os.path.abspath(prefix)), os.path.basename(prefix) + ".onnx")
+    writable_file(out, "-o/--output" if args.output is not None else "the default -o/--output")
     export_onnx(args.model, out, opset=args.opset)
     print(f"Wrote {out} (opset {args.opset}, dynamic batch)")
     if args.check:
@@ -298,7 +343,10 @@ def _cmd_predict(args):
     from .inference import describe, load_predictor, preprocess, to_png
     from .inputs import apply_polarity, load_inputs
     from .io import atomic_write_bytes
+    from .paths import writable_dir
 
+    if args.save_rectified:
+        writable_dir(args.save_rectified, "--save-rectified")
     predictor = load_predictor(args.model, args.backend)
     pixels, names = load_inputs(args.inputs, predictor.input_shape, args.pixel_range)
     pixels, inverted = apply_polarity(pixels, args.invert)
@@ -313,7 +361,7 @@ def _cmd_predict(args):
         if "warped" not in outputs:
             from .errors import StnGluonError
             raise StnGluonError("--save-rectified: this model has no spatial transformer")
-        os.makedirs(args.save_rectified, exist_ok=True)
+        writable_dir(args.save_rectified, "--save-rectified", create=True, note=_note)
         for i, entry in enumerate(results):
             stem = os.path.splitext(os.path.basename(entry["input"].split("[")[0]))[0]
             suffix = entry["input"][len(entry["input"].split("[")[0]):].strip("[]")
@@ -340,6 +388,18 @@ def _cmd_serve(args):
 
 
 def _cmd_bench(args):
+    from .paths import writable_dir
+
+    out = args.out
+    if out is None:  # bench distortions: the config's default, where the flag was not given
+        from .distortion_bench import DistortionBenchConfig
+
+        out = DistortionBenchConfig.out
+    writable_dir(out, "--out")  # checked before the bench's minutes of work; the bench makes it when it writes
+    _run_bench(args)
+
+
+def _run_bench(args):
     from .bench import speed_report, time_to_accuracy
     from .reporting import write_report
 
@@ -375,18 +435,20 @@ def main(argv=None):
     args = build_parser().parse_args(argv)
     import mxnet as mx
 
-    from .errors import ConfigError, StnGluonError, mxnet_message
+    from .errors import StnGluonError, mxnet_message
 
     try:
         COMMANDS[args.command](args)
-    except ConfigError as err:  # the library names the parameter; here it is a flag
-        print(f"error: {err.as_flag()}", file=sys.stderr)
-        return 2
-    except StnGluonError as err:
-        print(f"error: {err}", file=sys.stderr)
+    except StnGluonError as err:  # the library names parameters; here they are flags
+        print(f"error: {err.for_cli()}", file=sys.stderr)
         return 2
     except mx.base.MXNetError as err:
         print(f"error: MXNet: {mxnet_message(err)}", file=sys.stderr)
+        return 2
+    except OSError as err:  # a safety net: the commands check their paths first
+        from .paths import os_error_message
+
+        print(f"error: {os_error_message(err)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         hint = ("; the last finished epoch is checkpointed (continue with --resume)"

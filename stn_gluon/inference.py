@@ -149,7 +149,11 @@ def load_predictor(path: str, backend: Optional[str] = None, threads: Optional[i
     if backend not in BACKENDS:
         raise StnGluonError(f"unknown backend {backend!r}; choose {' or '.join(BACKENDS)}")
     if backend == "onnxruntime":
-        return OnnxPredictor(_find_onnx(path), threads=threads)
+        from .export import check_onnx_current
+
+        onnx_path = _find_onnx(path)
+        check_onnx_current(onnx_path, path)  # an export left over from before a retraining is refused
+        return OnnxPredictor(onnx_path, threads=threads)
     if path.endswith(".onnx"):
         raise StnGluonError(f"{path}: the mxnet backend needs the MXNet export (-symbol.json/.params), "
                             f"not the .onnx file")

@@ -6,12 +6,13 @@ full learning rate). The networks ``stn-gluon train`` trains are built from a
 recipe (:func:`stn_gluon.architecture.build_net`) or by name
 (:func:`stn_gluon.zoo.get_model`).
 """
-from typing import Any, Optional, Sequence
+from typing import Any, Optional, Sequence, Tuple, Union
 
 from mxnet.gluon import nn
 
 from .blocks import SaliencyLocalization, SpatialTransformer
 from .errors import StnGluonError
+from .ops import Tensor
 
 __all__ = ["LeNetBody", "STNClassifier", "STNNet", "stn_backbone", "gluoncv_backbone"]
 
@@ -47,18 +48,18 @@ class STNClassifier(nn.HybridBlock):
                  return_theta: bool = False, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.return_theta = bool(return_theta)
-        self.stn = None
-        self.classifier = None
+        self.stn: Optional[SpatialTransformer] = None
+        self.classifier: Any = None
         if classifier is not None:
             self._set_children(classifier, stn)
 
-    def _set_children(self, classifier, stn):
+    def _set_children(self, classifier: nn.HybridBlock, stn: Optional[SpatialTransformer]) -> None:
         self.classifier = classifier
         if stn is not None:
             stn.return_theta = True
         self.stn = stn
 
-    def hybrid_forward(self, F, x):
+    def hybrid_forward(self, F: Any, x: Tensor) -> Union[Tensor, Tuple[Tensor, Tensor]]:
         if self.stn is None:
             logits = self.classifier(x)
             if not self.return_theta:
@@ -120,7 +121,7 @@ class STNNet(STNClassifier):
                                                  loc_lr_mult=loc_lr_mult, fill=fill, prefix="stn_")
         self._set_children(body, transformer)
 
-    def hybrid_forward(self, F, x):
+    def hybrid_forward(self, F: Any, x: Tensor) -> Union[Tensor, Tuple[Tensor, Tensor]]:
         if self._resize is not None:
             x = F.contrib.AdaptiveAvgPooling2D(x, output_size=self._resize)
         return super().hybrid_forward(F, x)
@@ -153,7 +154,8 @@ def gluoncv_backbone(name: str, num_classes: int = 10, **kwargs: Any) -> nn.Hybr
         raise StnGluonError(f"unknown model {name!r}: {str(err).splitlines()[0]}") from None
 
 
-def _localization(kind, transform, input_shape, pool, init_scale, brightness_prior, prefix):
+def _localization(kind: Optional[str], transform: str, input_shape: Sequence[int], pool: int, init_scale: float,
+                  brightness_prior: float, prefix: str) -> Optional[SaliencyLocalization]:
     """The localization net named by ``kind`` (``None`` lets SpatialTransformer build the default)."""
     if kind in (None, "conv"):
         if brightness_prior:

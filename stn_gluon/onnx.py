@@ -24,7 +24,11 @@ The exported file:
   projective, ``(N, 2K)`` for a thin-plate spline) and ``warped``
   ``(N, C, H_out, W_out)``;
 * carries metadata: input name and shape, normalisation, class names, opset,
-  transform, and the source files with their SHA-256.
+  transform, the source files with their SHA-256, and (``params_file``,
+  ``params_sha256``) the weights it was exported from. Loading a save dir's
+  ``model.onnx`` checks those against the save dir's weights
+  (:func:`stn_gluon.export.check_onnx_current`): an export left over from
+  before a retraining is refused.
 """
 import json
 import os
@@ -208,6 +212,9 @@ def export_onnx(model, path, input_shape=None, opset=OPSET, class_names=None, ch
         model=str(meta.get("model", "")), trainer=str(meta.get("source", "")),
         source=json.dumps({os.path.basename(f): sha256_file(f) for f in graph.files}),
         producer=f"stn-gluon {__version__}")
+    params_files = [f for f in graph.files if f.endswith(".params")]
+    if params_files:
+        metadata.update(params_file=os.path.basename(params_files[0]), params_sha256=sha256_file(params_files[0]))
     for key, value in metadata.items():
         onnx_model.metadata_props.add(key=key, value=value)
     if check:

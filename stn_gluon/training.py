@@ -22,8 +22,11 @@ from .errors import CheckpointError, StnGluonError, mxnet_message
 from .export import DEFAULT_PREFIX, export_block
 from .io import CHECKPOINT_NAME, load_checkpoint, save_checkpoint
 from .architecture import build_net, default_initializer, initialize_net
+from .optstate import restore_updater_state, trainer_updaters, updater_state
 from .recipes import TrainConfig
 from .reporting import History, RunRecorder, check_recipe
+from .paths import writable_dir
+from .runs import RunExistsError, check_save_dir, describe_run, drop_stale_derived, inspect_run, prepare_save_dir
 
 # TrainConfig is defined in stn_gluon.recipes; it is importable from here too, as the trainer's input.
 __all__ = ["TrainConfig", "make_lr_scheduler", "make_trainer", "RunAhead", "train_step", "evaluate", "fit",
@@ -164,6 +167,11 @@ def _resume_path(cfg):
     if cfg.resume == "auto":
         path = os.path.join(cfg.save_dir, CHECKPOINT_NAME)
         if not os.path.exists(path):
+            there = inspect_run(cfg.save_dir)
+            if there is not None:
+                raise RunExistsError(f"{cfg.save_dir} holds {describe_run(there)} but no {CHECKPOINT_NAME} to "
+                                     f"continue; replace it with overwrite or choose another save_dir",
+                                     params=("overwrite", "save_dir"))
             log.warning("--resume: no checkpoint in %s yet, starting from scratch", cfg.save_dir)
             return None
         return path
@@ -183,8 +191,8 @@ class PreparedData:
         self.input_shape = self.train_pixels.shape[1:]
         self.num_classes = 10
         if len(self.train_pixels) < cfg.batch_size:
-            raise StnGluonError(f"--batch-size {cfg.batch_size} is larger than the training set "
-                                f"({len(self.train_pixels)})")
+            raise StnGluonError(f"batch_size {cfg.batch_size} is larger than the training set "
+                                f"({len(self.train_pixels)})", params=("batch_size",))
         self.train = data_lib.ArrayBatches(self.train_pixels, dataset.train_labels, cfg.batch_size,
                                            shuffle=True, seed=cfg.seed, last_batch="discard")
         # An eval batch that divides the test set: no padded batch (Module.score would count it).
@@ -226,6 +234,8 @@ def setup_run(cfg, dataset=None, build=None):
     """
     cfg.validate()
     ctx_list = parse_ctx(cfg.ctx)
+    check_save_dir(cfg)  # before anything is loaded or written: refuse to replace a run unasked
+    writable_dir(cfg.save_dir, "save_dir")
     if dataset is None:
         from .distortions import load_dataset
 
@@ -234,7 +244,7 @@ def setup_run(cfg, dataset=None, build=None):
     mx.random.seed(cfg.seed)
     np.random.seed(cfg.seed)
     model = build(prepared) if build is not None else None
-    os.makedirs(cfg.save_dir, exist_ok=True)
+    prepare_save_dir(cfg)
     return ctx_list, prepared, model
 
 
@@ -297,7 +307,7 @@ def fit(cfg, dataset=None, echo=print, on_epoch=None):
         save_checkpoint(os.path.join(cfg.save_dir, CHECKPOINT_NAME),
                         dict(epoch=epoch + 1, history=recorder.history.records, recipe=cfg.recipe_fields(),
                              data_source=data.dataset.source),
-                        net.save_parameters, trainer.save_states)
+                        net.save_parameters, updater_state(trainer_updaters(trainer)))
         if on_epoch is not None and on_epoch(record):
             break
 
@@ -305,12 +315,12 @@ def fit(cfg, dataset=None, echo=print, on_epoch=None):
 
 
 def _restore(path, cfg, net, trainer, ctx_list):
-    with load_checkpoint(path) as (meta, params_file, states_file):
+    with load_checkpoint(path) as (meta, params_file, optimizer_state):
         check_recipe(cfg.recipe_differences(meta.get("recipe", {})), path)
         try:
             net.load_parameters(params_file, ctx=ctx_list)
-            if states_file:
-                trainer.load_states(states_file)
+            if optimizer_state is not None:
+                restore_updater_state(trainer_updaters(trainer), *optimizer_state, source=path)
         except (mx.base.MXNetError, AssertionError, ValueError) as err:
             raise CheckpointError(f"checkpoint {path} does not fit this model "
                                   f"({mxnet_message(err)})") from None
@@ -336,6 +346,7 @@ def _finish(cfg, net, data, recorder, ctx_list):
     prefix = os.path.join(cfg.save_dir, DEFAULT_PREFIX)
     export_block(net, prefix, example,
                  meta=data.model_meta(cfg, "gluon", config=getattr(net, "config", {})))
+    drop_stale_derived(cfg.save_dir)
     stn = getattr(net, "stn", None)
     return recorder.finish(*_final_test(recorder, data, net, ctx_list),
                            model_files=[prefix + "-symbol.json", prefix + "-0000.params"],

@@ -1,5 +1,7 @@
 """Plots: training curves and what the spatial transformer does to a batch."""
 
+import os
+
 import matplotlib
 
 matplotlib.use("Agg")
@@ -8,7 +10,18 @@ import numpy as np  # noqa: E402
 
 from .io import atomic_path  # noqa: E402
 
-__all__ = ["make_grid", "plot_stn_grid", "plot_curves", "plot_samples", "plot_stn_comparison"]
+__all__ = ["make_grid", "plot_stn_grid", "plot_curves", "plot_samples", "plot_stn_comparison",
+           "default_visualize_out"]
+
+
+def default_visualize_out(prefix: str, dataset: str) -> str:
+    """``stn-gluon visualize``'s default PNG: ``stn_grid-<run>-<dataset>.png`` in the current folder.
+
+    prefix: the model's export prefix (``runs/demo/model``), whose folder names
+    the run. Never a file of the run itself (its own ``stn_grid.png`` stays).
+    """
+    run = os.path.basename(os.path.dirname(os.path.abspath(prefix))) or "model"
+    return f"stn_grid-{run}-{dataset}.png"
 
 
 def make_grid(images, nrow=8, pad=2):

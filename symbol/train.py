@@ -6,8 +6,11 @@ augmentation (:mod:`stn_gluon.data`), the history, metrics and plots
 (:class:`stn_gluon.reporting.RunRecorder`), atomic writes (:mod:`stn_gluon.io`).
 
 Checkpoints are Module checkpoints, ``model-symbol.json`` + ``model-NNNN.params``
-(epoch NNNN, 1-based) with ``model-NNNN.states`` (optimizer) and
-``train_state.json`` (history and recipe) for ``--resume``. The latest
+(epoch NNNN, 1-based) with ``model-NNNN.optimizer`` (the optimizer state as an
+``mx.nd.save`` dict) + ``model-NNNN.optimizer.json`` (its counters) and
+``train_state.json`` (history and recipe) for ``--resume``; nothing in them
+loads through pickle (the pickled ``model-NNNN.states`` of older versions is
+refused, never opened). The latest
 ``model-NNNN.params`` is the trained model every tool takes.
 """
 import glob
@@ -24,8 +27,10 @@ from ..context import format_ctx
 from ..architecture import LENET_MODELS, default_initializer, resolve_architecture
 from ..data import MNIST_MEAN, MNIST_STD
 from ..errors import CheckpointError, StnGluonError, mxnet_message
-from ..export import DEFAULT_PREFIX, load_model
+from ..export import DEFAULT_PREFIX, load_model, write_model_meta
 from ..io import atomic_path, write_json
+from ..optstate import module_updaters, restore_updater_state, updater_state
+from ..runs import RunExistsError, describe_run, drop_stale_derived, inspect_run
 from ..reporting import History, RunRecorder, check_recipe
 from ..training import evaluate, make_lr_scheduler, setup_run, stn_batch
 from .stn_symbol import get_symbol_for
@@ -83,25 +88,55 @@ def latest_checkpoint(save_dir):
 
 
 def _save(module, prefix, epoch, state):
-    """Atomically write ``prefix-NNNN.params``, ``.states`` and the resume state (symbol once)."""
+    """Atomically write ``prefix-NNNN.params``, ``.optimizer(.json)`` and the resume state (symbol once)."""
     if not os.path.isfile(prefix + "-symbol.json"):
         with atomic_path(prefix + "-symbol.json") as tmp:
             module.symbol.save(tmp)
     arg, aux = module.get_params()
     params = {f"arg:{k}": v for k, v in arg.items()}
     params.update({f"aux:{k}": v for k, v in aux.items()})
-    with atomic_path(f"{prefix}-{epoch:04d}.states") as tmp:
-        module.save_optimizer_states(tmp)
+    arrays, info = updater_state(module_updaters(module))
+    with atomic_path(f"{prefix}-{epoch:04d}.optimizer") as tmp:
+        mx.nd.save(tmp, arrays)
+    write_json(f"{prefix}-{epoch:04d}.optimizer.json", info)
     with atomic_path(f"{prefix}-{epoch:04d}.params") as tmp:
         mx.nd.save(tmp, params)
     write_json(os.path.join(os.path.dirname(prefix), STATE_FILE), dict(state, epoch=epoch))
 
 
+def _optimizer_state(prefix, epoch):
+    """The optimizer state saved with epoch ``epoch``: ``(arrays, info)``, or ``None`` if there is none.
+
+    A pickled ``.states`` file (older versions) is refused, never opened.
+    """
+    base = f"{prefix}-{epoch:04d}"
+    if os.path.isfile(base + ".optimizer") and os.path.isfile(base + ".optimizer.json"):
+        try:
+            arrays = mx.nd.load(base + ".optimizer")
+            with open(base + ".optimizer.json") as f:
+                info = json.load(f)
+        except (mx.base.MXNetError, OSError, ValueError) as err:
+            raise CheckpointError(f"{base}.optimizer is damaged ({mxnet_message(err)}); train again with "
+                                  f"overwrite or into another save_dir", params=("overwrite", "save_dir")) from None
+        if not isinstance(arrays, dict) or not isinstance(info, dict):
+            raise CheckpointError(f"{base}.optimizer is malformed; train again with overwrite", params=("overwrite",))
+        return arrays, info
+    if os.path.isfile(base + ".states"):
+        raise CheckpointError(f"{base}.states is from an older stn-gluon: a pickled optimizer state, which is "
+                              f"never loaded (it could run code); train again with overwrite or into "
+                              f"another save_dir", params=("overwrite", "save_dir"))
+    return None
+
+
 def _load_resume(cfg, path, symbol):
-    """Read a Module checkpoint to resume: ``(arg_params, aux_params, states_file, history)``."""
+    """Read a Module checkpoint to resume: ``(arg_params, aux_params, optimizer_state, history, epoch)``."""
     if path == "auto":
         found = latest_checkpoint(cfg.save_dir)
         if found is None:
+            there = inspect_run(cfg.save_dir)
+            if there is not None:
+                raise RunExistsError(f"{cfg.save_dir} holds {describe_run(there)} but no Module checkpoint to "
+                                     f"continue; replace it with --overwrite or choose another --save-dir")
             log.warning("--resume: no Module checkpoint in %s yet, starting from scratch", cfg.save_dir)
             return None
         prefix, epoch = found
@@ -124,8 +159,7 @@ def _load_resume(cfg, path, symbol):
         raise CheckpointError(f"checkpoint {prefix}-{epoch:04d}.params is damaged ({mxnet_message(err)})") from None
     if sorted(saved_sym.list_arguments()) != sorted(symbol.list_arguments()):
         raise CheckpointError(f"checkpoint {prefix}-symbol.json is another network than {cfg.model}")
-    states = f"{prefix}-{epoch:04d}.states"
-    return arg, aux, (states if os.path.isfile(states) else None), history, epoch
+    return arg, aux, _optimizer_state(prefix, epoch), history, epoch
 
 
 class _quiet_module_warnings(logging.Filter):
@@ -174,7 +208,7 @@ def fit_module(cfg, dataset=None, echo=print, symbol=None):
     begin_epoch = 0
     arg_params = aux_params = None
     if resumed:
-        arg_params, aux_params, states_file, recorder.history, begin_epoch = resumed
+        arg_params, aux_params, optimizer_state, recorder.history, begin_epoch = resumed
     recorder.start(f"{prefix}-{begin_epoch:04d}.params" if resumed else None, begin_epoch)
 
     train_iter = BatchIter(data.train, data, seed=cfg.seed, epoch=begin_epoch)
@@ -189,8 +223,8 @@ def fit_module(cfg, dataset=None, echo=print, symbol=None):
     module.init_params(default_initializer(), arg_params=arg_params, aux_params=aux_params, allow_missing=False)
     module.init_optimizer(kvstore="device" if len(ctx_list) > 1 else "local",
                           optimizer=cfg.optimizer, optimizer_params=optimizer_params)
-    if resumed and states_file:
-        module.load_optimizer_states(states_file)
+    if resumed and optimizer_state:
+        restore_updater_state(module_updaters(module), *optimizer_state, source=f"{prefix}-{begin_epoch:04d}")
         module._optimizer.num_update = begin_epoch * iters
     timer = {"tic": time.time(), "train": 0.0, "metric": None}
 
@@ -220,7 +254,10 @@ def fit_module(cfg, dataset=None, echo=print, symbol=None):
         with _quiet_module_warnings():
             module.fit(train_iter, eval_data=test_iter, eval_metric=metrics, begin_epoch=begin_epoch,
                        num_epoch=cfg.epochs, batch_end_callback=batch_callbacks, eval_end_callback=on_eval)
-    write_json(prefix + ".json", data.model_meta(cfg, "module", symbol_inputs=["data"]))
+    last_epoch = latest_checkpoint(cfg.save_dir)
+    write_model_meta(prefix, last_epoch[1] if last_epoch else begin_epoch,
+                     data.model_meta(cfg, "module", symbol_inputs=["data"]))
+    drop_stale_derived(cfg.save_dir)
 
     model = load_model(cfg.save_dir, ctx_list[:1])
     last = recorder.history.last

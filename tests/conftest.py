@@ -1,4 +1,5 @@
 import gzip
+import os
 import struct
 import warnings
 
@@ -7,6 +8,29 @@ import pytest
 
 warnings.filterwarnings("ignore", category=DeprecationWarning)
 import stn_gluon  # noqa: E402,F401  first, as in the CLI: sizes MXNet's OpenMP pool before mxnet loads
+
+
+CHECKOUT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+_NOT_WATCHED = {".git", ".venv", "__pycache__", ".pytest_cache", "build", "dist"}
+
+
+def checkout_paths(root=CHECKOUT):
+    """Every file and folder under the checkout, less the tool-made ones (.git, .venv, caches, egg-info)."""
+    found = set()
+    for folder, dirs, files in os.walk(root):
+        dirs[:] = [d for d in dirs if d not in _NOT_WATCHED and not d.endswith(".egg-info")]
+        rel = os.path.relpath(folder, root)
+        found.update(os.path.normpath(os.path.join(rel, name)) for name in dirs + files)
+    return found
+
+
+@pytest.fixture(scope="session", autouse=True)
+def checkout_left_clean():
+    """Tests leave nothing in the checkout: no new file or folder (an empty runs/x included) at the end."""
+    before = checkout_paths()
+    yield
+    new = sorted(checkout_paths() - before)
+    assert not new, f"the tests left these in the checkout: {new[:10]}"
 
 
 def write_idx(path, array, gz=True):

@@ -47,7 +47,7 @@ def test_library_errors_name_parameters_and_the_cli_names_flags(field, value, li
     with pytest.raises(ConfigError) as err:
         TrainConfig(**{field: value}).validate()
     assert str(err.value).startswith(library) and "--" not in str(err.value)
-    assert err.value.as_flag().startswith(flag)
+    assert err.value.for_cli().startswith(flag)
 
 
 def test_cli_flags_are_generated_from_the_config(capsys):

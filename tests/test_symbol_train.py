@@ -33,8 +33,8 @@ def test_module_run_writes_checkpoints_metrics_and_plots(tmp_path, small_data):
     lines = []
     metrics = fit_module(_cfg(tmp_path / "m"), dataset=small_data, echo=lines.append)
     run = tmp_path / "m"
-    for name in ("model-symbol.json", "model-0001.params", "model-0002.params", "model-0002.states",
-                 "model.json", "metrics.json", "history.csv", "curves.png", "stn_grid.png"):
+    for name in ("model-symbol.json", "model-0001.params", "model-0002.params", "model-0002.optimizer",
+                 "model-0002.optimizer.json", "model.json", "metrics.json", "history.csv", "curves.png", "stn_grid.png"):
         assert (run / name).stat().st_size > 0, name
     assert metrics["trainer"] == "module" and metrics["epochs"] == 2
     assert sum(l.startswith("Test set: ") for l in lines) == 2

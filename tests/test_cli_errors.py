@@ -1,0 +1,336 @@
+"""Bad invocations of the command line, each a real ``python -m stn_gluon`` process.
+
+In the style of the server's malformed-request table (test_serving.py): every
+case must end with exit status 2, exactly one line on stderr (``error: ...``,
+or argparse's ``stn-gluon <cmd>: error: ...``), no traceback, and the user's
+files byte-for-byte as they were, with nothing added. The processes run two at
+a time, once per session; one small model, trained once, serves every case.
+"""
+import hashlib
+import io
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+
+from conftest import write_idx
+
+README = b"# my notes\n\nnothing to do with stn-gluon\n"
+ONE_LINE = re.compile(r"^(stn-gluon( [\w-]+)?: )?error: ")
+
+
+def _png(array):
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(np.asarray(array, np.uint8)).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def _truncate(path):
+    raw = path.read_bytes()
+    path.write_bytes(raw[: len(raw) // 2])
+
+
+def _binary(path):
+    path.write_bytes(bytes(range(256)) * 8)
+
+
+def _damaged_model(how, filename):
+    """Setup: a copy of the shared model in the case folder, with ``filename`` damaged by ``how``."""
+    def setup(case_dir, model):
+        copy = case_dir / "damaged"
+        shutil.copytree(model, copy)
+        how(copy / filename)
+    return setup
+
+
+def _mkdir(name):
+    def setup(case_dir, model):
+        (case_dir / name).mkdir()
+    return setup
+
+
+def _write(name, data):
+    def setup(case_dir, model):
+        (case_dir / name).write_bytes(data)
+    return setup
+
+
+# name: (arguments, a piece of the error line, setup or None); in the arguments, MODEL is the shared
+# model's folder, DATA a small MNIST folder, DAMAGED the case's damaged copy of the model
+CASES = {
+    # train / train-symbol
+    "train_epochs_negative": (["train", "--epochs", "-1"], "epochs", None),
+    "train_unknown_dataset": (["train", "--dataset", "imagenet"], "imagenet", None),
+    "train_unknown_transform": (["train", "--transform", "warp"], "warp", None),
+    "train_bad_ctx": (["train", "--ctx", "tpu", "--data-dir", "DATA", "--save-dir", "run"], "tpu", None),
+    "train_missing_gpu": (["train", "--ctx", "gpu:63", "--data-dir", "DATA", "--save-dir", "run"],
+                          "gpu 63 requested", None),
+    "train_save_dir_is_a_file": (["train", "--save-dir", "README.md", "--data-dir", "DATA"],
+                                 "--save-dir README.md: is a file, not a folder", None),
+    "train_save_dir_under_a_file": (["train", "--save-dir", "README.md/x", "--data-dir", "DATA"],
+                                    "README.md is a file, not a folder", None),
+    "train_save_dir_unwritable": (["train", "--save-dir", "/proc/stn_gluon_run", "--data-dir", "DATA"],
+                                  "cannot write in /proc", None),
+    "train_symbol_save_dir_is_a_file": (["train-symbol", "--save-dir", "README.md", "--data-dir", "DATA"],
+                                        "is a file, not a folder", None),
+    "train_data_dir_missing": (["train", "--data-dir", "nope", "--save-dir", "run"], "not a directory", None),
+    "train_data_dir_is_a_file": (["train", "--data-dir", "README.md", "--save-dir", "run"],
+                                 "not a directory", None),
+    "train_batch_too_big": (["train", "--batch-size", "100000", "--data-dir", "DATA", "--save-dir", "run"],
+                            "larger than the training set", None),
+    # evaluate
+    "evaluate_model_missing": (["evaluate", "--model", "nothing", "--data-dir", "DATA"], "no exported model", None),
+    "evaluate_symbol_binary": (["evaluate", "--model", "DAMAGED", "--data-dir", "DATA"],
+                               "not a valid MXNet symbol file", _damaged_model(_binary, "model-symbol.json")),
+    "evaluate_symbol_truncated": (["evaluate", "--model", "DAMAGED", "--data-dir", "DATA"],
+                                  "not a valid MXNet symbol file", _damaged_model(_truncate, "model-symbol.json")),
+    "evaluate_params_truncated": (["evaluate", "--model", "DAMAGED", "--data-dir", "DATA"], "model-0000.params",
+                                  _damaged_model(_truncate, "model-0000.params")),
+    "evaluate_model_json_garbage": (["evaluate", "--model", "DAMAGED", "--data-dir", "DATA"], "model.json",
+                                    _damaged_model(lambda p: p.write_text("{not json"), "model.json")),
+    "evaluate_data_dir_is_a_file": (["evaluate", "--model", "MODEL", "--data-dir", "README.md"],
+                                    "not a directory", None),
+    # visualize
+    "visualize_out_under_a_file": (["visualize", "--model", "MODEL", "--out", "README.md/x.png", "--data-dir", "DATA"],
+                                   "README.md is a file, not a folder", None),
+    "visualize_out_missing_folder": (["visualize", "--model", "MODEL", "--out", "nodir/x.png", "--data-dir", "DATA"],
+                                     "does not exist", None),
+    "visualize_out_not_png": (["visualize", "--model", "MODEL", "--out", "README.md", "--data-dir", "DATA"],
+                              "expected a .png file name", None),
+    "visualize_out_unwritable": (["visualize", "--model", "MODEL", "--out", "/proc/x.png", "--data-dir", "DATA"],
+                                 "cannot write in /proc", None),
+    "visualize_out_is_a_folder": (["visualize", "--model", "MODEL", "--out", "plots.png", "--data-dir", "DATA"],
+                                  "is a folder, not a file", _mkdir("plots.png")),
+    "visualize_count_huge": (["visualize", "--model", "MODEL", "--count", "100000"], "--count", None),
+    "visualize_dataset_out_under_a_file": (["visualize", "--dataset", "mnist", "--out", "README.md/d.png"],
+                                           "is a file, not a folder", None),
+    # export-onnx
+    "export_out_under_a_file": (["export-onnx", "--model", "MODEL", "-o", "README.md/x.onnx"],
+                                "README.md is a file, not a folder", None),
+    "export_out_unwritable": (["export-onnx", "--model", "MODEL", "-o", "/proc/x.onnx"], "cannot write in /proc", None),
+    "export_out_missing_folder": (["export-onnx", "--model", "MODEL", "-o", "/nonexistent/dir/x.onnx"],
+                                  "does not exist", None),
+    "export_out_not_onnx": (["export-onnx", "--model", "MODEL", "-o", "README.md"], "expected a .onnx file name", None),
+    "export_out_is_a_folder": (["export-onnx", "--model", "MODEL", "-o", "sub.onnx"], "is a folder, not a file",
+                               _mkdir("sub.onnx")),
+    "export_model_missing": (["export-onnx", "--model", "nothing", "-o", "x.onnx"], "no exported model", None),
+    "export_opset_zero": (["export-onnx", "--model", "MODEL", "--opset", "0"], "--opset", None),
+    # predict
+    "predict_save_rectified_is_a_file": (["predict", "--model", "MODEL", "--save-rectified", "README.md", "digit.png"],
+                                         "--save-rectified README.md: is a file, not a folder", None),
+    "predict_save_rectified_under_a_file": (["predict", "--model", "MODEL", "--save-rectified", "README.md/r",
+                                             "digit.png"], "README.md is a file, not a folder", None),
+    "predict_corrupt_onnx": (["predict", "--model", "bad.onnx", "digit.png"], "bad.onnx",
+                             _write("bad.onnx", b"\x08\x07garbage, not a protobuf" * 8)),
+    "predict_unreadable_image": (["predict", "--model", "MODEL", "fake.png"], "fake.png",
+                                 _write("fake.png", b"just text, named .png\n")),
+    "predict_missing_image": (["predict", "--model", "MODEL", "nope.png"], "nope.png", None),
+    "predict_symbol_binary": (["predict", "--model", "DAMAGED", "digit.png"], "not a valid MXNet symbol file",
+                              _damaged_model(_binary, "model-symbol.json")),
+    # serve
+    "serve_port_too_big": (["serve", "--model", "MODEL", "--port", "99999"], "--port", None),
+    "serve_model_missing": (["serve", "--model", "nothing", "--port", "0"], "no exported model", None),
+    "serve_max_batch_zero": (["serve", "--model", "MODEL", "--max-batch", "0"], "--max-batch", None),
+    # the command itself
+    "no_command": ([], "required", None),
+}
+
+
+def _snapshot(root):
+    """``{relative path: sha256 or 'dir'}`` of everything under ``root``."""
+    found = {}
+    for folder, dirs, files in os.walk(root):
+        for name in dirs:
+            found[os.path.relpath(os.path.join(folder, name), root)] = "dir"
+        for name in files:
+            path = os.path.join(folder, name)
+            with open(path, "rb") as f:
+                found[os.path.relpath(path, root)] = hashlib.sha256(f.read()).hexdigest()
+    return found
+
+
+@pytest.fixture(scope="session")
+def cli_model(tmp_path_factory, sample):
+    """One small exported model (1 epoch on a tiny real subset) and a small MNIST folder."""
+    from stn_gluon.data import MNISTData
+    from stn_gluon.training import TrainConfig, fit
+
+    root = tmp_path_factory.mktemp("cli_errors")
+    data = MNISTData(sample.train_images[:256], sample.train_labels[:256], sample.test_images[:64],
+                     sample.test_labels[:64], source="test subset")
+    fit(TrainConfig(epochs=1, batch_size=64, save_dir=str(root / "model"), progress=False), dataset=data,
+        echo=lambda line: None)
+    mnist = root / "mnist"
+    mnist.mkdir()
+    write_idx(mnist / "train-images-idx3-ubyte.gz", sample.train_images[:256])
+    write_idx(mnist / "train-labels-idx1-ubyte.gz", sample.train_labels[:256])
+    write_idx(mnist / "t10k-images-idx3-ubyte.gz", sample.test_images[:64])
+    write_idx(mnist / "t10k-labels-idx1-ubyte.gz", sample.test_labels[:64])
+    return root
+
+
+def _run_case(name, case_dir, root, env):
+    args, _, setup = CASES[name]
+    case_dir.mkdir()
+    (case_dir / "README.md").write_bytes(README)
+    (case_dir / "digit.png").write_bytes(_png(np.eye(28) * 255))
+    if setup is not None:
+        setup(case_dir, root / "model")
+    subst = {"MODEL": str(root / "model"), "DATA": str(root / "mnist"), "DAMAGED": str(case_dir / "damaged")}
+    before = _snapshot(case_dir)
+    proc = subprocess.run([sys.executable, "-m", "stn_gluon"] + [subst.get(a, a) for a in args], cwd=case_dir,
+                          env=env, capture_output=True, text=True, timeout=120)
+    return dict(code=proc.returncode, out=proc.stdout, err=proc.stderr, before=before, after=_snapshot(case_dir))
+
+
+@pytest.fixture(scope="session")
+def table(cli_model, tmp_path_factory):
+    """Every case's result, the processes run two at a time."""
+    work = tmp_path_factory.mktemp("cli_cases")
+    env = {k: v for k, v in os.environ.items() if k != "STN_GLUON_DATA"}
+    env.update(MXNET_HOME=str(work / "mxnet_home"), STN_GLUON_CACHE=str(work / "cache"), PYTHONWARNINGS="ignore")
+    model_before = _snapshot(cli_model)
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        futures = {name: pool.submit(_run_case, name, work / name, cli_model, env) for name in CASES}
+        results = {name: future.result() for name, future in futures.items()}
+    results["_model"] = (model_before, _snapshot(cli_model))
+    return results
+
+
+def test_the_table_is_broad():
+    commands = {args[0] for args, _, _ in CASES.values() if args}
+    assert {"train", "evaluate", "visualize", "export-onnx", "predict", "serve"} <= commands
+    assert len(CASES) >= 30
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_bad_invocation_is_one_line(name, table):
+    result, expect = table[name], CASES[name][1]
+    err = result["err"]
+    assert "Traceback" not in err, err
+    assert result["code"] == 2, (result["code"], result["out"], err)
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1, err
+    assert ONE_LINE.match(lines[0]), lines[0]
+    assert expect in lines[0], lines[0]
+    # the user's files as they were, nothing added (no folder made, no temporary file left)
+    assert result["after"] == result["before"]
+
+
+def test_the_shared_model_is_untouched_and_nothing_was_made_outside(table):
+    before, after = table["_model"]
+    assert after == before
+    assert not os.path.exists("/nonexistent")
+
+
+def _main(capsys, *args):
+    from stn_gluon.cli import main
+
+    try:
+        code = main([str(a) for a in args])
+    except SystemExit as stop:
+        code = stop.code
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_version(capsys):
+    import stn_gluon
+
+    code, out, _ = _main(capsys, "--version")
+    assert code == 0 and out.strip() == f"stn-gluon {stn_gluon.__version__}"
+
+
+def test_ports_at_the_edges_of_the_range_parse():
+    from stn_gluon.cli import build_parser
+
+    for port in ("0", "65535"):
+        assert build_parser().parse_args(["serve", "--model", "m", "--port", port]).port == int(port)
+
+
+def test_visualize_by_default_writes_beside_not_over_the_run(cli_model, tmp_path, monkeypatch, capsys):
+    run_grid = (cli_model / "model" / "stn_grid.png").read_bytes()
+    monkeypatch.chdir(tmp_path)
+    code, out, err = _main(capsys, "visualize", "--model", cli_model / "model", "--data-dir", cli_model / "mnist",
+                           "--count", "8")
+    assert code == 0, err
+    assert (tmp_path / "stn_grid-model-mnist.png").read_bytes()[:4] == b"\x89PNG"
+    assert "Wrote stn_grid-model-mnist.png" in out
+    assert (cli_model / "model" / "stn_grid.png").read_bytes() == run_grid
+
+
+def test_save_rectified_makes_its_folder_and_says_so(cli_model, tmp_path, capsys):
+    (tmp_path / "digit.png").write_bytes(_png(np.eye(28) * 255))
+    target = tmp_path / "out" / "rectified"
+    code, out, err = _main(capsys, "predict", "--model", cli_model / "model", "--json", "--save-rectified", target,
+                           tmp_path / "digit.png")
+    assert code == 0, err
+    assert f"--save-rectified: created the folder {target}" in err
+    assert json.loads(out)["predictions"][0]["rectified"] == str(target / "digit_rectified.png")
+    assert (target / "digit_rectified.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_an_os_error_that_escapes_a_command_is_one_line(monkeypatch, capsys):
+    from stn_gluon import cli
+
+    def fails(path):
+        def command(args):
+            raise PermissionError(13, "Permission denied", path)
+        return command
+
+    monkeypatch.setitem(cli.COMMANDS, "evaluate", fails("/proc/.x.onnx.k2j4_a9.tmp"))
+    code, _, err = _main(capsys, "evaluate", "--model", "m")
+    assert code == 2 and err == "error: cannot write /proc/x.onnx: Permission denied\n"
+    monkeypatch.setitem(cli.COMMANDS, "evaluate", fails("/data/in.png"))
+    code, _, err = _main(capsys, "evaluate", "--model", "m")
+    assert code == 2 and err == "error: /data/in.png: Permission denied\n"
+
+
+def test_path_checks(tmp_path):
+    from stn_gluon.errors import StnGluonError
+    from stn_gluon.paths import readable_path, remove_empty_dirs, writable_dir, writable_file
+
+    (tmp_path / "file.txt").write_text("x")
+    notes = []
+    created = writable_dir(str(tmp_path / "a" / "b"), "--save-dir", create=True, note=notes.append)
+    assert created == [str(tmp_path / "a"), str(tmp_path / "a" / "b")] and (tmp_path / "a" / "b").is_dir()
+    assert notes == [f"--save-dir: created the folder {tmp_path / 'a' / 'b'}"]
+    remove_empty_dirs(created)
+    assert not (tmp_path / "a").exists()
+    assert writable_dir(str(tmp_path / "c" / "d"), "--out") == [] and not (tmp_path / "c").exists()  # checked only
+    assert writable_file(str(tmp_path / "x.onnx"), "-o", suffix=".onnx") == str(tmp_path / "x.onnx")
+    assert readable_path(str(tmp_path / "file.txt"), "--model", kind="file")
+    for call, message in [
+        (lambda: writable_dir(str(tmp_path / "file.txt"), "--save-dir"), "is a file, not a folder"),
+        (lambda: writable_dir(str(tmp_path / "file.txt" / "x" / "y"), "--save-dir", create=True),
+         "file.txt is a file, not a folder"),
+        (lambda: writable_file(str(tmp_path / "no" / "x.png"), "--out"), "does not exist"),
+        (lambda: writable_file(str(tmp_path), "--out"), "is a folder, not a file"),
+        (lambda: writable_file(str(tmp_path / "file.txt"), "-o", suffix=".onnx"), "expected a .onnx file name"),
+        (lambda: writable_file("/proc/x.onnx", "-o"), "cannot write in /proc"),
+        (lambda: readable_path(str(tmp_path / "nope"), "--model"), "not found"),
+        (lambda: readable_path(str(tmp_path / "file.txt"), "--data-dir", kind="dir"), "is a file, not a folder"),
+        (lambda: readable_path(str(tmp_path), "--model", kind="file"), "is a folder, not a file"),
+    ]:
+        with pytest.raises(StnGluonError, match=re.escape(message)):
+            call()
+    assert sorted(os.listdir(tmp_path)) == ["file.txt"]  # no probe file left behind
+
+
+def test_bench_out_is_checked_first(tmp_path, capsys):
+    (tmp_path / "notes.txt").write_bytes(README)
+    code, _, err = _main(capsys, "bench", "distortions", "--out", tmp_path / "notes.txt")
+    assert code == 2 and err.strip().endswith("is a file, not a folder")
+    code, _, err = _main(capsys, "bench", "speed", "--out", tmp_path / "notes.txt" / "speed")
+    assert code == 2 and err.strip().endswith("notes.txt is a file, not a folder")
+    code, _, err = _main(capsys, "bench", "distortions", "--datasets", "nonsense", "--out", tmp_path / "new" / "b")
+    assert code == 2 and "nonsense" in err
+    assert sorted(os.listdir(tmp_path)) == ["notes.txt"] and (tmp_path / "notes.txt").read_bytes() == README

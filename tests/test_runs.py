@@ -1,0 +1,234 @@
+"""Run folders are never silently replaced; derived files are tied to the weights they came from."""
+import json
+import os
+import shutil
+import subprocess
+import sys
+import zipfile
+
+import mxnet as mx
+import numpy as np
+import pytest
+
+from conftest import write_idx
+from stn_gluon.data import MNISTData
+from stn_gluon.errors import CheckpointError, StnGluonError
+from stn_gluon.export import load_model, write_model_meta
+from stn_gluon.io import sha256_file
+from stn_gluon.runs import (RunExistsError, check_save_dir, clear_run, describe_run, drop_stale_derived,
+                            inspect_run, plan_demo)
+from stn_gluon.training import TrainConfig, fit
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _tiny(sample):
+    return MNISTData(sample.train_images[:256], sample.train_labels[:256], sample.test_images[:64],
+                     sample.test_labels[:64], source="tiny test subset")
+
+
+def _recipe(**kw):
+    return TrainConfig(**dict(dict(epochs=1, progress=False), **kw))
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory, sample):
+    """A finished 1-epoch run (trained once per module; tests copy it)."""
+    folder = tmp_path_factory.mktemp("finished") / "run"
+    fit(_recipe(save_dir=str(folder)), dataset=_tiny(sample), echo=lambda s: None)
+    return folder
+
+
+@pytest.fixture
+def run(tmp_path, finished_run):
+    folder = tmp_path / "run"
+    shutil.copytree(finished_run, folder)
+    return folder
+
+
+@pytest.fixture
+def tiny_mnist(tmp_path, sample):
+    folder = tmp_path / "mnist"
+    folder.mkdir()
+    write_idx(folder / "train-images-idx3-ubyte.gz", sample.train_images[:256])
+    write_idx(folder / "train-labels-idx1-ubyte.gz", sample.train_labels[:256])
+    write_idx(folder / "t10k-images-idx3-ubyte.gz", sample.test_images[:64])
+    write_idx(folder / "t10k-labels-idx1-ubyte.gz", sample.test_labels[:64])
+    return folder
+
+
+def _snapshot(folder):
+    return {os.path.relpath(os.path.join(d, f), folder): open(os.path.join(d, f), "rb").read()
+            for d, _, files in os.walk(folder) for f in files}
+
+
+def _cli(tmp_path, *args):
+    env = dict(os.environ)
+    env.pop("STN_GLUON_DATA", None)
+    env["MXNET_HOME"] = str(tmp_path / "mxnet_home")
+    return subprocess.run([sys.executable, "-m", "stn_gluon", *args], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=600)
+
+
+def _one_error_line(out):
+    assert out.returncode == 2, out.stderr
+    assert "Traceback" not in out.stderr
+    errors = [l for l in out.stderr.splitlines() if l.startswith("error: ")]
+    assert len(errors) == 1, out.stderr
+    return errors[0]
+
+
+@pytest.mark.parametrize("command", ["train", "train-symbol"])
+def test_training_into_a_finished_run_is_refused_and_leaves_it_untouched(tmp_path, run, command):
+    (run / "notes.txt").write_text("mine")
+    before = _snapshot(run)
+    line = _one_error_line(_cli(tmp_path, command, "--epochs", "1", "--save-dir", "run"))
+    assert "run already holds a finished run (1/1 epochs, test accuracy " in line
+    assert "--resume" in line and "--overwrite" in line and "another --save-dir" in line
+    assert _snapshot(run) == before
+
+
+def test_what_a_partial_run_is_described_as(tmp_path):
+    folder = tmp_path / "partial"
+    folder.mkdir()
+    with zipfile.ZipFile(folder / "checkpoint.zip", "w") as zf:
+        zf.writestr("meta.json", json.dumps(dict(epoch=2, recipe=dict(epochs=6), history=[dict(test_acc=0.9)])))
+    info = inspect_run(str(folder))
+    assert not info.finished and (info.epochs_done, info.epochs_total) == (2, 6)
+    assert describe_run(info) == "a partial run (2 of 6 epochs done, test accuracy 90.00 %)"
+    with pytest.raises(RunExistsError, match=r"partial run \(2 of 6 epochs done"):
+        check_save_dir(_recipe(save_dir=str(folder)))
+    # other files alone are no run: training there is fine, and they stay
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "notes.txt").write_text("mine")
+    assert inspect_run(str(other)) is None and check_save_dir(_recipe(save_dir=str(other))) is None
+    with pytest.raises(StnGluonError, match="is a file, not a folder"):
+        check_save_dir(_recipe(save_dir=str(other / "notes.txt")))
+    with pytest.raises(StnGluonError, match="give one of them"):
+        check_save_dir(_recipe(save_dir=str(other), overwrite=True, resume="auto"))
+
+
+def test_overwrite_replaces_the_run_and_keeps_the_users_files(tmp_path, run, sample):
+    (run / "notes.txt").write_text("mine")
+    (run / "model.onnx").write_bytes(b"an export of the old weights")
+    (run / ".metrics.json.k2j4h1.tmp").write_text("left by a killed run")
+    old_params = (run / "model-0000.params").read_bytes()
+    metrics = fit(_recipe(save_dir=str(run), lr=0.05, overwrite=True), dataset=_tiny(sample), echo=lambda s: None)
+    assert metrics["config"]["lr"] == 0.05
+    assert (run / "notes.txt").read_text() == "mine"
+    assert not (run / "model.onnx").exists() and not (run / ".metrics.json.k2j4h1.tmp").exists()
+    assert (run / "model-0000.params").read_bytes() != old_params
+    assert json.load(open(run / "model.json"))["sha256"]["model-0000.params"] == sha256_file(run / "model-0000.params")
+    assert clear_run(str(run)) and sorted(os.listdir(run)) == ["notes.txt"]
+
+
+def test_resume_with_nothing_to_resume_does_not_train_over_the_run(run, sample):
+    (run / "checkpoint.zip").unlink()
+    before = _snapshot(run)
+    with pytest.raises(RunExistsError, match="but no checkpoint.zip to continue"):
+        fit(_recipe(save_dir=str(run), resume="auto"), dataset=_tiny(sample), echo=lambda s: None)
+    assert _snapshot(run) == before
+
+
+def test_resume_given_the_exported_model_says_what_it_is(tmp_path, run, tiny_mnist):
+    before = _snapshot(run)
+    line = _one_error_line(_cli(tmp_path, "train", "--epochs", "1", "--data-dir", str(tiny_mnist),
+                                "--save-dir", "run", "--resume", "run/model-0000.params"))
+    assert "run/model-0000.params is the exported model's weights, not a checkpoint" in line
+    assert "--resume expects the run folder or its checkpoint.zip" in line
+    assert "delete" not in line and "damaged" not in line
+    assert _snapshot(run) == before
+
+
+def _flip_conv_weight_bits(params_file):
+    arrays = mx.nd.load(str(params_file))
+    name = next(k for k in arrays if "conv" in k and k.endswith("weight"))
+    raw = bytearray(params_file.read_bytes())
+    at = raw.find(arrays[name].asnumpy().tobytes())
+    assert at > 0
+    for i in range(0, 64, 4):  # a few bits in the exponent of some weights
+        raw[at + i + 3] ^= 0x10
+    params_file.write_bytes(bytes(raw))
+    assert mx.nd.load(str(params_file))[name].shape == arrays[name].shape  # still a loadable file
+
+
+def test_flipped_bits_in_the_weights_are_refused_by_every_loader(tmp_path, run, tiny_mnist):
+    meta = json.load(open(run / "model.json"))
+    assert meta["sha256"] == {"model-symbol.json": sha256_file(run / "model-symbol.json"),
+                              "model-0000.params": sha256_file(run / "model-0000.params")}
+    load_model(str(run))  # intact: loads
+    _flip_conv_weight_bits(run / "model-0000.params")
+    before = _snapshot(run)
+    with pytest.raises(CheckpointError, match=r"model-0000\.params: its SHA-256 does not match .*model\.json"):
+        load_model(str(run))
+    np.save(tmp_path / "digit.npy", np.zeros((28, 28), np.uint8))
+    for args in (["evaluate", "--model", "run", "--data-dir", str(tiny_mnist)],
+                 ["predict", "--model", "run", "digit.npy"],
+                 ["export-onnx", "--model", "run"]):
+        line = _one_error_line(_cli(tmp_path, *args))
+        assert "model-0000.params: its SHA-256 does not match" in line, args
+    assert _snapshot(run) == before
+    # a model.json from before checksums were recorded loads without the check
+    del meta["sha256"]
+    (run / "model.json").write_text(json.dumps(meta))
+    load_model(str(run))
+
+
+def test_a_changed_graph_file_is_refused(run):
+    graph = json.load(open(run / "model-symbol.json"))
+    graph["attrs"] = dict(graph.get("attrs", {}), note="edited")
+    (run / "model-symbol.json").write_text(json.dumps(graph))
+    with pytest.raises(CheckpointError, match=r"model-symbol\.json: its SHA-256 does not match"):
+        load_model(str(run))
+
+
+def test_a_save_dirs_onnx_export_of_older_weights_is_refused(tmp_path, run):
+    from stn_gluon.inference import load_predictor
+    from stn_gluon.export import onnx_weights_mismatch
+    from stn_gluon.onnx import export_onnx, read_metadata
+    import onnx
+
+    export_onnx(str(run), str(run / "model.onnx"))
+    meta = read_metadata(onnx.load(str(run / "model.onnx")))
+    assert meta["params_file"] == "model-0000.params"
+    assert meta["params_sha256"] == sha256_file(run / "model-0000.params")
+    assert load_predictor(str(run), "onnxruntime").backend == "onnxruntime"
+    # retrained: new weights and model.json, the old model.onnx left beside them
+    arrays = mx.nd.load(str(run / "model-0000.params"))
+    mx.nd.save(str(run / "model-0000.params"), {k: v * 1.01 for k, v in arrays.items()})
+    write_model_meta(str(run / "model"), 0, {k: v for k, v in json.load(open(run / "model.json")).items()
+                                             if k != "sha256"})
+    load_model(str(run))  # the MXNet export itself is consistent
+    for where in (str(run), str(run / "model.onnx")):
+        with pytest.raises(CheckpointError, match=r"model\.onnx is out of date .*re-run stn-gluon export-onnx"):
+            load_predictor(where, "onnxruntime")
+    (tmp_path / "d.npy").write_bytes(b"")
+    line = _one_error_line(_cli(tmp_path, "predict", "--model", "run", "--backend", "onnxruntime", "d.npy"))
+    assert "model.onnx is out of date" in line
+    assert onnx_weights_mismatch(str(run / "model.onnx"), str(run))
+    assert drop_stale_derived(str(run)) == [str(run / "model.onnx")] and not (run / "model.onnx").exists()
+
+
+def test_demo_run_twice_keeps_the_first(tmp_path, finished_run):
+    demo = tmp_path / "runs" / "demo"
+    shutil.copytree(finished_run, demo)
+    os.chdir(tmp_path)
+    try:
+        same = plan_demo(_recipe(), "runs/demo")
+        assert same.done and same.save_dir == "runs/demo"
+        assert "already holds this demo, a finished run (1/1 epochs" in same.message
+        other = plan_demo(_recipe(epochs=5), "runs/demo")
+        assert not other.done and not other.resume and other.save_dir == "runs/demo-2"
+        (demo / "metrics.json").rename(tmp_path / "metrics.json")  # as if interrupted after epoch 1
+        assert plan_demo(_recipe(), "runs/demo").resume
+        (tmp_path / "metrics.json").rename(demo / "metrics.json")
+    finally:
+        os.chdir(ROOT)
+    before = _snapshot(demo)
+    env = dict(os.environ, PYTHONPATH=ROOT)
+    out = subprocess.run([sys.executable, os.path.join(ROOT, "scripts", "demo.py"), "--epochs", "1"],
+                         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert "runs/demo already holds this demo" in out.stdout and "leaving it as it is" in out.stdout
+    assert _snapshot(demo) == before and sorted(os.listdir(tmp_path / "runs")) == ["demo"]

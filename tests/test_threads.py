@@ -1,0 +1,52 @@
+"""MXNet's OpenMP thread count when MXNet was imported before stn_gluon."""
+import os
+import subprocess
+import sys
+
+import pytest
+
+PROBE = """
+import os, sys, warnings
+warnings.simplefilter("error", RuntimeWarning)  # the package must not need to warn
+if sys.argv[1] == "mxnet-first":
+    import mxnet as mx
+    import stn_gluon
+else:
+    import stn_gluon
+    import mxnet as mx
+from stn_gluon.threads import mxnet_thread_limit
+x = mx.nd.random.uniform(shape=(16, 8, 64, 64))
+y = mx.nd.Convolution(x, mx.nd.ones((8, 8, 3, 3)), kernel=(3, 3), num_filter=8, no_bias=True)
+y.wait_to_read()
+if sys.argv[1] == "mxnet-first":  # a later change is verified too, and undone
+    from stn_gluon.threads import set_mxnet_threads
+    before = mxnet_thread_limit()
+    assert set_mxnet_threads(before + 1) and mxnet_thread_limit() == before + 1
+    assert set_mxnet_threads(before) and mxnet_thread_limit() == before
+print(mxnet_thread_limit(), len(os.listdir("/proc/self/task")))
+"""
+
+
+def _probe(order):
+    env = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "MXNET_OMP_MAX_THREADS")}
+    out = subprocess.run([sys.executable, "-c", PROBE, order], env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-1000:]
+    return [int(v) for v in out.stdout.split()]
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/task"), reason="counts threads through /proc")
+def test_mxnet_imported_first_gets_one_thread_per_core_without_a_warning():
+    from stn_gluon.threads import physical_cores
+
+    first_limit, first_threads = _probe("mxnet-first")
+    usual_limit, usual_threads = _probe("stn_gluon-first")
+    assert usual_limit == physical_cores()  # OMP_NUM_THREADS set before MXNet loaded
+    assert first_limit == usual_limit  # set in the loaded library instead
+    assert first_threads == usual_threads  # and the operators' OpenMP pool is the same size
+
+
+def test_a_count_below_one_is_refused():
+    from stn_gluon.threads import set_mxnet_threads
+
+    with pytest.raises(ValueError):
+        set_mxnet_threads(0)
