@@ -133,8 +133,6 @@ def check_save_dir(cfg) -> Optional[RunInfo]:
     if overwrite and cfg.resume:
         raise StnGluonError("overwrite replaces the run that resume would continue: give one of them",
                             params=("overwrite", "resume"))
-    if os.path.exists(folder) and not os.path.isdir(folder):
-        raise StnGluonError(f"save_dir {folder} is a file, not a folder", params=("save_dir",))
     info = inspect_run(folder)
     if info is None or overwrite:
         return info

@@ -234,8 +234,8 @@ def setup_run(cfg, dataset=None, build=None):
     """
     cfg.validate()
     ctx_list = parse_ctx(cfg.ctx)
-    check_save_dir(cfg)  # before anything is loaded or written: refuse to replace a run unasked
-    writable_dir(cfg.save_dir, "save_dir")
+    writable_dir(cfg.save_dir, "save_dir")  # before anything is loaded or written: a folder, or one that can be
+    check_save_dir(cfg)  # ... and not a run nobody asked to replace
     if dataset is None:
         from .distortions import load_dataset
 

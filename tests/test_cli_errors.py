@@ -42,11 +42,19 @@ def _binary(path):
     path.write_bytes(bytes(range(256)) * 8)
 
 
-def _damaged_model(how, filename):
-    """Setup: a copy of the shared model in the case folder, with ``filename`` damaged by ``how``."""
+def _damaged_model(how, filename, checksums=True):
+    """Setup: a copy of the shared model in the case folder, with ``filename`` damaged by ``how``.
+
+    checksums=False: its model.json without the SHA-256 of the files (as from an older release),
+    so that the damaged file itself is read.
+    """
     def setup(case_dir, model):
         copy = case_dir / "damaged"
         shutil.copytree(model, copy)
+        if not checksums:
+            meta = json.loads((copy / "model.json").read_text())
+            meta.pop("sha256")
+            (copy / "model.json").write_text(json.dumps(meta))
         how(copy / filename)
     return setup
 
@@ -89,9 +97,12 @@ CASES = {
     # evaluate
     "evaluate_model_missing": (["evaluate", "--model", "nothing", "--data-dir", "DATA"], "no exported model", None),
     "evaluate_symbol_binary": (["evaluate", "--model", "DAMAGED", "--data-dir", "DATA"],
-                               "not a valid MXNet symbol file", _damaged_model(_binary, "model-symbol.json")),
+                               "not a valid MXNet symbol file", _damaged_model(_binary, "model-symbol.json", False)),
     "evaluate_symbol_truncated": (["evaluate", "--model", "DAMAGED", "--data-dir", "DATA"],
-                                  "not a valid MXNet symbol file", _damaged_model(_truncate, "model-symbol.json")),
+                                  "not a valid MXNet symbol file",
+                                  _damaged_model(_truncate, "model-symbol.json", False)),
+    "evaluate_symbol_changed": (["evaluate", "--model", "DAMAGED", "--data-dir", "DATA"],
+                                "SHA-256 does not match", _damaged_model(_binary, "model-symbol.json")),
     "evaluate_params_truncated": (["evaluate", "--model", "DAMAGED", "--data-dir", "DATA"], "model-0000.params",
                                   _damaged_model(_truncate, "model-0000.params")),
     "evaluate_model_json_garbage": (["evaluate", "--model", "DAMAGED", "--data-dir", "DATA"], "model.json",
@@ -134,7 +145,7 @@ CASES = {
                                  _write("fake.png", b"just text, named .png\n")),
     "predict_missing_image": (["predict", "--model", "MODEL", "nope.png"], "nope.png", None),
     "predict_symbol_binary": (["predict", "--model", "DAMAGED", "digit.png"], "not a valid MXNet symbol file",
-                              _damaged_model(_binary, "model-symbol.json")),
+                              _damaged_model(_binary, "model-symbol.json", False)),
     # serve
     "serve_port_too_big": (["serve", "--model", "MODEL", "--port", "99999"], "--port", None),
     "serve_model_missing": (["serve", "--model", "nothing", "--port", "0"], "no exported model", None),
