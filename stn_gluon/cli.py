@@ -109,6 +109,7 @@ TIME_TO_ACCURACY_FLAGS = ("recipe", "epochs", "batch_size", "lr", "data_dir")
 
 def build_parser():
     from .flags import add_flags
+    from .inputs import PIXEL_RANGES
     from .recipes import TrainConfig, recipe_notes
 
     from . import __version__
@@ -137,7 +138,11 @@ def build_parser():
     p.add_argument("--model", required=True, help=".onnx file, save dir, or export prefix")
     p.add_argument("--backend", choices=["onnxruntime", "mxnet"], default=None,
                    help="default: onnxruntime for a .onnx model, mxnet otherwise")
-    p.add_argument("--invert", action="store_true", help="dark-on-light drawings (MNIST is light on dark)")
+    p.add_argument("--invert", dest="invert", action="store_const", const=True, default="auto",
+                   help="invert every input (default: invert those that look dark on light; MNIST is light on dark)")
+    p.add_argument("--no-invert", dest="invert", action="store_const", const=False, help="invert no input")
+    p.add_argument("--pixel-range", choices=PIXEL_RANGES, default="auto",
+                   help=".npy value range (default auto: uint8 is 0..255, any other dtype 0..1)")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.add_argument("--save-rectified", metavar="DIR", default=None,
                    help="save what the STN made of each input as PNG in DIR (created if missing)")
@@ -336,17 +341,23 @@ def _check_onnx_parity(model_path, onnx_path):
 
 
 def _cmd_predict(args):
-    from .inference import describe, load_inputs, load_predictor, preprocess, to_png
+    from .inference import describe, load_predictor, preprocess, to_png
+    from .inputs import apply_polarity, load_inputs
     from .io import atomic_write_bytes
     from .paths import writable_dir
 
     if args.save_rectified:
         writable_dir(args.save_rectified, "--save-rectified")
     predictor = load_predictor(args.model, args.backend)
-    pixels, names = load_inputs(args.inputs, predictor.input_shape)
-    x = preprocess(pixels, predictor.mean, predictor.std, invert=args.invert)
-    outputs = predictor.predict(x)
-    results = describe(outputs, predictor.classes, names)
+    pixels, names = load_inputs(args.inputs, predictor.input_shape, args.pixel_range)
+    pixels, inverted = apply_polarity(pixels, args.invert)
+    if args.invert == "auto" and inverted.any():
+        shown = [n for n, flag in zip(names, inverted) if flag]
+        print(f"note: inverted {len(shown)} of {len(names)} input(s) that look dark on light ("
+              f"{', '.join(shown[:3])}{', ...' if len(shown) > 3 else ''}); --no-invert keeps them as they are",
+              file=sys.stderr)
+    outputs = predictor.predict(preprocess(pixels, predictor.mean, predictor.std))
+    results = describe(outputs, predictor.classes, names, inverted)
     if args.save_rectified:
         if "warped" not in outputs:
             from .errors import StnGluonError
@@ -364,7 +375,8 @@ def _cmd_predict(args):
     for entry in results:
         p = entry["probabilities"][entry["label"]]
         theta = "" if entry["theta"] is None else " theta [" + ", ".join(f"{t:.3f}" for t in entry["theta"]) + "]"
-        print(f"{entry['input']}: {entry.get('class', entry['label'])} (p={p:.4f}){theta}")
+        note = " (inverted)" if entry["inverted"] else ""
+        print(f"{entry['input']}: {entry.get('class', entry['label'])} (p={p:.4f}){theta}{note}")
 
 
 def _cmd_serve(args):

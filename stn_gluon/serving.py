@@ -7,23 +7,27 @@ Runtime); no training code runs. Endpoints:
 * ``POST /v1/predict``: an image body (``image/png``, ``image/jpeg``, ...), a
   ``multipart/form-data`` upload of one or more images, or JSON
   ``{"instances": [[...H x W...], ...]}`` (pixel values in [0, 1], or 0..255
-  with ``"pixel_range": "0-255"``). Query: ``return_image=1`` adds the rectified
-  image as base64 PNG, ``invert=1`` for dark-on-light drawings. Answers
-  ``{"predictions": [{"label", "class", "probabilities", "theta"}, ...]}``.
+  with ``"pixel_range": "0-255"``; values outside the declared range are a 422
+  naming the range found, the same check as ``stn-gluon predict`` on ``.npy``).
+  Images with transparency are composited onto a background that contrasts
+  with their strokes. Query: ``return_image=1`` adds the rectified image as
+  base64 PNG; ``invert=auto|1|0`` (also ``true``/``false``; default ``auto``):
+  ``auto`` inverts the inputs that look dark on light (MNIST is light on dark),
+  ``1`` inverts all, ``0`` none. Answers ``{"predictions": [{"label", "class",
+  "probabilities", "theta", "inverted"}, ...]}``, where ``inverted`` (bool) says
+  whether that input was inverted before classification.
 * ``GET /healthz`` (alive), ``GET /readyz`` (model loaded, not shutting down),
   ``GET /v1/model`` (backend, input, classes, source files and SHA-256),
   ``GET /metrics`` (Prometheus text format).
 
 Concurrent requests are gathered by a :class:`MicroBatcher` into one batch
 (up to ``max_batch`` images or ``max_wait_ms``) and answered separately. Every
-input is decoded and validated before it joins a batch, so a bad request gets
-its own 4xx and never fails the others.
+input is decoded and validated (:mod:`stn_gluon.payloads`) before it joins a
+batch, so a bad request gets its own 4xx and never fails the others.
 """
 import asyncio
 import base64
-import concurrent.futures
 import contextlib
-import json
 import logging
 import math
 import os
@@ -32,22 +36,30 @@ import socket
 import threading
 import time
 from dataclasses import dataclass
+from typing import Any, Dict, Optional
 
 import numpy as np
 
+from .batching import MicroBatcher
 from .errors import StnGluonError
-from .io import sha256_file
-from .inference import array_to_pixels, decode_image, describe, load_predictor, preprocess, to_png
+from .inference import Predictor, describe, load_predictor, preprocess, to_png
+from .inputs import apply_polarity
+from .metrics import ServerMetrics
+from .payloads import (HTTPError, check_file_count, check_length, check_total, content_kind, decode_upload,
+                       multipart_error, parse_json_instances, parse_options)
 
-__all__ = ["ServeConfig", "MicroBatcher", "build_app", "serve", "HTTPError"]
+__all__ = ["ServeConfig", "MicroBatcher", "build_app", "serve", "HTTPError", "PredictService", "model_info"]
 
 log = logging.getLogger(__name__)
 
 
 @dataclass
 class ServeConfig:
+    """How to serve: the model (``.onnx``, save dir or export prefix), backend, address, batching
+    (``max_batch`` images, ``max_wait_ms``), request limits and timeout, ONNX Runtime threads."""
+
     model: str
-    backend: str = None
+    backend: Optional[str] = None
     host: str = "127.0.0.1"
     port: int = 8080
     max_batch: int = 32
@@ -56,132 +68,7 @@ class ServeConfig:
     max_pixels: int = 16 * 1024 * 1024
     max_instances: int = 256
     timeout_s: float = 30.0
-    threads: int = None
-
-
-class HTTPError(Exception):
-    """An answer other than 200, with a one-line reason."""
-
-    def __init__(self, status, message):
-        super().__init__(message)
-        self.status = status
-        self.message = message
-
-
-class MicroBatcher:
-    """Gathers concurrent requests into batches for one inference thread.
-
-    ``await submit(x)`` with ``x`` ``(n, C, H, W)`` returns the predictor's
-    outputs for those ``n`` rows. A batch closes at ``max_batch`` rows or
-    ``max_wait_ms`` after its first request. If a whole batch fails, each
-    request in it is retried alone, so only the culprit sees the error.
-    """
-
-    def __init__(self, predict, max_batch=32, max_wait_ms=5.0, on_batch=None):
-        self.predict, self.max_batch, self.max_wait = predict, max(1, int(max_batch)), max_wait_ms / 1000
-        self.on_batch = on_batch
-        self.queue = asyncio.Queue()
-        self.executor = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="inference")
-        self.task = None
-
-    def start(self):
-        self.task = asyncio.get_running_loop().create_task(self._run())
-
-    async def stop(self):
-        if self.task is not None:
-            await self.queue.join()
-            self.task.cancel()
-            try:
-                await self.task
-            except asyncio.CancelledError:
-                pass
-        self.executor.shutdown(wait=True)
-
-    async def submit(self, x):
-        future = asyncio.get_running_loop().create_future()
-        await self.queue.put((x, future))
-        return await future
-
-    async def _run(self):
-        loop = asyncio.get_running_loop()
-        pending = None
-        while True:
-            first = pending or await self.queue.get()
-            pending = None
-            items, rows = [first], len(first[0])
-            deadline = loop.time() + self.max_wait
-            while rows < self.max_batch:
-                timeout = deadline - loop.time()
-                try:
-                    item = self.queue.get_nowait() if timeout <= 0 else await asyncio.wait_for(self.queue.get(), timeout)
-                except (asyncio.TimeoutError, asyncio.QueueEmpty):
-                    break
-                if rows + len(item[0]) > self.max_batch:
-                    pending = item  # starts the next batch
-                    break
-                items.append(item)
-                rows += len(item[0])
-            try:
-                await self._run_batch(loop, items)
-            except Exception as err:  # never leave a caller waiting
-                for _, future in items:
-                    if not future.done():
-                        future.set_exception(err)
-            finally:
-                for _ in items:
-                    self.queue.task_done()
-
-    async def _run_batch(self, loop, items):
-        live = [(x, f) for x, f in items if not f.done()]
-        if not live:
-            return
-        batch = np.concatenate([x for x, _ in live]) if len(live) > 1 else live[0][0]
-        if self.on_batch:
-            self.on_batch(len(batch))
-        try:
-            outputs = await loop.run_in_executor(self.executor, self.predict, batch)
-        except Exception as err:  # isolate: run each request alone
-            if len(live) == 1:
-                live[0][1].set_exception(err)
-                return
-            for x, f in live:
-                try:
-                    out = await loop.run_in_executor(self.executor, self.predict, x)
-                    f.done() or f.set_result(out)
-                except Exception as single:
-                    f.done() or f.set_exception(single)
-            return
-        start = 0
-        for x, f in live:
-            n = len(x)
-            if not f.done():
-                f.set_result({k: v[start:start + n] for k, v in outputs.items()})
-            start += n
-
-
-
-
-class _Metrics:
-    def __init__(self):
-        from prometheus_client import CollectorRegistry, Counter, Histogram
-
-        self.registry = CollectorRegistry()
-        self.requests = Counter("stn_requests", "HTTP requests answered", ["endpoint", "code"], registry=self.registry)
-        self.errors = Counter("stn_request_errors", "Requests answered with an error", ["endpoint", "code"],
-                              registry=self.registry)
-        self.latency = Histogram("stn_request_latency_seconds", "Time to answer /v1/predict", registry=self.registry,
-                                 buckets=(.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10))
-        self.batch = Histogram("stn_batch_size", "Images per inference batch", registry=self.registry,
-                               buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256))
-        self.images = Counter("stn_images", "Images classified", registry=self.registry)
-
-    def render(self):
-        from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-
-        return generate_latest(self.registry), CONTENT_TYPE_LATEST
-
-
-_TRUE, _FALSE = ("1", "true", "yes"), ("0", "false", "no", "")
+    threads: Optional[int] = None
 
 
 @contextlib.asynccontextmanager
@@ -202,223 +89,163 @@ async def _timeout(seconds):
         handle.cancel()
 
 
-def _flag(request, name):
-    value = request.query_params.get(name, "0").lower()
-    if value in _TRUE:
-        return True
-    if value in _FALSE:
-        return False
-    raise HTTPError(400, f"query parameter {name}={value!r}: expected 1 or 0")
-
-
-def build_app(predictor, config, model_info=None):
-    """The Starlette app serving ``predictor`` (see :mod:`stn_gluon.inference`)."""
-    from starlette.applications import Starlette
-    from starlette.requests import ClientDisconnect
-    from starlette.responses import JSONResponse, Response
-    from starlette.routing import Route
-
-    metrics = _Metrics()
-    state = {"ready": False}
-    c, h, w = predictor.input_shape
-    batcher = MicroBatcher(predictor.predict, config.max_batch, config.max_wait_ms,
-                           on_batch=metrics.batch.observe)
-
-    async def read_body(request):
-        declared = request.headers.get("content-length")
-        if declared is not None:
-            try:
-                if int(declared) > config.max_body_bytes:
-                    raise HTTPError(413, f"body of {declared} bytes is larger than the {config.max_body_bytes} allowed")
-            except ValueError:
-                raise HTTPError(400, "bad Content-Length header") from None
-        chunks, size = [], 0
-
-        async def collect():
-            nonlocal size
+async def read_body(request, max_bytes: int, timeout_s: float) -> bytes:
+    """The request body, refused past ``max_bytes`` (413) or ``timeout_s`` (408)."""
+    check_length(request.headers.get("content-length"), max_bytes)
+    chunks, size = [], 0
+    try:
+        async with _timeout(timeout_s):
             async for chunk in request.stream():
                 size += len(chunk)
-                if size > config.max_body_bytes:
-                    raise HTTPError(413, f"body larger than the {config.max_body_bytes} bytes allowed")
+                check_total(size, max_bytes, "body")
                 chunks.append(chunk)
+    except asyncio.TimeoutError:
+        raise HTTPError(408, f"the request body did not arrive within {timeout_s:g} s") from None
+    return b"".join(chunks)
 
+
+async def read_uploads(request, config: ServeConfig, input_shape) -> np.ndarray:
+    """A ``multipart/form-data`` body of images -> pixels ``float32 (N, 1, H, W)`` in [0, 1]."""
+    from starlette.requests import ClientDisconnect
+
+    try:
+        form = await asyncio.wait_for(
+            request.form(max_files=config.max_instances, max_fields=config.max_instances,
+                         max_part_size=config.max_body_bytes), timeout=config.timeout_s)
+    except asyncio.TimeoutError:
+        raise HTTPError(408, "the upload did not arrive within the time allowed") from None
+    except ClientDisconnect:
+        raise
+    except Exception as err:  # multipart parse errors come in several types
+        raise multipart_error(err) from None
+    files = [v for _, v in form.multi_items() if hasattr(v, "read")]
+    check_file_count(len(files), config.max_instances)
+    total, images = 0, []
+    for f in files:
+        data = await f.read()
+        total += len(data)
+        check_total(total, config.max_body_bytes)
+        images.append(decode_upload(data, f.filename or "upload", input_shape, config.max_pixels))
+    return np.concatenate(images)
+
+
+async def read_pixels(request, config: ServeConfig, input_shape) -> np.ndarray:
+    """Any accepted body -> validated pixels ``float32 (N, C, H, W)`` in [0, 1]."""
+    kind = content_kind(request.headers.get("content-type"), input_shape[0])
+    if kind == "multipart":
+        return await read_uploads(request, config, input_shape)
+    body = await read_body(request, config.max_body_bytes, config.timeout_s)
+    if kind == "image":
+        return decode_upload(body, "image body", input_shape, config.max_pixels)
+    return parse_json_instances(body, input_shape, config.max_instances)
+
+
+class PredictService:
+    """The endpoints' handlers around one predictor, its batcher and its metrics."""
+
+    def __init__(self, predictor: Predictor, config: ServeConfig, info: Optional[Dict[str, Any]] = None):
+        self.predictor, self.config, self.info = predictor, config, info or {}
+        self.metrics = ServerMetrics()
+        self.batcher = MicroBatcher(predictor.predict, config.max_batch, config.max_wait_ms,
+                                    on_batch=self.metrics.batch.observe)
+        self.state = {"ready": False}
+
+    def answer(self, endpoint: str, doc: Dict[str, Any], status: int = 200):
+        from starlette.responses import JSONResponse
+
+        self.metrics.requests.labels(endpoint, str(status)).inc()
+        if status >= 400:
+            self.metrics.errors.labels(endpoint, str(status)).inc()
+        return JSONResponse(doc, status_code=status)
+
+    async def classify(self, request) -> Dict[str, Any]:
+        p = self.predictor
+        options = parse_options(request.query_params)
+        pixels, inverted = apply_polarity(await read_pixels(request, self.config, tuple(p.input_shape)),
+                                          options.invert)
         try:
-            async with _timeout(config.timeout_s):
-                await collect()
+            async with _timeout(self.config.timeout_s):
+                outputs = await self.batcher.submit(preprocess(pixels, p.mean, p.std))
         except asyncio.TimeoutError:
-            raise HTTPError(408, f"the request body did not arrive within {config.timeout_s:g} s") from None
-        return b"".join(chunks)
+            raise HTTPError(503, f"inference did not finish within {self.config.timeout_s:g} s") from None
+        if options.return_image and "warped" not in outputs:
+            raise HTTPError(400, "return_image=1: this model has no spatial transformer")
+        results = describe(outputs, p.classes, [f"#{i}" for i in range(len(pixels))], inverted)
+        for i, entry in enumerate(results):
+            entry.pop("input")
+            if options.return_image:
+                entry["image"] = base64.b64encode(to_png(outputs["warped"][i], p.mean, p.std)).decode("ascii")
+        self.metrics.images.inc(len(results))
+        return {"predictions": results}
 
-    def decode(data, name):
-        try:
-            return decode_image(data, (h, w), name, max_pixels=config.max_pixels)[None, None]
-        except StnGluonError as err:
-            status = 413 if "allowed" in str(err) else 400
-            raise HTTPError(status, str(err)) from None
+    async def predict(self, request):
+        from starlette.requests import ClientDisconnect
 
-    async def parse_instances(request):
-        ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
-        if ctype.startswith("image/"):
-            if c != 1:
-                raise HTTPError(415, f"the model takes {c} channels; send JSON instances")
-            return decode(await read_body(request), "image body")
-        if ctype == "application/json":
-            body = await read_body(request)
-            try:
-                doc = json.loads(body)
-            except (ValueError, UnicodeDecodeError) as err:
-                raise HTTPError(400, f"body is not valid JSON ({str(err)[:80]})") from None
-            except RecursionError:
-                raise HTTPError(400, "body is JSON nested too deeply") from None
-            if not isinstance(doc, dict) or "instances" not in doc:
-                raise HTTPError(400, 'JSON body must be an object with "instances": [...]')
-            instances = doc["instances"]
-            if not isinstance(instances, list) or not instances:
-                raise HTTPError(400, '"instances" must be a non-empty list')
-            if len(instances) > config.max_instances:
-                raise HTTPError(413, f"{len(instances)} instances; at most {config.max_instances} per request")
-            scale = {"0-1": 1.0, "0-255": 255.0}.get(doc.get("pixel_range", "0-1"))
-            if scale is None:
-                raise HTTPError(400, '"pixel_range" must be "0-1" or "0-255"')
-            try:
-                arr = np.array(instances, dtype=np.float64)
-            except (ValueError, TypeError):
-                raise HTTPError(422, "instances must be equally shaped arrays of numbers") from None
-            if arr.ndim < 3:
-                raise HTTPError(422, f"instances have shape {arr.shape[1:]}; each must be ({h}, {w})"
-                                     f"{'' if c == 1 else f' or ({c}, {h}, {w})'}")
-            if not np.isfinite(arr).all():
-                raise HTTPError(422, "instances contain NaN or infinite values")
-            if arr.min() < 0 or arr.max() > scale:
-                raise HTTPError(422, f"pixel values must lie in [0, {scale:g}] (pixel_range)")
-            try:
-                return array_to_pixels((arr / scale).astype(np.float32), (c, h, w), "instances")
-            except StnGluonError as err:
-                raise HTTPError(422, str(err)) from None
-        if ctype == "multipart/form-data":
-            try:
-                form = await asyncio.wait_for(
-                    request.form(max_files=config.max_instances, max_fields=config.max_instances,
-                                 max_part_size=config.max_body_bytes), timeout=config.timeout_s)
-            except asyncio.TimeoutError:
-                raise HTTPError(408, "the upload did not arrive within the time allowed") from None
-            except Exception as err:  # multipart parse errors come in several types
-                if isinstance(err, ClientDisconnect):
-                    raise
-                detail = str(getattr(err, "detail", None) or err or type(err).__name__)
-                if detail.startswith("Too many") or "exceeded maximum size" in detail.lower():
-                    raise HTTPError(413, f"multipart body: {detail[:100]}") from None
-                raise HTTPError(400, f"malformed multipart body ({detail[:100]})") from None
-            files = [v for _, v in form.multi_items() if hasattr(v, "read")]
-            if not files:
-                raise HTTPError(400, "multipart body has no file")
-            if len(files) > config.max_instances:
-                raise HTTPError(413, f"{len(files)} files; at most {config.max_instances} per request")
-            total, images = 0, []
-            for f in files:
-                data = await f.read()
-                total += len(data)
-                if total > config.max_body_bytes:
-                    raise HTTPError(413, f"upload larger than the {config.max_body_bytes} bytes allowed")
-                images.append(decode(data, f.filename or "upload"))
-            return np.concatenate(images)
-        raise HTTPError(415, f"unsupported content type {ctype or '(none)'}: send image/*, "
-                             f"multipart/form-data or application/json")
-
-    def error_response(endpoint, status, message):
-        metrics.requests.labels(endpoint, str(status)).inc()
-        metrics.errors.labels(endpoint, str(status)).inc()
-        return JSONResponse({"error": message, "status": status}, status_code=status)
-
-    async def predict(request):
         tic = time.perf_counter()
         try:
-            return_image, invert = _flag(request, "return_image"), _flag(request, "invert")
-            pixels = await parse_instances(request)
-            x = preprocess(pixels, predictor.mean, predictor.std, invert=invert)
-            try:
-                async with _timeout(config.timeout_s):
-                    outputs = await batcher.submit(x)
-            except asyncio.TimeoutError:
-                raise HTTPError(503, f"inference did not finish within {config.timeout_s:g} s") from None
-            if return_image and "warped" not in outputs:
-                raise HTTPError(400, "return_image=1: this model has no spatial transformer")
-            results = describe(outputs, predictor.classes, [f"#{i}" for i in range(len(x))])
-            for i, entry in enumerate(results):
-                entry.pop("input")
-                if return_image:
-                    entry["image"] = base64.b64encode(to_png(outputs["warped"][i], predictor.mean,
-                                                             predictor.std)).decode("ascii")
-            metrics.images.inc(len(results))
-            metrics.requests.labels("/v1/predict", "200").inc()
-            return JSONResponse({"predictions": results})
+            return self.answer("/v1/predict", await self.classify(request))
         except HTTPError as err:
-            return error_response("/v1/predict", err.status, err.message)
+            return self.answer("/v1/predict", {"error": err.message, "status": err.status}, err.status)
         except ClientDisconnect:
-            return error_response("/v1/predict", 499, "client disconnected")
+            return self.answer("/v1/predict", {"error": "client disconnected", "status": 499}, 499)
         except StnGluonError as err:
-            return error_response("/v1/predict", 422, str(err))
+            return self.answer("/v1/predict", {"error": str(err), "status": 422}, 422)
         except Exception as err:  # never let one request take anything down
             log.exception("predict failed")
-            return error_response("/v1/predict", 500, f"internal error: {type(err).__name__}")
+            return self.answer("/v1/predict", {"error": f"internal error: {type(err).__name__}", "status": 500}, 500)
         finally:
-            metrics.latency.observe(time.perf_counter() - tic)
+            self.metrics.latency.observe(time.perf_counter() - tic)
 
-    async def healthz(request):
-        metrics.requests.labels("/healthz", "200").inc()
-        return JSONResponse({"status": "ok"})
+    async def healthz(self, request):
+        return self.answer("/healthz", {"status": "ok"})
 
-    async def readyz(request):
-        code = 200 if state["ready"] else 503
-        metrics.requests.labels("/readyz", str(code)).inc()
-        return JSONResponse({"ready": state["ready"]}, status_code=code)
+    async def readyz(self, request):
+        return self.answer("/readyz", {"ready": self.state["ready"]}, 200 if self.state["ready"] else 503)
 
-    async def model(request):
-        metrics.requests.labels("/v1/model", "200").inc()
-        return JSONResponse(model_info or {})
+    async def model(self, request):
+        return self.answer("/v1/model", self.info)
 
-    async def prometheus(request):
-        body, ctype = metrics.render()
+    async def prometheus(self, request):
+        from starlette.responses import Response
+
+        body, ctype = self.metrics.render()
         return Response(body, media_type=ctype)
 
-    async def not_found(request, exc):
+    async def not_found(self, request, exc):
+        from starlette.responses import JSONResponse
+
         status = getattr(exc, "status_code", 404)
         return JSONResponse({"error": getattr(exc, "detail", "not found"), "status": status}, status_code=status)
 
-    from contextlib import asynccontextmanager
-
-    @asynccontextmanager
-    async def lifespan(app):
-        batcher.start()
-        state["ready"] = True
+    @contextlib.asynccontextmanager
+    async def lifespan(self, app):
+        self.batcher.start()
+        self.state["ready"] = True
         try:
             yield
         finally:
-            state["ready"] = False
-            await batcher.stop()
+            self.state["ready"] = False
+            await self.batcher.stop()
 
-    routes = [Route("/v1/predict", predict, methods=["POST"]), Route("/healthz", healthz, methods=["GET"]),
-              Route("/readyz", readyz, methods=["GET"]), Route("/v1/model", model, methods=["GET"]),
-              Route("/metrics", prometheus, methods=["GET"])]
+
+def build_app(predictor: Predictor, config: ServeConfig, model_info: Optional[Dict[str, Any]] = None):
+    """The Starlette app serving ``predictor`` (see :mod:`stn_gluon.inference`)."""
+    from starlette.applications import Starlette
     from starlette.exceptions import HTTPException
-    app = Starlette(routes=routes, lifespan=lifespan, exception_handlers={HTTPException: not_found})
-    app.state.batcher = batcher
-    app.state.metrics = metrics
-    app.state.serving = state
+    from starlette.routing import Route
+
+    s = PredictService(predictor, config, model_info)
+    routes = [Route("/v1/predict", s.predict, methods=["POST"]), Route("/healthz", s.healthz, methods=["GET"]),
+              Route("/readyz", s.readyz, methods=["GET"]), Route("/v1/model", s.model, methods=["GET"]),
+              Route("/metrics", s.prometheus, methods=["GET"])]
+    app = Starlette(routes=routes, lifespan=s.lifespan, exception_handlers={HTTPException: s.not_found})
+    app.state.batcher, app.state.metrics, app.state.serving = s.batcher, s.metrics, s.state
     return app
 
 
-def model_info(predictor, path):
-    """What ``GET /v1/model`` reports."""
-    info = dict(backend=predictor.backend, input_shape=[None] + list(predictor.input_shape),
-                mean=predictor.mean, std=predictor.std, classes=predictor.classes, model=os.path.abspath(path),
-                files={os.path.basename(f): sha256_file(f) for f in predictor.source})
-    if predictor.backend == "onnxruntime":
-        info["opset"] = int(predictor.model.meta.get("opset", 0)) or None
-    else:
-        info["symbol"] = os.path.basename(predictor.source[0])
-        info["epoch"] = predictor.model.epoch
-    return info
+def model_info(predictor: Predictor, path: str) -> Dict[str, Any]:
+    """What ``GET /v1/model`` reports: :meth:`Predictor.info` plus the model's absolute path."""
+    return dict(predictor.info(), model=os.path.abspath(path))
 
 
 def _bind(host, port):
@@ -439,7 +266,7 @@ def _bind(host, port):
     return sock
 
 
-def serve(config, echo=print):
+def serve(config: ServeConfig, echo=print) -> None:
     """Load the model, bind, and serve until SIGTERM/SIGINT (requests in flight are answered)."""
     import uvicorn
 

@@ -102,3 +102,16 @@ def assert_onnx_parity(net, onnx_path, rng, batches=(1, 7, 64)):
         np.testing.assert_allclose(got["warped"], warped.asnumpy(), atol=5e-4)
         np.testing.assert_allclose(got["probabilities"].sum(axis=1), 1, rtol=1e-5)
     return theta.asnumpy()
+
+
+@pytest.fixture(scope="session")
+def served_model(tmp_path_factory, sample):
+    """A model trained briefly (4 epochs) on the embedded real digits, exported for both backends:
+    ``-symbol.json``/``.params`` and ``model.onnx`` in one folder (shared by the serving and inference tests)."""
+    from stn_gluon.onnx import export_onnx
+    from stn_gluon.training import TrainConfig, fit
+
+    save = tmp_path_factory.mktemp("served")
+    fit(TrainConfig(epochs=4, lr=0.05, save_dir=str(save), progress=False), dataset=sample, echo=lambda s: None)
+    export_onnx(str(save), save / "model.onnx")
+    return save

@@ -76,17 +76,9 @@ def png_bytes(img):
 
 
 @pytest.fixture(scope="module")
-def model_dir(tmp_path_factory):
-    """A model trained briefly on the embedded real digits, exported for both backends."""
-    from stn_gluon.data import load_embedded_sample
-    from stn_gluon.onnx import export_onnx
-    from stn_gluon.training import TrainConfig, fit
-
-    save = tmp_path_factory.mktemp("served")
-    fit(TrainConfig(epochs=4, lr=0.05, save_dir=str(save), progress=False), dataset=load_embedded_sample(),
-        echo=lambda s: None)
-    export_onnx(str(save), save / "model.onnx")
-    return save
+def model_dir(served_model):
+    """A model trained briefly on the embedded real digits, exported for both backends (see conftest)."""
+    return served_model
 
 
 @pytest.fixture(scope="module")
@@ -212,6 +204,8 @@ def _malformed_cases():
         "multipart_broken": ("POST", "/v1/predict", b"--other\r\nbroken", {"Content-Type": "multipart/form-data; boundary=b0undary"}, 400),
         "bad_return_image": ("POST", "/v1/predict?return_image=maybe", good, PNG, 400),
         "bad_invert": ("POST", "/v1/predict?invert=2", good, PNG, 400),
+        "bad_invert_word": ("POST", "/v1/predict?invert=sometimes", good, PNG, 400),
+        "instances_float_0_255": ("POST", "/v1/predict", json.dumps({"instances": [np.full((28, 28), 255.0).tolist()]}).encode(), JSON, 422),
         "get_predict": ("GET", "/v1/predict", None, {}, 405),
         "unknown_path": ("POST", "/v2/predict", good, PNG, 404),
     }
@@ -344,3 +338,132 @@ def test_micro_batcher_limits_routing_and_isolation():
             np.testing.assert_array_equal(r["first"], x[:, 0, 0, 0])
             assert len(r["row_sum"]) == len(x)
     assert max(seen) <= 8 and any(n > 3 for n in seen)  # batched, never past the limit
+
+
+# ---- polarity, transparency and the shared array validator through the server ---------------------------
+
+def test_invert_parameter_and_inverted_in_answers(servers, digits):
+    server = servers["onnxruntime"]
+    digit = digits[0][0]
+    rgba = np.zeros(digit.shape + (4,), np.uint8)
+    rgba[..., 3] = digit  # black strokes on a transparent canvas
+    bodies = {"white": png_bytes(digit), "black": png_bytes(255 - digit), "canvas": png_bytes(rgba)}
+    answers = {}
+    for query, want in (("", {"white": False, "black": True, "canvas": True}),
+                        ("?invert=auto", {"white": False, "black": True, "canvas": True}),
+                        ("?invert=0", {"white": False, "black": False, "canvas": False}),
+                        ("?invert=false", {"white": False, "black": False, "canvas": False}),
+                        ("?invert=1", {"white": True, "black": True, "canvas": True}),
+                        ("?invert=true", {"white": True, "black": True, "canvas": True})):
+        for name, body in bodies.items():
+            status, doc = server.json("POST", "/v1/predict" + query, body, PNG)
+            assert status == 200 and doc["predictions"][0]["inverted"] is want[name], (query, name)
+            answers[query, name] = doc["predictions"][0]
+    for name in ("black", "canvas"):  # read as the white-on-black original
+        np.testing.assert_allclose(answers["", name]["probabilities"], answers["", "white"]["probabilities"],
+                                   atol=2e-3)
+    np.testing.assert_allclose(answers["?invert=1", "white"]["probabilities"],
+                               answers["?invert=0", "black"]["probabilities"], atol=1e-5)
+    # JSON instances: auto polarity applies to them too
+    body = json.dumps({"instances": [digit.tolist(), (255 - digit).tolist()], "pixel_range": "0-255"})
+    status, doc = server.json("POST", "/v1/predict", body, JSON)
+    assert status == 200 and [p["inverted"] for p in doc["predictions"]] == [False, True]
+    status, doc = server.json("POST", "/v1/predict?invert=maybe", bodies["white"], PNG)
+    assert status == 400 and doc["error"] == "query parameter invert='maybe': expected auto, 1 or 0 (or true/false)"
+
+
+def test_float_0_255_arrays_are_refused_alike_by_server_and_cli(servers, model_dir, digits, tmp_path, capsys):
+    digit = digits[0][0].astype(np.float32)
+    status, doc = servers["mxnet"].json("POST", "/v1/predict", json.dumps({"instances": [digit.tolist()]}), JSON)
+    assert status == 422
+    np.save(tmp_path / "d.npy", digit)
+    assert main(["predict", "--model", str(model_dir), str(tmp_path / "d.npy")]) == 2
+    cli = capsys.readouterr().err
+    reason = "values span [0, 255], outside pixel_range 0-1; pass pixel_range 0-255 for 0..255 values"
+    assert doc["error"] == f"instances: {reason}" and cli == f"error: {tmp_path / 'd.npy'}: {reason}\n"
+    # declared, both accept it and agree
+    body = json.dumps({"instances": [digit.tolist()], "pixel_range": "0-255"})
+    status, doc = servers["mxnet"].json("POST", "/v1/predict", body, JSON)
+    assert main(["predict", "--model", str(model_dir), "--json", "--pixel-range", "0-255", str(tmp_path / "d.npy")]) == 0
+    cli = json.loads(capsys.readouterr().out)["predictions"][0]
+    assert status == 200 and doc["predictions"][0]["label"] == cli["label"]
+    np.testing.assert_allclose(doc["predictions"][0]["probabilities"], cli["probabilities"], atol=1e-5)
+
+
+# ---- request parsing as plain functions ------------------------------------------------------------------
+
+def test_parse_options():
+    from stn_gluon.payloads import HTTPError, PredictOptions, parse_options
+
+    assert parse_options({}) == PredictOptions(return_image=False, invert="auto")
+    assert parse_options({"invert": "AUTO", "return_image": "yes"}) == PredictOptions(True, "auto")
+    for value, want in (("1", True), ("true", True), ("0", False), ("False", False), ("no", False)):
+        assert parse_options({"invert": value}).invert is want
+    for query, expect in (({"invert": "2"}, "invert='2'"), ({"invert": ""}, "invert=''"),
+                          ({"return_image": "maybe"}, "return_image='maybe'")):
+        with pytest.raises(HTTPError) as info:
+            parse_options(query)
+        assert info.value.status == 400 and expect in info.value.message
+
+
+def test_content_kind_and_length():
+    from stn_gluon.payloads import HTTPError, check_length, content_kind
+
+    assert content_kind("image/png", 1) == "image" and content_kind("Application/JSON; charset=utf-8", 1) == "json"
+    assert content_kind("multipart/form-data; boundary=x", 3) == "multipart"
+    for ctype, channels in (("text/plain", 1), (None, 1), ("image/png", 3)):
+        with pytest.raises(HTTPError) as info:
+            content_kind(ctype, channels)
+        assert info.value.status == 415
+    check_length(None, 10)
+    check_length("10", 10)
+    for declared, status in (("11", 413), ("ten", 400)):
+        with pytest.raises(HTTPError) as info:
+            check_length(declared, 10)
+        assert info.value.status == status
+
+
+def test_parse_json_instances(digits):
+    from stn_gluon.payloads import HTTPError, parse_json_instances
+
+    images = digits[0][:3]
+    pixels = parse_json_instances(json.dumps({"instances": images.tolist(), "pixel_range": "0-255"}).encode(),
+                                  (1, 28, 28), 16)
+    assert pixels.shape == (3, 1, 28, 28) and pixels.dtype == np.float32
+    np.testing.assert_allclose(pixels[:, 0], images / 255.0, atol=1e-6)
+    floats = parse_json_instances(json.dumps({"instances": (images / 255.0).tolist()}).encode(), (1, 28, 28), 16)
+    np.testing.assert_allclose(floats, pixels, atol=1e-6)
+    rgb = parse_json_instances(json.dumps({"instances": [np.zeros((3, 8, 8)).tolist()]}).encode(), (3, 8, 8), 16)
+    assert rgb.shape == (1, 3, 8, 8)
+    cases = [(b"{", 400, "not valid JSON"), (b"[]", 400, '"instances"'), (b'{"instances": []}', 400, "non-empty"),
+             (json.dumps({"instances": [ZERO] * 17}).encode(), 413, "17 instances"),
+             (json.dumps({"instances": [ZERO], "pixel_range": "auto"}).encode(), 400, "pixel_range"),
+             (json.dumps({"instances": [ZERO, ZERO[:3]]}).encode(), 422, "equally shaped"),
+             (json.dumps({"instances": [1, 2]}).encode(), 422, "each must be (28, 28)"),
+             (json.dumps({"instances": [np.full((28, 28), 3.0).tolist()]}).encode(), 422, "values span [3, 3]"),
+             (json.dumps({"instances": [ZERO]}).replace("0.0", "NaN", 1).encode(), 422, "NaN"),
+             (json.dumps({"instances": [np.zeros((20, 20)).tolist()]}).encode(), 422, "does not fit")]
+    for body, status, expect in cases:
+        with pytest.raises(HTTPError) as info:
+            parse_json_instances(body, (1, 28, 28), 16)
+        assert info.value.status == status and expect in info.value.message, (body[:40], info.value.message)
+
+
+def test_decode_upload_and_multipart_checks(digits):
+    from stn_gluon.payloads import HTTPError, check_file_count, check_total, decode_upload, multipart_error
+
+    pixels = decode_upload(png_bytes(digits[0][0]), "a.png", (1, 28, 28), 10_000)
+    assert pixels.shape == (1, 1, 28, 28) and abs(pixels.max() - digits[0][0].max() / 255) < 1e-6
+    for data, status in ((b"nope", 400), (_bomb_png(), 413)):
+        with pytest.raises(HTTPError) as info:
+            decode_upload(data, "a.png", (1, 28, 28), 10_000)
+        assert info.value.status == status and info.value.message.startswith("a.png: ")
+    for call, status in ((lambda: check_file_count(0, 4), 400), (lambda: check_file_count(5, 4), 413),
+                         (lambda: check_total(11, 10), 413)):
+        with pytest.raises(HTTPError) as info:
+            call()
+        assert info.value.status == status
+    check_file_count(4, 4)
+    check_total(10, 10)
+    assert multipart_error(ValueError("Too many files")).status == 413
+    assert multipart_error(ValueError("bad boundary")).status == 400
