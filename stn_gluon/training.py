@@ -25,63 +25,16 @@ from .io import CHECKPOINT_NAME, load_checkpoint, save_checkpoint
 from .architecture import build_net, default_initializer, initialize_net
 from .optstate import restore_updater_state, trainer_updaters, updater_state
 from .recipes import TrainConfig
+from .schedule import epoch_lengths, make_lr_scheduler
 from .reporting import History, RunRecorder, check_recipe
 from .paths import writable_dir
 from .runs import RunExistsError, check_save_dir, describe_run, drop_stale_derived, inspect_run, prepare_save_dir
 
-# TrainConfig is defined in stn_gluon.recipes; it is importable from here too, as the trainer's input.
+# TrainConfig (stn_gluon.recipes) and the schedule (stn_gluon.schedule) are importable from here too.
 __all__ = ["TrainConfig", "make_lr_scheduler", "make_trainer", "RunAhead", "train_step", "evaluate", "fit",
            "stn_batch", "progress_bar", "default_initializer", "epoch_lengths"]
 
 log = logging.getLogger(__name__)
-
-def make_lr_scheduler(cfg, iters_per_epoch):
-    """Linear warm-up then ``cfg.lr_mode`` decay, as gluoncv ``LRSequential``; per-iteration.
-
-    The warm-up lasts ``cfg.warmup_epochs``, but at most a quarter of the run
-    (of the first cycle, if there is one). With ``lr_mode="cosine"`` and
-    ``0 < first_cycle_epochs < epochs``, the cosine first decays to 0 over the
-    first cycle, then restarts at ``cfg.lr`` and decays over the remaining
-    epochs (a warm restart, as in SGDR): a well-converged model early, the
-    best one at the end.
-    """
-    from .compat import import_gluoncv
-
-    gluoncv = import_gluoncv()
-    LRScheduler, LRSequential = gluoncv.utils.LRScheduler, gluoncv.utils.LRSequential
-
-    def niters(epochs):
-        return int(round(epochs * iters_per_epoch))
-
-    first = cfg.first_cycle_epochs if cfg.lr_mode == "cosine" and 0 < cfg.first_cycle_epochs < cfg.epochs else 0
-    warm = min(cfg.warmup_epochs, (first or cfg.epochs) / 4)
-    main_epochs = cfg.epochs - warm - first
-    steps = [e - warm for e in cfg.step_epochs()]
-    mode = "step" if cfg.lr_mode == "constant" else cfg.lr_mode
-    parts = []
-    if warm > 0:
-        parts.append(LRScheduler("linear", base_lr=cfg.lr / 10, target_lr=cfg.lr, niters=niters(warm)))
-    if first:
-        parts.append(LRScheduler("cosine", base_lr=cfg.lr, target_lr=0, niters=niters(first - warm)))
-        main_epochs += warm
-    parts.append(LRScheduler(mode, base_lr=cfg.lr, target_lr=0,
-                             niters=niters(main_epochs),
-                             iters_per_epoch=iters_per_epoch,
-                             step_iter=([niters(s) for s in steps] if cfg.lr_mode == "step" else [10 ** 12]),
-                             step_factor=0.1 if cfg.lr_mode == "step" else 1.0))
-    return LRSequential(parts)
-
-
-def epoch_lengths(epochs, batches_per_epoch):
-    """Batches in each epoch of a run of ``epochs`` epochs (at least one batch in all).
-
-    A fractional ``epochs`` cuts the last epoch short: ``epoch_lengths(1.5, 100)``
-    is ``[100, 50]``; the schedule of :func:`make_lr_scheduler` ends with it.
-    """
-    total = max(1, int(round(epochs * batches_per_epoch)))
-    full, rest = divmod(total, batches_per_epoch)
-    return [batches_per_epoch] * full + ([rest] if rest else [])
-
 
 def progress_bar(iterable, total, desc, enabled=True):
     """A tqdm bar on stderr (sparse updates when stderr is not a terminal)."""

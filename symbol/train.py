@@ -32,7 +32,8 @@ from ..io import atomic_path, write_json
 from ..optstate import module_updaters, restore_updater_state, updater_state
 from ..runs import RunExistsError, describe_run, drop_stale_derived, inspect_run
 from ..reporting import History, RunRecorder, check_recipe
-from ..training import evaluate, make_lr_scheduler, setup_run, stn_batch
+from ..schedule import make_lr_scheduler
+from ..training import evaluate, setup_run, stn_batch
 from .stn_symbol import get_symbol_for
 
 __all__ = ["BatchIter", "fit_module", "latest_checkpoint"]
