@@ -130,13 +130,13 @@ def add_flags(parser: argparse.ArgumentParser, cls: type, defaults: Any = None,
         note = default_notes(f.name) if default_notes else ""
         shown = f"default: {default}{note}" if default is not None else ""
         if isinstance(f.default, bool):
-            if meta.get("negative_flag"):
+            state = f"default: {'on' if default else 'off'}{note}"
+            if meta.get("negative_flag"):  # the flag turns the field off
                 parser.add_argument(meta["negative_flag"], dest=f.name, action="store_const", const=False,
-                                    default=None, help=f"{meta['help']} ({shown.replace('default: True', 'default: on')})"
-                                    .replace("default: False", "default: off"))
+                                    default=None, help=f"{meta['help']}; this flag turns it off ({state})")
             else:
                 parser.add_argument(meta.get("flag") or flag_name(f.name), dest=f.name, action="store_const",
-                                    const=True, default=None, help=f"{meta['help']}")
+                                    const=True, default=None, help=f"{meta['help']} ({state})")
             continue
         kwargs: Dict[str, Any] = dict(dest=f.name, default=None,
                                       help=f"{meta['help']} ({shown})" if shown else meta["help"])

@@ -124,7 +124,8 @@ def validate_array(arr: Any, input_shape: Sequence[int], pixel_range: str = "aut
     if lo < 0 or hi > scale:
         declared = "0-255" if scale == 255 else "0-1"
         hint = "; pass pixel_range 0-255 for 0..255 values" if scale == 1 and lo >= 0 and hi <= 255 else ""
-        raise StnGluonError(f"{name}: values span [{lo:g}, {hi:g}], outside pixel_range {declared}{hint}")
+        raise StnGluonError(f"{name}: values span [{lo:g}, {hi:g}], outside pixel_range {declared}{hint}",
+                            params=("pixel_range",))
     a = (a / scale).astype(np.float32)
     if a.shape == (h, w):
         a = a[None, None]

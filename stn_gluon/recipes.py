@@ -146,7 +146,7 @@ class TrainConfig:
     seed: int = option(42, "seed of the initial weights, shuffling, augmentation and dropout")
     augment: bool = option(True, "random affine augmentation of the training batches",
                            negative_flag="--no-augment")
-    test_each_epoch: bool = option(True, "evaluate the test set after every epoch (off: after the last one only)",
+    test_each_epoch: bool = option(True, "evaluate the test set after every epoch",
                                    negative_flag="--test-at-end")
     ctx: str = option("cpu", "cpu, cpu:0,1, gpu:0 or gpu:0,1 (several: data-parallel)")
     data_dir: Optional[str] = option(None, "folder with the four MNIST IDX files; none: $STN_GLUON_DATA, "
@@ -208,5 +208,8 @@ class TrainConfig:
 
 def recipe_notes(name: str) -> str:
     """For a flag's help: the value each non-default recipe gives field ``name`` (``"; fast: 2"``)."""
-    return "".join(f"; {recipe}: {values[name]}" for recipe, values in RECIPES.items() if name in values)
+    def shown(value: Any) -> str:
+        return ("on" if value else "off") if isinstance(value, bool) else str(value)
+
+    return "".join(f"; {recipe}: {shown(values[name])}" for recipe, values in RECIPES.items() if name in values)
 
