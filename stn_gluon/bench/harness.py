@@ -123,9 +123,14 @@ def infer_input(batch: int, shape: tuple = (1, 28, 28)) -> np.ndarray:
 
 
 def _one_line(kind: str, err: BaseException) -> str:
+    """``"<kind>: <error type>: <message>"`` on one line: MXNet's informative line, or the message's first."""
+    from mxnet.base import MXNetError
+
     from ..errors import mxnet_message
 
-    return f"{kind}: {type(err).__name__}: {mxnet_message(err)}"
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    message = mxnet_message(err) if isinstance(err, MXNetError) else (lines[0] if lines else repr(err))
+    return f"{kind}: {type(err).__name__}: {message}"
 
 
 def serve_timings(kind: str, kwargs_json: str, registry: str = REGISTRY) -> None:
