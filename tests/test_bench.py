@@ -91,6 +91,21 @@ def test_speed_report_tables_show_the_user_loops_and_their_ratios():
     assert "| 64 | 950 | 1,380 | n/a | n/a | n/a | 1.45x |" in text and "no peer figures" in text
 
 
+def test_training_ratios_pair_each_loop_with_its_peer():
+    from stn_gluon.bench.speed import train_ratios
+
+    rounds = {"gluon hybridized": [140.0, 150.0], "gluon_user_loop": [100.0, 90.0],
+              "gluon_user_loop_fast": [150.0, 135.0], "pytorch eager": [100.0, 100.0]}
+    ratios = train_ratios(rounds, 64)
+    assert ratios["train 64: gluon_user_loop_fast / gluon_user_loop"] == pytest.approx(1.5)
+    assert ratios["train 64: gluon_user_loop / pytorch eager"] == pytest.approx(0.95)
+    assert ratios["train 64: gluon hybridized / pytorch eager"] == pytest.approx(1.45)
+    del rounds["pytorch eager"]
+    ratios = train_ratios(rounds, 64)
+    assert ratios["train 64: gluon_user_loop_fast / pytorch eager"] is None
+    assert ratios["train 64: gluon_user_loop_fast / gluon_user_loop"] == pytest.approx(1.5)
+
+
 def test_bench_inference_script_calls_the_library(tmp_path):
     out = tmp_path / "out"
     proc = subprocess.run([sys.executable, os.path.join(ROOT, "scripts", "bench_inference.py"), "--batches", "1,2",

@@ -21,12 +21,15 @@ Three Gluon training loops:
   helpers, as in ``examples/fast_loop.py``.
 """
 import os
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 
 from .harness import infer_input, train_batches
 from .torch_peer import torch_infer_call, torch_train_step
+
+if TYPE_CHECKING:
+    from mxnet import gluon
 
 __all__ = ["STATIC", "SGD", "bench_net", "gluon_train_step", "gluon_user_loop_step", "gluon_user_loop_fast_step",
            "module_train_step", "exported_model", "gluon_infer_call", "symbolblock_infer_call", "onnx_infer_call",
@@ -38,7 +41,7 @@ STATIC = dict(static_alloc=True, static_shape=True)
 SGD = {"learning_rate": 0.01, "momentum": 0.9, "wd": 5e-4}
 
 
-def bench_net(size: int = 28, hybridize: bool = True):
+def bench_net(size: int = 28, hybridize: bool = True) -> "gluon.HybridBlock":
     """STNNet built and initialised as ``stn-gluon train`` builds it, for ``size`` x ``size`` input.
 
     hybridize: with :data:`STATIC` (``False``: left imperative).

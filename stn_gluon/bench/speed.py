@@ -16,7 +16,7 @@ from .memory import peak_training_rss
 from .reports import inference_lines, speed_lines
 from .torch_peer import have_torch
 
-__all__ = ["speed_report", "inference_report", "USER_LOOPS"]
+__all__ = ["speed_report", "inference_report", "train_ratios", "USER_LOOPS"]
 
 #: The user-written loops, compared with PyTorch and with each other (see :mod:`stn_gluon.bench.competitors`).
 USER_LOOPS = ("gluon_user_loop", "gluon_user_loop_fast")
@@ -32,6 +32,15 @@ def _train_specs(batch: int, torch: bool) -> dict:
     if torch:
         specs["pytorch eager"] = Competitor("torch_train", dict(batch=batch))
     return specs
+
+
+def train_ratios(rounds: dict, batch: int) -> dict:
+    """The training ratios reported at ``batch``, from every round's rates ``{name: [rate, ...]}``.
+
+    Each Gluon loop against PyTorch, and the fast user loop against the plain one.
+    """
+    pairs = [(name, "pytorch eager") for name in ("gluon hybridized",) + USER_LOOPS] + [USER_LOOPS[::-1]]
+    return {f"train {batch}: {name} / {peer}": ratio(rounds, name, peer) for name, peer in pairs}
 
 
 def speed_report(seconds: float = 1.0, repeats: int = 5, data_dir: Optional[str] = None, batches: tuple = (64, 256),
@@ -51,9 +60,7 @@ def speed_report(seconds: float = 1.0, repeats: int = 5, data_dir: Optional[str]
         rounds, settings = {}, {}
         res["train"][b] = isolated_rates(_train_specs(b, torch), b, seconds, repeats, rounds=rounds, settings=settings)
         res["user_loop_threads"] = settings["gluon_user_loop"]["omp_num_threads"]
-        for name in ("gluon hybridized",) + USER_LOOPS:
-            res["ratios"][f"train {b}: {name} / pytorch eager"] = ratio(rounds, name, "pytorch eager")
-        res["ratios"][f"train {b}: {USER_LOOPS[1]} / {USER_LOOPS[0]}"] = ratio(rounds, *USER_LOOPS)
+        res["ratios"].update(train_ratios(rounds, b))
 
     with tempfile.TemporaryDirectory() as tmp:
         echo("inference throughput")

@@ -6,11 +6,14 @@ MXNet's OpenMP pool, SGD with momentum on the same fixed batches.
 """
 import importlib.util
 import os
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 
 from .harness import infer_input, train_batches
+
+if TYPE_CHECKING:
+    import torch
 
 __all__ = ["have_torch", "torch_net", "torch_train_step", "torch_infer_call"]
 
@@ -25,7 +28,7 @@ def _set_threads(torch):
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS") or os.cpu_count() or 1))
 
 
-def torch_net(size: int = 28, fill: float = 0.0, dropout: float = 0.3):
+def torch_net(size: int = 28, fill: float = 0.0, dropout: float = 0.3) -> "torch.nn.Module":
     """STNNet in PyTorch (``torch.nn.Module``) for ``size`` x ``size`` input; the STN shows ``fill`` outside the image."""
     import torch
 
