@@ -34,7 +34,8 @@ import numpy as np  # noqa: E402
 from mxnet import autograd, gluon  # noqa: E402
 
 from stn_gluon.data import BACKGROUND, load_mnist, normalize, to_ndarray  # noqa: E402
-from stn_gluon.training import RunAhead, default_initializer, make_trainer  # noqa: E402
+from stn_gluon.architecture import default_initializer  # noqa: E402
+from stn_gluon.training import RunAhead, make_trainer  # noqa: E402
 
 
 def main(argv=None):

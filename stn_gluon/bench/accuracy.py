@@ -10,13 +10,14 @@ def time_to_accuracy(target: float = 0.99, data_dir: Optional[str] = None, echo:
                      **overrides) -> dict:
     """Wall seconds from the start of a default training run (data on disk) to test accuracy >= ``target``.
 
-    ``overrides``: :class:`~stn_gluon.training.TrainConfig` fields. Returns a
+    ``overrides``: :class:`~stn_gluon.recipes.TrainConfig` fields. Returns a
     dict: ``seconds`` and ``epoch`` when the target was reached (``None`` if
     the run ended without reaching it), ``test_acc`` then, ``epochs_run``,
     ``data_source`` and the run's ``recipe``.
     """
     from ..data import load_mnist
-    from ..training import TrainConfig, fit
+    from ..recipes import TrainConfig
+    from ..training import fit
 
     with tempfile.TemporaryDirectory() as tmp:
         tic = time.perf_counter()
@@ -33,4 +34,4 @@ def time_to_accuracy(target: float = 0.99, data_dir: Optional[str] = None, echo:
         metrics = fit(cfg, dataset=dataset, echo=echo, on_epoch=on_epoch)
     return dict(target=target, seconds=reached.get("seconds"), epoch=reached.get("epoch"),
                 test_acc=reached.get("test_acc"), data_source=dataset.source, epochs_run=metrics["epochs"],
-                recipe=cfg.recipe())
+                recipe=cfg.recipe_fields())

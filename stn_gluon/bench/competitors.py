@@ -48,7 +48,8 @@ def bench_net(size: int = 28, hybridize: bool = True) -> "gluon.HybridBlock":
     """
     import mxnet as mx
 
-    from ..training import TrainConfig, build_net, initialize_net
+    from ..architecture import build_net, initialize_net
+    from ..recipes import TrainConfig
 
     net = build_net(TrainConfig(), (1, size, size), 10)
     initialize_net(net, [mx.cpu()])
@@ -130,8 +131,8 @@ def module_train_step(batch: int, size: int = 28) -> Callable[[], None]:
     import mxnet as mx
 
     from ..data import BACKGROUND, to_ndarray
+    from ..architecture import default_initializer
     from ..symbol import get_symbol
-    from ..training import default_initializer
 
     mod = mx.mod.Module(get_symbol(target_shape=(size, size), lr_mult=0.1, dropout=0.3, fill=BACKGROUND))
     mod.bind(data_shapes=[("data", (batch, 1, size, size))], label_shapes=[("softmax_label", (batch,))])
