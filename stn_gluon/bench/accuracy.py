@@ -1,13 +1,13 @@
 """Time to accuracy (``stn-gluon bench time-to-accuracy``): wall seconds of a training run to a test accuracy."""
 import tempfile
 import time
-from typing import Callable, Optional
+from typing import Any, Callable, Dict, Optional
 
 __all__ = ["time_to_accuracy"]
 
 
 def time_to_accuracy(target: float = 0.99, data_dir: Optional[str] = None, echo: Callable = print,
-                     **overrides) -> dict:
+                     **overrides: Any) -> dict:
     """Wall seconds from the start of a default training run (data on disk) to test accuracy >= ``target``.
 
     ``overrides``: :class:`~stn_gluon.recipes.TrainConfig` fields. Returns a
@@ -22,9 +22,9 @@ def time_to_accuracy(target: float = 0.99, data_dir: Optional[str] = None, echo:
     with tempfile.TemporaryDirectory() as tmp:
         tic = time.perf_counter()
         dataset = load_mnist(data_dir)
-        reached = {}
+        reached: Dict[str, Any] = {}
 
-        def on_epoch(record):
+        def on_epoch(record: dict) -> bool:
             if record["test_acc"] >= target and not reached:
                 reached.update(seconds=time.perf_counter() - tic, epoch=record["epoch"], test_acc=record["test_acc"])
                 return True

@@ -21,7 +21,7 @@ Three Gluon training loops:
   helpers, as in ``examples/fast_loop.py``.
 """
 import os
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING, Any, Callable, Optional
 
 import numpy as np
 
@@ -58,7 +58,7 @@ def bench_net(size: int = 28, hybridize: bool = True) -> "gluon.HybridBlock":
     return net
 
 
-def _gluon_loop(net, trainer, batch: int, size: int, wrap: Callable, after_step: Callable) -> Callable[[], None]:
+def _gluon_loop(net: Any, trainer: Any, batch: int, size: int, wrap: Callable, after_step: Callable) -> Callable[[], None]:
     """``step()``: one turn of the usual Gluon loop over the fixed batches.
 
     ``wrap`` turns a NumPy batch into an NDArray; ``after_step(loss)`` ends
@@ -71,7 +71,7 @@ def _gluon_loop(net, trainer, batch: int, size: int, wrap: Callable, after_step:
     xs, ys = train_batches(batch, size)
     state = {"i": 0}
 
-    def step():
+    def step() -> None:
         i = state["i"] = (state["i"] + 1) % len(xs)
         x, y = wrap(xs[i]), wrap(ys[i])
         with autograd.record():
@@ -79,7 +79,7 @@ def _gluon_loop(net, trainer, batch: int, size: int, wrap: Callable, after_step:
         loss.backward()
         trainer.step(batch)
         after_step(loss)
-    step.sync = mx.nd.waitall
+    step.sync = mx.nd.waitall  # type: ignore[attr-defined]
     return step
 
 
@@ -120,7 +120,7 @@ def gluon_user_loop_fast_step(batch: int, size: int = 28) -> Callable[[], None]:
     trainer = make_trainer(net.collect_params(), "sgd", SGD)
     run_ahead, loss_sum = RunAhead(), mx.nd.zeros(1)
 
-    def after_step(loss):
+    def after_step(loss: Any) -> None:
         loss_sum[:] += loss.sum()
         run_ahead.push(loss)
     return _gluon_loop(net, trainer, batch, size, to_ndarray, after_step)
@@ -132,7 +132,7 @@ def module_train_step(batch: int, size: int = 28) -> Callable[[], None]:
 
     from ..data import BACKGROUND, to_ndarray
     from ..architecture import default_initializer
-    from ..symbol import get_symbol
+    from ..symbol import get_symbol  # type: ignore[import-not-found]  # installed from symbol/
 
     mod = mx.mod.Module(get_symbol(target_shape=(size, size), lr_mult=0.1, dropout=0.3, fill=BACKGROUND))
     mod.bind(data_shapes=[("data", (batch, 1, size, size))], label_shapes=[("softmax_label", (batch,))])
@@ -141,7 +141,7 @@ def module_train_step(batch: int, size: int = 28) -> Callable[[], None]:
     xs, ys = train_batches(batch, size)
     state = {"i": 0}
 
-    def step():
+    def step() -> None:
         i = state["i"] = (state["i"] + 1) % len(xs)
         mod.forward_backward(mx.io.DataBatch([to_ndarray(xs[i])], [to_ndarray(ys[i])]))
         mod.update()
@@ -183,7 +183,7 @@ def symbolblock_infer_call(batch: int, prefix: str, shape: tuple = (1, 28, 28)) 
     return lambda: net(mx.nd.array(x)).asnumpy()
 
 
-def onnx_infer_call(batch: int, path: str, shape: tuple = (1, 28, 28), threads: int = None,
+def onnx_infer_call(batch: int, path: str, shape: tuple = (1, 28, 28), threads: Optional[int] = None,
                     mode: str = "split") -> Callable[[], np.ndarray]:
     """Inference with ONNX Runtime (:class:`stn_gluon.onnx.OnnxModel`, logits only; ``threads``, ``mode`` as there)."""
     from ..onnx import OnnxModel

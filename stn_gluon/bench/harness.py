@@ -20,7 +20,7 @@ import os
 import subprocess
 import sys
 import time
-from typing import Callable, NamedTuple, Optional
+from typing import IO, Any, Callable, Dict, List, NamedTuple, Optional
 
 import numpy as np
 
@@ -77,7 +77,7 @@ def interleaved_rates(timers: dict, items: int, seconds: float, repeats: int, wa
     if warmup:
         for timer in timers.values():
             timer(items, 0.0, warmup)
-    rates = {name: [] for name in timers}
+    rates: Dict[str, List[float]] = {name: [] for name in timers}
     for _ in range(repeats):
         for name, timer in timers.items():
             rates[name].append(timer(items, seconds, 0))
@@ -137,7 +137,7 @@ def serve_timings(kind: str, kwargs_json: str, registry: str = REGISTRY) -> None
     """The worker's side (run by ``python -c``): build ``FACTORIES[kind]``, call it once, then time it on request."""
     import importlib
 
-    def reply(status, value):
+    def reply(status: str, value: object) -> None:
         print(REPLY + json.dumps([status, value]), flush=True)
     try:
         call = importlib.import_module(registry).FACTORIES[kind](**json.loads(kwargs_json))
@@ -186,15 +186,18 @@ class Isolated:
         self._proc = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                       stderr=subprocess.DEVNULL, text=True,
                                       env=user_environ() if plain_mxnet else None)
+        assert self._proc.stdin is not None and self._proc.stdout is not None
+        self._stdin: IO[str] = self._proc.stdin
+        self._stdout: IO[str] = self._proc.stdout
 
-    def _ask(self, *request):
+    def _ask(self, *request: object) -> Any:
         from ..errors import StnGluonError
 
         try:
             if request:
-                self._proc.stdin.write(json.dumps(list(request)) + "\n")
-                self._proc.stdin.flush()
-            for line in self._proc.stdout:
+                self._stdin.write(json.dumps(list(request)) + "\n")
+                self._stdin.flush()
+            for line in self._stdout:
                 if line.startswith(REPLY):
                     status, value = json.loads(line[len(REPLY):])
                     if status == "error":
@@ -218,7 +221,7 @@ class Isolated:
     def close(self) -> None:
         """End the worker (it exits when its stdin closes)."""
         try:
-            self._proc.stdin.close()
+            self._stdin.close()
             self._proc.wait(timeout=30)
         except (OSError, subprocess.TimeoutExpired):
             self._proc.kill()

@@ -9,7 +9,7 @@ peer when it is importable.
 """
 import os
 import tempfile
-from typing import Callable, Optional
+from typing import Any, Callable, Dict, Optional
 
 from .harness import Competitor, isolated_rates, ratio
 from .memory import peak_training_rss
@@ -52,12 +52,13 @@ def speed_report(seconds: float = 1.0, repeats: int = 5, data_dir: Optional[str]
     slowed both by up to half here.
     """
     torch = have_torch()
-    res = {"train": {}, "infer": {}, "latency_ms": {}, "scaling_batch": {}, "scaling_size": {}, "ratios": {},
+    res: Dict[str, Any] = {"train": {}, "infer": {}, "latency_ms": {}, "scaling_batch": {}, "scaling_size": {}, "ratios": {},
            "threads": os.environ.get("OMP_NUM_THREADS"), "user_loop_threads": None}
 
     for b in batches:
         echo(f"training throughput, batch {b}")
-        rounds, settings = {}, {}
+        rounds: dict = {}
+        settings: dict = {}
         res["train"][b] = isolated_rates(_train_specs(b, torch), b, seconds, repeats, rounds=rounds, settings=settings)
         res["user_loop_threads"] = settings["gluon_user_loop"]["omp_num_threads"]
         res["ratios"].update(train_ratios(rounds, b))
@@ -73,7 +74,8 @@ def speed_report(seconds: float = 1.0, repeats: int = 5, data_dir: Optional[str]
                      "onnxruntime": ("onnx_infer", dict(batch=b, path=onnx_path))}
             if torch:
                 specs["pytorch eager"] = ("torch_infer", dict(batch=b))
-            latency, rounds = {} if b == 1 else None, {}
+            latency: Optional[dict] = {} if b == 1 else None
+            rounds = {}
             res["infer"][b] = isolated_rates(specs, b, seconds, repeats, latency=latency, rounds=rounds)
             res["ratios"][f"infer {b}: onnxruntime / pytorch eager"] = ratio(rounds, "onnxruntime", "pytorch eager")
             if latency is not None:
@@ -114,14 +116,15 @@ def inference_report(model: Optional[str] = None, onnx_path: Optional[str] = Non
             prefix, exported = model, None
         shape = list(load_graph(prefix).meta.get("input_shape") or [1, 28, 28])
         onnx_path = onnx_path or exported or export_onnx(prefix, os.path.join(tmp, "model.onnx"))
-        results = {"mxnet": {"throughput": {}, "latency_ms": {}}, "onnxruntime": {"throughput": {}, "latency_ms": {}}}
-        ratios = {}
+        results: Dict[str, Dict[str, dict]] = {"mxnet": {"throughput": {}, "latency_ms": {}}, "onnxruntime": {"throughput": {}, "latency_ms": {}}}
+        ratios: Dict[int, Optional[float]] = {}
         for b in batches:
             echo(f"inference, batch {b}")
             specs = {"mxnet": ("symbolblock_infer", dict(batch=b, prefix=prefix, shape=shape)),
                      "onnxruntime": ("onnx_infer", dict(batch=b, path=onnx_path, shape=shape, threads=threads,
                                                         mode=ort_mode))}
-            latency, rounds = {} if b == 1 else None, {}
+            latency: Optional[dict] = {} if b == 1 else None
+            rounds: dict = {}
             rates = isolated_rates(specs, b, seconds, repeats, latency=latency, rounds=rounds,
                                    latency_count=latency_count)
             ratios[b] = ratio(rounds, "onnxruntime", "mxnet")

@@ -6,14 +6,11 @@ MXNet's OpenMP pool, SGD with momentum on the same fixed batches.
 """
 import importlib.util
 import os
-from typing import TYPE_CHECKING, Callable
+from typing import Any, Callable
 
 import numpy as np
 
 from .harness import infer_input, train_batches
-
-if TYPE_CHECKING:
-    import torch
 
 __all__ = ["have_torch", "torch_net", "torch_train_step", "torch_infer_call"]
 
@@ -23,21 +20,25 @@ def have_torch() -> bool:
     return importlib.util.find_spec("torch") is not None
 
 
-def _set_threads(torch):
+def _import_torch() -> Any:
+    return importlib.import_module("torch")
+
+
+def _set_threads(torch: Any) -> None:
     """PyTorch gets as many threads as MXNet's OpenMP pool (its own default may be fewer)."""
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS") or os.cpu_count() or 1))
 
 
-def torch_net(size: int = 28, fill: float = 0.0, dropout: float = 0.3) -> "torch.nn.Module":
+def torch_net(size: int = 28, fill: float = 0.0, dropout: float = 0.3) -> Any:
     """STNNet in PyTorch (``torch.nn.Module``) for ``size`` x ``size`` input; the STN shows ``fill`` outside the image."""
-    import torch
-
+    torch = _import_torch()
     nn, F = torch.nn, torch.nn.functional
+    module: Any = nn.Module
 
-    class TorchSTNNet(nn.Module):
+    class TorchSTNNet(module):
         """The same network as STNNet, in PyTorch (the reference tutorial's layers)."""
 
-        def __init__(self):
+        def __init__(self) -> None:
             super().__init__()
             self.loc = nn.Sequential(nn.Conv2d(1, 8, 7), nn.MaxPool2d(2, 2), nn.ReLU(True),
                                      nn.Conv2d(8, 10, 5), nn.MaxPool2d(2, 2), nn.ReLU(True), nn.Flatten())
@@ -50,12 +51,12 @@ def torch_net(size: int = 28, fill: float = 0.0, dropout: float = 0.3) -> "torch
             body_out = self._features(torch.zeros(1, 1, size, size)).shape[1]
             self.fc1, self.fc2 = nn.Linear(body_out, 50), nn.Linear(50, 10)
 
-        def _features(self, x):
+        def _features(self, x: Any) -> Any:
             x = F.relu(F.max_pool2d(self.conv1(x), 2))
             x = F.relu(F.max_pool2d(self.drop2d(self.conv2(x)), 2))
             return x.flatten(1)
 
-        def forward(self, x):
+        def forward(self, x: Any) -> Any:
             theta = self.fc_loc(self.loc(x)).view(-1, 2, 3)
             grid = F.affine_grid(theta, list(x.size()), align_corners=True)
             x = F.grid_sample(x - fill, grid, align_corners=True, padding_mode="zeros") + fill
@@ -66,9 +67,9 @@ def torch_net(size: int = 28, fill: float = 0.0, dropout: float = 0.3) -> "torch
 
 def torch_train_step(batch: int, size: int = 28) -> Callable[[], None]:
     """A training step of the same network in PyTorch eager (SGD, momentum)."""
-    import torch
-
     from ..data import BACKGROUND
+
+    torch = _import_torch()
 
     _set_threads(torch)
     net = torch_net(size, BACKGROUND)
@@ -78,7 +79,7 @@ def torch_train_step(batch: int, size: int = 28) -> Callable[[], None]:
     xs, ys = torch.from_numpy(xs), torch.from_numpy(ys).long()
     state = {"i": 0}
 
-    def step():
+    def step() -> None:
         i = state["i"] = (state["i"] + 1) % len(xs)
         opt.zero_grad()
         loss = torch.nn.functional.cross_entropy(net(xs[i]), ys[i])
@@ -89,15 +90,15 @@ def torch_train_step(batch: int, size: int = 28) -> Callable[[], None]:
 
 def torch_infer_call(batch: int, size: int = 28) -> Callable[[], np.ndarray]:
     """Inference with the PyTorch peer in eval mode under ``no_grad``."""
-    import torch
-
     from ..data import BACKGROUND
+
+    torch = _import_torch()
 
     _set_threads(torch)
     net = torch_net(size, BACKGROUND).eval()
     x = infer_input(batch, (1, size, size))
 
-    def call():
+    def call() -> np.ndarray:
         with torch.no_grad():
             return net(torch.from_numpy(x)).numpy()
     return call
