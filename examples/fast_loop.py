@@ -6,10 +6,11 @@ A plain Gluon loop (``import mxnet`` first, ``mx.nd.array`` batches,
 PyTorch tutorial's speed on a small CPU; ``stn-gluon train`` runs faster
 with four things that are public, marked (1)-(4) below:
 
-1. ``import stn_gluon`` before ``mxnet``: one OpenMP thread per physical
-   core (:mod:`stn_gluon.threads`; MXNet on its own takes half the CPUs,
-   counting on hyper-threads). If mxnet must be imported first, set
-   ``OMP_NUM_THREADS`` to the number of cores yourself.
+1. ``import stn_gluon``: one OpenMP thread per physical core
+   (:mod:`stn_gluon.threads`; MXNet on its own takes half the CPUs,
+   counting on hyper-threads). Best before ``mxnet``; imported after it, it
+   sets the count in the loaded MXNet (or warns where it cannot).
+   ``OMP_NUM_THREADS``, if you set it, is left alone.
 2. :func:`stn_gluon.training.make_trainer`: a ``gluon.Trainer`` whose
    optimizer updates all parameters in one fused call.
 3. :func:`stn_gluon.data.to_ndarray`: batches wrapped without a blocking

@@ -21,7 +21,7 @@ def test_user_loops_build_and_train_a_few_steps():
         assert median_rate(step, 4, seconds=0.01, repeats=1, warmup=1) > 0
 
 
-def test_plain_user_loop_worker_runs_with_mxnet_defaults_and_the_fast_one_with_the_library_threads():
+def test_plain_user_loop_worker_starts_as_a_user_script_and_the_fast_one_with_the_library_threads():
     """The plain loop's worker imports mxnet first with the user's OMP_NUM_THREADS; the fast one gets stn_gluon's."""
     from stn_gluon.bench.harness import Competitor, isolated_rates
     from stn_gluon.threads import USER_OMP_NUM_THREADS
@@ -33,6 +33,7 @@ def test_plain_user_loop_worker_runs_with_mxnet_defaults_and_the_fast_one_with_t
     assert rates["plain"] > 0 and rates["fast"] > 0 and len(rounds["plain"]) == len(rounds["fast"]) == 2
     assert settings["plain"]["omp_num_threads"] == USER_OMP_NUM_THREADS  # None unless the user set it
     assert settings["fast"]["omp_num_threads"] == os.environ["OMP_NUM_THREADS"]
+    assert all(isinstance(s["mxnet_threads"], int) and s["mxnet_threads"] >= 1 for s in settings.values())
 
 
 FAKE_REGISTRY = """
@@ -77,14 +78,14 @@ def test_speed_report_tables_show_the_user_loops_and_their_ratios():
              "gluon_user_loop_fast": 1380.0}
     res = {"train": {64: dict(rates, **{"pytorch eager": 1000.0})}, "infer": {}, "latency_ms": {},
            "scaling_batch": {64: 1400.0}, "scaling_size": {28: 1400.0}, "peak_train_rss_mib": 300.0, "threads": "2",
-           "user_loop_threads": None,
+           "user_loop_threads": {"gluon_user_loop": 1, "gluon_user_loop_fast": 2},
            "ratios": {"train 64: gluon hybridized / pytorch eager": 1.41, "train 64: gluon_user_loop / pytorch eager": 0.95,
                       "train 64: gluon_user_loop_fast / pytorch eager": 1.38,
                       "train 64: gluon_user_loop_fast / gluon_user_loop": 1.45}}
     text = "\n".join(speed_lines(res, have_torch=True))
     assert "| 64 | 500 | 1,400 | 1,300 | 1,000 | 1.41x |" in text  # the existing table, unchanged
     assert "| 64 | 950 | 1,380 | 1,000 | 0.95x | 1.38x | 1.45x |" in text
-    assert "MXNet's default OpenMP threads" in text and "examples/fast_loop.py" in text
+    assert "the loss read every step), 1 OpenMP threads; " in text and "(`examples/fast_loop.py`), 2 OpenMP" in text
     del res["train"][64]["pytorch eager"]
     res["ratios"] = {"train 64: gluon_user_loop_fast / gluon_user_loop": 1.45}
     text = "\n".join(speed_lines(res, have_torch=False))

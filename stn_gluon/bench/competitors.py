@@ -14,9 +14,10 @@ Three Gluon training loops:
 - ``gluon_train``: the step of :func:`stn_gluon.training.fit`;
 - ``gluon_user_loop``: a plain loop as users write it from the Gluon
   tutorials (``net.hybridize()``, ``gluon.Trainer``, ``mx.nd.array``
-  batches, the loss read every step), run with MXNet's defaults: its
-  worker imports ``mxnet`` before ``stn_gluon`` and keeps the user's
-  ``OMP_NUM_THREADS``;
+  batches, the loss read every step), started as a user's script: its
+  worker imports ``mxnet`` before ``stn_gluon``, with the user's own
+  ``OMP_NUM_THREADS`` (unset, ``stn_gluon`` then sets the thread count in
+  the loaded MXNet, see :func:`stn_gluon.threads.adjust_loaded_mxnet`);
 - ``gluon_user_loop_fast``: the same loop with the library's public speed
   helpers, as in ``examples/fast_loop.py``.
 """

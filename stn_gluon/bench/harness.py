@@ -12,7 +12,7 @@ The worker protocol: requests are JSON lines on the worker's stdin
 (``["rate", items, seconds, warmup]``, ``["latency", count]``); replies are
 JSON lines on its stdout, marked with :data:`REPLY` so that anything else a
 library prints there is skipped. The first reply says whether the
-competitor was built: ``["ready", {"omp_num_threads": ...}]`` or
+competitor was built: ``["ready", {"omp_num_threads": ..., "mxnet_threads": ...}]`` or
 ``["error", "<kind>: <one line>"]``.
 """
 import json
@@ -133,6 +133,16 @@ def _one_line(kind: str, err: BaseException) -> str:
     return f"{kind}: {type(err).__name__}: {message}"
 
 
+def _mxnet_threads() -> Optional[int]:
+    """The OpenMP threads this process's MXNet gives an operator (``None`` if it cannot be read)."""
+    from ..threads import mxnet_thread_limit
+
+    try:
+        return mxnet_thread_limit()
+    except (AttributeError, OSError, ImportError):
+        return None
+
+
 def serve_timings(kind: str, kwargs_json: str, registry: str = REGISTRY) -> None:
     """The worker's side (run by ``python -c``): build ``FACTORIES[kind]``, call it once, then time it on request."""
     import importlib
@@ -145,7 +155,7 @@ def serve_timings(kind: str, kwargs_json: str, registry: str = REGISTRY) -> None
     except Exception as err:  # reported to the parent, which raises it there
         reply("error", _one_line(kind, err))
         return
-    reply("ready", {"omp_num_threads": os.environ.get("OMP_NUM_THREADS")})
+    reply("ready", {"omp_num_threads": os.environ.get("OMP_NUM_THREADS"), "mxnet_threads": _mxnet_threads()})
     for line in sys.stdin:
         request = json.loads(line)
         if request[0] == "rate":
@@ -162,7 +172,7 @@ class Competitor(NamedTuple):
 
     plain_mxnet: start it as a user's own script would be, ``mxnet`` imported
     before ``stn_gluon`` and ``OMP_NUM_THREADS`` as the user set it
-    (:func:`stn_gluon.threads.user_environ`): MXNet's own thread count.
+    (:func:`stn_gluon.threads.user_environ`).
     """
     kind: str
     kwargs: dict
@@ -208,7 +218,7 @@ class Isolated:
         raise StnGluonError(f"a benchmark worker died (exit code {self._proc.wait()})")
 
     def ready(self) -> dict:
-        """Wait until the competitor is built; returns the worker's settings (``omp_num_threads``)."""
+        """Wait until the competitor is built; returns the worker's ``OMP_NUM_THREADS`` and MXNet's thread count."""
         return self._ask()
 
     def __call__(self, items: int, seconds: float, warmup: int) -> float:

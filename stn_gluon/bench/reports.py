@@ -12,12 +12,8 @@ def _times(value: Optional[float]) -> str:
     return f"{value:.2f}x" if value else "n/a"
 
 
-def _threads(value: Optional[str]) -> str:
-    if value:
-        return f"{value} OpenMP threads"
-    from ..threads import mxnet_default_threads
-
-    return f"MXNet's default OpenMP threads ({mxnet_default_threads()})"
+def _threads(value: Optional[int]) -> str:
+    return f"{value} OpenMP threads" if value else "OpenMP threads unknown"
 
 
 def speed_lines(res: dict, have_torch: bool) -> list:
@@ -58,11 +54,12 @@ def speed_lines(res: dict, have_torch: bool) -> list:
 
 def _user_loop_lines(res: dict) -> list:
     """The table of the user-written Gluon loops (measured in the same rounds as the training table)."""
+    threads = res.get("user_loop_threads") or {}
     lines = ["", "### Your own Gluon loop (images/s, measured in the same rounds)", "",
              f"`gluon_user_loop`: a plain loop (`import mxnet` first, `net.hybridize()`, `gluon.Trainer`, "
-             f"`mx.nd.array` batches, the loss read every step), {_threads(res.get('user_loop_threads'))}; "
+             f"`mx.nd.array` batches, the loss read every step), {_threads(threads.get('gluon_user_loop'))}; "
              "`gluon_user_loop_fast`: the same loop with the library's speed helpers (`examples/fast_loop.py`), "
-             f"{_threads(res.get('threads'))}.", "",
+             f"{_threads(threads.get('gluon_user_loop_fast'))}.", "",
              "| batch | gluon_user_loop | gluon_user_loop_fast | PyTorch eager | user loop / PyTorch "
              "| fast loop / PyTorch | fast / plain |",
              "|---|---|---|---|---|---|---|"]

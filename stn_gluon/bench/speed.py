@@ -53,14 +53,14 @@ def speed_report(seconds: float = 1.0, repeats: int = 5, data_dir: Optional[str]
     """
     torch = have_torch()
     res: Dict[str, Any] = {"train": {}, "infer": {}, "latency_ms": {}, "scaling_batch": {}, "scaling_size": {}, "ratios": {},
-           "threads": os.environ.get("OMP_NUM_THREADS"), "user_loop_threads": None}
+           "threads": os.environ.get("OMP_NUM_THREADS"), "user_loop_threads": {}}
 
     for b in batches:
         echo(f"training throughput, batch {b}")
         rounds: dict = {}
         settings: dict = {}
         res["train"][b] = isolated_rates(_train_specs(b, torch), b, seconds, repeats, rounds=rounds, settings=settings)
-        res["user_loop_threads"] = settings["gluon_user_loop"]["omp_num_threads"]
+        res["user_loop_threads"] = {name: settings[name]["mxnet_threads"] for name in USER_LOOPS}
         res["ratios"].update(train_ratios(rounds, b))
 
     with tempfile.TemporaryDirectory() as tmp:
