@@ -10,7 +10,7 @@
   their tables, :mod:`~stn_gluon.bench.memory`: peak memory of a training run;
 - :mod:`~stn_gluon.bench.accuracy`: time to a test accuracy.
 """
-from .accuracy import time_to_accuracy
+from .accuracy import seconds_since_process_start, time_to_accuracy
 from .speed import inference_report, speed_report
 
-__all__ = ["speed_report", "inference_report", "time_to_accuracy"]
+__all__ = ["speed_report", "inference_report", "time_to_accuracy", "seconds_since_process_start"]
