@@ -165,7 +165,8 @@ def build_parser():
     p = sub.add_parser("bench", help="benchmarks: speed, time-to-accuracy, distortions")
     which = p.add_subparsers(dest="bench", metavar="BENCHMARK", parser_class=_Parser)
     which.required = True
-    q = which.add_parser("speed", help="training/inference throughput, PyTorch peer, memory, scaling")
+    q = which.add_parser("speed", help="training/inference throughput (also of your own Gluon loop), PyTorch peer, "
+                                       "memory, scaling")
     q.add_argument("--seconds", type=_float, default=1.0, help="length of one timed window")
     q.add_argument("--repeats", type=_positive_int, default=5, help="timed windows per figure (median)")
     q.add_argument("--data-dir", default=None, help="MNIST for the memory measurement's training run")

@@ -24,7 +24,10 @@ import os
 import sys
 
 __all__ = ["physical_cores", "configure_openmp", "mxnet_default_threads", "set_mxnet_threads", "adjust_loaded_mxnet",
-           "mxnet_thread_limit"]
+           "mxnet_thread_limit", "USER_OMP_NUM_THREADS", "user_environ"]
+
+#: ``OMP_NUM_THREADS`` as the user set it, read before :func:`configure_openmp` ran (``None``: unset).
+USER_OMP_NUM_THREADS = os.environ.get("OMP_NUM_THREADS")
 
 _OPENMP_GET = "_ZN5mxnet6engine6OpenMP3GetEv"  # mxnet::engine::OpenMP::Get()
 _OPENMP_RECOMMENDED = "_ZNK5mxnet6engine6OpenMP28GetRecommendedOMPThreadCountEb"
@@ -135,3 +138,16 @@ def adjust_loaded_mxnet(environ=None, modules=None):
     if cores <= mxnet_default_threads():
         return None
     return cores if set_mxnet_threads(cores) else False
+
+
+def user_environ(environ=None) -> dict:
+    """A copy of ``environ`` (default: ``os.environ``) with ``OMP_NUM_THREADS`` as the user had set it.
+
+    For a child process that should run as the user's own code would: without
+    the ``OMP_NUM_THREADS`` that :func:`configure_openmp` set in this one.
+    """
+    env = dict(os.environ if environ is None else environ)
+    env.pop("OMP_NUM_THREADS", None)
+    if USER_OMP_NUM_THREADS is not None:
+        env["OMP_NUM_THREADS"] = USER_OMP_NUM_THREADS
+    return env

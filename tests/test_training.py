@@ -236,7 +236,9 @@ def test_on_epoch_can_end_the_run_early(tmp_path, small_data):
 
 
 def test_time_to_accuracy_and_speed_steps(mnist_dir):
-    from stn_gluon.bench import _median_rate, gluon_train_step, module_train_step, time_to_accuracy
+    from stn_gluon.bench import time_to_accuracy
+    from stn_gluon.bench.competitors import gluon_train_step, module_train_step
+    from stn_gluon.bench.harness import median_rate as _median_rate
 
     result = time_to_accuracy(0.0, str(mnist_dir), echo=lambda s: None, epochs=3)
     assert result["epoch"] == 1 and result["epochs_run"] == 1 and result["seconds"] > 0
@@ -249,7 +251,7 @@ def test_time_to_accuracy_and_speed_steps(mnist_dir):
 
 def test_peak_memory_is_the_training_process_own(mnist_dir):
     """The measurement must not count the (large) process it was started from."""
-    from stn_gluon.bench import _peak_training_rss
+    from stn_gluon.bench.memory import peak_training_rss as _peak_training_rss
 
     ballast = np.ones((96, 1024, 1024))  # 768 MiB resident in this process
     peak = _peak_training_rss(str(mnist_dir))
@@ -272,7 +274,7 @@ def test_first_cycle_schedule_warms_up_decays_restarts_and_decays():
 
 
 def test_interleaved_rates_time_every_step_in_turns():
-    from stn_gluon.bench import _interleaved_rates, _ratio, _timed
+    from stn_gluon.bench.harness import interleaved_rates as _interleaved_rates, ratio as _ratio, timed as _timed
 
     order = []
     steps = {"a": lambda: (order.append("a"), time.sleep(0.002)),
@@ -289,7 +291,7 @@ def test_interleaved_rates_time_every_step_in_turns():
 
 def test_isolated_competitors_run_in_their_own_processes_and_report_failures():
     """Each competitor is timed in a worker process; its rate, latency and errors come back to the caller."""
-    from stn_gluon.bench import _Isolated, _isolated_rates
+    from stn_gluon.bench.harness import Isolated as _Isolated, isolated_rates as _isolated_rates
 
     latency = {}
     rates = _isolated_rates({"mx": ("gluon_infer", dict(batch=2))}, 2, seconds=0.05, repeats=2, warmup=1,

@@ -1,0 +1,264 @@
+"""The timing harness: timed windows, competitors timed in turns, worker processes.
+
+A competitor is a factory (in :mod:`stn_gluon.bench.competitors`, named by
+its key in ``FACTORIES``) that builds a callable: a training step or an
+inference call. :class:`Isolated` builds it in a fresh interpreter of its
+own and times it on request, so that two frameworks never share the cores
+with each other's idle thread pools; :func:`interleaved_rates` times every
+competitor one window at a time, in turns, so that a machine whose speed
+drifts (a shared VM) slows them all alike.
+
+The worker protocol: requests are JSON lines on the worker's stdin
+(``["rate", items, seconds, warmup]``, ``["latency", count]``); replies are
+JSON lines on its stdout, marked with :data:`REPLY` so that anything else a
+library prints there is skipped. The first reply says whether the
+competitor was built: ``["ready", {"omp_num_threads": ..., "mxnet_threads": ...}]`` or
+``["error", "<kind>: <one line>"]``.
+"""
+import json
+import os
+import subprocess
+import sys
+import time
+from typing import IO, Any, Callable, Dict, List, NamedTuple, Optional
+
+import numpy as np
+
+__all__ = ["median_rate", "timed", "interleaved_rates", "ratio", "latency", "train_batches", "infer_input",
+           "Competitor", "Isolated", "isolated_rates", "serve_timings", "REPLY", "REGISTRY"]
+
+#: Marks the worker's replies among anything else printed on its stdout.
+REPLY = "@@bench "
+#: The module whose ``FACTORIES`` dict maps a competitor's kind to its factory.
+REGISTRY = "stn_gluon.bench.competitors"
+
+Timer = Callable[[int, float, int], float]
+
+
+def median_rate(step: Callable[[], object], items: int, seconds: float, repeats: int, warmup: int = 3) -> float:
+    """Median items/s of ``step()`` over ``repeats`` windows of about ``seconds`` each.
+
+    A step that only queues work (MXNet's engine is asynchronous) carries a
+    ``sync()`` attribute: it is called after the warm-up and at the end of
+    each window, before the clock is read.
+    """
+    sync = getattr(step, "sync", lambda: None)
+    for _ in range(warmup):
+        step()
+    sync()
+    rates = []
+    for _ in range(repeats):
+        n, tic = 0, time.perf_counter()
+        while True:
+            step()
+            n += 1
+            if time.perf_counter() - tic >= seconds and n >= 2:
+                sync()
+                break
+        rates.append(n * items / (time.perf_counter() - tic))
+    return float(np.median(rates))
+
+
+def timed(step: Callable[[], object]) -> Timer:
+    """A timer ``(items, seconds, warmup) -> items/s`` of ``step()`` called in this process (one window)."""
+    return lambda items, seconds, warmup: median_rate(step, items, seconds, 1, warmup=warmup)
+
+
+def interleaved_rates(timers: dict, items: int, seconds: float, repeats: int, warmup: int = 3,
+                      rounds: Optional[dict] = None) -> dict:
+    """Median items/s of each competitor, measured in turns (A, B, C, A, B, C, ...).
+
+    ``timers[name]`` is a timer ``(items, seconds, warmup) -> items/s``: an
+    :class:`Isolated` worker, or :func:`timed` for a step called here. Each
+    repetition times one window of every competitor in a row. With a
+    ``rounds`` dict, every round's rates are stored in it too (for
+    :func:`ratio`).
+    """
+    if warmup:
+        for timer in timers.values():
+            timer(items, 0.0, warmup)
+    rates: Dict[str, List[float]] = {name: [] for name in timers}
+    for _ in range(repeats):
+        for name, timer in timers.items():
+            rates[name].append(timer(items, seconds, 0))
+    if rounds is not None:
+        rounds.update(rates)
+    return {name: float(np.median(r)) for name, r in rates.items()}
+
+
+def ratio(rounds: dict, name: str, peer: str) -> Optional[float]:
+    """Median over rounds of ``name``'s rate / ``peer``'s in the same round (``None`` without the peer)."""
+    if peer not in rounds or name not in rounds:
+        return None
+    return float(np.median(np.array(rounds[name]) / np.array(rounds[peer])))
+
+
+def latency(call: Callable[[], object], count: int = 200, warmup: int = 20) -> dict:
+    """Percentiles ``{"p50": ms, "p99": ms}`` of the wall time of ``count`` calls, after ``warmup`` calls."""
+    for _ in range(warmup):
+        call()
+    samples = []
+    for _ in range(count):
+        tic = time.perf_counter()
+        call()
+        samples.append(time.perf_counter() - tic)
+    ms = np.array(samples) * 1000
+    return dict(p50=float(np.percentile(ms, 50)), p99=float(np.percentile(ms, 99)))
+
+
+def train_batches(batch: int, size: int, count: int = 8, seed: int = 0) -> tuple:
+    """The fixed training data of every training competitor: ``count`` batches ``(x, y)``, float32 NumPy.
+
+    ``x``: ``(count, batch, 1, size, size)`` standard normal; ``y``: labels 0..9.
+    """
+    rng = np.random.RandomState(seed)
+    x = rng.normal(0, 1, (count, batch, 1, size, size)).astype(np.float32)
+    y = rng.randint(0, 10, (count, batch)).astype(np.float32)
+    return x, y
+
+
+def infer_input(batch: int, shape: tuple = (1, 28, 28)) -> np.ndarray:
+    """The fixed ``(batch,) + shape`` float32 input of every inference competitor."""
+    return np.random.RandomState(batch).normal(0, 1, (batch,) + tuple(shape)).astype(np.float32)
+
+
+def _one_line(kind: str, err: BaseException) -> str:
+    """``"<kind>: <error type>: <message>"`` on one line: MXNet's informative line, or the message's first."""
+    from mxnet.base import MXNetError
+
+    from ..errors import mxnet_message
+
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    message = mxnet_message(err) if isinstance(err, MXNetError) else (lines[0] if lines else repr(err))
+    return f"{kind}: {type(err).__name__}: {message}"
+
+
+def _mxnet_threads() -> Optional[int]:
+    """The OpenMP threads this process's MXNet gives an operator (``None`` if it cannot be read)."""
+    from ..threads import mxnet_thread_limit
+
+    try:
+        return mxnet_thread_limit()
+    except (AttributeError, OSError, ImportError):
+        return None
+
+
+def serve_timings(kind: str, kwargs_json: str, registry: str = REGISTRY) -> None:
+    """The worker's side (run by ``python -c``): build ``FACTORIES[kind]``, call it once, then time it on request."""
+    import importlib
+
+    def reply(status: str, value: object) -> None:
+        print(REPLY + json.dumps([status, value]), flush=True)
+    try:
+        call = importlib.import_module(registry).FACTORIES[kind](**json.loads(kwargs_json))
+        call()
+    except Exception as err:  # reported to the parent, which raises it there
+        reply("error", _one_line(kind, err))
+        return
+    reply("ready", {"omp_num_threads": os.environ.get("OMP_NUM_THREADS"), "mxnet_threads": _mxnet_threads()})
+    for line in sys.stdin:
+        request = json.loads(line)
+        if request[0] == "rate":
+            _, items, seconds, warmup = request
+            reply("ok", median_rate(call, items, seconds, 1, warmup=warmup))
+        elif request[0] == "latency":
+            reply("ok", latency(call, *request[1:]))
+        else:
+            return
+
+
+class Competitor(NamedTuple):
+    """What :func:`isolated_rates` times: the factory's ``kind``, its ``kwargs``, and how to start its process.
+
+    plain_mxnet: start it as a user's own script would be, ``mxnet`` imported
+    before ``stn_gluon`` and ``OMP_NUM_THREADS`` as the user set it
+    (:func:`stn_gluon.threads.user_environ`).
+    """
+    kind: str
+    kwargs: dict
+    plain_mxnet: bool = False
+
+
+class Isolated:
+    """A competitor timed in a process of its own (``kind`` names its factory in ``FACTORIES``).
+
+    Callable as ``timer(items, seconds, warmup) -> items/s``, like the
+    in-process timers of :func:`timed`. A fresh interpreter (not
+    ``multiprocessing``), so that the caller's script is not re-imported.
+    Failures raise :class:`~stn_gluon.errors.StnGluonError` with one line.
+    """
+
+    def __init__(self, kind: str, kwargs: dict, plain_mxnet: bool = False, registry: str = REGISTRY):
+        from ..threads import user_environ
+
+        code = (("import mxnet; " if plain_mxnet else "") + "from stn_gluon.bench.harness import serve_timings; "
+                f"serve_timings({kind!r}, {json.dumps(kwargs)!r}, {registry!r})")
+        self._proc = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                      stderr=subprocess.DEVNULL, text=True,
+                                      env=user_environ() if plain_mxnet else None)
+        assert self._proc.stdin is not None and self._proc.stdout is not None
+        self._stdin: IO[str] = self._proc.stdin
+        self._stdout: IO[str] = self._proc.stdout
+
+    def _ask(self, *request: object) -> Any:
+        from ..errors import StnGluonError
+
+        try:
+            if request:
+                self._stdin.write(json.dumps(list(request)) + "\n")
+                self._stdin.flush()
+            for line in self._stdout:
+                if line.startswith(REPLY):
+                    status, value = json.loads(line[len(REPLY):])
+                    if status == "error":
+                        raise StnGluonError(f"benchmark worker failed: {value}")
+                    return value
+        except BrokenPipeError:
+            pass
+        raise StnGluonError(f"a benchmark worker died (exit code {self._proc.wait()})")
+
+    def ready(self) -> dict:
+        """Wait until the competitor is built; returns the worker's ``OMP_NUM_THREADS`` and MXNet's thread count."""
+        return self._ask()
+
+    def __call__(self, items: int, seconds: float, warmup: int) -> float:
+        return self._ask("rate", items, seconds, warmup)
+
+    def latency(self, count: int = 200) -> dict:
+        """Batch latency percentiles (ms) of ``count`` calls, as :func:`latency`."""
+        return self._ask("latency", count)
+
+    def close(self) -> None:
+        """End the worker (it exits when its stdin closes)."""
+        try:
+            self._stdin.close()
+            self._proc.wait(timeout=30)
+        except (OSError, subprocess.TimeoutExpired):
+            self._proc.kill()
+            self._proc.wait()
+
+
+def isolated_rates(specs: dict, items: int, seconds: float, repeats: int, warmup: int = 3,
+                   latency: Optional[dict] = None, rounds: Optional[dict] = None, latency_count: int = 200,
+                   settings: Optional[dict] = None) -> dict:
+    """:func:`interleaved_rates` over competitors ``{name: Competitor or (kind, kwargs)}``, each in its own process.
+
+    With a ``latency`` dict, each competitor's latency percentiles are stored
+    in it too (measured one competitor at a time, ``latency_count`` calls);
+    with a ``settings`` dict, each worker's settings (see :meth:`Isolated.ready`).
+    """
+    workers = {}
+    try:
+        for name, spec in specs.items():
+            workers[name] = Isolated(*spec)
+        for name, worker in workers.items():
+            ready = worker.ready()
+            if settings is not None:
+                settings[name] = ready
+        rates = interleaved_rates(workers, items, seconds, repeats, warmup, rounds)
+        if latency is not None:
+            latency.update({name: worker.latency(latency_count) for name, worker in workers.items()})
+        return rates
+    finally:
+        for worker in workers.values():
+            worker.close()
