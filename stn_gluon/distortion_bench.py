@@ -82,14 +82,14 @@ def _parse_list(text, allowed, what):
 
 
 def _subset(dataset, train_size, test_size):
-    from .data import MNISTData
+    from .data import DigitDataset
 
     if not train_size and not test_size:
         return dataset
     tr = slice(None, train_size or None)
     te = slice(None, test_size or None)
-    return MNISTData(dataset.train_images[tr], dataset.train_labels[tr], dataset.test_images[te],
-                     dataset.test_labels[te], source=dataset.source)
+    return DigitDataset(dataset.train_images[tr], dataset.train_labels[tr], dataset.test_images[te],
+                        dataset.test_labels[te], source=dataset.source)
 
 
 def _config(name, model, bench, epochs):

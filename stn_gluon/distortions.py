@@ -203,7 +203,7 @@ GENERATORS = {"rotated": _rotated, "rts": _rts, "projective": _projective, "elas
 
 
 def generate(name, mnist, seed=0):
-    """Make dataset ``name`` from an :class:`~stn_gluon.data.MNISTData` -> a new ``MNISTData``."""
+    """Make dataset ``name`` from an :class:`~stn_gluon.data.DigitDataset` -> a new ``DigitDataset``."""
     spec = get_dataset_spec(name)
     if name == "mnist":
         return mnist
@@ -215,7 +215,7 @@ def generate(name, mnist, seed=0):
             keep = np.sort(rng.choice(len(images), limit, replace=False))
             images, labels = images[keep], labels[keep]
         splits += [GENERATORS[name](np.asarray(images), rng), np.asarray(labels, np.int32)]
-    return data_lib.MNISTData(*splits, source=f"{name} (seed {seed}) from {mnist.source}")
+    return data_lib.DigitDataset(*splits, source=f"{name} (seed {seed}) from {mnist.source}")
 
 
 def distortions_cache_dir():
@@ -232,7 +232,7 @@ def _cache_key(name, mnist, seed):
 
 
 def load_dataset(name="mnist", data_dir=None, download=False, seed=0, cache_dir=None, mnist=None):
-    """Dataset ``name`` as :class:`~stn_gluon.data.MNISTData` (images ``uint8 (N, H, W)``).
+    """Dataset ``name`` as :class:`~stn_gluon.data.DigitDataset` (images ``uint8 (N, H, W)``).
 
     MNIST comes from :func:`~stn_gluon.data.load_mnist` (or ``mnist``); a
     distorted set is read from ``cache_dir`` (default
@@ -269,4 +269,4 @@ def _read_cache(path, spec, mnist, name, seed):
                 or len(images) != len(labels)):
             raise DataError(f"{path}: not a {name} dataset cache ({images.dtype} {images.shape}, "
                             f"{len(labels)} labels); delete it to regenerate")
-    return data_lib.MNISTData(*arrays[:2], *arrays[2:], source=f"{name} (seed {seed}) from {mnist.source}")
+    return data_lib.DigitDataset(*arrays[:2], *arrays[2:], source=f"{name} (seed {seed}) from {mnist.source}")

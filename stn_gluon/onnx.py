@@ -43,7 +43,6 @@ from .io import sha256_file
 __all__ = ["OPSET", "export_onnx", "OnnxModel", "read_metadata"]
 
 OPSET = 20
-OUTPUTS = ("logits", "probabilities", "theta", "warped")
 _registered = False
 
 
@@ -140,7 +139,7 @@ def _graph_of(model, input_shape):
     return load_graph(os.fspath(model))
 
 
-def export_onnx(model, path, input_shape=None, opset=OPSET, class_names=None, check=True):
+def export_onnx(model, path, input_shape=None, opset=OPSET, class_names=None, onnx_checker=True):
     """Export an STN classifier to one ONNX file; returns ``path``.
 
     model: an initialised Gluon ``HybridBlock`` (``input_shape`` (C, H, W) needed
@@ -148,7 +147,8 @@ def export_onnx(model, path, input_shape=None, opset=OPSET, class_names=None, ch
     does), or a saved model: a save dir, an export/checkpoint prefix such as
     ``runs/x/model`` (its latest ``-NNNN.params``) or a ``-symbol.json`` file,
     from ``stn-gluon train`` or ``train-symbol``.
-    The file is written atomically; see the module docs for what it holds.
+    The file is written atomically; see the module docs for what it holds. onnx_checker: run
+    ``onnx.checker.check_model(full_check=True)`` on the result first.
     """
     import mxnet as mx
     import onnx
@@ -217,7 +217,7 @@ def export_onnx(model, path, input_shape=None, opset=OPSET, class_names=None, ch
         metadata.update(params_file=os.path.basename(params_files[0]), params_sha256=sha256_file(params_files[0]))
     for key, value in metadata.items():
         onnx_model.metadata_props.add(key=key, value=value)
-    if check:
+    if onnx_checker:
         try:
             onnx.checker.check_model(onnx_model, full_check=True)
         except onnx.checker.ValidationError as err:

@@ -29,7 +29,6 @@ import asyncio
 import base64
 import contextlib
 import logging
-import math
 import os
 import signal
 import socket
@@ -42,7 +41,8 @@ import numpy as np
 
 from .batching import MicroBatcher
 from .errors import StnGluonError
-from .inference import Predictor, describe, load_predictor, preprocess, to_png
+from .flags import option, validate_fields
+from .inference import BACKENDS, Predictor, describe, load_predictor, preprocess, to_png
 from .inputs import apply_polarity
 from .metrics import ServerMetrics
 from .payloads import (HTTPError, check_file_count, check_length, check_total, content_kind, decode_upload,
@@ -58,17 +58,18 @@ class ServeConfig:
     """How to serve: the model (``.onnx``, save dir or export prefix), backend, address, batching
     (``max_batch`` images, ``max_wait_ms``), request limits and timeout, ONNX Runtime threads."""
 
-    model: str
-    backend: Optional[str] = None
-    host: str = "127.0.0.1"
-    port: int = 8080
-    max_batch: int = 32
-    max_wait_ms: float = 5.0
-    max_body_bytes: int = 8 * 1024 * 1024
-    max_pixels: int = 16 * 1024 * 1024
-    max_instances: int = 256
-    timeout_s: float = 30.0
-    threads: Optional[int] = None
+    model: Optional[str] = option(None, ".onnx file, save dir, or export prefix", cli=False)
+    backend: Optional[str] = option(None, "mxnet or onnxruntime; none: onnxruntime for a .onnx model, mxnet "
+                                          "otherwise", choices=BACKENDS)
+    host: str = option("127.0.0.1", "address to bind (loopback only by default)")
+    port: int = option(8080, "port (0: any free one)", minimum=0, maximum=65535)
+    max_batch: int = option(32, "images per inference batch (1: no batching)", minimum=1)
+    max_wait_ms: float = option(5.0, "how long a batch waits to fill", minimum=0)
+    max_body_bytes: int = option(8 * 1024 * 1024, "largest request body", minimum=1)
+    max_pixels: int = option(16 * 1024 * 1024, "largest image (width x height) accepted before decoding", minimum=1)
+    max_instances: int = option(256, "images per request", minimum=1)
+    timeout_s: float = option(30.0, "request timeout; also the shutdown grace", minimum=0, exclusive_minimum=True)
+    threads: Optional[int] = option(None, "CPU threads for ONNX Runtime; none: all", minimum=1)
 
 
 @contextlib.asynccontextmanager
@@ -270,13 +271,10 @@ def serve(config: ServeConfig, echo=print) -> None:
     """Load the model, bind, and serve until SIGTERM/SIGINT (requests in flight are answered)."""
     import uvicorn
 
-    for name in ("max_batch", "max_body_bytes", "max_pixels", "max_instances"):
-        if getattr(config, name) < 1:
-            raise StnGluonError(f"--{name.replace('_', '-')} must be >= 1")
-    if not (config.max_wait_ms >= 0 and math.isfinite(config.max_wait_ms)):
-        raise StnGluonError("--max-wait-ms must be >= 0")
-    if not config.timeout_s > 0:
-        raise StnGluonError("--timeout-s must be > 0")
+    validate_fields(config)
+    if not config.model:
+        raise StnGluonError("model: give the model to serve (.onnx file, save dir or export prefix)",
+                            params=("model",))
     predictor = load_predictor(config.model, config.backend, threads=config.threads)
     warm = np.zeros((1,) + tuple(predictor.input_shape), np.float32)
     predictor.predict(warm)  # fail at start, not on the first request

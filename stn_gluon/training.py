@@ -144,7 +144,7 @@ def _resume_path(cfg):
 
 
 class PreparedData:
-    """The arrays and batch iterators a training run needs, built once from an ``MNISTData``.
+    """The arrays and batch iterators a training run needs, built once from an ``DigitDataset``.
 
     Images stay ``uint8 (N, 1, H, W)``; batches are normalised as they are cut.
     """
@@ -216,7 +216,7 @@ def setup_run(cfg, dataset=None, build=None):
 def fit(cfg, dataset=None, echo=print, on_epoch=None):
     """Train per ``cfg`` (a :class:`TrainConfig`) and write the run's files to ``cfg.save_dir``.
 
-    dataset: a :class:`~stn_gluon.data.MNISTData` (default: :func:`~stn_gluon.data.load_mnist`).
+    dataset: a :class:`~stn_gluon.data.DigitDataset` (default: :func:`~stn_gluon.data.load_mnist`).
     on_epoch(record): called after each epoch with its history record; returning
     True ends the run there (it is still exported and reported).
     Writes ``checkpoint.zip`` after every epoch, then ``model-symbol.json``,

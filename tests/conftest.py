@@ -51,25 +51,29 @@ def sample():
     return load_embedded_sample()
 
 
+def write_mnist_dir(folder, sample, n_train, n_test):
+    """``folder`` made to hold the four MNIST IDX files: the first ``n_train`` / ``n_test`` digits of ``sample``."""
+    folder.mkdir()
+    write_idx(folder / "train-images-idx3-ubyte.gz", sample.train_images[:n_train])
+    write_idx(folder / "train-labels-idx1-ubyte.gz", sample.train_labels[:n_train])
+    write_idx(folder / "t10k-images-idx3-ubyte.gz", sample.test_images[:n_test])
+    write_idx(folder / "t10k-labels-idx1-ubyte.gz", sample.test_labels[:n_test])
+    return folder
+
+
 @pytest.fixture
 def mnist_dir(tmp_path, sample):
     """A folder of the four MNIST IDX files holding a small real subset."""
-    folder = tmp_path / "mnist"
-    folder.mkdir()
-    write_idx(folder / "train-images-idx3-ubyte.gz", sample.train_images[:600])
-    write_idx(folder / "train-labels-idx1-ubyte.gz", sample.train_labels[:600])
-    write_idx(folder / "t10k-images-idx3-ubyte.gz", sample.test_images[:200])
-    write_idx(folder / "t10k-labels-idx1-ubyte.gz", sample.test_labels[:200])
-    return folder
+    return write_mnist_dir(tmp_path / "mnist", sample, 600, 200)
 
 
 @pytest.fixture
 def small_data(sample):
     """A small real MNIST split for quick training runs."""
-    from stn_gluon.data import MNISTData
+    from stn_gluon.data import DigitDataset
 
-    return MNISTData(sample.train_images[:1024], sample.train_labels[:1024],
-                     sample.test_images[:256], sample.test_labels[:256], source="test subset")
+    return DigitDataset(sample.train_images[:1024], sample.train_labels[:1024],
+                        sample.test_images[:256], sample.test_labels[:256], source="test subset")
 
 
 @pytest.fixture

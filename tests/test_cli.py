@@ -120,7 +120,7 @@ def test_time_to_accuracy_command_takes_a_shorter_schedule(tmp_path, mnist_dir, 
     assert code == 0, err
     result = json.load(open(out / "results.json"))["result"]
     assert result["recipe"]["epochs"] == 2 and result["epoch"] == 1 and result["seconds"] > 0
-    assert "(epoch 1 of 2," in (out / "results.md").read_text()
+    assert "(after 1 of 2 epochs of the default recipe," in (out / "results.md").read_text()
 
 
 def test_time_to_accuracy_command_runs_the_fast_recipe(tmp_path, mnist_dir, capsys):

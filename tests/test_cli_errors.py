@@ -19,7 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 
-from conftest import write_idx
+from conftest import write_mnist_dir
 
 README = b"# my notes\n\nnothing to do with stn-gluon\n"
 ONE_LINE = re.compile(r"^(stn-gluon( [\w-]+)?: )?error: ")
@@ -171,20 +171,15 @@ def _snapshot(root):
 @pytest.fixture(scope="session")
 def cli_model(tmp_path_factory, sample):
     """One small exported model (1 epoch on a tiny real subset) and a small MNIST folder."""
-    from stn_gluon.data import MNISTData
+    from stn_gluon.data import DigitDataset
     from stn_gluon.training import TrainConfig, fit
 
     root = tmp_path_factory.mktemp("cli_errors")
-    data = MNISTData(sample.train_images[:256], sample.train_labels[:256], sample.test_images[:64],
-                     sample.test_labels[:64], source="test subset")
+    data = DigitDataset(sample.train_images[:256], sample.train_labels[:256], sample.test_images[:64],
+                        sample.test_labels[:64], source="test subset")
     fit(TrainConfig(epochs=1, batch_size=64, save_dir=str(root / "model"), progress=False), dataset=data,
         echo=lambda line: None)
-    mnist = root / "mnist"
-    mnist.mkdir()
-    write_idx(mnist / "train-images-idx3-ubyte.gz", sample.train_images[:256])
-    write_idx(mnist / "train-labels-idx1-ubyte.gz", sample.train_labels[:256])
-    write_idx(mnist / "t10k-images-idx3-ubyte.gz", sample.test_images[:64])
-    write_idx(mnist / "t10k-labels-idx1-ubyte.gz", sample.test_labels[:64])
+    write_mnist_dir(root / "mnist", sample, 256, 64)
     return root
 
 

@@ -8,7 +8,7 @@ import pytest
 
 import stn_gluon as sg
 from stn_gluon import distortions as D
-from stn_gluon.data import MNISTData, normalize
+from stn_gluon.data import DigitDataset, normalize
 from stn_gluon.errors import DataError, StnGluonError
 from test_cli import run_cli
 
@@ -17,8 +17,8 @@ CANVAS = {"rotated": 28, "rts": 42, "projective": 28, "elastic": 28, "cluttered"
 
 @pytest.fixture(scope="module")
 def tiny(sample):
-    return MNISTData(sample.train_images[:300], sample.train_labels[:300], sample.test_images[:100],
-                     sample.test_labels[:100], source="tiny")
+    return DigitDataset(sample.train_images[:300], sample.train_labels[:300], sample.test_images[:100],
+                        sample.test_labels[:100], source="tiny")
 
 
 @pytest.fixture
@@ -72,8 +72,8 @@ def test_homography_to_corners_maps_the_points():
 def test_noisy128_subsets_each_split(sample):
     made = D.generate("noisy128", sample, seed=0)
     assert len(made.train_labels) == 4000 and len(made.test_labels) == 1000  # under the 20,000 / 5,000 caps
-    big = MNISTData(np.concatenate([sample.train_images] * 6), np.concatenate([sample.train_labels] * 6),
-                    sample.test_images[:10], sample.test_labels[:10], "x")
+    big = DigitDataset(np.concatenate([sample.train_images] * 6), np.concatenate([sample.train_labels] * 6),
+                       sample.test_images[:10], sample.test_labels[:10], "x")
     assert len(D.generate("noisy128", big, seed=0).train_labels) == 20000
 
 

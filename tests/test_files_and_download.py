@@ -31,13 +31,13 @@ def test_atomic_writes_get_the_mode_a_plain_open_would(tmp_path, umask):
 
 
 def test_a_trained_runs_files_are_readable_by_others(tmp_path, sample):
-    from stn_gluon.data import MNISTData
+    from stn_gluon.data import DigitDataset
     from stn_gluon.training import TrainConfig, fit
 
     old = os.umask(0o022)
     try:
-        data = MNISTData(sample.train_images[:128], sample.train_labels[:128], sample.test_images[:32],
-                         sample.test_labels[:32], source="tiny")
+        data = DigitDataset(sample.train_images[:128], sample.train_labels[:128], sample.test_images[:32],
+                            sample.test_labels[:32], source="tiny")
         fit(TrainConfig(epochs=1, save_dir=str(tmp_path / "run"), progress=False), dataset=data, echo=lambda s: None)
     finally:
         os.umask(old)

@@ -9,7 +9,7 @@ import pytest
 import stn_gluon as sg
 from stn_gluon.architecture import build_architecture, initialize_net, resolve_architecture
 from stn_gluon.cli import build_parser, main, train_config_from_args
-from stn_gluon.data import BACKGROUND, MNISTData
+from stn_gluon.data import BACKGROUND, DigitDataset
 from stn_gluon.distortions import DATASETS
 from stn_gluon.errors import ConfigError, StnGluonError
 from stn_gluon.recipes import DATASET_MODELS, RECIPES, RUN_FIELDS, TrainConfig
@@ -131,7 +131,7 @@ def test_train_and_train_symbol_build_the_same_network_or_refuse(dataset, model,
         return
     rng = np.random.RandomState(1)
     images = rng.randint(0, 255, (16, canvas, canvas)).astype(np.uint8)
-    data = MNISTData(images, np.arange(16) % 10, images[:8], np.arange(8) % 10, source="random")
+    data = DigitDataset(images, np.arange(16) % 10, images[:8], np.arange(8) % 10, source="random")
     with pytest.raises(StnGluonError, match="the Module path cannot build this network") as err:
         fit_module(cfg, dataset=data, echo=lambda s: None)
     assert all(m in str(err.value) for m in missing)

@@ -10,8 +10,8 @@ import mxnet as mx
 import numpy as np
 import pytest
 
-from conftest import write_idx
-from stn_gluon.data import MNISTData
+from conftest import write_mnist_dir
+from stn_gluon.data import DigitDataset
 from stn_gluon.errors import CheckpointError, StnGluonError
 from stn_gluon.export import load_model, write_model_meta
 from stn_gluon.io import sha256_file
@@ -23,8 +23,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _tiny(sample):
-    return MNISTData(sample.train_images[:256], sample.train_labels[:256], sample.test_images[:64],
-                     sample.test_labels[:64], source="tiny test subset")
+    return DigitDataset(sample.train_images[:256], sample.train_labels[:256], sample.test_images[:64],
+                        sample.test_labels[:64], source="tiny test subset")
 
 
 def _recipe(**kw):
@@ -48,13 +48,7 @@ def run(tmp_path, finished_run):
 
 @pytest.fixture
 def tiny_mnist(tmp_path, sample):
-    folder = tmp_path / "mnist"
-    folder.mkdir()
-    write_idx(folder / "train-images-idx3-ubyte.gz", sample.train_images[:256])
-    write_idx(folder / "train-labels-idx1-ubyte.gz", sample.train_labels[:256])
-    write_idx(folder / "t10k-images-idx3-ubyte.gz", sample.test_images[:64])
-    write_idx(folder / "t10k-labels-idx1-ubyte.gz", sample.test_labels[:64])
-    return folder
+    return write_mnist_dir(tmp_path / "mnist", sample, 256, 64)
 
 
 def _snapshot(folder):

@@ -1,0 +1,231 @@
+"""What each ``stn-gluon`` subcommand does, given its parsed arguments (:data:`COMMANDS`)."""
+import json
+import os
+import sys
+
+from .parser import train_config_from_args
+
+__all__ = ["COMMANDS"]
+
+
+def _note(line):
+    print(line, file=sys.stderr, flush=True)
+
+
+def _cmd_train(args):
+    from ..training import fit
+
+    fit(train_config_from_args(args))
+
+
+def _cmd_train_symbol(args):
+    from ..symbol.train import fit_module
+
+    fit_module(train_config_from_args(args))
+
+
+def _test_batches(args, meta):
+    from .. import data as data_lib
+    from ..distortions import load_dataset
+
+    dataset = load_dataset(args.dataset or meta.get("dataset") or "mnist", args.data_dir, download=args.download)
+    pixels = data_lib.with_channel(dataset.test_images)
+    if tuple(pixels.shape[1:]) != tuple(meta["input_shape"]):
+        from ..errors import StnGluonError
+        raise StnGluonError(f"the model expects input {tuple(meta['input_shape'])}, "
+                            f"the {args.dataset or meta.get('dataset') or 'mnist'} data is {tuple(pixels.shape[1:])}")
+    return dataset, pixels, data_lib.ArrayBatches(pixels, dataset.test_labels, args.batch_size,
+                                                  mean=meta["mean"], std=meta["std"])
+
+
+def _cmd_evaluate(args):
+    from ..context import parse_ctx
+    from ..export import load_model
+    from ..reporting import test_line
+    from ..training import evaluate
+
+    ctx = parse_ctx(args.ctx)
+    model = load_model(args.model, ctx)
+    dataset, _, batches = _test_batches(args, model.meta)
+    loss, correct, total = evaluate(model.net, batches, ctx)
+    if args.json:
+        print(json.dumps(dict(model=model.prefix, epoch=model.epoch, test_loss=loss, test_correct=correct,
+                              test_total=total, test_accuracy=correct / total, data_source=dataset.source)))
+    else:
+        print(f"{model.prefix} on {dataset.describe()}")
+        print(test_line(loss, correct, total))
+
+
+def _cmd_visualize(args):
+    import mxnet as mx
+
+    from ..context import parse_ctx
+    from ..errors import StnGluonError
+    from ..export import load_model
+    from ..paths import writable_file
+    from ..training import stn_batch
+    from ..visualize import default_visualize_out, plot_stn_grid
+
+    from .. import data as data_lib
+
+    if args.model is None:
+        return _visualize_dataset(args)
+    if args.out:
+        writable_file(args.out, "--out", suffix=".png")
+    ctx = parse_ctx(args.ctx)
+    model = load_model(args.model, ctx)
+    if model.stn is None:
+        raise StnGluonError(f"{model.prefix}: this model has no spatial transformer to show")
+    out = args.out or default_visualize_out(model.prefix, args.dataset or model.meta.get("dataset") or "mnist")
+    writable_file(out, "--out")
+    _, pixels, _ = _test_batches(args, model.meta)
+    images = data_lib.normalize(pixels[:args.count], model.meta["mean"], model.meta["std"])
+    plot_stn_grid(images, stn_batch(model.stn, mx.nd.array(images, ctx=ctx[0])), out,
+                  model.meta["mean"], model.meta["std"], title=os.path.basename(model.prefix))
+    print(f"Wrote {out}")
+
+
+def _visualize_dataset(args):
+    from ..distortions import load_dataset
+    from ..paths import writable_dir, writable_file
+    from ..visualize import plot_samples
+
+    name = args.dataset or "mnist"
+    out = args.out or os.path.join("runs", "datasets", f"{name}.png")
+    if args.out:
+        writable_file(out, "--out", suffix=".png")
+    else:  # the default's folder is made (and said so) once the data has loaded
+        writable_dir(os.path.dirname(out), "the default --out")
+    dataset = load_dataset(name, args.data_dir, download=args.download)
+    if not args.out:
+        writable_dir(os.path.dirname(out), "the default --out", create=True, note=_note)
+    plot_samples(dataset.test_images[:args.count], dataset.test_labels[:args.count], out,
+                 title=f"{name}: {dataset.describe()}")
+    print(f"Wrote {out}")
+
+
+def _cmd_export_onnx(args):
+    from ..onnx import export_onnx
+    from ..export import resolve_model
+    from ..paths import writable_file
+
+    if args.output is not None:
+        writable_file(args.output, "-o/--output", suffix=".onnx")
+    prefix, _ = resolve_model(args.model)
+    out = args.output or os.path.join(os.path.dirname(os.path.abspath(prefix)), os.path.basename(prefix) + ".onnx")
+    writable_file(out, "-o/--output" if args.output is not None else "the default -o/--output")
+    export_onnx(args.model, out, opset=args.opset)
+    print(f"Wrote {out} (opset {args.opset}, dynamic batch)")
+    if args.parity_check:
+        _check_onnx_parity(args.model, out)
+
+
+def _check_onnx_parity(model_path, onnx_path):
+    import numpy as np
+
+    from ..inference import load_predictor
+
+    mx_model, ort_model = load_predictor(model_path, "mxnet"), load_predictor(onnx_path, "onnxruntime")
+    x = np.random.RandomState(0).randn(16, *mx_model.input_shape).astype(np.float32)
+    a, b = mx_model.predict(x), ort_model.predict(x)
+    diff = float(np.abs(a["logits"] - b["logits"]).max())
+    print(f"Parity on 16 random inputs: max |logit difference| {diff:.2e}")
+    if diff > 1e-4:
+        from ..errors import StnGluonError
+        raise StnGluonError(f"ONNX Runtime and MXNet disagree (max |logit difference| {diff:.2e} > 1e-4)")
+
+
+def _cmd_predict(args):
+    from ..inference import describe, load_predictor, preprocess, to_png
+    from ..inputs import apply_polarity, load_inputs
+    from ..io import atomic_write_bytes
+    from ..paths import writable_dir
+
+    if args.save_rectified:
+        writable_dir(args.save_rectified, "--save-rectified")
+    predictor = load_predictor(args.model, args.backend)
+    pixels, names = load_inputs(args.inputs, predictor.input_shape, args.pixel_range)
+    pixels, inverted = apply_polarity(pixels, args.invert)
+    if args.invert == "auto" and inverted.any():
+        shown = [n for n, flag in zip(names, inverted) if flag]
+        print(f"note: inverted {len(shown)} of {len(names)} input(s) that look dark on light ("
+              f"{', '.join(shown[:3])}{', ...' if len(shown) > 3 else ''}); --no-invert keeps them as they are",
+              file=sys.stderr)
+    outputs = predictor.predict(preprocess(pixels, predictor.mean, predictor.std))
+    results = describe(outputs, predictor.classes, names, inverted)
+    if args.save_rectified:
+        if "warped" not in outputs:
+            from ..errors import StnGluonError
+            raise StnGluonError("--save-rectified: this model has no spatial transformer")
+        writable_dir(args.save_rectified, "--save-rectified", create=True, note=_note)
+        for i, entry in enumerate(results):
+            stem = os.path.splitext(os.path.basename(entry["input"].split("[")[0]))[0]
+            suffix = entry["input"][len(entry["input"].split("[")[0]):].strip("[]")
+            path = os.path.join(args.save_rectified, f"{stem}{'_' + suffix if suffix else ''}_rectified.png")
+            atomic_write_bytes(path, to_png(outputs["warped"][i], predictor.mean, predictor.std))
+            entry["rectified"] = path
+    if args.json:
+        print(json.dumps(dict(backend=predictor.backend, predictions=results)))
+        return
+    for entry in results:
+        p = entry["probabilities"][entry["label"]]
+        theta = "" if entry["theta"] is None else " theta [" + ", ".join(f"{t:.3f}" for t in entry["theta"]) + "]"
+        note = " (inverted)" if entry["inverted"] else ""
+        print(f"{entry['input']}: {entry.get('class', entry['label'])} (p={p:.4f}){theta}{note}")
+
+
+def _cmd_serve(args):
+    from ..flags import values_from_args
+    from ..serving import ServeConfig, serve
+
+    serve(ServeConfig(**values_from_args(ServeConfig, args)), echo=lambda line: print(line, flush=True))
+
+
+def _cmd_bench(args):
+    from ..paths import writable_dir
+
+    out = args.out
+    if out is None:  # bench distortions: the config's default, where the flag was not given
+        from ..distortion_bench import DistortionBenchConfig
+
+        out = DistortionBenchConfig.out
+    writable_dir(out, "--out")  # checked before the bench's minutes of work; the bench makes it when it writes
+    _run_bench(args)
+
+
+def _run_bench(args):
+    from ..bench import speed_report, time_to_accuracy
+    from ..reporting import write_report
+
+    if args.bench == "distortions":
+        from ..distortion_bench import DistortionBenchConfig, run_distortion_bench
+        from ..flags import values_from_args
+
+        run_distortion_bench(DistortionBenchConfig(**values_from_args(DistortionBenchConfig, args)))
+    elif args.bench == "speed":
+        lines, results = speed_report(seconds=args.seconds, repeats=args.repeats, data_dir=args.data_dir,
+                                      echo=lambda line: print(f"... {line}", file=sys.stderr, flush=True))
+        write_report(args.out, lines, dict(results=results))
+    else:
+        from ..flags import values_from_args
+        from ..recipes import TrainConfig
+
+        overrides = values_from_args(TrainConfig, args)
+        recipe, data_dir = overrides.pop("recipe", "default"), overrides.pop("data_dir", None)
+        result = time_to_accuracy(args.target, data_dir, echo=print, recipe=recipe, **overrides)
+        if result["seconds"] is None:
+            lines = [f"Test accuracy never reached {100 * args.target:.1f} % in {result['epochs_run']} epochs."]
+        else:
+            startup = ("" if result["startup_seconds"] is None else
+                       f", of which {result['startup_seconds']:.1f} s before the data loads")
+            lines = [f"Time to {100 * args.target:.1f} % test accuracy from process start: {result['seconds']:.1f} s"
+                     f"{startup} "
+                     f"(after {min(result['epoch'], result['recipe']['epochs']):g} of {result['recipe']['epochs']:g} "
+                     f"epochs of the {result['recipe_name']} recipe, {100 * result['test_acc']:.2f} %, "
+                     f"batch {result['recipe']['batch_size']}, lr {result['recipe']['lr']}) on {result['data_source']}."]
+        write_report(args.out, lines, dict(result=result))
+
+
+COMMANDS = {"train": _cmd_train, "train-symbol": _cmd_train_symbol, "evaluate": _cmd_evaluate,
+            "visualize": _cmd_visualize, "export-onnx": _cmd_export_onnx, "predict": _cmd_predict,
+            "serve": _cmd_serve, "bench": _cmd_bench}

@@ -1,0 +1,145 @@
+"""The ``stn-gluon`` argument parser: every subcommand's flags.
+
+The training flags come from :class:`~stn_gluon.recipes.TrainConfig`, the
+server's from :class:`~stn_gluon.serving.ServeConfig`, the distortion
+benchmark's from :class:`~stn_gluon.distortion_bench.DistortionBenchConfig`
+(:func:`stn_gluon.flags.add_flags`): a knob is declared once, where it is used.
+"""
+import argparse
+import os
+
+from ..flags import add_flags, finite_float, positive_int, values_from_args
+from ..recipes import DATASET_MODELS, TrainConfig, recipe_notes
+
+__all__ = ["build_parser", "add_train_args", "add_data_args", "train_config_from_args", "MAX_VISUALIZE_COUNT",
+           "TIME_TO_ACCURACY_FLAGS"]
+
+
+MAX_VISUALIZE_COUNT = 128  # 16 rows of 8: more draws digits too small to read
+
+
+def _count(text):
+    value = positive_int(text)
+    if value > MAX_VISUALIZE_COUNT:
+        raise argparse.ArgumentTypeError(f"at most {MAX_VISUALIZE_COUNT} images fit one readable plot, "
+                                         f"got {value}")
+    return value
+
+
+def add_data_args(p, dataset_default="mnist"):
+    p.add_argument("--data-dir", help="folder with the four MNIST IDX files (.gz or raw); "
+                   "default: $STN_GLUON_DATA, then ~/.mxnet/datasets/mnist, then the embedded sample")
+    p.add_argument("--download", action="store_true",
+                   help="if no MNIST files are found, fetch them with Gluon's downloader "
+                        "(off by default: nothing uses the network unless asked)")
+    p.add_argument("--ctx", default="cpu", help="cpu, cpu:0,1, gpu:0 or gpu:0,1 (several = data-parallel)")
+    p.add_argument("--dataset", choices=tuple(DATASET_MODELS), default=dataset_default,
+                   help="the data (distorted sets are generated from MNIST once and cached)"
+                        + ("" if dataset_default else "; default: the model's own"))
+
+
+def add_train_args(p, skip=()):
+    """The training flags of ``train`` and ``train-symbol``: one per :class:`~stn_gluon.recipes.TrainConfig`
+    field, with its help, default and the other recipes' values."""
+    add_flags(p, TrainConfig, skip=skip, default_notes=recipe_notes)
+    p.add_argument("--no-stn", action="store_true", help="train the same network without the STN (the baseline)")
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a bad flag is one line (``stn-gluon train: error: ...``), not a usage dump."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+#: The training flags `bench time-to-accuracy` takes (the rest of the run is the recipe's).
+TIME_TO_ACCURACY_FLAGS = ("recipe", "epochs", "batch_size", "lr", "data_dir")
+
+
+def build_parser():
+    from .. import __version__
+    from ..distortion_bench import DistortionBenchConfig
+    from ..inputs import PIXEL_RANGES
+    from ..serving import ServeConfig
+
+    parser = _Parser(prog="stn-gluon", description="Spatial Transformer Networks for MXNet Gluon")
+    parser.add_argument("--version", action="version", version=f"stn-gluon {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub.required = True
+
+    p = sub.add_parser("train", help="train STNNet (or the baseline) on MNIST or a distorted MNIST with Gluon")
+    add_train_args(p)
+    p = sub.add_parser("train-symbol", help="train the same network as an mx.sym graph with Module.fit "
+                                            "(save dir: runs/<model>_module)")
+    add_train_args(p, skip=("hybridize",))
+
+    p = sub.add_parser("export-onnx", help="export a saved model (Gluon export or Module checkpoint) to ONNX")
+    p.add_argument("--model", required=True, help="save dir, export/checkpoint prefix or -symbol.json file")
+    p.add_argument("--output", "-o", default=None, help="the .onnx file to write, in a folder that exists "
+                                                       "(default: <prefix>.onnx beside the model)")
+    p.add_argument("--opset", type=positive_int, default=20, help="ONNX opset (>= 20, for AffineGrid)")
+    p.add_argument("--no-parity-check", dest="parity_check", action="store_false",
+                   help="skip the MXNet/ONNX Runtime parity check on random inputs")
+
+    p = sub.add_parser("predict", help="classify images or .npy arrays with a saved model")
+    p.add_argument("inputs", nargs="+", metavar="FILE", help="PNG/JPEG/... images or .npy arrays")
+    p.add_argument("--model", required=True, help=".onnx file, save dir, or export prefix")
+    p.add_argument("--backend", choices=["onnxruntime", "mxnet"], default=None,
+                   help="default: onnxruntime for a .onnx model, mxnet otherwise")
+    p.add_argument("--invert", dest="invert", action="store_const", const=True, default="auto",
+                   help="invert every input (default: invert those that look dark on light; MNIST is light on dark)")
+    p.add_argument("--no-invert", dest="invert", action="store_const", const=False, help="invert no input")
+    p.add_argument("--pixel-range", choices=PIXEL_RANGES, default="auto",
+                   help=".npy value range (default auto: uint8 is 0..255, any other dtype 0..1)")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.add_argument("--save-rectified", metavar="DIR", default=None,
+                   help="save what the STN made of each input as PNG in DIR (created if missing)")
+
+    p = sub.add_parser("serve", help="serve a saved model over HTTP (POST /v1/predict)")
+    p.add_argument("--model", required=True, help=".onnx file, save dir, or export prefix")
+    add_flags(p, ServeConfig)
+
+    p = sub.add_parser("bench", help="benchmarks: speed, time-to-accuracy, distortions")
+    which = p.add_subparsers(dest="bench", metavar="BENCHMARK", parser_class=_Parser)
+    which.required = True
+    q = which.add_parser("speed", help="training/inference throughput (also of your own Gluon loop), PyTorch peer, "
+                                       "memory, scaling")
+    q.add_argument("--seconds", type=finite_float, default=1.0, help="length of one timed window")
+    q.add_argument("--repeats", type=positive_int, default=5, help="timed windows per figure (median)")
+    q.add_argument("--data-dir", default=None, help="MNIST for the memory measurement's training run")
+    q.add_argument("--out", default="runs/bench_speed")
+    q = which.add_parser("time-to-accuracy", help="wall time of a default training run to a test accuracy")
+    q.add_argument("--target", type=finite_float, default=0.99)
+    add_flags(q, TrainConfig, only=TIME_TO_ACCURACY_FLAGS, default_notes=recipe_notes)
+    q.add_argument("--out", default="runs/bench_time_to_accuracy")
+    q = which.add_parser("distortions", help="CNN vs ST-CNN on every distorted-MNIST dataset, within a budget")
+    add_flags(q, DistortionBenchConfig)
+
+    q = sub.add_parser("evaluate", help="test accuracy of a saved model")
+    q.add_argument("--model", required=True, help="save dir, export prefix or -symbol.json file")
+    q.add_argument("--batch-size", type=positive_int, default=500)
+    add_data_args(q, dataset_default=None)
+    q.add_argument("--json", action="store_true", help="print the result as JSON")
+    q = sub.add_parser("visualize", help="plot test images beside what a saved model's STN makes of them, "
+                                         "or (without --model) samples of a dataset")
+    q.add_argument("--model", default=None, help="save dir, export prefix or -symbol.json file")
+    q.add_argument("--batch-size", type=positive_int, default=500)
+    add_data_args(q, dataset_default=None)
+    q.add_argument("--out", default=None, help="PNG to write, in a folder that exists (default: "
+                                               "stn_grid-<model dir name>-<dataset>.png in the current folder, "
+                                               "never a file of the run; without --model: "
+                                               "runs/datasets/<dataset>.png)")
+    q.add_argument("--count", type=_count, default=64, help=f"how many test images (1..{MAX_VISUALIZE_COUNT})")
+    return parser
+
+
+def train_config_from_args(args):
+    """The :class:`~stn_gluon.recipes.TrainConfig` of a ``train``/``train-symbol`` command line:
+    the named recipe, with the flags the user gave on top."""
+    values = values_from_args(TrainConfig, args)
+    name = values.pop("recipe", "default")
+    if args.no_stn:
+        values["model"] = "lenet"
+    if "save_dir" not in values and args.command == "train-symbol":
+        values["save_dir"] = os.path.join("runs", values.get("model", TrainConfig.model) + "_module")
+    return TrainConfig.from_recipe(name, **values)
