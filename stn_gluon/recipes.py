@@ -181,7 +181,7 @@ class TrainConfig:
         try:
             get_transform(self.transform)
         except Exception as err:  # an unknown transform: name the parameter
-            raise ConfigError("transform", f"{self.transform!r}: {err}") from None
+            raise ConfigError("transform", f"{self.transform!r}: {str(err).split('; ', 1)[-1]}") from None
         return self
 
     def step_epochs(self) -> List[int]:

@@ -150,7 +150,7 @@ def test_cli_trains_on_a_distorted_set_and_tools_follow_the_model(tmp_path, mnis
 
 @pytest.mark.parametrize("args, expect", [
     (["train", "--dataset", "swirled"], "invalid choice: 'swirled'"),
-    (["train", "--transform", "tps1"], "unknown transform 'tps1'"),
+    (["train", "--transform", "tps1"], "--transform 'tps1': choose one of affine"),
     (["train", "--target-size", "0"], "--target-size"),
     (["train", "--localization", "dense"], "--localization"),
     (["train", "--dataset", "rts", "--transform", "projective", "--localization", "saliency"],

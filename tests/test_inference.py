@@ -192,14 +192,14 @@ def test_predict_flags_note_and_errors(served_model, sample, tmp_path, capsys):
     np.save(tmp_path / "u8.npy", digit)
     assert main(["predict", "--model", model, str(tmp_path / "f255.npy")]) == 2
     err = capsys.readouterr().err
-    assert err == f"error: {tmp_path / 'f255.npy'}: values span [0, 255], outside pixel_range 0-1; pass " \
-                  f"pixel_range 0-255 for 0..255 values\n"
+    assert err == f"error: {tmp_path / 'f255.npy'}: values span [0, 255], outside --pixel-range 0-1; pass " \
+                  f"--pixel-range 0-255 for 0..255 values\n"
     for extra, path in ((["--pixel-range", "0-255"], "f255.npy"), ([], "u8.npy"), (["--pixel-range", "auto"], "u8.npy")):
         assert main(["predict", "--model", model, "--json"] + extra + [str(tmp_path / path)]) == 0
         got = json.loads(capsys.readouterr().out)["predictions"][0]
         assert got["probabilities"] == auto[0]["probabilities"] and got["inverted"] is False
     assert main(["predict", "--model", model, "--pixel-range", "0-1", str(tmp_path / "u8.npy")]) == 2
-    assert "outside pixel_range 0-1" in capsys.readouterr().err
+    assert "outside --pixel-range 0-1" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("make, expect", [

@@ -36,11 +36,11 @@ def test_named_recipes_and_overrides():
 
 
 @pytest.mark.parametrize("field, value, library, flag", [
-    ("epochs", 0, "epochs must be >= 1, got 0", "--epochs must be >= 1, got 0"),
+    ("epochs", 0, "epochs must be > 0, got 0", "--epochs must be > 0, got 0"),
     ("lr", float("nan"), "lr must be a finite number", "--lr must be a finite number"),
     ("optimizer", "rmsprop", "optimizer 'rmsprop': choose sgd, nag, adam", "--optimizer 'rmsprop'"),
     ("dropout", 1.0, "dropout must be <= 0.99", "--dropout must be <= 0.99"),
-    ("transform", "tps1", "transform 'tps1'", "--transform 'tps1'"),
+    ("transform", "tps1", "transform 'tps1': choose one of affine", "--transform 'tps1': choose one of affine"),
     ("lr_step_epochs", "a,b", "lr_step_epochs 'a,b': expected integers", "--lr-step-epochs 'a,b'"),
 ])
 def test_library_errors_name_parameters_and_the_cli_names_flags(field, value, library, flag):
@@ -62,7 +62,7 @@ def test_cli_flags_are_generated_from_the_config(capsys):
         parser.parse_args(["train", "--help"])
     out = capsys.readouterr().out
     for f in dataclasses.fields(TrainConfig):  # every flag, and the default of every flag that has one
-        flag = "--no-" + f.name if f.metadata.get("negative_flag") else "--" + f.name.replace("_", "-")
+        flag = f.metadata.get("negative_flag") or "--" + f.name.replace("_", "-")
         assert flag in out, flag
         if f.default is not None and not isinstance(f.default, bool):
             assert f"default: {f.default}" in " ".join(out.split()), f.name

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from conftest import write_mnist_dir
-from stn_gluon.data import DigitDataset
+from stn_gluon.data import DigitDataset, load_embedded_sample
 from stn_gluon.errors import CheckpointError, StnGluonError
 from stn_gluon.export import load_model, write_model_meta
 from stn_gluon.io import sha256_file
@@ -98,7 +98,7 @@ def test_what_a_partial_run_is_described_as(tmp_path):
     (other / "notes.txt").write_text("mine")
     assert inspect_run(str(other)) is None and check_save_dir(_recipe(save_dir=str(other))) is None
     with pytest.raises(StnGluonError, match="is a file, not a folder"):
-        check_save_dir(_recipe(save_dir=str(other / "notes.txt")))
+        fit(_recipe(save_dir=str(other / "notes.txt")), dataset=_tiny(load_embedded_sample()))
     with pytest.raises(StnGluonError, match="give one of them"):
         check_save_dir(_recipe(save_dir=str(other), overwrite=True, resume="auto"))
 

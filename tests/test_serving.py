@@ -380,7 +380,9 @@ def test_float_0_255_arrays_are_refused_alike_by_server_and_cli(servers, model_d
     assert main(["predict", "--model", str(model_dir), str(tmp_path / "d.npy")]) == 2
     cli = capsys.readouterr().err
     reason = "values span [0, 255], outside pixel_range 0-1; pass pixel_range 0-255 for 0..255 values"
-    assert doc["error"] == f"instances: {reason}" and cli == f"error: {tmp_path / 'd.npy'}: {reason}\n"
+    # the same words; each names the knob of its own interface (the JSON field, the flag)
+    assert doc["error"] == f"instances: {reason}"
+    assert cli == f"error: {tmp_path / 'd.npy'}: {reason.replace('pixel_range', '--pixel-range')}\n"
     # declared, both accept it and agree
     body = json.dumps({"instances": [digit.tolist()], "pixel_range": "0-255"})
     status, doc = servers["mxnet"].json("POST", "/v1/predict", body, JSON)
