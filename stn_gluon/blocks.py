@@ -6,7 +6,7 @@ import numpy as np
 from mxnet.gluon import nn
 
 from .errors import StnGluonError
-from .ops import Shape, Tensor, _check_target_shape, get_transform
+from .ops import Shape, Tensor, check_target_shape, get_transform
 
 __all__ = ["LocalizationNet", "SaliencyLocalization", "SpatialTransformer"]
 
@@ -210,7 +210,7 @@ class SpatialTransformer(nn.HybridBlock):
         super().__init__(**kwargs)
         self.fill = float(fill)
         self.transform = get_transform(transform)
-        self._target_shape = None if target_shape is None else _check_target_shape(target_shape)
+        self._target_shape = None if target_shape is None else check_target_shape(target_shape)
         # True: the target shape is the first input's size, and every input must have that size
         self._shape_from_input = self._target_shape is None
         self.supersample = int(supersample)
@@ -272,7 +272,7 @@ class SpatialTransformer(nn.HybridBlock):
     def _take_shape_from(self, x: mx.nd.NDArray) -> None:
         size = tuple(int(v) for v in x.shape[2:])
         if self._target_shape is None:
-            self._target_shape = _check_target_shape(size)
+            self._target_shape = check_target_shape(size)
             for key, value in self.transform.constants(self._sampling_shape).items():
                 have = getattr(self, key).shape  # loaded from a file before the first forward: must agree
                 if any(d not in (0, want) for d, want in zip(have, value.shape)):

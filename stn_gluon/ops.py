@@ -34,7 +34,7 @@ from .errors import StnGluonError
 __all__ = [
     "affine_grid", "affine_transform", "attention_to_affine", "window_to_affine", "bilinear_sample",
     "homography_grid", "tps_control_points", "tps_grid_matrix", "tps_grid",
-    "warp_with_grid", "Transform", "TRANSFORMS", "get_transform", "Tensor", "Shape",
+    "warp_with_grid", "Transform", "TRANSFORMS", "get_transform", "Tensor", "Shape", "check_target_shape",
 ]
 
 Tensor = Union[mx.nd.NDArray, mx.sym.Symbol]
@@ -47,7 +47,8 @@ def _F(x: Tensor) -> Any:
     return mx.sym if isinstance(x, mx.sym.Symbol) else mx.nd
 
 
-def _check_target_shape(target_shape: Optional[Shape]) -> Tuple[int, int]:
+def check_target_shape(target_shape: Optional[Shape]) -> Tuple[int, int]:
+    """``(H_out, W_out)`` as two positive ints, or a one-line error naming what is wrong."""
     try:
         h, w = (int(v) for v in target_shape)  # type: ignore[union-attr]  # None: the TypeError below
     except (TypeError, ValueError):
@@ -66,7 +67,7 @@ def affine_grid(theta: Tensor, target_shape: Shape) -> Tensor:
     coordinates (inside ``[-1, 1]`` means inside the input).
     """
     F = _F(theta)
-    h, w = _check_target_shape(target_shape)
+    h, w = check_target_shape(target_shape)
     return F.GridGenerator(F.reshape(theta, shape=(-1, 6)), transform_type="affine",
                            target_shape=(h, w))
 
@@ -214,7 +215,7 @@ def tps_grid_matrix(k: int, target_shape: Shape) -> np.ndarray:
     control point to its source position, with minimum bending energy (an
     affine map is reproduced exactly). Float64 solve, float32 result.
     """
-    h, w = _check_target_shape(target_shape)
+    h, w = check_target_shape(target_shape)
     ctrl = tps_control_points(k)
     n = len(ctrl)
     system = np.zeros((n + 3, n + 3))
@@ -243,7 +244,7 @@ def tps_grid(params: Tensor, matrix: Tensor, target_shape: Shape) -> Tensor:
     Returns ``(N, 2, H_out, W_out)``.
     """
     F = _F(params)
-    h, w = _check_target_shape(target_shape)
+    h, w = check_target_shape(target_shape)
     flat = F.FullyConnected(params, weight=matrix, no_bias=True, num_hidden=2 * h * w, flatten=True)
     return F.reshape(flat, shape=(-1, 2, h, w))
 
