@@ -47,7 +47,7 @@ class RunInfo:
     folder: str
     files: list = field(default_factory=list)
     epochs_done: Optional[int] = None
-    epochs_total: Optional[int] = None
+    epochs_total: Optional[float] = None  # fractional for a run of e.g. 1.25 epochs
     test_accuracy: Optional[float] = None
     finished: bool = False
     recipe: Optional[dict] = None
@@ -89,7 +89,7 @@ def inspect_run(folder: str) -> Optional[RunInfo]:
     done = state.get("epoch", metrics.get("epochs"))
     info.epochs_done = done if isinstance(done, int) else None
     total = (info.recipe or {}).get("epochs")
-    info.epochs_total = total if isinstance(total, int) else None
+    info.epochs_total = total if isinstance(total, (int, float)) and not isinstance(total, bool) else None
     info.finished = bool(metrics)
     accuracy = metrics.get("test_accuracy")
     history = state.get("history")
@@ -103,10 +103,12 @@ def describe_run(info: RunInfo) -> str:
     """``a finished run (6/6 epochs, test accuracy 98.30 %)``, ``a partial run (2 of 6 epochs done)``..."""
     details = []
     if info.epochs_done is not None:
-        total = f"/{info.epochs_total}" if info.epochs_total is not None else ""
-        details.append(f"{info.epochs_done}{total} epochs" if info.finished else
-                       f"{info.epochs_done}{' of ' + str(info.epochs_total) if info.epochs_total else ''}"
-                       f" epochs done")
+        total = info.epochs_total
+        if info.finished:  # a fractional run's last epoch is partial: say how many epochs it was
+            details.append(f"{info.epochs_done}/{total:g} epochs" if total is not None and float(total).is_integer()
+                           else f"{total:g} epochs" if total is not None else f"{info.epochs_done} epochs")
+        else:
+            details.append(f"{info.epochs_done}{f' of {total:g}' if total else ''} epochs done")
     if info.test_accuracy is not None:
         details.append(f"test accuracy {100 * info.test_accuracy:.2f} %")
     if not details:

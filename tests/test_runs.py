@@ -92,6 +92,11 @@ def test_what_a_partial_run_is_described_as(tmp_path):
     assert describe_run(info) == "a partial run (2 of 6 epochs done, test accuracy 90.00 %)"
     with pytest.raises(RunExistsError, match=r"partial run \(2 of 6 epochs done"):
         check_save_dir(_recipe(save_dir=str(folder)))
+    # a finished fractional run says how many epochs it was, not "2/1.25"
+    short = tmp_path / "short"
+    short.mkdir()
+    (short / "metrics.json").write_text(json.dumps(dict(epochs=2, test_accuracy=0.99, config=dict(epochs=1.25))))
+    assert describe_run(inspect_run(str(short))) == "a finished run (1.25 epochs, test accuracy 99.00 %)"
     # other files alone are no run: training there is fine, and they stay
     other = tmp_path / "other"
     other.mkdir()
