@@ -21,12 +21,14 @@ import re
 import tempfile
 import warnings
 from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional, Tuple
 
 import mxnet as mx
 
 from .data import MNIST_MEAN, MNIST_STD
 from .errors import CheckpointError, mxnet_message
 from .io import sha256_file, write_json
+from .ops import Shape
 
 __all__ = ["DEFAULT_PREFIX", "export_block", "write_model_meta", "verify_checksums", "resolve_model", "load_graph",
            "load_model", "LoadedModel", "ModelGraph", "onnx_weights_mismatch", "check_onnx_current"]
@@ -34,7 +36,8 @@ __all__ = ["DEFAULT_PREFIX", "export_block", "write_model_meta", "verify_checksu
 DEFAULT_PREFIX = "model"
 
 
-def export_block(net, prefix, example, meta=None, epoch=0):
+def export_block(net: mx.gluon.HybridBlock, prefix: str, example: mx.nd.NDArray, meta: Optional[dict] = None,
+                 epoch: int = 0) -> str:
     """Export a hybridizable ``net`` as ``prefix-symbol.json``, ``prefix-%04d.params``, ``prefix.json``.
 
     example: an input batch ``(N, C, H, W)`` used to build the graph. Each file
@@ -84,7 +87,7 @@ def verify_checksums(meta: dict, files: list, described: str) -> None:
                                   f"was written); restore it or train again")
 
 
-def resolve_model(path):
+def resolve_model(path: str) -> Tuple[str, int]:
     """A save dir, export prefix or ``-symbol.json`` path -> ``(prefix, epoch)`` of the latest params."""
     if os.path.isdir(path):
         prefix = os.path.join(path, DEFAULT_PREFIX)
@@ -103,7 +106,7 @@ def resolve_model(path):
     return prefix, epochs[-1]
 
 
-def _recorded_weights(onnx_path):
+def _recorded_weights(onnx_path: str) -> Optional[Tuple[str, str]]:
     """``(params file name, SHA-256)`` an ONNX file says it was exported from, or ``None``."""
     import onnx
 
@@ -159,7 +162,7 @@ def check_onnx_current(onnx_path: str, model_path: str) -> None:
         raise CheckpointError(f"{onnx_path} is out of date ({why}); re-run stn-gluon export-onnx --model {where}")
 
 
-def _default_meta():
+def _default_meta() -> Dict[str, Any]:
     return dict(input_shape=[1, 28, 28], mean=MNIST_MEAN, std=MNIST_STD,
                 classes=[str(i) for i in range(10)], input_name="data")
 
@@ -173,18 +176,18 @@ class LoadedModel:
     ``None`` for a model without a spatial transformer.
     """
     net: mx.gluon.SymbolBlock
-    stn: object
+    stn: Optional[mx.gluon.SymbolBlock]
     meta: dict
     prefix: str
     epoch: int
-    files: list = field(default_factory=list)
+    files: List[str] = field(default_factory=list)
 
     @property
-    def input_shape(self):
+    def input_shape(self) -> Shape:
         return tuple(self.meta["input_shape"])
 
 
-def _find_output(internals, suffix):
+def _find_output(internals: mx.sym.Symbol, suffix: str) -> Optional[mx.sym.Symbol]:
     names = [n for n in internals.list_outputs() if n.endswith(suffix)]
     return internals[names[0]] if names else None
 
@@ -198,16 +201,16 @@ class ModelGraph:
     affine theta ``(N, 6)``, or ``None`` without an STN; params: ``{name: NDArray}``.
     """
     logits: mx.sym.Symbol
-    warped: object
-    theta: object
-    params: dict
+    warped: Optional[mx.sym.Symbol]
+    theta: Optional[mx.sym.Symbol]
+    params: Dict[str, mx.nd.NDArray]
     meta: dict
     prefix: str
     epoch: int
-    files: list
+    files: List[str]
 
 
-def load_graph(path):
+def load_graph(path: str) -> ModelGraph:
     """Read an exported model (by :func:`resolve_model` rules) -> :class:`ModelGraph`, validated."""
     prefix, epoch = resolve_model(path)
     symbol_file, params_file = prefix + "-symbol.json", f"{prefix}-{epoch:04d}.params"
@@ -262,7 +265,8 @@ def load_graph(path):
                       [symbol_file, params_file])
 
 
-def _symbol_block(outputs, input_name, params, ctx, shared=None):
+def _symbol_block(outputs: mx.sym.Symbol, input_name: str, params: Dict[str, mx.nd.NDArray], ctx: Any,
+                  shared: Optional[mx.gluon.Block] = None) -> mx.gluon.SymbolBlock:
     with warnings.catch_warnings():  # SymbolBlock warns that the input's dtype is not declared
         warnings.simplefilter("ignore", UserWarning)
         block = mx.gluon.SymbolBlock(outputs, mx.sym.var(input_name),
@@ -276,7 +280,7 @@ def _symbol_block(outputs, input_name, params, ctx, shared=None):
     return block
 
 
-def load_model(path, ctx=None):
+def load_model(path: str, ctx: Any = None) -> LoadedModel:
     """Load an exported model by :func:`resolve_model` rules -> :class:`LoadedModel`."""
     ctx = ctx or [mx.cpu()]
     graph = load_graph(path)

@@ -12,7 +12,7 @@ source files and their SHA-256).
 """
 import io
 import os
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence, Union
 
 import numpy as np
 
@@ -161,7 +161,7 @@ def load_predictor(path: str, backend: Optional[str] = None, threads: Optional[i
 
 
 def describe(outputs: Dict[str, np.ndarray], classes: Sequence[str], names: Sequence[str],
-             inverted: Optional[Sequence[bool]] = None) -> List[Dict[str, Any]]:
+             inverted: Optional[Union[Sequence[bool], np.ndarray]] = None) -> List[Dict[str, Any]]:
     """Predictor outputs -> one JSON-able dict per input: ``input``, ``label``, ``probabilities``
     (K floats in [0, 1]), ``class``, ``theta`` (or None), and ``inverted`` when given."""
     results = []

@@ -34,11 +34,21 @@ import json
 import os
 import re
 import tempfile
+from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
 from .errors import CheckpointError, StnGluonError
 from .io import sha256_file
+
+if TYPE_CHECKING:
+    import concurrent.futures
+
+    import mxnet as mx
+    from onnx import ModelProto
+
+    from .export import ModelGraph
+    from .ops import Shape
 
 __all__ = ["OPSET", "export_onnx", "OnnxModel", "read_metadata"]
 
@@ -46,11 +56,11 @@ OPSET = 20
 _registered = False
 
 
-def _shape_attr(text):
+def _shape_attr(text: Any) -> Tuple[int, ...]:
     return tuple(int(v) for v in re.findall(r"-?\d+", str(text)))
 
 
-def _register_converters():
+def _register_converters() -> None:
     """Register our converters with MXNet's exporter (once)."""
     global _registered
     if _registered:
@@ -59,7 +69,8 @@ def _register_converters():
     from mxnet.onnx.mx2onnx._export_onnx import MXNetGraph
     from mxnet.onnx.mx2onnx._op_translations._op_translations_opset13 import create_tensor, get_inputs
 
-    def affine_grid_nodes(name, theta_in, batch_source, target_shape, initializer):
+    def affine_grid_nodes(name: str, theta_in: str, batch_source: str, target_shape: Tuple[int, ...],
+                          initializer: Any) -> List[Any]:
         """theta (N, 6) -> ONNX grid (N, H, W, 2); N is read off ``batch_source``'s shape."""
         h, w = target_shape
         create_tensor([-1, 2, 3], name + "_theta_shape", initializer)
@@ -72,12 +83,12 @@ def _register_converters():
                              align_corners=1),
         ]
 
-    def grid_sample(name, data_in, grid_nhw2, out):
+    def grid_sample(name: str, data_in: str, grid_nhw2: str, out: str) -> Any:
         return helper.make_node("GridSample", [data_in, grid_nhw2], [out], name=name, mode="linear",
                                 padding_mode="zeros", align_corners=1)
 
     @MXNetGraph.register("GridGenerator", OPSET)
-    def convert_grid_generator(node, **kwargs):
+    def convert_grid_generator(node: Any, **kwargs: Any) -> List[Any]:
         name, inputs, attrs = get_inputs(node, kwargs)
         if attrs.get("transform_type", "affine") != "affine":
             raise StnGluonError("ONNX export: only GridGenerator(transform_type='affine') is supported")
@@ -87,13 +98,13 @@ def _register_converters():
         return nodes
 
     @MXNetGraph.register("BilinearSampler", OPSET)
-    def convert_bilinear_sampler(node, **kwargs):
+    def convert_bilinear_sampler(node: Any, **kwargs: Any) -> List[Any]:
         name, inputs, _ = get_inputs(node, kwargs)
         return [helper.make_node("Transpose", [inputs[1]], [name + "_grid"], perm=(0, 2, 3, 1)),
                 grid_sample(name, inputs[0], name + "_grid", name)]
 
     @MXNetGraph.register("SpatialTransformer", OPSET)
-    def convert_spatial_transformer(node, **kwargs):
+    def convert_spatial_transformer(node: Any, **kwargs: Any) -> List[Any]:
         name, inputs, attrs = get_inputs(node, kwargs)
         if attrs.get("transform_type", "affine") != "affine" or attrs.get("sampler_type", "bilinear") != "bilinear":
             raise StnGluonError("ONNX export: only affine/bilinear SpatialTransformer is supported")
@@ -107,7 +118,7 @@ def _register_converters():
 
 
 
-def _graph_of(model, input_shape):
+def _graph_of(model: "Union[mx.gluon.HybridBlock, str, os.PathLike[str]]", input_shape: "Optional[Shape]") -> "ModelGraph":
     """A Gluon block or a saved-model path -> :class:`~stn_gluon.export.ModelGraph`."""
     import mxnet as mx
 
@@ -139,7 +150,10 @@ def _graph_of(model, input_shape):
     return load_graph(os.fspath(model))
 
 
-def export_onnx(model, path, input_shape=None, opset=OPSET, class_names=None, onnx_checker=True):
+def export_onnx(model: "Union[mx.gluon.HybridBlock, str, os.PathLike[str]]",
+                path: "Union[str, os.PathLike[str]]", input_shape: "Optional[Shape]" = None,
+                opset: int = OPSET, class_names: Optional[Sequence[str]] = None,
+                onnx_checker: bool = True) -> "Union[str, os.PathLike[str]]":
     """Export an STN classifier to one ONNX file; returns ``path``.
 
     model: an initialised Gluon ``HybridBlock`` (``input_shape`` (C, H, W) needed
@@ -227,7 +241,7 @@ def export_onnx(model, path, input_shape=None, opset=OPSET, class_names=None, on
     return path
 
 
-def read_metadata(onnx_model):
+def read_metadata(onnx_model: "ModelProto") -> Dict[str, Any]:
     """The metadata :func:`export_onnx` wrote, decoded -> dict."""
     props = {p.key: p.value for p in onnx_model.metadata_props}
     out = dict(props)
@@ -253,7 +267,8 @@ class OnnxModel:
 
     MIN_CHUNK = 16
 
-    def __init__(self, path, threads=None, mode="split", outputs=None):
+    def __init__(self, path: str, threads: Optional[int] = None, mode: str = "split",
+                 outputs: Optional[Sequence[str]] = None):
         import onnxruntime as ort
 
         if not os.path.isfile(path):
@@ -267,7 +282,7 @@ class OnnxModel:
         options.intra_op_num_threads = 1 if mode == "split" else self.threads
         options.inter_op_num_threads = 1
         options.log_severity_level = 3
-        self._pool = None
+        self._pool: "Optional[concurrent.futures.ThreadPoolExecutor]" = None
         try:
             self.session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
         except Exception as err:  # ORT raises its own exception types for unreadable files
@@ -297,15 +312,16 @@ class OnnxModel:
         self.std = float(self.meta.get("std", 1.0))
         self.classes = list(self.meta.get("classes", []))
 
-    def _run(self, x):
+    def _run(self, x: np.ndarray) -> List[np.ndarray]:
         return self.session.run(self.outputs, {self.input_name: x})
 
-    def run(self, x):
+    def run(self, x: np.ndarray) -> Dict[str, np.ndarray]:
         x = np.ascontiguousarray(x, dtype=np.float32)
         if x.ndim != 4 or tuple(x.shape[1:]) != self.input_shape:
             raise StnGluonError(f"input must be (N, {', '.join(map(str, self.input_shape))}), got {x.shape}")
         chunks = min(self.threads, len(x) // self.MIN_CHUNK) if self._pool is not None else 1
         if chunks <= 1:
             return dict(zip(self.outputs, self._run(x)))
+        assert self._pool is not None  # chunks > 1 only with a pool
         parts = list(self._pool.map(self._run, np.array_split(x, chunks)))
         return {name: np.concatenate([p[i] for p in parts]) for i, name in enumerate(self.outputs)}

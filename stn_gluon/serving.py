@@ -35,7 +35,7 @@ import socket
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any, Dict, Optional
+from typing import TYPE_CHECKING, Any, AsyncIterator, Callable, Dict, Iterator, List, Optional, Type, cast
 
 import numpy as np
 
@@ -47,6 +47,15 @@ from .inputs import apply_polarity
 from .metrics import ServerMetrics
 from .payloads import (HTTPError, check_file_count, check_length, check_total, content_kind, decode_upload,
                        multipart_error, parse_json_instances, parse_options)
+
+if TYPE_CHECKING:
+    import uvicorn
+    from starlette.applications import Starlette
+    from starlette.datastructures import UploadFile
+    from starlette.requests import Request
+    from starlette.responses import JSONResponse, Response
+
+    from .ops import Shape
 
 __all__ = ["ServeConfig", "MicroBatcher", "build_app", "serve", "HTTPError", "PredictService", "model_info"]
 
@@ -73,7 +82,7 @@ class ServeConfig:
 
 
 @contextlib.asynccontextmanager
-async def _timeout(seconds):
+async def _timeout(seconds: float) -> AsyncIterator[None]:
     """``asyncio.timeout`` (no task per request) where Python has it, else ``wait_for``'s effect."""
     if hasattr(asyncio, "timeout"):
         async with asyncio.timeout(seconds):
@@ -81,6 +90,7 @@ async def _timeout(seconds):
         return
     loop = asyncio.get_running_loop()
     task = asyncio.current_task()
+    assert task is not None  # called inside a request's task
     handle = loop.call_later(seconds, task.cancel)
     try:
         yield
@@ -90,10 +100,11 @@ async def _timeout(seconds):
         handle.cancel()
 
 
-async def read_body(request, max_bytes: int, timeout_s: float) -> bytes:
+async def read_body(request: "Request", max_bytes: int, timeout_s: float) -> bytes:
     """The request body, refused past ``max_bytes`` (413) or ``timeout_s`` (408)."""
     check_length(request.headers.get("content-length"), max_bytes)
-    chunks, size = [], 0
+    chunks: List[bytes] = []
+    size = 0
     try:
         async with _timeout(timeout_s):
             async for chunk in request.stream():
@@ -105,7 +116,7 @@ async def read_body(request, max_bytes: int, timeout_s: float) -> bytes:
     return b"".join(chunks)
 
 
-async def read_uploads(request, config: ServeConfig, input_shape) -> np.ndarray:
+async def read_uploads(request: "Request", config: ServeConfig, input_shape: "Shape") -> np.ndarray:
     """A ``multipart/form-data`` body of images -> pixels ``float32 (N, 1, H, W)`` in [0, 1]."""
     from starlette.requests import ClientDisconnect
 
@@ -119,7 +130,7 @@ async def read_uploads(request, config: ServeConfig, input_shape) -> np.ndarray:
         raise
     except Exception as err:  # multipart parse errors come in several types
         raise multipart_error(err) from None
-    files = [v for _, v in form.multi_items() if hasattr(v, "read")]
+    files = cast("List[UploadFile]", [v for _, v in form.multi_items() if hasattr(v, "read")])
     check_file_count(len(files), config.max_instances)
     total, images = 0, []
     for f in files:
@@ -130,7 +141,7 @@ async def read_uploads(request, config: ServeConfig, input_shape) -> np.ndarray:
     return np.concatenate(images)
 
 
-async def read_pixels(request, config: ServeConfig, input_shape) -> np.ndarray:
+async def read_pixels(request: "Request", config: ServeConfig, input_shape: "Shape") -> np.ndarray:
     """Any accepted body -> validated pixels ``float32 (N, C, H, W)`` in [0, 1]."""
     kind = content_kind(request.headers.get("content-type"), input_shape[0])
     if kind == "multipart":
@@ -151,7 +162,7 @@ class PredictService:
                                     on_batch=self.metrics.batch.observe)
         self.state = {"ready": False}
 
-    def answer(self, endpoint: str, doc: Dict[str, Any], status: int = 200):
+    def answer(self, endpoint: str, doc: Dict[str, Any], status: int = 200) -> "JSONResponse":
         from starlette.responses import JSONResponse
 
         self.metrics.requests.labels(endpoint, str(status)).inc()
@@ -159,7 +170,7 @@ class PredictService:
             self.metrics.errors.labels(endpoint, str(status)).inc()
         return JSONResponse(doc, status_code=status)
 
-    async def classify(self, request) -> Dict[str, Any]:
+    async def classify(self, request: "Request") -> Dict[str, Any]:
         p = self.predictor
         options = parse_options(request.query_params)
         pixels, inverted = apply_polarity(await read_pixels(request, self.config, tuple(p.input_shape)),
@@ -179,7 +190,7 @@ class PredictService:
         self.metrics.images.inc(len(results))
         return {"predictions": results}
 
-    async def predict(self, request):
+    async def predict(self, request: "Request") -> "JSONResponse":
         from starlette.requests import ClientDisconnect
 
         tic = time.perf_counter()
@@ -197,29 +208,29 @@ class PredictService:
         finally:
             self.metrics.latency.observe(time.perf_counter() - tic)
 
-    async def healthz(self, request):
+    async def healthz(self, request: "Request") -> "JSONResponse":
         return self.answer("/healthz", {"status": "ok"})
 
-    async def readyz(self, request):
+    async def readyz(self, request: "Request") -> "JSONResponse":
         return self.answer("/readyz", {"ready": self.state["ready"]}, 200 if self.state["ready"] else 503)
 
-    async def model(self, request):
+    async def model(self, request: "Request") -> "JSONResponse":
         return self.answer("/v1/model", self.info)
 
-    async def prometheus(self, request):
+    async def prometheus(self, request: "Request") -> "Response":
         from starlette.responses import Response
 
         body, ctype = self.metrics.render()
         return Response(body, media_type=ctype)
 
-    async def not_found(self, request, exc):
+    async def not_found(self, request: "Request", exc: Exception) -> "JSONResponse":
         from starlette.responses import JSONResponse
 
         status = getattr(exc, "status_code", 404)
         return JSONResponse({"error": getattr(exc, "detail", "not found"), "status": status}, status_code=status)
 
     @contextlib.asynccontextmanager
-    async def lifespan(self, app):
+    async def lifespan(self, app: "Starlette") -> AsyncIterator[None]:
         self.batcher.start()
         self.state["ready"] = True
         try:
@@ -229,7 +240,7 @@ class PredictService:
             await self.batcher.stop()
 
 
-def build_app(predictor: Predictor, config: ServeConfig, model_info: Optional[Dict[str, Any]] = None):
+def build_app(predictor: Predictor, config: ServeConfig, model_info: Optional[Dict[str, Any]] = None) -> "Starlette":
     """The Starlette app serving ``predictor`` (see :mod:`stn_gluon.inference`)."""
     from starlette.applications import Starlette
     from starlette.exceptions import HTTPException
@@ -249,7 +260,7 @@ def model_info(predictor: Predictor, path: str) -> Dict[str, Any]:
     return dict(predictor.info(), model=os.path.abspath(path))
 
 
-def _bind(host, port):
+def _bind(host: str, port: int) -> socket.socket:
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except socket.gaierror as err:
@@ -267,7 +278,7 @@ def _bind(host, port):
     return sock
 
 
-def serve(config: ServeConfig, echo=print) -> None:
+def serve(config: ServeConfig, echo: Callable[[str], Any] = print) -> None:
     """Load the model, bind, and serve until SIGTERM/SIGINT (requests in flight are answered)."""
     import uvicorn
 
@@ -285,24 +296,26 @@ def serve(config: ServeConfig, echo=print) -> None:
     echo(f"Serving {info['model']} ({predictor.backend}, input {tuple(predictor.input_shape)}, "
          f"max batch {config.max_batch}, max wait {config.max_wait_ms:g} ms) on http://{host}:{port}", )
     server = _Server(uvicorn.Config(app, log_level="warning", access_log=False,
-                                    timeout_graceful_shutdown=config.timeout_s, lifespan="on",
+                                    # uvicorn annotates int, but uses it only as an asyncio timeout, where a float works
+                                    timeout_graceful_shutdown=config.timeout_s,  # type: ignore[arg-type]
+                                    lifespan="on",
                                     limit_concurrency=4096, timeout_keep_alive=30))
     server.run(sockets=[sock])
     echo(f"Stopped{' on ' + signal.Signals(server.stop_signal).name if server.stop_signal else ''}: "
          f"requests in flight were answered")
 
 
-def _server_class():
+def _server_class() -> "Type[uvicorn.Server]":
     import uvicorn
 
     class Server(uvicorn.Server):
         """uvicorn's server, ending with status 0 after a graceful SIGTERM/SIGINT shutdown
         (uvicorn would re-raise the signal and die by it)."""
 
-        stop_signal = None
+        stop_signal: Optional[int] = None
 
         @contextlib.contextmanager
-        def capture_signals(self):
+        def capture_signals(self) -> Iterator[None]:
             if threading.current_thread() is not threading.main_thread():
                 yield
                 return
@@ -318,5 +331,5 @@ def _server_class():
     return Server
 
 
-def _Server(config):
+def _Server(config: "uvicorn.Config") -> Any:
     return _server_class()(config)
