@@ -162,7 +162,8 @@ def load_checkpoint(path):
                         f"pickle, which is never loaded (it could run code); {damaged}", params=_RETRAIN)
                 bad = zf.testzip()
                 if bad is not None:
-                    raise CheckpointError(f"checkpoint {path} is damaged ({bad} fails its CRC check); {damaged}", params=_RETRAIN)
+                    raise CheckpointError(f"checkpoint {path} is damaged ({bad} fails its CRC check); {damaged}",
+                                          params=_RETRAIN)
                 if not {"meta.json", "net.params"} <= names:
                     raise CheckpointError(f"checkpoint {path} is incomplete (has {sorted(names)})")
                 meta = json.loads(zf.read("meta.json"))
@@ -177,8 +178,10 @@ def load_checkpoint(path):
             try:
                 arrays = mx.nd.load(os.path.join(tmpdir, "optimizer.params"))
             except mx.base.MXNetError:
-                raise CheckpointError(f"checkpoint {path}: its optimizer.params is unreadable; {damaged}", params=_RETRAIN) from None
+                raise CheckpointError(f"checkpoint {path}: its optimizer.params is unreadable; {damaged}",
+                                      params=_RETRAIN) from None
             if not isinstance(arrays, dict) or not isinstance(info, dict):
-                raise CheckpointError(f"checkpoint {path}: its optimizer state is malformed; {damaged}", params=_RETRAIN)
+                raise CheckpointError(f"checkpoint {path}: its optimizer state is malformed; {damaged}",
+                                      params=_RETRAIN)
             state = (arrays, info)
         yield meta, os.path.join(tmpdir, "net.params"), state

@@ -97,7 +97,8 @@ RECIPES: Dict[str, Dict[str, Any]] = {
 }
 
 #: Fields that say how to run, not what is trained: not part of a run's recipe.
-RUN_FIELDS = ("recipe", "test_each_epoch", "ctx", "data_dir", "download", "save_dir", "resume", "hybridize", "progress", "overwrite")
+RUN_FIELDS = ("recipe", "test_each_epoch", "ctx", "data_dir", "download", "save_dir", "resume", "hybridize",
+              "progress", "overwrite")
 
 
 @dataclass

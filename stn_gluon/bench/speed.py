@@ -115,7 +115,7 @@ def inference_report(model: Optional[str] = None, onnx_path: Optional[str] = Non
         else:
             prefix, exported = model, None
         shape = list(load_graph(prefix).meta.get("input_shape") or [1, 28, 28])
-        onnx_path = onnx_path or exported or export_onnx(prefix, os.path.join(tmp, "model.onnx"))
+        onnx_path = onnx_path or exported or str(export_onnx(prefix, os.path.join(tmp, "model.onnx")))
         results: Dict[str, Dict[str, dict]] = {"mxnet": {"throughput": {}, "latency_ms": {}}, "onnxruntime": {"throughput": {}, "latency_ms": {}}}
         ratios: Dict[int, Optional[float]] = {}
         for b in batches:
