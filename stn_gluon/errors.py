@@ -26,7 +26,8 @@ class StnGluonError(Exception):
         """The message with each of ``params`` written as its flag (``batch_size`` -> ``--batch-size``)."""
         text = str(self)
         for name in self.params:
-            text = re.sub(rf"(?<![\w-]){re.escape(name)}(?!\w)", "--" + name.replace("_", "-"), text)
+            # a whole word, not part of a path or file name (``runs/save_dir/x`` stays as it is)
+            text = re.sub(rf"(?<![\w\-/.~]){re.escape(name)}(?![\w\-/.]\w|\w|/)", "--" + name.replace("_", "-"), text)
         return text
 
 

@@ -144,3 +144,12 @@ def test_the_module_path_refuses_what_it_cannot_express():
     plain = resolve_architecture(TrainConfig(), (1, 28, 28))
     assert unsupported_fields(plain) == []
     assert unsupported_fields(dataclasses.replace(plain, transform="tps")) == ["transform 'tps'"]
+
+
+def test_for_cli_spells_parameters_as_flags_but_leaves_paths_alone():
+    err = StnGluonError("save_dir runs/save_dir/x holds a run; continue it with resume, or choose another save_dir.",
+                        params=("save_dir", "resume"))
+    assert err.for_cli() == ("--save-dir runs/save_dir/x holds a run; continue it with --resume, or choose another "
+                             "--save-dir.")
+    assert StnGluonError("data_dir: ./data_dir/ is empty", params=("data_dir",)).for_cli() == \
+        "--data-dir: ./data_dir/ is empty"
