@@ -216,13 +216,17 @@ def apply_polarity(pixels: np.ndarray, invert: Invert = "auto") -> Tuple[np.ndar
     return out, flags
 
 
+#: The spellings of yes and no taken by ``invert`` (and the server's other 1/0 query flags).
+TRUE_WORDS, FALSE_WORDS = ("1", "true", "yes"), ("0", "false", "no")
+
+
 def parse_invert(text: str) -> Invert:
     """``auto``/``1``/``0``/``true``/``false``/``yes``/``no`` (any case) -> ``"auto"``, True or False."""
     value = str(text).strip().lower()
     if value == "auto":
         return "auto"
-    if value in ("1", "true", "yes"):
+    if value in TRUE_WORDS:
         return True
-    if value in ("0", "false", "no"):
+    if value in FALSE_WORDS:
         return False
     raise StnGluonError(f"invert={text!r}: expected auto, 1 or 0 (or true/false)")

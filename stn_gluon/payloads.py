@@ -12,14 +12,14 @@ from typing import Any, Mapping, Optional, Sequence, Union
 import numpy as np
 
 from .errors import StnGluonError
-from .inputs import decode_image, parse_invert, validate_array
+from .inputs import FALSE_WORDS, TRUE_WORDS, decode_image, parse_invert, validate_array
 
 __all__ = ["HTTPError", "PredictOptions", "parse_options", "parse_flag", "content_kind", "check_length",
            "check_total", "check_file_count", "multipart_error", "parse_json_instances", "decode_upload",
            "JSON_PIXEL_RANGES"]
 
 JSON_PIXEL_RANGES = ("0-1", "0-255")
-_TRUE, _FALSE = ("1", "true", "yes"), ("0", "false", "no", "")
+_TRUE, _FALSE = TRUE_WORDS, FALSE_WORDS + ("",)  # an empty flag (``?return_image=``) is off
 
 
 class HTTPError(Exception):

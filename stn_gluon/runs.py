@@ -19,6 +19,7 @@ from typing import Optional
 
 from .errors import StnGluonError
 from .io import CHECKPOINT_NAME
+from .paths import writable_dir
 
 __all__ = ["RunExistsError", "RunInfo", "RUN_FILES", "RUN_FILE_PATTERNS", "inspect_run", "describe_run",
            "check_save_dir", "prepare_save_dir", "clear_run", "drop_stale_derived", "plan_demo", "DemoPlan"]
@@ -131,7 +132,7 @@ def check_save_dir(cfg) -> Optional[RunInfo]:
     (or ``None``); raises :class:`RunExistsError` with the one line to show.
     """
     folder = cfg.save_dir
-    overwrite = getattr(cfg, "overwrite", False)
+    overwrite = cfg.overwrite
     if overwrite and cfg.resume:
         raise StnGluonError("overwrite replaces the run that resume would continue: give one of them",
                             params=("overwrite", "resume"))
@@ -163,16 +164,10 @@ def clear_run(folder: str) -> list:
 def prepare_save_dir(cfg) -> None:
     """Create ``cfg.save_dir`` (and its parents); with ``cfg.overwrite``, first remove the old run's files."""
     folder = cfg.save_dir
-    if getattr(cfg, "overwrite", False) and inspect_run(folder) is not None:
+    if cfg.overwrite and inspect_run(folder) is not None:
         removed = clear_run(folder)
         log.warning("overwrite: removed the previous run from %s (%s)", folder, ", ".join(removed))
-    try:
-        os.makedirs(folder, exist_ok=True)
-    except (FileExistsError, NotADirectoryError):
-        raise StnGluonError(f"save_dir {folder}: a part of this path is a file, not a folder",
-                            params=("save_dir",)) from None
-    except OSError as err:
-        raise StnGluonError(f"save_dir {folder}: cannot create it ({err.strerror})", params=("save_dir",)) from None
+    writable_dir(folder, "save_dir", create=True)
 
 
 def drop_stale_derived(folder: str) -> list:
