@@ -18,16 +18,53 @@ device's first operator) capped by the limit MXNet computed when it loaded
 is raised too, through the library's exported ``OpenMP::Get()``, and checked
 through its exported ``GetRecommendedOMPThreadCount``: any mismatch leaves
 everything as it was.
+
+On a busy machine (issue 19) a pool of one OpenMP thread per core collapses:
+libgomp's threads spin at every barrier while their partner thread waits for
+a core, so a trainer beside one busy process ran at a third of its quiet
+speed, and two trainers at once at a twelfth. Two defaults keep a fair
+share:
+
+* a short spin: ``GOMP_SPINCOUNT`` (:data:`SPIN_COUNT`, unless the user set
+  ``OMP_WAIT_POLICY`` or ``GOMP_SPINCOUNT``), so that a waiting thread goes
+  to sleep after microseconds instead of milliseconds (libgomp's default is
+  300,000 spins);
+* a :class:`ThreadGovernor`, started by ``import stn_gluon`` (see
+  :func:`adapt_threads`): a daemon thread that samples ``/proc/stat`` and
+  this process's CPU time (first after 100 ms, then every second), counts
+  the cores that *other* processes keep busy, and gives MXNet's operators
+  one thread fewer per core taken, by setting the OpenMP thread count inside
+  MXNet's engine worker thread (an operation pushed with
+  ``MXEnginePushSync``: OpenMP counts are per thread, and that worker runs
+  every CPU operator, oneDNN's included).
+
+An explicit ``OMP_NUM_THREADS`` from the user switches the governor off (the
+user's count always holds), as does ``STN_GLUON_ADAPT_THREADS=0``.
+:func:`thread_report` says what was chosen; training prints it and writes
+it into ``metrics.json``.
 """
+import atexit
 import ctypes
+import math
 import os
 import sys
+import threading
+import time
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 __all__ = ["physical_cores", "configure_openmp", "mxnet_default_threads", "set_mxnet_threads", "adjust_loaded_mxnet",
-           "mxnet_thread_limit", "USER_OMP_NUM_THREADS", "user_environ"]
+           "mxnet_thread_limit", "USER_OMP_NUM_THREADS", "user_environ", "SPIN_COUNT", "cpu_busy_seconds",
+           "LoadSampler", "threads_for_load", "set_worker_threads", "ThreadGovernor", "adapt_threads",
+           "thread_report", "describe_threads", "ADAPT_ENV"]
 
 #: ``OMP_NUM_THREADS`` as the user set it, read before :func:`configure_openmp` ran (``None``: unset).
 USER_OMP_NUM_THREADS = os.environ.get("OMP_NUM_THREADS")
+#: The OpenMP settings the user gave (read at import, before this module set any).
+USER_OPENMP = {k: os.environ[k] for k in ("OMP_NUM_THREADS", "OMP_WAIT_POLICY", "GOMP_SPINCOUNT") if k in os.environ}
+#: libgomp's spin count before a waiting thread sleeps, set where the user set no wait policy or spin count.
+SPIN_COUNT = "10000"
+#: ``STN_GLUON_ADAPT_THREADS=0`` switches the :class:`ThreadGovernor` off.
+ADAPT_ENV = "STN_GLUON_ADAPT_THREADS"
 
 _OPENMP_GET = "_ZN5mxnet6engine6OpenMP3GetEv"  # mxnet::engine::OpenMP::Get()
 _OPENMP_RECOMMENDED = "_ZNK5mxnet6engine6OpenMP28GetRecommendedOMPThreadCountEb"
@@ -60,11 +97,16 @@ def mxnet_default_threads():
 def configure_openmp(environ=None, modules=None):
     """Set ``OMP_NUM_THREADS`` to the physical core count unless it is set already.
 
+    Also sets ``GOMP_SPINCOUNT`` to :data:`SPIN_COUNT` where neither it nor
+    ``OMP_WAIT_POLICY`` is set and MXNet (with libgomp) is not loaded yet.
+
     Returns the value now in effect, or ``None`` when MXNet was imported
     before this ran (too late to change its pool; nothing is changed then).
     """
     environ = os.environ if environ is None else environ
     modules = sys.modules if modules is None else modules
+    if "mxnet" not in modules and not (environ.get("OMP_WAIT_POLICY") or environ.get("GOMP_SPINCOUNT")):
+        environ["GOMP_SPINCOUNT"] = SPIN_COUNT  # read once, when libgomp loads with mxnet
     if environ.get("OMP_NUM_THREADS"):
         return environ["OMP_NUM_THREADS"]
     if "mxnet" in modules:
@@ -141,13 +183,266 @@ def adjust_loaded_mxnet(environ=None, modules=None):
 
 
 def user_environ(environ=None) -> dict:
-    """A copy of ``environ`` (default: ``os.environ``) with ``OMP_NUM_THREADS`` as the user had set it.
+    """A copy of ``environ`` (default: ``os.environ``) with the OpenMP settings as the user had set them.
 
     For a child process that should run as the user's own code would: without
-    the ``OMP_NUM_THREADS`` that :func:`configure_openmp` set in this one.
+    the ``OMP_NUM_THREADS`` and ``GOMP_SPINCOUNT`` that :func:`configure_openmp`
+    set in this one.
     """
     env = dict(os.environ if environ is None else environ)
-    env.pop("OMP_NUM_THREADS", None)
-    if USER_OMP_NUM_THREADS is not None:
-        env["OMP_NUM_THREADS"] = USER_OMP_NUM_THREADS
+    for key in ("OMP_NUM_THREADS", "GOMP_SPINCOUNT"):
+        env.pop(key, None)
+    for key in ("OMP_NUM_THREADS", "GOMP_SPINCOUNT"):
+        if key in USER_OPENMP:
+            env[key] = USER_OPENMP[key]
     return env
+
+
+def cpu_busy_seconds(cpus: Optional[Sequence[int]] = None, stat: str = "/proc/stat") -> Tuple[float, float]:
+    """``(busy, total)`` CPU seconds since boot of the logical CPUs ``cpus`` (default: this process's affinity).
+
+    Busy is everything but ``idle`` and ``iowait`` (``steal`` counts as busy:
+    the hypervisor gave that time to someone else). Raises ``OSError`` where
+    ``/proc/stat`` cannot be read.
+    """
+    if cpus is None:
+        cpus = sorted(os.sched_getaffinity(0))
+    wanted = {f"cpu{c}" for c in cpus}
+    busy = total = 0
+    with open(stat) as f:
+        for line in f:
+            fields = line.split()
+            if fields and fields[0] in wanted:
+                ticks = [int(v) for v in fields[1:9]]  # user nice system idle iowait irq softirq steal
+                total += sum(ticks)
+                busy += sum(ticks) - ticks[3] - ticks[4]
+    hz = os.sysconf("SC_CLK_TCK")
+    return busy / hz, total / hz
+
+
+def _own_cpu_seconds() -> float:
+    t = os.times()
+    return t.user + t.system
+
+
+class LoadSampler:
+    """How many CPUs *other* processes kept busy since the last :meth:`sample` (among this process's CPUs).
+
+    busy(all processes) - this process's own CPU time, over the wall time
+    between two samples; an OpenMP thread of this process that spins counts
+    as its own, not as load.
+    """
+
+    def __init__(self, cpus: Optional[Sequence[int]] = None, stat: str = "/proc/stat",
+                 own: Callable[[], float] = _own_cpu_seconds):
+        self.cpus = sorted(os.sched_getaffinity(0)) if cpus is None else list(cpus)
+        self.stat, self.own = stat, own
+        self._last = self._read()
+
+    def _read(self) -> Tuple[float, float, float]:
+        busy, total = cpu_busy_seconds(self.cpus, self.stat)
+        return busy, total, self.own()
+
+    def sample(self) -> float:
+        """CPUs kept busy by other processes since the previous sample (0 .. ``len(cpus)``)."""
+        (busy0, total0, own0), (busy1, total1, own1) = self._last, self._read()
+        self._last = (busy1, total1, own1)
+        wall = (total1 - total0) / max(1, len(self.cpus))
+        if wall <= 0:
+            return 0.0
+        return min(float(len(self.cpus)), max(0.0, (busy1 - busy0 - (own1 - own0)) / wall))
+
+
+#: Drop a thread once other processes keep this much of a core busy beyond the cores already given up ...
+DROP_AT = 0.3
+#: ... and take it back only when they use less than this much.
+RAISE_AT = 0.15
+
+
+def threads_for_load(limit: int, others: float, current: int, cpus: Optional[int] = None) -> int:
+    """OpenMP threads to use when other processes keep ``others`` logical CPUs busy.
+
+    limit: the most threads (one per physical core); cpus: the logical CPUs
+    this process may use (default ``limit``; on SMT machines ``others`` is
+    scaled to cores). Gives up one thread per core the others take, with
+    hysteresis: lower once they take more than :data:`DROP_AT` of a further
+    core, raise once they leave more than ``1 -`` :data:`RAISE_AT` of it.
+    Returns 1 .. ``limit``.
+    """
+    cores_taken = max(0.0, others) * limit / (cpus or limit)
+    low = limit - math.ceil(cores_taken - DROP_AT)
+    high = limit - math.ceil(cores_taken - RAISE_AT)
+    new = low if low < current else (high if high > current else current)
+    return max(1, min(limit, new))
+
+
+_SYNC_FUNC = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_void_p)
+_callbacks: Dict[int, object] = {}  # kept alive: the engine calls them later, from its own thread
+_worker_seen: Dict[str, int] = {}
+
+
+def _gomp() -> ctypes.CDLL:
+    return ctypes.CDLL("libgomp.so.1")
+
+
+def set_worker_threads(count: int) -> bool:
+    """Set the OpenMP thread count of MXNet's CPU worker thread (the one that runs CPU operators) to ``count``.
+
+    OpenMP's count is per thread, so it is set from inside that thread: an
+    operation that calls ``omp_set_num_threads`` is pushed to the engine for
+    ``cpu(0)`` (``MXEnginePushSync``) and runs between operators. Returns
+    False where the library does not offer that (nothing changes then). Does
+    not wait: the count applies from the next operator the worker runs.
+    """
+    count = int(count)
+    if count < 1:
+        raise ValueError(f"count must be >= 1, got {count}")
+    try:
+        import mxnet as mx
+
+        gomp = _gomp()
+        if count not in _callbacks:
+            def run(rctx: object, param: object, n: int = count) -> None:
+                gomp.omp_set_num_threads(n)
+                _worker_seen["threads"] = gomp.omp_get_max_threads()
+            _callbacks[count] = _SYNC_FUNC(run)
+        if count > mxnet_thread_limit():  # MXNet caps an operator at its maximum when OMP_NUM_THREADS is unset
+            set_mxnet_threads(count)
+        ctx = (ctypes.c_int * 2)(1, 0)  # Context{kCPU, 0}
+        push = mx.base._LIB.MXEnginePushSync
+        return push(_callbacks[count], None, None, ctypes.byref(ctx), None, 0, None, 0, None, 0, None) == 0
+    except (AttributeError, OSError, ImportError):
+        return False
+
+
+class ThreadGovernor:
+    """Keeps MXNet's operator threads at what the machine has free (see the module docs).
+
+    limit: the most threads (the pool's size); sampler: a :class:`LoadSampler`;
+    apply(count) -> bool: sets the count (default :func:`set_worker_threads`);
+    interval: seconds between samples (the first after ``first`` seconds).
+    ``threads`` is the count in effect, ``changes`` the decisions taken
+    ``[(seconds since start, others' CPUs, threads)]`` (the last 50).
+    """
+
+    def __init__(self, limit: int, sampler: Optional[LoadSampler] = None,
+                 apply: Callable[[int], bool] = set_worker_threads, interval: float = 1.0, first: float = 0.1):
+        self.limit, self.threads = int(limit), int(limit)
+        self.sampler = sampler or LoadSampler()
+        self.apply, self.interval, self.first = apply, interval, first
+        self.changes: List[Tuple[float, float, int]] = []
+        self.others: Optional[float] = None
+        self.started = time.monotonic()
+        self._stop = threading.Event()
+        self._thread: Optional[threading.Thread] = None
+
+    def step(self) -> int:
+        """Sample the load once and apply the count it calls for; returns the count in effect."""
+        others = self.sampler.sample()
+        self.others = others
+        want = threads_for_load(self.limit, others, self.threads, len(self.sampler.cpus))
+        if want != self.threads and self.apply(want):
+            self.threads = want
+            self.changes = (self.changes + [(round(time.monotonic() - self.started, 2), round(others, 2), want)])[-50:]
+        return self.threads
+
+    def _run(self) -> None:
+        wait = self.first
+        while not self._stop.wait(wait):
+            try:
+                self.step()
+            except OSError:  # /proc/stat gone (a sandbox): keep the count as it is
+                return
+            wait = self.interval
+
+    def start(self) -> "ThreadGovernor":
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="stn-gluon-threads", daemon=True)
+            self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop sampling (the count stays as it is)."""
+        self._stop.set()
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join(timeout=5)
+
+    @property
+    def running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+
+_governor: Optional[ThreadGovernor] = None
+
+
+def _adapt_off_reason(environ=None) -> Optional[str]:
+    environ = os.environ if environ is None else environ
+    if "OMP_NUM_THREADS" in USER_OPENMP:
+        return f"OMP_NUM_THREADS={USER_OPENMP['OMP_NUM_THREADS']} set by the user"
+    if environ.get(ADAPT_ENV, "1").strip().lower() in ("0", "false", "no", "off"):
+        return f"{ADAPT_ENV}={environ[ADAPT_ENV]}"
+    if environ.get("MXNET_ENGINE_TYPE", "").startswith("Naive"):
+        return "MXNET_ENGINE_TYPE=NaiveEngine (operators run in the calling thread)"
+    if not os.path.exists("/proc/stat") or not hasattr(os, "sched_getaffinity"):
+        return "no /proc/stat to read the load from"
+    return None
+
+
+def adapt_threads(interval: float = 1.0) -> Optional[ThreadGovernor]:
+    """Start (once) the :class:`ThreadGovernor` that fits MXNet's thread count to the machine's load.
+
+    ``import stn_gluon`` calls this; a Gluon loop of your own gets it by
+    importing ``stn_gluon`` (also after ``mxnet``). Returns the governor, or
+    ``None`` where it is off: ``OMP_NUM_THREADS`` set by you (your count
+    holds), ``STN_GLUON_ADAPT_THREADS=0``, the NaiveEngine, no ``/proc/stat``,
+    or a single core.
+    """
+    global _governor
+    if _governor is not None and _governor.running:
+        return _governor
+    limit = physical_cores()
+    if _adapt_off_reason() is not None or limit < 2:
+        return None
+    try:
+        sampler = LoadSampler()
+    except OSError:
+        return None
+    _governor = ThreadGovernor(limit, sampler, interval=interval).start()
+    atexit.register(_governor.stop)  # before MXNet's own exit handler, registered earlier, shuts the engine
+    return _governor
+
+
+def thread_report() -> dict:
+    """What this process uses: ``omp_num_threads`` (and who set it), wait policy / spin count, and the governor.
+
+    ``threads_now`` is the operators' thread count in effect; ``adaptive``
+    whether the governor runs (``adaptive_off`` says why not);
+    ``load_others`` the CPUs other processes kept busy at the last sample;
+    ``changes`` the governor's decisions ``[seconds, others' CPUs, threads]``.
+    """
+    env = os.environ
+    report = dict(omp_num_threads=env.get("OMP_NUM_THREADS"),
+                  omp_num_threads_from="user" if "OMP_NUM_THREADS" in USER_OPENMP else "stn_gluon",
+                  omp_wait_policy=env.get("OMP_WAIT_POLICY"), gomp_spincount=env.get("GOMP_SPINCOUNT"),
+                  spin_from="user" if ("OMP_WAIT_POLICY" in USER_OPENMP or "GOMP_SPINCOUNT" in USER_OPENMP)
+                  else ("stn_gluon" if env.get("GOMP_SPINCOUNT") == SPIN_COUNT else "libgomp default"),
+                  cores=physical_cores(), adaptive=bool(_governor is not None and _governor.running))
+    if _governor is not None:
+        report.update(threads_now=_governor.threads, load_others=None if _governor.others is None
+                      else round(_governor.others, 2), changes=[list(c) for c in _governor.changes])
+    else:
+        report.update(threads_now=int(env.get("OMP_NUM_THREADS") or mxnet_default_threads()),
+                      adaptive_off=_adapt_off_reason() or "one core")
+    return report
+
+
+def describe_threads(report: Optional[dict] = None) -> str:
+    """One line for a run's output: the threads in use and why."""
+    r = report or thread_report()
+    spin = (f"OMP_WAIT_POLICY={r['omp_wait_policy']}" if r["omp_wait_policy"] else
+            f"GOMP_SPINCOUNT={r['gomp_spincount'] or 'default'}") + f" ({r['spin_from']})"
+    if r["adaptive"]:
+        load = "" if r.get("load_others") is None else f", other processes busy on {r['load_others']:.1f} CPUs"
+        return (f"CPU threads: {r['threads_now']} of {r['omp_num_threads']} now{load}; adapting to the load "
+                f"(set OMP_NUM_THREADS to fix the count); {spin}")
+    return f"CPU threads: {r['omp_num_threads'] or r['threads_now']} ({r['adaptive_off']}); {spin}"
