@@ -10,40 +10,11 @@ or ``--max-seconds``, whichever comes first.
     python scripts/load_test.py --model runs/demo/model.onnx --out runs/load
 """
 import argparse
-import asyncio
-import io
 import os
-import signal
-import socket
-import subprocess
-import sys
 import tempfile
-import time
 
-import numpy as np
-
-from stn_gluon.errors import StnGluonError
+from stn_gluon.bench.processes import Children, load, png_payloads, run_async, start_server
 from stn_gluon.reporting import machine_info, run_script, write_report
-
-
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _pngs(count):
-    from PIL import Image
-
-    from stn_gluon.data import load_embedded_sample
-
-    images = load_embedded_sample().test_images[:count]
-    out = []
-    for img in images:
-        buf = io.BytesIO()
-        Image.fromarray(img).save(buf, format="PNG")
-        out.append(buf.getvalue())
-    return out
 
 
 def _default_model(folder):
@@ -57,80 +28,11 @@ def _default_model(folder):
     return export_onnx(net, os.path.join(folder, "model.onnx"))
 
 
-class _Server:
-    def __init__(self, model, backend, max_batch, max_wait_ms):
-        self.port = _free_port()
-        cmd = [sys.executable, "-m", "stn_gluon", "serve", "--model", model, "--port", str(self.port),
-               "--max-batch", str(max_batch), "--max-wait-ms", str(max_wait_ms)]
-        if backend:
-            cmd += ["--backend", backend]
-        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        deadline = time.time() + 60
-        while time.time() < deadline:
-            if self.proc.poll() is not None:
-                raise StnGluonError(f"server failed to start: {self.proc.stderr.read().strip()}")
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=1):
-                    return
-            except OSError:
-                time.sleep(0.1)
-        raise StnGluonError("server did not start within 60 s")
-
-    def stop(self):
-        self.proc.send_signal(signal.SIGTERM)
-        self.proc.communicate(timeout=60)
-
-
-async def _client(port, payloads, jobs, latencies, errors, deadline):
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    try:
-        while time.perf_counter() < deadline:
-            try:
-                i = jobs.pop()
-            except IndexError:
-                return
-            body = payloads[i % len(payloads)]
-            head = (f"POST /v1/predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: image/png\r\n"
-                    f"Content-Length: {len(body)}\r\n\r\n").encode()
-            tic = time.perf_counter()
-            writer.write(head + body)
-            await writer.drain()
-            status_line = await reader.readline()
-            length = 0
-            while True:
-                line = await reader.readline()
-                if line in (b"\r\n", b""):
-                    break
-                if line.lower().startswith(b"content-length:"):
-                    length = int(line.split(b":")[1])
-            await reader.readexactly(length)
-            latencies.append(time.perf_counter() - tic)
-            if not status_line.startswith(b"HTTP/1.1 200"):
-                errors.append(status_line.decode(errors="replace").strip())
-    finally:
-        writer.close()
-
-
-async def _load(port, payloads, requests, clients, max_seconds):
-    jobs = list(range(requests))
-    latencies, errors = [], []
-    tic = time.perf_counter()
-    await asyncio.gather(*(_client(port, payloads, jobs, latencies, errors, tic + max_seconds)
-                           for _ in range(clients)))
-    elapsed = time.perf_counter() - tic
-    lat = np.array(latencies) * 1000
-    return dict(requests=len(latencies), errors=len(errors), error_samples=errors[:5], seconds=elapsed,
-                throughput=len(latencies) / elapsed, p50_ms=float(np.percentile(lat, 50)),
-                p99_ms=float(np.percentile(lat, 99)))
-
-
-def _run(coro):
-    """asyncio.run, on uvloop when it is installed (a lighter client leaves the server more CPU)."""
-    try:
-        import uvloop
-    except ImportError:
-        return asyncio.run(coro)
-    return uvloop.run(coro)
+def _serve_and_load(model, args, batch, payloads):
+    with Children() as children:
+        _, port = start_server(children, model, args.backend, batch, args.max_wait_ms if batch > 1 else 0)
+        run_async(load(port, payloads, min(500, args.requests), args.clients, 30))  # warm-up
+        return run_async(load(port, payloads, args.requests, args.clients, args.max_seconds))
 
 
 def main(argv=None):
@@ -144,18 +46,12 @@ def main(argv=None):
     parser.add_argument("--max-wait-ms", type=float, default=2.0)
     parser.add_argument("--out", default="runs/load")
     args = parser.parse_args(argv)
-    payloads = _pngs(1000)
+    payloads = png_payloads(1000)
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
         model = args.model or _default_model(tmp)
         for label, batch in (("micro-batching", args.max_batch), ("batch size 1", 1)):
-            server = _Server(model, args.backend, batch, args.max_wait_ms if batch > 1 else 0)
-            try:
-                _run(_load(server.port, payloads, min(500, args.requests), args.clients, 30))  # warm-up
-                results[label] = _run(_load(server.port, payloads, args.requests, args.clients,
-                                                   args.max_seconds))
-            finally:
-                server.stop()
+            results[label] = _serve_and_load(model, args, batch, payloads)
             results[label]["max_batch"] = batch
     a, b = results["micro-batching"], results["batch size 1"]
     lines = ["| serving | requests | errors | throughput (req/s) | p50 (ms) | p99 (ms) |", "|---|---|---|---|---|---|"]

@@ -58,6 +58,12 @@ class Predictor:
         """Backend-specific facts for :meth:`info`."""
         return {}
 
+    def describe_threads(self) -> str:
+        """One line: the CPU threads this backend uses and why (see :mod:`stn_gluon.threads`)."""
+        from .threads import describe_threads
+
+        return describe_threads()
+
     def info(self) -> Dict[str, Any]:
         """What the model is: ``backend``, ``input_shape`` ``[None, C, H, W]``, ``mean``, ``std``,
         ``classes``, ``files`` (base name -> SHA-256 hex of each source file), plus
@@ -126,6 +132,9 @@ class OnnxPredictor(Predictor):
 
     def details(self) -> Dict[str, Any]:
         return dict(opset=int(self.model.meta.get("opset", 0)) or None)
+
+    def describe_threads(self) -> str:
+        return self.model.describe_threads()
 
 
 def _find_onnx(path: str) -> str:

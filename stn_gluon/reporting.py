@@ -9,6 +9,7 @@ import mxnet as mx
 
 from .errors import CheckpointError
 from .io import atomic_write_text, write_json
+from .threads import describe_threads, thread_report
 
 __all__ = ["EpochRecord", "History", "RunRecorder", "test_line", "write_metrics", "machine_info",
            "check_recipe", "write_report", "run_script"]
@@ -117,6 +118,7 @@ class RunRecorder:
             self.echo(f"Resumed from {resumed_from} after epoch {resumed_epoch}")
         self.echo(f"Training {cfg.model} ({self.trainer_name}) on {self.dataset.describe()} | ctx {self.context} | "
                   f"{cfg.epochs} epochs, batch {cfg.batch_size}, {cfg.optimizer} lr {cfg.lr} ({cfg.lr_mode})")
+        self.echo(describe_threads())
 
     def end_epoch(self, epoch, lr, train_loss, train_acc, images, train_seconds, epoch_seconds,
                   test_loss, test_correct, test_total):
@@ -145,7 +147,7 @@ class RunRecorder:
             os.path.join(save_dir, "metrics.json"), self.history, test_loss, test_correct, test_total,
             trainer=self.trainer_name, model=self.cfg.model, context=self.context,
             data_source=self.dataset.source, train_size=len(self.dataset.train_labels),
-            config=dataclasses.asdict(self.cfg), model_files=model_files, **extra)
+            config=dataclasses.asdict(self.cfg), model_files=model_files, threads=thread_report(), **extra)
         plot_curves(self.history, os.path.join(save_dir, "curves.png"),
                     title=f"{self.cfg.model} ({self.trainer_name}) on {getattr(self.cfg, 'dataset', 'mnist')}")
         written = [os.path.basename(f) for f in model_files] + ["metrics.json", "history.csv", "curves.png"]

@@ -295,6 +295,7 @@ def serve(config: ServeConfig, echo: Callable[[str], Any] = print) -> None:
     host, port = sock.getsockname()[:2]
     echo(f"Serving {info['model']} ({predictor.backend}, input {tuple(predictor.input_shape)}, "
          f"max batch {config.max_batch}, max wait {config.max_wait_ms:g} ms) on http://{host}:{port}", )
+    echo(predictor.describe_threads())
     server = _Server(uvicorn.Config(app, log_level="warning", access_log=False,
                                     # uvicorn annotates int, but uses it only as an asyncio timeout, where a float works
                                     timeout_graceful_shutdown=config.timeout_s,  # type: ignore[arg-type]

@@ -33,7 +33,7 @@ if TYPE_CHECKING:
     from mxnet import gluon
 
 __all__ = ["STATIC", "SGD", "bench_net", "gluon_train_step", "gluon_user_loop_step", "gluon_user_loop_fast_step",
-           "module_train_step", "exported_model", "gluon_infer_call", "symbolblock_infer_call", "onnx_infer_call",
+           "module_train_step", "fit_train_step", "exported_model", "gluon_infer_call", "symbolblock_infer_call", "onnx_infer_call",
            "FACTORIES"]
 
 #: ``hybridize()`` settings of the library's training and inference: one static graph, memory planned once.
@@ -97,6 +97,36 @@ def gluon_train_step(batch: int, size: int = 28, hybridize: bool = True) -> Call
     net = bench_net(size, hybridize)
     trainer = make_trainer(net.collect_params(), "sgd", SGD)
     return _gluon_loop(net, trainer, batch, size, to_ndarray, RunAhead().push)
+
+
+def fit_train_step(batch: int, size: int = 28) -> Callable[[], None]:
+    """A step of :func:`stn_gluon.training.fit`'s own loop: its ``train_step``, run-ahead and loss/accuracy sums.
+
+    The data are the fixed in-memory batches (no augmentation, no data
+    pipeline): what differs between thread settings is the arithmetic.
+    """
+    import mxnet as mx
+    from mxnet import gluon
+
+    from ..data import to_ndarray
+    from ..training import RunAhead, make_trainer, train_step
+
+    net = bench_net(size, True)
+    trainer = make_trainer(net.collect_params(), "sgd", SGD)
+    loss_fn = gluon.loss.SoftmaxCrossEntropyLoss()
+    xs, ys = train_batches(batch, size)
+    ctx = [mx.cpu()]
+    run_ahead, loss_sum, correct = RunAhead(), mx.nd.zeros(1), mx.nd.zeros(1)
+    state = {"i": 0}
+
+    def step() -> None:
+        i = state["i"] = (state["i"] + 1) % len(xs)
+        outs, labels, losses = train_step(net, trainer, loss_fn, to_ndarray(xs[i]), to_ndarray(ys[i]), ctx)
+        run_ahead.push(losses[0])
+        loss_sum[:] += losses[0].sum()
+        correct[:] += (outs[0].argmax(axis=1) == labels[0]).sum()
+    step.sync = mx.nd.waitall  # type: ignore[attr-defined]
+    return step
 
 
 def gluon_user_loop_step(batch: int, size: int = 28) -> Callable[[], None]:
@@ -195,7 +225,7 @@ def onnx_infer_call(batch: int, path: str, shape: tuple = (1, 28, 28), threads: 
 
 
 #: Every competitor's factory, by the kind name that the worker processes are given.
-FACTORIES = {"gluon_train": gluon_train_step, "gluon_user_loop": gluon_user_loop_step,
+FACTORIES = {"gluon_train": gluon_train_step, "fit_train": fit_train_step, "gluon_user_loop": gluon_user_loop_step,
              "gluon_user_loop_fast": gluon_user_loop_fast_step, "module_train": module_train_step,
              "torch_train": torch_train_step, "gluon_infer": gluon_infer_call,
              "symbolblock_infer": symbolblock_infer_call, "onnx_infer": onnx_infer_call,

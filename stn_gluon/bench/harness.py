@@ -25,7 +25,7 @@ from typing import IO, Any, Callable, Dict, List, NamedTuple, Optional
 import numpy as np
 
 __all__ = ["median_rate", "timed", "interleaved_rates", "ratio", "latency", "train_batches", "infer_input",
-           "Competitor", "Isolated", "isolated_rates", "serve_timings", "REPLY", "REGISTRY"]
+           "Competitor", "Isolated", "child_environ", "isolated_rates", "serve_timings", "REPLY", "REGISTRY"]
 
 #: Marks the worker's replies among anything else printed on its stdout.
 REPLY = "@@bench "
@@ -155,7 +155,10 @@ def serve_timings(kind: str, kwargs_json: str, registry: str = REGISTRY) -> None
     except Exception as err:  # reported to the parent, which raises it there
         reply("error", _one_line(kind, err))
         return
-    reply("ready", {"omp_num_threads": os.environ.get("OMP_NUM_THREADS"), "mxnet_threads": _mxnet_threads()})
+    from ..threads import thread_report
+
+    reply("ready", {"omp_num_threads": os.environ.get("OMP_NUM_THREADS"), "mxnet_threads": _mxnet_threads(),
+                    "threads": thread_report()})
     for line in sys.stdin:
         request = json.loads(line)
         if request[0] == "rate":
@@ -167,16 +170,37 @@ def serve_timings(kind: str, kwargs_json: str, registry: str = REGISTRY) -> None
             return
 
 
+def child_environ(env: Optional[dict] = None, plain_mxnet: bool = False) -> Optional[dict]:
+    """The environment of a worker: this one (as the user set it, for ``plain_mxnet``) with ``env`` on top.
+
+    ``None`` where nothing changes (the child inherits this environment).
+    """
+    from ..threads import user_environ
+
+    if not env and not plain_mxnet:
+        return None
+    out = user_environ() if plain_mxnet else dict(os.environ)
+    for key, value in (env or {}).items():
+        if value is None:
+            out.pop(key, None)
+        else:
+            out[key] = str(value)
+    return out
+
+
 class Competitor(NamedTuple):
     """What :func:`isolated_rates` times: the factory's ``kind``, its ``kwargs``, and how to start its process.
 
     plain_mxnet: start it as a user's own script would be, ``mxnet`` imported
     before ``stn_gluon`` and ``OMP_NUM_THREADS`` as the user set it
-    (:func:`stn_gluon.threads.user_environ`).
+    (:func:`stn_gluon.threads.user_environ`). env: variables to set in its
+    environment on top of that (``None`` values: removed), e.g. the thread
+    settings that ``stn-gluon bench contention`` compares.
     """
     kind: str
     kwargs: dict
     plain_mxnet: bool = False
+    env: Optional[dict] = None
 
 
 class Isolated:
@@ -188,14 +212,14 @@ class Isolated:
     Failures raise :class:`~stn_gluon.errors.StnGluonError` with one line.
     """
 
-    def __init__(self, kind: str, kwargs: dict, plain_mxnet: bool = False, registry: str = REGISTRY):
+    def __init__(self, kind: str, kwargs: dict, plain_mxnet: bool = False, env: Optional[dict] = None,
+                 registry: str = REGISTRY):
         from ..threads import user_environ
 
         code = (("import mxnet; " if plain_mxnet else "") + "from stn_gluon.bench.harness import serve_timings; "
                 f"serve_timings({kind!r}, {json.dumps(kwargs)!r}, {registry!r})")
         self._proc = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                      stderr=subprocess.DEVNULL, text=True,
-                                      env=user_environ() if plain_mxnet else None)
+                                      stderr=subprocess.DEVNULL, text=True, env=child_environ(env, plain_mxnet))
         assert self._proc.stdin is not None and self._proc.stdout is not None
         self._stdin: IO[str] = self._proc.stdin
         self._stdout: IO[str] = self._proc.stdout
@@ -216,6 +240,20 @@ class Isolated:
         except BrokenPipeError:
             pass
         raise StnGluonError(f"a benchmark worker died (exit code {self._proc.wait()})")
+
+    @property
+    def process(self) -> subprocess.Popen:
+        """The worker's process."""
+        return self._proc
+
+    def ask_rate(self, items: int, seconds: float, warmup: int = 0) -> None:
+        """Start a timed window without waiting for it (several workers timed at once); :meth:`answer` reads it."""
+        self._stdin.write(json.dumps(["rate", items, seconds, warmup]) + "\n")
+        self._stdin.flush()
+
+    def answer(self) -> Any:
+        """The reply to the request sent last (see :meth:`ask_rate`)."""
+        return self._ask()
 
     def ready(self) -> dict:
         """Wait until the competitor is built; returns the worker's ``OMP_NUM_THREADS`` and MXNet's thread count."""

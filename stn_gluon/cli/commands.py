@@ -202,6 +202,13 @@ def _run_bench(args):
         from ..flags import values_from_args
 
         run_distortion_bench(DistortionBenchConfig(**values_from_args(DistortionBenchConfig, args)))
+    elif args.bench == "contention":
+        from ..bench.contention import contention_report
+
+        lines, results = contention_report(quick=args.quick, rounds=args.rounds, seconds=args.seconds,
+                                           serving=args.serving,
+                                           echo=lambda line: print(f"... {line}", file=sys.stderr, flush=True))
+        write_report(args.out, lines, dict(results=results))
     elif args.bench == "speed":
         lines, results = speed_report(seconds=args.seconds, repeats=args.repeats, data_dir=args.data_dir,
                                       echo=lambda line: print(f"... {line}", file=sys.stderr, flush=True))

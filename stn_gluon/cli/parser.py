@@ -99,7 +99,7 @@ def build_parser():
     p.add_argument("--model", required=True, help=".onnx file, save dir, or export prefix")
     add_flags(p, ServeConfig)
 
-    p = sub.add_parser("bench", help="benchmarks: speed, time-to-accuracy, distortions")
+    p = sub.add_parser("bench", help="benchmarks: speed, contention, time-to-accuracy, distortions")
     which = p.add_subparsers(dest="bench", metavar="BENCHMARK", parser_class=_Parser)
     which.required = True
     q = which.add_parser("speed", help="training/inference throughput (also of your own Gluon loop), PyTorch peer, "
@@ -108,6 +108,13 @@ def build_parser():
     q.add_argument("--repeats", type=positive_int, default=5, help="timed windows per figure (median)")
     q.add_argument("--data-dir", default=None, help="MNIST for the memory measurement's training run")
     q.add_argument("--out", default="runs/bench_speed")
+    q = which.add_parser("contention", help="training and serving speed beside busy processes and another "
+                                            "training, for the thread defaults and the alternatives")
+    q.add_argument("--quick", action="store_true", help="two settings, one short round: a smoke test")
+    q.add_argument("--rounds", type=positive_int, default=None, help="rounds (median over them; default 3, quick 1)")
+    q.add_argument("--seconds", type=finite_float, default=None, help="length of one timed window (default 1.5)")
+    q.add_argument("--no-serving", dest="serving", action="store_false", help="training only")
+    q.add_argument("--out", default="runs/bench_contention")
     q = which.add_parser("time-to-accuracy", help="wall time of a default training run to a test accuracy")
     q.add_argument("--target", type=finite_float, default=0.99)
     add_flags(q, TrainConfig, only=TIME_TO_ACCURACY_FLAGS, default_notes=recipe_notes)

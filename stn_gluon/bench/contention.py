@@ -1,0 +1,295 @@
+"""``stn-gluon bench contention``: training and serving speed on a machine that other processes want too.
+
+Measured in one run, for each thread setting in :data:`SETTINGS` (the
+defaults, and the alternatives tried for issue 19):
+
+- training images/s of the real ``fit`` loop (``fit_train``), a plain user
+  Gluon loop (``gluon_user_loop``: ``import mxnet`` first, then
+  ``stn_gluon``), and PyTorch eager (its own defaults, as many threads as
+  cores), each in a worker process of its own
+  (:mod:`stn_gluon.bench.harness`);
+- serving requests/s of ``stn-gluon serve`` (MXNet and ONNX Runtime
+  backends), 32 concurrent keep-alive clients in this process
+  (:mod:`stn_gluon.bench.processes`);
+
+in four situations: quiet, beside one busy process, beside two, and (training)
+two trainings of the same kind at once. Each round times every worker once in
+every situation, in turns; a figure is the median over rounds, a ratio the
+median of the per-round ratios to the same worker's quiet figure of that
+round. Busy processes are started by the bench, end on their own after a
+time limit, and are ended with everything else on the way out (also on
+Ctrl-C, SIGTERM or an error).
+"""
+import os
+import tempfile
+import time
+from typing import Any, Callable, Dict, List, Optional
+
+import numpy as np
+
+from .harness import Isolated, child_environ
+from .processes import Children, busy_command, load, on_sigterm_raise, png_payloads, run_async, start_server
+
+__all__ = ["SETTINGS", "SITUATIONS", "median_ratios", "contention_report", "contention_lines", "settings_env"]
+
+#: Thread settings compared: name -> environment of the worker (``None``: removed; ``"{cores}"``: the core count).
+SETTINGS: Dict[str, Dict[str, Optional[str]]] = {
+    "new default": {"OMP_NUM_THREADS": None, "GOMP_SPINCOUNT": None, "OMP_WAIT_POLICY": None},
+    "old default": {"OMP_NUM_THREADS": "{cores}", "GOMP_SPINCOUNT": "300000", "OMP_WAIT_POLICY": None},
+    "OMP_NUM_THREADS=1": {"OMP_NUM_THREADS": "1", "GOMP_SPINCOUNT": None, "OMP_WAIT_POLICY": None},
+    "OMP_WAIT_POLICY=PASSIVE": {"OMP_NUM_THREADS": "{cores}", "GOMP_SPINCOUNT": None, "OMP_WAIT_POLICY": "PASSIVE"},
+}
+#: The settings of ``--quick``.
+QUICK_SETTINGS = ("new default", "old default")
+#: Situations: how many busy processes run beside the measured one (``pair``: two trainings at once).
+SITUATIONS = {"quiet": 0, "1 busy": 1, "2 busy": 2}
+PAIR = "two trainings"
+#: The training workloads (kind of :data:`stn_gluon.bench.competitors.FACTORIES`, started as a user script?).
+WORKLOADS = {"fit": ("fit_train", False), "user loop": ("gluon_user_loop", True)}
+TORCH = "pytorch eager"
+
+
+def settings_env(name: str, cores: int) -> Dict[str, Optional[str]]:
+    """The environment changes of setting ``name``, ``{cores}`` filled in."""
+    return {k: (v.format(cores=cores) if v is not None else None) for k, v in SETTINGS[name].items()}
+
+
+def median_ratios(rounds: Dict[str, List[float]], base: str = "quiet") -> Dict[str, Optional[float]]:
+    """Median over rounds of each situation's rate / the ``base`` situation's rate in the same round.
+
+    ``rounds``: ``{situation: [rate per round]}``; a round with a missing or
+    zero base is left out; ``None`` where no round has both.
+    """
+    out: Dict[str, Optional[float]] = {}
+    quiet = rounds.get(base, [])
+    for name, rates in rounds.items():
+        pairs = [r / q for r, q in zip(rates, quiet) if q and r is not None]
+        out[name] = float(np.median(pairs)) if pairs else None
+    return out
+
+
+def _median(values: List[float]) -> Optional[float]:
+    return float(np.median(values)) if values else None
+
+
+class _Busy:
+    """``count`` busy processes for the length of a ``with`` block (bounded by ``limit_s`` each)."""
+
+    def __init__(self, children: Children, count: int, limit_s: float, settle_s: float):
+        self.children, self.count, self.limit_s, self.settle_s = children, count, limit_s, settle_s
+        self.procs: list = []
+
+    def __enter__(self) -> "_Busy":
+        self.procs = [self.children.start(busy_command(self.limit_s)) for _ in range(self.count)]
+        if self.count:
+            time.sleep(self.settle_s)  # the governor samples once a second: time steady state, not the switch
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for proc in self.procs:
+            self.children.stop(proc)
+
+
+def _train_workers(children: Children, settings: List[str], cores: int, batch: int, torch: bool) -> Dict[tuple, Isolated]:
+    """Every training worker: ``{(setting, workload): Isolated}``, twins for the two-trainings case, the torch peer."""
+    specs: Dict[tuple, tuple] = {}
+    for s in settings:
+        env = settings_env(s, cores)
+        for w, (kind, plain) in WORKLOADS.items():
+            specs[(s, w)] = (kind, dict(batch=batch), plain, env)
+        specs[(s, "fit", "twin")] = ("fit_train", dict(batch=batch), False, env)
+    if torch:
+        specs[("pytorch defaults", TORCH)] = ("torch_train", dict(batch=batch), False,
+                                              {"OMP_NUM_THREADS": None})
+    workers: Dict[tuple, Isolated] = {key: Isolated(*spec) for key, spec in specs.items()}
+    for worker in workers.values():  # the processes end with the bench (their stdin closes) or through children
+        children.adopt(worker.process)
+    return workers
+
+
+def _measure_training(children: Children, workers: dict, batch: int, seconds: float, rounds: int,
+                      busy_limit: float, echo: Callable[[str], None]) -> dict:
+    keys = [k for k in workers if len(k) == 2]
+    rates: Dict[tuple, Dict[str, List[float]]] = {k: {s: [] for s in list(SITUATIONS) + [PAIR]} for k in keys}
+    ready = {k: w.ready() for k, w in workers.items()}
+    for w in workers.values():
+        w(batch, 0.0, 3)  # warm-up
+    for r in range(rounds):
+        echo(f"training, round {r + 1}/{rounds}")
+        for situation, busy in SITUATIONS.items():
+            with _Busy(children, busy, busy_limit, 1.5):
+                for k in keys:
+                    workers[k](batch, 0.5, 0)  # settle (the governor adapts)
+                    rates[k][situation].append(workers[k](batch, seconds, 0))
+        for k in keys:
+            twin = workers.get(k + ("twin",))
+            if twin is None:
+                continue
+            pair = [workers[k], twin]
+            for w in pair:
+                w.ask_rate(batch, 1.5, 0)  # both start; the governors see each other
+            for w in pair:
+                w.answer()
+            for w in pair:
+                w.ask_rate(batch, seconds, 0)
+            both = [w.answer() for w in pair]
+            rates[k][PAIR].append(float(np.mean(both)))
+    return dict(rates=rates, ready=ready)
+
+
+def _measure_serving(children: Children, settings: List[str], cores: int, seconds: float, rounds: int,
+                     busy_limit: float, clients: int, echo: Callable[[str], None]) -> dict:
+    from .competitors import exported_model
+
+    payloads = png_payloads(200)
+    out: Dict[tuple, Dict[str, list]] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        prefix, onnx_path = exported_model(tmp)
+        servers = {}
+        for s in settings:
+            for backend, model in (("mxnet", prefix), ("onnxruntime", onnx_path)):
+                if backend == "onnxruntime" and s not in ("new default", "old default"):
+                    continue  # ONNX Runtime has no OpenMP: the OpenMP alternatives change nothing there
+                env = child_environ(settings_env(s, cores))
+                proc, port = start_server(children, model, backend, env=env)
+                servers[(s, backend)] = port
+                run_async(load(port, payloads, 300, clients, 10))  # warm-up
+                out[(s, backend)] = {sit: [] for sit in SITUATIONS}
+        for r in range(rounds):
+            echo(f"serving, round {r + 1}/{rounds}")
+            for situation, busy in SITUATIONS.items():
+                with _Busy(children, busy, busy_limit, 1.5):
+                    for key, port in servers.items():
+                        run_async(load(port, payloads, 10 ** 6, clients, 0.5))  # settle
+                        out[key][situation].append(run_async(load(port, payloads, 10 ** 6, clients, seconds)))
+    return out
+
+
+def contention_report(quick: bool = False, rounds: Optional[int] = None, seconds: Optional[float] = None,
+                      batch: int = 64, clients: int = 32, serving: bool = True,
+                      echo: Callable[[str], None] = print) -> tuple:
+    """Run the contention benchmark; returns ``(markdown lines, JSON-able results)``.
+
+    quick: two settings, one short round (a smoke test, not a measurement).
+    """
+    from ..threads import physical_cores
+    from .torch_peer import have_torch
+
+    rounds = rounds or (1 if quick else 3)
+    seconds = seconds or (0.5 if quick else 1.5)
+    settings = list(QUICK_SETTINGS if quick else SETTINGS)
+    cores = physical_cores()
+    busy_limit = 600.0  # no busy process outlives a killed bench by more than this
+    tic = time.monotonic()
+    with on_sigterm_raise(), Children() as children:
+        workers = _train_workers(children, settings, cores, batch, have_torch())
+        try:
+            train = _measure_training(children, workers, batch, seconds, rounds, busy_limit, echo)
+        finally:
+            for w in workers.values():
+                w.close()
+        serve = (_measure_serving(children, settings, cores, seconds, rounds, busy_limit, clients, echo)
+                 if serving else {})
+    res = _summarise(train, serve, settings, dict(rounds=rounds, seconds=seconds, batch=batch, clients=clients,
+                                                  quick=quick, cores=cores, wall_s=time.monotonic() - tic))
+    return contention_lines(res), res
+
+
+def _summarise(train: dict, serve: dict, settings: List[str], run: dict) -> dict:
+    training = {}
+    torch_key = ("pytorch defaults", TORCH)
+    torch_rounds = train["rates"].get(torch_key)
+    for key, rounds in train["rates"].items():
+        entry: Dict[str, Any] = dict(setting=key[0], workload=key[1],
+                                     rate={s: _median(v) for s, v in rounds.items() if v},
+                                     ratio={s: v for s, v in median_ratios(rounds).items() if s != "quiet"},
+                                     rounds=rounds, threads=train["ready"][key].get("threads"))
+        if torch_rounds and key != torch_key:
+            entry["vs_torch"] = {s: _median([a / b for a, b in zip(rounds[s], torch_rounds[s]) if b])
+                                 for s in SITUATIONS if rounds[s] and torch_rounds[s]}
+        training[f"{key[0]} | {key[1]}"] = entry
+    serving = {}
+    for (setting, backend), per in serve.items():
+        thr = {s: [r["throughput"] for r in runs] for s, runs in per.items()}
+        serving[f"{setting} | {backend}"] = dict(
+            setting=setting, backend=backend, rate={s: _median(v) for s, v in thr.items() if v},
+            ratio={s: v for s, v in median_ratios(thr).items() if s != "quiet"},
+            errors={s: sum(r["errors"] for r in runs) for s, runs in per.items()},
+            error_samples=[e for runs in per.values() for r in runs for e in r["error_samples"]][:5],
+            p99_ms={s: _median([r["p99_ms"] for r in runs]) for s, runs in per.items()})
+    return dict(training=training, serving=serving, run=run,
+                settings={s: settings_env(s, run["cores"]) for s in settings},
+                targets=_targets(training, serving))
+
+
+def _targets(training: dict, serving: dict) -> List[dict]:
+    """Issue 19's targets, each with the figure measured and whether it is met."""
+    out = []
+
+    def add(what: str, value: Optional[float], goal: float, higher: bool = True) -> None:
+        met = None if value is None else (value >= goal if higher else value <= goal)
+        out.append(dict(target=what, value=value, goal=goal, met=met))
+    fit, old = training.get("new default | fit"), training.get("old default | fit")
+    if fit:
+        add("fit, 1 busy / quiet >= 0.55", fit["ratio"].get("1 busy"), 0.55)
+        add("fit, 1 busy / PyTorch eager (1 busy) >= 1.5", fit.get("vs_torch", {}).get("1 busy"), 1.5)
+        add("fit, two trainings at once, each / quiet >= 0.35", fit["ratio"].get(PAIR), 0.35)
+        if old:
+            q = [a / b for a, b in zip(fit["rounds"]["quiet"], old["rounds"]["quiet"]) if b]
+            add("fit quiet, new / old default >= 0.95", _median(q), 0.95)
+    for backend in ("mxnet", "onnxruntime"):
+        s = serving.get(f"new default | {backend}")
+        if s:
+            add(f"serving ({backend}), 1 busy / quiet >= 0.5", s["ratio"].get("1 busy"), 0.5)
+            add(f"serving ({backend}), errors with 1 busy == 0", float(s["errors"].get("1 busy", 0)), 0.0,
+                higher=False)
+    return out
+
+
+def _r(v: Optional[float]) -> str:
+    return f"{v:,.0f}" if v else "n/a"
+
+
+def _x(v: Optional[float]) -> str:
+    return f"{v:.2f}x" if v is not None else "n/a"
+
+
+def contention_lines(res: dict) -> List[str]:
+    """The Markdown report of :func:`contention_report`'s results."""
+    from ..reporting import machine_info
+
+    run, info = res["run"], machine_info()
+    sits = list(SITUATIONS) + [PAIR]
+    lines = [f"Machine: {info['cpu_count']} logical CPUs ({run['cores']} cores, {info['processor']}), "
+             f"MXNet {info['mxnet']}. {run['rounds']} rounds of {run['seconds']:g} s windows"
+             f"{' (--quick: a smoke test, not a measurement)' if run['quick'] else ''}; figures are medians over "
+             "rounds, ratios medians of the per-round ratios to the same worker's quiet figure. "
+             f"Busy process: `python -c 'while True: pass'`. Took {run['wall_s'] / 60:.1f} min.", "",
+             f"### Training (images/s, batch {run['batch']})", "",
+             "| setting | loop | " + " | ".join(sits) + " | " + " | ".join(f"{s} / quiet" for s in sits[1:])
+             + " | / PyTorch (1 busy) |",
+             "|---|---|" + "---|" * (2 * len(sits))]
+    for e in res["training"].values():
+        lines.append(f"| {e['setting']} | {e['workload']} | " + " | ".join(_r(e["rate"].get(s)) for s in sits)
+                     + " | " + " | ".join(_x(e["ratio"].get(s)) for s in sits[1:])
+                     + f" | {_x(e.get('vs_torch', {}).get('1 busy'))} |")
+    lines += ["", f"`{PAIR}`: two `fit` workers of the same setting timed at the same time (each one's rate).", ""]
+    if res["serving"]:
+        ssits = list(SITUATIONS)
+        lines += [f"### Serving (requests/s, {run['clients']} concurrent clients, one PNG digit each)", "",
+                  "| setting | backend | " + " | ".join(ssits) + " | " + " | ".join(f"{s} / quiet" for s in ssits[1:])
+                  + " | errors | p99 1 busy (ms) |",
+                  "|---|---|" + "---|" * (2 * len(ssits) + 1)]
+        for e in res["serving"].values():
+            lines.append(f"| {e['setting']} | {e['backend']} | " + " | ".join(_r(e["rate"].get(s)) for s in ssits)
+                         + " | " + " | ".join(_x(e["ratio"].get(s)) for s in ssits[1:])
+                         + f" | {sum(e['errors'].values())} | {e['p99_ms'].get('1 busy') or 0:.0f} |")
+    lines += ["", "### Issue 19's targets (new default)", "", "| target | measured | met |", "|---|---|---|"]
+    for t in res["targets"]:
+        value = "n/a" if t["value"] is None else f"{t['value']:.2f}"
+        met = "n/a" if t["met"] is None else ("yes" if t["met"] else "NO")
+        lines.append(f"| {t['target']} | {value} | {met} |")
+    lines += ["", "Settings: " + "; ".join(f"**{k}**: " + (", ".join(f"{a}={b}" if b is not None else f"{a} unset"
+                                                                       for a, b in v.items()))
+                                         for k, v in res["settings"].items()) + "."]
+    return lines
