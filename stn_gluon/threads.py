@@ -55,7 +55,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 __all__ = ["physical_cores", "configure_openmp", "mxnet_default_threads", "set_mxnet_threads", "adjust_loaded_mxnet",
            "mxnet_thread_limit", "USER_OMP_NUM_THREADS", "user_environ", "SPIN_COUNT", "cpu_busy_seconds",
            "LoadSampler", "threads_for_load", "set_worker_threads", "ThreadGovernor", "adapt_threads",
-           "thread_report", "describe_threads", "ADAPT_ENV"]
+           "thread_report", "describe_threads", "worker_threads", "ADAPT_ENV"]
 
 #: ``OMP_NUM_THREADS`` as the user set it, read before :func:`configure_openmp` ran (``None``: unset).
 USER_OMP_NUM_THREADS = os.environ.get("OMP_NUM_THREADS")
@@ -278,7 +278,6 @@ def threads_for_load(limit: int, others: float, current: int, cpus: Optional[int
 
 _SYNC_FUNC = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_void_p)
 _callbacks: Dict[int, object] = {}  # kept alive: the engine calls them later, from its own thread
-_worker_seen: Dict[str, int] = {}
 
 
 def _gomp() -> ctypes.CDLL:
@@ -304,7 +303,6 @@ def set_worker_threads(count: int) -> bool:
         if count not in _callbacks:
             def run(rctx: object, param: object, n: int = count) -> None:
                 gomp.omp_set_num_threads(n)
-                _worker_seen["threads"] = gomp.omp_get_max_threads()
             _callbacks[count] = _SYNC_FUNC(run)
         if count > mxnet_thread_limit():  # MXNet caps an operator at its maximum when OMP_NUM_THREADS is unset
             set_mxnet_threads(count)
@@ -313,6 +311,30 @@ def set_worker_threads(count: int) -> bool:
         return push(_callbacks[count], None, None, ctypes.byref(ctx), None, 0, None, 0, None, 0, None) == 0
     except (AttributeError, OSError, ImportError):
         return False
+
+
+def worker_threads() -> Optional[int]:
+    """The OpenMP thread count of MXNet's CPU worker thread, asked in that thread (waits for the engine).
+
+    ``None`` where it cannot be asked. Not for the governor's thread: it waits for every queued operator.
+    """
+    try:
+        import mxnet as mx
+
+        gomp = _gomp()
+        seen: Dict[str, int] = {}
+
+        def run(rctx: object, param: object) -> None:
+            seen["threads"] = gomp.omp_get_max_threads()
+        callback = _SYNC_FUNC(run)
+        ctx = (ctypes.c_int * 2)(1, 0)
+        if mx.base._LIB.MXEnginePushSync(callback, None, None, ctypes.byref(ctx), None, 0, None, 0, None, 0,
+                                         None) != 0:
+            return None
+        mx.nd.waitall()
+        return seen.get("threads")
+    except (AttributeError, OSError, ImportError):
+        return None
 
 
 class ThreadGovernor:

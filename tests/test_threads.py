@@ -23,26 +23,39 @@ if sys.argv[1] == "mxnet-first":  # a later change is verified too, and undone
     before = mxnet_thread_limit()
     assert set_mxnet_threads(before + 1) and mxnet_thread_limit() == before + 1
     assert set_mxnet_threads(before) and mxnet_thread_limit() == before
-print(mxnet_thread_limit(), len(os.listdir("/proc/self/task")))
+from stn_gluon.threads import thread_report
+report = thread_report()
+print(mxnet_thread_limit(), len(os.listdir("/proc/self/task")), int(report["adaptive"]),
+      report["gomp_spincount"] or 0)
 """
 
 
-def _probe(order):
-    env = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "MXNET_OMP_MAX_THREADS")}
-    out = subprocess.run([sys.executable, "-c", PROBE, order], env=env, capture_output=True, text=True, timeout=120)
+def _probe(order, **user):
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("OMP_NUM_THREADS", "MXNET_OMP_MAX_THREADS", "GOMP_SPINCOUNT", "OMP_WAIT_POLICY",
+                        "STN_GLUON_ADAPT_THREADS")}
+    out = subprocess.run([sys.executable, "-c", PROBE, order], env=dict(env, **user), capture_output=True, text=True,
+                         timeout=120)
     assert out.returncode == 0, out.stderr[-1000:]
     return [int(v) for v in out.stdout.split()]
 
 
 @pytest.mark.skipif(not os.path.isdir("/proc/self/task"), reason="counts threads through /proc")
 def test_mxnet_imported_first_gets_one_thread_per_core_without_a_warning():
-    from stn_gluon.threads import physical_cores
+    from stn_gluon.threads import SPIN_COUNT, physical_cores
 
-    first_limit, first_threads = _probe("mxnet-first")
-    usual_limit, usual_threads = _probe("stn_gluon-first")
+    first_limit, first_threads, first_adaptive, _ = _probe("mxnet-first")
+    usual_limit, usual_threads, usual_adaptive, spin = _probe("stn_gluon-first")
     assert usual_limit == physical_cores()  # OMP_NUM_THREADS set before MXNet loaded
     assert first_limit == usual_limit  # set in the loaded library instead
     assert first_threads == usual_threads  # and the operators' OpenMP pool is the same size
+    # the short spin is set before libgomp loads; the governor runs either way (where there are cores to share)
+    assert spin == int(SPIN_COUNT) and first_adaptive == usual_adaptive == int(physical_cores() > 1)
+
+
+def test_the_users_own_openmp_settings_win():
+    limit, _, adaptive, spin = _probe("stn_gluon-first", OMP_NUM_THREADS="3", GOMP_SPINCOUNT="777")
+    assert (limit, adaptive, spin) == (3, 0, 777)
 
 
 def test_a_count_below_one_is_refused():

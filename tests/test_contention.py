@@ -1,0 +1,100 @@
+"""The contention benchmark's harness (process clean-up, ratio arithmetic) and the thread governor's decisions.
+
+No timed test: the speed figures come from ``stn-gluon bench contention``.
+"""
+import os
+import subprocess
+import sys
+
+import pytest
+
+from stn_gluon.bench.contention import PAIR, _summarise, contention_lines, median_ratios, settings_env
+from stn_gluon.bench.processes import Children, busy_command
+from stn_gluon.threads import LoadSampler, ThreadGovernor, threads_for_load
+
+
+def test_children_are_ended_when_the_block_fails_and_a_busy_load_ends_on_its_own():
+    with pytest.raises(RuntimeError):
+        with Children(grace=5) as kids:
+            stuck = kids.start(busy_command(60))
+            sleeper = kids.start([sys.executable, "-c", "import time; time.sleep(60)"])
+            raise RuntimeError("the bench failed")
+    assert stuck.poll() is not None and sleeper.poll() is not None and not kids.alive
+    bounded = subprocess.Popen(busy_command(0.2))
+    assert bounded.wait(timeout=30) == 0  # stops by itself after its time limit
+
+
+def test_ratios_are_medians_of_per_round_ratios_to_the_same_rounds_quiet_figure():
+    rounds = {"quiet": [100.0, 200.0, 0.0], "1 busy": [50.0, 150.0, 10.0], PAIR: []}
+    ratios = median_ratios(rounds)
+    assert ratios["1 busy"] == pytest.approx((0.5 + 0.75) / 2)  # the round without a quiet figure is left out
+    assert ratios["quiet"] == 1.0 and ratios[PAIR] is None
+
+
+def test_report_compares_with_pytorch_and_the_old_default_round_by_round_and_checks_the_targets():
+    def rounds(q, b1, b2, pair):
+        return {"quiet": q, "1 busy": b1, "2 busy": b2, PAIR: pair}
+    train = {"rates": {("new default", "fit"): rounds([1000, 1200], [700, 600], [500, 500], [400, 400]),
+                       ("old default", "fit"): rounds([1000, 1000], [300, 300], [100, 100], [80, 80]),
+                       ("pytorch defaults", "pytorch eager"): rounds([500, 500], [350, 300], [200, 200], [])},
+             "ready": {k: {} for k in [("new default", "fit"), ("old default", "fit"),
+                                       ("pytorch defaults", "pytorch eager")]}}
+    serve = {("new default", "mxnet"): {s: [dict(throughput=t, errors=e, error_samples=[], p99_ms=5.0)]
+                                         for s, t, e in (("quiet", 100, 0), ("1 busy", 40, 1), ("2 busy", 30, 0))}}
+    res = _summarise(train, serve, ["new default", "old default"], dict(rounds=2, seconds=1.0, batch=64, clients=32,
+                                                                        quick=False, cores=2, wall_s=60))
+    fit = res["training"]["new default | fit"]
+    assert fit["ratio"]["1 busy"] == pytest.approx((0.7 + 0.5) / 2)
+    assert fit["vs_torch"]["1 busy"] == pytest.approx((2.0 + 2.0) / 2)
+    targets = {t["target"]: t for t in res["targets"]}
+    assert targets["fit quiet, new / old default >= 0.95"]["value"] == pytest.approx(1.1)
+    assert targets["fit, two trainings at once, each / quiet >= 0.35"]["met"] is True
+    assert targets["serving (mxnet), 1 busy / quiet >= 0.5"]["met"] is False
+    assert targets["serving (mxnet), errors with 1 busy == 0"]["met"] is False
+    text = "\n".join(contention_lines(res))
+    assert "| new default | fit | 1,100 | 650 |" in text and "OMP_NUM_THREADS=2" in text
+    assert settings_env("old default", 8)["OMP_NUM_THREADS"] == "8"
+
+
+@pytest.mark.parametrize("limit, others, current, cpus, expected", [
+    (2, 0.0, 2, None, 2), (2, 0.25, 2, None, 2), (2, 0.4, 2, None, 1), (2, 1.0, 2, None, 1), (2, 2.0, 2, None, 1),
+    (2, 0.2, 1, None, 1),  # hysteresis: not back up until the others leave the core almost free
+    (2, 0.1, 1, None, 2), (4, 4.0, 4, 8, 2),  # SMT: 4 busy logical CPUs of 8 are 2 of 4 cores
+])
+def test_threads_give_way_to_other_processes(limit, others, current, cpus, expected):
+    assert threads_for_load(limit, others, current, cpus) == expected
+
+
+def test_load_sampler_counts_only_other_processes_and_the_governor_applies_its_choice(tmp_path):
+    stat = tmp_path / "stat"
+
+    def write(busy0, busy1, idle):
+        stat.write_text("cpu  0 0 0 0 0 0 0 0\n" + "".join(
+            f"cpu{i} {b} 0 0 {idle} 0 0 0 0 0 0\n" for i, b in enumerate((busy0, busy1))))
+    own = {"s": 0.0}
+    hz = os.sysconf("SC_CLK_TCK")
+    write(0, 0, 0)
+    sampler = LoadSampler(cpus=[0, 1], stat=str(stat), own=lambda: own["s"])
+    write(hz, hz, 0)  # 1 s of wall time, both CPUs busy, half of it this process's own
+    own["s"] = 1.0
+    assert sampler.sample() == pytest.approx(1.0)
+    applied = []
+    governor = ThreadGovernor(2, sampler, apply=lambda n: applied.append(n) or True)
+    write(2 * hz, 2 * hz, 0)
+    own["s"] = 1.0  # the others kept both CPUs busy
+    assert governor.step() == 1 and applied == [1] and governor.changes[-1][1:] == (2.0, 1)
+    write(2 * hz, 2 * hz, 2 * hz)  # then the machine is free
+    assert governor.step() == 2 and applied == [1, 2]
+
+
+def test_worker_thread_count_is_set_inside_mxnets_engine_worker():
+    from stn_gluon.threads import set_worker_threads, worker_threads
+
+    before = worker_threads()
+    assert before is not None
+    try:
+        assert set_worker_threads(before + 1)
+        assert worker_threads() == before + 1
+    finally:
+        set_worker_threads(before)
+    assert worker_threads() == before
