@@ -101,7 +101,8 @@ def _train_workers(children: Children, settings: List[str], cores: int, batch: i
     if torch:
         specs[("pytorch defaults", TORCH)] = ("torch_train", dict(batch=batch), False,
                                               {"OMP_NUM_THREADS": None})
-    workers: Dict[tuple, Isolated] = {key: Isolated(*spec) for key, spec in specs.items()}
+    workers: Dict[tuple, Isolated] = {key: Isolated(kind, kwargs, plain, env=env)
+                                      for key, (kind, kwargs, plain, env) in specs.items()}
     for worker in workers.values():  # the processes end with the bench (their stdin closes) or through children
         children.adopt(worker.process)
     return workers

@@ -212,8 +212,8 @@ class Isolated:
     Failures raise :class:`~stn_gluon.errors.StnGluonError` with one line.
     """
 
-    def __init__(self, kind: str, kwargs: dict, plain_mxnet: bool = False, env: Optional[dict] = None,
-                 registry: str = REGISTRY):
+    def __init__(self, kind: str, kwargs: dict, plain_mxnet: bool = False, registry: str = REGISTRY,
+                 env: Optional[dict] = None):
         from ..threads import user_environ
 
         code = (("import mxnet; " if plain_mxnet else "") + "from stn_gluon.bench.harness import serve_timings; "
@@ -288,7 +288,8 @@ def isolated_rates(specs: dict, items: int, seconds: float, repeats: int, warmup
     workers = {}
     try:
         for name, spec in specs.items():
-            workers[name] = Isolated(*spec)
+            workers[name] = (Isolated(spec.kind, spec.kwargs, spec.plain_mxnet, env=spec.env)
+                             if isinstance(spec, Competitor) else Isolated(*spec))
         for name, worker in workers.items():
             ready = worker.ready()
             if settings is not None:
