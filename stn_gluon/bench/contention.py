@@ -36,6 +36,7 @@ __all__ = ["SETTINGS", "SITUATIONS", "median_ratios", "contention_report", "cont
 SETTINGS: Dict[str, Dict[str, Optional[str]]] = {
     "new default": {"OMP_NUM_THREADS": None, "GOMP_SPINCOUNT": None, "OMP_WAIT_POLICY": None},
     "old default": {"OMP_NUM_THREADS": "{cores}", "GOMP_SPINCOUNT": "300000", "OMP_WAIT_POLICY": None},
+    "governor, libgomp's spin": {"OMP_NUM_THREADS": None, "GOMP_SPINCOUNT": "300000", "OMP_WAIT_POLICY": None},
     "OMP_NUM_THREADS=1": {"OMP_NUM_THREADS": "1", "GOMP_SPINCOUNT": None, "OMP_WAIT_POLICY": None},
     "OMP_WAIT_POLICY=PASSIVE": {"OMP_NUM_THREADS": "{cores}", "GOMP_SPINCOUNT": None, "OMP_WAIT_POLICY": "PASSIVE"},
 }
