@@ -40,6 +40,11 @@ def test_fit_writes_every_artifact_and_the_export_reloads(tmp_path, small_data):
         assert key in on_disk
     assert on_disk["epochs"] == 2 and on_disk["context"] == "cpu:0"
     assert on_disk["data_source"] == "test subset"
+    # the thread choice: printed, and recorded (OMP_NUM_THREADS from the environment wins over the governor)
+    threads = on_disk["threads"]
+    assert threads["omp_num_threads"] == os.environ["OMP_NUM_THREADS"] and threads["threads_now"] >= 1
+    assert threads["adaptive"] is (threads["omp_num_threads_from"] == "stn_gluon" and threads["cores"] > 1)
+    assert any(l.startswith("CPU threads: ") for l in lines)
     assert metrics["test_accuracy"] > 0.2  # 2 short epochs on 1,024 real digits: above chance (0.1)
     assert any(l.startswith("Test set: Average loss: ") and "/256 (" in l for l in lines)
     history = open(run / "history.csv").read().splitlines()
