@@ -289,7 +289,12 @@ def set_worker_threads(count: int) -> bool:
 
     OpenMP's count is per thread, so it is set from inside that thread: an
     operation that calls ``omp_set_num_threads`` is pushed to the engine for
-    ``cpu(0)`` (``MXEnginePushSync``) and runs between operators. Returns
+    ``cpu(0)`` (``MXEnginePushSync``) and runs between operators. For one
+    thread it also turns on OpenMP's dynamic teams (``omp_set_dynamic``):
+    libgomp then caps every parallel region at the thread's count, also one
+    that asks for its own (a oneDNN primitive keeps the thread count it was
+    created with); for more threads such a primitive may still ask for its
+    original count. Returns
     False where the library does not offer that (nothing changes then). Does
     not wait: the count applies from the next operator the worker runs.
     """
@@ -302,6 +307,9 @@ def set_worker_threads(count: int) -> bool:
         gomp = _gomp()
         if count not in _callbacks:
             def run(rctx: object, param: object, n: int = count) -> None:
+                # one thread: also "dynamic" teams, which caps a region that names its own count (oneDNN's
+                # convolutions keep the count they were created with) at the thread's count
+                gomp.omp_set_dynamic(int(n == 1))
                 gomp.omp_set_num_threads(n)
             _callbacks[count] = _SYNC_FUNC(run)
         if count > mxnet_thread_limit():  # MXNet caps an operator at its maximum when OMP_NUM_THREADS is unset
