@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from stn_gluon.bench.contention import PAIR, _summarise, contention_lines, median_ratios, settings_env
+from stn_gluon.bench.contention import PAIR, summarise, contention_lines, median_ratios, settings_env
 from stn_gluon.bench.processes import Children, busy_command
 from stn_gluon.threads import LoadSampler, ThreadGovernor, threads_for_load
 
@@ -41,7 +41,7 @@ def test_report_compares_with_pytorch_and_the_old_default_round_by_round_and_che
                                        ("pytorch defaults", "pytorch eager")]}}
     serve = {("new default", "mxnet"): {s: [dict(throughput=t, errors=e, error_samples=[], p99_ms=5.0)]
                                          for s, t, e in (("quiet", 100, 0), ("1 busy", 40, 1), ("2 busy", 30, 0))}}
-    res = _summarise(train, serve, ["new default", "old default"], dict(rounds=2, seconds=1.0, batch=64, clients=32,
+    res = summarise(train, serve, ["new default", "old default"], dict(rounds=2, seconds=1.0, batch=64, clients=32,
                                                                         quick=False, cores=2, wall_s=60))
     fit = res["training"]["new default | fit"]
     assert fit["ratio"]["1 busy"] == pytest.approx((0.7 + 0.5) / 2)

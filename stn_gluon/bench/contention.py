@@ -30,7 +30,8 @@ import numpy as np
 from .harness import Isolated, child_environ
 from .processes import Children, busy_command, load, on_sigterm_raise, png_payloads, run_async, start_server
 
-__all__ = ["SETTINGS", "SITUATIONS", "median_ratios", "contention_report", "contention_lines", "settings_env"]
+__all__ = ["SETTINGS", "SITUATIONS", "median_ratios", "contention_report", "contention_lines", "settings_env",
+           "summarise"]
 
 #: Thread settings compared: name -> environment of the worker (``None``: removed; ``"{cores}"``: the core count).
 SETTINGS: Dict[str, Dict[str, Optional[str]]] = {
@@ -192,12 +193,18 @@ def contention_report(quick: bool = False, rounds: Optional[int] = None, seconds
                 w.close()
         serve = (_measure_serving(children, settings, cores, seconds, rounds, busy_limit, clients, echo)
                  if serving else {})
-    res = _summarise(train, serve, settings, dict(rounds=rounds, seconds=seconds, batch=batch, clients=clients,
+    res = summarise(train, serve, settings, dict(rounds=rounds, seconds=seconds, batch=batch, clients=clients,
                                                   quick=quick, cores=cores, wall_s=time.monotonic() - tic))
     return contention_lines(res), res
 
 
-def _summarise(train: dict, serve: dict, settings: List[str], run: dict) -> dict:
+def summarise(train: dict, serve: dict, settings: List[str], run: dict) -> dict:
+    """The results: figures, ratios to quiet, against PyTorch, issue 19's targets.
+
+    train: ``{"rates": {(setting, workload): {situation: [rate per round]}},
+    "ready": {key: worker settings}}``; serve: ``{(setting, backend):
+    {situation: [load result per round]}}`` (see :func:`stn_gluon.bench.processes.load`).
+    """
     training = {}
     torch_key = ("pytorch defaults", TORCH)
     torch_rounds = train["rates"].get(torch_key)

@@ -27,11 +27,15 @@ __all__ = ["Children", "busy_command", "free_port", "start_server", "png_payload
            "on_sigterm_raise"]
 
 
+try:  # looked up here: the child between fork and exec should only call it
+    _PRCTL: Any = ctypes.CDLL(None).prctl
+except (OSError, AttributeError):
+    _PRCTL = None
+
+
 def _die_with_parent() -> None:  # runs in the child between fork and exec
-    try:
-        ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        pass
+    if _PRCTL is not None:
+        _PRCTL(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
 
 
 def busy_command(limit_s: float) -> List[str]:
