@@ -49,6 +49,8 @@ PAIR = "two trainings"
 #: The training workloads (kind of :data:`stn_gluon.bench.competitors.FACTORIES`, started as a user script?).
 WORKLOADS = {"fit": ("fit_train", False), "user loop": ("gluon_user_loop", True)}
 TORCH = "pytorch eager"
+#: Seconds between a situation's start (busy processes started or ended) and its first timed window.
+SETTLE_S = 2.5
 
 
 def settings_env(name: str, cores: int) -> Dict[str, Optional[str]]:
@@ -83,8 +85,9 @@ class _Busy:
 
     def __enter__(self) -> "_Busy":
         self.procs = [self.children.start(busy_command(self.limit_s)) for _ in range(self.count)]
-        if self.count:
-            time.sleep(self.settle_s)  # the governor samples once a second: time steady state, not the switch
+        # the governor samples once a second and needs a whole sample of the new situation (also when the load
+        # of the previous one has just ended): time the steady state, not the switch
+        time.sleep(self.settle_s)
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -120,7 +123,7 @@ def _measure_training(children: Children, workers: dict, batch: int, seconds: fl
     for r in range(rounds):
         echo(f"training, round {r + 1}/{rounds}")
         for situation, busy in SITUATIONS.items():
-            with _Busy(children, busy, busy_limit, 1.5):
+            with _Busy(children, busy, busy_limit, SETTLE_S):
                 for k in keys:
                     workers[k](batch, 0.5, 0)  # settle (the governor adapts)
                     rates[k][situation].append(workers[k](batch, seconds, 0))
@@ -130,7 +133,7 @@ def _measure_training(children: Children, workers: dict, batch: int, seconds: fl
                 continue
             pair = [workers[k], twin]
             for w in pair:
-                w.ask_rate(batch, 1.5, 0)  # both start; the governors see each other
+                w.ask_rate(batch, SETTLE_S, 0)  # both start; the governors see each other
             for w in pair:
                 w.answer()
             for w in pair:
@@ -161,7 +164,7 @@ def _measure_serving(children: Children, settings: List[str], cores: int, second
         for r in range(rounds):
             echo(f"serving, round {r + 1}/{rounds}")
             for situation, busy in SITUATIONS.items():
-                with _Busy(children, busy, busy_limit, 1.5):
+                with _Busy(children, busy, busy_limit, SETTLE_S):
                     for key, port in servers.items():
                         run_async(load(port, payloads, 10 ** 6, clients, 0.5))  # settle
                         out[key][situation].append(run_async(load(port, payloads, 10 ** 6, clients, seconds)))
