@@ -156,6 +156,7 @@ class RunRecorder:
                           title="What the STN does")
             written.append("stn_grid.png")
         self.echo(f"Final {test_line(test_loss, test_correct, test_total)}")
+        self.echo(describe_threads(metrics["threads"]))
         self.echo(f"Wrote {save_dir}: {', '.join(written)}")
         return metrics
 
