@@ -473,7 +473,8 @@ def describe_threads(report: Optional[dict] = None) -> str:
             f"GOMP_SPINCOUNT={r['gomp_spincount'] or 'default'}") + f" ({r['spin_from']})"
     if r["adaptive"]:
         load = "" if r.get("load_others") is None else f", other processes busy on {r['load_others']:.1f} CPUs"
-        changes = f", changed {len(r['changes'])} times" if r.get("changes") else ""
+        n = len(r.get("changes") or [])
+        changes = f", {n} change{'s' if n > 1 else ''} so far" if n else ""
         return (f"CPU threads: {r['threads_now']} of {r['omp_num_threads']} now{load}{changes}; adapting to the "
                 f"load (set OMP_NUM_THREADS to fix the count); {spin}")
     return f"CPU threads: {r['omp_num_threads'] or r['threads_now']} ({r['adaptive_off']}); {spin}"
