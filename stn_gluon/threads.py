@@ -31,7 +31,7 @@ share:
   300,000 spins);
 * a :class:`ThreadGovernor`, started by ``import stn_gluon`` (see
   :func:`adapt_threads`): a daemon thread that samples ``/proc/stat`` and
-  this process's CPU time (first after 100 ms, then every second), counts
+  this process's CPU time (first after 100 ms, then twice a second), counts
   the cores that *other* processes keep busy, and gives MXNet's operators
   one thread fewer per core taken, by setting the OpenMP thread count inside
   MXNet's engine worker thread (an operation pushed with
@@ -356,7 +356,7 @@ class ThreadGovernor:
     """
 
     def __init__(self, limit: int, sampler: Optional[LoadSampler] = None,
-                 apply: Callable[[int], bool] = set_worker_threads, interval: float = 1.0, first: float = 0.1):
+                 apply: Callable[[int], bool] = set_worker_threads, interval: float = 0.5, first: float = 0.1):
         self.limit, self.threads = int(limit), int(limit)
         self.sampler = sampler or LoadSampler()
         self.apply, self.interval, self.first = apply, interval, first
@@ -418,7 +418,7 @@ def _adapt_off_reason(environ=None) -> Optional[str]:
     return None
 
 
-def adapt_threads(interval: float = 1.0) -> Optional[ThreadGovernor]:
+def adapt_threads(interval: float = 0.5) -> Optional[ThreadGovernor]:
     """Start (once) the :class:`ThreadGovernor` that fits MXNet's thread count to the machine's load.
 
     ``import stn_gluon`` calls this; a Gluon loop of your own gets it by

@@ -41,6 +41,10 @@ SETTINGS: Dict[str, Dict[str, Optional[str]]] = {
     "OMP_NUM_THREADS=1": {"OMP_NUM_THREADS": "1", "GOMP_SPINCOUNT": None, "OMP_WAIT_POLICY": None},
     "OMP_WAIT_POLICY=PASSIVE": {"OMP_NUM_THREADS": "{cores}", "GOMP_SPINCOUNT": None, "OMP_WAIT_POLICY": "PASSIVE"},
 }
+#: The settings whose servers are measured, per backend (ONNX Runtime has no OpenMP; the spin variants are
+#: about training).
+SERVING_SETTINGS = {"mxnet": ("new default", "old default", "OMP_NUM_THREADS=1"),
+                    "onnxruntime": ("new default", "old default")}
 #: The settings of ``--quick``.
 QUICK_SETTINGS = ("new default", "old default")
 #: Situations: how many busy processes run beside the measured one (``pair``: two trainings at once).
@@ -50,7 +54,9 @@ PAIR = "two trainings"
 WORKLOADS = {"fit": ("fit_train", False), "user loop": ("gluon_user_loop", True)}
 TORCH = "pytorch eager"
 #: Seconds between a situation's start (busy processes started or ended) and its first timed window.
-SETTLE_S = 2.5
+SETTLE_S = 1.5
+#: Seconds each worker runs untimed before its window (an idle worker's governor saw the others' load).
+WORKER_SETTLE_S = 1.0
 
 
 def settings_env(name: str, cores: int) -> Dict[str, Optional[str]]:
@@ -85,7 +91,7 @@ class _Busy:
 
     def __enter__(self) -> "_Busy":
         self.procs = [self.children.start(busy_command(self.limit_s)) for _ in range(self.count)]
-        # the governor samples once a second and needs a whole sample of the new situation (also when the load
+        # the governor samples twice a second and needs a whole sample of the new situation (also when the load
         # of the previous one has just ended): time the steady state, not the switch
         time.sleep(self.settle_s)
         return self
@@ -125,7 +131,7 @@ def _measure_training(children: Children, workers: dict, batch: int, seconds: fl
         for situation, busy in SITUATIONS.items():
             with _Busy(children, busy, busy_limit, SETTLE_S):
                 for k in keys:
-                    workers[k](batch, 0.5, 0)  # settle (the governor adapts)
+                    workers[k](batch, WORKER_SETTLE_S, 0)  # settle (the governor adapts)
                     rates[k][situation].append(workers[k](batch, seconds, 0))
         for k in keys:
             twin = workers.get(k + ("twin",))
@@ -154,8 +160,8 @@ def _measure_serving(children: Children, settings: List[str], cores: int, second
         servers = {}
         for s in settings:
             for backend, model in (("mxnet", prefix), ("onnxruntime", onnx_path)):
-                if backend == "onnxruntime" and s not in ("new default", "old default"):
-                    continue  # ONNX Runtime has no OpenMP: the OpenMP alternatives change nothing there
+                if s not in SERVING_SETTINGS[backend]:
+                    continue
                 env = child_environ(settings_env(s, cores))
                 proc, port = start_server(children, model, backend, env=env)
                 servers[(s, backend)] = port
@@ -166,7 +172,7 @@ def _measure_serving(children: Children, settings: List[str], cores: int, second
             for situation, busy in SITUATIONS.items():
                 with _Busy(children, busy, busy_limit, SETTLE_S):
                     for key, port in servers.items():
-                        run_async(load(port, payloads, 10 ** 6, clients, 0.5))  # settle
+                        run_async(load(port, payloads, 10 ** 6, clients, WORKER_SETTLE_S))  # settle
                         out[key][situation].append(run_async(load(port, payloads, 10 ** 6, clients, seconds)))
     return out
 
