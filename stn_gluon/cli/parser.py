@@ -60,6 +60,7 @@ def build_parser():
     from .. import __version__
     from ..distortion_bench import DistortionBenchConfig
     from ..inputs import PIXEL_RANGES
+    from ..quantize import QuantizeConfig
     from ..serving import ServeConfig
 
     parser = _Parser(prog="stn-gluon", description="Spatial Transformer Networks for MXNet Gluon")
@@ -80,6 +81,7 @@ def build_parser():
     p.add_argument("--opset", type=positive_int, default=20, help="ONNX opset (>= 20, for AffineGrid)")
     p.add_argument("--no-parity-check", dest="parity_check", action="store_false",
                    help="skip the MXNet/ONNX Runtime parity check on random inputs")
+    add_flags(p, QuantizeConfig)
 
     p = sub.add_parser("predict", help="classify images or .npy arrays with a saved model")
     p.add_argument("inputs", nargs="+", metavar="FILE", help="PNG/JPEG/... images or .npy arrays")
