@@ -24,7 +24,7 @@ it. ``stn-gluon export-onnx --quantize int8`` does all three
 """
 from __future__ import annotations
 
-import dataclasses
+import functools
 import json
 import os
 import tempfile
@@ -38,7 +38,7 @@ from .flags import option
 
 __all__ = ["QuantizeConfig", "Int8Settings", "INT8", "quantize_onnx", "calibration_inputs", "compare_speed",
            "int8_verdict", "quantize_export", "float_ops", "int8_path", "described_dataset",
-           "agreement"]
+           "agreement", "session"]
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -82,6 +82,7 @@ class Int8Settings:
     per_channel: bool = True
     reduce_range: bool = False
     activation_symmetric: bool = False
+    weight_symmetric: bool = True
     calibrate_method: str = "MinMax"
     min_conv_channels: int = 4
     op_types: Sequence[str] = ("Conv", "Gemm", "MatMul", "Add", "Relu", "MaxPool", "GlobalAveragePool", "Flatten")
@@ -118,12 +119,12 @@ def _input_of(model: Any, path: str) -> tuple:
     """``(name, (C, H, W))`` of the model's one data input."""
     weights = {t.name for t in model.graph.initializer}
     inputs = [i for i in model.graph.input if i.name not in weights]
-    dims = [d.dim_value if d.HasField("dim_value") else None for d in inputs[0].type.tensor_type.shape.dim] \
+    dims = [int(d.dim_value) if d.HasField("dim_value") else 0 for d in inputs[0].type.tensor_type.shape.dim] \
         if len(inputs) == 1 else []
     if len(dims) != 4 or not all(dims[1:]):
         raise StnGluonError(f"{path}: int8 quantization needs one (N, C, H, W) input with fixed C, H, W, "
                             f"the model has {[i.name for i in inputs]}")
-    return inputs[0].name, tuple(int(d) for d in dims[1:])
+    return inputs[0].name, tuple(dims[1:])
 
 
 def _metadata(model: Any) -> Dict[str, str]:
@@ -297,7 +298,8 @@ def quantize_onnx(src: PathLike, dst: PathLike, calibration: Union[np.ndarray, P
                             per_channel=settings.per_channel, reduce_range=settings.reduce_range,
                             calibrate_method=getattr(CalibrationMethod, settings.calibrate_method),
                             op_types_to_quantize=list(settings.op_types), nodes_to_exclude=keep,
-                            extra_options=dict(ActivationSymmetric=settings.activation_symmetric))
+                            extra_options=dict(ActivationSymmetric=settings.activation_symmetric,
+                                               WeightSymmetric=settings.weight_symmetric))
         except Exception as err:  # ORT's quantizer raises plain exceptions on graphs it cannot handle
             raise StnGluonError(f"{src}: ONNX Runtime's quantization failed ({str(err).splitlines()[0][:200]})") \
                 from None
@@ -312,7 +314,8 @@ def quantize_onnx(src: PathLike, dst: PathLike, calibration: Union[np.ndarray, P
     return dst
 
 
-def _session(path: str, threads: int) -> Any:
+def session(path: str, threads: int = 1) -> Any:
+    """An ONNX Runtime CPU session of ``path`` with ``threads`` intra-op threads and all graph optimizations."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
@@ -325,37 +328,47 @@ def _session(path: str, threads: int) -> Any:
 
 def compare_speed(fp32: PathLike, int8: PathLike, batch: int = 64, seconds: float = 0.3, repeats: int = 5,
                   threads: int = 1, x: Optional[np.ndarray] = None) -> Dict[str, float]:
-    """Throughput (images/s) of two ONNX files in ONNX Runtime, timed in turns in this process.
+    """Throughput of two ONNX files in ONNX Runtime sessions of ``threads`` intra-op threads, timed in turns
+    in this process.
 
-    Returns ``{"fp32": rate, "int8": rate, "ratio": int8/fp32}``, the ratio the
-    median of the per-round ratios. x: the input batch (default: standard
-    normal ``(batch, C, H, W)``).
+    Returns ``{"fp32", "int8"}``: wall-clock images/s; ``ratio``: int8/fp32 of
+    the wall clock, ``cpu_ratio``: of the calling thread's CPU time per image
+    (steady on a shared machine; meaningful with ``threads=1``); both medians
+    of the per-round ratios. x: the input batch
+    (default: standard normal ``(batch, C, H, W)``).
     """
-    from .bench.harness import interleaved_rates, ratio, timed
+    from .bench.harness import Clock, interleaved_rates, ratio
 
-    sessions = {"fp32": _session(os.fspath(fp32), threads), "int8": _session(os.fspath(int8), threads)}
+    sessions = {"fp32": session(os.fspath(fp32), threads), "int8": session(os.fspath(int8), threads)}
     inp = sessions["fp32"].get_inputs()[0]
     if x is None:
         x = np.random.RandomState(batch).normal(0, 1, (batch,) + tuple(inp.shape[1:])).astype(np.float32)
     first = sessions["fp32"].get_outputs()[0].name
-    timers = {k: timed(lambda s=s: s.run([first], {inp.name: x})) for k, s in sessions.items()}
+    feed = {inp.name: x}
+    clocks = {k: Clock(functools.partial(s.run, [first], feed)) for k, s in sessions.items()}
     rounds: Dict[str, List[float]] = {}
-    rates = interleaved_rates(timers, len(x), seconds, repeats, rounds=rounds)
-    return dict(rates, ratio=ratio(rounds, "int8", "fp32") or 0.0)
+    rates = interleaved_rates(clocks, len(x), seconds, repeats, rounds=rounds)
+    return dict(rates, ratio=ratio(rounds, "int8", "fp32") or 0.0,
+                cpu_ratio=ratio({k: c.cpu for k, c in clocks.items()}, "int8", "fp32") or 0.0)
 
 
 def int8_verdict(speed: Dict[str, float], batch: int = 64) -> Optional[str]:
-    """Why int8 is not worth it (one line), or ``None`` when it runs at least as fast as fp32."""
-    if speed["ratio"] >= 1.0:
+    """Why int8 is not worth it (one line), or ``None`` where it runs at least as fast as fp32.
+
+    speed: :func:`compare_speed`'s result; judged by ``cpu_ratio`` (CPU time
+    per image: what the model costs, whatever else runs on the machine).
+    """
+    if speed["cpu_ratio"] >= 1.0:
         return None
-    return (f"int8 runs at {speed['ratio']:.2f}x fp32 on this model ({speed['int8']:,.0f} against "
-            f"{speed['fp32']:,.0f} images/s at batch {batch}, one thread): its layers are too small for int8 to pay")
+    return (f"int8 runs at {speed['cpu_ratio']:.2f}x the speed of fp32 on this model (CPU time per image, batch "
+            f"{batch}, one thread; wall clock {speed['int8']:,.0f} against {speed['fp32']:,.0f} images/s): its "
+            f"layers are too small for int8 to pay")
 
 
 def agreement(fp32: PathLike, int8: PathLike, x: np.ndarray) -> Dict[str, float]:
     """How the int8 model's answers on ``x`` compare with fp32's: the share of equal top-1 classes and the
     largest logit difference."""
-    a, b = _session(os.fspath(fp32), 1), _session(os.fspath(int8), 1)
+    a, b = session(os.fspath(fp32), 1), session(os.fspath(int8), 1)
     name = a.get_inputs()[0].name
     la, lb = a.run(["logits"], {name: x})[0], b.run(["logits"], {name: x})[0]
     return dict(top1_agreement=float((la.argmax(1) == lb.argmax(1)).mean()),
@@ -371,7 +384,7 @@ def quantize_export(fp32: PathLike, config: QuantizeConfig, dataset: Optional[st
     ``config.int8_if_slower`` (then a warning). dataset: the training data to
     calibrate with when ``config.calibration`` is not set (default: what the
     description beside ``fp32`` names). speed: a measurement to use
-    instead of timing (``{"fp32", "int8", "ratio"}``). Returns the path written.
+    instead of timing (as :func:`compare_speed` returns it). Returns the path written.
     """
     from .io import atomic_path
 
@@ -388,7 +401,8 @@ def quantize_export(fp32: PathLike, config: QuantizeConfig, dataset: Optional[st
         speed = speed or compare_speed(fp32, tmp)
         agree = agreement(fp32, tmp, x)
         echo(f"int8 against fp32 (ONNX Runtime, batch 64, one thread, timed in turns): {speed['int8']:,.0f} against "
-             f"{speed['fp32']:,.0f} images/s ({speed['ratio']:.2f}x); same top-1 class on "
+             f"{speed['fp32']:,.0f} images/s ({speed['ratio']:.2f}x; CPU time per image {speed['cpu_ratio']:.2f}x); "
+             f"same top-1 class on "
              f"{100 * agree['top1_agreement']:.1f} % of {len(x)} calibration inputs")
         why = int8_verdict(speed)
         if why and not config.int8_if_slower:

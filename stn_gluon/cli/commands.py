@@ -203,7 +203,13 @@ def _run_bench(args):
     from ..bench import speed_report, time_to_accuracy
     from ..reporting import write_report
 
-    if args.bench == "distortions":
+    if args.bench == "int8":
+        from ..bench.int8 import Int8BenchConfig, run_int8_bench
+        from ..flags import values_from_args
+
+        run_int8_bench(Int8BenchConfig(**values_from_args(Int8BenchConfig, args)),
+                       echo=lambda line: print(f"... {line}", file=sys.stderr, flush=True))
+    elif args.bench == "distortions":
         from ..distortion_bench import DistortionBenchConfig, run_distortion_bench
         from ..flags import values_from_args
 

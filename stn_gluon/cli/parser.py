@@ -60,6 +60,7 @@ def build_parser():
     from .. import __version__
     from ..distortion_bench import DistortionBenchConfig
     from ..inputs import PIXEL_RANGES
+    from ..bench.int8 import Int8BenchConfig
     from ..quantize import QuantizeConfig
     from ..serving import ServeConfig
 
@@ -114,6 +115,8 @@ def build_parser():
     q.add_argument("--target", type=finite_float, default=0.99)
     add_flags(q, TrainConfig, only=TIME_TO_ACCURACY_FLAGS, default_notes=recipe_notes)
     q.add_argument("--out", default="runs/bench_time_to_accuracy")
+    q = which.add_parser("int8", help="fp32 against int8 ONNX Runtime: throughput and test accuracy of trained models")
+    add_flags(q, Int8BenchConfig)
     q = which.add_parser("distortions", help="CNN vs ST-CNN on every distorted-MNIST dataset, within a budget")
     add_flags(q, DistortionBenchConfig)
 
