@@ -9,6 +9,8 @@ directly). Kept in float, so that the geometry stays exact:
 * the sampler (``GridSample``) and the grid (``AffineGrid`` or the ops that
   build a projective/spline grid), and every op between them and the
   localization net's last nonlinearity (the regressor that outputs theta);
+  the elementwise ops right after the sampler (the fill shift), so the
+  ``warped`` output is float too;
 * convolutions with fewer than :attr:`Int8Settings.min_conv_channels` input
   channels (a 1- or 3-channel input convolution is slower in int8 than in
   float: nothing to gain, and the quantize step costs).
@@ -46,6 +48,8 @@ PathLike = Union[str, "os.PathLike[str]"]
 #: nonlinearity. Everything between it and the sampler stays float.
 _GRID_STOPS = {"Relu", "LeakyRelu", "Sigmoid", "Tanh", "Clip", "Softmax", "MaxPool", "AveragePool",
                "GlobalAveragePool", "Elu", "Selu", "PRelu", "HardSigmoid"}
+#: Elementwise ops right after a sampler (the fill shift around it): float, like the sampler.
+_ELEMENTWISE = {"Add", "Sub", "Mul", "Div", "Identity"}
 #: Ops that sample or build a sampling grid: always float.
 GRID_OPS = ("GridSample", "AffineGrid")
 
@@ -83,6 +87,8 @@ class Int8Settings:
     reduce_range: bool = False
     activation_symmetric: bool = False
     weight_symmetric: bool = True
+    float_warped: bool = True
+    float_localization: bool = False
     calibrate_method: str = "MinMax"
     min_conv_channels: int = 4
     op_types: Sequence[str] = ("Conv", "Gemm", "MatMul", "Add", "Relu", "MaxPool", "GlobalAveragePool", "Flatten")
@@ -189,19 +195,64 @@ def _check_calibration(calibration: Union[np.ndarray, PathLike], shape: tuple, p
     return np.ascontiguousarray(x, dtype=np.float32)
 
 
-def _grid_nodes(graph: Any) -> Set[str]:
-    """Names of the nodes that compute a sampling grid: walking up from each sampler's grid input to the
-    localization net's last nonlinearity (:data:`_GRID_STOPS`), or to the graph's inputs."""
+def _grid_nodes(graph: Any, float_output: bool = True, whole_localization: bool = False) -> Set[str]:
+    """Names of the nodes of the sampling: walking up from each sampler's grid input to the localization net's
+    last nonlinearity (:data:`_GRID_STOPS`) or the graph's inputs (the grid computation), and down from its
+    output through elementwise ops (the fill shift: the warped image stays float, as it is returned)."""
     producer = {out: node for node in graph.node for out in node.output}
+    consumers: Dict[str, List[Any]] = {}
+    for node in graph.node:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node)
+    samplers = [node for node in graph.node if node.op_type == "GridSample"]
     found: Set[str] = set()
-    todo = [node.input[1] for node in graph.node if node.op_type == "GridSample"]
+    todo = [node.input[1] for node in samplers]
     while todo:
         node = producer.get(todo.pop())
-        if node is None or node.name in found or node.op_type in _GRID_STOPS:
+        if node is None or node.name in found or (node.op_type in _GRID_STOPS and not whole_localization):
             continue
         found.add(node.name)
         todo.extend(node.input)
+    down = [c for node in samplers for c in consumers.get(node.output[0], [])] if float_output else []
+    while down:
+        node = down.pop()
+        if node.op_type in _ELEMENTWISE and node.name not in found:
+            found.add(node.name)
+            down.extend(c for out in node.output for c in consumers.get(out, []))
     return found
+
+
+def _relu_before_pool(model: Any) -> int:
+    """Rewrite ``MaxPool -> Relu`` as ``Relu -> MaxPool`` (the same function: both are monotonic); returns how many.
+
+    ONNX Runtime's quantizer drops a Relu that follows a quantized op, counting on
+    the producer's output range to start at 0; a MaxPool reuses its input's
+    range (negative values included), so after ``Conv -> MaxPool -> Relu`` (the
+    LeNet order) the Relu would be lost. Before the MaxPool it fuses with the
+    convolution.
+    """
+    graph = model.graph
+    consumers: Dict[str, List[Any]] = {}
+    for node in graph.node:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node)
+    outputs = {o.name for o in graph.output}
+    swapped = 0
+    nodes = list(graph.node)
+    for pool in list(nodes):
+        users = consumers.get(pool.output[0], []) if pool.op_type == "MaxPool" else []
+        if len(pool.output) != 1 or len(users) != 1 or users[0].op_type != "Relu" or pool.output[0] in outputs:
+            continue
+        relu = users[0]
+        source, middle, result = pool.input[0], pool.output[0], relu.output[0]
+        relu.input[0], relu.output[0] = source, middle
+        pool.input[0], pool.output[0] = middle, result
+        nodes.remove(relu)
+        nodes.insert(nodes.index(pool), relu)
+        swapped += 1
+    del graph.node[:]
+    graph.node.extend(nodes)
+    return swapped
 
 
 def _name_nodes(model: Any) -> None:
@@ -219,7 +270,7 @@ def _name_nodes(model: Any) -> None:
 def _float_nodes(model: Any, settings: Int8Settings) -> List[str]:
     """The nodes kept float: the grid computation, and thin convolutions."""
     shapes = {t.name: list(t.dims) for t in model.graph.initializer}
-    keep = _grid_nodes(model.graph)
+    keep = _grid_nodes(model.graph, settings.float_warped, settings.float_localization)
     for node in model.graph.node:
         if node.op_type == "Conv" and len(node.input) > 1 and node.input[1] in shapes:
             if shapes[node.input[1]][1] * max(1, _group(node)) < settings.min_conv_channels:
@@ -288,6 +339,7 @@ def quantize_onnx(src: PathLike, dst: PathLike, calibration: Union[np.ndarray, P
             raise StnGluonError(f"{src}: ONNX Runtime's quantization pre-processing failed "
                                 f"({str(err).splitlines()[0][:200]})") from None
         prepared = onnx.load(pre)
+        _relu_before_pool(prepared)
         _name_nodes(prepared)
         keep = _float_nodes(prepared, settings)
         onnx.save(prepared, pre)
