@@ -6,18 +6,22 @@ int8 (weights int8, activations uint8: ONNX Runtime's fast U8S8 kernels on
 x86; the QOperator format, so the graph holds ``QLinearConv`` / ``QGemm``
 directly). Kept in float, so that the geometry stays exact:
 
-* the sampler (``GridSample``) and the grid (``AffineGrid`` or the ops that
-  build a projective/spline grid), and every op between them and the
-  localization net's last nonlinearity (the regressor that outputs theta);
-  the elementwise ops right after the sampler (the fill shift), so the
-  ``warped`` output is float too;
+* the sampler (``GridSample``), the grid (``AffineGrid`` or the ops that
+  build a projective/spline grid) and everything it is computed from: the
+  localization net, so theta, the grid and the ``warped`` output are exactly
+  fp32's (:attr:`Int8Settings.float_localization`; it costs nothing
+  measurable: the localization nets are small beside the classifiers), and
+  the elementwise ops right after the sampler (the fill shift);
 * convolutions with fewer than :attr:`Int8Settings.min_conv_channels` input
   channels (a 1- or 3-channel input convolution is slower in int8 than in
   float: nothing to gain, and the quantize step costs).
 
 Before quantizing, the graph goes through ONNX Runtime's pre-processing
 (``quant_pre_process``: batch norms folded into the convolutions, shapes
-inferred). The calibration inputs (activation ranges, min/max) are an array
+inferred), and ``MaxPool -> Relu`` in the quantized part becomes the
+equivalent ``Relu -> MaxPool``: ONNX Runtime's quantizer drops a Relu after
+a quantized op, which is only right where the op's output range starts at 0,
+and a MaxPool's does not (STNNet lost 10 points of accuracy to it). The calibration inputs (activation ranges, min/max) are an array
 of inputs, or by default images of the model's own training data (the
 dataset its model description names). :func:`compare_speed` times the fp32
 and int8 files side by side; :func:`int8_verdict` says when int8 is not worth
@@ -50,6 +54,8 @@ _GRID_STOPS = {"Relu", "LeakyRelu", "Sigmoid", "Tanh", "Clip", "Softmax", "MaxPo
                "GlobalAveragePool", "Elu", "Selu", "PRelu", "HardSigmoid"}
 #: Elementwise ops right after a sampler (the fill shift around it): float, like the sampler.
 _ELEMENTWISE = {"Add", "Sub", "Mul", "Div", "Identity"}
+#: Ops that stay float after a thin (float) convolution, up to the next quantized op.
+_AFTER_THIN_CONV = {"Relu", "MaxPool", "AveragePool", "Clip"}
 #: Ops that sample or build a sampling grid: always float.
 GRID_OPS = ("GridSample", "AffineGrid")
 
@@ -76,9 +82,12 @@ class Int8Settings:
     """How :func:`quantize_onnx` quantizes (ONNX Runtime's ``quantize_static`` options, and which nodes).
 
     quant_format: ``"QOperator"`` (``QLinearConv``...) or ``"QDQ"``; activations / weights:
-    ``"uint8"`` or ``"int8"``; per_channel / reduce_range / calibrate_method: as in
-    ``quantize_static``; min_conv_channels: convolutions with fewer input channels stay float;
-    op_types: the op types quantized.
+    ``"uint8"`` or ``"int8"``; per_channel / reduce_range / calibrate_method /
+    activation_symmetric / weight_symmetric: as in ``quantize_static``;
+    min_conv_channels: convolutions with fewer input channels stay float;
+    float_warped: the elementwise ops after a sampler stay float;
+    float_localization: the whole localization net stays float (``False``: only
+    the ops after its last nonlinearity); op_types: the op types quantized.
     """
     quant_format: str = "QOperator"
     activations: str = "uint8"
@@ -88,7 +97,7 @@ class Int8Settings:
     activation_symmetric: bool = False
     weight_symmetric: bool = True
     float_warped: bool = True
-    float_localization: bool = False
+    float_localization: bool = True
     calibrate_method: str = "MinMax"
     min_conv_channels: int = 4
     op_types: Sequence[str] = ("Conv", "Gemm", "MatMul", "Add", "Relu", "MaxPool", "GlobalAveragePool", "Flatten")
@@ -222,14 +231,16 @@ def _grid_nodes(graph: Any, float_output: bool = True, whole_localization: bool 
     return found
 
 
-def _relu_before_pool(model: Any) -> int:
+def _relu_before_pool(model: Any, skip: Set[str] = frozenset()) -> int:
     """Rewrite ``MaxPool -> Relu`` as ``Relu -> MaxPool`` (the same function: both are monotonic); returns how many.
 
     ONNX Runtime's quantizer drops a Relu that follows a quantized op, counting on
     the producer's output range to start at 0; a MaxPool reuses its input's
     range (negative values included), so after ``Conv -> MaxPool -> Relu`` (the
     LeNet order) the Relu would be lost. Before the MaxPool it fuses with the
-    convolution.
+    convolution. Pools named in ``skip`` (kept float) keep their order: a Relu
+    after a float MaxPool stops ONNX Runtime from moving the quantize step up,
+    before the pooling, onto the 4x larger tensor.
     """
     graph = model.graph
     consumers: Dict[str, List[Any]] = {}
@@ -241,7 +252,8 @@ def _relu_before_pool(model: Any) -> int:
     nodes = list(graph.node)
     for pool in list(nodes):
         users = consumers.get(pool.output[0], []) if pool.op_type == "MaxPool" else []
-        if len(pool.output) != 1 or len(users) != 1 or users[0].op_type != "Relu" or pool.output[0] in outputs:
+        if (len(pool.output) != 1 or len(users) != 1 or users[0].op_type != "Relu" or pool.output[0] in outputs
+                or pool.name in skip):
             continue
         relu = users[0]
         source, middle, result = pool.input[0], pool.output[0], relu.output[0]
@@ -268,13 +280,22 @@ def _name_nodes(model: Any) -> None:
 
 
 def _float_nodes(model: Any, settings: Int8Settings) -> List[str]:
-    """The nodes kept float: the grid computation, and thin convolutions."""
+    """The nodes kept float: the grid computation, thin convolutions and the activations and pooling right
+    after them (quantized there, a pooling would run on the 4x larger tensor, in a slower layout)."""
     shapes = {t.name: list(t.dims) for t in model.graph.initializer}
     keep = _grid_nodes(model.graph, settings.float_warped, settings.float_localization)
+    consumers: Dict[str, List[Any]] = {}
+    for node in model.graph.node:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node)
     for node in model.graph.node:
         if node.op_type == "Conv" and len(node.input) > 1 and node.input[1] in shapes:
             if shapes[node.input[1]][1] * max(1, _group(node)) < settings.min_conv_channels:
                 keep.add(node.name)
+                after = consumers.get(node.output[0], [])
+                while len(after) == 1 and after[0].op_type in _AFTER_THIN_CONV:
+                    keep.add(after[0].name)
+                    after = consumers.get(after[0].output[0], [])
     return sorted(keep)
 
 
@@ -339,9 +360,9 @@ def quantize_onnx(src: PathLike, dst: PathLike, calibration: Union[np.ndarray, P
             raise StnGluonError(f"{src}: ONNX Runtime's quantization pre-processing failed "
                                 f"({str(err).splitlines()[0][:200]})") from None
         prepared = onnx.load(pre)
-        _relu_before_pool(prepared)
         _name_nodes(prepared)
         keep = _float_nodes(prepared, settings)
+        _relu_before_pool(prepared, set(keep))
         onnx.save(prepared, pre)
         out = os.path.join(tmp, "int8.onnx")
         try:
