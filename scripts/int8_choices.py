@@ -33,6 +33,7 @@ DEFAULT_VARIANTS = [
     "thin_convs_int8=min_conv_channels=1",
     "localization_int8=float_localization=False",
     "entropy=calibrate_method='Entropy'",
+    "minmax=calibrate_method='MinMax'",
 ]
 
 

@@ -30,7 +30,9 @@ it. ``stn-gluon export-onnx --quantize int8`` does all three
 """
 from __future__ import annotations
 
+import contextlib
 import functools
+import io
 import json
 import os
 import tempfile
@@ -98,7 +100,7 @@ class Int8Settings:
     weight_symmetric: bool = True
     float_warped: bool = True
     float_localization: bool = True
-    calibrate_method: str = "MinMax"
+    calibrate_method: str = "Percentile"
     min_conv_channels: int = 4
     op_types: Sequence[str] = ("Conv", "Gemm", "MatMul", "Add", "Relu", "MaxPool", "GlobalAveragePool", "Flatten")
 
@@ -231,7 +233,7 @@ def _grid_nodes(graph: Any, float_output: bool = True, whole_localization: bool 
     return found
 
 
-def _relu_before_pool(model: Any, skip: Set[str] = frozenset()) -> int:
+def _relu_before_pool(model: Any, skip: "frozenset[str] | Set[str]" = frozenset()) -> int:
     """Rewrite ``MaxPool -> Relu`` as ``Relu -> MaxPool`` (the same function: both are monotonic); returns how many.
 
     ONNX Runtime's quantizer drops a Relu that follows a quantized op, counting on
@@ -366,13 +368,14 @@ def quantize_onnx(src: PathLike, dst: PathLike, calibration: Union[np.ndarray, P
         onnx.save(prepared, pre)
         out = os.path.join(tmp, "int8.onnx")
         try:
-            quantize_static(pre, out, _Reader(name, x), quant_format=getattr(QuantFormat, settings.quant_format),
-                            activation_type=types[settings.activations], weight_type=types[settings.weights],
-                            per_channel=settings.per_channel, reduce_range=settings.reduce_range,
-                            calibrate_method=getattr(CalibrationMethod, settings.calibrate_method),
-                            op_types_to_quantize=list(settings.op_types), nodes_to_exclude=keep,
-                            extra_options=dict(ActivationSymmetric=settings.activation_symmetric,
-                                               WeightSymmetric=settings.weight_symmetric))
+            with contextlib.redirect_stdout(io.StringIO()):  # the calibrators print their progress
+                quantize_static(pre, out, _Reader(name, x), quant_format=getattr(QuantFormat, settings.quant_format),
+                                activation_type=types[settings.activations], weight_type=types[settings.weights],
+                                per_channel=settings.per_channel, reduce_range=settings.reduce_range,
+                                calibrate_method=getattr(CalibrationMethod, settings.calibrate_method),
+                                op_types_to_quantize=list(settings.op_types), nodes_to_exclude=keep,
+                                extra_options=dict(ActivationSymmetric=settings.activation_symmetric,
+                                                   WeightSymmetric=settings.weight_symmetric))
         except Exception as err:  # ORT's quantizer raises plain exceptions on graphs it cannot handle
             raise StnGluonError(f"{src}: ONNX Runtime's quantization failed ({str(err).splitlines()[0][:200]})") \
                 from None
