@@ -21,7 +21,8 @@ Before quantizing, the graph goes through ONNX Runtime's pre-processing
 inferred), and ``MaxPool -> Relu`` in the quantized part becomes the
 equivalent ``Relu -> MaxPool``: ONNX Runtime's quantizer drops a Relu after
 a quantized op, which is only right where the op's output range starts at 0,
-and a MaxPool's does not (STNNet lost 10 points of accuracy to it). The calibration inputs (activation ranges, min/max) are an array
+and a MaxPool's does not (STNNet lost 10 points of accuracy to it). The
+calibration inputs (activation ranges: 99.999th percentiles) are an array
 of inputs, or by default images of the model's own training data (the
 dataset its model description names). :func:`compare_speed` times the fp32
 and int8 files side by side; :func:`int8_verdict` says when int8 is not worth
@@ -50,8 +51,8 @@ __all__ = ["QuantizeConfig", "Int8Settings", "INT8", "quantize_onnx", "calibrati
 
 PathLike = Union[str, "os.PathLike[str]"]
 
-#: Ops that end the grid computation, walking up from the sampler's grid input: the localization net's last
-#: nonlinearity. Everything between it and the sampler stays float.
+#: With ``float_localization=False``: the ops that end the grid computation, walking up from the sampler's grid
+#: input (the localization net's last nonlinearity); everything between it and the sampler stays float.
 _GRID_STOPS = {"Relu", "LeakyRelu", "Sigmoid", "Tanh", "Clip", "Softmax", "MaxPool", "AveragePool",
                "GlobalAveragePool", "Elu", "Selu", "PRelu", "HardSigmoid"}
 #: Elementwise ops right after a sampler (the fill shift around it): float, like the sampler.
@@ -437,8 +438,8 @@ def int8_verdict(speed: Dict[str, float], batch: int = 64) -> Optional[str]:
     if speed["cpu_ratio"] >= 1.0:
         return None
     return (f"int8 runs at {speed['cpu_ratio']:.2f}x the speed of fp32 on this model (CPU time per image, batch "
-            f"{batch}, one thread; wall clock {speed['int8']:,.0f} against {speed['fp32']:,.0f} images/s): its "
-            f"layers are too small for int8 to pay")
+            f"{batch}, one thread; wall clock {speed['int8']:,.0f} against {speed['fp32']:,.0f} images/s): int8 "
+            f"does not pay on layers this small")
 
 
 def agreement(fp32: PathLike, int8: PathLike, x: np.ndarray) -> Dict[str, float]:
@@ -451,8 +452,9 @@ def agreement(fp32: PathLike, int8: PathLike, x: np.ndarray) -> Dict[str, float]
                 max_logit_diff=float(np.abs(la - lb).max()))
 
 
-def quantize_export(fp32: PathLike, config: QuantizeConfig, dataset: Optional[str] = None, echo: Callable[[str], Any] = print,
-                    dst: Optional[PathLike] = None, speed: Optional[Dict[str, float]] = None) -> Optional[str]:
+def quantize_export(fp32: PathLike, config: QuantizeConfig, dataset: Optional[str] = None,
+                    echo: Callable[[str], Any] = print, dst: Optional[PathLike] = None,
+                    speed: Optional[Dict[str, float]] = None) -> Optional[str]:
     """``export-onnx --quantize int8``: quantize ``fp32``, time both, write ``<fp32 stem>-int8.onnx`` or refuse.
 
     Refused (:class:`~stn_gluon.errors.StnGluonError`, one line with the measured
