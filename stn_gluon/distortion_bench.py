@@ -233,7 +233,7 @@ def run_distortion_bench(bench: Optional[DistortionBenchConfig] = None, echo=pri
     from .data import load_mnist
     from .training import fit
 
-    names = _parse_list(datasets, [d for d in DATASETS if d != "mnist"], "datasets") if datasets else \
+    names = _parse_list(datasets, [d for d, spec in DATASETS.items() if spec.distorted], "datasets") if datasets else \
         list(DEFAULT_MODELS)
     wanted = _parse_list(models, MODELS, "models") if models else None
     os.makedirs(out, exist_ok=True)

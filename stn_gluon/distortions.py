@@ -26,7 +26,9 @@ name           canvas  generator
                        sets would need 1.2 GB), for the attention STN that outputs 28x28
 =============  ======  ==========================================================================
 
-``mnist`` is plain MNIST. How a model should look at each dataset (the STN's
+``mnist`` is plain MNIST; ``mnist32`` is MNIST padded to 32x32 (2 black pixels each side) and repeated
+into 3 channels, the input shape of CIFAR-sized backbones (``stn_cifar_resnet20_v1``); its images are
+``uint8 (N, 3, 32, 32)`` views of one padded channel (no copy). How a model should look at each dataset (the STN's
 output size, the CNN baseline's input size, pooling in front of the
 localization net for the big canvases) is in :data:`stn_gluon.recipes.DATASET_MODELS`.
 """
@@ -42,7 +44,8 @@ from . import data as data_lib
 from .errors import DataError, StnGluonError
 from .io import atomic_path
 
-__all__ = ["DatasetSpec", "DATASETS", "get_dataset_spec", "load_dataset", "generate", "homography_to_corners"]
+__all__ = ["DatasetSpec", "DATASETS", "get_dataset_spec", "load_dataset", "generate", "homography_to_corners",
+           "with_channels"]
 
 log = logging.getLogger(__name__)
 SOURCE_SIZE = 28
@@ -61,10 +64,14 @@ class DatasetSpec:
     max_test: int = None
     paper: str = None
     description: str = ""
+    channels: int = 1
+    distorted: bool = True
 
 
 DATASETS = {spec.name: spec for spec in (
-    DatasetSpec("mnist", 28, description="plain MNIST"),
+    DatasetSpec("mnist", 28, description="plain MNIST", distorted=False),
+    DatasetSpec("mnist32", 32, channels=3, distorted=False,
+                description="MNIST padded to 32x32, 3 channels (CIFAR-shaped backbones)"),
     DatasetSpec("rotated", 28, paper="R", description="rotated +-90 deg"),
     DatasetSpec("rts", 42, paper="RTS", description="rotated +-45 deg, scaled 0.7-1.2, translated on 42x42"),
     DatasetSpec("projective", 28, paper="P", description="random homography"),
@@ -198,7 +205,12 @@ def _noisy128(images, rng, canvas=128, sigma=60.0):
     return out
 
 
-GENERATORS = {"rotated": _rotated, "rts": _rts, "projective": _projective, "elastic": _elastic,
+def _padded(images, rng, canvas=32):
+    pad = (canvas - SOURCE_SIZE) // 2
+    return np.pad(images, ((0, 0), (pad, canvas - SOURCE_SIZE - pad), (pad, canvas - SOURCE_SIZE - pad)))
+
+
+GENERATORS = {"mnist32": _padded, "rotated": _rotated, "rts": _rts, "projective": _projective, "elastic": _elastic,
               "cluttered": _cluttered, "noisy128": _noisy128}
 
 
@@ -246,7 +258,7 @@ def load_dataset(name="mnist", data_dir=None, download=False, seed=0, cache_dir=
     cache_dir = cache_dir or os.environ.get("STN_GLUON_CACHE") or distortions_cache_dir()
     path = os.path.join(cache_dir, _cache_key(name, mnist, seed))
     if os.path.exists(path):
-        return _read_cache(path, spec, mnist, name, seed)
+        return with_channels(_read_cache(path, spec, mnist, name, seed), spec.channels)
     log.info("Generating the %s dataset (%s) into %s", name, spec.description, path)
     made = generate(name, mnist, seed)
     os.makedirs(cache_dir, exist_ok=True)
@@ -254,7 +266,20 @@ def load_dataset(name="mnist", data_dir=None, download=False, seed=0, cache_dir=
         with open(tmp, "wb") as f:
             np.savez(f, train_images=made.train_images, train_labels=made.train_labels,
                      test_images=made.test_images, test_labels=made.test_labels)
-    return made
+    return with_channels(made, spec.channels)
+
+
+def with_channels(dataset, channels):
+    """A :class:`~stn_gluon.data.DigitDataset` of ``(N, H, W)`` images as ``(N, channels, H, W)`` read-only views
+    (the one channel repeated, no copy); ``channels=1``: as it is."""
+    if channels == 1:
+        return dataset
+
+    def repeat(images):
+        return np.broadcast_to(images[:, None], (len(images), channels) + images.shape[1:])
+
+    return data_lib.DigitDataset(repeat(dataset.train_images), dataset.train_labels, repeat(dataset.test_images),
+                                 dataset.test_labels, dataset.source)
 
 
 def _read_cache(path, spec, mnist, name, seed):

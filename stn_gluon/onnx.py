@@ -338,3 +338,6 @@ class OnnxModel:
         assert self._pool is not None  # chunks > 1 only with a pool
         parts = list(self._pool.map(self._run, np.array_split(x, chunks)))
         return {name: np.concatenate([p[i] for p in parts]) for i, name in enumerate(self.outputs)}
+
+
+from .quantize import quantize_onnx  # noqa: E402  int8 copies of an export (stn_gluon.quantize), also here

@@ -67,6 +67,7 @@ PLAIN_STN: Dict[str, Any] = dict(localization="conv", init_scale=1.0, brightness
 
 DATASET_MODELS: Dict[str, DatasetModels] = {
     "mnist": DatasetModels(28, 28),
+    "mnist32": DatasetModels(32, 32),
     "rotated": DatasetModels(28, 28),
     "rts": DatasetModels(28, 42),
     "projective": DatasetModels(28, 28),

@@ -24,7 +24,7 @@ from typing import IO, Any, Callable, Dict, List, NamedTuple, Optional
 
 import numpy as np
 
-__all__ = ["median_rate", "timed", "interleaved_rates", "ratio", "latency", "train_batches", "infer_input",
+__all__ = ["median_rate", "timed", "Clock", "interleaved_rates", "ratio", "latency", "train_batches", "infer_input",
            "Competitor", "Isolated", "child_environ", "isolated_rates", "serve_timings", "REPLY", "REGISTRY"]
 
 #: Marks the worker's replies among anything else printed on its stdout.
@@ -62,6 +62,32 @@ def median_rate(step: Callable[[], object], items: int, seconds: float, repeats:
 def timed(step: Callable[[], object]) -> Timer:
     """A timer ``(items, seconds, warmup) -> items/s`` of ``step()`` called in this process (one window)."""
     return lambda items, seconds, warmup: median_rate(step, items, seconds, 1, warmup=warmup)
+
+
+class Clock:
+    """A timer ``(items, seconds, warmup) -> items/s`` (wall clock) of ``step()`` called here, that also keeps
+    each timed window's items per CPU-second of the calling thread in ``cpu``.
+
+    The CPU-time rate is steady on a shared machine (the wall clock also counts
+    the time other programs hold the core); it measures a step that runs in the
+    calling thread only (e.g. a single-threaded ONNX Runtime session).
+    """
+
+    def __init__(self, step: Callable[[], object]):
+        self.step = step
+        self.cpu: List[float] = []
+
+    def __call__(self, items: int, seconds: float, warmup: int) -> float:
+        for _ in range(warmup):
+            self.step()
+        n, tic, cpu = 0, time.perf_counter(), time.thread_time()
+        while n < 2 or time.perf_counter() - tic < seconds:
+            self.step()
+            n += 1
+        wall, used = time.perf_counter() - tic, time.thread_time() - cpu
+        if seconds > 0:
+            self.cpu.append(n * items / max(used, 1e-9))
+        return n * items / wall
 
 
 def interleaved_rates(timers: dict, items: int, seconds: float, repeats: int, warmup: int = 3,

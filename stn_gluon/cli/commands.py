@@ -107,10 +107,15 @@ def _visualize_dataset(args):
 def _cmd_export_onnx(args):
     from ..onnx import export_onnx
     from ..export import resolve_model
-    from ..paths import writable_file
+    from ..flags import values_from_args
+    from ..paths import readable_path, writable_file
+    from ..quantize import QuantizeConfig, described_dataset, quantize_export
 
+    quantize = QuantizeConfig(**values_from_args(QuantizeConfig, args))
     if args.output is not None:
         writable_file(args.output, "-o/--output", suffix=".onnx")
+    if quantize.calibration is not None:
+        readable_path(quantize.calibration, "--calibration", kind="file")
     prefix, _ = resolve_model(args.model)
     out = args.output or os.path.join(os.path.dirname(os.path.abspath(prefix)), os.path.basename(prefix) + ".onnx")
     writable_file(out, "-o/--output" if args.output is not None else "the default -o/--output")
@@ -118,6 +123,7 @@ def _cmd_export_onnx(args):
     print(f"Wrote {out} (opset {args.opset}, dynamic batch)")
     if args.parity_check:
         _check_onnx_parity(args.model, out)
+    quantize_export(out, quantize, dataset=described_dataset(prefix))
 
 
 def _check_onnx_parity(model_path, onnx_path):
@@ -197,7 +203,13 @@ def _run_bench(args):
     from ..bench import speed_report, time_to_accuracy
     from ..reporting import write_report
 
-    if args.bench == "distortions":
+    if args.bench == "int8":
+        from ..bench.int8 import Int8BenchConfig, run_int8_bench
+        from ..flags import values_from_args
+
+        run_int8_bench(Int8BenchConfig(**values_from_args(Int8BenchConfig, args)),
+                       echo=lambda line: print(f"... {line}", file=sys.stderr, flush=True))
+    elif args.bench == "distortions":
         from ..distortion_bench import DistortionBenchConfig, run_distortion_bench
         from ..flags import values_from_args
 

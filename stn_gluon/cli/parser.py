@@ -60,6 +60,8 @@ def build_parser():
     from .. import __version__
     from ..distortion_bench import DistortionBenchConfig
     from ..inputs import PIXEL_RANGES
+    from ..bench.int8 import Int8BenchConfig
+    from ..quantize import QuantizeConfig
     from ..serving import ServeConfig
 
     parser = _Parser(prog="stn-gluon", description="Spatial Transformer Networks for MXNet Gluon")
@@ -80,6 +82,7 @@ def build_parser():
     p.add_argument("--opset", type=positive_int, default=20, help="ONNX opset (>= 20, for AffineGrid)")
     p.add_argument("--no-parity-check", dest="parity_check", action="store_false",
                    help="skip the MXNet/ONNX Runtime parity check on random inputs")
+    add_flags(p, QuantizeConfig)
 
     p = sub.add_parser("predict", help="classify images or .npy arrays with a saved model")
     p.add_argument("inputs", nargs="+", metavar="FILE", help="PNG/JPEG/... images or .npy arrays")
@@ -119,6 +122,8 @@ def build_parser():
     q.add_argument("--target", type=finite_float, default=0.99)
     add_flags(q, TrainConfig, only=TIME_TO_ACCURACY_FLAGS, default_notes=recipe_notes)
     q.add_argument("--out", default="runs/bench_time_to_accuracy")
+    q = which.add_parser("int8", help="fp32 against int8 ONNX Runtime: throughput and test accuracy of trained models")
+    add_flags(q, Int8BenchConfig)
     q = which.add_parser("distortions", help="CNN vs ST-CNN on every distorted-MNIST dataset, within a budget")
     add_flags(q, DistortionBenchConfig)
 
