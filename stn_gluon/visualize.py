@@ -102,7 +102,8 @@ def plot_stn_grid(inputs, outputs, path, mean=0.0, std=1.0, title=None, nrow=8, 
 
 def plot_explained(batch, path, title=None, nrow=8):
     """:func:`plot_stn_grid` of an :class:`~stn_gluon.explain.ExplainedBatch`: regions and predictions shown."""
-    wrong = "" if batch.labels is None else f"; {int((batch.predicted != batch.labels).sum())} wrong, in red"
+    errors = None if batch.labels is None else int((batch.predicted != batch.labels).sum())
+    wrong = "" if errors is None else "; all read right" if errors == 0 else f"; {errors} read wrong, in red"
     return plot_stn_grid(batch.inputs, batch.warped, path, batch.mean, batch.std,
                          title=(title + "\n" if title else "") + f"{len(batch.inputs)} test images{wrong}",
                          nrow=nrow, regions=batch.regions, predicted=batch.predicted, labels=batch.labels)

@@ -48,7 +48,7 @@ def driver(tmp_path_factory):
     options.binary_location = CHROMIUM
     for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                 "--disable-extensions", "--window-size=1000,900",
+                 "--disable-extensions", "--window-size=1000,800",
                  f"--user-data-dir={tmp_path_factory.mktemp('chromium-profile')}"):
         options.add_argument(flag)
     browser = webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=options)
@@ -245,4 +245,4 @@ def test_phone_sized_window_touch_and_keyboard(driver, server, sample):
         ActionChains(driver).send_keys(Keys.ESCAPE).perform()
         assert state(driver)["label"] == "\u2013" and state(driver)["status"] == "idle"
     finally:
-        driver.set_window_size(1000, 900)
+        driver.set_window_size(1000, 800)

@@ -78,8 +78,11 @@ def _cmd_visualize(args):
     writable_file(out, "--out")
     dataset, pixels, _ = _test_batches(args, model.meta)
     images = data_lib.normalize(pixels[:args.count], model.meta["mean"], model.meta["std"])
+    from ..pretrained import is_pretrained_ref
+
+    name = args.model if is_pretrained_ref(args.model) else os.path.basename(os.path.dirname(model.prefix) or ".")
     plot_explained(explain_batch(model, images, dataset.test_labels[:args.count]), out,
-                   title=f"{os.path.basename(model.prefix)} on {dataset.describe()}")
+                   title=f"{name} on {dataset.describe()}")
     print(f"Wrote {out}")
 
 

@@ -76,6 +76,7 @@
     if (ev.pointerType === "mouse" && ev.button !== 0) return;
     ev.preventDefault();  // no scrolling or text selection while drawing...
     pad.focus();          // ...but the keyboard follows the pen
+    cursor.hidden = true;
     pad.setPointerCapture(ev.pointerId);
     stroke = { id: ev.pointerId, last: padPoint(ev) };
     dot(stroke.last);
@@ -103,7 +104,7 @@
     cursor.style.top = `${100 * kb.y / pad.height}%`;
     cursor.classList.toggle("down", kb.down);
   }
-  pad.addEventListener("focus", showCursor);
+  pad.addEventListener("focus", () => { if (pad.matches(":focus-visible")) showCursor(); });
   pad.addEventListener("blur", () => { cursor.hidden = true; });
   pad.addEventListener("keydown", (ev) => {
     const step = ev.shiftKey ? 30 : 10;
@@ -220,12 +221,21 @@
   }
 
   function drawOverlay(input, grid) {
+    // The view: the input and the sampled region both, so a region reaching past the image shows whole
+    // (the margin, in grey, is outside the image: the STN sees black there). At most 3x the input.
+    const w = input.naturalWidth, h = input.naturalHeight;
+    const xs = grid.outline.map((p) => p[0]), ys = grid.outline.map((p) => p[1]);
+    const lo = Math.max(-w, -h, Math.min(0, ...xs, ...ys) - 0.5);
+    const hi = Math.min(2 * w, 2 * h, Math.max(w, h, ...xs, ...ys) + 0.5);
+    const s = overlay.width / (hi - lo);
+    const at = ([x, y]) => [(x - lo) * s, (y - lo) * s];
+    octx.fillStyle = "#555";
+    octx.fillRect(0, 0, overlay.width, overlay.height);
     octx.imageSmoothingEnabled = false;
-    octx.drawImage(input, 0, 0, overlay.width, overlay.height);
-    const sx = overlay.width / input.naturalWidth, sy = overlay.height / input.naturalHeight;
+    octx.drawImage(input, -lo * s, -lo * s, w * s, h * s);
     const trace = (points) => {
       octx.beginPath();
-      points.forEach(([x, y], i) => (i ? octx.lineTo(x * sx, y * sy) : octx.moveTo(x * sx, y * sy)));
+      points.forEach((p, i) => (i ? octx.lineTo(...at(p)) : octx.moveTo(...at(p))));
     };
     octx.strokeStyle = OUTLINE;
     octx.lineWidth = 1;
