@@ -149,13 +149,17 @@ def load_predictor(path: str, backend: Optional[str] = None, threads: Optional[i
     backend: ``"mxnet"`` or ``"onnxruntime"``; ``None`` picks ONNX Runtime for a
     ``.onnx`` path and MXNet otherwise. threads: ONNX Runtime's CPU threads.
     """
-    from .pretrained import resolve_model_ref
+    from .pretrained import PREFIX, is_pretrained_ref, resolve_model_ref
 
-    path = resolve_model_ref(str(path))
+    ref, path = str(path), resolve_model_ref(str(path))
     if backend is None:
         backend = "onnxruntime" if path.endswith(".onnx") else "mxnet"
     if backend not in BACKENDS:
         raise StnGluonError(f"unknown backend {backend!r}; choose {' or '.join(BACKENDS)}")
+    if backend == "onnxruntime" and is_pretrained_ref(ref):
+        name = ref[len(PREFIX):]
+        raise StnGluonError(f"{ref} ships as MXNet files: use backend mxnet, or make {name}.onnx with "
+                            f"stn-gluon export-onnx --model {ref} and give that", params=("backend",))
     if backend == "onnxruntime":
         from .export import check_onnx_current
 

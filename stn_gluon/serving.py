@@ -11,11 +11,17 @@ Runtime); no training code runs. Endpoints:
   naming the range found, the same check as ``stn-gluon predict`` on ``.npy``).
   Images with transparency are composited onto a background that contrasts
   with their strokes. Query: ``return_image=1`` adds the rectified image as
-  base64 PNG; ``invert=auto|1|0`` (also ``true``/``false``; default ``auto``):
+  base64 PNG (``image``); ``return_input=1`` the input as the model read it
+  (``input_image``, base64 PNG); ``return_grid=1`` the region the STN sampled
+  in input pixels (``grid``: ``outline`` and ``lines``, see
+  :mod:`stn_gluon.explain`); ``invert=auto|1|0`` (also ``true``/``false``; default ``auto``):
   ``auto`` inverts the inputs that look dark on light (MNIST is light on dark),
   ``1`` inverts all, ``0`` none. Answers ``{"predictions": [{"label", "class",
   "probabilities", "theta", "inverted"}, ...]}``, where ``inverted`` (bool) says
   whether that input was inverted before classification.
+* ``GET /``: a web page (``stn_gluon/web``: plain HTML, CSS, JavaScript) to
+  draw a digit on or drop an image, showing what the model and its STN did;
+  it calls ``POST /v1/predict`` like any client.
 * ``GET /healthz`` (alive), ``GET /readyz`` (model loaded, not shutting down),
   ``GET /v1/model`` (backend, input, classes, source files and SHA-256),
   ``GET /metrics`` (Prometheus text format).

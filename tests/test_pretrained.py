@@ -121,6 +121,22 @@ def test_predict_without_model_uses_the_mnist_model_and_says_so(tmp_path, capsys
     assert json.loads(capsys.readouterr().out)["predictions"][0]["label"] in range(10)
     assert main(["predict", "--model", "pretrained:nope", str(path)]) == 2
     assert "error: no pretrained model 'nope'; choose one of stn_lenet, stn_lenet_noisy128" in capsys.readouterr().err
+    assert main(["predict", "--backend", "onnxruntime", str(path)]) == 2
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        "error: pretrained:stn_lenet ships as MXNet files: use --backend mxnet, or make stn_lenet.onnx with "
+        "stn-gluon export-onnx --model pretrained:stn_lenet and give that")
+
+
+def test_export_onnx_of_a_shipped_model_writes_here_not_into_the_package(tmp_path, monkeypatch, capsys, sample):
+    monkeypatch.chdir(tmp_path)
+    before = sorted(os.listdir(pretrained.get_pretrained("stn_lenet").folder))
+    assert main(["export-onnx", "--model", "pretrained:stn_lenet"]) == 0
+    assert "Wrote stn_lenet.onnx" in capsys.readouterr().out and (tmp_path / "stn_lenet.onnx").is_file()
+    assert sorted(os.listdir(pretrained.get_pretrained("stn_lenet").folder)) == before
+    onnx = load_predictor(str(tmp_path / "stn_lenet.onnx"))
+    x = preprocess(sample.test_images[:8, None].astype(np.float32) / 255, onnx.mean, onnx.std)
+    np.testing.assert_allclose(onnx.predict(x)["logits"], load_predictor("pretrained:stn_lenet").predict(x)["logits"],
+                               atol=1e-4)
 
 
 def test_models_command_lists_the_shipped_models(capsys):

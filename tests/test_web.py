@@ -30,8 +30,9 @@ MAX_BODY = 300_000
 def server():
     started = Server(None, "--max-body-bytes", str(MAX_BODY))
     yield started
-    code, _, err = started.stop()
+    code, out, err = started.stop()
     assert code == 0, err
+    assert out.startswith("no --model given: using pretrained:stn_lenet (")  # the default, said in one line
 
 
 @pytest.fixture(scope="module")

@@ -295,6 +295,11 @@
       const name = info.pretrained ? `pretrained:${info.pretrained}` : info.model;
       $("model").textContent = `Model: ${name} (${info.transform || "no"} spatial transformer, ` +
         `input ${w}\u00d7${h}${c > 1 ? `\u00d7${c}` : ""}, ${info.backend}).`;
+      if (w > 56) {  // a large canvas (noisy128): its digits are MNIST-sized, anywhere on it
+        document.querySelector(".guide").hidden = true;
+        $("pad-help").textContent = `This model looks for a ${Math.round(28 * 280 / w)}-pixel digit anywhere ` +
+          "on its canvas: draw it small, wherever you like, or drop an image on the square.";
+      }
     } catch (err) {
       showError(`could not read the model's description (${err.message})`);
     }
