@@ -69,7 +69,8 @@ def plot_stn_grid(inputs, outputs, path, mean=0.0, std=1.0, title=None, nrow=8, 
     """
     inputs, outputs = np.asarray(inputs), np.asarray(outputs)
     n = len(inputs)
-    fig, axes = plt.subplots(1, 2, figsize=(10, 5.4))
+    rows = -(-n // max(1, min(nrow, n)))
+    fig, axes = plt.subplots(1, 2, figsize=(10, 1.0 + 0.56 * max(rows, 2)))
     for ax, imgs, name in ((axes[0], inputs, "Inputs, sampled region outlined" if regions else "Dataset images"),
                            (axes[1], outputs, "Transformed images" + (", predicted class" if predicted is not None
                                                                       else ""))):
