@@ -96,8 +96,7 @@ def get_pretrained(name: str, root: Optional[str] = None) -> PretrainedModel:
     root = root or ROOT
     models = _manifest(root)
     if name not in models:
-        raise StnGluonError(f"no pretrained model {name!r}; choose one of {', '.join(sorted(models))}",
-                            params=("model",))
+        raise StnGluonError(f"no pretrained model {name!r}; choose one of {', '.join(sorted(models))}")
     entry = models[name]
     folder = os.path.join(root, name)
     files = entry.get("sha256") if isinstance(entry, dict) else None
