@@ -33,8 +33,13 @@ setup(
     long_description_content_type="text/markdown",
     license="Apache-2.0",
     python_requires=">=3.8",
-    packages=["stn_gluon", "stn_gluon.bench", "stn_gluon.cli", "stn_gluon.symbol"],
-    package_data={"stn_gluon": ["py.typed"]},  # PEP 561: the package's own type hints are to be used
+    packages=["stn_gluon", "stn_gluon.bench", "stn_gluon.cli", "stn_gluon.pretrained", "stn_gluon.symbol"],
+    package_data={
+        "stn_gluon": ["py.typed",  # PEP 561: the package's own type hints are to be used
+                      "web/*.html", "web/*.js", "web/*.css"],  # the page of `stn-gluon serve`
+        # the pretrained models (about 0.5 MB in all): exported graph and weights, run records, checksums
+        "stn_gluon.pretrained": ["manifest.json", "*/*.json", "*/*.params"],
+    },
     # The symbolic-graph code lives in symbol/ and installs as stn_gluon.symbol,
     # so nothing called `symbol` lands at the top of site-packages.
     package_dir={"stn_gluon": "stn_gluon", "stn_gluon.symbol": "symbol"},
@@ -56,7 +61,8 @@ setup(
         "prometheus-client>=0.17",  # serving: /metrics
     ],
     # `test` holds everything `make test` runs: pytest, the type checker and the docs build
-    extras_require={"docs": DOCS, "test": ["pytest>=7", "mypy==2.4.1", *DOCS]},
+    # selenium drives the system's Chromium (apt-get install chromium chromium-driver) in the browser test
+    extras_require={"docs": DOCS, "test": ["pytest>=7", "mypy==2.4.1", "selenium>=4.10", *DOCS]},
     entry_points={"console_scripts": ["stn-gluon=stn_gluon.cli:main"]},
     classifiers=[
         "Programming Language :: Python :: 3",

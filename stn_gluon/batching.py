@@ -40,6 +40,11 @@ class MicroBatcher:
                 pass
         self.executor.shutdown(wait=True)
 
+    async def run(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """``fn(*args)`` on the inference thread, where every model call happens (MXNet's front end
+        is not thread-safe: anything else that uses MXNet runs there too)."""
+        return await asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
+
     async def submit(self, x: np.ndarray) -> Dict[str, np.ndarray]:
         future = asyncio.get_running_loop().create_future()
         await self.queue.put((x, future))

@@ -88,7 +88,11 @@ def verify_checksums(meta: dict, files: list, described: str) -> None:
 
 
 def resolve_model(path: str) -> Tuple[str, int]:
-    """A save dir, export prefix or ``-symbol.json`` path -> ``(prefix, epoch)`` of the latest params."""
+    """A save dir, export prefix, ``-symbol.json`` path or ``pretrained:NAME`` (a shipped model, verified:
+    :mod:`stn_gluon.pretrained`) -> ``(prefix, epoch)`` of the latest params."""
+    from .pretrained import resolve_model_ref
+
+    path = resolve_model_ref(path)
     if os.path.isdir(path):
         prefix = os.path.join(path, DEFAULT_PREFIX)
     elif path.endswith("-symbol.json"):

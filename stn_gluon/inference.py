@@ -36,9 +36,11 @@ def preprocess(pixels: np.ndarray, mean: float, std: float, invert: bool = False
 
 class Predictor:
     """Common face of the backends: ``backend``, ``input_shape`` (C, H, W), ``mean``, ``std``,
-    ``classes``, ``source`` (the files loaded), ``predict(x)`` and ``info()``."""
+    ``classes``, ``transform`` (the STN's, ``None`` without one), ``source`` (the files loaded),
+    ``predict(x)`` and ``info()``."""
 
     backend: Optional[str] = None
+    transform: Optional[str] = None
     input_shape: tuple
     mean: float
     std: float
@@ -66,10 +68,10 @@ class Predictor:
 
     def info(self) -> Dict[str, Any]:
         """What the model is: ``backend``, ``input_shape`` ``[None, C, H, W]``, ``mean``, ``std``,
-        ``classes``, ``files`` (base name -> SHA-256 hex of each source file), plus
+        ``classes``, ``transform``, ``files`` (base name -> SHA-256 hex of each source file), plus
         ``opset`` (ONNX) or ``symbol`` and ``epoch`` (MXNet)."""
         info = dict(backend=self.backend, input_shape=[None] + list(self.input_shape), mean=self.mean,
-                    std=self.std, classes=self.classes,
+                    std=self.std, classes=self.classes, transform=self.transform,
                     files={os.path.basename(f): sha256_file(f) for f in self.source})
         info.update(self.details())
         return info
@@ -91,6 +93,7 @@ class MXNetPredictor(Predictor):
         self.input_shape = tuple(meta["input_shape"])
         self.mean, self.std = float(meta["mean"]), float(meta["std"])
         self.classes = list(meta.get("classes", []))
+        self.transform = meta.get("transform") if self.model.stn is not None else None
         self.model.net.hybridize(static_alloc=True)
         if self.model.stn is not None:
             self.model.stn.hybridize(static_alloc=True)
@@ -124,6 +127,8 @@ class OnnxPredictor(Predictor):
         self.input_shape = self.model.input_shape
         self.mean, self.std = self.model.mean, self.model.std
         self.classes = self.model.classes
+        transform = str(self.model.meta.get("transform") or "none")
+        self.transform = None if transform == "none" else transform
         self.source = [path]
 
     def predict(self, x: np.ndarray) -> Dict[str, np.ndarray]:
@@ -147,16 +152,23 @@ def _find_onnx(path: str) -> str:
 
 
 def load_predictor(path: str, backend: Optional[str] = None, threads: Optional[int] = None) -> Predictor:
-    """A :class:`Predictor` for ``path``: a ``.onnx`` file, a save dir or an export prefix.
+    """A :class:`Predictor` for ``path``: a ``.onnx`` file, a save dir, an export prefix or
+    ``pretrained:NAME`` (a model shipped with the package, see :mod:`stn_gluon.pretrained`).
 
     backend: ``"mxnet"`` or ``"onnxruntime"``; ``None`` picks ONNX Runtime for a
     ``.onnx`` path and MXNet otherwise. threads: ONNX Runtime's CPU threads.
     """
-    path = str(path)
+    from .pretrained import PREFIX, is_pretrained_ref, resolve_model_ref
+
+    ref, path = str(path), resolve_model_ref(str(path))
     if backend is None:
         backend = "onnxruntime" if path.endswith(".onnx") else "mxnet"
     if backend not in BACKENDS:
         raise StnGluonError(f"unknown backend {backend!r}; choose {' or '.join(BACKENDS)}")
+    if backend == "onnxruntime" and is_pretrained_ref(ref):
+        name = ref[len(PREFIX):]
+        raise StnGluonError(f"{ref} ships as MXNet files: use backend mxnet, or make {name}.onnx with "
+                            f"stn-gluon export-onnx --model {ref} and give that", params=("backend",))
     if backend == "onnxruntime":
         from .export import check_onnx_current
 

@@ -33,11 +33,14 @@ class HTTPError(Exception):
 
 @dataclass(frozen=True)
 class PredictOptions:
-    """The query of ``POST /v1/predict``: ``return_image`` (add the rectified image) and
-    ``invert`` (``"auto"``, True or False)."""
+    """The query of ``POST /v1/predict``: ``return_image`` (add the rectified image), ``invert``
+    (``"auto"``, True or False), ``return_grid`` (add the STN's sampling region in input pixels) and
+    ``return_input`` (add the input as the model saw it)."""
 
     return_image: bool = False
     invert: Union[str, bool] = "auto"
+    return_grid: bool = False
+    return_input: bool = False
 
 
 def parse_flag(query: Mapping[str, str], name: str, default: str = "0") -> bool:
@@ -57,7 +60,8 @@ def parse_options(query: Mapping[str, str]) -> PredictOptions:
     except StnGluonError:
         raise HTTPError(400, f"query parameter invert={query.get('invert')!r}: expected auto, 1 or 0 "
                              f"(or true/false)") from None
-    return PredictOptions(return_image=parse_flag(query, "return_image"), invert=invert)
+    return PredictOptions(return_image=parse_flag(query, "return_image"), invert=invert,
+                          return_grid=parse_flag(query, "return_grid"), return_input=parse_flag(query, "return_input"))
 
 
 def content_kind(content_type: Optional[str], channels: int) -> str:

@@ -134,12 +134,12 @@ class RunRecorder:
         self.history.save(os.path.join(self.cfg.save_dir, "history.csv"))
         return record
 
-    def finish(self, test_loss, test_correct, test_total, model_files, stn_pair=None, mean=0.0, std=1.0,
-               **extra):
-        """Write metrics, curves and (given ``stn_pair = (inputs, outputs)``) the STN grid."""
+    def finish(self, test_loss, test_correct, test_total, model_files, stn_sample=None, **extra):
+        """Write metrics, curves and (given ``stn_sample``, an :class:`~stn_gluon.explain.ExplainedBatch`)
+        the STN grid: test inputs with the sampled region outlined, beside the outputs with the predicted class."""
         import dataclasses
 
-        from .visualize import plot_curves, plot_stn_grid
+        from .visualize import plot_curves, plot_explained
 
         save_dir = self.cfg.save_dir
         self.history.save(os.path.join(save_dir, "history.csv"))
@@ -151,9 +151,8 @@ class RunRecorder:
         plot_curves(self.history, os.path.join(save_dir, "curves.png"),
                     title=f"{self.cfg.model} ({self.trainer_name}) on {getattr(self.cfg, 'dataset', 'mnist')}")
         written = [os.path.basename(f) for f in model_files] + ["metrics.json", "history.csv", "curves.png"]
-        if stn_pair is not None:
-            plot_stn_grid(stn_pair[0], stn_pair[1], os.path.join(save_dir, "stn_grid.png"), mean, std,
-                          title="What the STN does")
+        if stn_sample is not None:
+            plot_explained(stn_sample, os.path.join(save_dir, "stn_grid.png"), title="What the STN does")
             written.append("stn_grid.png")
         self.echo(f"Final {test_line(test_loss, test_correct, test_total)}")
         self.echo(describe_threads(metrics["threads"]))

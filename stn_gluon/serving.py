@@ -11,11 +11,17 @@ Runtime); no training code runs. Endpoints:
   naming the range found, the same check as ``stn-gluon predict`` on ``.npy``).
   Images with transparency are composited onto a background that contrasts
   with their strokes. Query: ``return_image=1`` adds the rectified image as
-  base64 PNG; ``invert=auto|1|0`` (also ``true``/``false``; default ``auto``):
+  base64 PNG (``image``); ``return_input=1`` the input as the model read it
+  (``input_image``, base64 PNG); ``return_grid=1`` the region the STN sampled
+  in input pixels (``grid``: ``outline`` and ``lines``, see
+  :mod:`stn_gluon.explain`); ``invert=auto|1|0`` (also ``true``/``false``; default ``auto``):
   ``auto`` inverts the inputs that look dark on light (MNIST is light on dark),
   ``1`` inverts all, ``0`` none. Answers ``{"predictions": [{"label", "class",
   "probabilities", "theta", "inverted"}, ...]}``, where ``inverted`` (bool) says
   whether that input was inverted before classification.
+* ``GET /``: a web page (``stn_gluon/web``: plain HTML, CSS, JavaScript) to
+  draw a digit on or drop an image, showing what the model and its STN did;
+  it calls ``POST /v1/predict`` like any client.
 * ``GET /healthz`` (alive), ``GET /readyz`` (model loaded, not shutting down),
   ``GET /v1/model`` (backend, input, classes, source files and SHA-256),
   ``GET /metrics`` (Prometheus text format).
@@ -41,6 +47,7 @@ import numpy as np
 
 from .batching import MicroBatcher
 from .errors import StnGluonError
+from .explain import sampling_regions
 from .flags import option, validate_fields
 from .inference import BACKENDS, Predictor, describe, load_predictor, preprocess, to_png
 from .inputs import apply_polarity
@@ -67,7 +74,8 @@ class ServeConfig:
     """How to serve: the model (``.onnx``, save dir or export prefix), backend, address, batching
     (``max_batch`` images, ``max_wait_ms``), request limits and timeout, ONNX Runtime threads."""
 
-    model: Optional[str] = option(None, ".onnx file, save dir, or export prefix", cli=False)
+    model: Optional[str] = option(None, ".onnx file, save dir, export prefix or pretrained:NAME; none: the "
+                                        "pretrained MNIST model", cli=False)
     backend: Optional[str] = option(None, "mxnet or onnxruntime; none: onnxruntime for a .onnx model, mxnet "
                                           "otherwise", choices=BACKENDS)
     host: str = option("127.0.0.1", "address to bind (loopback only by default)")
@@ -79,6 +87,29 @@ class ServeConfig:
     max_instances: int = option(256, "images per request", minimum=1)
     timeout_s: float = option(30.0, "request timeout; also the shutdown grace", minimum=0, exclusive_minimum=True)
     threads: Optional[int] = option(None, "CPU threads for ONNX Runtime; none: all", minimum=1)
+
+
+#: The web page's files (in ``stn_gluon/web``) and their media types: ``/`` and ``/static/<name>``.
+WEB_FILES = {"index.html": "text/html; charset=utf-8", "app.js": "text/javascript; charset=utf-8",
+             "style.css": "text/css; charset=utf-8"}
+#: The page loads nothing from elsewhere (it works offline) and may not be framed.
+PAGE_HEADERS = {"Content-Security-Policy": "default-src 'self'; img-src 'self' data: blob:; "
+                                           "frame-ancestors 'none'; base-uri 'none'; form-action 'none'",
+                "X-Content-Type-Options": "nosniff", "Cache-Control": "no-cache"}
+
+
+def read_web_files() -> Dict[str, bytes]:
+    """The web page's files, read once from the package (:data:`WEB_FILES`)."""
+    folder = os.path.join(os.path.dirname(os.path.abspath(__file__)), "web")
+    files = {}
+    for name in WEB_FILES:
+        try:
+            with open(os.path.join(folder, name), "rb") as f:
+                files[name] = f.read()
+        except OSError as err:
+            raise StnGluonError(f"the web page's {name} is missing from the package ({err.strerror}); "
+                                f"reinstall stn-gluon") from None
+    return files
 
 
 @contextlib.asynccontextmanager
@@ -157,6 +188,7 @@ class PredictService:
 
     def __init__(self, predictor: Predictor, config: ServeConfig, info: Optional[Dict[str, Any]] = None):
         self.predictor, self.config, self.info = predictor, config, info or {}
+        self.web = read_web_files()
         self.metrics = ServerMetrics()
         self.batcher = MicroBatcher(predictor.predict, config.max_batch, config.max_wait_ms,
                                     on_batch=self.metrics.batch.observe)
@@ -180,13 +212,25 @@ class PredictService:
                 outputs = await self.batcher.submit(preprocess(pixels, p.mean, p.std))
         except asyncio.TimeoutError:
             raise HTTPError(503, f"inference did not finish within {self.config.timeout_s:g} s") from None
-        if options.return_image and "warped" not in outputs:
-            raise HTTPError(400, "return_image=1: this model has no spatial transformer")
+        explain = [name for name, asked in (("return_image", options.return_image),
+                                            ("return_grid", options.return_grid)) if asked]
+        if explain and "warped" not in outputs:
+            raise HTTPError(400, f"{explain[0]}=1: this model has no spatial transformer")
+        regions = None
+        if options.return_grid:
+            if "theta" not in outputs:
+                raise HTTPError(400, "return_grid=1: this model does not report its transform's parameters")
+            regions = await self.batcher.run(sampling_regions, outputs["theta"], p.transform,
+                                             outputs["warped"].shape[2:], p.input_shape[1:])
         results = describe(outputs, p.classes, [f"#{i}" for i in range(len(pixels))], inverted)
         for i, entry in enumerate(results):
             entry.pop("input")
             if options.return_image:
                 entry["image"] = base64.b64encode(to_png(outputs["warped"][i], p.mean, p.std)).decode("ascii")
+            if options.return_input:
+                entry["input_image"] = base64.b64encode(to_png(pixels[i], 0.0, 1.0)).decode("ascii")
+            if regions is not None:
+                entry["grid"] = regions[i]
         self.metrics.images.inc(len(results))
         return {"predictions": results}
 
@@ -207,6 +251,16 @@ class PredictService:
             return self.answer("/v1/predict", {"error": f"internal error: {type(err).__name__}", "status": 500}, 500)
         finally:
             self.metrics.latency.observe(time.perf_counter() - tic)
+
+    async def page(self, request: "Request") -> "Response":
+        """``GET /`` and ``GET /static/{name}``: the web page (:data:`WEB_FILES`), from the package."""
+        from starlette.responses import Response
+
+        name = request.path_params.get("name", "index.html")
+        if name not in WEB_FILES:
+            return self.answer(request.url.path, {"error": "not found", "status": 404}, 404)
+        self.metrics.requests.labels("/" if name == "index.html" else "/static", "200").inc()
+        return Response(self.web[name], media_type=WEB_FILES[name], headers=PAGE_HEADERS)
 
     async def healthz(self, request: "Request") -> "JSONResponse":
         return self.answer("/healthz", {"status": "ok"})
@@ -247,7 +301,8 @@ def build_app(predictor: Predictor, config: ServeConfig, model_info: Optional[Di
     from starlette.routing import Route
 
     s = PredictService(predictor, config, model_info)
-    routes = [Route("/v1/predict", s.predict, methods=["POST"]), Route("/healthz", s.healthz, methods=["GET"]),
+    routes = [Route("/", s.page, methods=["GET"]), Route("/static/{name}", s.page, methods=["GET"]),
+              Route("/v1/predict", s.predict, methods=["POST"]), Route("/healthz", s.healthz, methods=["GET"]),
               Route("/readyz", s.readyz, methods=["GET"]), Route("/v1/model", s.model, methods=["GET"]),
               Route("/metrics", s.prometheus, methods=["GET"])]
     app = Starlette(routes=routes, lifespan=s.lifespan, exception_handlers={HTTPException: s.not_found})
@@ -256,7 +311,12 @@ def build_app(predictor: Predictor, config: ServeConfig, model_info: Optional[Di
 
 
 def model_info(predictor: Predictor, path: str) -> Dict[str, Any]:
-    """What ``GET /v1/model`` reports: :meth:`Predictor.info` plus the model's absolute path."""
+    """What ``GET /v1/model`` reports: :meth:`Predictor.info` plus the model's absolute path (and for a
+    shipped model, ``pretrained``: its name)."""
+    from .pretrained import PREFIX, is_pretrained_ref, resolve_model_ref
+
+    if is_pretrained_ref(path):
+        return dict(predictor.info(), model=os.path.abspath(resolve_model_ref(path)), pretrained=path[len(PREFIX):])
     return dict(predictor.info(), model=os.path.abspath(path))
 
 
@@ -282,14 +342,17 @@ def serve(config: ServeConfig, echo: Callable[[str], Any] = print) -> None:
     """Load the model, bind, and serve until SIGTERM/SIGINT (requests in flight are answered)."""
     import uvicorn
 
+    from .pretrained import DEFAULT, PREFIX, default_model_note
+
     validate_fields(config)
-    if not config.model:
-        raise StnGluonError("model: give the model to serve (.onnx file, save dir or export prefix)",
-                            params=("model",))
-    predictor = load_predictor(config.model, config.backend, threads=config.threads)
+    model = config.model
+    if not model:
+        echo(default_model_note())
+        model = PREFIX + DEFAULT
+    predictor = load_predictor(model, config.backend, threads=config.threads)
     warm = np.zeros((1,) + tuple(predictor.input_shape), np.float32)
     predictor.predict(warm)  # fail at start, not on the first request
-    info = model_info(predictor, config.model)
+    info = model_info(predictor, model)
     app = build_app(predictor, config, info)
     sock = _bind(config.host, config.port)
     host, port = sock.getsockname()[:2]

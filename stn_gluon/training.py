@@ -20,7 +20,8 @@ from mxnet import autograd, gluon
 from . import data as data_lib
 from .context import format_ctx, parse_ctx
 from .errors import CheckpointError, StnGluonError, mxnet_message
-from .export import DEFAULT_PREFIX, export_block
+from .explain import explain_batch
+from .export import DEFAULT_PREFIX, export_block, load_model
 from .io import CHECKPOINT_NAME, load_checkpoint, save_checkpoint
 from .architecture import build_net, default_initializer, initialize_net
 from .optstate import restore_updater_state, trainer_updaters, updater_state
@@ -174,6 +175,13 @@ class PreparedData:
         """The first ``count`` test images, normalised: ``float32 (count, C, H, W)``."""
         return data_lib.normalize(self.test_pixels[:count])
 
+    def explained_sample(self, model, count=64):
+        """The first ``count`` test images through ``model`` (a :class:`~stn_gluon.export.LoadedModel`),
+        explained for ``stn_grid.png``; ``None`` for a model without an STN."""
+        if model.stn is None:
+            return None
+        return explain_batch(model, self.test_sample(count), self.dataset.test_labels[:count])
+
     def set_epoch(self, epoch, seed):
         """Shuffle order, augmentation draws and dropout masks of epoch ``epoch`` (0-based)."""
         self.train.set_epoch(epoch)
@@ -310,15 +318,13 @@ def _final_test(recorder, data, net, ctx_list):
 
 
 def _finish(cfg, net, data, recorder, ctx_list):
-    """Export the hybridized model, then metrics and plots."""
+    """Export the hybridized model, then metrics and plots (the STN's from the export, as tools will load it)."""
     sample = data.test_sample(64)
     example = mx.nd.array(sample, ctx=ctx_list[0])
     prefix = os.path.join(cfg.save_dir, DEFAULT_PREFIX)
     export_block(net, prefix, example,
                  meta=data.model_meta(cfg, "gluon", config=getattr(net, "config", {})))
     drop_stale_derived(cfg.save_dir)
-    stn = getattr(net, "stn", None)
     return recorder.finish(*_final_test(recorder, data, net, ctx_list),
                            model_files=[prefix + "-symbol.json", prefix + "-0000.params"],
-                           stn_pair=(sample, stn_batch(stn, example)) if stn is not None else None,
-                           mean=data_lib.MNIST_MEAN, std=data_lib.MNIST_STD)
+                           stn_sample=data.explained_sample(load_model(cfg.save_dir, ctx_list[:1])))

@@ -25,7 +25,6 @@ import mxnet as mx
 
 from ..context import format_ctx
 from ..architecture import LENET_MODELS, default_initializer, resolve_architecture
-from ..data import MNIST_MEAN, MNIST_STD
 from ..errors import CheckpointError, StnGluonError, mxnet_message
 from ..export import DEFAULT_PREFIX, load_model, write_model_meta
 from ..io import atomic_path, write_json
@@ -33,7 +32,7 @@ from ..optstate import module_updaters, restore_updater_state, updater_state
 from ..runs import RunExistsError, describe_run, drop_stale_derived, inspect_run
 from ..reporting import History, RunRecorder, check_recipe
 from ..schedule import make_lr_scheduler
-from ..training import evaluate, setup_run, stn_batch
+from ..training import evaluate, setup_run
 from .stn_symbol import get_symbol_for
 
 __all__ = ["BatchIter", "fit_module", "latest_checkpoint"]
@@ -265,8 +264,6 @@ def fit_module(cfg, dataset=None, echo=print, symbol=None):
 
     model = load_model(cfg.save_dir, ctx_list[:1])
     last = recorder.history.last
-    images = data.test_sample(64)
-    stn_pair = (images, stn_batch(model.stn, mx.nd.array(images, ctx=ctx_list[0]))) if model.stn else None
     total = data.num_test
     if last is not None and last["epoch"] == cfg.epochs:
         test_loss, test_correct = last["test_loss"], int(round(last["test_acc"] * total))
@@ -274,4 +271,4 @@ def fit_module(cfg, dataset=None, echo=print, symbol=None):
         test_loss, test_correct, total = evaluate(model.net, data.test, ctx_list[:1])
     return recorder.finish(test_loss, test_correct, total,
                            model_files=[prefix + "-symbol.json", f"{prefix}-{model.epoch:04d}.params"],
-                           stn_pair=stn_pair, mean=MNIST_MEAN, std=MNIST_STD)
+                           stn_sample=data.explained_sample(model))

@@ -29,8 +29,10 @@ def free_port():
 
 class Server:
     def __init__(self, model, *extra, backend=None):
+        """model None: the server's default (the pretrained MNIST model)."""
         self.port = free_port()
-        cmd = [sys.executable, "-m", "stn_gluon", "serve", "--model", str(model), "--port", str(self.port)]
+        cmd = [sys.executable, "-m", "stn_gluon", "serve", "--port", str(self.port)]
+        cmd += ["--model", str(model)] if model is not None else []
         cmd += (["--backend", backend] if backend else []) + list(extra)
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         deadline = time.time() + 60
@@ -147,6 +149,47 @@ def test_json_multipart_and_rectified_image(servers, digits):
     big = np.asarray(Image.fromarray(255 - images[0]).resize((112, 112)))
     status, inv = server.json("POST", "/v1/predict?invert=1", png_bytes(big), {"Content-Type": "image/png"})
     assert status == 200 and inv["predictions"][0]["label"] == by_png["predictions"][0]["label"]
+
+
+@pytest.mark.parametrize("backend", ["onnxruntime", "mxnet"])
+def test_grid_and_input_image_for_every_client(backend, servers, digits):
+    """return_grid=1 / return_input=1: the sampling region in input pixels and the input as read, for any
+    client; the same region from both backends, and the one explain.sampling_regions gives for theta."""
+    from stn_gluon.explain import sampling_regions
+
+    images, _ = digits
+    big = np.asarray(Image.fromarray(255 - images[1]).resize((84, 84)))  # dark on light, 3x: read as 28x28
+    status, doc = servers[backend].json("POST", "/v1/predict?return_grid=1&return_input=1&return_image=1",
+                                        png_bytes(big), {"Content-Type": "image/png"})
+    assert status == 200, doc
+    p = doc["predictions"][0]
+    assert p["inverted"] is True
+    seen = np.asarray(Image.open(io.BytesIO(base64.b64decode(p["input_image"]))))
+    assert seen.shape == (28, 28) and seen[0, 0] < 30 and seen.max() > 200  # inverted: light strokes on black
+    want = sampling_regions(np.array([p["theta"]]), "affine", (28, 28), (28, 28))[0]
+    np.testing.assert_allclose(p["grid"]["outline"], want["outline"], atol=0.02)
+    assert len(p["grid"]["outline"]) == 4 * 27 + 1 and len(p["grid"]["lines"]) == 6
+    xs, ys = np.asarray(p["grid"]["outline"]).T
+    assert -14 < xs.min() < xs.max() < 42 and -14 < ys.min() < ys.max() < 42
+    assert "grid" not in servers[backend].json("POST", "/v1/predict", png_bytes(images[1]),
+                                               {"Content-Type": "image/png"})[1]["predictions"][0]
+    status, bad = servers[backend].json("POST", "/v1/predict?return_grid=maybe", png_bytes(images[1]),
+                                        {"Content-Type": "image/png"})
+    assert status == 400 and bad["error"] == "query parameter return_grid='maybe': expected 1 or 0"
+
+
+def test_the_web_page_and_its_files(servers):
+    server = servers["mxnet"]
+    status, html, headers = server.request("GET", "/")
+    assert status == 200 and headers["content-type"].startswith("text/html")
+    assert b'<canvas id="pad"' in html and b"static/app.js" in html and b"http" not in html.split(b"<body>")[0]
+    assert "default-src 'self'" in headers["content-security-policy"]
+    status, js, headers = server.request("GET", "/static/app.js")
+    assert status == 200 and headers["content-type"].startswith("text/javascript") and b"v1/predict" in js
+    assert server.request("GET", "/static/style.css")[0] == 200
+    status, doc = server.json("GET", "/static/../serving.py")
+    assert status == 404
+    assert server.json("GET", "/static/nope.js") == (404, {"error": "not found", "status": 404})
 
 
 def _bomb_png():

@@ -57,14 +57,12 @@ def _cmd_evaluate(args):
 
 
 def _cmd_visualize(args):
-    import mxnet as mx
-
     from ..context import parse_ctx
     from ..errors import StnGluonError
+    from ..explain import explain_batch
     from ..export import load_model
     from ..paths import writable_file
-    from ..training import stn_batch
-    from ..visualize import default_visualize_out, plot_stn_grid
+    from ..visualize import default_visualize_out, plot_explained
 
     from .. import data as data_lib
 
@@ -78,10 +76,13 @@ def _cmd_visualize(args):
         raise StnGluonError(f"{model.prefix}: this model has no spatial transformer to show")
     out = args.out or default_visualize_out(model.prefix, args.dataset or model.meta.get("dataset") or "mnist")
     writable_file(out, "--out")
-    _, pixels, _ = _test_batches(args, model.meta)
+    dataset, pixels, _ = _test_batches(args, model.meta)
     images = data_lib.normalize(pixels[:args.count], model.meta["mean"], model.meta["std"])
-    plot_stn_grid(images, stn_batch(model.stn, mx.nd.array(images, ctx=ctx[0])), out,
-                  model.meta["mean"], model.meta["std"], title=os.path.basename(model.prefix))
+    from ..pretrained import is_pretrained_ref
+
+    name = args.model if is_pretrained_ref(args.model) else os.path.basename(os.path.dirname(model.prefix) or ".")
+    plot_explained(explain_batch(model, images, dataset.test_labels[:args.count]), out,
+                   title=f"{name} on {dataset.describe()}")
     print(f"Wrote {out}")
 
 
@@ -116,8 +117,13 @@ def _cmd_export_onnx(args):
         writable_file(args.output, "-o/--output", suffix=".onnx")
     if quantize.calibration is not None:
         readable_path(quantize.calibration, "--calibration", kind="file")
+    from ..pretrained import PREFIX, is_pretrained_ref
+
     prefix, _ = resolve_model(args.model)
-    out = args.output or os.path.join(os.path.dirname(os.path.abspath(prefix)), os.path.basename(prefix) + ".onnx")
+    if is_pretrained_ref(args.model):  # never into the installed package: <name>.onnx here
+        out = args.output or args.model[len(PREFIX):] + ".onnx"
+    else:
+        out = args.output or os.path.join(os.path.dirname(os.path.abspath(prefix)), os.path.basename(prefix) + ".onnx")
     writable_file(out, "-o/--output" if args.output is not None else "the default -o/--output")
     export_onnx(args.model, out, opset=args.opset)
     print(f"Wrote {out} (opset {args.opset}, dynamic batch)")
@@ -149,7 +155,7 @@ def _cmd_predict(args):
 
     if args.save_rectified:
         writable_dir(args.save_rectified, "--save-rectified")
-    predictor = load_predictor(args.model, args.backend)
+    predictor = load_predictor(_model_or_default(args.model), args.backend)
     pixels, names = load_inputs(args.inputs, predictor.input_shape, args.pixel_range)
     pixels, inverted = apply_polarity(pixels, args.invert)
     if args.invert == "auto" and inverted.any():
@@ -178,6 +184,34 @@ def _cmd_predict(args):
         theta = "" if entry["theta"] is None else " theta [" + ", ".join(f"{t:.3f}" for t in entry["theta"]) + "]"
         note = " (inverted)" if entry["inverted"] else ""
         print(f"{entry['input']}: {entry.get('class', entry['label'])} (p={p:.4f}){theta}{note}")
+
+
+def _model_or_default(model):
+    """``--model``, or the default pretrained model with a note on stderr saying so."""
+    from ..pretrained import DEFAULT, PREFIX, default_model_note
+
+    if model:
+        return model
+    _note(default_model_note())
+    return PREFIX + DEFAULT
+
+
+def _cmd_models(args):
+    from ..pretrained import get_pretrained, list_pretrained
+    from ..zoo import list_models
+
+    shipped = [get_pretrained(name) for name in list_pretrained()]
+    if args.json:
+        print(json.dumps(dict(pretrained=[dict(name=m.name, model=m.ref, summary=m.summary,
+                                               test_accuracy=m.test_accuracy, data=m.metrics.get("data_source"),
+                                               command=m.provenance.get("command"),
+                                               commit=m.provenance.get("commit")) for m in shipped],
+                              architectures=list_models())))
+        return
+    print("Pretrained (--model pretrained:NAME, get_model(NAME, pretrained=True)):")
+    for m in shipped:
+        print(f"  {m.describe()}")
+    print(f"Architectures (get_model(NAME), untrained): {', '.join(list_models())}, stn_<gluoncv zoo name>")
 
 
 def _cmd_serve(args):
@@ -247,4 +281,4 @@ def _run_bench(args):
 
 COMMANDS = {"train": _cmd_train, "train-symbol": _cmd_train_symbol, "evaluate": _cmd_evaluate,
             "visualize": _cmd_visualize, "export-onnx": _cmd_export_onnx, "predict": _cmd_predict,
-            "serve": _cmd_serve, "bench": _cmd_bench}
+            "serve": _cmd_serve, "models": _cmd_models, "bench": _cmd_bench}

@@ -9,6 +9,7 @@ import argparse
 import os
 
 from ..flags import add_flags, finite_float, positive_int, values_from_args
+from ..pretrained import DEFAULT as PRETRAINED_DEFAULT, PREFIX as PRETRAINED_PREFIX
 from ..recipes import DATASET_MODELS, TrainConfig, recipe_notes
 
 __all__ = ["build_parser", "add_train_args", "add_data_args", "train_config_from_args", "MAX_VISUALIZE_COUNT",
@@ -16,6 +17,9 @@ __all__ = ["build_parser", "add_train_args", "add_data_args", "train_config_from
 
 
 MAX_VISUALIZE_COUNT = 128  # 16 rows of 8: more draws digits too small to read
+#: ``--model`` of predict and serve, which work without it.
+MODEL_HELP = (".onnx file, save dir, export prefix, or pretrained:NAME (a model shipped with the package: "
+              f"stn-gluon models lists them); default: {PRETRAINED_PREFIX}{PRETRAINED_DEFAULT}, the MNIST classifier")
 
 
 def _count(text):
@@ -76,7 +80,8 @@ def build_parser():
     add_train_args(p, skip=("hybridize",))
 
     p = sub.add_parser("export-onnx", help="export a saved model (Gluon export or Module checkpoint) to ONNX")
-    p.add_argument("--model", required=True, help="save dir, export/checkpoint prefix or -symbol.json file")
+    p.add_argument("--model", required=True, help="save dir, export/checkpoint prefix, -symbol.json file or "
+                                                  "pretrained:NAME")
     p.add_argument("--output", "-o", default=None, help="the .onnx file to write, in a folder that exists "
                                                        "(default: <prefix>.onnx beside the model)")
     p.add_argument("--opset", type=positive_int, default=20, help="ONNX opset (>= 20, for AffineGrid)")
@@ -86,7 +91,7 @@ def build_parser():
 
     p = sub.add_parser("predict", help="classify images or .npy arrays with a saved model")
     p.add_argument("inputs", nargs="+", metavar="FILE", help="PNG/JPEG/... images or .npy arrays")
-    p.add_argument("--model", required=True, help=".onnx file, save dir, or export prefix")
+    p.add_argument("--model", default=None, help=MODEL_HELP)
     p.add_argument("--backend", choices=["onnxruntime", "mxnet"], default=None,
                    help="default: onnxruntime for a .onnx model, mxnet otherwise")
     p.add_argument("--invert", dest="invert", action="store_const", const=True, default="auto",
@@ -99,8 +104,12 @@ def build_parser():
                    help="save what the STN made of each input as PNG in DIR (created if missing)")
 
     p = sub.add_parser("serve", help="serve a saved model over HTTP (POST /v1/predict)")
-    p.add_argument("--model", required=True, help=".onnx file, save dir, or export prefix")
+    p.add_argument("--model", default=None, help=MODEL_HELP)
     add_flags(p, ServeConfig)
+
+    p = sub.add_parser("models", help="list the pretrained models shipped with the package (pretrained:NAME) "
+                                      "and the architectures get_model builds")
+    p.add_argument("--json", action="store_true", help="print JSON")
 
     p = sub.add_parser("bench", help="benchmarks: speed, contention, time-to-accuracy, distortions")
     which = p.add_subparsers(dest="bench", metavar="BENCHMARK", parser_class=_Parser)
@@ -128,13 +137,13 @@ def build_parser():
     add_flags(q, DistortionBenchConfig)
 
     q = sub.add_parser("evaluate", help="test accuracy of a saved model")
-    q.add_argument("--model", required=True, help="save dir, export prefix or -symbol.json file")
+    q.add_argument("--model", required=True, help="save dir, export prefix, -symbol.json file or pretrained:NAME")
     q.add_argument("--batch-size", type=positive_int, default=500)
     add_data_args(q, dataset_default=None)
     q.add_argument("--json", action="store_true", help="print the result as JSON")
     q = sub.add_parser("visualize", help="plot test images beside what a saved model's STN makes of them, "
                                          "or (without --model) samples of a dataset")
-    q.add_argument("--model", default=None, help="save dir, export prefix or -symbol.json file")
+    q.add_argument("--model", default=None, help="save dir, export prefix, -symbol.json file or pretrained:NAME")
     q.add_argument("--batch-size", type=positive_int, default=500)
     add_data_args(q, dataset_default=None)
     q.add_argument("--out", default=None, help="PNG to write, in a folder that exists (default: "
