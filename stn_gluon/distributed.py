@@ -57,6 +57,7 @@ def is_dist(kvstore: str) -> bool:
 #: The kvstore key of :meth:`WorkerGroup.compare_weights` (far above the trainers' parameter indices) and
 #: the number of 16-bit pieces of each worker's hash it gathers.
 FINGERPRINT_KEY = 1 << 30
+FINGERPRINT_NAME = "stn_gluon:weights_fingerprint"
 FINGERPRINT_CHUNKS = 8
 
 #: Whether this process created a distributed kvstore (see :func:`exit_if_distributed`).
@@ -143,8 +144,12 @@ class WorkerGroup:
         if self.dist:
             self.kvstore._barrier()
 
-    def compare_weights(self, arrays: Dict[str, Any]) -> Optional[bool]:
+    def compare_weights(self, arrays: Dict[str, Any], key: Any = None) -> Optional[bool]:
         """Whether every worker holds bit-identical ``arrays`` (name -> NDArray); ``None`` if not comparable.
+
+        key: the kvstore key to gather on, of the kind the trainer's keys are
+        (MXNet refuses a mix): :data:`FINGERPRINT_KEY` (Gluon's integer
+        indices, the default) or :data:`FINGERPRINT_NAME` (Module's names).
 
         A synchronous job must end with the same weights everywhere. Each
         worker hashes its arrays (SHA-256, in name order) and the hashes are
@@ -168,8 +173,9 @@ class WorkerGroup:
         rows = np.zeros((self.num_workers, FINGERPRINT_CHUNKS), dtype=np.float32)
         rows[self.rank] = chunks  # integers < 2**16: float32 sums of them and zeros are exact
         out = mx.nd.zeros(rows.shape)
-        self.kvstore.init(FINGERPRINT_KEY, mx.nd.zeros(rows.shape))
-        self.kvstore.pushpull(FINGERPRINT_KEY, mx.nd.array(rows), out=out)
+        key = FINGERPRINT_KEY if key is None else key
+        self.kvstore.init(key, mx.nd.zeros(rows.shape))
+        self.kvstore.pushpull(key, mx.nd.array(rows), out=out)
         gathered = out.asnumpy()
         return bool((gathered == gathered[0]).all())
 

@@ -27,6 +27,7 @@ from ..context import format_ctx
 from ..architecture import LENET_MODELS, default_initializer, resolve_architecture
 from ..data import MNIST_MEAN, MNIST_STD
 from ..errors import CheckpointError, StnGluonError, mxnet_message
+from ..distributed import FINGERPRINT_NAME
 from ..export import DEFAULT_PREFIX, load_model, write_model_meta
 from ..io import atomic_path, write_json
 from ..optstate import module_updaters, restore_updater_state, updater_state
@@ -96,10 +97,11 @@ def _save(module, prefix, epoch, state):
     arg, aux = module.get_params()
     params = {f"arg:{k}": v for k, v in arg.items()}
     params.update({f"aux:{k}": v for k, v in aux.items()})
-    arrays, info = updater_state(module_updaters(module))
-    with atomic_path(f"{prefix}-{epoch:04d}.optimizer") as tmp:
-        mx.nd.save(tmp, arrays)
-    write_json(f"{prefix}-{epoch:04d}.optimizer.json", info)
+    optimizer = updater_state(module_updaters(module))
+    if optimizer is not None:  # none with dist_async: the optimizer runs on the servers
+        with atomic_path(f"{prefix}-{epoch:04d}.optimizer") as tmp:
+            mx.nd.save(tmp, optimizer[0])
+        write_json(f"{prefix}-{epoch:04d}.optimizer.json", optimizer[1])
     with atomic_path(f"{prefix}-{epoch:04d}.params") as tmp:
         mx.nd.save(tmp, params)
     write_json(os.path.join(os.path.dirname(prefix), STATE_FILE), dict(state, epoch=epoch))
@@ -296,7 +298,7 @@ def fit_module(cfg, dataset=None, echo=print, symbol=None):
             module.fit(train_iter, eval_data=test_iter if lead else None, eval_metric=metrics,
                        begin_epoch=begin_epoch, num_epoch=int(cfg.epochs), batch_end_callback=batch_callbacks,
                        eval_end_callback=on_eval, epoch_end_callback=None if lead else wait_for_lead)
-    identical = group.compare_weights(module.get_params()[0])
+    identical = group.compare_weights(module.get_params()[0], key=FINGERPRINT_NAME)
     if not lead:
         group.barrier()  # while worker 0 exports and reports
         return dict(rank=group.rank, workers=group.num_workers, weights_identical=identical)
