@@ -133,7 +133,8 @@ class TrainConfig:
     epochs: float = option(20, "training epochs; may be fractional (1.25: the last epoch stops a quarter of the "
                                "way in, where the lr schedule ends; the Module trainer takes whole epochs)",
                            minimum=0, exclusive_minimum=True, type=epoch_count)
-    batch_size: int = option(64, "images per training step (split across --ctx devices)", minimum=1)
+    batch_size: int = option(64, "images per training step (split across --ctx devices); with a dist_* "
+                                 "--kvstore, per worker", minimum=1)
     optimizer: str = option("sgd", "optimizer", choices=OPTIMIZERS)
     lr: float = option(0.02, "peak learning rate", minimum=0, exclusive_minimum=True)
     momentum: float = option(0.9, "momentum (sgd, nag)", minimum=0, maximum=1)
