@@ -131,6 +131,26 @@ class WorkerGroup:
         """
         return (not self.sync) if self.dist else None
 
+    def lr_scheduler(self, cfg: Any, iters_per_epoch: int) -> Any:
+        """The run's learning-rate schedule, in the form the optimizer's host can load.
+
+        gluoncv's (:func:`~stn_gluon.schedule.make_lr_scheduler`) where the
+        workers update; MXNet's own (:func:`~stn_gluon.schedule.make_server_lr_scheduler`)
+        for ``dist_async``, whose servers cannot import gluoncv.
+        With ``dist_async`` the servers count an update per worker push: an
+        epoch is ``num_workers`` times as many updates there.
+        """
+        from .schedule import make_lr_scheduler, make_server_lr_scheduler
+
+        if self.update_on_kvstore:
+            return make_server_lr_scheduler(cfg, iters_per_epoch * self.num_workers)
+        return make_lr_scheduler(cfg, iters_per_epoch)
+
+    def learning_rate(self, local_lr: float, scheduler: Any, steps: int) -> float:
+        """The learning rate after ``steps`` steps of this worker: its optimizer's, or (``dist_async``,
+        where this worker's optimizer copy does not advance) the servers' schedule at that point."""
+        return float(scheduler(steps * self.num_workers)) if self.update_on_kvstore else local_lr
+
     def grad_batch(self, batch_size: int) -> int:
         """The number of images one optimizer step normalises by: the global batch in sync mode."""
         return batch_size * self.num_workers if self.dist and self.sync else batch_size
@@ -209,6 +229,7 @@ def exit_if_distributed(code: int) -> None:
 #: Inline (not ``-m stn_gluon...``): importing stn_gluon imports mxnet, whose errors would come as tracebacks.
 PS_NODE_CODE = (
     "import os, sys\n"
+    "sys.modules['torch'] = None  # gluoncv (in a dist_async optimizer) refuses torch >= 2\n"
     "try:\n"
     "    import mxnet\n"
     "except Exception as err:\n"
@@ -216,8 +237,8 @@ PS_NODE_CODE = (
     "    reason = lines[-1].split('MXNetError:', 1)[-1].strip() if lines else repr(err)\n"
     "    role = os.environ.get('DMLC_ROLE')\n"
     "    where = os.environ.get('DMLC_PS_ROOT_URI', '') + ':' + os.environ.get('DMLC_PS_ROOT_PORT', '')\n"
-    "    print(f'error: {role} ' + (f'could not bind {where}' if role == 'scheduler' else '') + f' ({reason})',"
-    " file=sys.stderr, flush=True)\n"
+    "    what = f'scheduler could not listen on {where}' if role == 'scheduler' else f'{role} failed to start'\n"
+    "    print(f'error: {what} ({reason})', file=sys.stderr, flush=True)\n"
     "    os._exit(2)\n"
 )
 

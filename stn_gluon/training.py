@@ -275,7 +275,8 @@ def fit(cfg, dataset=None, echo=print, on_epoch=None):
         net.hybridize(static_alloc=True, static_shape=True)
     net(mx.nd.zeros((2,) + data.input_shape, ctx=ctx_list[0]))  # finish deferred init
 
-    optimizer_params = dict(wd=cfg.wd, lr_scheduler=make_lr_scheduler(cfg, len(data.train)))
+    scheduler = group.lr_scheduler(cfg, len(data.train))
+    optimizer_params = dict(wd=cfg.wd, lr_scheduler=scheduler)
     if cfg.optimizer in ("sgd", "nag"):
         optimizer_params["momentum"] = cfg.momentum
     trainer = make_trainer(net.collect_params(), cfg.optimizer, optimizer_params, len(ctx_list), group)
@@ -323,7 +324,8 @@ def fit(cfg, dataset=None, echo=print, on_epoch=None):
         else:
             test_loss, test_correct, test_total = float("nan"), 0, 0  # not tested
         # images/s: of the whole job (every worker trained as many images as this one)
-        record = recorder.end_epoch(epoch + 1, trainer.learning_rate, train_loss, train_acc,
+        lr = group.learning_rate(trainer.learning_rate, scheduler, sum(lengths[:epoch + 1]))
+        record = recorder.end_epoch(epoch + 1, lr, train_loss, train_acc,
                                     seen * group.num_workers, train_seconds,
                                     time.time() - tic, test_loss, test_correct, test_total)
         save_checkpoint(os.path.join(cfg.save_dir, CHECKPOINT_NAME),

@@ -33,7 +33,6 @@ from ..io import atomic_path, write_json
 from ..optstate import module_updaters, restore_updater_state, updater_state
 from ..runs import RunExistsError, describe_run, drop_stale_derived, inspect_run
 from ..reporting import History, RunRecorder, check_recipe
-from ..schedule import make_lr_scheduler
 from ..training import distributed_info, evaluate, setup_run, stn_batch
 from .stn_symbol import get_symbol_for
 
@@ -189,6 +188,10 @@ def _quiet(*_args, **_kwargs):
     """The echo of workers other than worker 0 (it reports for the job)."""
 
 
+_QUIET_LOG = logging.getLogger("stn_gluon.symbol.train.other_workers")
+_QUIET_LOG.setLevel(logging.WARNING)
+
+
 class _update_on_kvstore:
     """Module reads where to run the optimizer from ``MXNET_UPDATE_ON_KVSTORE`` (None: leave it as it is)."""
 
@@ -243,12 +246,14 @@ def fit_module(cfg, dataset=None, echo=print, symbol=None):
     train_iter = BatchIter(data.train, data, seed=cfg.seed, epoch=begin_epoch)
     test_iter = BatchIter(data.test)
     iters = len(data.train)
-    optimizer_params = dict(wd=cfg.wd, lr_scheduler=make_lr_scheduler(cfg, iters),
+    scheduler = group.lr_scheduler(cfg, iters)
+    optimizer_params = dict(wd=cfg.wd, lr_scheduler=scheduler,
                             begin_num_update=begin_epoch * iters,
                             rescale_grad=1.0 / group.grad_batch(cfg.batch_size))
     if cfg.optimizer in ("sgd", "nag"):
         optimizer_params["momentum"] = cfg.momentum
-    module = mx.mod.Module(symbol, context=ctx_list)
+    # Module.fit logs each epoch's metrics: worker 0's are enough
+    module = mx.mod.Module(symbol, context=ctx_list, logger=logging if lead else _QUIET_LOG)
     module.bind(train_iter.provide_data, train_iter.provide_label)
     module.init_params(default_initializer(), arg_params=arg_params, aux_params=aux_params, allow_missing=False)
     with _update_on_kvstore(group.update_on_kvstore):
@@ -274,7 +279,8 @@ def fit_module(cfg, dataset=None, echo=print, symbol=None):
         test = dict(param.eval_metric.get_name_value())
         total = data.num_test
         train = timer["metric"] or {}
-        recorder.end_epoch(epoch, module._optimizer.learning_rate, train.get("cross-entropy", float("nan")),
+        lr = group.learning_rate(module._optimizer.learning_rate, scheduler, epoch * iters)
+        recorder.end_epoch(epoch, lr, train.get("cross-entropy", float("nan")),
                            train.get("accuracy", float("nan")), iters * group.grad_batch(cfg.batch_size),
                            timer["train"],
                            time.time() - timer["tic"], test["cross-entropy"],
