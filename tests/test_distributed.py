@@ -216,3 +216,33 @@ def test_a_failing_process_stops_the_job():
     assert time.time() - tic < DIED_WITHIN
     assert job.failure.startswith("server 0 (pid ") and "exited with status 3" in job.failure
     assert all(p.poll() is not None for _, _, p in job.processes)
+
+
+def test_a_scheduler_that_cannot_bind_says_so_in_one_line():
+    """The scheduler's port taken after the launcher checked it (a race): one line, status 2."""
+    import socket
+    import subprocess
+
+    from stn_gluon.distributed import PS_NODE_CODE
+
+    with socket.socket() as busy:
+        busy.bind((LOOPBACK, 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        env = dict(os.environ, OMP_NUM_THREADS="1", DMLC_ROLE="scheduler", DMLC_PS_ROOT_URI=LOOPBACK,
+                   DMLC_PS_ROOT_PORT=str(port), DMLC_NUM_SERVER="1", DMLC_NUM_WORKER="1", DMLC_NODE_HOST=LOOPBACK)
+        done = subprocess.run([sys.executable, "-c", PS_NODE_CODE], env=env, capture_output=True, text=True,
+                              timeout=120)
+    assert done.returncode == 2
+    assert done.stderr.splitlines() == [done.stderr.strip()]  # one line
+    assert done.stderr.startswith(f"error: scheduler could not listen on {LOOPBACK}:{port} (") and "bind" in done.stderr
+
+
+def test_launch_command_line_errors(capsys):
+    from stn_gluon.cli import main
+
+    assert main(["launch", "-n", "2", "--"]) == 2
+    assert "give the worker command after --" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["launch", "-n", "0", "--", "train"])
+    assert "must be >= 1" in capsys.readouterr().err
