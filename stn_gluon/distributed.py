@@ -64,18 +64,37 @@ FINGERPRINT_CHUNKS = 8
 _LIVE = {"dist": False}
 
 
-def push_then_pull(kv: Any, key: Any, value: Any, out: Any = None, priority: int = 0) -> None:
-    """``kv.pushpull`` as a push followed by a pull: what the trainers' dist kvstore does.
+def init_then_confirm(kv: Any, key: Any, value: Any) -> None:
+    """``kv.init`` that returns only once the servers hold the key.
 
-    MXNet 1.9.1's combined push-pull on a synchronous dist store can answer
-    a worker before the server has finished writing the summed value: now
-    and then one worker took a step with a stale sum and the workers'
-    weights drifted apart (seen on loopback: the STN regressor 4.5 apart
-    after 19 steps, 1 run in 3). The server answers a pull only after the
-    sum is written, so the separate calls are exact.
+    MXNet 1.9.1's dist init is worker 0's push followed by a barrier; here
+    worker 0 also waits for every operation it queued, that push included
+    (it completes when the server has answered), before a second barrier,
+    so no worker can reach the key before the server has it.
     """
-    kv.push(key, value, priority=priority)
-    kv.pull(key, out=value if out is None else out, priority=priority)
+    import mxnet as mx
+
+    mx.kvstore.KVStore.init(kv, key, value)
+    if kv.rank == 0:
+        mx.nd.waitall()
+    kv._barrier()
+
+
+def confirmed_broadcast(kv: Any, key: Any, value: Any, out: Any, priority: int = 0) -> None:
+    """``kv.broadcast`` (worker 0's ``value`` into every worker's ``out``) that has finished when it returns.
+
+    Gluon's Trainer broadcasts the weights inside the first ``step``, after
+    that step's backward pass, and pushes the gradients right after: nothing
+    orders a worker's pull of the weights before its push of the same key's
+    gradient. When the push went first, the server's value was already the
+    summed gradient when the pull arrived, and that worker started from the
+    gradient instead of the weights (seen on loopback, 1 job in 5: the STN
+    regressor, zero-initialised, 1.3 apart between the workers after 12 steps).
+    """
+    kv.init(key, value)
+    kv.pull(key, out=out, priority=priority)
+    for array in out if isinstance(out, (list, tuple)) else [out]:
+        array.wait_to_read()
 
 
 class WorkerGroup:
@@ -101,7 +120,8 @@ class WorkerGroup:
                                     f"DMLC_PS_ROOT_PORT...): start the job with `stn-gluon launch -n WORKERS "
                                     f"-s SERVERS -- train ...`", params=("kvstore",))
             self.kvstore = mx.kv.create(kvstore)
-            self.kvstore.pushpull = types.MethodType(push_then_pull, self.kvstore)
+            self.kvstore.init = types.MethodType(init_then_confirm, self.kvstore)
+            self.kvstore.broadcast = types.MethodType(confirmed_broadcast, self.kvstore)
             _LIVE["dist"] = True
         elif os.environ.get("DMLC_ROLE") == "worker":
             raise StnGluonError(f"this process is a worker of a distributed job (DMLC_ROLE=worker) but kvstore is "
