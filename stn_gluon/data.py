@@ -242,10 +242,16 @@ class ArrayBatches:
     ``last_batch="discard"`` every batch has exactly ``batch_size`` samples
     (one static shape for a hybridized net); ``"keep"`` yields the remainder too.
     Yields ``(data, labels)`` NDArrays on ``ctx``.
+
+    shard ``(rank, parts)``: one worker of a distributed job. Each step then
+    cuts a global batch of ``batch_size * parts`` samples (the batch one
+    process with that batch size would take, same order) and yields its
+    ``rank``-th slice of ``batch_size``: the workers' slices together are
+    exactly the single process's batch.
     """
 
     def __init__(self, data, labels, batch_size, shuffle=False, seed=0, last_batch="keep",
-                 ctx=mx.cpu(), mean=MNIST_MEAN, std=MNIST_STD):
+                 ctx=mx.cpu(), mean=MNIST_MEAN, std=MNIST_STD, shard=(0, 1)):
         if len(data) != len(labels):
             raise DataError(f"{len(data)} samples but {len(labels)} labels")
         if batch_size < 1:
@@ -260,9 +266,19 @@ class ArrayBatches:
         self.last_batch = last_batch
         self.ctx = ctx
         self.epoch = 0
+        self.rank, self.parts = int(shard[0]), int(shard[1])
+        if not 0 <= self.rank < self.parts:
+            raise DataError(f"shard {shard}: expected (rank, parts) with 0 <= rank < parts")
+        if self.parts > 1 and last_batch != "discard":
+            raise DataError("a sharded ArrayBatches needs last_batch='discard' (equal slices)")
+
+    @property
+    def global_batch_size(self):
+        """Samples per step over all shards (``batch_size * parts``)."""
+        return self.batch_size * self.parts
 
     def __len__(self):
-        n, b = len(self.data), self.batch_size
+        n, b = len(self.data), self.global_batch_size
         return n // b if self.last_batch == "discard" and n >= b else -(-n // b)
 
     @property
@@ -276,10 +292,13 @@ class ArrayBatches:
         n = len(self.data)
         order = (np.random.RandomState(self.seed + self.epoch).permutation(n)
                  if self.shuffle else np.arange(n))
+        step = self.global_batch_size
         for i in range(len(self)):
-            idx = order[i * self.batch_size:(i + 1) * self.batch_size]
+            idx = order[i * step:(i + 1) * step]
             if self.shuffle:
                 idx = np.sort(idx)  # ordered gathers are faster; the batch's content is the same
+            if self.parts > 1:
+                idx = idx[self.rank * self.batch_size:(self.rank + 1) * self.batch_size]
             x = normalize(self.data[idx], self.mean, self.std) if self.pixels else self.data[idx]
             yield to_ndarray(x, self.ctx), to_ndarray(self.labels[idx], self.ctx)
 
@@ -293,12 +312,17 @@ class RandomAffine:
     background (after normalisation), used for what comes from outside the
     image. Draws come from ``RandomState(seed, epoch)``: a resumed run sees
     the same warps. Input and output ``(N, C, H, W)`` NDArrays.
+
+    shard ``(rank, parts)``: as :class:`ArrayBatches`: each call draws the
+    warps of the whole global batch and applies the ``rank``-th slice, so
+    the workers of a job see the warps one process would.
     """
 
     def __init__(self, max_rotate=12.0, scale=(0.9, 1.1), max_shear=0.1, max_shift=0.1,
-                 fill=BACKGROUND, seed=0):
+                 fill=BACKGROUND, seed=0, shard=(0, 1)):
         self.max_rotate, self.scale, self.max_shear = max_rotate, scale, max_shear
         self.max_shift, self.fill, self.seed = max_shift, fill, seed
+        self.rank, self.parts = int(shard[0]), int(shard[1])
         self.rng = np.random.RandomState(seed)
 
     def set_epoch(self, epoch):
@@ -317,5 +341,6 @@ class RandomAffine:
     def __call__(self, batch):
         from .ops import affine_transform
 
-        theta = to_ndarray(self.thetas(batch.shape[0]), batch.context)
+        n = batch.shape[0]
+        theta = to_ndarray(self.thetas(n * self.parts)[self.rank * n:(self.rank + 1) * n], batch.context)
         return affine_transform(batch - self.fill, theta) + self.fill

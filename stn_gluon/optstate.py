@@ -9,6 +9,9 @@ per-parameter update counts Adam's bias correction uses) into JSON. Restored
 into a freshly built optimizer of the same recipe, training continues exactly
 as it would have.
 """
+import logging
+from typing import Optional
+
 import mxnet as mx
 
 from .errors import CheckpointError
@@ -16,23 +19,41 @@ from .errors import CheckpointError
 __all__ = ["trainer_updaters", "module_updaters", "updater_state", "restore_updater_state"]
 
 STATE_FORMAT = 1
+log = logging.getLogger(__name__)
 
 
 def trainer_updaters(trainer: mx.gluon.Trainer) -> list:
-    """The updaters of a Gluon ``Trainer`` (one per context, or the kvstore's), initialised."""
+    """The updaters of a Gluon ``Trainer`` (one per context, or the kvstore's), initialised.
+
+    A trainer told to update locally (``update_on_kvstore=False``, as in a
+    synchronous distributed job) has them from the start: its kvstore is left
+    for the first step to set up. (Set up here, right after a resumed job
+    loaded its checkpoint, the dist kvstore's server aborted with "init 9
+    first" on loopback, MXNet 1.9.1; set up by the first step it never did.)
+    """
+    if trainer._kvstore_params.get("update_on_kvstore") is False:
+        return list(trainer._updaters)
+    if trainer._kvstore_params.get("update_on_kvstore") and "dist" in getattr(
+            trainer._kvstore_params.get("kvstore"), "type", ""):
+        return []  # dist_async: the servers hold the optimizer
     if not trainer._kv_initialized:
         trainer._init_kvstore()
     if trainer._params_to_init:
         trainer._init_params()
     if trainer._update_on_kvstore:
-        return [trainer._kvstore._updater]
+        return _kvstore_updaters(trainer._kvstore)
     return list(trainer._updaters)
+
+
+def _kvstore_updaters(kvstore) -> list:
+    """The kvstore's updater; none where the servers hold it (a ``dist_async`` job)."""
+    return [kvstore._updater] if kvstore._updater is not None else []
 
 
 def module_updaters(module: mx.mod.Module) -> list:
     """The updater of a ``Module`` whose optimizer is initialised (its own, or the kvstore's)."""
     if module._update_on_kvstore:
-        return [module._kvstore._updater]
+        return _kvstore_updaters(module._kvstore)
     return [module._updater]
 
 
@@ -65,12 +86,15 @@ def _param_name(opt, key):
     return getattr(opt, "idx2name", {}).get(key)
 
 
-def updater_state(updaters: list) -> tuple:
+def updater_state(updaters: list) -> Optional[tuple]:
     """``(arrays, info)``: ``{name: NDArray}`` for ``mx.nd.save`` and a JSON-able dict.
 
     The states of the first updater are saved (the others hold copies of them on
-    other contexts), with the optimizer's update counters.
+    other contexts), with the optimizer's update counters. ``None`` without an
+    updater here (a ``dist_async`` job: the optimizer runs on the servers).
     """
+    if not updaters:
+        return None
     updater = updaters[0]
     opt = updater.optimizer
     flat, entries = [], []
@@ -87,8 +111,14 @@ def restore_updater_state(updaters: list, arrays: dict, info: dict, source: str 
     """Put the state :func:`updater_state` saved into ``updaters`` (and their optimizer).
 
     Raises :class:`CheckpointError` (naming ``source``) if the state does not
-    belong to this optimizer or is incomplete.
+    belong to this optimizer or is incomplete. Without an updater here (a
+    ``dist_async`` job) there is nothing to restore into: the servers' state
+    starts afresh, as a warning says.
     """
+    if not updaters:
+        log.warning("%s: the optimizer runs on the servers (dist_async); its state (momentum...) starts afresh",
+                    source)
+        return
     try:
         if info.get("format") != STATE_FORMAT:
             raise ValueError(f"unknown optimizer state format {info.get('format')!r}")

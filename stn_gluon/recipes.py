@@ -20,6 +20,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any, Dict, List, Optional
 
+from .distributed import KVSTORES
 from .errors import ConfigError
 from .flags import epoch_count, option, validate_fields
 
@@ -98,7 +99,7 @@ RECIPES: Dict[str, Dict[str, Any]] = {
 }
 
 #: Fields that say how to run, not what is trained: not part of a run's recipe.
-RUN_FIELDS = ("recipe", "test_each_epoch", "ctx", "data_dir", "download", "save_dir", "resume", "hybridize",
+RUN_FIELDS = ("recipe", "test_each_epoch", "ctx", "kvstore", "data_dir", "download", "save_dir", "resume", "hybridize",
               "progress", "overwrite")
 
 
@@ -133,7 +134,8 @@ class TrainConfig:
     epochs: float = option(20, "training epochs; may be fractional (1.25: the last epoch stops a quarter of the "
                                "way in, where the lr schedule ends; the Module trainer takes whole epochs)",
                            minimum=0, exclusive_minimum=True, type=epoch_count)
-    batch_size: int = option(64, "images per training step (split across --ctx devices)", minimum=1)
+    batch_size: int = option(64, "images per training step (split across --ctx devices); with a dist_* "
+                                 "--kvstore, per worker", minimum=1)
     optimizer: str = option("sgd", "optimizer", choices=OPTIMIZERS)
     lr: float = option(0.02, "peak learning rate", minimum=0, exclusive_minimum=True)
     momentum: float = option(0.9, "momentum (sgd, nag)", minimum=0, maximum=1)
@@ -151,6 +153,12 @@ class TrainConfig:
     test_each_epoch: bool = option(True, "evaluate the test set after every epoch",
                                    negative_flag="--test-at-end")
     ctx: str = option("cpu", "cpu, cpu:0,1, gpu:0 or gpu:0,1 (several: data-parallel)")
+    kvstore: str = option("device", "how gradients are reduced: local or device (one process; device: on the "
+                                    "--ctx devices), or dist_sync / dist_device_sync / dist_async: a job of "
+                                    "several processes started by `stn-gluon launch` (docs/distributed.md)",
+                          choices=KVSTORES)
+    workers: int = option(1, "worker processes sharing each step (set from the kvstore): a step is batch_size x "
+                             "workers images, the lr that of one process with that batch", minimum=1, cli=False)
     data_dir: Optional[str] = option(None, "folder with the four MNIST IDX files; none: $STN_GLUON_DATA, "
                                            "~/.mxnet/datasets/mnist, then the embedded sample")
     download: bool = option(False, "fetch MNIST with Gluon's downloader if no files are found (off: nothing "

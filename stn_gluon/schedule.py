@@ -9,7 +9,7 @@ from typing import Any, List
 
 from .recipes import TrainConfig
 
-__all__ = ["make_lr_scheduler", "epoch_lengths"]
+__all__ = ["make_lr_scheduler", "make_server_lr_scheduler", "epoch_lengths"]
 
 
 def make_lr_scheduler(cfg: TrainConfig, iters_per_epoch: int) -> Any:
@@ -47,6 +47,35 @@ def make_lr_scheduler(cfg: TrainConfig, iters_per_epoch: int) -> Any:
                              step_iter=([niters(s) for s in steps] if cfg.lr_mode == "step" else [10 ** 12]),
                              step_factor=0.1 if cfg.lr_mode == "step" else 1.0))
     return LRSequential(parts)
+
+
+def make_server_lr_scheduler(cfg: TrainConfig, iters_per_epoch: int) -> Any:
+    """The schedule of :func:`make_lr_scheduler` from MXNet's own schedulers (``mx.lr_scheduler``).
+
+    For ``dist_async``, whose servers run the optimizer: they receive it
+    pickled and unpickle it while ``import mxnet`` is still going on, when
+    gluoncv cannot be imported. Same warm-up and decay (counted in
+    updates, MXNet's convention); a warm restart (``first_cycle_epochs``)
+    has no MXNet form and is refused.
+    """
+    import mxnet as mx
+
+    from .errors import ConfigError
+
+    if cfg.lr_mode == "cosine" and 0 < cfg.first_cycle_epochs < cfg.epochs:
+        raise ConfigError("first_cycle_epochs", "(a warm restart) is not available with kvstore dist_async")
+    total = max(1, int(round(cfg.epochs * iters_per_epoch)))
+    warm = min(int(round(min(cfg.warmup_epochs, cfg.epochs / 4) * iters_per_epoch)), total - 1)
+    common = dict(base_lr=cfg.lr, warmup_steps=warm, warmup_begin_lr=cfg.lr / 10)
+    sched = mx.lr_scheduler
+    if cfg.lr_mode == "cosine":
+        return sched.CosineScheduler(total, final_lr=0, **common)
+    if cfg.lr_mode in ("poly", "linear"):
+        return sched.PolyScheduler(total, pwr=2 if cfg.lr_mode == "poly" else 1, final_lr=0, **common)
+    if cfg.lr_mode == "step" and cfg.step_epochs():
+        steps = sorted({max(warm + 1, int(round(e * iters_per_epoch))) for e in cfg.step_epochs()})
+        return sched.MultiFactorScheduler(steps, factor=0.1, **common)
+    return sched.FactorScheduler(10 ** 12, factor=1.0, **common)
 
 
 def epoch_lengths(epochs: float, batches_per_epoch: int) -> List[int]:

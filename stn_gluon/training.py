@@ -28,6 +28,7 @@ from .optstate import restore_updater_state, trainer_updaters, updater_state
 from .recipes import TrainConfig
 from .schedule import epoch_lengths, make_lr_scheduler
 from .reporting import History, RunRecorder, check_recipe
+from .distributed import WorkerGroup, is_dist
 from .paths import writable_dir
 from .runs import RunExistsError, check_save_dir, describe_run, drop_stale_derived, inspect_run, prepare_save_dir
 
@@ -73,9 +74,12 @@ class RunAhead:
             self._in_flight.popleft().wait_to_read()
 
 
-def train_step(net, trainer, loss_fn, data, label, ctx_list):
+def train_step(net, trainer, loss_fn, data, label, ctx_list, grad_batch=None):
     """One data-parallel SGD step: split the batch over ``ctx_list``, forward, backward, update.
 
+    grad_batch: the number of images the summed gradient is divided by
+    (default: this batch's; a synchronous distributed job: the global batch,
+    :meth:`~stn_gluon.distributed.WorkerGroup.grad_batch`).
     Returns the per-context ``(outputs, labels, losses)`` lists (NDArrays, not synchronised).
     """
     xs, ys = _split(data, ctx_list), _split(label, ctx_list)
@@ -83,7 +87,7 @@ def train_step(net, trainer, loss_fn, data, label, ctx_list):
         outs = [net(x) for x in xs]
         losses = [loss_fn(o, y) for o, y in zip(outs, ys)]
     autograd.backward(losses)
-    trainer.step(data.shape[0])
+    trainer.step(grad_batch or data.shape[0])
     return outs, ys, losses
 
 
@@ -112,8 +116,11 @@ def stn_batch(stn, images):
 MAX_AGGREGATED_PARAMS = 32
 
 
-def make_trainer(params, optimizer, optimizer_params, num_contexts=1):
+def make_trainer(params, optimizer, optimizer_params, num_contexts=1, group=None):
     """``gluon.Trainer`` whose optimizer updates all parameters in one fused call where it can.
+
+    group: the :class:`~stn_gluon.distributed.WorkerGroup` whose kvstore reduces
+    the gradients (default: ``device`` over several contexts, none for one).
 
     MXNet's SGD updates 4 parameters per ``multi_sgd_mom_update`` call by
     default (``MXNET_OPTIMIZER_AGGREGATION_SIZE``); the Python loop around
@@ -124,7 +131,9 @@ def make_trainer(params, optimizer, optimizer_params, num_contexts=1):
     if opt.aggregate_num > 0:
         count = len(params.values()) if hasattr(params, "values") else len(params)
         opt.aggregate_num = max(opt.aggregate_num, min(count, MAX_AGGREGATED_PARAMS))
-    return gluon.Trainer(params, opt, kvstore="device" if num_contexts > 1 else None)
+    if group is None:
+        return gluon.Trainer(params, opt, kvstore="device" if num_contexts > 1 else None)
+    return gluon.Trainer(params, opt, kvstore=group.kvstore, update_on_kvstore=group.update_on_kvstore)
 
 
 def _resume_path(cfg):
@@ -144,28 +153,36 @@ def _resume_path(cfg):
     return os.path.join(cfg.resume, CHECKPOINT_NAME) if os.path.isdir(cfg.resume) else cfg.resume
 
 
+#: Added to the dropout seed per worker rank (more than any run's epochs: no two (rank, epoch) share a seed).
+DROPOUT_RANK_STRIDE = 100003
+
+
 class PreparedData:
     """The arrays and batch iterators a training run needs, built once from an ``DigitDataset``.
 
     Images stay ``uint8 (N, 1, H, W)``; batches are normalised as they are cut.
+    shard ``(rank, workers)``: this worker's slice of every global batch (and of its augmentation).
     """
 
-    def __init__(self, cfg, dataset):
+    def __init__(self, cfg, dataset, shard=(0, 1)):
         self.dataset = dataset
         self.train_pixels = data_lib.with_channel(dataset.train_images)
         self.test_pixels = data_lib.with_channel(dataset.test_images)
         self.input_shape = self.train_pixels.shape[1:]
         self.num_classes = 10
-        if len(self.train_pixels) < cfg.batch_size:
-            raise StnGluonError(f"batch_size {cfg.batch_size} is larger than the training set "
+        self.rank = shard[0]
+        step = cfg.batch_size * shard[1]
+        if len(self.train_pixels) < step:
+            workers = f" x {shard[1]} workers" if shard[1] > 1 else ""
+            raise StnGluonError(f"batch_size {cfg.batch_size}{workers} is larger than the training set "
                                 f"({len(self.train_pixels)})", params=("batch_size",))
         self.train = data_lib.ArrayBatches(self.train_pixels, dataset.train_labels, cfg.batch_size,
-                                           shuffle=True, seed=cfg.seed, last_batch="discard")
+                                           shuffle=True, seed=cfg.seed, last_batch="discard", shard=shard)
         # An eval batch that divides the test set: no padded batch (Module.score would count it).
         n_test = self.num_test
         eval_batch = max(d for d in range(1, min(500, n_test) + 1) if n_test % d == 0)
         self.test = data_lib.ArrayBatches(self.test_pixels, dataset.test_labels, eval_batch)
-        self.augment = data_lib.RandomAffine(seed=cfg.seed) if cfg.augment else None
+        self.augment = data_lib.RandomAffine(seed=cfg.seed, shard=shard) if cfg.augment else None
 
     @property
     def num_test(self):
@@ -183,11 +200,15 @@ class PreparedData:
         return explain_batch(model, self.test_sample(count), self.dataset.test_labels[:count])
 
     def set_epoch(self, epoch, seed):
-        """Shuffle order, augmentation draws and dropout masks of epoch ``epoch`` (0-based)."""
+        """Shuffle order, augmentation draws and dropout masks of epoch ``epoch`` (0-based).
+
+        Dropout masks are drawn per worker (a seed per rank): the one thing a
+        distributed run draws differently from one process.
+        """
         self.train.set_epoch(epoch)
         if self.augment is not None:
             self.augment.set_epoch(epoch)
-        mx.random.seed(seed * 1000 + epoch)
+        mx.random.seed(seed * 1000 + epoch + DROPOUT_RANK_STRIDE * self.rank)
 
     def model_meta(self, cfg, source, **extra):
         """The ``model.json`` beside an exported model: how to feed it."""
@@ -198,27 +219,41 @@ class PreparedData:
                     classes=[str(i) for i in range(self.num_classes)], source=source, **extra)
 
 
+def _check_save_dir(cfg):
+    writable_dir(cfg.save_dir, "save_dir")  # a folder, or one that can be made ...
+    check_save_dir(cfg)  # ... and not a run nobody asked to replace
+
+
 def setup_run(cfg, dataset=None, build=None):
-    """Validate ``cfg``, parse its contexts, load and prepare the data, build the model, create the save dir.
+    """Validate ``cfg``, join the workers, load and prepare the data, build the model, create the save dir.
 
     build(prepared) -> model: the trainer's network (a Gluon block, a symbol), built
     before anything is written so that a network that cannot be built leaves no trace.
-    Returns ``(ctx_list, prepared, model)``.
+    In a distributed job (``cfg.kvstore`` ``dist_*``) this waits for every
+    worker, sets ``cfg.workers``, prepares this worker's shard, and only
+    worker 0 checks and prepares the save dir (the others write nothing).
+    Returns ``(ctx_list, prepared, model, group)`` (group: the
+    :class:`~stn_gluon.distributed.WorkerGroup`).
     """
     cfg.validate()
     ctx_list = parse_ctx(cfg.ctx)
-    writable_dir(cfg.save_dir, "save_dir")  # before anything is loaded or written: a folder, or one that can be
-    check_save_dir(cfg)  # ... and not a run nobody asked to replace
+    if not is_dist(cfg.kvstore):
+        _check_save_dir(cfg)  # before the data loads
+    group = WorkerGroup(cfg.kvstore, len(ctx_list))  # a dist store waits here for every worker and server
+    cfg.workers = group.num_workers
+    if group.dist and group.is_lead:
+        _check_save_dir(cfg)
     if dataset is None:
         from .distortions import load_dataset
 
         dataset = load_dataset(cfg.dataset, cfg.data_dir, download=cfg.download)
-    prepared = PreparedData(cfg, dataset)
+    prepared = PreparedData(cfg, dataset, group.shard())
     mx.random.seed(cfg.seed)
     np.random.seed(cfg.seed)
     model = build(prepared) if build is not None else None
-    prepare_save_dir(cfg)
-    return ctx_list, prepared, model
+    if group.is_lead:
+        prepare_save_dir(cfg)
+    return ctx_list, prepared, model, group
 
 
 def fit(cfg, dataset=None, echo=print, on_epoch=None):
@@ -230,20 +265,32 @@ def fit(cfg, dataset=None, echo=print, on_epoch=None):
     Writes ``checkpoint.zip`` after every epoch, then ``model-symbol.json``,
     ``model-0000.params``, ``model.json``, ``metrics.json``, ``history.csv``,
     ``curves.png`` and (with an STN) ``stn_grid.png``. Returns the metrics dict.
+
+    In a distributed job (``cfg.kvstore`` ``dist_*``, started by
+    :func:`stn_gluon.distributed.launch`) every worker trains its shard;
+    worker 0 alone evaluates and writes, the others wait for it at a barrier
+    after each epoch and at the end. Worker 0 returns the metrics, the others
+    ``{"rank": ..., "workers": ...}``.
     """
-    ctx_list, data, net = setup_run(cfg, dataset, lambda d: build_net(cfg, d.input_shape, d.num_classes))
+    ctx_list, data, net, group = setup_run(cfg, dataset, lambda d: build_net(cfg, d.input_shape, d.num_classes))
+    if on_epoch is not None and group.dist:
+        raise StnGluonError("on_epoch cannot stop a distributed job (only worker 0 would stop)")
+    lead = group.is_lead
+    if not lead:
+        echo = _quiet
     initialize_net(net, ctx_list)
     if cfg.hybridize:
         net.hybridize(static_alloc=True, static_shape=True)
     net(mx.nd.zeros((2,) + data.input_shape, ctx=ctx_list[0]))  # finish deferred init
 
-    optimizer_params = dict(wd=cfg.wd, lr_scheduler=make_lr_scheduler(cfg, len(data.train)))
+    scheduler = group.lr_scheduler(cfg, len(data.train))
+    optimizer_params = dict(wd=cfg.wd, lr_scheduler=scheduler)
     if cfg.optimizer in ("sgd", "nag"):
         optimizer_params["momentum"] = cfg.momentum
-    trainer = make_trainer(net.collect_params(), cfg.optimizer, optimizer_params, len(ctx_list))
+    trainer = make_trainer(net.collect_params(), cfg.optimizer, optimizer_params, len(ctx_list), group)
     recorder = RunRecorder(cfg, data.dataset, "gluon", format_ctx(ctx_list), echo)
     resume = _resume_path(cfg)
-    if resume:
+    if resume:  # every worker loads worker 0's checkpoint (its optimizer state is each worker's own)
         recorder.history = _restore(resume, cfg, net, trainer, ctx_list)
     recorder.start(resume, len(recorder.history))
     loss_fn = gluon.loss.SoftmaxCrossEntropyLoss()
@@ -256,18 +303,19 @@ def fit(cfg, dataset=None, echo=print, on_epoch=None):
         correct_acc = [mx.nd.zeros(1, ctx=c) for c in ctx_list]
         seen = 0
         batches = itertools.islice(data.train, lengths[epoch])
-        bar = progress_bar(batches, lengths[epoch], f"Epoch {epoch + 1}/{cfg.epochs}", cfg.progress)
+        bar = progress_bar(batches, lengths[epoch], f"Epoch {epoch + 1}/{cfg.epochs}", cfg.progress and lead)
         run_ahead = RunAhead()
         for i, (batch, label) in enumerate(bar):
             if data.augment is not None:
                 batch = data.augment(batch)
-            outs, ys, losses = train_step(net, trainer, loss_fn, batch, label, ctx_list)
+            outs, ys, losses = train_step(net, trainer, loss_fn, batch, label, ctx_list,
+                                          group.grad_batch(batch.shape[0]))
             run_ahead.push(losses[0])
             for k, (o, y, l) in enumerate(zip(outs, ys, losses)):
                 loss_acc[k] += l.sum()
                 correct_acc[k] += (o.argmax(axis=1) == y).sum()
             seen += batch.shape[0]
-            if cfg.progress and (i % 50 == 49 or i == lengths[epoch] - 1):
+            if cfg.progress and lead and (i % 50 == 49 or i == lengths[epoch] - 1):
                 loss_sum = sum(a.asscalar() for a in loss_acc)
                 correct = sum(a.asscalar() for a in correct_acc)
                 bar.set_postfix(loss=f"{loss_sum / seen:.4f}", acc=f"{correct / seen:.4f}",
@@ -276,20 +324,48 @@ def fit(cfg, dataset=None, echo=print, on_epoch=None):
         train_acc = sum(a.asscalar() for a in correct_acc) / seen
         train_seconds = time.time() - tic
         bar.close()
+        if not lead:
+            group.barrier()  # while worker 0 evaluates and checkpoints
+            continue
         if cfg.test_each_epoch or epoch == len(lengths) - 1:
             test_loss, test_correct, test_total = evaluate(net, data.test, ctx_list)
         else:
             test_loss, test_correct, test_total = float("nan"), 0, 0  # not tested
-        record = recorder.end_epoch(epoch + 1, trainer.learning_rate, train_loss, train_acc, seen, train_seconds,
+        # images/s: of the whole job (every worker trained as many images as this one)
+        lr = group.learning_rate(trainer.learning_rate, scheduler, sum(lengths[:epoch + 1]))
+        record = recorder.end_epoch(epoch + 1, lr, train_loss, train_acc,
+                                    seen * group.num_workers, train_seconds,
                                     time.time() - tic, test_loss, test_correct, test_total)
         save_checkpoint(os.path.join(cfg.save_dir, CHECKPOINT_NAME),
                         dict(epoch=epoch + 1, history=recorder.history.records, recipe=cfg.recipe_fields(),
                              data_source=data.dataset.source),
                         net.save_parameters, updater_state(trainer_updaters(trainer)))
+        group.barrier()
         if on_epoch is not None and on_epoch(record):
             break
 
-    return _finish(cfg, net, data, recorder, ctx_list)
+    identical = group.compare_weights({k: p.data(ctx_list[0]) for k, p in net.collect_params().items()})
+    if not lead:
+        group.barrier()  # while worker 0 exports and reports
+        return dict(rank=group.rank, workers=group.num_workers, weights_identical=identical)
+    metrics = _finish(cfg, net, data, recorder, ctx_list, distributed_info(group, identical, echo))
+    group.barrier()
+    return metrics
+
+
+def _quiet(*_args, **_kwargs):
+    """The echo of workers other than worker 0 (it reports for the job)."""
+
+
+def distributed_info(group, identical, echo):
+    """``metrics.json``'s ``distributed`` entry of a distributed job (``{}`` otherwise); reports
+    whether the workers ended with identical weights."""
+    if not group.dist:
+        return {}
+    if identical is not None:
+        echo(f"Weights of the {group.num_workers} workers at the end: "
+             f"{'identical' if identical else 'DIFFERENT (this should not happen in a synchronous job)'}")
+    return dict(distributed=dict(group.describe(), weights_identical=identical))
 
 
 def _restore(path, cfg, net, trainer, ctx_list):
@@ -317,8 +393,9 @@ def _final_test(recorder, data, net, ctx_list):
     return evaluate(net, data.test, ctx_list)
 
 
-def _finish(cfg, net, data, recorder, ctx_list):
-    """Export the hybridized model, then metrics and plots (the STN's from the export, as tools will load it)."""
+def _finish(cfg, net, data, recorder, ctx_list, extra):
+    """Export the hybridized model, then metrics (with ``extra``) and plots (the STN's from the export, as tools
+    will load it)."""
     sample = data.test_sample(64)
     example = mx.nd.array(sample, ctx=ctx_list[0])
     prefix = os.path.join(cfg.save_dir, DEFAULT_PREFIX)
@@ -327,4 +404,4 @@ def _finish(cfg, net, data, recorder, ctx_list):
     drop_stale_derived(cfg.save_dir)
     return recorder.finish(*_final_test(recorder, data, net, ctx_list),
                            model_files=[prefix + "-symbol.json", prefix + "-0000.params"],
-                           stn_sample=data.explained_sample(load_model(cfg.save_dir, ctx_list[:1])))
+                           stn_sample=data.explained_sample(load_model(cfg.save_dir, ctx_list[:1])), **extra)

@@ -26,13 +26,13 @@ import mxnet as mx
 from ..context import format_ctx
 from ..architecture import LENET_MODELS, default_initializer, resolve_architecture
 from ..errors import CheckpointError, StnGluonError, mxnet_message
+from ..distributed import FINGERPRINT_NAME
 from ..export import DEFAULT_PREFIX, load_model, write_model_meta
 from ..io import atomic_path, write_json
 from ..optstate import module_updaters, restore_updater_state, updater_state
 from ..runs import RunExistsError, describe_run, drop_stale_derived, inspect_run
 from ..reporting import History, RunRecorder, check_recipe
-from ..schedule import make_lr_scheduler
-from ..training import evaluate, setup_run
+from ..training import distributed_info, evaluate, setup_run
 from .stn_symbol import get_symbol_for
 
 __all__ = ["BatchIter", "fit_module", "latest_checkpoint"]
@@ -95,10 +95,11 @@ def _save(module, prefix, epoch, state):
     arg, aux = module.get_params()
     params = {f"arg:{k}": v for k, v in arg.items()}
     params.update({f"aux:{k}": v for k, v in aux.items()})
-    arrays, info = updater_state(module_updaters(module))
-    with atomic_path(f"{prefix}-{epoch:04d}.optimizer") as tmp:
-        mx.nd.save(tmp, arrays)
-    write_json(f"{prefix}-{epoch:04d}.optimizer.json", info)
+    optimizer = updater_state(module_updaters(module))
+    if optimizer is not None:  # none with dist_async: the optimizer runs on the servers
+        with atomic_path(f"{prefix}-{epoch:04d}.optimizer") as tmp:
+            mx.nd.save(tmp, optimizer[0])
+        write_json(f"{prefix}-{epoch:04d}.optimizer.json", optimizer[1])
     with atomic_path(f"{prefix}-{epoch:04d}.params") as tmp:
         mx.nd.save(tmp, params)
     write_json(os.path.join(os.path.dirname(prefix), STATE_FILE), dict(state, epoch=epoch))
@@ -182,6 +183,32 @@ class _quiet_module_warnings(logging.Filter):
         logging.getLogger().removeFilter(self)
 
 
+def _quiet(*_args, **_kwargs):
+    """The echo of workers other than worker 0 (it reports for the job)."""
+
+
+_QUIET_LOG = logging.getLogger("stn_gluon.symbol.train.other_workers")
+_QUIET_LOG.setLevel(logging.WARNING)
+
+
+class _update_on_kvstore:
+    """Module reads where to run the optimizer from ``MXNET_UPDATE_ON_KVSTORE`` (None: leave it as it is)."""
+
+    def __init__(self, on):
+        self.on = on
+
+    def __enter__(self):
+        self.saved = os.environ.get("MXNET_UPDATE_ON_KVSTORE")
+        if self.on is not None:
+            os.environ["MXNET_UPDATE_ON_KVSTORE"] = "1" if self.on else "0"
+
+    def __exit__(self, *exc):
+        if self.saved is None:
+            os.environ.pop("MXNET_UPDATE_ON_KVSTORE", None)
+        else:
+            os.environ["MXNET_UPDATE_ON_KVSTORE"] = self.saved
+
+
 def _check_input(symbol, shape):
     try:
         symbol.infer_shape(data=shape)
@@ -202,11 +229,12 @@ def fit_module(cfg, dataset=None, echo=print, symbol=None):
         raise StnGluonError(f"train-symbol: Module.fit trains whole epochs only, got epochs {cfg.epochs}",
                             params=("epochs",))
     # the network `stn-gluon train` builds with these settings, or a one-line refusal
-    ctx_list, data, symbol = setup_run(cfg, dataset, lambda d: symbol if symbol is not None else
+    ctx_list, data, symbol, group = setup_run(cfg, dataset, lambda d: symbol if symbol is not None else
                                        get_symbol_for(resolve_architecture(cfg, d.input_shape, d.num_classes)))
     _check_input(symbol, (cfg.batch_size,) + data.input_shape)
     prefix = os.path.join(cfg.save_dir, DEFAULT_PREFIX)
-    recorder = RunRecorder(cfg, data.dataset, "module", format_ctx(ctx_list), echo)
+    lead = group.is_lead
+    recorder = RunRecorder(cfg, data.dataset, "module", format_ctx(ctx_list), echo if lead else _quiet)
     resumed = _load_resume(cfg, cfg.resume, symbol) if cfg.resume else None
     begin_epoch = 0
     arg_params = aux_params = None
@@ -217,15 +245,24 @@ def fit_module(cfg, dataset=None, echo=print, symbol=None):
     train_iter = BatchIter(data.train, data, seed=cfg.seed, epoch=begin_epoch)
     test_iter = BatchIter(data.test)
     iters = len(data.train)
-    optimizer_params = dict(wd=cfg.wd, lr_scheduler=make_lr_scheduler(cfg, iters),
-                            begin_num_update=begin_epoch * iters, rescale_grad=1.0 / cfg.batch_size)
+    scheduler = group.lr_scheduler(cfg, iters)
+    optimizer_params = dict(wd=cfg.wd, lr_scheduler=scheduler,
+                            begin_num_update=begin_epoch * iters,
+                            rescale_grad=1.0 / group.grad_batch(cfg.batch_size))
     if cfg.optimizer in ("sgd", "nag"):
         optimizer_params["momentum"] = cfg.momentum
-    module = mx.mod.Module(symbol, context=ctx_list)
+    # Module.fit logs each epoch's metrics: worker 0's are enough
+    module = mx.mod.Module(symbol, context=ctx_list, logger=logging if lead else _QUIET_LOG)
     module.bind(train_iter.provide_data, train_iter.provide_label)
     module.init_params(default_initializer(), arg_params=arg_params, aux_params=aux_params, allow_missing=False)
-    module.init_optimizer(kvstore="device" if len(ctx_list) > 1 else "local",
-                          optimizer=cfg.optimizer, optimizer_params=optimizer_params)
+    with _update_on_kvstore(group.update_on_kvstore):
+        module.init_optimizer(kvstore=group.kvstore if group.dist or len(ctx_list) > 1 else "local",
+                              optimizer=cfg.optimizer, optimizer_params=optimizer_params)
+    if group.dist and group.sync:  # start from worker 0's weights (the kvstore was initialised from them)
+        arg, aux = module.get_params()
+        for name, array in arg.items():
+            group.kvstore.pull(name, out=array)
+        module.set_params(arg, aux)
     if resumed and optimizer_state:
         restore_updater_state(module_updaters(module), *optimizer_state, source=f"{prefix}-{begin_epoch:04d}")
         module._optimizer.num_update = begin_epoch * iters
@@ -241,22 +278,42 @@ def fit_module(cfg, dataset=None, echo=print, symbol=None):
         test = dict(param.eval_metric.get_name_value())
         total = data.num_test
         train = timer["metric"] or {}
-        recorder.end_epoch(epoch, module._optimizer.learning_rate, train.get("cross-entropy", float("nan")),
-                           train.get("accuracy", float("nan")), iters * cfg.batch_size, timer["train"],
+        lr = group.learning_rate(module._optimizer.learning_rate, scheduler, epoch * iters)
+        recorder.end_epoch(epoch, lr, train.get("cross-entropy", float("nan")),
+                           train.get("accuracy", float("nan")), iters * group.grad_batch(cfg.batch_size),
+                           timer["train"],
                            time.time() - timer["tic"], test["cross-entropy"],
                            int(round(test["accuracy"] * total)), total)
         _save(module, prefix, epoch, dict(history=recorder.history.records, recipe=cfg.recipe_fields(),
                                           data_source=data.dataset.source))
+        group.barrier()  # the other workers wait for this checkpoint
         timer["tic"] = time.time()
 
+    def wait_for_lead(_epoch, _symbol, _arg, _aux):
+        timer["tic"] = time.time()
+        group.barrier()  # while worker 0 evaluates and checkpoints
+
     batch_callbacks = [on_batch]
-    if cfg.progress:
+    if cfg.progress and lead:
         batch_callbacks.append(mx.callback.Speedometer(cfg.batch_size, frequent=100, auto_reset=False))
     metrics = mx.metric.create(["acc", "ce"])
     if begin_epoch < cfg.epochs:
         with _quiet_module_warnings():
-            module.fit(train_iter, eval_data=test_iter, eval_metric=metrics, begin_epoch=begin_epoch,
-                       num_epoch=int(cfg.epochs), batch_end_callback=batch_callbacks, eval_end_callback=on_eval)
+            # worker 0 alone evaluates (and checkpoints, in on_eval)
+            module.fit(train_iter, eval_data=test_iter if lead else None, eval_metric=metrics,
+                       begin_epoch=begin_epoch, num_epoch=int(cfg.epochs), batch_end_callback=batch_callbacks,
+                       eval_end_callback=on_eval, epoch_end_callback=None if lead else wait_for_lead)
+    identical = group.compare_weights(module.get_params()[0], key=FINGERPRINT_NAME)
+    if not lead:
+        group.barrier()  # while worker 0 exports and reports
+        return dict(rank=group.rank, workers=group.num_workers, weights_identical=identical)
+    metrics = _report(cfg, data, recorder, prefix, begin_epoch, ctx_list, distributed_info(group, identical, echo))
+    group.barrier()
+    return metrics
+
+
+def _report(cfg, data, recorder, prefix, begin_epoch, ctx_list, extra):
+    """Worker 0, at the end: the model's ``model.json``, then metrics (with ``extra``) and plots."""
     last_epoch = latest_checkpoint(cfg.save_dir)
     write_model_meta(prefix, last_epoch[1] if last_epoch else begin_epoch,
                      data.model_meta(cfg, "module", symbol_inputs=["data"]))
@@ -271,4 +328,4 @@ def fit_module(cfg, dataset=None, echo=print, symbol=None):
         test_loss, test_correct, total = evaluate(model.net, data.test, ctx_list[:1])
     return recorder.finish(test_loss, test_correct, total,
                            model_files=[prefix + "-symbol.json", f"{prefix}-{model.epoch:04d}.params"],
-                           stn_sample=data.explained_sample(model))
+                           stn_sample=data.explained_sample(model), **extra)

@@ -1,4 +1,4 @@
-"""The ``stn-gluon`` command line: ``train``, ``train-symbol``, ``evaluate``, ``visualize``,
+"""The ``stn-gluon`` command line: ``train``, ``train-symbol``, ``launch``, ``evaluate``, ``visualize``,
 ``export-onnx``, ``predict``, ``serve``, ``bench``.
 
 :mod:`.parser` builds the flags, :mod:`.commands` runs them. Every user mistake
@@ -22,22 +22,32 @@ def main(argv=None):
 
     from ..errors import StnGluonError, mxnet_message
 
+    from ..distributed import exit_if_distributed
+
+    code = 2
     try:
         COMMANDS[args.command](args)
+        return 0
     except StnGluonError as err:  # the library names parameters; here they are flags
         print(f"error: {err.for_cli()}", file=sys.stderr)
-        return 2
     except mx.base.MXNetError as err:
         print(f"error: MXNet: {mxnet_message(err)}", file=sys.stderr)
-        return 2
     except OSError as err:  # a safety net: the commands check their paths first
         from ..paths import os_error_message
 
         print(f"error: {os_error_message(err)}", file=sys.stderr)
-        return 2
     except KeyboardInterrupt:
         hint = ("; the last finished epoch is checkpointed (continue with --resume)"
                 if args.command in ("train", "train-symbol") else "")
         print(f"interrupted{hint}", file=sys.stderr)
-        return 130
-    return 0
+        code = 130
+    except SystemExit:
+        raise
+    except BaseException:
+        import traceback
+
+        traceback.print_exc()
+        exit_if_distributed(1)  # a crashed worker must end, not wait for the others at exit
+        raise
+    exit_if_distributed(code)  # a failed worker of a distributed job ends now (see there)
+    return code

@@ -5,7 +5,7 @@ import sys
 
 from .parser import train_config_from_args
 
-__all__ = ["COMMANDS"]
+__all__ = ["COMMANDS", "worker_command", "TRAIN_COMMANDS"]
 
 
 def _note(line):
@@ -22,6 +22,35 @@ def _cmd_train_symbol(args):
     from ..symbol.train import fit_module
 
     fit_module(train_config_from_args(args))
+
+
+#: The subcommands ``launch`` runs as workers with this package (the rest of a command runs as it is).
+TRAIN_COMMANDS = ("train", "train-symbol")
+
+
+def worker_command(argv, python=None):
+    """The argv each worker of ``stn-gluon launch`` runs for ``argv`` (what follows ``--``).
+
+    ``train ...`` / ``train-symbol ...`` run this package with ``python``
+    (default: this interpreter), with ``--kvstore dist_sync`` unless a kvstore is given.
+    """
+    argv = list(argv[1:] if argv and argv[0] == "--" else argv)
+    if argv and argv[0] in TRAIN_COMMANDS:
+        if not any(a == "--kvstore" or a.startswith("--kvstore=") for a in argv):
+            argv += ["--kvstore", "dist_sync"]
+        argv = [python or sys.executable, "-m", "stn_gluon"] + argv
+    return argv
+
+
+def _cmd_launch(args):
+    from ..distributed import launch
+
+    command = worker_command(args.worker_command, None if args.launcher == "local" else "python3")
+    code = launch(command, args.num_workers, args.num_servers, launcher=args.launcher, hostfile=args.hostfile,
+                  port=args.port, host_ip=args.host_ip, timeout=args.timeout,
+                  echo=lambda line: print(line, file=sys.stderr, flush=True))
+    if code:
+        sys.exit(code)
 
 
 def _test_batches(args, meta):
@@ -279,6 +308,6 @@ def _run_bench(args):
         write_report(args.out, lines, dict(result=result))
 
 
-COMMANDS = {"train": _cmd_train, "train-symbol": _cmd_train_symbol, "evaluate": _cmd_evaluate,
+COMMANDS = {"launch": _cmd_launch, "train": _cmd_train, "train-symbol": _cmd_train_symbol, "evaluate": _cmd_evaluate,
             "visualize": _cmd_visualize, "export-onnx": _cmd_export_onnx, "predict": _cmd_predict,
             "serve": _cmd_serve, "models": _cmd_models, "bench": _cmd_bench}

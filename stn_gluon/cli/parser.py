@@ -79,6 +79,23 @@ def build_parser():
                                             "(save dir: runs/<model>_module)")
     add_train_args(p, skip=("hybridize",))
 
+    p = sub.add_parser("launch", help="run train/train-symbol as a distributed job: a scheduler, servers and "
+                                      "workers (MXNet's parameter server; docs/distributed.md)")
+    p.add_argument("-n", "--num-workers", type=positive_int, required=True, help="worker processes")
+    p.add_argument("-s", "--num-servers", type=positive_int, default=1, help="server processes (default: 1)")
+    p.add_argument("--launcher", choices=["local", "ssh"], default="local",
+                   help="local: every process on this machine, on 127.0.0.1; ssh: servers and workers on the "
+                        "machines of --hostfile (default: local)")
+    p.add_argument("-H", "--hostfile", default=None, help="ssh: one machine a line, host or host:ssh_port")
+    p.add_argument("--port", type=positive_int, default=None, help="the scheduler's port (default: a free one)")
+    p.add_argument("--host-ip", default=None, help="ssh: the address of this machine (the scheduler) the others "
+                                                   "reach (default: found as dmlc_tracker does)")
+    p.add_argument("--timeout", type=finite_float, default=None,
+                   help="stop the whole job after this many seconds (default: none)")
+    p.add_argument("worker_command", nargs=argparse.REMAINDER, metavar="-- COMMAND",
+                   help="what each worker runs: train ... or train-symbol ... (--kvstore dist_sync is added if "
+                        "not given), or any program")
+
     p = sub.add_parser("export-onnx", help="export a saved model (Gluon export or Module checkpoint) to ONNX")
     p.add_argument("--model", required=True, help="save dir, export/checkpoint prefix, -symbol.json file or "
                                                   "pretrained:NAME")
