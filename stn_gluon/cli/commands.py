@@ -105,7 +105,6 @@ def _visualize_dataset(args):
 
 
 def _cmd_export_onnx(args):
-    from ..onnx import export_onnx
     from ..export import resolve_model
     from ..paths import writable_file
 
@@ -114,10 +113,35 @@ def _cmd_export_onnx(args):
     prefix, _ = resolve_model(args.model)
     out = args.output or os.path.join(os.path.dirname(os.path.abspath(prefix)), os.path.basename(prefix) + ".onnx")
     writable_file(out, "-o/--output" if args.output is not None else "the default -o/--output")
+    if args.inputs:
+        _export_any_graph(args, out)
+        return
+    from ..onnx import export_onnx
+
     export_onnx(args.model, out, opset=args.opset)
     print(f"Wrote {out} (opset {args.opset}, dynamic batch)")
     if args.parity_check:
         _check_onnx_parity(args.model, out)
+
+
+def _export_any_graph(args, out):
+    """``export-onnx --input NAME=C,H,W ...``: any graph, its own inputs and outputs kept."""
+    from ..errors import StnGluonError
+    from ..onnx import export_graph
+
+    shapes = dict(args.inputs)
+    if len(shapes) != len(args.inputs):
+        raise StnGluonError(f"--input names an input twice ({', '.join(n for n, _ in args.inputs)})")
+    export_graph(args.model, out, shapes, opset=args.opset)
+    described = ", ".join(f"{name} (N, {', '.join(map(str, shape))})" for name, shape in shapes.items())
+    print(f"Wrote {out} (opset {args.opset}, inputs {described})")
+    if args.parity_check:
+        from ..onnx import graph_parity
+
+        diff = graph_parity(args.model, out, shapes)
+        print(f"Parity on 16 random inputs: max |output difference| {diff:.2e}")
+        if diff > 1e-4:
+            raise StnGluonError(f"ONNX Runtime and MXNet disagree (max |output difference| {diff:.2e} > 1e-4)")
 
 
 def _check_onnx_parity(model_path, onnx_path):
