@@ -245,9 +245,9 @@ def read_saved(path: str) -> SavedGraph:
         raw = mx.nd.load(params_file)
     except mx.base.MXNetError as err:
         raise CheckpointError(f"{params_file}: unreadable ({mxnet_message(err)})") from None
-    if not isinstance(raw, dict):
+    if not isinstance(raw, dict) and raw:
         raise CheckpointError(f"{params_file}: holds unnamed arrays, not a model's weights")
-    params = {k.split(":", 1)[-1]: v for k, v in raw.items()}
+    params = {k.split(":", 1)[-1]: v for k, v in (raw or {}).items()}  # a graph without weights saves []
     return SavedGraph(sym, params, meta, prefix, epoch, [symbol_file, params_file])
 
 

@@ -42,8 +42,7 @@ import numpy as np
 
 from .errors import CheckpointError, StnGluonError
 from .io import sha256_file
-from .onnx_ops import (DEFAULT_OPSET, OPSETS, check_opset, parse_input_spec, register_converters, target_opset,
-                       upgrade_reduce_axes)
+from .onnx_ops import DEFAULT_OPSET, OPSETS, check_opset, parse_input_spec, register_converters, target_opset
 
 if TYPE_CHECKING:
     import concurrent.futures
@@ -75,8 +74,9 @@ def _graph_of(model: "Union[mx.gluon.HybridBlock, str, os.PathLike[str]]", input
         if len(shape) != 3:
             raise StnGluonError("export_onnx: give input_shape=(C, H, W) for this block")
         with tempfile.TemporaryDirectory() as tmp:
+            stn_transform = getattr(getattr(model, "stn", None), "transform", None)  # an STNClassifier's
             meta = dict(input_shape=list(shape), input_name="data", source="gluon block",
-                        transform=config.get("transform"), config=config)
+                        transform=config.get("transform") or getattr(stn_transform, "name", None), config=config)
             was_theta = getattr(model, "return_theta", False)
             if was_theta:
                 model.return_theta = False
@@ -111,8 +111,7 @@ def graph_to_onnx(sym: "mx.sym.Symbol", params: Dict[str, Any], input_shapes: Di
     without the batch dimension, e.g. ``{"image": (3, 64, 64), "flow": (2, 64, 64)}``:
     every input gets a dynamic batch dimension ``N``. Weights are initializers
     only (not graph inputs). The ONNX outputs are named as MXNet names them
-    (less ``_output``), in MXNet's order. Not checked here: pass the result to
-    ``onnx.checker.check_model(full_check=True)``, as the export functions do.
+    (less ``_output``), in MXNet's order.
     """
     import onnx.checker
     from onnx import TensorProto, helper
@@ -137,20 +136,16 @@ def graph_to_onnx(sym: "mx.sym.Symbol", params: Dict[str, Any], input_shapes: Di
         from .errors import mxnet_message
         raise StnGluonError(f"ONNX export: the graph does not accept inputs "
                             f"{dict(zip(names, shapes))} ({mxnet_message(err)})") from None
-    check_graph = onnx.checker.check_graph
     try:
-        # MXNet checks the graph before it is finished (before the Reduce* upgrade below): the check that
-        # counts is the caller's, on the whole model at its opset (export_onnx and export_graph do it).
-        onnx.checker.check_graph = lambda *args, **kwargs: None
-        with target_opset(opset):
+        with target_opset(opset):  # MXNet's own check of the graph at this opset, too
             proto = MXNetGraph().create_onnx_graph_proto(
                 sym, params, [(1,) + s for s in shapes], [TensorProto.FLOAT] * len(shapes), opset_version=opset,
                 dynamic=True, dynamic_input_shapes=[(None,) + s for s in shapes])
     except (AttributeError, NotImplementedError) as err:  # an op without a converter
         raise StnGluonError(f"ONNX export: {err}") from None
-    finally:
-        onnx.checker.check_graph = check_graph
-    upgrade_reduce_axes(proto, opset)
+    except onnx.checker.ValidationError as err:  # a converter of MXNet's that emits what this opset lacks
+        raise StnGluonError(f"ONNX export at opset {opset}: MXNet's converters emitted an invalid graph "
+                            f"({str(err).splitlines()[0]})") from None
     # the graph's outputs in MXNet's order (the exporter sorts those of one node by name)
     order = {n[:-len("_output")] if n.endswith("_output") else n: i for i, n in enumerate(sym.list_outputs())}
     outputs = sorted(proto.output, key=lambda o: order.get(o.name, len(order)))

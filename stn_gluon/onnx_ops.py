@@ -270,24 +270,33 @@ def target_opset(opset: int) -> Iterator[int]:
     MXNet 1.9.1's ``export_model`` has no opset argument: it asks the installed
     onnx package for its newest opset (``onnx.defs.onnx_opset_version``), picks
     converters downwards from it and lets ``onnx.helper.make_model`` stamp it;
-    and its ``create_onnx_graph_proto`` checks the graph against onnx's default
-    checker context, which holds that newest opset too. Both answer ``opset``
-    meanwhile (not thread-safe: export from one thread at a time). Also
-    registers the converters.
+    its ``create_onnx_graph_proto`` then checks the graph against onnx's
+    default checker context, which holds that newest opset too. Meanwhile all
+    of them answer ``opset``, and the graph is brought up to it just before
+    that check (:func:`upgrade_reduce_axes`: MXNet's own converters emit opset
+    13's ``Reduce*``). Not thread-safe: export from one thread at a time.
+    Also registers the converters.
     """
     import onnx.checker
     import onnx.defs
 
     opset = check_opset(opset)
     register_converters()
-    original, context = onnx.defs.onnx_opset_version, onnx.checker.DEFAULT_CONTEXT
+    original, check_graph, context = onnx.defs.onnx_opset_version, onnx.checker.check_graph, onnx.checker.DEFAULT_CONTEXT
     imports = dict(context.opset_imports)
-    onnx.defs.onnx_opset_version = lambda: opset  # type: ignore[assignment]
+
+    def upgrade_then_check(graph: Any, *args: Any, **kwargs: Any) -> None:
+        upgrade_reduce_axes(graph, opset)
+        check_graph(graph, *args, **kwargs)
+
+    onnx.defs.onnx_opset_version = lambda: opset
+    onnx.checker.check_graph = upgrade_then_check
     context.opset_imports = dict(imports, **{"": opset})
     try:
         yield opset
     finally:
-        onnx.defs.onnx_opset_version = original  # type: ignore[assignment]
+        onnx.defs.onnx_opset_version = original
+        onnx.checker.check_graph = check_graph
         context.opset_imports = imports
 
 

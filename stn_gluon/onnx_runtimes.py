@@ -30,7 +30,7 @@ Runner = Callable[[Dict[str, np.ndarray]], List[np.ndarray]]
 def _reference_grid_sample_16() -> Any:
     from onnx.reference.ops.op_grid_sample import GridSample
 
-    class ReferenceGridSample16(GridSample):  # type: ignore[misc]
+    class ReferenceGridSample16(GridSample):
         """GridSample-16..19 for the reference evaluator: ``bilinear`` is 20's ``linear``, ``bicubic`` its ``cubic``."""
 
         op_domain = ""
