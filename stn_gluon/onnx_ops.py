@@ -157,35 +157,32 @@ class _Emitter:
         flat = self.node("MatMul", [theta3, self.const("base", _mxnet_base_grid(h, w, dtype))], "n2hw_flat")
         return self.node("Reshape", [flat, self.const("n2hw_shape", np.array([-1, 2, h, w], np.int64))])
 
+    def ints(self, suffix: str, *values: int) -> str:
+        """A constant int64 vector."""
+        return self.const(suffix, np.array(values, np.int64))
+
     def warp_grid(self, flow: str, dtype: np.dtype) -> str:
-        """Flow ``(N, 2, H, W)`` in pixels -> MXNet grid ``(N, 2, H, W)``, as ``GridGenerator(warp)`` computes it."""
+        """Flow ``(N, 2, H, W)`` in pixels -> MXNet grid ``(N, 2, H, W)``, as ``GridGenerator(warp)`` computes it:
+        ``(flow + [x; y]) / ((W - 1) / 2, (H - 1) / 2) - 1`` with ``H``, ``W`` read from the flow at run time."""
+        to = _onnx_type(dtype)
         shape = self.node("Shape", [flow], "shape")
-        sizes = []
-        for axis, label in ((2, "h"), (3, "w")):
-            size = self.node("Gather", [shape, self.const(f"axis{axis}", np.array(axis, np.int64))], label)
-            sizes.append(size)
-        h, w = sizes
+        h, w = (self.node("Gather", [shape, self.const(f"axis{axis}", np.array(axis, np.int64))], label)
+                for axis, label in ((2, "h"), (3, "w")))
         zero, one = self.const("zero", np.array(0, np.int64)), self.const("one", np.array(1, np.int64))
-        xs = self.node("Cast", [self.node("Range", [zero, w, one], "xs_int")], "xs", to=_onnx_type(dtype))
-        ys = self.node("Cast", [self.node("Range", [zero, h, one], "ys_int")], "ys", to=_onnx_type(dtype))
-        hw = self.node("Concat", [self.const("lead", np.array([1, 1], np.int64)),
-                                  self.node("Unsqueeze", [h, self.const("ax0", np.array([0], np.int64))], "h1"),
-                                  self.node("Unsqueeze", [w, self.const("ax0b", np.array([0], np.int64))], "w1")],
-                       "hw", axis=0)
-        x_plane = self.node("Expand", [self.node("Reshape", [xs, self.const("x_shape", np.array([1, 1, 1, -1],
-                                                                                               np.int64))], "x4"),
-                                       hw], "x_plane")
-        y_plane = self.node("Expand", [self.node("Reshape", [ys, self.const("y_shape", np.array([1, 1, -1, 1],
-                                                                                               np.int64))], "y4"),
-                                       hw], "y_plane")
-        base = self.node("Concat", [x_plane, y_plane], "base", axis=1)  # (1, 2, H, W): pixel x, pixel y
-        # (W - 1) / 2 and (H - 1) / 2 in the flow's dtype, shaped (1, 2, 1, 1)
-        wh = self.node("Cast", [self.node("Concat", [self.node("Unsqueeze", [w, self.const("ax0c", np.array(
-            [0], np.int64))], "w1b"), self.node("Unsqueeze", [h, self.const("ax0d", np.array([0], np.int64))], "h1b")],
-            "wh_int", axis=0)], "wh", to=_onnx_type(dtype))
+        xs = self.node("Cast", [self.node("Range", [zero, w, one], "x_int")], "x", to=to)  # 0 .. W-1
+        ys = self.node("Cast", [self.node("Range", [zero, h, one], "y_int")], "y", to=to)  # 0 .. H-1
+        plane = self.node("Concat", [self.ints("lead", 1, 1), self.node("Slice", [shape, self.ints("s2", 2),
+                                                                                  self.ints("e4", 4)], "hw")],
+                          "plane", axis=0)  # (1, 1, H, W)
+        x_plane = self.node("Expand", [self.node("Reshape", [xs, self.ints("row", 1, 1, 1, -1)], "x4"), plane], "xp")
+        y_plane = self.node("Expand", [self.node("Reshape", [ys, self.ints("col", 1, 1, -1, 1)], "y4"), plane], "yp")
+        base = self.node("Concat", [x_plane, y_plane], "base", axis=1)  # (1, 2, H, W): each pixel's x and y
+        # [W, H] (the shape's last two, reversed) -> ((W - 1) / 2, (H - 1) / 2) shaped (1, 2, 1, 1), in the flow's dtype
+        wh = self.node("Cast", [self.node("Slice", [shape, self.ints("s3", 3), self.ints("e1", 1), self.ints("a0", 0),
+                                                    self.ints("back", -1)], "wh_int")], "wh", to=to)
         half = self.node("Div", [self.node("Sub", [wh, self.const("one_f", np.array(1, dtype))], "wh_m1"),
                                  self.const("two_f", np.array(2, dtype))], "half")
-        scale = self.node("Reshape", [half, self.const("scale_shape", np.array([1, 2, 1, 1], np.int64))], "scale")
+        scale = self.node("Reshape", [half, self.ints("scale_shape", 1, 2, 1, 1)], "scale")
         moved = self.node("Add", [flow, base], "moved")
         return self.node("Sub", [self.node("Div", [moved, scale], "scaled"), self.const("one_g", np.array(1, dtype))])
 
