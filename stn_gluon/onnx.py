@@ -54,7 +54,7 @@ if TYPE_CHECKING:
     from .ops import Shape
 
 __all__ = ["OPSET", "OPSETS", "register_converters", "target_opset", "export_onnx", "export_graph", "graph_to_onnx",
-           "parse_input_spec", "graph_parity", "OnnxModel", "read_metadata"]
+           "parse_input_spec", "inference_outputs", "graph_parity", "OnnxModel", "read_metadata"]
 
 OPSET = DEFAULT_OPSET
 """The opset exports use unless told otherwise (:data:`stn_gluon.onnx_ops.DEFAULT_OPSET`)."""
@@ -239,6 +239,30 @@ def export_onnx(model: "Union[mx.gluon.HybridBlock, str, os.PathLike[str]]",
     return path
 
 
+def inference_outputs(sym: "mx.sym.Symbol") -> "mx.sym.Symbol":
+    """``sym`` with each ``SoftmaxOutput`` loss head (a Module checkpoint's) replaced by what it computes at
+    inference, a ``softmax`` of the same name; the label input goes with it. Other outputs are kept as they are."""
+    import mxnet as mx
+
+    outputs = [sym[i] for i in range(len(sym.list_outputs()))]
+    if not any(o.attr("op_name") == "SoftmaxOutput" for o in outputs):
+        return sym
+    kept = []
+    for out in outputs:
+        if out.attr("op_name") != "SoftmaxOutput":
+            kept.append(out)
+            continue
+        data, attrs = out.get_children()[0], out.list_attr()
+        if attrs.get("multi_output", "False").lower() in ("true", "1"):
+            probs = mx.sym.softmax(data, axis=1, name=out.name)
+        elif attrs.get("preserve_shape", "False").lower() in ("true", "1"):
+            probs = mx.sym.softmax(data, axis=-1, name=out.name)
+        else:  # softmax over everything but the batch, in the data's shape
+            probs = mx.sym.reshape_like(mx.sym.softmax(mx.sym.flatten(data), axis=-1), data, name=out.name)
+        kept.append(probs)
+    return kept[0] if len(kept) == 1 else mx.sym.Group(kept)
+
+
 def export_graph(model: "Union[str, os.PathLike[str]]", path: "Union[str, os.PathLike[str]]",
                  input_shapes: Dict[str, "Sequence[int]"], opset: int = OPSET,
                  onnx_checker: bool = True) -> "Union[str, os.PathLike[str]]":
@@ -248,13 +272,14 @@ def export_graph(model: "Union[str, os.PathLike[str]]", path: "Union[str, os.Pat
     latest ``-NNNN.params`` beside it; ``<prefix>.json`` checksums checked if
     present). input_shapes: every data input's shape without the batch
     dimension (``{"image": (3, 64, 64), "flow": (2, 64, 64)}``); each gets a
-    dynamic batch dimension. Metadata: opset, ``inputs`` (JSON name -> shape),
+    dynamic batch dimension. A Module's ``SoftmaxOutput`` head exports as its
+    softmax (:func:`inference_outputs`). Metadata: opset, ``inputs`` (JSON name -> shape),
     the source files and the weights' SHA-256.
     """
     from .export import read_saved
 
     saved = read_saved(os.fspath(model))
-    onnx_model = graph_to_onnx(saved.symbol, saved.params, input_shapes, opset)
+    onnx_model = graph_to_onnx(inference_outputs(saved.symbol), saved.params, input_shapes, opset)
     metadata = dict(opset=str(check_opset(opset)),
                     inputs=json.dumps({k: [None] + [int(d) for d in v] for k, v in input_shapes.items()}))
     _finish(onnx_model, path, metadata, saved.files, onnx_checker)
@@ -273,7 +298,7 @@ def graph_parity(model: "Union[str, os.PathLike[str]]", onnx_path: "Union[str, o
     from .export import read_saved
 
     saved = read_saved(os.fspath(model))
-    sym = saved.symbol
+    sym = inference_outputs(saved.symbol)
     rng = np.random.RandomState(seed)
     feeds = {name: rng.normal(0, 1, (batch,) + tuple(shape)).astype(np.float32) for name, shape in input_shapes.items()}
     arg_shapes, _, aux_shapes = sym.infer_shape(**{k: v.shape for k, v in feeds.items()})
@@ -283,7 +308,9 @@ def graph_parity(model: "Union[str, os.PathLike[str]]", onnx_path: "Union[str, o
         args[name] = mx.nd.array(value) if value is not None else mx.nd.zeros(shape)  # e.g. a loss head's label
     aux = {name: saved.params[name] for name in sym.list_auxiliary_states()}
     want = [o.asnumpy() for o in sym.bind(mx.cpu(), args, aux_states=aux, grad_req="null").forward(is_train=False)]
-    session = ort.InferenceSession(os.fspath(onnx_path), providers=["CPUExecutionProvider"])
+    options = ort.SessionOptions()
+    options.log_severity_level = 3  # no notes about initializers MXNet's converters left unused
+    session = ort.InferenceSession(os.fspath(onnx_path), options, providers=["CPUExecutionProvider"])
     got = session.run(None, feeds)
     if len(got) != len(want):
         raise StnGluonError(f"{onnx_path}: {len(got)} outputs, the MXNet graph has {len(want)}")

@@ -300,6 +300,27 @@ def test_cli_exports_any_graph_at_the_opset_asked(tmp_path, capsys):
     assert meta["opset"] == "17" and meta["params_file"] == "user-0000.params"
 
 
+def test_cli_exports_a_module_checkpoint_with_its_softmax_head(tmp_path, capsys):
+    from stn_gluon.symbol import get_symbol
+
+    sym = get_symbol()
+    mod = mx.mod.Module(sym)
+    mod.bind(data_shapes=[("data", (1, 1, 28, 28))], label_shapes=[("softmax_label", (1,))])
+    mod.init_params(mx.init.Xavier())
+    arg, aux = mod.get_params()
+    mx.model.save_checkpoint(str(tmp_path / "mod"), 3, sym, arg, aux)
+    out = tmp_path / "mod.onnx"
+    assert main(["export-onnx", "--model", str(tmp_path / "mod"), "--input", "data=1,28,28", "--opset", "18",
+                 "-o", str(out)]) == 0
+    diff = float(re.search(r"max \|output difference\| (\S+)", capsys.readouterr().out).group(1))
+    model = onnx.load(str(out))
+    assert diff <= 1e-5 and [i.name for i in model.graph.input] == ["data"]
+    assert [o.name for o in model.graph.output] == ["softmax"]  # the loss head exports as its softmax
+    x = np.random.RandomState(0).normal(0, 1, (7, 1, 28, 28)).astype(np.float32)
+    probs = load_runtime("onnxruntime", str(out))({"data": x})[0]
+    np.testing.assert_allclose(probs.sum(axis=1), 1, rtol=1e-5)
+
+
 @pytest.mark.parametrize("args, expect", [
     (["--input", "data0=3,10", "--input", "data1=2,10,12"], "does not accept inputs"),
     (["--input", "data0=3,10,12"], "give the shape of input 'data1'"),
