@@ -60,9 +60,12 @@ setup(
         "python-multipart>=0.0.9",  # serving: multipart uploads
         "prometheus-client>=0.17",  # serving: /metrics
     ],
-    # `test` holds everything `make test` runs: pytest, the type checker and the docs build
-    # selenium drives the system's Chromium (apt-get install chromium chromium-driver) in the browser test
-    extras_require={"docs": DOCS, "test": ["pytest>=7", "mypy==2.4.1", "selenium>=4.10", *DOCS]},
+    # `test` holds everything `make test` runs: pytest, the type checker, the docs build, OpenVINO, one of
+    # the three runtimes the ONNX export is tested in (2026.3 is the first that reads opset 20's GridSample;
+    # it needs Python >= 3.10 and takes numpy 1.16.6 to 2.5, so 1.23 and 1.26 too), and selenium, which drives
+    # the system's Chromium (apt-get install chromium chromium-driver) in the browser test
+    extras_require={"docs": DOCS, "test": ["pytest>=7", "mypy==2.4.1", "openvino>=2026.3,<2027", "selenium>=4.10",
+                                           *DOCS]},
     entry_points={"console_scripts": ["stn-gluon=stn_gluon.cli:main"]},
     classifiers=[
         "Programming Language :: Python :: 3",

@@ -31,7 +31,7 @@ from .io import sha256_file, write_json
 from .ops import Shape
 
 __all__ = ["DEFAULT_PREFIX", "export_block", "write_model_meta", "verify_checksums", "resolve_model", "load_graph",
-           "load_model", "LoadedModel", "ModelGraph", "onnx_weights_mismatch", "check_onnx_current"]
+           "load_model", "LoadedModel", "ModelGraph", "SavedGraph", "read_saved", "onnx_weights_mismatch", "check_onnx_current"]
 
 DEFAULT_PREFIX = "model"
 
@@ -214,8 +214,20 @@ class ModelGraph:
     files: List[str]
 
 
-def load_graph(path: str) -> ModelGraph:
-    """Read an exported model (by :func:`resolve_model` rules) -> :class:`ModelGraph`, validated."""
+@dataclass
+class SavedGraph:
+    """A saved MXNet graph as it is on disk: ``symbol`` (all its outputs), ``params`` ``{name: NDArray}``
+    (``arg:``/``aux:`` prefixes removed), ``meta`` (``<prefix>.json``, or MNIST defaults), and its files."""
+    symbol: mx.sym.Symbol
+    params: Dict[str, mx.nd.NDArray]
+    meta: dict
+    prefix: str
+    epoch: int
+    files: List[str]
+
+
+def read_saved(path: str) -> SavedGraph:
+    """Read a saved graph (by :func:`resolve_model` rules) -> :class:`SavedGraph`; checksums checked, nothing cut."""
     prefix, epoch = resolve_model(path)
     symbol_file, params_file = prefix + "-symbol.json", f"{prefix}-{epoch:04d}.params"
     meta = _default_meta()
@@ -225,7 +237,6 @@ def load_graph(path: str) -> ModelGraph:
                 meta.update(json.load(f))
         except (OSError, ValueError) as err:
             raise CheckpointError(f"{prefix}.json: unreadable model description ({err})") from None
-    if os.path.isfile(prefix + ".json"):
         verify_checksums(meta, [symbol_file, params_file], prefix + ".json")
     try:
         sym = mx.sym.load(symbol_file)
@@ -234,23 +245,35 @@ def load_graph(path: str) -> ModelGraph:
                               f"({mxnet_message(err)})") from None
     except ValueError:  # UnicodeDecodeError from MXNet's own message on a binary or truncated file
         raise CheckpointError(f"{symbol_file}: not a valid MXNet symbol file (damaged or truncated)") from None
+    try:
+        raw = mx.nd.load(params_file)
+    except mx.base.MXNetError as err:
+        raise CheckpointError(f"{params_file}: unreadable ({mxnet_message(err)})") from None
+    if not isinstance(raw, dict) and raw:
+        raise CheckpointError(f"{params_file}: holds unnamed arrays, not a model's weights")
+    params = {k.split(":", 1)[-1]: v for k, v in (raw or {}).items()}  # a graph without weights saves []
+    return SavedGraph(sym, params, meta, prefix, epoch, [symbol_file, params_file])
+
+
+def load_graph(path: str) -> ModelGraph:
+    """Read an exported classifier (by :func:`resolve_model` rules) -> :class:`ModelGraph`, validated."""
+    saved = read_saved(path)
+    sym, params, meta, prefix, epoch = saved.symbol, saved.params, saved.meta, saved.prefix, saved.epoch
+    symbol_file, params_file = saved.files
     if sym.attr("op_name") == "SoftmaxOutput":
         sym = sym.get_children()[0]  # a Module graph: serve the logits, not the loss head
     if len(sym.list_outputs()) > 1:
         sym = sym[0]
     input_name = meta.get("input_name", "data")
     if input_name not in sym.list_inputs():
-        raise CheckpointError(f"{symbol_file}: has no input named {input_name!r}")
+        data_inputs = [n for n in sym.list_inputs() if n not in params and not n.endswith("_label")]
+        raise CheckpointError(f"{symbol_file}: has no input named {input_name!r} (its inputs: "
+                              f"{', '.join(data_inputs)}; export-onnx takes --input NAME=C,H,W for each)")
     try:
         sym.infer_shape(**{input_name: (1,) + tuple(meta["input_shape"])})
     except mx.base.MXNetError as err:
         raise CheckpointError(f"{symbol_file}: does not accept input {tuple(meta['input_shape'])} "
                               f"({mxnet_message(err)})") from None
-    try:
-        raw = mx.nd.load(params_file)
-    except mx.base.MXNetError as err:
-        raise CheckpointError(f"{params_file}: unreadable ({mxnet_message(err)})") from None
-    params = {k.split(":", 1)[-1]: v for k, v in raw.items()}
     missing = [n for n in sym.list_inputs() if n != input_name and n not in params]
     if missing:
         raise CheckpointError(f"{params_file}: not the weights of {os.path.basename(symbol_file)} "
@@ -266,7 +289,7 @@ def load_graph(path: str) -> ModelGraph:
         transform = get_transform(meta.get("transform") or "affine")
         theta = transform.theta(params_node)
     return ModelGraph(sym, warped, theta if warped is not None else None, params, meta, prefix, epoch,
-                      [symbol_file, params_file])
+                      list(saved.files))
 
 
 def _symbol_block(outputs: mx.sym.Symbol, input_name: str, params: Dict[str, mx.nd.NDArray], ctx: Any,

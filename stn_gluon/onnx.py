@@ -1,38 +1,40 @@
-"""ONNX export of STN models, and ONNX Runtime inference.
+"""ONNX export of STN models and of any MXNet graph using the spatial ops; ONNX Runtime inference.
 
-MXNet's exporter (``mx.onnx``) has no converter for ``GridGenerator``,
-``BilinearSampler`` or ``SpatialTransformer``; this module registers them.
-They map exactly onto ONNX ``AffineGrid`` (opset 20) and ``GridSample``
-(``mode="linear"``, ``padding_mode="zeros"``, ``align_corners=1``): MXNet's
-target grid is linspace(-1, 1) and samples outside the input are zero, as in
-ONNX with those attributes. The only difference is the grid layout, MXNet's
-``(N, 2, H, W)`` against ONNX's ``(N, H, W, 2)``, bridged with ``Transpose``.
-The projective and thin-plate-spline transforms need nothing more: their grids
-are built from ``GridGenerator`` (a homography is the quotient of two affine
-grids) and ``FullyConnected`` with a constant matrix (the spline), plus
-operators MXNet's exporter already converts.
+The converters for MXNet's ``GridGenerator``, ``BilinearSampler`` and
+``SpatialTransformer`` live in :mod:`stn_gluon.onnx_ops`; importing this module
+registers them (:func:`register_converters`), after which MXNet's own
+``mx.onnx.export_model`` converts any graph using them. The projective and
+thin-plate-spline transforms need nothing more: their grids are built from
+``GridGenerator`` (a homography is the quotient of two affine grids) and
+``FullyConnected`` with a constant matrix (the spline), plus operators MXNet's
+exporter already converts.
 
-The exported file:
+Two export flows, both at an opset of :data:`~stn_gluon.onnx_ops.OPSETS`
+(16..20, default :data:`OPSET`), stamped in the file and used to pick every
+converter, ours and MXNet's:
 
-* is stamped with opset :data:`OPSET` (not whatever the installed onnx
-  defaults to) and passes ``onnx.checker.check_model(full_check=True)``;
-* lists only the data as graph input (the weights are initializers only, so
-  ONNX Runtime can fold constants);
-* has a dynamic batch dimension;
-* has the outputs ``logits`` ``(N, K)``, ``probabilities`` ``(N, K)`` and, with
-  an STN, ``theta`` (``(N, 6)`` for affine and attention, ``(N, 8)`` for
-  projective, ``(N, 2K)`` for a thin-plate spline) and ``warped``
-  ``(N, C, H_out, W_out)``;
-* carries metadata: input name and shape, normalisation, class names, opset,
-  transform, the source files with their SHA-256, and (``params_file``,
-  ``params_sha256``) the weights it was exported from. Loading a save dir's
-  ``model.onnx`` checks those against the save dir's weights
+* :func:`export_onnx`: an STN classifier (one image input). The file lists only
+  the data as graph input (the weights are initializers only, so ONNX Runtime
+  can fold constants), has a dynamic batch dimension, and outputs ``logits``
+  ``(N, K)``, ``probabilities`` ``(N, K)`` and, with an STN, ``theta``
+  (``(N, 6)`` for affine and attention, ``(N, 8)`` for projective, ``(N, 2K)``
+  for a thin-plate spline) and ``warped`` ``(N, C, H_out, W_out)``. Metadata:
+  input name and shape, normalisation, class names, opset, transform, the
+  source files with their SHA-256, and (``params_file``, ``params_sha256``) the
+  weights it was exported from. Loading a save dir's ``model.onnx`` checks
+  those against the save dir's weights
   (:func:`stn_gluon.export.check_onnx_current`): an export left over from
   before a retraining is refused.
+* :func:`export_graph`: any saved MXNet graph (several inputs, several
+  outputs), its own inputs and outputs kept, each input with a dynamic batch
+  dimension.
+
+Both files pass ``onnx.checker.check_model(full_check=True)``.
 """
+import contextlib
+import io
 import json
 import os
-import re
 import tempfile
 from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence, Tuple, Union
 
@@ -40,6 +42,7 @@ import numpy as np
 
 from .errors import CheckpointError, StnGluonError
 from .io import sha256_file
+from .onnx_ops import DEFAULT_OPSET, OPSETS, check_opset, parse_input_spec, register_converters, target_opset
 
 if TYPE_CHECKING:
     import concurrent.futures
@@ -50,72 +53,13 @@ if TYPE_CHECKING:
     from .export import ModelGraph
     from .ops import Shape
 
-__all__ = ["OPSET", "export_onnx", "OnnxModel", "read_metadata"]
+__all__ = ["OPSET", "OPSETS", "register_converters", "target_opset", "export_onnx", "export_graph", "graph_to_onnx",
+           "parse_input_spec", "inference_outputs", "graph_parity", "OnnxModel", "read_metadata"]
 
-OPSET = 20
-_registered = False
+OPSET = DEFAULT_OPSET
+"""The opset exports use unless told otherwise (:data:`stn_gluon.onnx_ops.DEFAULT_OPSET`)."""
 
-
-def _shape_attr(text: Any) -> Tuple[int, ...]:
-    return tuple(int(v) for v in re.findall(r"-?\d+", str(text)))
-
-
-def _register_converters() -> None:
-    """Register our converters with MXNet's exporter (once)."""
-    global _registered
-    if _registered:
-        return
-    from onnx import helper
-    from mxnet.onnx.mx2onnx._export_onnx import MXNetGraph
-    from mxnet.onnx.mx2onnx._op_translations._op_translations_opset13 import create_tensor, get_inputs
-
-    def affine_grid_nodes(name: str, theta_in: str, batch_source: str, target_shape: Tuple[int, ...],
-                          initializer: Any) -> List[Any]:
-        """theta (N, 6) -> ONNX grid (N, H, W, 2); N is read off ``batch_source``'s shape."""
-        h, w = target_shape
-        create_tensor([-1, 2, 3], name + "_theta_shape", initializer)
-        create_tensor([1, h, w], name + "_chw", initializer)
-        return [
-            helper.make_node("Reshape", [theta_in, name + "_theta_shape"], [name + "_theta"]),
-            helper.make_node("Shape", [batch_source], [name + "_n"], start=0, end=1),
-            helper.make_node("Concat", [name + "_n", name + "_chw"], [name + "_size"], axis=0),
-            helper.make_node("AffineGrid", [name + "_theta", name + "_size"], [name + "_nhw2"],
-                             align_corners=1),
-        ]
-
-    def grid_sample(name: str, data_in: str, grid_nhw2: str, out: str) -> Any:
-        return helper.make_node("GridSample", [data_in, grid_nhw2], [out], name=name, mode="linear",
-                                padding_mode="zeros", align_corners=1)
-
-    @MXNetGraph.register("GridGenerator", OPSET)
-    def convert_grid_generator(node: Any, **kwargs: Any) -> List[Any]:
-        name, inputs, attrs = get_inputs(node, kwargs)
-        if attrs.get("transform_type", "affine") != "affine":
-            raise StnGluonError("ONNX export: only GridGenerator(transform_type='affine') is supported")
-        nodes = affine_grid_nodes(name, inputs[0], inputs[0], _shape_attr(attrs["target_shape"]),
-                                  kwargs["initializer"])
-        nodes.append(helper.make_node("Transpose", [name + "_nhw2"], [name], perm=(0, 3, 1, 2), name=name))
-        return nodes
-
-    @MXNetGraph.register("BilinearSampler", OPSET)
-    def convert_bilinear_sampler(node: Any, **kwargs: Any) -> List[Any]:
-        name, inputs, _ = get_inputs(node, kwargs)
-        return [helper.make_node("Transpose", [inputs[1]], [name + "_grid"], perm=(0, 2, 3, 1)),
-                grid_sample(name, inputs[0], name + "_grid", name)]
-
-    @MXNetGraph.register("SpatialTransformer", OPSET)
-    def convert_spatial_transformer(node: Any, **kwargs: Any) -> List[Any]:
-        name, inputs, attrs = get_inputs(node, kwargs)
-        if attrs.get("transform_type", "affine") != "affine" or attrs.get("sampler_type", "bilinear") != "bilinear":
-            raise StnGluonError("ONNX export: only affine/bilinear SpatialTransformer is supported")
-        nodes = affine_grid_nodes(name, inputs[1], inputs[0], _shape_attr(attrs["target_shape"]),
-                                  kwargs["initializer"])
-        nodes.append(grid_sample(name, inputs[0], name + "_nhw2", name))
-        return nodes
-
-    _registered = True
-
-
+register_converters()
 
 
 def _graph_of(model: "Union[mx.gluon.HybridBlock, str, os.PathLike[str]]", input_shape: "Optional[Shape]") -> "ModelGraph":
@@ -130,8 +74,9 @@ def _graph_of(model: "Union[mx.gluon.HybridBlock, str, os.PathLike[str]]", input
         if len(shape) != 3:
             raise StnGluonError("export_onnx: give input_shape=(C, H, W) for this block")
         with tempfile.TemporaryDirectory() as tmp:
+            stn_transform = getattr(getattr(model, "stn", None), "transform", None)  # an STNClassifier's
             meta = dict(input_shape=list(shape), input_name="data", source="gluon block",
-                        transform=config.get("transform"), config=config)
+                        transform=config.get("transform") or getattr(stn_transform, "name", None), config=config)
             was_theta = getattr(model, "return_theta", False)
             if was_theta:
                 model.return_theta = False
@@ -150,6 +95,98 @@ def _graph_of(model: "Union[mx.gluon.HybridBlock, str, os.PathLike[str]]", input
     return load_graph(os.fspath(model))
 
 
+def _graph_inputs(sym: "mx.sym.Symbol", params: Dict[str, Any]) -> List[str]:
+    """The names MXNet's exporter makes graph inputs, in the order it wants their shapes."""
+    nodes = json.loads(sym.tojson())["nodes"]
+    label = sym.get_internals()[len(sym.get_internals()) - 1].name + "_label"  # the exporter skips this one
+    return [n["name"] for n in nodes if n["op"] == "null" and n["name"] not in params and n["name"] != label]
+
+
+def graph_to_onnx(sym: "mx.sym.Symbol", params: Dict[str, Any], input_shapes: Dict[str, "Sequence[int]"],
+                  opset: int = OPSET) -> "ModelProto":
+    """An MXNet graph -> ONNX model, converted at ``opset`` and stamped with it.
+
+    sym: the graph (a Group for several outputs); params: ``{name: NDArray}``
+    (``arg:``/``aux:`` prefixes allowed); input_shapes: each data input's shape
+    without the batch dimension, e.g. ``{"image": (3, 64, 64), "flow": (2, 64, 64)}``:
+    every input gets a dynamic batch dimension ``N``. Weights are initializers
+    only (not graph inputs). The ONNX outputs are named as MXNet names them
+    (less ``_output``), in MXNet's order.
+    """
+    import onnx.checker
+    from onnx import TensorProto, helper
+    from mxnet.onnx.mx2onnx._export_onnx import MXNetGraph
+
+    opset = check_opset(opset)
+    params = {k.split(":", 1)[-1]: v for k, v in params.items()}
+    names = _graph_inputs(sym, params)
+    missing = [n for n in names if n not in input_shapes]
+    unknown = [n for n in input_shapes if n not in names]
+    if unknown:
+        raise StnGluonError(f"ONNX export: the graph has no input {unknown[0]!r} (its inputs: {', '.join(names)})")
+    if missing:
+        raise StnGluonError(f"ONNX export: give the shape of input {missing[0]!r} (its inputs: {', '.join(names)})")
+    shapes = [tuple(int(d) for d in input_shapes[n]) for n in names]
+    used = set(sym.list_inputs())
+    params = {k: v for k, v in params.items() if k in used}
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):  # MXNet prints the arguments of a failed inference
+            sym.infer_shape(**{n: (1,) + s for n, s in zip(names, shapes)})
+    except Exception as err:  # MXNetError: the shapes do not fit the graph
+        from .errors import mxnet_message
+        raise StnGluonError(f"ONNX export: the graph does not accept inputs "
+                            f"{dict(zip(names, shapes))} ({mxnet_message(err)})") from None
+    try:
+        with target_opset(opset):  # MXNet's own check of the graph at this opset, too
+            proto = MXNetGraph().create_onnx_graph_proto(
+                sym, params, [(1,) + s for s in shapes], [TensorProto.FLOAT] * len(shapes), opset_version=opset,
+                dynamic=True, dynamic_input_shapes=[(None,) + s for s in shapes])
+    except (AttributeError, NotImplementedError) as err:  # an op without a converter
+        raise StnGluonError(f"ONNX export: {err}") from None
+    except onnx.checker.ValidationError as err:  # a converter of MXNet's that emits what this opset lacks
+        raise StnGluonError(f"ONNX export at opset {opset}: MXNet's converters emitted an invalid graph "
+                            f"({str(err).splitlines()[0]})") from None
+    # the graph's outputs in MXNet's order (the exporter sorts those of one node by name)
+    order = {n[:-len("_output")] if n.endswith("_output") else n: i for i, n in enumerate(sym.list_outputs())}
+    outputs = sorted(proto.output, key=lambda o: order.get(o.name, len(order)))
+    del proto.output[:]
+    proto.output.extend(outputs)
+    # Weights belong in the initializers only: listed as inputs, they block constant folding.
+    weights = {t.name for t in proto.initializer}
+    inputs = [i for i in proto.input if i.name not in weights]
+    del proto.input[:]
+    proto.input.extend(inputs)
+    for vi in proto.input:
+        vi.type.tensor_type.shape.dim[0].dim_param = "N"
+    onnx_model = helper.make_model(proto, opset_imports=[helper.make_opsetid("", opset)], producer_name="stn-gluon")
+    onnx_model.ir_version = min(onnx_model.ir_version, 10)  # what ONNX Runtime >= 1.17 reads
+    return onnx_model
+
+
+def _finish(onnx_model: "ModelProto", path: "Union[str, os.PathLike[str]]", metadata: Dict[str, str],
+            files: Sequence[str], onnx_checker: bool) -> None:
+    """Add the metadata (and the source files' SHA-256), check, write atomically."""
+    import onnx
+
+    from . import __version__
+    from .io import atomic_path
+
+    metadata = dict(metadata, source=json.dumps({os.path.basename(f): sha256_file(f) for f in files}),
+                    producer=f"stn-gluon {__version__}")
+    params_files = [f for f in files if f.endswith(".params")]
+    if params_files:
+        metadata.update(params_file=os.path.basename(params_files[0]), params_sha256=sha256_file(params_files[0]))
+    for key, value in metadata.items():
+        onnx_model.metadata_props.add(key=key, value=value)
+    if onnx_checker:
+        try:
+            onnx.checker.check_model(onnx_model, full_check=True)
+        except onnx.checker.ValidationError as err:
+            raise StnGluonError(f"ONNX export produced an invalid model: {str(err).splitlines()[0]}") from None
+    with atomic_path(os.fspath(path)) as tmp:
+        onnx.save(onnx_model, tmp)
+
+
 def export_onnx(model: "Union[mx.gluon.HybridBlock, str, os.PathLike[str]]",
                 path: "Union[str, os.PathLike[str]]", input_shape: "Optional[Shape]" = None,
                 opset: int = OPSET, class_names: Optional[Sequence[str]] = None,
@@ -160,40 +197,22 @@ def export_onnx(model: "Union[mx.gluon.HybridBlock, str, os.PathLike[str]]",
     unless it has ``config["input_shape"]``, as :class:`~stn_gluon.STNNet`
     does), or a saved model: a save dir, an export/checkpoint prefix such as
     ``runs/x/model`` (its latest ``-NNNN.params``) or a ``-symbol.json`` file,
-    from ``stn-gluon train`` or ``train-symbol``.
+    from ``stn-gluon train`` or ``train-symbol``. opset: one of
+    :data:`OPSETS` (default :data:`OPSET`).
     The file is written atomically; see the module docs for what it holds. onnx_checker: run
     ``onnx.checker.check_model(full_check=True)`` on the result first.
     """
     import mxnet as mx
-    import onnx
     from onnx import TensorProto, helper
-    from mxnet.onnx.mx2onnx._export_onnx import MXNetGraph
 
-    from .io import atomic_path
-
-    if opset < OPSET:
-        raise StnGluonError(f"ONNX export needs opset >= {OPSET} (AffineGrid), got {opset}")
-    _register_converters()
+    opset = check_opset(opset)
     graph = _graph_of(model, input_shape)
     meta = graph.meta
     shape = tuple(meta["input_shape"])
     input_name = meta.get("input_name", "data")
     outputs = [graph.logits] + ([graph.theta, graph.warped] if graph.warped is not None else [])
-    group = mx.sym.Group(outputs)
-    used = set(group.list_inputs()) - {input_name}
-    params = {k: v for k, v in graph.params.items() if k in used}
-    try:
-        proto = MXNetGraph().create_onnx_graph_proto(
-            group, params, [(1,) + shape], [TensorProto.FLOAT], opset_version=opset,
-            dynamic=True, dynamic_input_shapes=[(None,) + shape])
-    except (AttributeError, NotImplementedError) as err:  # an op without a converter
-        raise StnGluonError(f"ONNX export: {err}") from None
-
-    # Weights belong in the initializers only: listed as inputs, they block constant folding.
-    weights = {t.name for t in proto.initializer}
-    inputs = [i for i in proto.input if i.name not in weights]
-    del proto.input[:]
-    proto.input.extend(inputs)
+    onnx_model = graph_to_onnx(mx.sym.Group(outputs), graph.params, {input_name: shape}, opset)
+    proto = onnx_model.graph
     # Stable output names, plus softmax probabilities.
     mx_names = [o.name for o in proto.output]
     order = [out.name for out in outputs]  # MXNet output names, in our order
@@ -210,42 +229,102 @@ def export_onnx(model: "Union[mx.gluon.HybridBlock, str, os.PathLike[str]]",
     del proto.output[:]
     for name in ["logits", "probabilities"] + renamed[1:]:
         proto.output.append(helper.make_tensor_value_info(name, TensorProto.FLOAT, out_shapes[name]))
-    for vi in proto.input:
-        if vi.name == input_name:
-            vi.type.tensor_type.shape.dim[0].dim_param = "N"
-
-    onnx_model = helper.make_model(proto, opset_imports=[helper.make_opsetid("", opset)],
-                                   producer_name="stn-gluon")
-    onnx_model.ir_version = min(onnx_model.ir_version, 10)  # what ONNX Runtime >= 1.17 reads
-    from . import __version__
     classes = class_names or meta.get("classes") or [str(i) for i in range(10)]
     metadata = dict(
         input_name=input_name, input_shape=json.dumps([None] + list(shape)),
         mean=json.dumps(meta.get("mean", 0.0)), std=json.dumps(meta.get("std", 1.0)),
         classes=json.dumps(list(classes)), opset=str(opset), transform=str(meta.get("transform") or "none"),
-        model=str(meta.get("model", "")), trainer=str(meta.get("source", "")),
-        source=json.dumps({os.path.basename(f): sha256_file(f) for f in graph.files}),
-        producer=f"stn-gluon {__version__}")
-    params_files = [f for f in graph.files if f.endswith(".params")]
-    if params_files:
-        metadata.update(params_file=os.path.basename(params_files[0]), params_sha256=sha256_file(params_files[0]))
-    for key, value in metadata.items():
-        onnx_model.metadata_props.add(key=key, value=value)
-    if onnx_checker:
-        try:
-            onnx.checker.check_model(onnx_model, full_check=True)
-        except onnx.checker.ValidationError as err:
-            raise StnGluonError(f"ONNX export produced an invalid model: {str(err).splitlines()[0]}") from None
-    with atomic_path(os.fspath(path)) as tmp:
-        onnx.save(onnx_model, tmp)
+        model=str(meta.get("model", "")), trainer=str(meta.get("source", "")))
+    _finish(onnx_model, path, metadata, graph.files, onnx_checker)
     return path
+
+
+def inference_outputs(sym: "mx.sym.Symbol") -> "mx.sym.Symbol":
+    """``sym`` with each ``SoftmaxOutput`` loss head (a Module checkpoint's) replaced by what it computes at
+    inference, a ``softmax`` of the same name; the label input goes with it. Other outputs are kept as they are."""
+    import mxnet as mx
+
+    outputs = [sym[i] for i in range(len(sym.list_outputs()))]
+    if not any(o.attr("op_name") == "SoftmaxOutput" for o in outputs):
+        return sym
+    kept = []
+    for out in outputs:
+        if out.attr("op_name") != "SoftmaxOutput":
+            kept.append(out)
+            continue
+        data, attrs = out.get_children()[0], out.list_attr()
+        if attrs.get("multi_output", "False").lower() in ("true", "1"):
+            probs = mx.sym.softmax(data, axis=1, name=out.name)
+        elif attrs.get("preserve_shape", "False").lower() in ("true", "1"):
+            probs = mx.sym.softmax(data, axis=-1, name=out.name)
+        else:  # softmax over everything but the batch, in the data's shape
+            probs = mx.sym.reshape_like(mx.sym.softmax(mx.sym.flatten(data), axis=-1), data, name=out.name)
+        kept.append(probs)
+    return kept[0] if len(kept) == 1 else mx.sym.Group(kept)
+
+
+def export_graph(model: "Union[str, os.PathLike[str]]", path: "Union[str, os.PathLike[str]]",
+                 input_shapes: Dict[str, "Sequence[int]"], opset: int = OPSET,
+                 onnx_checker: bool = True) -> "Union[str, os.PathLike[str]]":
+    """Export any saved MXNet graph to one ONNX file, its own inputs and outputs kept; returns ``path``.
+
+    model: a save dir, export/checkpoint prefix or ``-symbol.json`` file (the
+    latest ``-NNNN.params`` beside it; ``<prefix>.json`` checksums checked if
+    present). input_shapes: every data input's shape without the batch
+    dimension (``{"image": (3, 64, 64), "flow": (2, 64, 64)}``); each gets a
+    dynamic batch dimension. A Module's ``SoftmaxOutput`` head exports as its
+    softmax (:func:`inference_outputs`). Metadata: opset, ``inputs`` (JSON name -> shape),
+    the source files and the weights' SHA-256.
+    """
+    from .export import read_saved
+
+    saved = read_saved(os.fspath(model))
+    onnx_model = graph_to_onnx(inference_outputs(saved.symbol), saved.params, input_shapes, opset)
+    metadata = dict(opset=str(check_opset(opset)),
+                    inputs=json.dumps({k: [None] + [int(d) for d in v] for k, v in input_shapes.items()}))
+    _finish(onnx_model, path, metadata, saved.files, onnx_checker)
+    return path
+
+
+def graph_parity(model: "Union[str, os.PathLike[str]]", onnx_path: "Union[str, os.PathLike[str]]",
+                 input_shapes: Dict[str, "Sequence[int]"], batch: int = 16, seed: int = 0) -> float:
+    """Max |difference| between MXNet and ONNX Runtime over every output of a graph exported by :func:`export_graph`.
+
+    Random normal inputs ``(batch,) + shape`` for each of ``input_shapes``.
+    """
+    import mxnet as mx
+    import onnxruntime as ort
+
+    from .export import read_saved
+
+    saved = read_saved(os.fspath(model))
+    sym = inference_outputs(saved.symbol)
+    rng = np.random.RandomState(seed)
+    feeds = {name: rng.normal(0, 1, (batch,) + tuple(shape)).astype(np.float32) for name, shape in input_shapes.items()}
+    arg_shapes, _, aux_shapes = sym.infer_shape(**{k: v.shape for k, v in feeds.items()})
+    args = {}
+    for name, shape in zip(sym.list_arguments(), arg_shapes):
+        value = feeds.get(name, saved.params.get(name))
+        args[name] = mx.nd.array(value) if value is not None else mx.nd.zeros(shape)  # e.g. a loss head's label
+    aux = {name: saved.params[name] for name in sym.list_auxiliary_states()}
+    want = [o.asnumpy() for o in sym.bind(mx.cpu(), args, aux_states=aux, grad_req="null").forward(is_train=False)]
+    options = ort.SessionOptions()
+    options.log_severity_level = 3  # no notes about initializers MXNet's converters left unused
+    session = ort.InferenceSession(os.fspath(onnx_path), options, providers=["CPUExecutionProvider"])
+    got = session.run(None, feeds)
+    if len(got) != len(want):
+        raise StnGluonError(f"{onnx_path}: {len(got)} outputs, the MXNet graph has {len(want)}")
+    by_name = {o.name: g for o, g in zip(session.get_outputs(), got)}
+    names = [n[:-len("_output")] if n.endswith("_output") else n for n in sym.list_outputs()]
+    got = [by_name[n] for n in names] if set(names) == set(by_name) else got
+    return max(float(np.abs(g - w).max()) for g, w in zip(got, want))
 
 
 def read_metadata(onnx_model: "ModelProto") -> Dict[str, Any]:
     """The metadata :func:`export_onnx` wrote, decoded -> dict."""
     props = {p.key: p.value for p in onnx_model.metadata_props}
     out = dict(props)
-    for key in ("input_shape", "mean", "std", "classes", "source"):
+    for key in ("input_shape", "mean", "std", "classes", "source", "inputs"):
         if key in props:
             out[key] = json.loads(props[key])
     return out

@@ -174,7 +174,7 @@ def homography_grid(params: Tensor, target_shape: Shape) -> Tensor:
     ``[[a, b, c], [d, e, f], [g, h, 1]]`` mapping target to source in
     normalised coordinates. target_shape: ``(H_out, W_out)``.
     Returns ``(N, 2, H_out, W_out)``. Built from two affine grids (numerator
-    and denominator) so that it exports to ONNX with ``AffineGrid``; the
+    and denominator) so that it exports to ONNX with the affine grid's converter; the
     denominator is clamped at :data:`MIN_HOMOGRAPHY_DENOMINATOR`.
     """
     F = _F(params)

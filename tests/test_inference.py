@@ -11,6 +11,7 @@ from PIL import Image
 
 from stn_gluon.cli import main
 from stn_gluon.errors import StnGluonError
+from stn_gluon.onnx import OPSET
 from stn_gluon.inputs import (apply_polarity, decode_image, load_inputs, looks_dark_on_light, parse_invert,
                               validate_array)
 
@@ -220,7 +221,7 @@ def test_predictor_info_for_both_backends(served_model):
     from stn_gluon.io import sha256_file
 
     onnx_info = load_predictor(str(served_model / "model.onnx")).info()
-    assert onnx_info["backend"] == "onnxruntime" and onnx_info["opset"] == 20
+    assert onnx_info["backend"] == "onnxruntime" and onnx_info["opset"] == OPSET
     assert onnx_info["files"] == {"model.onnx": sha256_file(str(served_model / "model.onnx"))}
     mx_info = load_predictor(str(served_model), "mxnet").info()
     assert mx_info["backend"] == "mxnet" and mx_info["epoch"] == 0 and mx_info["symbol"] == "model-symbol.json"

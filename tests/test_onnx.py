@@ -131,7 +131,9 @@ def test_exported_graph_is_valid_and_weights_are_not_inputs(tmp_path):
     assert any(name.endswith("stn_regressor_weight") for name in weights)
     assert [o.domain for o in model.opset_import] == [""] and model.opset_import[0].version == OPSET
     ops = {n.op_type for n in model.graph.node}
-    assert {"AffineGrid", "GridSample", "Conv", "Softmax"} <= ops
+    assert {"MatMul", "GridSample", "Conv", "Softmax"} <= ops and "AffineGrid" not in ops  # the default, 16
+    export_onnx(net, tmp_path / "m20.onnx", opset=20)
+    assert {"AffineGrid", "GridSample"} <= {n.op_type for n in onnx.load(str(tmp_path / "m20.onnx")).graph.node}
     meta = read_metadata(model)
     assert meta["input_shape"] == [None, 1, 28, 28] and meta["opset"] == str(OPSET)
     assert meta["classes"] == [str(i) for i in range(10)] and meta["mean"] == pytest.approx(0.1307)

@@ -17,6 +17,7 @@ import pytest
 from PIL import Image
 
 from stn_gluon.cli import main
+from stn_gluon.onnx import OPSET
 
 HERE = os.path.dirname(__file__)
 
@@ -281,7 +282,7 @@ def test_server_is_healthy_after_the_malformed_table(servers, digits):
 
 def test_model_endpoint(servers, model_dir):
     status, info = servers["onnxruntime"].json("GET", "/v1/model")
-    assert status == 200 and info["backend"] == "onnxruntime" and info["opset"] == 20
+    assert status == 200 and info["backend"] == "onnxruntime" and info["opset"] == OPSET
     assert info["input_shape"] == [None, 1, 28, 28] and info["classes"][3] == "3"
     assert len(info["files"]["model.onnx"]) == 64
     status, info = servers["mxnet"].json("GET", "/v1/model")

@@ -135,7 +135,7 @@ def _visualize_dataset(args):
 
 
 def _cmd_export_onnx(args):
-    from ..onnx import export_onnx
+    from ..errors import StnGluonError
     from ..export import resolve_model
     from ..flags import values_from_args
     from ..paths import readable_path, writable_file
@@ -154,11 +154,39 @@ def _cmd_export_onnx(args):
     else:
         out = args.output or os.path.join(os.path.dirname(os.path.abspath(prefix)), os.path.basename(prefix) + ".onnx")
     writable_file(out, "-o/--output" if args.output is not None else "the default -o/--output")
+    if args.inputs:
+        if quantize.quantize is not None:
+            raise StnGluonError("--quantize int8 applies to the classifier export; a graph given with --input is "
+                                "exported in float (quantize it with stn_gluon.onnx.quantize_onnx)")
+        _export_any_graph(args, out)
+        return
+    from ..onnx import export_onnx
+
     export_onnx(args.model, out, opset=args.opset)
     print(f"Wrote {out} (opset {args.opset}, dynamic batch)")
     if args.parity_check:
         _check_onnx_parity(args.model, out)
     quantize_export(out, quantize, dataset=described_dataset(prefix))
+
+
+def _export_any_graph(args, out):
+    """``export-onnx --input NAME=C,H,W ...``: any graph, its own inputs and outputs kept."""
+    from ..errors import StnGluonError
+    from ..onnx import export_graph
+
+    shapes = dict(args.inputs)
+    if len(shapes) != len(args.inputs):
+        raise StnGluonError(f"--input names an input twice ({', '.join(n for n, _ in args.inputs)})")
+    export_graph(args.model, out, shapes, opset=args.opset)
+    described = ", ".join(f"{name} (N, {', '.join(map(str, shape))})" for name, shape in shapes.items())
+    print(f"Wrote {out} (opset {args.opset}, inputs {described})")
+    if args.parity_check:
+        from ..onnx import graph_parity
+
+        diff = graph_parity(args.model, out, shapes)
+        print(f"Parity on 16 random inputs: max |output difference| {diff:.2e}")
+        if diff > 1e-4:
+            raise StnGluonError(f"ONNX Runtime and MXNet disagree (max |output difference| {diff:.2e} > 1e-4)")
 
 
 def _check_onnx_parity(model_path, onnx_path):

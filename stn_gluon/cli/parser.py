@@ -8,7 +8,9 @@ benchmark's from :class:`~stn_gluon.distortion_bench.DistortionBenchConfig`
 import argparse
 import os
 
+from ..errors import StnGluonError
 from ..flags import add_flags, finite_float, positive_int, values_from_args
+from ..onnx_ops import DEFAULT_OPSET, MAX_OPSET, MIN_OPSET, check_opset, parse_input_spec
 from ..pretrained import DEFAULT as PRETRAINED_DEFAULT, PREFIX as PRETRAINED_PREFIX
 from ..recipes import DATASET_MODELS, TrainConfig, recipe_notes
 
@@ -28,6 +30,20 @@ def _count(text):
         raise argparse.ArgumentTypeError(f"at most {MAX_VISUALIZE_COUNT} images fit one readable plot, "
                                          f"got {value}")
     return value
+
+
+def _opset(text):
+    try:
+        return check_opset(text)
+    except StnGluonError as err:
+        raise argparse.ArgumentTypeError(str(err).replace("ONNX opset must", "must")) from None
+
+
+def _input_spec(text):
+    try:
+        return parse_input_spec(text)
+    except StnGluonError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
 
 
 def add_data_args(p, dataset_default="mnist"):
@@ -101,7 +117,12 @@ def build_parser():
                                                   "pretrained:NAME")
     p.add_argument("--output", "-o", default=None, help="the .onnx file to write, in a folder that exists "
                                                        "(default: <prefix>.onnx beside the model)")
-    p.add_argument("--opset", type=positive_int, default=20, help="ONNX opset (>= 20, for AffineGrid)")
+    p.add_argument("--opset", type=_opset, default=DEFAULT_OPSET,
+                   help=f"ONNX opset, {MIN_OPSET}..{MAX_OPSET} (16 to 19: GridSample 'bilinear' and no AffineGrid; "
+                        f"20: AffineGrid, GridSample 'linear'); see docs/export-onnx.md for which runtime wants which")
+    p.add_argument("--input", dest="inputs", action="append", type=_input_spec, default=None, metavar="NAME=C,H,W",
+                   help="export any graph, not just a classifier: one per data input of the graph, its shape "
+                        "without the batch (dynamic in the file); the graph's own inputs and outputs are kept")
     p.add_argument("--no-parity-check", dest="parity_check", action="store_false",
                    help="skip the MXNet/ONNX Runtime parity check on random inputs")
     add_flags(p, QuantizeConfig)
