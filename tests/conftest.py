@@ -15,10 +15,11 @@ _NOT_WATCHED = {".git", ".venv", "__pycache__", ".pytest_cache", "build", "dist"
 
 
 def checkout_paths(root=CHECKOUT):
-    """Every file and folder under the checkout, less the tool-made ones (.git, .venv, caches, egg-info)."""
+    """Every file and folder under the checkout, less the tool-made ones (.git, .venv*, caches, egg-info)."""
     found = set()
     for folder, dirs, files in os.walk(root):
-        dirs[:] = [d for d in dirs if d not in _NOT_WATCHED and not d.endswith(".egg-info")]
+        dirs[:] = [d for d in dirs if d not in _NOT_WATCHED and not d.endswith(".egg-info")
+                   and not d.startswith(".venv-")]  # make test's venvs for the other Pythons, made meanwhile
         rel = os.path.relpath(folder, root)
         found.update(os.path.normpath(os.path.join(rel, name)) for name in dirs + files)
     return found
