@@ -45,6 +45,16 @@ def write_idx(path, array, gz=True):
 
 
 @pytest.fixture(scope="session")
+def cli_processes(tmp_path_factory):
+    """``python -m stn_gluon`` processes forked from one that imported the package once (tests/cli_processes.py)."""
+    from cli_processes import CliProcesses
+
+    processes = CliProcesses(dict(os.environ), str(tmp_path_factory.mktemp("cli_processes")))
+    yield processes
+    processes.close()
+
+
+@pytest.fixture(scope="session")
 def sample():
     """The embedded real MNIST sample (4,000 train / 1,000 test digits)."""
     from stn_gluon.data import load_embedded_sample
