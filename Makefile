@@ -23,6 +23,7 @@ venv_of = $(if $(filter $(1),$(MAIN_VERSION)),$(VENV),.venv-$(1))
 python_of = $(if $(filter $(1),$(MAIN_VERSION)),$(PYTHON),$(firstword $(foreach p,$(shell command -v python$(1)) \
 	$(wildcard $(PYENV_ROOT)/versions/$(1).*/bin/python$(1)),$(shell $(p) -c '' >/dev/null 2>&1 && echo $(p)))))
 
+, := ,
 .PHONY: demo test docs install clean
 
 $(BIN)/.installed: setup.py
@@ -54,11 +55,9 @@ pytest-%:
 	@if [ -z "$(call python_of,$*)" ]; then \
 	  echo "make test: python$* not found (PATH, $(PYENV_ROOT)/versions): its tests did not run"; \
 	  exit $(if $(CI),1,0); fi
-	@$(MAKE) --no-print-directory $(call venv_of,$*)/bin/.installed
-	@echo "== pytest on Python $* ($(call venv_of,$*)) =="
-	@start=$$(date +%s); $(if $(TEST_OMP),OMP_NUM_THREADS=$(TEST_OMP)) $(call venv_of,$*)/bin/python -m pytest -q \
-	  tests $(PYTEST_ARGS); rc=$$?; echo "== Python $*: pytest exit $$rc after $$(( $$(date +%s) - start )) s =="; \
-	  exit $$rc
+	@$(MAKE) --no-print-directory -s $(call venv_of,$*)/bin/.installed
+	@echo "== pytest on Python $* ($(call venv_of,$*)$(if $(TEST_OMP),$(,) OMP_NUM_THREADS=$(TEST_OMP))) =="
+	@$(if $(TEST_OMP),OMP_NUM_THREADS=$(TEST_OMP)) $(call venv_of,$*)/bin/python -m pytest -q tests $(PYTEST_ARGS)
 
 # The documentation, built with warnings as errors into a temporary folder outside the checkout and then
 # removed; no network is used. To read it: .venv/bin/mkdocs serve (or mkdocs build --site-dir DIR).
