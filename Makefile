@@ -1,19 +1,42 @@
-# Two commands do all the set-up on a fresh machine with Python 3.11:
+# Two commands do all the set-up on a fresh machine with Python 3.10, 3.11 or 3.12:
 #   make demo   - create .venv, install stn-gluon, train STNNet end to end (runs/demo; run again,
 #                 it leaves a finished demo as it is, continues an interrupted one, and puts
 #                 another recipe into runs/demo-2, runs/demo-3, ...)
-#   make test   - create .venv, install stn-gluon[test], run the tests (with mypy and the docs build)
+#   make test   - create .venv, install stn-gluon[test], run the type checker and the docs build there, then
+#                 the tests on each Python of TEST_PYTHONS it finds (3.11 in .venv, the others in .venv-3.X)
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV ?= .venv
 BIN := $(VENV)/bin
 DEMO_ARGS ?=
+# The Pythons `make test` runs the suite on (`make test TEST_PYTHONS=3.12` for one), TEST_JOBS of them at once,
+# each pytest with one OpenMP thread when more than one runs (two spinning pools on two cores slow both ~10x).
+# A Python that is not found is skipped with a note, or is an error where CI is set. PYTEST_ARGS go to each pytest.
+TEST_PYTHONS ?= 3.10 3.11 3.12
+TEST_JOBS ?= 3
+PYTEST_ARGS ?=
+PYENV_ROOT ?= $(shell pyenv root 2>/dev/null || echo "$$HOME/.pyenv")
 
+# The X.Y of $(PYTHON): that version's tests run in $(VENV), the others' in .venv-X.Y
+MAIN_VERSION := $(shell $(PYTHON) -c 'import sys; print("%d.%d" % sys.version_info[:2])' 2>/dev/null)
+venv_of = $(if $(filter $(1),$(MAIN_VERSION)),$(VENV),.venv-$(1))
+# pythonX.Y that runs: $(PYTHON) for the main version, else the first of PATH's and pyenv's (its shims may not run)
+python_of = $(if $(filter $(1),$(MAIN_VERSION)),$(PYTHON),$(firstword $(foreach p,$(shell command -v python$(1)) \
+	$(wildcard $(PYENV_ROOT)/versions/$(1).*/bin/python$(1)),$(shell $(p) -c '' >/dev/null 2>&1 && echo $(p)))))
+
+, := ,
 .PHONY: demo test docs install clean
 
 $(BIN)/.installed: setup.py
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -e ".[test]"
+	touch $@
+
+# the other Pythons' venvs hold only what pytest needs (the docs tools' pins need Python >= 3.11)
+.venv-%/bin/.installed: setup.py
+	@py="$(call python_of,$*)"; if [ -z "$$py" ]; then echo "python$* not found (PATH, $(PYENV_ROOT)/versions)"; exit 1; fi; \
+	set -x; "$$py" -m venv .venv-$* && .venv-$*/bin/python -m pip install -q --upgrade pip && \
+	.venv-$*/bin/python -m pip install -q -e ".[pytest]"
 	touch $@
 
 install: $(BIN)/.installed
@@ -24,7 +47,17 @@ demo: install
 test: install
 	$(BIN)/python -m mypy
 	@$(MAKE) --no-print-directory docs
-	$(BIN)/python -m pytest -q tests
+	@$(MAKE) --no-print-directory -j$(TEST_JOBS) --output-sync=target \
+		$(addprefix pytest-,$(TEST_PYTHONS)) TEST_OMP=$(if $(filter-out 1,$(TEST_JOBS)),1)
+
+# the suite on one Python (`make pytest-3.12`); its venv is made first where it is missing
+pytest-%:
+	@if [ -z "$(call python_of,$*)" ]; then \
+	  echo "make test: python$* not found (PATH, $(PYENV_ROOT)/versions): its tests did not run"; \
+	  exit $(if $(CI),1,0); fi
+	@$(MAKE) --no-print-directory -s $(call venv_of,$*)/bin/.installed
+	@echo "== pytest on Python $* ($(call venv_of,$*)$(if $(TEST_OMP),$(,) OMP_NUM_THREADS=$(TEST_OMP))) =="
+	@$(if $(TEST_OMP),OMP_NUM_THREADS=$(TEST_OMP)) $(call venv_of,$*)/bin/python -m pytest -q tests $(PYTEST_ARGS)
 
 # The documentation, built with warnings as errors into a temporary folder outside the checkout and then
 # removed; no network is used. To read it: .venv/bin/mkdocs serve (or mkdocs build --site-dir DIR).
@@ -32,4 +65,4 @@ docs: install
 	@site="$$(mktemp -d)"; $(BIN)/mkdocs build --strict --site-dir "$$site"; rc=$$?; rm -rf "$$site"; exit $$rc
 
 clean:
-	rm -rf runs/demo runs/demo-[0-9]* .pytest_cache
+	rm -rf runs/demo runs/demo-[0-9]* .pytest_cache .venv-[0-9]*

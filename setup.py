@@ -25,6 +25,11 @@ DOCS = [
     "griffelib==2.4.1",
 ]
 
+# What the suite needs on every Python: pytest; OpenVINO, one of the three runtimes the ONNX export is tested in
+# (2026.3 is the first that reads opset 20's GridSample; it needs Python >= 3.10 and takes numpy 1.23 and 1.26);
+# selenium, which drives the system's Chromium (apt-get install chromium chromium-driver) in the browser test
+PYTEST = ["pytest>=7", "openvino>=2026.3,<2027", "selenium>=4.10"]
+
 setup(
     name="stn-gluon",
     version=VERSION,
@@ -32,7 +37,9 @@ setup(
     long_description=open(os.path.join(HERE, "README.md")).read(),
     long_description_content_type="text/markdown",
     license="Apache-2.0",
-    python_requires=">=3.8",
+    # tested on 3.10, 3.11 and 3.12 (`make test` runs the suite on each); 3.13: no numpy 1.x wheels, and MXNet
+    # 1.9.1 declares numpy<2
+    python_requires=">=3.10,<3.13",
     packages=["stn_gluon", "stn_gluon.bench", "stn_gluon.cli", "stn_gluon.pretrained", "stn_gluon.symbol"],
     package_data={
         "stn_gluon": ["py.typed",  # PEP 561: the package's own type hints are to be used
@@ -45,7 +52,11 @@ setup(
     package_dir={"stn_gluon": "stn_gluon", "stn_gluon.symbol": "symbol"},
     install_requires=[
         f"{MXNET}==1.9.1",
-        "numpy>=1.21,<1.24",  # mxnet 1.9 uses np.bool, removed in numpy 1.24
+        # MXNet 1.9.1 declares numpy<2. It uses np.bool & co., removed in numpy 1.24: stn_gluon.compat restores
+        # them before mxnet loads; 3.10/3.11 keep 1.23 (which still has them), 3.12 needs 1.26 (first with wheels)
+        "numpy>=1.21,<1.24; python_version < '3.12'",
+        "numpy>=1.26,<2; python_version >= '3.12'",
+        "setuptools>=60; python_version >= '3.12'",  # its distutils shim: Python 3.12 has none, MXNet imports it
         "gluoncv==0.10.5.post0",
         "matplotlib>=3.5",
         "tqdm>=4.60",
@@ -60,15 +71,16 @@ setup(
         "python-multipart>=0.0.9",  # serving: multipart uploads
         "prometheus-client>=0.17",  # serving: /metrics
     ],
-    # `test` holds everything `make test` runs: pytest, the type checker, the docs build, OpenVINO, one of
-    # the three runtimes the ONNX export is tested in (2026.3 is the first that reads opset 20's GridSample;
-    # it needs Python >= 3.10 and takes numpy 1.16.6 to 2.5, so 1.23 and 1.26 too), and selenium, which drives
-    # the system's Chromium (apt-get install chromium chromium-driver) in the browser test
-    extras_require={"docs": DOCS, "test": ["pytest>=7", "mypy==2.4.1", "openvino>=2026.3,<2027", "selenium>=4.10",
-                                           *DOCS]},
+    # `test` holds everything `make test` runs: the suite's needs (`pytest`), the type checker and the docs build
+    # (these two run once, in .venv; their pins need Python >= 3.11); `pytest` alone for the other Pythons' venvs
+    extras_require={"docs": DOCS, "pytest": PYTEST, "test": [*PYTEST, "mypy==2.4.1", *DOCS]},
     entry_points={"console_scripts": ["stn-gluon=stn_gluon.cli:main"]},
     classifiers=[
         "Programming Language :: Python :: 3",
+        "Programming Language :: Python :: 3 :: Only",
+        "Programming Language :: Python :: 3.10",
+        "Programming Language :: Python :: 3.11",
+        "Programming Language :: Python :: 3.12",
         "Topic :: Scientific/Engineering :: Artificial Intelligence",
     ],
 )

@@ -11,6 +11,11 @@ import warnings as _warnings
 _warnings.filterwarnings("ignore", category=DeprecationWarning, module="mxnet")
 _os.environ.setdefault("MXNET_SUBGRAPH_VERBOSE", "0")
 
+# first: numpy's removed aliases (np.bool, ...) and, on Python 3.12, distutils, both of which MXNet 1.9.1 needs
+from . import compat as _compat  # noqa: E402
+
+_compat.prepare_mxnet_import()
+
 from . import threads as _threads  # noqa: E402
 
 # one OpenMP thread per physical core and a short spin: set before mxnet is imported, or in the loaded library

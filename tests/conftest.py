@@ -15,10 +15,11 @@ _NOT_WATCHED = {".git", ".venv", "__pycache__", ".pytest_cache", "build", "dist"
 
 
 def checkout_paths(root=CHECKOUT):
-    """Every file and folder under the checkout, less the tool-made ones (.git, .venv, caches, egg-info)."""
+    """Every file and folder under the checkout, less the tool-made ones (.git, .venv*, caches, egg-info)."""
     found = set()
     for folder, dirs, files in os.walk(root):
-        dirs[:] = [d for d in dirs if d not in _NOT_WATCHED and not d.endswith(".egg-info")]
+        dirs[:] = [d for d in dirs if d not in _NOT_WATCHED and not d.endswith(".egg-info")
+                   and not d.startswith(".venv-")]  # make test's venvs for the other Pythons, made meanwhile
         rel = os.path.relpath(folder, root)
         found.update(os.path.normpath(os.path.join(rel, name)) for name in dirs + files)
     return found
@@ -41,6 +42,16 @@ def write_idx(path, array, gz=True):
     with (gzip.open if gz else open)(path, "wb") as f:
         f.write(payload)
     return path
+
+
+@pytest.fixture(scope="session")
+def cli_processes(tmp_path_factory):
+    """``python -m stn_gluon`` processes forked from one that imported the package once (tests/cli_processes.py)."""
+    from cli_processes import CliProcesses
+
+    processes = CliProcesses(dict(os.environ), str(tmp_path_factory.mktemp("cli_processes")))
+    yield processes
+    processes.close()
 
 
 @pytest.fixture(scope="session")

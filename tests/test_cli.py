@@ -1,10 +1,12 @@
 import json
 import os
+import shutil
 import subprocess
 import sys
 
 import pytest
 
+from conftest import write_mnist_dir
 from stn_gluon.cli import main
 
 
@@ -17,13 +19,20 @@ def run_cli(capsys, *args):
     return code, out, err
 
 
+@pytest.fixture(scope="session")
+def trained_once(tmp_path_factory, sample):
+    """One `stn-gluon train --epochs 1` run (and its MNIST folder), made once: tests get copies (``trained``)."""
+    root = tmp_path_factory.mktemp("cli_trained")
+    data = write_mnist_dir(root / "mnist", sample, 600, 200)  # what the mnist_dir fixture holds
+    assert main(["train", "--epochs", "1", "--data-dir", str(data), "--save-dir", str(root / "run"),
+                 "--no-progress"]) == 0
+    return root / "run"
+
+
 @pytest.fixture
-def trained(tmp_path, mnist_dir, capsys):
-    save = tmp_path / "run"
-    code, out, err = run_cli(capsys, "train", "--epochs", "1", "--data-dir", str(mnist_dir),
-                             "--save-dir", str(save), "--no-progress")
-    assert code == 0, err
-    return save
+def trained(trained_once, tmp_path):
+    """This test's own copy of the trained run (tests damage it)."""
+    return shutil.copytree(trained_once, tmp_path / "run")
 
 
 def test_train_evaluate_visualize(trained, mnist_dir, capsys, tmp_path):

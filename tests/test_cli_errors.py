@@ -1,10 +1,12 @@
-"""Bad invocations of the command line, each a real ``python -m stn_gluon`` process.
+"""Bad invocations of the command line, each ``python -m stn_gluon`` in a process of its own.
 
 In the style of the server's malformed-request table (test_serving.py): every
 case must end with exit status 2, exactly one line on stderr (``error: ...``,
 or argparse's ``stn-gluon <cmd>: error: ...``), no traceback, and the user's
 files byte-for-byte as they were, with nothing added. The processes run two at
-a time, once per session; one small model, trained once, serves every case.
+a time, once per session, forked from two interpreters that imported the
+package once (tests/cli_processes.py: what differs from a fresh interpreter);
+one small model, trained once, serves every case.
 """
 import hashlib
 import io
@@ -12,13 +14,12 @@ import json
 import os
 import re
 import shutil
-import subprocess
-import sys
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
 
+from cli_processes import CliProcesses
 from conftest import write_mnist_dir
 
 README = b"# my notes\n\nnothing to do with stn-gluon\n"
@@ -183,7 +184,7 @@ def cli_model(tmp_path_factory, sample):
     return root
 
 
-def _run_case(name, case_dir, root, env):
+def _run_case(name, case_dir, root, processes):
     args, _, setup = CASES[name]
     case_dir.mkdir()
     (case_dir / "README.md").write_bytes(README)
@@ -192,8 +193,7 @@ def _run_case(name, case_dir, root, env):
         setup(case_dir, root / "model")
     subst = {"MODEL": str(root / "model"), "DATA": str(root / "mnist"), "DAMAGED": str(case_dir / "damaged")}
     before = _snapshot(case_dir)
-    proc = subprocess.run([sys.executable, "-m", "stn_gluon"] + [subst.get(a, a) for a in args], cwd=case_dir,
-                          env=env, capture_output=True, text=True, timeout=120)
+    proc = processes.run([subst.get(a, a) for a in args], cwd=case_dir, timeout=120)
     return dict(code=proc.returncode, out=proc.stdout, err=proc.stderr, before=before, after=_snapshot(case_dir))
 
 
@@ -204,9 +204,13 @@ def table(cli_model, tmp_path_factory):
     env = {k: v for k, v in os.environ.items() if k != "STN_GLUON_DATA"}
     env.update(MXNET_HOME=str(work / "mxnet_home"), STN_GLUON_CACHE=str(work / "cache"), PYTHONWARNINGS="ignore")
     model_before = _snapshot(cli_model)
-    with ThreadPoolExecutor(max_workers=2) as pool:
-        futures = {name: pool.submit(_run_case, name, work / name, cli_model, env) for name in CASES}
-        results = {name: future.result() for name, future in futures.items()}
+    processes = CliProcesses(env, str(tmp_path_factory.mktemp("cli_processes")), count=2)
+    try:
+        with ThreadPoolExecutor(max_workers=2) as pool:
+            futures = {name: pool.submit(_run_case, name, work / name, cli_model, processes) for name in CASES}
+            results = {name: future.result() for name, future in futures.items()}
+    finally:
+        processes.close()
     results["_model"] = (model_before, _snapshot(cli_model))
     return results
 

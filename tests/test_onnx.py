@@ -1,6 +1,9 @@
 """ONNX export: parity with MXNet on far-from-identity transforms, a valid graph, clear errors."""
+import contextlib
+import io
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -10,7 +13,7 @@ import onnx
 import pytest
 
 import stn_gluon as sg
-from conftest import assert_onnx_parity
+from conftest import assert_onnx_parity, write_mnist_dir
 from stn_gluon.cli import main
 from stn_gluon.errors import CheckpointError, StnGluonError
 from stn_gluon.export import load_model
@@ -174,15 +177,25 @@ def test_errors(tmp_path):
         export_onnx(net, tmp_path / "old.onnx", opset=13)
 
 
-@pytest.fixture
-def trained_onnx(tmp_path, mnist_dir, capsys):
-    save = tmp_path / "run"
-    assert main(["train", "--epochs", "2", "--data-dir", str(mnist_dir), "--save-dir", str(save),
+@pytest.fixture(scope="session")
+def trained_onnx_once(tmp_path_factory, sample):
+    """`stn-gluon train` (2 epochs) then `export-onnx`, run once; the tests get copies (``trained_onnx``)."""
+    root = tmp_path_factory.mktemp("onnx_trained")
+    data = write_mnist_dir(root / "mnist", sample, 600, 200)  # what the mnist_dir fixture holds
+    save = root / "run"
+    assert main(["train", "--epochs", "2", "--data-dir", str(data), "--save-dir", str(save),
                  "--no-progress", "--lr", "0.05"]) == 0
-    assert main(["export-onnx", "--model", str(save)]) == 0
-    out = capsys.readouterr().out
-    assert "Parity on 16 random inputs" in out and (save / "model.onnx").exists()
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        assert main(["export-onnx", "--model", str(save)]) == 0
+    assert "Parity on 16 random inputs" in out.getvalue() and (save / "model.onnx").exists()
     return save
+
+
+@pytest.fixture
+def trained_onnx(trained_onnx_once, tmp_path):
+    """This test's own copy of the exported run."""
+    return shutil.copytree(trained_onnx_once, tmp_path / "run")
 
 
 def _digit_files(tmp_path, sample, n=12):

@@ -56,12 +56,13 @@ def _snapshot(folder):
             for d, _, files in os.walk(folder) for f in files}
 
 
-def _cli(tmp_path, *args):
+@pytest.fixture
+def cli(tmp_path, cli_processes):
+    """``python -m stn_gluon ARGS`` in ``tmp_path``, without STN_GLUON_DATA and with MXNET_HOME there."""
     env = dict(os.environ)
     env.pop("STN_GLUON_DATA", None)
     env["MXNET_HOME"] = str(tmp_path / "mxnet_home")
-    return subprocess.run([sys.executable, "-m", "stn_gluon", *args], cwd=tmp_path, env=env,
-                          capture_output=True, text=True, timeout=600)
+    return lambda *args: cli_processes.run(list(args), cwd=tmp_path, env=env, timeout=600)
 
 
 def _one_error_line(out):
@@ -73,10 +74,10 @@ def _one_error_line(out):
 
 
 @pytest.mark.parametrize("command", ["train", "train-symbol"])
-def test_training_into_a_finished_run_is_refused_and_leaves_it_untouched(tmp_path, run, command):
+def test_training_into_a_finished_run_is_refused_and_leaves_it_untouched(cli, run, command):
     (run / "notes.txt").write_text("mine")
     before = _snapshot(run)
-    line = _one_error_line(_cli(tmp_path, command, "--epochs", "1", "--save-dir", "run"))
+    line = _one_error_line(cli(command, "--epochs", "1", "--save-dir", "run"))
     assert "run already holds a finished run (1/1 epochs, test accuracy " in line
     assert "--resume" in line and "--overwrite" in line and "another --save-dir" in line
     assert _snapshot(run) == before
@@ -130,9 +131,9 @@ def test_resume_with_nothing_to_resume_does_not_train_over_the_run(run, sample):
     assert _snapshot(run) == before
 
 
-def test_resume_given_the_exported_model_says_what_it_is(tmp_path, run, tiny_mnist):
+def test_resume_given_the_exported_model_says_what_it_is(cli, tmp_path, run, tiny_mnist):
     before = _snapshot(run)
-    line = _one_error_line(_cli(tmp_path, "train", "--epochs", "1", "--data-dir", str(tiny_mnist),
+    line = _one_error_line(cli("train", "--epochs", "1", "--data-dir", str(tiny_mnist),
                                 "--save-dir", "run", "--resume", "run/model-0000.params"))
     assert "run/model-0000.params is the exported model's weights, not a checkpoint" in line
     assert "--resume expects the run folder or its checkpoint.zip" in line
@@ -152,7 +153,7 @@ def _flip_conv_weight_bits(params_file):
     assert mx.nd.load(str(params_file))[name].shape == arrays[name].shape  # still a loadable file
 
 
-def test_flipped_bits_in_the_weights_are_refused_by_every_loader(tmp_path, run, tiny_mnist):
+def test_flipped_bits_in_the_weights_are_refused_by_every_loader(cli, tmp_path, run, tiny_mnist):
     meta = json.load(open(run / "model.json"))
     assert meta["sha256"] == {"model-symbol.json": sha256_file(run / "model-symbol.json"),
                               "model-0000.params": sha256_file(run / "model-0000.params")}
@@ -165,7 +166,7 @@ def test_flipped_bits_in_the_weights_are_refused_by_every_loader(tmp_path, run, 
     for args in (["evaluate", "--model", "run", "--data-dir", str(tiny_mnist)],
                  ["predict", "--model", "run", "digit.npy"],
                  ["export-onnx", "--model", "run"]):
-        line = _one_error_line(_cli(tmp_path, *args))
+        line = _one_error_line(cli(*args))
         assert "model-0000.params: its SHA-256 does not match" in line, args
     assert _snapshot(run) == before
     # a model.json from before checksums were recorded loads without the check
@@ -182,7 +183,7 @@ def test_a_changed_graph_file_is_refused(run):
         load_model(str(run))
 
 
-def test_a_save_dirs_onnx_export_of_older_weights_is_refused(tmp_path, run):
+def test_a_save_dirs_onnx_export_of_older_weights_is_refused(cli, tmp_path, run):
     from stn_gluon.inference import load_predictor
     from stn_gluon.export import onnx_weights_mismatch
     from stn_gluon.onnx import export_onnx, read_metadata
@@ -203,7 +204,7 @@ def test_a_save_dirs_onnx_export_of_older_weights_is_refused(tmp_path, run):
         with pytest.raises(CheckpointError, match=r"model\.onnx is out of date .*re-run stn-gluon export-onnx"):
             load_predictor(where, "onnxruntime")
     (tmp_path / "d.npy").write_bytes(b"")
-    line = _one_error_line(_cli(tmp_path, "predict", "--model", "run", "--backend", "onnxruntime", "d.npy"))
+    line = _one_error_line(cli("predict", "--model", "run", "--backend", "onnxruntime", "d.npy"))
     assert "model.onnx is out of date" in line
     assert onnx_weights_mismatch(str(run / "model.onnx"), str(run))
     assert drop_stale_derived(str(run)) == [str(run / "model.onnx")] and not (run / "model.onnx").exists()

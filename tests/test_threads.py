@@ -9,6 +9,8 @@ PROBE = """
 import os, sys, warnings
 warnings.simplefilter("error", RuntimeWarning)  # the package must not need to warn
 if sys.argv[1] == "mxnet-first":
+    exec(sys.argv[2])  # what a script must run before mxnet on numpy >= 1.24 (stn_gluon.compat), stn_gluon unimported
+    assert "stn_gluon" not in sys.modules
     import mxnet as mx
     import stn_gluon
 else:
@@ -31,11 +33,13 @@ print(mxnet_thread_limit(), len(os.listdir("/proc/self/task")), int(report["adap
 
 
 def _probe(order, **user):
+    from stn_gluon.compat import standalone_prelude
+
     env = {k: v for k, v in os.environ.items()
            if k not in ("OMP_NUM_THREADS", "MXNET_OMP_MAX_THREADS", "GOMP_SPINCOUNT", "OMP_WAIT_POLICY",
                         "STN_GLUON_ADAPT_THREADS")}
-    out = subprocess.run([sys.executable, "-c", PROBE, order], env=dict(env, **user), capture_output=True, text=True,
-                         timeout=120)
+    out = subprocess.run([sys.executable, "-c", PROBE, order, standalone_prelude()], env=dict(env, **user),
+                         capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-1000:]
     return [int(v) for v in out.stdout.split()]
 

@@ -217,7 +217,8 @@ def test_training_works_where_pytorch_2_is_installed(tmp_path):
     """gluoncv 0.10 raises on import when torch >= 2 is installed; our import must not."""
     fake = tmp_path / "fake_site" / "torch"
     fake.mkdir(parents=True)
-    (fake / "__init__.py").write_text("__version__ = '2.5.0'\n")
+    # with the names other packages probe for (scipy >= 1.16, on Python 3.12, looks up torch.Tensor)
+    (fake / "__init__.py").write_text("__version__ = '2.5.0'\nclass Tensor:\n    pass\n")
     code = ("import torch; assert torch.__version__ == '2.5.0'\n"
             "from stn_gluon.training import TrainConfig, make_lr_scheduler\n"
             "print(make_lr_scheduler(TrainConfig(), 10)(5))\n"

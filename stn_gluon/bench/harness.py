@@ -240,9 +240,12 @@ class Isolated:
 
     def __init__(self, kind: str, kwargs: dict, plain_mxnet: bool = False, registry: str = REGISTRY,
                  env: Optional[dict] = None):
+        from ..compat import standalone_prelude
         from ..threads import user_environ
 
-        code = (("import mxnet; " if plain_mxnet else "") + "from stn_gluon.bench.harness import serve_timings; "
+        # a user's script on numpy >= 1.24 restores numpy's aliases before `import mxnet` (see compat)
+        first = f"{standalone_prelude()}; import mxnet; " if plain_mxnet else ""
+        code = (first + "from stn_gluon.bench.harness import serve_timings; "
                 f"serve_timings({kind!r}, {json.dumps(kwargs)!r}, {registry!r})")
         self._proc = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                       stderr=subprocess.DEVNULL, text=True, env=child_environ(env, plain_mxnet))
