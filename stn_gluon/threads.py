@@ -29,33 +29,32 @@ share:
   ``OMP_WAIT_POLICY`` or ``GOMP_SPINCOUNT``), so that a waiting thread goes
   to sleep after microseconds instead of milliseconds (libgomp's default is
   300,000 spins);
-* a :class:`ThreadGovernor`, started by ``import stn_gluon`` (see
-  :func:`adapt_threads`): a daemon thread that samples ``/proc/stat`` and
-  this process's CPU time (first after 100 ms, then twice a second), counts
-  the cores that *other* processes keep busy, and gives MXNet's operators
-  one thread fewer per core taken, by setting the OpenMP thread count inside
-  MXNet's engine worker thread (an operation pushed with
-  ``MXEnginePushSync``: OpenMP counts are per thread, and that worker runs
-  every CPU operator, oneDNN's included).
+* a thread count chosen at start-up from the load: :func:`configure_openmp`
+  samples ``/proc/stat`` for 100 ms before MXNet loads, counts the cores
+  that *other* processes keep busy, and gives MXNet one OpenMP thread fewer
+  per core taken (:func:`startup_threads`).
 
-An explicit ``OMP_NUM_THREADS`` from the user switches the governor off (the
-user's count always holds), as does ``STN_GLUON_ADAPT_THREADS=0``.
+The count is chosen once and never changed while MXNet runs: oneDNN's
+primitives keep the thread count they were created with, and changing the
+count later in MXNet's engine worker thread (a governor that followed the
+load, tried for issue 19) corrupted memory (``malloc(): unaligned tcache
+chunk``, segmentation faults) in the contention benchmark.
+
+An explicit ``OMP_NUM_THREADS`` from the user always holds (no sampling), as
+does ``STN_GLUON_ADAPT_THREADS=0`` (one thread per core, whatever the load).
 :func:`thread_report` says what was chosen; training prints it and writes
 it into ``metrics.json``.
 """
-import atexit
 import ctypes
 import math
 import os
 import sys
-import threading
 import time
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 __all__ = ["physical_cores", "configure_openmp", "mxnet_default_threads", "set_mxnet_threads", "adjust_loaded_mxnet",
            "mxnet_thread_limit", "USER_OMP_NUM_THREADS", "user_environ", "SPIN_COUNT", "cpu_busy_seconds",
-           "LoadSampler", "threads_for_load", "set_worker_threads", "ThreadGovernor", "adapt_threads",
-           "thread_report", "describe_threads", "worker_threads", "ADAPT_ENV"]
+           "LoadSampler", "threads_for_load", "startup_threads", "thread_report", "describe_threads", "ADAPT_ENV"]
 
 #: ``OMP_NUM_THREADS`` as the user set it, read before :func:`configure_openmp` ran (``None``: unset).
 USER_OMP_NUM_THREADS = os.environ.get("OMP_NUM_THREADS")
@@ -63,7 +62,7 @@ USER_OMP_NUM_THREADS = os.environ.get("OMP_NUM_THREADS")
 USER_OPENMP = {k: os.environ[k] for k in ("OMP_NUM_THREADS", "OMP_WAIT_POLICY", "GOMP_SPINCOUNT") if k in os.environ}
 #: libgomp's spin count before a waiting thread sleeps, set where the user set no wait policy or spin count.
 SPIN_COUNT = "10000"
-#: ``STN_GLUON_ADAPT_THREADS=0`` switches the :class:`ThreadGovernor` off.
+#: ``STN_GLUON_ADAPT_THREADS=0``: one thread per core whatever the load (no sampling at start-up).
 ADAPT_ENV = "STN_GLUON_ADAPT_THREADS"
 
 _OPENMP_GET = "_ZN5mxnet6engine6OpenMP3GetEv"  # mxnet::engine::OpenMP::Get()
@@ -95,7 +94,8 @@ def mxnet_default_threads():
 
 
 def configure_openmp(environ=None, modules=None):
-    """Set ``OMP_NUM_THREADS`` to the physical core count unless it is set already.
+    """Set ``OMP_NUM_THREADS`` unless it is set already: one thread per physical core, less one per core other
+    processes keep busy (:func:`startup_threads`; the load is sampled only for this process's own environment).
 
     Also sets ``GOMP_SPINCOUNT`` to :data:`SPIN_COUNT` where neither it nor
     ``OMP_WAIT_POLICY`` is set and MXNet (with libgomp) is not loaded yet.
@@ -111,7 +111,8 @@ def configure_openmp(environ=None, modules=None):
         return environ["OMP_NUM_THREADS"]
     if "mxnet" in modules:
         return None
-    environ["OMP_NUM_THREADS"] = str(physical_cores())
+    cores = physical_cores()
+    environ["OMP_NUM_THREADS"] = str(startup_threads(cores) if environ is os.environ else cores)
     return environ["OMP_NUM_THREADS"]
 
 
@@ -276,133 +277,10 @@ def threads_for_load(limit: int, others: float, current: int, cpus: Optional[int
     return max(1, min(limit, new))
 
 
-_SYNC_FUNC = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_void_p)
-_callbacks: Dict[int, object] = {}  # kept alive: the engine calls them later, from its own thread
-
-
-def _gomp() -> ctypes.CDLL:
-    return ctypes.CDLL("libgomp.so.1")
-
-
-def set_worker_threads(count: int) -> bool:
-    """Set the OpenMP thread count of MXNet's CPU worker thread (the one that runs CPU operators) to ``count``.
-
-    OpenMP's count is per thread, so it is set from inside that thread: an
-    operation that calls ``omp_set_num_threads`` is pushed to the engine for
-    ``cpu(0)`` (``MXEnginePushSync``) and runs between operators. For one
-    thread it also turns on OpenMP's dynamic teams (``omp_set_dynamic``):
-    libgomp then caps every parallel region at the thread's count, also one
-    that asks for its own (a oneDNN primitive keeps the thread count it was
-    created with); for more threads such a primitive may still ask for its
-    original count. Returns
-    False where the library does not offer that (nothing changes then). Does
-    not wait: the count applies from the next operator the worker runs.
-    """
-    count = int(count)
-    if count < 1:
-        raise ValueError(f"count must be >= 1, got {count}")
-    try:
-        import mxnet as mx
-
-        gomp = _gomp()
-        if count not in _callbacks:
-            def run(rctx: object, param: object, n: int = count) -> None:
-                # one thread: also "dynamic" teams, which caps a region that names its own count (oneDNN's
-                # convolutions keep the count they were created with) at the thread's count
-                gomp.omp_set_dynamic(int(n == 1))
-                gomp.omp_set_num_threads(n)
-            _callbacks[count] = _SYNC_FUNC(run)
-        if count > mxnet_thread_limit():  # MXNet caps an operator at its maximum when OMP_NUM_THREADS is unset
-            set_mxnet_threads(count)
-        ctx = (ctypes.c_int * 2)(1, 0)  # Context{kCPU, 0}
-        push = mx.base._LIB.MXEnginePushSync
-        return push(_callbacks[count], None, None, ctypes.byref(ctx), None, 0, None, 0, None, 0, None) == 0
-    except (AttributeError, OSError, ImportError):
-        return False
-
-
-def worker_threads() -> Optional[int]:
-    """The OpenMP thread count of MXNet's CPU worker thread, asked in that thread (waits for the engine).
-
-    ``None`` where it cannot be asked. Not for the governor's thread: it waits for every queued operator.
-    """
-    try:
-        import mxnet as mx
-
-        gomp = _gomp()
-        seen: Dict[str, int] = {}
-
-        def run(rctx: object, param: object) -> None:
-            seen["threads"] = gomp.omp_get_max_threads()
-        callback = _SYNC_FUNC(run)
-        ctx = (ctypes.c_int * 2)(1, 0)
-        if mx.base._LIB.MXEnginePushSync(callback, None, None, ctypes.byref(ctx), None, 0, None, 0, None, 0,
-                                         None) != 0:
-            return None
-        mx.nd.waitall()
-        return seen.get("threads")
-    except (AttributeError, OSError, ImportError):
-        return None
-
-
-class ThreadGovernor:
-    """Keeps MXNet's operator threads at what the machine has free (see the module docs).
-
-    limit: the most threads (the pool's size); sampler: a :class:`LoadSampler`;
-    apply(count) -> bool: sets the count (default :func:`set_worker_threads`);
-    interval: seconds between samples (the first after ``first`` seconds).
-    ``threads`` is the count in effect, ``changes`` the decisions taken
-    ``[(seconds since start, others' CPUs, threads)]`` (the last 50).
-    """
-
-    def __init__(self, limit: int, sampler: Optional[LoadSampler] = None,
-                 apply: Callable[[int], bool] = set_worker_threads, interval: float = 0.5, first: float = 0.1):
-        self.limit, self.threads = int(limit), int(limit)
-        self.sampler = sampler or LoadSampler()
-        self.apply, self.interval, self.first = apply, interval, first
-        self.changes: List[Tuple[float, float, int]] = []
-        self.others: Optional[float] = None
-        self.started = time.monotonic()
-        self._stop = threading.Event()
-        self._thread: Optional[threading.Thread] = None
-
-    def step(self) -> int:
-        """Sample the load once and apply the count it calls for; returns the count in effect."""
-        others = self.sampler.sample()
-        self.others = others
-        want = threads_for_load(self.limit, others, self.threads, len(self.sampler.cpus))
-        if want != self.threads and self.apply(want):
-            self.threads = want
-            self.changes = (self.changes + [(round(time.monotonic() - self.started, 2), round(others, 2), want)])[-50:]
-        return self.threads
-
-    def _run(self) -> None:
-        wait = self.first
-        while not self._stop.wait(wait):
-            try:
-                self.step()
-            except OSError:  # /proc/stat gone (a sandbox): keep the count as it is
-                return
-            wait = self.interval
-
-    def start(self) -> "ThreadGovernor":
-        if self._thread is None:
-            self._thread = threading.Thread(target=self._run, name="stn-gluon-threads", daemon=True)
-            self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        """Stop sampling (the count stays as it is)."""
-        self._stop.set()
-        if self._thread is not None and self._thread is not threading.current_thread():
-            self._thread.join(timeout=5)
-
-    @property
-    def running(self) -> bool:
-        return self._thread is not None and self._thread.is_alive()
-
-
-_governor: Optional[ThreadGovernor] = None
+#: Seconds over which :func:`startup_threads` samples the load.
+STARTUP_SAMPLE_S = 0.1
+#: Other processes' CPUs seen by :func:`startup_threads` (``None``: not sampled).
+_load_at_start: Optional[float] = None
 
 
 def _adapt_off_reason(environ=None) -> Optional[str]:
@@ -418,51 +296,44 @@ def _adapt_off_reason(environ=None) -> Optional[str]:
     return None
 
 
-def adapt_threads(interval: float = 0.5) -> Optional[ThreadGovernor]:
-    """Start (once) the :class:`ThreadGovernor` that fits MXNet's thread count to the machine's load.
-
-    ``import stn_gluon`` calls this; a Gluon loop of your own gets it by
-    importing ``stn_gluon`` (also after ``mxnet``). Returns the governor, or
-    ``None`` where it is off: ``OMP_NUM_THREADS`` set by you (your count
-    holds), ``STN_GLUON_ADAPT_THREADS=0``, the NaiveEngine, no ``/proc/stat``,
-    or a single core.
-    """
-    global _governor
-    if _governor is not None and _governor.running:
-        return _governor
-    limit = physical_cores()
-    if _adapt_off_reason() is not None or limit < 2:
-        return None
+def startup_threads(limit: int, sample_s: float = STARTUP_SAMPLE_S) -> int:
+    """OpenMP threads for MXNet in a process starting now: ``limit`` (one per physical core) less one per core
+    other processes keep busy over ``sample_s`` seconds (:func:`threads_for_load`); ``limit`` where sampling is
+    off (``STN_GLUON_ADAPT_THREADS=0``, the NaiveEngine, no ``/proc/stat``) or there is one core. Called before
+    MXNet loads; the count is not changed afterwards (see the module docs)."""
+    global _load_at_start
+    if limit < 2 or _adapt_off_reason() is not None:
+        return limit
     try:
         sampler = LoadSampler()
+        time.sleep(sample_s)
+        others = sampler.sample()
     except OSError:
-        return None
-    _governor = ThreadGovernor(limit, sampler, interval=interval).start()
-    atexit.register(_governor.stop)  # before MXNet's own exit handler, registered earlier, shuts the engine
-    return _governor
+        return limit
+    _load_at_start = round(others, 2)
+    return threads_for_load(limit, others, limit, len(sampler.cpus))
 
 
 def thread_report() -> dict:
-    """What this process uses: ``omp_num_threads`` (and who set it), wait policy / spin count, and the governor.
+    """What this process uses: ``omp_num_threads`` (and who set it), wait policy / spin count, and the load.
 
-    ``threads_now`` is the operators' thread count in effect; ``adaptive``
-    whether the governor runs (``adaptive_off`` says why not);
-    ``load_others`` the CPUs other processes kept busy at the last sample;
-    ``changes`` the governor's decisions ``[seconds, others' CPUs, threads]``.
+    ``threads_now`` is the operators' thread count; ``adaptive`` whether it
+    was chosen from the load at start-up (``adaptive_off`` says why not);
+    ``load_others`` the CPUs other processes kept busy then.
     """
     env = os.environ
+    adaptive = _load_at_start is not None and "OMP_NUM_THREADS" not in USER_OPENMP
     report = dict(omp_num_threads=env.get("OMP_NUM_THREADS"),
                   omp_num_threads_from="user" if "OMP_NUM_THREADS" in USER_OPENMP else "stn_gluon",
                   omp_wait_policy=env.get("OMP_WAIT_POLICY"), gomp_spincount=env.get("GOMP_SPINCOUNT"),
                   spin_from="user" if ("OMP_WAIT_POLICY" in USER_OPENMP or "GOMP_SPINCOUNT" in USER_OPENMP)
                   else ("stn_gluon" if env.get("GOMP_SPINCOUNT") == SPIN_COUNT else "libgomp default"),
-                  cores=physical_cores(), adaptive=bool(_governor is not None and _governor.running))
-    if _governor is not None:
-        report.update(threads_now=_governor.threads, load_others=None if _governor.others is None
-                      else round(_governor.others, 2), changes=[list(c) for c in _governor.changes])
-    else:
-        report.update(threads_now=int(env.get("OMP_NUM_THREADS") or mxnet_default_threads()),
-                      adaptive_off=_adapt_off_reason() or "one core")
+                  cores=physical_cores(), adaptive=adaptive,
+                  threads_now=int(env.get("OMP_NUM_THREADS") or mxnet_default_threads()),
+                  load_others=_load_at_start if adaptive else None)
+    if not adaptive:
+        report["adaptive_off"] = _adapt_off_reason() or ("one core" if physical_cores() < 2 else
+                                                         "mxnet was imported before stn_gluon")
     return report
 
 
@@ -472,9 +343,6 @@ def describe_threads(report: Optional[dict] = None) -> str:
     spin = (f"OMP_WAIT_POLICY={r['omp_wait_policy']}" if r["omp_wait_policy"] else
             f"GOMP_SPINCOUNT={r['gomp_spincount'] or 'default'}") + f" ({r['spin_from']})"
     if r["adaptive"]:
-        load = "" if r.get("load_others") is None else f", other processes busy on {r['load_others']:.1f} CPUs"
-        n = len(r.get("changes") or [])
-        changes = f", {n} change{'s' if n > 1 else ''} so far" if n else ""
-        return (f"CPU threads: {r['threads_now']} of {r['omp_num_threads']} now{load}{changes}; adapting to the "
-                f"load (set OMP_NUM_THREADS to fix the count); {spin}")
+        return (f"CPU threads: {r['threads_now']} (chosen at start-up: {r['cores']} cores, other processes busy on "
+                f"{r['load_others']:.1f} CPUs; set OMP_NUM_THREADS to fix the count); {spin}")
     return f"CPU threads: {r['omp_num_threads'] or r['threads_now']} ({r['adaptive_off']}); {spin}"

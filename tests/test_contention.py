@@ -1,4 +1,4 @@
-"""The contention benchmark's harness (process clean-up, ratio arithmetic) and the thread governor's decisions.
+"""The contention benchmark's harness (process clean-up, ratio arithmetic) and the thread count chosen at start-up.
 
 No timed test: the speed figures come from ``stn-gluon bench contention``.
 """
@@ -10,7 +10,8 @@ import pytest
 
 from stn_gluon.bench.contention import PAIR, summarise, contention_lines, median_ratios, settings_env
 from stn_gluon.bench.processes import Children, busy_command
-from stn_gluon.threads import LoadSampler, ThreadGovernor, threads_for_load
+from stn_gluon import threads
+from stn_gluon.threads import LoadSampler, threads_for_load
 
 
 def test_children_are_ended_when_the_block_fails_and_a_busy_load_ends_on_its_own():
@@ -65,7 +66,7 @@ def test_threads_give_way_to_other_processes(limit, others, current, cpus, expec
     assert threads_for_load(limit, others, current, cpus) == expected
 
 
-def test_load_sampler_counts_only_other_processes_and_the_governor_applies_its_choice(tmp_path):
+def test_load_sampler_counts_only_other_processes(tmp_path):
     stat = tmp_path / "stat"
 
     def write(busy0, busy1, idle):
@@ -78,23 +79,26 @@ def test_load_sampler_counts_only_other_processes_and_the_governor_applies_its_c
     write(hz, hz, 0)  # 1 s of wall time, both CPUs busy, half of it this process's own
     own["s"] = 1.0
     assert sampler.sample() == pytest.approx(1.0)
-    applied = []
-    governor = ThreadGovernor(2, sampler, apply=lambda n: applied.append(n) or True)
     write(2 * hz, 2 * hz, 0)
-    own["s"] = 1.0  # the others kept both CPUs busy
-    assert governor.step() == 1 and applied == [1] and governor.changes[-1][1:] == (2.0, 1)
+    own["s"] = 1.0  # then the others kept both CPUs busy
+    assert sampler.sample() == pytest.approx(2.0)
     write(2 * hz, 2 * hz, 2 * hz)  # then the machine is free
-    assert governor.step() == 2 and applied == [1, 2]
+    assert sampler.sample() == pytest.approx(0.0)
 
 
-def test_worker_thread_count_is_set_inside_mxnets_engine_worker():
-    from stn_gluon.threads import set_worker_threads, worker_threads
+@pytest.mark.parametrize("others, off, expected", [(0.0, None, 2), (1.0, None, 1), (2.0, None, 1), (1.0, "0", 2)])
+def test_startup_threads_give_a_core_per_core_other_processes_keep_busy(monkeypatch, others, off, expected):
+    class Sampler:
+        cpus = [0, 1]
 
-    before = worker_threads()
-    assert before is not None
-    try:
-        assert set_worker_threads(before + 1)
-        assert worker_threads() == before + 1
-    finally:
-        set_worker_threads(before)
-    assert worker_threads() == before
+        def sample(self):
+            return others
+    monkeypatch.setattr(threads, "LoadSampler", Sampler)
+    monkeypatch.setattr(threads, "USER_OPENMP", {})
+    if off is None:
+        monkeypatch.delenv(threads.ADAPT_ENV, raising=False)
+    else:
+        monkeypatch.setenv(threads.ADAPT_ENV, off)
+    monkeypatch.delenv("MXNET_ENGINE_TYPE", raising=False)
+    assert threads.startup_threads(2, sample_s=0.0) == expected
+    assert threads.startup_threads(1, sample_s=0.0) == 1  # one core: nothing to give up

@@ -40,7 +40,7 @@ def test_fit_writes_every_artifact_and_the_export_reloads(tmp_path, small_data):
         assert key in on_disk
     assert on_disk["epochs"] == 2 and on_disk["context"] == "cpu:0"
     assert on_disk["data_source"] == "test subset"
-    # the thread choice: printed, and recorded (OMP_NUM_THREADS from the environment wins over the governor)
+    # the thread choice: printed, and recorded (OMP_NUM_THREADS from the environment wins over the start-up choice)
     threads = on_disk["threads"]
     assert threads["omp_num_threads"] == os.environ["OMP_NUM_THREADS"] and threads["threads_now"] >= 1
     assert threads["adaptive"] is (threads["omp_num_threads_from"] == "stn_gluon" and threads["cores"] > 1)

@@ -37,7 +37,7 @@ __all__ = ["SETTINGS", "SITUATIONS", "median_ratios", "contention_report", "cont
 SETTINGS: Dict[str, Dict[str, Optional[str]]] = {
     "new default": {"OMP_NUM_THREADS": None, "GOMP_SPINCOUNT": None, "OMP_WAIT_POLICY": None},
     "old default": {"OMP_NUM_THREADS": "{cores}", "GOMP_SPINCOUNT": "300000", "OMP_WAIT_POLICY": None},
-    "governor, libgomp's spin": {"OMP_NUM_THREADS": None, "GOMP_SPINCOUNT": "300000", "OMP_WAIT_POLICY": None},
+    "libgomp's spin": {"OMP_NUM_THREADS": None, "GOMP_SPINCOUNT": "300000", "OMP_WAIT_POLICY": None},
     "OMP_NUM_THREADS=1": {"OMP_NUM_THREADS": "1", "GOMP_SPINCOUNT": None, "OMP_WAIT_POLICY": None},
     "OMP_WAIT_POLICY=PASSIVE": {"OMP_NUM_THREADS": "{cores}", "GOMP_SPINCOUNT": None, "OMP_WAIT_POLICY": "PASSIVE"},
 }
@@ -55,7 +55,7 @@ WORKLOADS = {"fit": ("fit_train", False), "user loop": ("gluon_user_loop", True)
 TORCH = "pytorch eager"
 #: Seconds between a situation's start (busy processes started or ended) and its first timed window.
 SETTLE_S = 1.5
-#: Seconds each worker runs untimed before its window (an idle worker's governor saw the others' load).
+#: Seconds each worker runs untimed before its window.
 WORKER_SETTLE_S = 1.0
 
 
@@ -91,8 +91,7 @@ class _Busy:
 
     def __enter__(self) -> "_Busy":
         self.procs = [self.children.start(busy_command(self.limit_s)) for _ in range(self.count)]
-        # the governor samples twice a second and needs a whole sample of the new situation (also when the load
-        # of the previous one has just ended): time the steady state, not the switch
+        # time the steady state, not the switch
         time.sleep(self.settle_s)
         return self
 
@@ -131,7 +130,7 @@ def _measure_training(children: Children, workers: dict, batch: int, seconds: fl
         for situation, busy in SITUATIONS.items():
             with _Busy(children, busy, busy_limit, SETTLE_S):
                 for k in keys:
-                    workers[k](batch, WORKER_SETTLE_S, 0)  # settle (the governor adapts)
+                    workers[k](batch, WORKER_SETTLE_S, 0)  # settle
                     rates[k][situation].append(workers[k](batch, seconds, 0))
         for k in keys:
             twin = workers.get(k + ("twin",))
@@ -139,7 +138,7 @@ def _measure_training(children: Children, workers: dict, batch: int, seconds: fl
                 continue
             pair = [workers[k], twin]
             for w in pair:
-                w.ask_rate(batch, SETTLE_S, 0)  # both start; the governors see each other
+                w.ask_rate(batch, SETTLE_S, 0)  # both start
             for w in pair:
                 w.answer()
             for w in pair:
