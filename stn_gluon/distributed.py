@@ -36,6 +36,7 @@ import types
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
+from .compat import standalone_prelude
 from .errors import ConfigError, StnGluonError
 
 __all__ = ["KVSTORES", "DIST_KVSTORES", "WorkerGroup", "is_dist", "Job", "launch", "free_port", "read_hostfile",
@@ -249,6 +250,7 @@ def exit_if_distributed(code: int) -> None:
 #: Inline (not ``-m stn_gluon...``): importing stn_gluon imports mxnet, whose errors would come as tracebacks.
 PS_NODE_CODE = (
     "import os, sys\n"
+    f"{standalone_prelude()}  # numpy's removed aliases and distutils, as import stn_gluon puts them back\n"
     "sys.modules['torch'] = None  # gluoncv (in a dist_async optimizer) refuses torch >= 2\n"
     "try:\n"
     "    import mxnet\n"
