@@ -171,16 +171,19 @@ def prepare_save_dir(cfg) -> None:
 
 
 def drop_stale_derived(folder: str) -> list:
-    """After a (re)export into ``folder``: remove its ``model.onnx`` if made from other weights."""
+    """After a (re)export into ``folder``: remove its ``model.onnx`` and int8 copy where made from other weights."""
     from .export import onnx_weights_mismatch
+    from .quantize import int8_path
 
-    path = os.path.join(folder, "model.onnx")
-    if os.path.isfile(path) and onnx_weights_mismatch(path, folder):
-        os.remove(path)
-        log.warning("Removed %s: it was exported from the previous weights (run stn-gluon export-onnx "
-                    "again for the new ones)", path)
-        return [path]
-    return []
+    fp32 = os.path.join(folder, "model.onnx")
+    removed = []
+    for path in (fp32, int8_path(fp32)):
+        if os.path.isfile(path) and onnx_weights_mismatch(path, folder):
+            os.remove(path)
+            log.warning("Removed %s: it was exported from the previous weights (run stn-gluon export-onnx "
+                        "again for the new ones)", path)
+            removed.append(path)
+    return removed
 
 
 @dataclass

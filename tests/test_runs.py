@@ -194,7 +194,8 @@ def test_a_save_dirs_onnx_export_of_older_weights_is_refused(cli, tmp_path, run)
     assert meta["params_file"] == "model-0000.params"
     assert meta["params_sha256"] == sha256_file(run / "model-0000.params")
     assert load_predictor(str(run), "onnxruntime").backend == "onnxruntime"
-    # retrained: new weights and model.json, the old model.onnx left beside them
+    shutil.copyfile(run / "model.onnx", run / "model-int8.onnx")  # an int8 copy records the same source weights
+    # retrained: new weights and model.json, the old model.onnx (and its int8 copy) left beside them
     arrays = mx.nd.load(str(run / "model-0000.params"))
     mx.nd.save(str(run / "model-0000.params"), {k: v * 1.01 for k, v in arrays.items()})
     write_model_meta(str(run / "model"), 0, {k: v for k, v in json.load(open(run / "model.json")).items()
@@ -207,7 +208,8 @@ def test_a_save_dirs_onnx_export_of_older_weights_is_refused(cli, tmp_path, run)
     line = _one_error_line(cli("predict", "--model", "run", "--backend", "onnxruntime", "d.npy"))
     assert "model.onnx is out of date" in line
     assert onnx_weights_mismatch(str(run / "model.onnx"), str(run))
-    assert drop_stale_derived(str(run)) == [str(run / "model.onnx")] and not (run / "model.onnx").exists()
+    assert drop_stale_derived(str(run)) == [str(run / "model.onnx"), str(run / "model-int8.onnx")]
+    assert not (run / "model.onnx").exists() and not (run / "model-int8.onnx").exists()
 
 
 def test_demo_run_twice_keeps_the_first(tmp_path, finished_run):
