@@ -62,7 +62,8 @@ def main(argv=None):
     from stn_gluon.architecture import initialize_net
     from stn_gluon.bench.harness import Clock, infer_input, interleaved_rates
     from stn_gluon.onnx import export_onnx
-    from stn_gluon.quantize import quantize_onnx, session
+    from stn_gluon.onnx import cpu_session as session
+    from stn_gluon.quantize import quantize_onnx
     from stn_gluon.zoo import get_model
 
     shape = (1, 28, 28) if "lenet" in args.model else (3, 32, 32)

@@ -54,7 +54,7 @@ if TYPE_CHECKING:
     from .ops import Shape
 
 __all__ = ["OPSET", "OPSETS", "register_converters", "target_opset", "export_onnx", "export_graph", "graph_to_onnx",
-           "parse_input_spec", "inference_outputs", "graph_parity", "OnnxModel", "read_metadata"]
+           "parse_input_spec", "inference_outputs", "graph_parity", "cpu_session", "OnnxModel", "read_metadata"]
 
 OPSET = DEFAULT_OPSET
 """The opset exports use unless told otherwise (:data:`stn_gluon.onnx_ops.DEFAULT_OPSET`)."""
@@ -308,9 +308,7 @@ def graph_parity(model: "Union[str, os.PathLike[str]]", onnx_path: "Union[str, o
         args[name] = mx.nd.array(value) if value is not None else mx.nd.zeros(shape)  # e.g. a loss head's label
     aux = {name: saved.params[name] for name in sym.list_auxiliary_states()}
     want = [o.asnumpy() for o in sym.bind(mx.cpu(), args, aux_states=aux, grad_req="null").forward(is_train=False)]
-    options = ort.SessionOptions()
-    options.log_severity_level = 3  # no notes about initializers MXNet's converters left unused
-    session = ort.InferenceSession(os.fspath(onnx_path), options, providers=["CPUExecutionProvider"])
+    session = cpu_session(os.fspath(onnx_path))
     got = session.run(None, feeds)
     if len(got) != len(want):
         raise StnGluonError(f"{onnx_path}: {len(got)} outputs, the MXNet graph has {len(want)}")
@@ -328,6 +326,22 @@ def read_metadata(onnx_model: "ModelProto") -> Dict[str, Any]:
         if key in props:
             out[key] = json.loads(props[key])
     return out
+
+
+def cpu_session(model: "Union[str, bytes]", threads: int = 1) -> Any:
+    """An ONNX Runtime CPU session as the project runs them: every graph optimization, ``threads`` intra-op
+    threads and one inter-op thread, no spinning while a thread waits (a spinning pool loses its share of a
+    busy machine), warnings only. model: a path or the model's bytes. ORT's own errors pass through."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.log_severity_level = 3  # no notes about initializers MXNet's converters left unused
+    for key in ("session.intra_op.allow_spinning", "session.inter_op.allow_spinning"):
+        options.add_session_config_entry(key, "0")
+    return ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
 
 
 class OnnxModel:
@@ -360,16 +374,9 @@ class OnnxModel:
             raise StnGluonError(f"OnnxModel mode must be 'split' or 'intra', got {mode!r}")
         self.threads = max(1, int(threads or os.cpu_count() or 1))
         self.mode = mode
-        options = ort.SessionOptions()
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        options.intra_op_num_threads = 1 if mode == "split" else self.threads
-        options.inter_op_num_threads = 1
-        options.log_severity_level = 3
-        for key in ("session.intra_op.allow_spinning", "session.inter_op.allow_spinning"):
-            options.add_session_config_entry(key, "0")
         self._pool: "Optional[concurrent.futures.ThreadPoolExecutor]" = None
         try:
-            self.session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+            self.session = cpu_session(path, 1 if mode == "split" else self.threads)
         except Exception as err:  # ORT raises its own exception types for unreadable files
             raise CheckpointError(f"{path}: not a loadable ONNX model ({str(err).splitlines()[0][:200]})") from None
         meta = self.session.get_modelmeta().custom_metadata_map

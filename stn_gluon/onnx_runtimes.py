@@ -64,12 +64,9 @@ def load_runtime(runtime: str, model: Union[bytes, str]) -> Runner:
         with open(model, "rb") as f:
             model = f.read()
     if runtime == "onnxruntime":
-        import onnxruntime as ort
+        from .onnx import cpu_session
 
-        options = ort.SessionOptions()
-        options.log_severity_level = 3
-        options.intra_op_num_threads = 1
-        session = ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
+        session = cpu_session(model)
         return lambda feeds: list(session.run(None, feeds))
     if runtime == "reference":
         import onnx

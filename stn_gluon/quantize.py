@@ -47,7 +47,7 @@ from .flags import option
 
 __all__ = ["QuantizeConfig", "Int8Settings", "INT8", "quantize_onnx", "calibration_inputs", "compare_speed",
            "int8_verdict", "quantize_export", "float_ops", "int8_path", "described_dataset",
-           "agreement", "session"]
+           "agreement"]
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -391,18 +391,6 @@ def quantize_onnx(src: PathLike, dst: PathLike, calibration: Union[np.ndarray, P
     return dst
 
 
-def session(path: str, threads: int = 1) -> Any:
-    """An ONNX Runtime CPU session of ``path`` with ``threads`` intra-op threads and all graph optimizations."""
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    options.log_severity_level = 3
-    return ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
-
-
 def compare_speed(fp32: PathLike, int8: PathLike, batch: int = 64, seconds: float = 0.3, repeats: int = 5,
                   threads: int = 1, x: Optional[np.ndarray] = None) -> Dict[str, float]:
     """Throughput of two ONNX files in ONNX Runtime sessions of ``threads`` intra-op threads, timed in turns
@@ -415,8 +403,9 @@ def compare_speed(fp32: PathLike, int8: PathLike, batch: int = 64, seconds: floa
     (default: standard normal ``(batch, C, H, W)``).
     """
     from .bench.harness import Clock, interleaved_rates, ratio
+    from .onnx import cpu_session
 
-    sessions = {"fp32": session(os.fspath(fp32), threads), "int8": session(os.fspath(int8), threads)}
+    sessions = {"fp32": cpu_session(os.fspath(fp32), threads), "int8": cpu_session(os.fspath(int8), threads)}
     inp = sessions["fp32"].get_inputs()[0]
     if x is None:
         x = np.random.RandomState(batch).normal(0, 1, (batch,) + tuple(inp.shape[1:])).astype(np.float32)
@@ -445,7 +434,9 @@ def int8_verdict(speed: Dict[str, float], batch: int = 64) -> Optional[str]:
 def agreement(fp32: PathLike, int8: PathLike, x: np.ndarray) -> Dict[str, float]:
     """How the int8 model's answers on ``x`` compare with fp32's: the share of equal top-1 classes and the
     largest logit difference."""
-    a, b = session(os.fspath(fp32), 1), session(os.fspath(int8), 1)
+    from .onnx import cpu_session
+
+    a, b = cpu_session(os.fspath(fp32)), cpu_session(os.fspath(int8))
     name = a.get_inputs()[0].name
     la, lb = a.run(["logits"], {name: x})[0], b.run(["logits"], {name: x})[0]
     return dict(top1_agreement=float((la.argmax(1) == lb.argmax(1)).mean()),

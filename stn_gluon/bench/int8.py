@@ -58,9 +58,8 @@ def _bench_model(path: str, cfg: Int8BenchConfig, batches: List[int], tmp: str,
                  echo: Callable[[str], Any]) -> Dict[str, Any]:
     from ..distortions import load_dataset
     from ..export import load_graph, resolve_model
-    from ..onnx import export_onnx
-    from ..quantize import (INT8, calibration_inputs, compare_speed, described_dataset, int8_verdict, quantize_onnx,
-                            session)
+    from ..onnx import cpu_session, export_onnx
+    from ..quantize import INT8, calibration_inputs, compare_speed, described_dataset, int8_verdict, quantize_onnx
     from .harness import infer_input
 
     prefix, _ = resolve_model(path)
@@ -74,7 +73,7 @@ def _bench_model(path: str, cfg: Int8BenchConfig, batches: List[int], tmp: str,
     tic = time.perf_counter()
     quantize_onnx(fp32, int8, calibration_inputs(fp32, cfg.calibration_count, cfg.data_dir, dataset))
     quantize_seconds = time.perf_counter() - tic
-    sessions = {"fp32": session(fp32), "int8": session(int8)}
+    sessions = {"fp32": cpu_session(fp32), "int8": cpu_session(int8)}
     data = load_dataset(dataset, cfg.data_dir)
     mean, std = float(meta["mean"]), float(meta["std"])
     echo(f"{label}: test accuracy on {data.describe()}")
