@@ -331,6 +331,7 @@ def test_graceful_shutdown_answers_requests_in_flight(model_dir, digits):
     time.sleep(0.5)  # the request now waits in a batch for 1.5 s
     server.proc.send_signal(signal.SIGTERM)
     thread.join(30)
+    server.proc.wait(timeout=60)  # the one SIGTERM: stop() would send a second, which ends uvicorn at once
     code, out, err = server.stop()
     assert result["answer"][0] == 200 and len(result["answer"][1]["predictions"]) == 1
     assert code == 0 and "Stopped on SIGTERM" in out
