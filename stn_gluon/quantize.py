@@ -14,7 +14,10 @@ directly). Kept in float, so that the geometry stays exact:
   the elementwise ops right after the sampler (the fill shift);
 * convolutions with fewer than :attr:`Int8Settings.min_conv_channels` input
   channels (a 1- or 3-channel input convolution is slower in int8 than in
-  float: nothing to gain, and the quantize step costs).
+  float: nothing to gain, and the quantize step costs), unless zero input
+  channels make it fit ONNX Runtime's fast int8 kernel
+  (:attr:`Int8Settings.pad_channels_to`: 3 -> 4 channels where the
+  convolution has at least 16 outputs, a multiple of 8).
 
 Before quantizing, the graph goes through ONNX Runtime's pre-processing
 (``quant_pre_process``: batch norms folded into the convolutions, shapes
@@ -88,6 +91,11 @@ class Int8Settings:
     ``"uint8"`` or ``"int8"``; per_channel / reduce_range / calibrate_method /
     activation_symmetric / weight_symmetric: as in ``quantize_static``;
     min_conv_channels: convolutions with fewer input channels stay float;
+    pad_channels_to: a convolution whose input channels are not a multiple of
+    this, and whose output channels suit ONNX Runtime's symmetric int8
+    convolution kernel (at least 16, a multiple of 8), gets zero input
+    channels added (a float ``Pad`` in front, zero weights) so that it runs in
+    that kernel, the fast one (``0``: no padding);
     float_warped: the elementwise ops after a sampler stay float;
     float_localization: the whole localization net stays float (``False``: only
     the ops after its last nonlinearity); op_types: the op types quantized.
@@ -103,12 +111,15 @@ class Int8Settings:
     float_localization: bool = True
     calibrate_method: str = "Percentile"
     min_conv_channels: int = 4
+    pad_channels_to: int = 4
     op_types: Sequence[str] = ("Conv", "Gemm", "MatMul", "Add", "Relu", "MaxPool", "GlobalAveragePool", "Flatten")
 
     def describe(self) -> str:
         return (f"{self.quant_format}, {self.activations} activations / {self.weights} weights, "
                 f"{'per-channel' if self.per_channel else 'per-tensor'}, {self.calibrate_method} calibration, "
-                f"convolutions with < {self.min_conv_channels} input channels in float")
+                f"convolutions with < {self.min_conv_channels} input channels in float"
+                + (f", input channels padded to a multiple of {self.pad_channels_to} where that makes a "
+                   f"convolution int8-ready" if self.pad_channels_to else ""))
 
 
 #: The settings :func:`quantize_onnx` uses by default (measured best on this project's models: docs/export-onnx.md).
@@ -251,7 +262,7 @@ def _relu_before_pool(model: Any, skip: "frozenset[str] | Set[str]" = frozenset(
         for name in node.input:
             consumers.setdefault(name, []).append(node)
     outputs = {o.name for o in graph.output}
-    swapped = 0
+    swapped, moved = 0, set()
     nodes = list(graph.node)
     for pool in list(nodes):
         users = consumers.get(pool.output[0], []) if pool.op_type == "MaxPool" else []
@@ -264,9 +275,14 @@ def _relu_before_pool(model: Any, skip: "frozenset[str] | Set[str]" = frozenset(
         pool.input[0], pool.output[0] = middle, result
         nodes.remove(relu)
         nodes.insert(nodes.index(pool), relu)
+        moved.add(middle)
         swapped += 1
     del graph.node[:]
     graph.node.extend(nodes)
+    # the pool's old output now holds the Relu's, unpooled: its recorded shape is wrong (ORT would warn)
+    kept = [vi for vi in graph.value_info if vi.name not in moved]
+    del graph.value_info[:]
+    graph.value_info.extend(kept)
     return swapped
 
 
@@ -280,6 +296,61 @@ def _name_nodes(model: Any) -> None:
                 name += "_"
             node.name = name
             taken.add(name)
+
+
+#: Output channels ONNX Runtime's symmetric int8 convolution kernel (MLAS ``ConvSym``) needs: at least, multiple of.
+_SYM_CONV_OUTPUTS = (16, 8)
+
+
+def _pad_input_channels(model: Any, settings: Int8Settings) -> int:
+    """Pad the input channels of convolutions up to a multiple of ``settings.pad_channels_to``; returns how many.
+
+    ONNX Runtime runs a uint8/int8 ``QLinearConv`` with symmetric weights in
+    its fast kernel only where the input channels are a multiple of 4 (and the
+    outputs at least 16, a multiple of 8); a 3-channel input convolution falls
+    back to a slow path (slower than float: that is why thin convolutions
+    stayed float). A float ``Pad`` adds zero channels to its input, and zero
+    weights are added to match: the same function, now int8-ready. Not done
+    in the grid computation (float anyway) or where the output channels do
+    not suit the kernel.
+    """
+    import onnx
+    from onnx import numpy_helper
+
+    step = settings.pad_channels_to
+    if step < 2:
+        return 0
+    graph = model.graph
+    inits = {t.name: t for t in graph.initializer}
+    grid = _grid_nodes(graph, settings.float_warped, settings.float_localization)
+    least, multiple = _SYM_CONV_OUTPUTS
+    nodes, padded = list(graph.node), 0
+    for node in list(nodes):
+        if (node.op_type != "Conv" or node.name in grid or _group(node) != 1 or len(node.input) < 2
+                or node.input[1] not in inits):
+            continue
+        w = numpy_helper.to_array(inits[node.input[1]])
+        extra = -w.shape[1] % step
+        if w.ndim != 4 or not extra or w.shape[0] < least or w.shape[0] % multiple:
+            continue
+        w = np.concatenate([w, np.zeros((w.shape[0], extra) + w.shape[2:], w.dtype)], axis=1)
+        stem = f"{node.name}_channel_pad"
+        graph.initializer.extend([numpy_helper.from_array(w, f"{stem}_weight"),
+                                  numpy_helper.from_array(np.array([0, 0, 0, 0, 0, extra, 0, 0], np.int64),
+                                                          f"{stem}_pads")])
+        pad = onnx.helper.make_node("Pad", [node.input[0], f"{stem}_pads"], [f"{stem}_output"], name=stem,
+                                    mode="constant")
+        node.input[0], node.input[1] = f"{stem}_output", f"{stem}_weight"
+        nodes.insert(nodes.index(node), pad)
+        padded += 1
+    if padded:
+        del graph.node[:]
+        graph.node.extend(nodes)
+        used = {name for node in nodes for name in node.input}
+        unused = [t for t in graph.initializer if t.name not in used]  # the unpadded weights
+        for t in unused:
+            graph.initializer.remove(t)
+    return padded
 
 
 def _float_nodes(model: Any, settings: Int8Settings) -> List[str]:
@@ -364,6 +435,7 @@ def quantize_onnx(src: PathLike, dst: PathLike, calibration: Union[np.ndarray, P
                                 f"({str(err).splitlines()[0][:200]})") from None
         prepared = onnx.load(pre)
         _name_nodes(prepared)
+        _pad_input_channels(prepared, settings)
         keep = _float_nodes(prepared, settings)
         _relu_before_pool(prepared, set(keep))
         onnx.save(prepared, pre)

@@ -39,7 +39,8 @@ def test_report_compares_with_pytorch_and_the_old_default_round_by_round_and_che
                        ("old default", "fit"): rounds([1000, 1000], [300, 300], [100, 100], [80, 80]),
                        ("pytorch defaults", "pytorch eager"): rounds([500, 500], [350, 300], [200, 200], [])},
              "ready": {k: {} for k in [("new default", "fit"), ("old default", "fit"),
-                                       ("pytorch defaults", "pytorch eager")]}}
+                                       ("pytorch defaults", "pytorch eager")]},
+             "chosen": {"quiet": [2, 2], "1 busy": [1, 1], "2 busy": [1, 1], PAIR: [1, 2, 1, 1]}}
     serve = {("new default", "mxnet"): {s: [dict(throughput=t, errors=e, error_samples=[], p99_ms=5.0)]
                                          for s, t, e in (("quiet", 100, 0), ("1 busy", 40, 1), ("2 busy", 30, 0))}}
     res = summarise(train, serve, ["new default", "old default"], dict(rounds=2, seconds=1.0, batch=64, clients=32,
@@ -54,6 +55,7 @@ def test_report_compares_with_pytorch_and_the_old_default_round_by_round_and_che
     assert targets["serving (mxnet), errors with 1 busy == 0"]["met"] is False
     text = "\n".join(contention_lines(res))
     assert "| new default | fit | 1,100 | 650 |" in text and "OMP_NUM_THREADS=2" in text
+    assert f"quiet: 2, 2; 1 busy: 1, 1; 2 busy: 1, 1; {PAIR}: 1, 2, 1, 1." in text  # what the fresh workers chose
     assert settings_env("old default", 8)["OMP_NUM_THREADS"] == "8"
 
 

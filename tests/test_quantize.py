@@ -239,3 +239,51 @@ def test_mnist32_is_mnist_padded_in_three_channels(sample, tmp_path):
         np.testing.assert_array_equal(data.test_images[:, 2, 2:30, 2:30], small.test_images)
         assert data.test_images[:, :, :2].max() == 0 and data.test_images[:, :, :, 30:].max() == 0
         np.testing.assert_array_equal(data.test_labels, small.test_labels)
+
+
+def _conv_net(path, in_channels, widths):
+    """A float ONNX net: convolutions of ``widths`` output channels (3x3, ReLU) on (N, in_channels, 8, 8) input."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.RandomState(0)
+    nodes, inits, x, c = [], [], "x", in_channels
+    for i, width in enumerate(widths):
+        inits += [numpy_helper.from_array(rng.normal(0, 0.3, (width, c, 3, 3)).astype(np.float32), f"w{i}"),
+                  numpy_helper.from_array(rng.normal(0, 0.1, width).astype(np.float32), f"b{i}")]
+        nodes += [helper.make_node("Conv", [x, f"w{i}", f"b{i}"], [f"c{i}"], pads=[1, 1, 1, 1]),
+                  helper.make_node("Relu", [f"c{i}"], [f"r{i}"])]
+        x, c = f"r{i}", width
+    graph = helper.make_graph(nodes, "convs", [helper.make_tensor_value_info("x", TensorProto.FLOAT,
+                                                                            ["N", in_channels, 8, 8])],
+                              [helper.make_tensor_value_info(x, TensorProto.FLOAT, ["N", c, 8, 8])], inits)
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+
+
+@pytest.mark.parametrize("in_channels, widths, padded", [
+    (3, (16, 16), True),   # 16 outputs suit ORT's symmetric int8 kernel: 3 input channels padded to 4, int8
+    (3, (10, 16), False),  # 10 outputs do not: that thin convolution stays float, unpadded
+])
+def test_thin_convolutions_are_padded_to_four_channels_where_that_makes_them_int8(in_channels, widths, padded,
+                                                                                  tmp_path):
+    import onnx
+    from onnx import numpy_helper
+
+    from stn_gluon.onnx import cpu_session
+    from stn_gluon.quantize import quantize_onnx
+
+    _conv_net(tmp_path / "f.onnx", in_channels, widths)
+    x = np.random.RandomState(1).uniform(-1, 1, (64, in_channels, 8, 8)).astype(np.float32)
+    quantize_onnx(tmp_path / "f.onnx", tmp_path / "q.onnx", x)
+    model = onnx.load(str(tmp_path / "q.onnx"))
+    inits = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
+    first = next(n for n in model.graph.node if n.op_type in ("Conv", "QLinearConv"))
+    assert first.op_type == ("QLinearConv" if padded else "Conv")
+    weight = inits[first.input[3 if padded else 1]]
+    assert weight.shape[1] == (4 if padded else in_channels)
+    if padded:
+        assert not weight[:, in_channels:].any()  # the added channels weigh nothing
+        assert any(n.op_type == "Pad" for n in model.graph.node)
+    ref = cpu_session(str(tmp_path / "f.onnx")).run(None, {"x": x})[0]
+    got = cpu_session(str(tmp_path / "q.onnx")).run(None, {"x": x})[0]
+    assert np.abs(got - ref).max() <= 0.05 * np.abs(ref).max()  # int8 rounding, not a different function

@@ -7,7 +7,9 @@ defaults, and the alternatives tried for issue 19):
   Gluon loop (``gluon_user_loop``: ``import mxnet`` first, then
   ``stn_gluon``), and PyTorch eager (its own defaults, as many threads as
   cores), each in a worker process of its own
-  (:mod:`stn_gluon.bench.harness`);
+  (:mod:`stn_gluon.bench.harness`); the default setting's ``fit`` also
+  started afresh in each situation, since it chooses its thread count from
+  the load it sees when it starts;
 - serving requests/s of ``stn-gluon serve`` (MXNet and ONNX Runtime
   backends), 32 concurrent keep-alive clients in this process
   (:mod:`stn_gluon.bench.processes`);
@@ -50,6 +52,10 @@ QUICK_SETTINGS = ("new default", "old default")
 #: Situations: how many busy processes run beside the measured one (``pair``: two trainings at once).
 SITUATIONS = {"quiet": 0, "1 busy": 1, "2 busy": 2}
 PAIR = "two trainings"
+#: The setting whose thread count ``import stn_gluon`` chooses from the load when the process starts.
+ADAPTIVE = "new default"
+#: The adaptive default's ``fit`` worker started on the quiet machine and kept through every situation.
+STARTED_QUIET = "new default, started quiet"
 #: The training workloads (kind of :data:`stn_gluon.bench.competitors.FACTORIES`, started as a user script?).
 WORKLOADS = {"fit": ("fit_train", False), "user loop": ("gluon_user_loop", True)}
 TORCH = "pytorch eager"
@@ -100,52 +106,100 @@ class _Busy:
             self.children.stop(proc)
 
 
-def _train_workers(children: Children, settings: List[str], cores: int, batch: int, torch: bool) -> Dict[tuple, Isolated]:
-    """Every training worker: ``{(setting, workload): Isolated}``, twins for the two-trainings case, the torch peer."""
+def _start_workers(children: Children, specs: Dict[tuple, tuple]) -> Dict[tuple, tuple]:
+    """Start the workers ``{key: (kind, kwargs, plain, env)}`` at once; wait until each is built and warm.
+
+    Returns ``{key: (Isolated, ready info)}``. Workers started together see
+    each other's start-up as load (two trainings launched at once).
+    """
+    started = {key: Isolated(kind, kwargs, plain, env=env) for key, (kind, kwargs, plain, env) in specs.items()}
+    for worker in started.values():  # the processes end with the bench (their stdin closes) or through children
+        children.adopt(worker.process)
+    out = {}
+    for key, worker in started.items():
+        out[key] = (worker, worker.ready())
+    for key, (worker, _) in out.items():
+        batch = specs[key][1]["batch"]
+        worker(batch, 0.0, 3)  # warm-up
+    return out
+
+
+def _train_workers(children: Children, settings: List[str], cores: int, batch: int, torch: bool) -> Dict[tuple, tuple]:
+    """The workers that live through the whole bench: ``{(setting, workload): (Isolated, ready info)}``, twins for
+    the two-trainings case, the torch peer.
+
+    Started one at a time on the quiet machine, so that none sees another's
+    start-up as load; the adaptive default's ``fit`` worker is
+    :data:`STARTED_QUIET` (a training that started alone and got neighbours
+    later). PyTorch runs with its own defaults: no ``OMP_NUM_THREADS`` and none
+    of the spin settings ``import stn_gluon`` put in this process's environment.
+    """
     specs: Dict[tuple, tuple] = {}
     for s in settings:
         env = settings_env(s, cores)
         for w, (kind, plain) in WORKLOADS.items():
-            specs[(s, w)] = (kind, dict(batch=batch), plain, env)
-        specs[(s, "fit", "twin")] = ("fit_train", dict(batch=batch), False, env)
+            name = STARTED_QUIET if (s == ADAPTIVE and w == "fit") else s
+            specs[(name, w)] = (kind, dict(batch=batch), plain, env)
+            if w == "fit":
+                specs[(name, w, "twin")] = (kind, dict(batch=batch), plain, env)
     if torch:
         specs[("pytorch defaults", TORCH)] = ("torch_train", dict(batch=batch), False,
-                                              {"OMP_NUM_THREADS": None})
-    workers: Dict[tuple, Isolated] = {key: Isolated(kind, kwargs, plain, env=env)
-                                      for key, (kind, kwargs, plain, env) in specs.items()}
-    for worker in workers.values():  # the processes end with the bench (their stdin closes) or through children
-        children.adopt(worker.process)
+                                              {k: None for k in SETTINGS[ADAPTIVE]})
+    workers: Dict[tuple, tuple] = {}
+    for key, spec in specs.items():
+        workers.update(_start_workers(children, {key: spec}))
     return workers
 
 
-def _measure_training(children: Children, workers: dict, batch: int, seconds: float, rounds: int,
-                      busy_limit: float, echo: Callable[[str], None]) -> dict:
+def _time_together(pair: List[Isolated], batch: int, seconds: float) -> float:
+    """Time ``pair`` in the same window; the slower one's rate ("each trains at least this fast")."""
+    for w in pair:
+        w.ask_rate(batch, SETTLE_S, 0)  # both start
+    for w in pair:
+        w.answer()
+    for w in pair:
+        w.ask_rate(batch, seconds, 0)
+    return float(min(w.answer() for w in pair))
+
+
+def _measure_training(children: Children, workers: Dict[tuple, tuple], batch: int, seconds: float, rounds: int,
+                      busy_limit: float, cores: int, echo: Callable[[str], None]) -> dict:
+    """Every long-lived worker in every situation, and the adaptive default's ``fit`` started afresh in each.
+
+    The fresh worker (:data:`ADAPTIVE`, ``fit``) starts once the situation's
+    busy processes run, so it chooses its threads from that load as a user's
+    ``stn-gluon train`` started then would; for the two-trainings case two
+    start at the same moment on the otherwise quiet machine.
+    """
+    fresh_key = (ADAPTIVE, "fit")
+    fresh_spec = ("fit_train", dict(batch=batch), False, settings_env(ADAPTIVE, cores))
     keys = [k for k in workers if len(k) == 2]
-    rates: Dict[tuple, Dict[str, List[float]]] = {k: {s: [] for s in list(SITUATIONS) + [PAIR]} for k in keys}
-    ready = {k: w.ready() for k, w in workers.items()}
-    for w in workers.values():
-        w(batch, 0.0, 3)  # warm-up
+    rates: Dict[tuple, Dict[str, List[float]]] = {k: {s: [] for s in list(SITUATIONS) + [PAIR]}
+                                                  for k in [fresh_key] + keys}
+    chosen: Dict[str, List[int]] = {s: [] for s in list(SITUATIONS) + [PAIR]}
+    ready = {k: info for k, (_, info) in workers.items()}
     for r in range(rounds):
         echo(f"training, round {r + 1}/{rounds}")
         for situation, busy in SITUATIONS.items():
             with _Busy(children, busy, busy_limit, SETTLE_S):
-                for k in keys:
-                    workers[k](batch, WORKER_SETTLE_S, 0)  # settle
-                    rates[k][situation].append(workers[k](batch, seconds, 0))
+                (fresh, info), = _start_workers(children, {fresh_key: fresh_spec}).values()
+                chosen[situation].append(info["threads"]["threads_now"])
+                ready[fresh_key] = info
+                timed = {fresh_key: fresh, **{k: workers[k][0] for k in keys}}
+                for k, worker in timed.items():
+                    worker(batch, WORKER_SETTLE_S, 0)  # settle
+                    rates[k][situation].append(worker(batch, seconds, 0))
+                fresh.close()
+        pair = _start_workers(children, {(ADAPTIVE, i): fresh_spec for i in range(2)})
+        chosen[PAIR].extend(info["threads"]["threads_now"] for _, info in pair.values())
+        rates[fresh_key][PAIR].append(_time_together([w for w, _ in pair.values()], batch, seconds))
+        for w, _ in pair.values():
+            w.close()
         for k in keys:
             twin = workers.get(k + ("twin",))
-            if twin is None:
-                continue
-            pair = [workers[k], twin]
-            for w in pair:
-                w.ask_rate(batch, SETTLE_S, 0)  # both start
-            for w in pair:
-                w.answer()
-            for w in pair:
-                w.ask_rate(batch, seconds, 0)
-            both = [w.answer() for w in pair]
-            rates[k][PAIR].append(float(min(both)))  # "each": the slower of the two
-    return dict(rates=rates, ready=ready)
+            if twin is not None:
+                rates[k][PAIR].append(_time_together([workers[k][0], twin[0]], batch, seconds))
+    return dict(rates=rates, ready=ready, chosen=chosen)
 
 
 def _measure_serving(children: Children, settings: List[str], cores: int, seconds: float, rounds: int,
@@ -195,9 +249,9 @@ def contention_report(quick: bool = False, rounds: Optional[int] = None, seconds
     with on_sigterm_raise(), Children() as children:
         workers = _train_workers(children, settings, cores, batch, have_torch())
         try:
-            train = _measure_training(children, workers, batch, seconds, rounds, busy_limit, echo)
+            train = _measure_training(children, workers, batch, seconds, rounds, busy_limit, cores, echo)
         finally:
-            for w in workers.values():
+            for w, _ in workers.values():
                 w.close()
         serve = (_measure_serving(children, settings, cores, seconds, rounds, busy_limit, clients, echo)
                  if serving else {})
@@ -224,6 +278,8 @@ def summarise(train: dict, serve: dict, settings: List[str], run: dict) -> dict:
         if torch_rounds and key != torch_key:
             entry["vs_torch"] = {s: _median([a / b for a, b in zip(rounds[s], torch_rounds[s]) if b])
                                  for s in SITUATIONS if rounds[s] and torch_rounds[s]}
+        if key == (ADAPTIVE, "fit") and train.get("chosen"):
+            entry["threads_chosen"] = train["chosen"]
         training[f"{key[0]} | {key[1]}"] = entry
     serving = {}
     for (setting, backend), per in serve.items():
@@ -290,8 +346,18 @@ def contention_lines(res: dict) -> List[str]:
         lines.append(f"| {e['setting']} | {e['workload']} | " + " | ".join(_r(e["rate"].get(s)) for s in sits)
                      + " | " + " | ".join(_x(e["ratio"].get(s)) for s in sits[1:])
                      + f" | {_x(e.get('vs_torch', {}).get('1 busy'))} |")
-    lines += ["", f"`{PAIR}`: two `fit` workers of the same setting timed at the same time (the slower one's rate).",
-              ""]
+    lines += ["", f"`{PAIR}`: two `fit` workers of the same setting timed at the same time (the slower one's rate). "
+              f"**{ADAPTIVE}** `fit` is started afresh in each situation, once its busy processes run (for "
+              f"`{PAIR}`: two started at the same moment), and chooses its threads from that load as a "
+              f"`stn-gluon train` started then would; **{STARTED_QUIET}** started on the quiet machine and kept "
+              "its threads when the load came; the other settings' workers start once, one at a time, on the "
+              "quiet machine. PyTorch runs with its own defaults (no OpenMP variables)."]
+    chosen = res["training"].get(f"{ADAPTIVE} | fit", {}).get("threads_chosen")
+    if chosen:
+        lines += ["", f"Threads {ADAPTIVE} chose at start-up (per round): "
+                  + "; ".join(f"{s}: {', '.join(str(c) for c in counts)}" for s, counts in chosen.items() if counts)
+                  + "."]
+    lines += [""]
     if res["serving"]:
         ssits = list(SITUATIONS)
         lines += [f"### Serving (requests/s, {run['clients']} concurrent clients, one PNG digit each)", "",
