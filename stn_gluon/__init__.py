@@ -18,8 +18,7 @@ _compat.prepare_mxnet_import()
 
 from . import threads as _threads  # noqa: E402
 
-# one OpenMP thread per physical core free at start-up and a short spin: set before mxnet is imported, or in the
-# loaded library
+# one OpenMP thread per physical core free at start-up: set before mxnet is imported, or in the loaded library
 if _threads.configure_openmp() is None and _threads.adjust_loaded_mxnet() is False:
     _warnings.warn("mxnet was imported before stn_gluon with OMP_NUM_THREADS unset, and its thread count could "
                    "not be changed; MXNet may use only half the cores (set OMP_NUM_THREADS, or import stn_gluon "
@@ -31,6 +30,8 @@ from .ops import (affine_grid, affine_transform, attention_to_affine, window_to_
 from .blocks import LocalizationNet, SaliencyLocalization, SpatialTransformer  # noqa: E402
 from .models import LeNetBody, STNClassifier, STNNet, stn_backbone  # noqa: E402
 from .zoo import get_model, list_models  # noqa: E402
+
+_threads.mark_imported()  # mxnet is loaded; its engine starts threads with the first operator
 
 __version__ = "0.2.0"
 

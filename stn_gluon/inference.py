@@ -19,7 +19,7 @@ import numpy as np
 from .errors import StnGluonError
 from .io import sha256_file
 
-__all__ = ["BACKENDS", "preprocess", "load_predictor", "Predictor", "MXNetPredictor", "OnnxPredictor",
+__all__ = ["BACKENDS", "preprocess", "resolve_backend", "load_predictor", "Predictor", "MXNetPredictor", "OnnxPredictor",
            "describe", "to_png"]
 
 BACKENDS = ("mxnet", "onnxruntime")
@@ -151,6 +151,14 @@ def _find_onnx(path: str) -> str:
     return path
 
 
+def resolve_backend(path: str, backend: Optional[str] = None) -> str:
+    """The backend that serves ``path``: ``backend`` where given, else ONNX Runtime for a ``.onnx`` file and MXNet
+    for anything else."""
+    if backend is not None:
+        return backend
+    return "onnxruntime" if str(path).endswith(".onnx") else "mxnet"
+
+
 def load_predictor(path: str, backend: Optional[str] = None, threads: Optional[int] = None) -> Predictor:
     """A :class:`Predictor` for ``path``: a ``.onnx`` file, a save dir, an export prefix or
     ``pretrained:NAME`` (a model shipped with the package, see :mod:`stn_gluon.pretrained`).
@@ -161,8 +169,7 @@ def load_predictor(path: str, backend: Optional[str] = None, threads: Optional[i
     from .pretrained import PREFIX, is_pretrained_ref, resolve_model_ref
 
     ref, path = str(path), resolve_model_ref(str(path))
-    if backend is None:
-        backend = "onnxruntime" if path.endswith(".onnx") else "mxnet"
+    backend = resolve_backend(path, backend)
     if backend not in BACKENDS:
         raise StnGluonError(f"unknown backend {backend!r}; choose {' or '.join(BACKENDS)}")
     if backend == "onnxruntime" and is_pretrained_ref(ref):

@@ -49,7 +49,7 @@ from .batching import MicroBatcher
 from .errors import StnGluonError
 from .explain import sampling_regions
 from .flags import option, validate_fields
-from .inference import BACKENDS, Predictor, describe, load_predictor, preprocess, to_png
+from .inference import BACKENDS, Predictor, describe, load_predictor, preprocess, resolve_backend, to_png
 from .inputs import apply_polarity
 from .metrics import ServerMetrics
 from .payloads import (HTTPError, check_file_count, check_length, check_total, content_kind, decode_upload,
@@ -343,12 +343,17 @@ def serve(config: ServeConfig, echo: Callable[[str], Any] = print) -> None:
     import uvicorn
 
     from .pretrained import DEFAULT, PREFIX, default_model_note
+    from .threads import recheck_threads
 
     validate_fields(config)
     model = config.model
     if not model:
         echo(default_model_note())
         model = PREFIX + DEFAULT
+    if resolve_backend(model, config.backend) == "mxnet":
+        # one OpenMP thread unless set by the user: a server's small batches gain little from a second one and
+        # lose much beside other processes (docs/performance.md)
+        recheck_threads(most=1)
     predictor = load_predictor(model, config.backend, threads=config.threads)
     warm = np.zeros((1,) + tuple(predictor.input_shape), np.float32)
     predictor.predict(warm)  # fail at start, not on the first request

@@ -22,23 +22,31 @@ everything as it was.
 On a busy machine (issue 19) a pool of one OpenMP thread per core collapses:
 libgomp's threads spin at every barrier while their partner thread waits for
 a core, so a trainer beside one busy process ran at a third of its quiet
-speed, and two trainers at once at a twelfth. Two defaults keep a fair
-share:
+speed, and two trainers at once at a twelfth. So the count follows the load
+a job starts into:
 
-* a short spin: ``GOMP_SPINCOUNT`` (:data:`SPIN_COUNT`, unless the user set
-  ``OMP_WAIT_POLICY`` or ``GOMP_SPINCOUNT``), so that a waiting thread goes
-  to sleep after microseconds instead of milliseconds (libgomp's default is
-  300,000 spins);
-* a thread count chosen at start-up from the load: :func:`configure_openmp`
-  samples ``/proc/stat`` for 100 ms before MXNet loads, counts the cores
-  that *other* processes keep busy, and gives MXNet one OpenMP thread fewer
-  per core taken (:func:`startup_threads`).
+* :func:`configure_openmp` samples ``/proc/stat`` for 100 ms before MXNet
+  loads, counts the cores that *other* processes keep busy, and gives MXNet
+  one OpenMP thread fewer per core taken (:func:`startup_threads`);
+* right before a job's first operator, :func:`recheck_threads` looks again,
+  at the whole time since start-up (``fit`` and ``fit_module`` call it;
+  ``stn-gluon serve`` calls it with one thread at most): two trainings
+  launched together may sleep through each other's 100 ms sample, but not
+  through each other's seconds of importing MXNet and loading data. It only
+  lowers the count, and it sets it inside MXNet's CPU worker thread (which
+  runs the operators, oneDNN's included) before anything is built, so every
+  oneDNN primitive is created and run with the same count.
 
-The count is chosen once and never changed while MXNet runs: oneDNN's
-primitives keep the thread count they were created with, and changing the
-count later in MXNet's engine worker thread (a governor that followed the
-load, tried for issue 19) corrupted memory (``malloc(): unaligned tcache
-chunk``, segmentation faults) in the contention benchmark.
+libgomp's own spin (300,000 turns before a waiting thread sleeps) stays: a
+shorter one cost 5-14 % of quiet speed (training and serving, measured side
+by side) and did not save a two-thread job whose load came later (0.29x of
+quiet with 10,000 turns against 0.11x with libgomp's).
+
+The count is never changed once MXNet has run operators: oneDNN's primitives
+keep the thread count they were created with, and changing the count later in
+MXNet's engine worker thread (a governor that followed the load, tried for
+issue 19) corrupted memory (``malloc(): unaligned tcache chunk``,
+segmentation faults) in the contention benchmark.
 
 An explicit ``OMP_NUM_THREADS`` from the user always holds (no sampling), as
 does ``STN_GLUON_ADAPT_THREADS=0`` (one thread per core, whatever the load).
@@ -50,18 +58,17 @@ import math
 import os
 import sys
 import time
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterable, List, Mapping, MutableMapping, Optional, Sequence, Tuple, Union
 
 __all__ = ["physical_cores", "configure_openmp", "mxnet_default_threads", "set_mxnet_threads", "adjust_loaded_mxnet",
-           "mxnet_thread_limit", "USER_OMP_NUM_THREADS", "user_environ", "SPIN_COUNT", "cpu_busy_seconds",
-           "LoadSampler", "threads_for_load", "startup_threads", "thread_report", "describe_threads", "ADAPT_ENV"]
+           "mxnet_thread_limit", "USER_OMP_NUM_THREADS", "user_environ", "cpu_busy_seconds",
+           "LoadSampler", "threads_for_load", "startup_threads", "thread_report", "describe_threads", "ADAPT_ENV",
+           "mark_imported", "recheck_threads"]
 
 #: ``OMP_NUM_THREADS`` as the user set it, read before :func:`configure_openmp` ran (``None``: unset).
 USER_OMP_NUM_THREADS = os.environ.get("OMP_NUM_THREADS")
 #: The OpenMP settings the user gave (read at import, before this module set any).
 USER_OPENMP = {k: os.environ[k] for k in ("OMP_NUM_THREADS", "OMP_WAIT_POLICY", "GOMP_SPINCOUNT") if k in os.environ}
-#: libgomp's spin count before a waiting thread sleeps, set where the user set no wait policy or spin count.
-SPIN_COUNT = "10000"
 #: ``STN_GLUON_ADAPT_THREADS=0``: one thread per core whatever the load (no sampling at start-up).
 ADAPT_ENV = "STN_GLUON_ADAPT_THREADS"
 
@@ -70,7 +77,7 @@ _OPENMP_RECOMMENDED = "_ZNK5mxnet6engine6OpenMP28GetRecommendedOMPThreadCountEb"
 _THREAD_MAX_OFFSET = 4  # class OpenMP { volatile bool enabled_; volatile int omp_thread_max_; ... }
 
 
-def physical_cores(cpus=None, sysfs="/sys/devices/system/cpu"):
+def physical_cores(cpus: Optional[Iterable[int]] = None, sysfs: str = "/sys/devices/system/cpu") -> int:
     """Distinct physical cores among the logical CPUs ``cpus`` (default: this process's affinity).
 
     Hyper-thread siblings count once (read from ``sysfs`` topology); where the
@@ -88,25 +95,21 @@ def physical_cores(cpus=None, sysfs="/sys/devices/system/cpu"):
     return max(1, len(cores))
 
 
-def mxnet_default_threads():
+def mxnet_default_threads() -> int:
     """The OpenMP threads MXNet 1.9 picks on its own on x86 (half the processors it sees)."""
     return max(1, (os.cpu_count() or 1) // 2)
 
 
-def configure_openmp(environ=None, modules=None):
+def configure_openmp(environ: Optional[MutableMapping[str, str]] = None,
+                     modules: Optional[Mapping[str, Any]] = None) -> Optional[str]:
     """Set ``OMP_NUM_THREADS`` unless it is set already: one thread per physical core, less one per core other
     processes keep busy (:func:`startup_threads`; the load is sampled only for this process's own environment).
-
-    Also sets ``GOMP_SPINCOUNT`` to :data:`SPIN_COUNT` where neither it nor
-    ``OMP_WAIT_POLICY`` is set and MXNet (with libgomp) is not loaded yet.
 
     Returns the value now in effect, or ``None`` when MXNet was imported
     before this ran (too late to change its pool; nothing is changed then).
     """
     environ = os.environ if environ is None else environ
     modules = sys.modules if modules is None else modules
-    if "mxnet" not in modules and not (environ.get("OMP_WAIT_POLICY") or environ.get("GOMP_SPINCOUNT")):
-        environ["GOMP_SPINCOUNT"] = SPIN_COUNT  # read once, when libgomp loads with mxnet
     if environ.get("OMP_NUM_THREADS"):
         return environ["OMP_NUM_THREADS"]
     if "mxnet" in modules:
@@ -116,7 +119,7 @@ def configure_openmp(environ=None, modules=None):
     return environ["OMP_NUM_THREADS"]
 
 
-def _openmp_object():
+def _openmp_object() -> Tuple[Any, int, Any]:
     """``(lib, this, recommended)`` of the loaded MXNet's OpenMP settings object."""
     import mxnet as mx
 
@@ -167,7 +170,8 @@ def set_mxnet_threads(count: int) -> bool:
         return False
 
 
-def adjust_loaded_mxnet(environ=None, modules=None):
+def adjust_loaded_mxnet(environ: Optional[Mapping[str, str]] = None,
+                        modules: Optional[Mapping[str, Any]] = None) -> Union[int, None, bool]:
     """Where MXNet was imported before this package with ``OMP_NUM_THREADS`` unset, set its thread count.
 
     Returns the count set, ``None`` where nothing needed doing, or ``False``
@@ -183,19 +187,16 @@ def adjust_loaded_mxnet(environ=None, modules=None):
     return cores if set_mxnet_threads(cores) else False
 
 
-def user_environ(environ=None) -> dict:
-    """A copy of ``environ`` (default: ``os.environ``) with the OpenMP settings as the user had set them.
+def user_environ(environ: Optional[Mapping[str, str]] = None) -> Dict[str, str]:
+    """A copy of ``environ`` (default: ``os.environ``) with ``OMP_NUM_THREADS`` as the user had set it.
 
     For a child process that should run as the user's own code would: without
-    the ``OMP_NUM_THREADS`` and ``GOMP_SPINCOUNT`` that :func:`configure_openmp`
-    set in this one.
+    the ``OMP_NUM_THREADS`` that :func:`configure_openmp` set in this one.
     """
     env = dict(os.environ if environ is None else environ)
-    for key in ("OMP_NUM_THREADS", "GOMP_SPINCOUNT"):
-        env.pop(key, None)
-    for key in ("OMP_NUM_THREADS", "GOMP_SPINCOUNT"):
-        if key in USER_OPENMP:
-            env[key] = USER_OPENMP[key]
+    env.pop("OMP_NUM_THREADS", None)
+    if "OMP_NUM_THREADS" in USER_OPENMP:
+        env["OMP_NUM_THREADS"] = USER_OPENMP["OMP_NUM_THREADS"]
     return env
 
 
@@ -279,11 +280,21 @@ def threads_for_load(limit: int, others: float, current: int, cpus: Optional[int
 
 #: Seconds over which :func:`startup_threads` samples the load.
 STARTUP_SAMPLE_S = 0.1
-#: Other processes' CPUs seen by :func:`startup_threads` (``None``: not sampled).
+#: Other processes' CPUs seen by :func:`startup_threads` or :func:`recheck_threads` (``None``: not sampled).
 _load_at_start: Optional[float] = None
+#: What :func:`recheck_threads` reads: the load since start-up (a sampler started then) and when that was.
+_since_start: Optional["LoadSampler"] = None
+_started_at = 0.0
+#: This process's threads once ``stn_gluon`` is imported (:func:`mark_imported`); MXNet's engine starts its
+#: worker threads with its first operator, after which the thread count can no longer change.
+_tasks_at_import: Optional[int] = None
+#: Seconds of load :func:`recheck_threads` looks at, at least.
+RECHECK_WINDOW_S = 0.5
+#: How the count was chosen, for :func:`describe_threads` (set by :func:`recheck_threads`).
+_chosen_how = "chosen at start-up"
 
 
-def _adapt_off_reason(environ=None) -> Optional[str]:
+def _adapt_off_reason(environ: Optional[Mapping[str, str]] = None) -> Optional[str]:
     environ = os.environ if environ is None else environ
     if "OMP_NUM_THREADS" in USER_OPENMP:
         return f"OMP_NUM_THREADS={USER_OPENMP['OMP_NUM_THREADS']} set by the user"
@@ -304,14 +315,101 @@ def startup_threads(limit: int, sample_s: float = STARTUP_SAMPLE_S) -> int:
     global _load_at_start
     if limit < 2 or _adapt_off_reason() is not None:
         return limit
+    global _since_start, _started_at
     try:
         sampler = LoadSampler()
+        _since_start, _started_at = LoadSampler(), time.monotonic()
         time.sleep(sample_s)
         others = sampler.sample()
     except OSError:
         return limit
     _load_at_start = round(others, 2)
     return threads_for_load(limit, others, limit, len(sampler.cpus))
+
+
+def _task_count() -> int:
+    try:
+        return len(os.listdir("/proc/self/task"))
+    except OSError:
+        return -1
+
+
+def mark_imported() -> None:
+    """Note this process's thread count now (``stn_gluon``'s import calls it): :func:`recheck_threads` works
+    only while MXNet's engine has started no threads since."""
+    global _tasks_at_import
+    _tasks_at_import = _task_count()
+
+
+_SYNC_FUNC = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_void_p)
+
+
+def _set_worker_threads(count: int, devices: Sequence[int]) -> bool:
+    """Set the OpenMP count inside MXNet's CPU worker thread of each of ``devices`` (``cpu(i)``); waits for it.
+
+    OpenMP's count is per thread, and the worker thread, not this one, runs
+    the operators (oneDNN reads its count there when it builds a primitive):
+    a function that calls ``omp_set_num_threads`` is pushed to each device's
+    engine queue (``MXEnginePushSync``). Only before the first operator: see
+    :func:`recheck_threads`.
+    """
+    import mxnet as mx
+
+    gomp = ctypes.CDLL("libgomp.so.1")  # the libgomp MXNet loaded (same soname)
+    done: List[int] = []
+
+    def run(rctx: object, param: object) -> None:
+        gomp.omp_set_num_threads(count)
+        done.append(gomp.omp_get_max_threads())
+    callback = _SYNC_FUNC(run)
+    for device in devices:
+        ctx = (ctypes.c_int * 2)(1, int(device))  # Context{kCPU, device}
+        if mx.base._LIB.MXEnginePushSync(callback, None, None, ctypes.byref(ctx), None, 0, None, 0, None, 0,
+                                         None) != 0:
+            return False
+    mx.nd.waitall()
+    return len(done) == len(devices) and set(done) == {count}
+
+
+def recheck_threads(devices: Sequence[int] = (0,), most: Optional[int] = None,
+                    min_window_s: float = RECHECK_WINDOW_S) -> Optional[int]:
+    """Choose the OpenMP thread count again right before a job's first MXNet operator, from the CPUs other
+    processes kept busy since start-up; returns the count now in effect (``None``: nothing was checked).
+
+    devices: the ``cpu(i)`` contexts the job runs on; most: a cap for this
+    kind of job (``stn-gluon serve``: 1). ``fit`` and ``fit_module`` call it
+    first thing. The 100 ms sample at import (:func:`startup_threads`) can
+    miss a training started at the same moment (both sleep through each
+    other's sample); seconds later, each has seen the other import MXNet.
+    Only lowers the count, inside MXNet's CPU worker threads and before any
+    operator has run, so every oneDNN primitive is built and run with the new
+    count. Does nothing where the count was not chosen from the load
+    (``OMP_NUM_THREADS`` set by the user, sampling off, MXNet imported before
+    ``stn_gluon``) or once MXNet's engine has started threads.
+    """
+    global _load_at_start, _chosen_how
+    if (_since_start is None or _adapt_off_reason() is not None or _tasks_at_import is None
+            or _task_count() != _tasks_at_import):
+        return None
+    wait = min_window_s - (time.monotonic() - _started_at)
+    if wait > 0:
+        time.sleep(wait)
+    try:
+        others = _since_start.sample()
+    except OSError:
+        return None
+    current = int(os.environ.get("OMP_NUM_THREADS") or mxnet_default_threads())
+    for_load = threads_for_load(physical_cores(), others, current, len(_since_start.cpus))
+    wanted = min(for_load, most) if most else for_load
+    _load_at_start = max(_load_at_start or 0.0, round(others, 2))
+    if wanted < current and set_mxnet_threads(wanted):
+        if _set_worker_threads(wanted, devices):
+            os.environ["OMP_NUM_THREADS"] = str(wanted)
+            _chosen_how = (f"at most {most} for this job" if wanted < for_load
+                           else "chosen before the first operator")
+        else:  # all or nothing: MXNet's own kernels and oneDNN's keep one count
+            set_mxnet_threads(current)
+    return int(os.environ.get("OMP_NUM_THREADS") or current)
 
 
 def thread_report() -> dict:
@@ -327,10 +425,10 @@ def thread_report() -> dict:
                   omp_num_threads_from="user" if "OMP_NUM_THREADS" in USER_OPENMP else "stn_gluon",
                   omp_wait_policy=env.get("OMP_WAIT_POLICY"), gomp_spincount=env.get("GOMP_SPINCOUNT"),
                   spin_from="user" if ("OMP_WAIT_POLICY" in USER_OPENMP or "GOMP_SPINCOUNT" in USER_OPENMP)
-                  else ("stn_gluon" if env.get("GOMP_SPINCOUNT") == SPIN_COUNT else "libgomp default"),
+                  else "libgomp default",
                   cores=physical_cores(), adaptive=adaptive,
                   threads_now=int(env.get("OMP_NUM_THREADS") or mxnet_default_threads()),
-                  load_others=_load_at_start if adaptive else None)
+                  load_others=_load_at_start if adaptive else None, chosen=_chosen_how)
     if not adaptive:
         report["adaptive_off"] = _adapt_off_reason() or ("one core" if physical_cores() < 2 else
                                                          "mxnet was imported before stn_gluon")
@@ -343,6 +441,7 @@ def describe_threads(report: Optional[dict] = None) -> str:
     spin = (f"OMP_WAIT_POLICY={r['omp_wait_policy']}" if r["omp_wait_policy"] else
             f"GOMP_SPINCOUNT={r['gomp_spincount'] or 'default'}") + f" ({r['spin_from']})"
     if r["adaptive"]:
-        return (f"CPU threads: {r['threads_now']} (chosen at start-up: {r['cores']} cores, other processes busy on "
+        return (f"CPU threads: {r['threads_now']} ({r.get('chosen', 'chosen at start-up')}: {r['cores']} cores, other "
+                f"processes busy on "
                 f"{r['load_others']:.1f} CPUs; set OMP_NUM_THREADS to fix the count); {spin}")
     return f"CPU threads: {r['omp_num_threads'] or r['threads_now']} ({r['adaptive_off']}); {spin}"

@@ -109,8 +109,10 @@ def fit_train_step(batch: int, size: int = 28) -> Callable[[], None]:
     from mxnet import gluon
 
     from ..data import to_ndarray
+    from ..threads import recheck_threads
     from ..training import RunAhead, make_trainer, train_step
 
+    recheck_threads()  # as fit does, before the first operator
     net = bench_net(size, True)
     trainer = make_trainer(net.collect_params(), "sgd", SGD)
     loss_fn = gluon.loss.SoftmaxCrossEntropyLoss()

@@ -6,7 +6,6 @@ MXNet's OpenMP pool, SGD with momentum on the same fixed batches.
 """
 import importlib.util
 import os
-import sys
 from typing import Any, Callable
 
 import numpy as np
@@ -22,17 +21,7 @@ def have_torch() -> bool:
 
 
 def _import_torch() -> Any:
-    """``torch``, loaded with its own OpenMP defaults: without the short spin ``stn_gluon`` set for MXNet.
-
-    PyTorch's wheel brings its own libgomp, which reads ``GOMP_SPINCOUNT`` when
-    it loads; the peer should run as PyTorch users get it (a spin count the
-    user set stays).
-    """
-    from ..threads import SPIN_COUNT, USER_OPENMP
-
-    if "torch" not in sys.modules and "GOMP_SPINCOUNT" not in USER_OPENMP \
-            and os.environ.get("GOMP_SPINCOUNT") == SPIN_COUNT:
-        del os.environ["GOMP_SPINCOUNT"]
+    """``torch``, imported where a peer needs it (so that listing the competitors does not load it)."""
     return importlib.import_module("torch")
 
 
