@@ -438,8 +438,11 @@ def thread_report() -> dict:
 def describe_threads(report: Optional[dict] = None) -> str:
     """One line for a run's output: the threads in use and why."""
     r = report or thread_report()
-    spin = (f"OMP_WAIT_POLICY={r['omp_wait_policy']}" if r["omp_wait_policy"] else
-            f"GOMP_SPINCOUNT={r['gomp_spincount'] or 'default'}") + f" ({r['spin_from']})"
+    if r["omp_wait_policy"] or r["gomp_spincount"]:
+        spin = (f"OMP_WAIT_POLICY={r['omp_wait_policy']}" if r["omp_wait_policy"] else
+                f"GOMP_SPINCOUNT={r['gomp_spincount']}") + f" ({r['spin_from']})"
+    else:
+        spin = "libgomp's default spin"
     if r["adaptive"]:
         return (f"CPU threads: {r['threads_now']} ({r.get('chosen', 'chosen at start-up')}: {r['cores']} cores, other "
                 f"processes busy on "
