@@ -29,8 +29,8 @@ a job starts into:
   loads, counts the cores that *other* processes keep busy, and gives MXNet
   one OpenMP thread fewer per core taken (:func:`startup_threads`);
 * right before a job's first operator, :func:`recheck_threads` looks again,
-  at the whole time since start-up (``fit`` and ``fit_module`` call it;
-  ``stn-gluon serve`` calls it with one thread at most): two trainings
+  at the whole time since start-up (``fit``, ``fit_module`` and
+  ``stn-gluon predict`` call it; ``stn-gluon serve`` calls it with one thread at most): two trainings
   launched together may sleep through each other's 100 ms sample, but not
   through each other's seconds of importing MXNet and loading data. It only
   lowers the count, and it sets it inside MXNet's CPU worker thread (which
@@ -38,9 +38,10 @@ a job starts into:
   oneDNN primitive is created and run with the same count.
 
 libgomp's own spin (300,000 turns before a waiting thread sleeps) stays: a
-shorter one cost 5-14 % of quiet speed (training and serving, measured side
-by side) and did not save a two-thread job whose load came later (0.29x of
-quiet with 10,000 turns against 0.11x with libgomp's).
+shorter one (10,000 turns) cost 8-14 % of quiet training speed in three runs,
+and a third of quiet MXNet serving speed in one, and did not save a
+two-thread job whose load came later (0.29x of quiet with 10,000 turns
+against 0.11x with libgomp's).
 
 The count is never changed once MXNet has run operators: oneDNN's primitives
 keep the thread count they were created with, and changing the count later in

@@ -205,14 +205,18 @@ def _check_onnx_parity(model_path, onnx_path):
 
 
 def _cmd_predict(args):
-    from ..inference import describe, load_predictor, preprocess, to_png
+    from ..inference import describe, load_predictor, preprocess, resolve_backend, to_png
     from ..inputs import apply_polarity, load_inputs
     from ..io import atomic_write_bytes
     from ..paths import writable_dir
+    from ..threads import recheck_threads
 
     if args.save_rectified:
         writable_dir(args.save_rectified, "--save-rectified")
-    predictor = load_predictor(_model_or_default(args.model), args.backend)
+    model = _model_or_default(args.model)
+    if resolve_backend(model, args.backend) == "mxnet":
+        recheck_threads()  # before MXNet's first operator, as training does
+    predictor = load_predictor(model, args.backend)
     pixels, names = load_inputs(args.inputs, predictor.input_shape, args.pixel_range)
     pixels, inverted = apply_polarity(pixels, args.invert)
     if args.invert == "auto" and inverted.any():
