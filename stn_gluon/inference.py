@@ -19,7 +19,7 @@ import numpy as np
 from .errors import StnGluonError
 from .io import sha256_file
 
-__all__ = ["BACKENDS", "preprocess", "resolve_backend", "load_predictor", "Predictor", "MXNetPredictor", "OnnxPredictor",
+__all__ = ["BACKENDS", "preprocess", "load_predictor", "Predictor", "MXNetPredictor", "OnnxPredictor",
            "describe", "to_png"]
 
 BACKENDS = ("mxnet", "onnxruntime")
@@ -78,15 +78,21 @@ class Predictor:
 
 
 class MXNetPredictor(Predictor):
-    """An exported MXNet model (Gluon export or Module checkpoint) through ``SymbolBlock``."""
+    """An exported MXNet model (Gluon export or Module checkpoint) through ``SymbolBlock``.
+
+    most_threads: the most OpenMP threads to run it with (``stn-gluon serve``: 1), where the count is chosen
+    from the load (:func:`stn_gluon.threads.recheck_threads`).
+    """
 
     backend = "mxnet"
 
-    def __init__(self, path: str):
+    def __init__(self, path: str, most_threads: Optional[int] = None):
         import mxnet as mx
 
         from .export import load_model
+        from .threads import recheck_threads
 
+        recheck_threads(most=most_threads)  # before MXNet's first operator (loading the parameters)
         self.mx = mx
         self.model = load_model(path)
         meta = self.model.meta
@@ -151,25 +157,20 @@ def _find_onnx(path: str) -> str:
     return path
 
 
-def resolve_backend(path: str, backend: Optional[str] = None) -> str:
-    """The backend that serves ``path``: ``backend`` where given, else ONNX Runtime for a ``.onnx`` file and MXNet
-    for anything else."""
-    if backend is not None:
-        return backend
-    return "onnxruntime" if str(path).endswith(".onnx") else "mxnet"
-
-
-def load_predictor(path: str, backend: Optional[str] = None, threads: Optional[int] = None) -> Predictor:
+def load_predictor(path: str, backend: Optional[str] = None, threads: Optional[int] = None,
+                   mxnet_threads: Optional[int] = None) -> Predictor:
     """A :class:`Predictor` for ``path``: a ``.onnx`` file, a save dir, an export prefix or
     ``pretrained:NAME`` (a model shipped with the package, see :mod:`stn_gluon.pretrained`).
 
     backend: ``"mxnet"`` or ``"onnxruntime"``; ``None`` picks ONNX Runtime for a
-    ``.onnx`` path and MXNet otherwise. threads: ONNX Runtime's CPU threads.
+    ``.onnx`` path and MXNet otherwise. threads: ONNX Runtime's CPU threads; mxnet_threads: the most OpenMP
+    threads for the MXNet backend (see :class:`MXNetPredictor`).
     """
     from .pretrained import PREFIX, is_pretrained_ref, resolve_model_ref
 
     ref, path = str(path), resolve_model_ref(str(path))
-    backend = resolve_backend(path, backend)
+    if backend is None:
+        backend = "onnxruntime" if path.endswith(".onnx") else "mxnet"
     if backend not in BACKENDS:
         raise StnGluonError(f"unknown backend {backend!r}; choose {' or '.join(BACKENDS)}")
     if backend == "onnxruntime" and is_pretrained_ref(ref):
@@ -185,7 +186,7 @@ def load_predictor(path: str, backend: Optional[str] = None, threads: Optional[i
     if path.endswith(".onnx"):
         raise StnGluonError(f"{path}: the mxnet backend needs the MXNet export (-symbol.json/.params), "
                             f"not the .onnx file")
-    return MXNetPredictor(path)
+    return MXNetPredictor(path, mxnet_threads)
 
 
 def describe(outputs: Dict[str, np.ndarray], classes: Sequence[str], names: Sequence[str],

@@ -171,11 +171,11 @@ def _finish(onnx_model: "ModelProto", path: "Union[str, os.PathLike[str]]", meta
     from . import __version__
     from .io import atomic_path
 
-    metadata = dict(metadata, source=json.dumps({os.path.basename(f): sha256_file(f) for f in files}),
-                    producer=f"stn-gluon {__version__}")
-    params_files = [f for f in files if f.endswith(".params")]
+    digests = {os.path.basename(f): sha256_file(f) for f in files}
+    metadata = dict(metadata, source=json.dumps(digests), producer=f"stn-gluon {__version__}")
+    params_files = [os.path.basename(f) for f in files if f.endswith(".params")]
     if params_files:
-        metadata.update(params_file=os.path.basename(params_files[0]), params_sha256=sha256_file(params_files[0]))
+        metadata.update(params_file=params_files[0], params_sha256=digests[params_files[0]])
     for key, value in metadata.items():
         onnx_model.metadata_props.add(key=key, value=value)
     if onnx_checker:
@@ -293,7 +293,6 @@ def graph_parity(model: "Union[str, os.PathLike[str]]", onnx_path: "Union[str, o
     Random normal inputs ``(batch,) + shape`` for each of ``input_shapes``.
     """
     import mxnet as mx
-    import onnxruntime as ort
 
     from .export import read_saved
 
@@ -318,14 +317,21 @@ def graph_parity(model: "Union[str, os.PathLike[str]]", onnx_path: "Union[str, o
     return max(float(np.abs(g - w).max()) for g, w in zip(got, want))
 
 
-def read_metadata(onnx_model: "ModelProto") -> Dict[str, Any]:
-    """The metadata :func:`export_onnx` wrote, decoded -> dict."""
-    props = {p.key: p.value for p in onnx_model.metadata_props}
-    out = dict(props)
-    for key in ("input_shape", "mean", "std", "classes", "source", "inputs"):
+#: The metadata values :func:`export_onnx` writes as JSON.
+_JSON_METADATA = ("input_shape", "mean", "std", "classes", "source", "inputs")
+
+
+def _decode_metadata(props: Dict[str, str]) -> Dict[str, Any]:
+    out: Dict[str, Any] = dict(props)
+    for key in _JSON_METADATA:
         if key in props:
             out[key] = json.loads(props[key])
     return out
+
+
+def read_metadata(onnx_model: "ModelProto") -> Dict[str, Any]:
+    """The metadata :func:`export_onnx` wrote, decoded -> dict."""
+    return _decode_metadata({p.key: p.value for p in onnx_model.metadata_props})
 
 
 def cpu_session(model: "Union[str, bytes]", threads: int = 1) -> Any:
@@ -366,8 +372,6 @@ class OnnxModel:
 
     def __init__(self, path: str, threads: Optional[int] = None, mode: str = "split",
                  outputs: Optional[Sequence[str]] = None):
-        import onnxruntime as ort
-
         if not os.path.isfile(path):
             raise CheckpointError(f"{path}: file not found")
         if mode not in ("split", "intra"):
@@ -379,11 +383,7 @@ class OnnxModel:
             self.session = cpu_session(path, 1 if mode == "split" else self.threads)
         except Exception as err:  # ORT raises its own exception types for unreadable files
             raise CheckpointError(f"{path}: not a loadable ONNX model ({str(err).splitlines()[0][:200]})") from None
-        meta = self.session.get_modelmeta().custom_metadata_map
-        self.meta = dict(meta)
-        for key in ("input_shape", "mean", "std", "classes", "source"):
-            if key in meta:
-                self.meta[key] = json.loads(meta[key])
+        self.meta = _decode_metadata(dict(self.session.get_modelmeta().custom_metadata_map))
         inputs = self.session.get_inputs()
         if len(inputs) != 1 or len(inputs[0].shape) != 4:
             raise CheckpointError(f"{path}: expected one (N, C, H, W) input, the model has "

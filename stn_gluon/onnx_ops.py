@@ -55,8 +55,6 @@ own converters, written for opset 13, still emit valid ``Reduce*`` nodes at 16 a
 SPATIAL_OPS = ("GridGenerator", "BilinearSampler", "SpatialTransformer")
 """The MXNet operators :func:`register_converters` teaches MXNet's exporter."""
 
-_REGISTERED: Dict[str, Any] = {}
-
 
 def check_opset(opset: Any) -> int:
     """``opset`` as an int in :data:`OPSETS`, or a one-line error naming the ones supported."""
@@ -257,7 +255,6 @@ def register_converters() -> None:
         table = MXNetGraph.registry_.setdefault(version, {})
         for op, func in _CONVERTERS.items():
             table[op] = func
-    _REGISTERED.update(_CONVERTERS)
 
 
 @contextlib.contextmanager

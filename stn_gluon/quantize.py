@@ -218,15 +218,21 @@ def _check_calibration(calibration: Union[np.ndarray, PathLike], shape: tuple, p
     return np.ascontiguousarray(x, dtype=np.float32)
 
 
+def _consumers(graph: Any) -> Dict[str, List[Any]]:
+    """``{tensor name: [nodes that read it]}`` of an ONNX graph."""
+    out: Dict[str, List[Any]] = {}
+    for node in graph.node:
+        for name in node.input:
+            out.setdefault(name, []).append(node)
+    return out
+
+
 def _grid_nodes(graph: Any, float_output: bool = True, whole_localization: bool = False) -> Set[str]:
     """Names of the nodes of the sampling: walking up from each sampler's grid input to the localization net's
     last nonlinearity (:data:`_GRID_STOPS`) or the graph's inputs (the grid computation), and down from its
     output through elementwise ops (the fill shift: the warped image stays float, as it is returned)."""
     producer = {out: node for node in graph.node for out in node.output}
-    consumers: Dict[str, List[Any]] = {}
-    for node in graph.node:
-        for name in node.input:
-            consumers.setdefault(name, []).append(node)
+    consumers = _consumers(graph)
     samplers = [node for node in graph.node if node.op_type == "GridSample"]
     found: Set[str] = set()
     todo = [node.input[1] for node in samplers]
@@ -257,10 +263,7 @@ def _relu_before_pool(model: Any, skip: "frozenset[str] | Set[str]" = frozenset(
     before the pooling, onto the 4x larger tensor.
     """
     graph = model.graph
-    consumers: Dict[str, List[Any]] = {}
-    for node in graph.node:
-        for name in node.input:
-            consumers.setdefault(name, []).append(node)
+    consumers = _consumers(graph)
     outputs = {o.name for o in graph.output}
     swapped, moved = 0, set()
     nodes = list(graph.node)
@@ -302,7 +305,7 @@ def _name_nodes(model: Any) -> None:
 _SYM_CONV_OUTPUTS = (16, 8)
 
 
-def _pad_input_channels(model: Any, settings: Int8Settings) -> int:
+def _pad_input_channels(model: Any, settings: Int8Settings, grid: Set[str]) -> int:
     """Pad the input channels of convolutions up to a multiple of ``settings.pad_channels_to``; returns how many.
 
     ONNX Runtime runs a uint8/int8 ``QLinearConv`` with symmetric weights in
@@ -322,7 +325,6 @@ def _pad_input_channels(model: Any, settings: Int8Settings) -> int:
         return 0
     graph = model.graph
     inits = {t.name: t for t in graph.initializer}
-    grid = _grid_nodes(graph, settings.float_warped, settings.float_localization)
     least, multiple = _SYM_CONV_OUTPUTS
     nodes, padded = list(graph.node), 0
     for node in list(nodes):
@@ -353,15 +355,12 @@ def _pad_input_channels(model: Any, settings: Int8Settings) -> int:
     return padded
 
 
-def _float_nodes(model: Any, settings: Int8Settings) -> List[str]:
+def _float_nodes(model: Any, settings: Int8Settings, grid: Set[str]) -> List[str]:
     """The nodes kept float: the grid computation, thin convolutions and the activations and pooling right
     after them (quantized there, a pooling would run on the 4x larger tensor, in a slower layout)."""
     shapes = {t.name: list(t.dims) for t in model.graph.initializer}
-    keep = _grid_nodes(model.graph, settings.float_warped, settings.float_localization)
-    consumers: Dict[str, List[Any]] = {}
-    for node in model.graph.node:
-        for name in node.input:
-            consumers.setdefault(name, []).append(node)
+    keep = set(grid)
+    consumers = _consumers(model.graph)
     for node in model.graph.node:
         if node.op_type == "Conv" and len(node.input) > 1 and node.input[1] in shapes:
             if shapes[node.input[1]][1] * max(1, _group(node)) < settings.min_conv_channels:
@@ -435,8 +434,9 @@ def quantize_onnx(src: PathLike, dst: PathLike, calibration: Union[np.ndarray, P
                                 f"({str(err).splitlines()[0][:200]})") from None
         prepared = onnx.load(pre)
         _name_nodes(prepared)
-        _pad_input_channels(prepared, settings)
-        keep = _float_nodes(prepared, settings)
+        grid = _grid_nodes(prepared.graph, settings.float_warped, settings.float_localization)
+        _pad_input_channels(prepared, settings, grid)  # adds no grid node: the grid stays the same
+        keep = _float_nodes(prepared, settings, grid)
         _relu_before_pool(prepared, set(keep))
         onnx.save(prepared, pre)
         out = os.path.join(tmp, "int8.onnx")
@@ -474,13 +474,13 @@ def compare_speed(fp32: PathLike, int8: PathLike, batch: int = 64, seconds: floa
     of the per-round ratios. x: the input batch
     (default: standard normal ``(batch, C, H, W)``).
     """
-    from .bench.harness import Clock, interleaved_rates, ratio
+    from .bench.harness import Clock, infer_input, interleaved_rates, ratio
     from .onnx import cpu_session
 
     sessions = {"fp32": cpu_session(os.fspath(fp32), threads), "int8": cpu_session(os.fspath(int8), threads)}
     inp = sessions["fp32"].get_inputs()[0]
     if x is None:
-        x = np.random.RandomState(batch).normal(0, 1, (batch,) + tuple(inp.shape[1:])).astype(np.float32)
+        x = infer_input(batch, tuple(inp.shape[1:]))
     first = sessions["fp32"].get_outputs()[0].name
     feed = {inp.name: x}
     clocks = {k: Clock(functools.partial(s.run, [first], feed)) for k, s in sessions.items()}

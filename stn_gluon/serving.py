@@ -49,7 +49,7 @@ from .batching import MicroBatcher
 from .errors import StnGluonError
 from .explain import sampling_regions
 from .flags import option, validate_fields
-from .inference import BACKENDS, Predictor, describe, load_predictor, preprocess, resolve_backend, to_png
+from .inference import BACKENDS, Predictor, describe, load_predictor, preprocess, to_png
 from .inputs import apply_polarity
 from .metrics import ServerMetrics
 from .payloads import (HTTPError, check_file_count, check_length, check_total, content_kind, decode_upload,
@@ -313,10 +313,11 @@ def build_app(predictor: Predictor, config: ServeConfig, model_info: Optional[Di
 def model_info(predictor: Predictor, path: str) -> Dict[str, Any]:
     """What ``GET /v1/model`` reports: :meth:`Predictor.info` plus the model's absolute path (and for a
     shipped model, ``pretrained``: its name)."""
-    from .pretrained import PREFIX, is_pretrained_ref, resolve_model_ref
+    from .pretrained import PREFIX, is_pretrained_ref
 
-    if is_pretrained_ref(path):
-        return dict(predictor.info(), model=os.path.abspath(resolve_model_ref(path)), pretrained=path[len(PREFIX):])
+    if is_pretrained_ref(path):  # its folder, already resolved and checked by the predictor
+        return dict(predictor.info(), model=os.path.dirname(os.path.abspath(predictor.source[0])),
+                    pretrained=path[len(PREFIX):])
     return dict(predictor.info(), model=os.path.abspath(path))
 
 
@@ -342,19 +343,13 @@ def serve(config: ServeConfig, echo: Callable[[str], Any] = print) -> None:
     """Load the model, bind, and serve until SIGTERM/SIGINT (requests in flight are answered)."""
     import uvicorn
 
-    from .pretrained import DEFAULT, PREFIX, default_model_note
-    from .threads import recheck_threads
+    from .pretrained import model_or_default
 
     validate_fields(config)
-    model = config.model
-    if not model:
-        echo(default_model_note())
-        model = PREFIX + DEFAULT
-    if resolve_backend(model, config.backend) == "mxnet":
-        # one OpenMP thread unless set by the user: a server's small batches gain little from a second one and
-        # lose much beside other processes (docs/performance.md)
-        recheck_threads(most=1)
-    predictor = load_predictor(model, config.backend, threads=config.threads)
+    model = model_or_default(config.model, echo)
+    # MXNet: one OpenMP thread unless set by the user, a server's small batches gain nothing steady from a second
+    # one and lose half beside other processes (docs/performance.md)
+    predictor = load_predictor(model, config.backend, threads=config.threads, mxnet_threads=1)
     warm = np.zeros((1,) + tuple(predictor.input_shape), np.float32)
     predictor.predict(warm)  # fail at start, not on the first request
     info = model_info(predictor, model)

@@ -281,7 +281,7 @@ def fit(cfg, dataset=None, echo=print, on_epoch=None):
         raise StnGluonError("on_epoch cannot stop a distributed job (only worker 0 would stop)")
     lead = group.is_lead
     if not lead:
-        echo = _quiet
+        echo = silent
     initialize_net(net, ctx_list)
     if cfg.hybridize:
         net.hybridize(static_alloc=True, static_shape=True)
@@ -348,17 +348,26 @@ def fit(cfg, dataset=None, echo=print, on_epoch=None):
         if on_epoch is not None and on_epoch(record):
             break
 
-    identical = group.compare_weights({k: p.data(ctx_list[0]) for k, p in net.collect_params().items()})
-    if not lead:
+    return end_job(group, {k: p.data(ctx_list[0]) for k, p in net.collect_params().items()},
+                   lambda extra: _finish(cfg, net, data, recorder, ctx_list, extra), echo)
+
+
+def silent(*_args, **_kwargs):
+    """The echo of workers other than worker 0 (it reports for the job)."""
+
+
+def end_job(group, weights, report, echo, key=None):
+    """The end of a run, for both trainers: the workers compare their final ``weights`` (``{name: NDArray}``;
+    ``key``: the kvstore key to do it under); worker 0 calls ``report(extra)`` (``extra``: the ``distributed``
+    entry of ``metrics.json``) and returns its metrics while the others wait, and they return
+    ``{"rank", "workers", "weights_identical"}``."""
+    identical = group.compare_weights(weights, key=key)
+    if not group.is_lead:
         group.barrier()  # while worker 0 exports and reports
         return dict(rank=group.rank, workers=group.num_workers, weights_identical=identical)
-    metrics = _finish(cfg, net, data, recorder, ctx_list, distributed_info(group, identical, echo))
+    metrics = report(distributed_info(group, identical, echo))
     group.barrier()
     return metrics
-
-
-def _quiet(*_args, **_kwargs):
-    """The echo of workers other than worker 0 (it reports for the job)."""
 
 
 def distributed_info(group, identical, echo):

@@ -81,18 +81,17 @@ def _shipped(name: str, input_shape: Optional[Sequence[int]], load: bool, ctx: A
     import os
 
     from .errors import CheckpointError, StnGluonError, mxnet_message
-    from .export import resolve_model, verify_checksums
+    from .export import resolve_model
     from .pretrained import PREFIX
 
     wrong = sorted(k for k in kwargs if k in _ARCH_FIELDS)
     if wrong:
         raise StnGluonError(f"get_model({name!r}, pretrained=True): {', '.join(wrong)} would change the network "
                             f"the weights belong to")
-    prefix, epoch = resolve_model(PREFIX + name)
-    symbol_file, params_file = prefix + "-symbol.json", f"{prefix}-{epoch:04d}.params"
+    prefix, epoch = resolve_model(PREFIX + name)  # every shipped file checked against the manifest's SHA-256
+    params_file = f"{prefix}-{epoch:04d}.params"
     with open(prefix + ".json") as f:
         meta = json.load(f)
-    verify_checksums(meta, [symbol_file, params_file], prefix + ".json")
     config = dict(meta["config"])
     if input_shape is not None and tuple(input_shape) != tuple(config["input_shape"]):
         raise StnGluonError(f"get_model({name!r}): the model takes input {tuple(config['input_shape'])}, "

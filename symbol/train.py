@@ -32,7 +32,7 @@ from ..io import atomic_path, write_json
 from ..optstate import module_updaters, restore_updater_state, updater_state
 from ..runs import RunExistsError, describe_run, drop_stale_derived, inspect_run
 from ..reporting import History, RunRecorder, check_recipe
-from ..training import distributed_info, evaluate, setup_run
+from ..training import end_job, evaluate, setup_run, silent
 from .stn_symbol import get_symbol_for
 
 __all__ = ["BatchIter", "fit_module", "latest_checkpoint"]
@@ -183,10 +183,6 @@ class _quiet_module_warnings(logging.Filter):
         logging.getLogger().removeFilter(self)
 
 
-def _quiet(*_args, **_kwargs):
-    """The echo of workers other than worker 0 (it reports for the job)."""
-
-
 _QUIET_LOG = logging.getLogger("stn_gluon.symbol.train.other_workers")
 _QUIET_LOG.setLevel(logging.WARNING)
 
@@ -234,7 +230,7 @@ def fit_module(cfg, dataset=None, echo=print, symbol=None):
     _check_input(symbol, (cfg.batch_size,) + data.input_shape)
     prefix = os.path.join(cfg.save_dir, DEFAULT_PREFIX)
     lead = group.is_lead
-    recorder = RunRecorder(cfg, data.dataset, "module", format_ctx(ctx_list), echo if lead else _quiet)
+    recorder = RunRecorder(cfg, data.dataset, "module", format_ctx(ctx_list), echo if lead else silent)
     resumed = _load_resume(cfg, cfg.resume, symbol) if cfg.resume else None
     begin_epoch = 0
     arg_params = aux_params = None
@@ -303,13 +299,9 @@ def fit_module(cfg, dataset=None, echo=print, symbol=None):
             module.fit(train_iter, eval_data=test_iter if lead else None, eval_metric=metrics,
                        begin_epoch=begin_epoch, num_epoch=int(cfg.epochs), batch_end_callback=batch_callbacks,
                        eval_end_callback=on_eval, epoch_end_callback=None if lead else wait_for_lead)
-    identical = group.compare_weights(module.get_params()[0], key=FINGERPRINT_NAME)
-    if not lead:
-        group.barrier()  # while worker 0 exports and reports
-        return dict(rank=group.rank, workers=group.num_workers, weights_identical=identical)
-    metrics = _report(cfg, data, recorder, prefix, begin_epoch, ctx_list, distributed_info(group, identical, echo))
-    group.barrier()
-    return metrics
+    return end_job(group, module.get_params()[0],
+                   lambda extra: _report(cfg, data, recorder, prefix, begin_epoch, ctx_list, extra), echo,
+                   key=FINGERPRINT_NAME)
 
 
 def _report(cfg, data, recorder, prefix, begin_epoch, ctx_list, extra):

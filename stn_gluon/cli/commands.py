@@ -205,18 +205,15 @@ def _check_onnx_parity(model_path, onnx_path):
 
 
 def _cmd_predict(args):
-    from ..inference import describe, load_predictor, preprocess, resolve_backend, to_png
+    from ..inference import describe, load_predictor, preprocess, to_png
     from ..inputs import apply_polarity, load_inputs
     from ..io import atomic_write_bytes
     from ..paths import writable_dir
-    from ..threads import recheck_threads
+    from ..pretrained import model_or_default
 
     if args.save_rectified:
         writable_dir(args.save_rectified, "--save-rectified")
-    model = _model_or_default(args.model)
-    if resolve_backend(model, args.backend) == "mxnet":
-        recheck_threads()  # before MXNet's first operator, as training does
-    predictor = load_predictor(model, args.backend)
+    predictor = load_predictor(model_or_default(args.model, _note), args.backend)
     pixels, names = load_inputs(args.inputs, predictor.input_shape, args.pixel_range)
     pixels, inverted = apply_polarity(pixels, args.invert)
     if args.invert == "auto" and inverted.any():
@@ -245,16 +242,6 @@ def _cmd_predict(args):
         theta = "" if entry["theta"] is None else " theta [" + ", ".join(f"{t:.3f}" for t in entry["theta"]) + "]"
         note = " (inverted)" if entry["inverted"] else ""
         print(f"{entry['input']}: {entry.get('class', entry['label'])} (p={p:.4f}){theta}{note}")
-
-
-def _model_or_default(model):
-    """``--model``, or the default pretrained model with a note on stderr saying so."""
-    from ..pretrained import DEFAULT, PREFIX, default_model_note
-
-    if model:
-        return model
-    _note(default_model_note())
-    return PREFIX + DEFAULT
 
 
 def _cmd_models(args):

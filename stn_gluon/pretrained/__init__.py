@@ -17,13 +17,13 @@ puts a finished run here and updates the manifest.
 import json
 import os
 from dataclasses import dataclass
-from typing import Any, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional
 
 from ..errors import CheckpointError, StnGluonError
 from ..io import sha256_file
 
 __all__ = ["PREFIX", "DEFAULT", "ROOT", "PretrainedModel", "list_pretrained", "get_pretrained", "is_pretrained_ref",
-           "resolve_model_ref", "default_model_note"]
+           "resolve_model_ref", "model_or_default", "default_model_note"]
 
 #: How a model argument names a shipped model: ``pretrained:stn_lenet``.
 PREFIX = "pretrained:"
@@ -124,6 +124,15 @@ def resolve_model_ref(path: str, root: Optional[str] = None) -> str:
     if not is_pretrained_ref(path):
         return path
     return get_pretrained(path[len(PREFIX):], root).folder
+
+
+def model_or_default(model: Optional[str], note: Callable[[str], Any]) -> str:
+    """``model``, or (for want of one) the ref of :data:`DEFAULT`, after passing :func:`default_model_note` to
+    ``note`` (``predict`` and ``serve`` without ``--model``)."""
+    if model:
+        return model
+    note(default_model_note())
+    return PREFIX + DEFAULT
 
 
 def default_model_note(root: Optional[str] = None) -> str:
