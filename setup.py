@@ -40,12 +40,14 @@ setup(
     # tested on 3.10, 3.11 and 3.12 (`make test` runs the suite on each); 3.13: no numpy 1.x wheels, and MXNet
     # 1.9.1 declares numpy<2
     python_requires=">=3.10,<3.13",
-    packages=["stn_gluon", "stn_gluon.bench", "stn_gluon.cli", "stn_gluon.pretrained", "stn_gluon.symbol"],
+    packages=["stn_gluon", "stn_gluon._runtime", "stn_gluon.nn", "stn_gluon.nn.pretrained", "stn_gluon.data",
+              "stn_gluon.export", "stn_gluon.train", "stn_gluon.serve", "stn_gluon.bench", "stn_gluon.cli",
+              "stn_gluon.symbol"],
     package_data={
-        "stn_gluon": ["py.typed",  # PEP 561: the package's own type hints are to be used
-                      "web/*.html", "web/*.js", "web/*.css"],  # the page of `stn-gluon serve`
+        "stn_gluon": ["py.typed"],  # PEP 561: the package's own type hints are to be used
+        "stn_gluon.serve": ["web/*.html", "web/*.js", "web/*.css"],  # the page of `stn-gluon serve`
         # the pretrained models (about 0.5 MB in all): exported graph and weights, run records, checksums
-        "stn_gluon.pretrained": ["manifest.json", "*/*.json", "*/*.params"],
+        "stn_gluon.nn.pretrained": ["manifest.json", "*/*.json", "*/*.params"],
     },
     # The symbolic-graph code lives in symbol/ and installs as stn_gluon.symbol,
     # so nothing called `symbol` lands at the top of site-packages.

@@ -7,15 +7,15 @@ PyTorch tutorial's speed on a small CPU; ``stn-gluon train`` runs faster
 with four things that are public, marked (1)-(4) below:
 
 1. ``import stn_gluon``: one OpenMP thread per physical core
-   (:mod:`stn_gluon.threads`; MXNet on its own takes half the CPUs,
+   (:mod:`stn_gluon._runtime.threads`; MXNet on its own takes half the CPUs,
    counting on hyper-threads). Best before ``mxnet``; imported after it, it
    sets the count in the loaded MXNet (or warns where it cannot).
    ``OMP_NUM_THREADS``, if you set it, is left alone.
-2. :func:`stn_gluon.training.make_trainer`: a ``gluon.Trainer`` whose
+2. :func:`stn_gluon.train.gluon.make_trainer`: a ``gluon.Trainer`` whose
    optimizer updates all parameters in one fused call.
-3. :func:`stn_gluon.data.to_ndarray`: batches wrapped without a blocking
+3. :func:`stn_gluon.data.mnist.to_ndarray`: batches wrapped without a blocking
    copy (``mx.nd.array`` waits for the engine to finish the steps before).
-4. :class:`stn_gluon.training.RunAhead`: Python queues a few steps ahead of
+4. :class:`stn_gluon.train.gluon.RunAhead`: Python queues a few steps ahead of
    the engine instead of waiting every step; the loss and accuracy sums
    stay on the device and are read once per epoch.
 
@@ -34,9 +34,9 @@ import mxnet as mx  # noqa: E402
 import numpy as np  # noqa: E402
 from mxnet import autograd, gluon  # noqa: E402
 
-from stn_gluon.data import BACKGROUND, load_mnist, normalize, to_ndarray  # noqa: E402
-from stn_gluon.architecture import default_initializer  # noqa: E402
-from stn_gluon.training import RunAhead, make_trainer  # noqa: E402
+from stn_gluon.data.mnist import BACKGROUND, load_mnist, normalize, to_ndarray  # noqa: E402
+from stn_gluon.nn.architecture import default_initializer  # noqa: E402
+from stn_gluon.train.gluon import RunAhead, make_trainer  # noqa: E402
 
 
 def main(argv=None):

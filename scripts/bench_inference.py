@@ -13,7 +13,7 @@ import argparse
 import sys
 
 from stn_gluon.bench import inference_report
-from stn_gluon.reporting import run_script, write_report
+from stn_gluon.train.reporting import run_script, write_report
 
 
 def main(argv=None):

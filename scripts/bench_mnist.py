@@ -11,11 +11,11 @@ sample the numbers are not comparable.
 import argparse
 import os
 
-from stn_gluon.errors import StnGluonError
-from stn_gluon.flags import add_flags, values_from_args
-from stn_gluon.recipes import TrainConfig, recipe_notes
-from stn_gluon.reporting import machine_info, run_script, write_report
-from stn_gluon.training import fit
+from stn_gluon._runtime.errors import StnGluonError
+from stn_gluon._runtime.flags import add_flags, values_from_args
+from stn_gluon.train.recipes import TrainConfig, recipe_notes
+from stn_gluon.train.reporting import machine_info, run_script, write_report
+from stn_gluon.train.gluon import fit
 
 
 def _runs(text):
@@ -44,7 +44,7 @@ def main(argv=None):
         if trainer == "gluon":
             m = fit(cfg)
         else:
-            from stn_gluon.symbol.train import fit_module
+            from stn_gluon.train.module import fit_module
             m = fit_module(cfg)
         rows.append(dict(trainer=trainer, model=model, test_accuracy=m["test_accuracy"],
                          best_test_accuracy=m["best_test_accuracy"], test_loss=m["test_loss"], epochs=m["epochs"],

@@ -1,6 +1,6 @@
 """``make demo``: train STNNet into runs/demo, never destroying an earlier demo.
 
-Run twice, it does not train over the first run (see :func:`stn_gluon.runs.plan_demo`):
+Run twice, it does not train over the first run (see :func:`stn_gluon.train.runs.plan_demo`):
 
 * the same recipe, finished: says so and exits 0, leaving it as it is;
 * the same recipe, interrupted: continues it (``--resume``);
@@ -13,8 +13,8 @@ Usage: python scripts/demo.py [stn-gluon train flags]. With ``--save-dir``,
 import sys
 
 from stn_gluon.cli import build_parser, main, train_config_from_args
-from stn_gluon.errors import StnGluonError
-from stn_gluon.runs import plan_demo
+from stn_gluon._runtime.errors import StnGluonError
+from stn_gluon.train.runs import plan_demo
 
 DEMO_DIR = "runs/demo"
 

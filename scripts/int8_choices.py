@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""int8 quantization choices side by side: each variant of :class:`stn_gluon.quantize.Int8Settings` against fp32.
+"""int8 quantization choices side by side: each variant of :class:`stn_gluon.export.int8.Int8Settings` against fp32.
 
     python scripts/int8_choices.py stn_cifar_resnet20_v1 --batch 64 --rounds 9
     python scripts/int8_choices.py stn_lenet "pt=per_channel=False" "all_int8=min_conv_channels=1"
@@ -39,7 +39,7 @@ DEFAULT_VARIANTS = [
 
 
 def parse_variant(text):
-    from stn_gluon.quantize import Int8Settings
+    from stn_gluon.export.int8 import Int8Settings
 
     name, _, fields = text.partition("=")
     values = {}
@@ -60,12 +60,12 @@ def main(argv=None):
 
     import mxnet as mx
 
-    from stn_gluon.architecture import initialize_net
+    from stn_gluon.nn.architecture import initialize_net
     from stn_gluon.bench.harness import Clock, infer_input, interleaved_rates
-    from stn_gluon.onnx import export_onnx
-    from stn_gluon.onnx import cpu_session as session
-    from stn_gluon.quantize import quantize_onnx
-    from stn_gluon.zoo import get_model
+    from stn_gluon.export.onnx import export_onnx
+    from stn_gluon.export.onnx import cpu_session as session
+    from stn_gluon.export.int8 import quantize_onnx
+    from stn_gluon.nn.zoo import get_model
 
     shape = (1, 28, 28) if "lenet" in args.model else (3, 32, 32)
     net = get_model(args.model, input_shape=shape)

@@ -14,14 +14,14 @@ import os
 import tempfile
 
 from stn_gluon.bench.processes import Children, load, png_payloads, run_async, start_server
-from stn_gluon.reporting import machine_info, run_script, write_report
+from stn_gluon.train.reporting import machine_info, run_script, write_report
 
 
 def _default_model(folder):
     import mxnet as mx
 
     import stn_gluon as sg
-    from stn_gluon.onnx import export_onnx
+    from stn_gluon.export.onnx import export_onnx
 
     net = sg.STNNet()
     net.initialize(mx.init.Xavier())

@@ -21,8 +21,8 @@ import numpy as np
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 import stn_gluon as sg  # noqa: E402
-from stn_gluon.onnx import OPSETS, export_graph, export_onnx  # noqa: E402
-from stn_gluon.onnx_runtimes import RUNTIMES, load_runtime, runtime_version  # noqa: E402
+from stn_gluon.export.onnx import OPSETS, export_graph, export_onnx  # noqa: E402
+from stn_gluon.export.runtimes import RUNTIMES, load_runtime, runtime_version  # noqa: E402
 
 FAMILIES = ("affine", "attention", "projective", "tps")
 FAR = {"affine": [0.35, -0.95, 0.9, 0.85, 0.55, -0.7], "attention": [0.45, 0.6, -0.5],

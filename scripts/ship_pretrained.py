@@ -17,11 +17,11 @@ import os
 import shutil
 import sys
 
-from stn_gluon.errors import StnGluonError
-from stn_gluon.export import resolve_model, verify_checksums
-from stn_gluon.io import sha256_file, write_json
-from stn_gluon.pretrained import MANIFEST, ROOT
-from stn_gluon.reporting import run_script
+from stn_gluon._runtime.errors import StnGluonError
+from stn_gluon.export.saved import resolve_model, verify_checksums
+from stn_gluon._runtime.files import sha256_file, write_json
+from stn_gluon.nn.pretrained import MANIFEST, ROOT
+from stn_gluon.train.reporting import run_script
 
 FILES = ("model-symbol.json", "model-0000.params", "model.json", "metrics.json")
 

@@ -3,42 +3,55 @@
 The public API::
 
     from stn_gluon import SpatialTransformer, STNNet, affine_transform, get_model
+
+The layers, each a subpackage importing only the ones below it (``docs/design.md``)::
+
+    cli/  bench/                    the command line, the benchmarks
+    train/  serve/                  training jobs; the HTTP server (neither imports the other)
+    export/                         saved MXNet models, ONNX and its converters, runtimes, int8
+    data/                           MNIST, the embedded sample, distorted MNIST
+    nn/  symbol/                    ops, blocks, models, the zoo (Gluon); the same networks as symbols
+    _runtime/                       compatibility, errors, paths, files, devices, flags, threads
+
+``import stn_gluon`` is light: it loads no MXNet, ONNX or web framework and changes no environment variable.
+The names below load their module on first use (PEP 562). On numpy >= 1.24 (Python 3.12) it puts back the
+numpy aliases MXNet 1.9.1 needs (``stn_gluon._runtime.compat``): import it before ``mxnet``.
 """
-import os as _os
-import warnings as _warnings
+import importlib as _importlib
+from typing import Any as _Any, List as _List
 
-# mxnet 1.9 on numpy 1.23 warns about deprecated aliases at import time.
-_warnings.filterwarnings("ignore", category=DeprecationWarning, module="mxnet")
-_os.environ.setdefault("MXNET_SUBGRAPH_VERBOSE", "0")
+from ._runtime import compat as _compat
+from ._runtime import moved as _moved
 
-# first: numpy's removed aliases (np.bool, ...) and, on Python 3.12, distutils, both of which MXNet 1.9.1 needs
-from . import compat as _compat  # noqa: E402
-
-_compat.prepare_mxnet_import()
-
-from . import threads as _threads  # noqa: E402
-
-# one OpenMP thread per physical core free at start-up: set before mxnet is imported, or in the loaded library
-if _threads.configure_openmp() is None and _threads.adjust_loaded_mxnet() is False:
-    _warnings.warn("mxnet was imported before stn_gluon with OMP_NUM_THREADS unset, and its thread count could "
-                   "not be changed; MXNet may use only half the cores (set OMP_NUM_THREADS, or import stn_gluon "
-                   "first)", RuntimeWarning, stacklevel=2)
-
-from .errors import StnGluonError, DataError, CheckpointError  # noqa: E402
-from .ops import (affine_grid, affine_transform, attention_to_affine, window_to_affine, bilinear_sample,  # noqa: E402
-                  get_transform, homography_grid, tps_grid, tps_grid_matrix, warp_with_grid)
-from .blocks import LocalizationNet, SaliencyLocalization, SpatialTransformer  # noqa: E402
-from .models import LeNetBody, STNClassifier, STNNet, stn_backbone  # noqa: E402
-from .zoo import get_model, list_models  # noqa: E402
-
-_threads.mark_imported()  # mxnet is loaded; its engine starts threads with the first operator
+_compat.prepare_mxnet_import()  # numpy's removed aliases and, on Python 3.12, distutils: MXNet 1.9.1 needs both
+_moved.install_finder()  # the flat layout's module paths (stn_gluon.training, ...), for this release
 
 __version__ = "0.2.0"
 
-__all__ = [
-    "StnGluonError", "DataError", "CheckpointError",
-    "affine_grid", "affine_transform", "attention_to_affine", "window_to_affine", "bilinear_sample",
-    "get_transform", "homography_grid", "tps_grid", "tps_grid_matrix", "warp_with_grid",
-    "LocalizationNet", "SaliencyLocalization", "SpatialTransformer",
-    "LeNetBody", "STNClassifier", "STNNet", "get_model", "list_models", "stn_backbone",
-]
+#: Public name -> the module that defines it.
+_PUBLIC = {
+    **dict.fromkeys(["StnGluonError", "DataError", "CheckpointError"], "stn_gluon._runtime.errors"),
+    **dict.fromkeys(["affine_grid", "affine_transform", "attention_to_affine", "window_to_affine",
+                     "bilinear_sample", "get_transform", "homography_grid", "tps_grid", "tps_grid_matrix",
+                     "warp_with_grid"], "stn_gluon.nn.ops"),
+    **dict.fromkeys(["LocalizationNet", "SaliencyLocalization", "SpatialTransformer"], "stn_gluon.nn.blocks"),
+    **dict.fromkeys(["LeNetBody", "STNClassifier", "STNNet", "stn_backbone"], "stn_gluon.nn.models"),
+    **dict.fromkeys(["get_model", "list_models"], "stn_gluon.nn.zoo"),
+}
+
+__all__ = list(_PUBLIC)
+
+
+def __getattr__(name: str) -> _Any:
+    if name in _PUBLIC:
+        value = getattr(_importlib.import_module(_PUBLIC[name]), name)
+    elif f"{__name__}.{name}" in _moved.MOVED:  # stn_gluon.training, ... as attributes
+        value = _importlib.import_module(f"{__name__}.{name}")
+    else:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> _List[str]:
+    return sorted(list(globals()) + __all__)

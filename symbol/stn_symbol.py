@@ -11,10 +11,10 @@ from typing import List
 import mxnet as mx
 import numpy as np
 
-from ..architecture import LENET_MODELS, Architecture
-from ..data import BACKGROUND
-from ..errors import StnGluonError
-from ..recipes import TrainConfig
+from ..nn.architecture import LENET_MODELS, Architecture
+from ..data.mnist import BACKGROUND
+from .._runtime.errors import StnGluonError
+from ..train.recipes import TrainConfig
 
 PREFIX = "stn_lenet_"
 

@@ -57,7 +57,7 @@ def cli_processes(tmp_path_factory):
 @pytest.fixture(scope="session")
 def sample():
     """The embedded real MNIST sample (4,000 train / 1,000 test digits)."""
-    from stn_gluon.data import load_embedded_sample
+    from stn_gluon.data.mnist import load_embedded_sample
 
     return load_embedded_sample()
 
@@ -81,7 +81,7 @@ def mnist_dir(tmp_path, sample):
 @pytest.fixture
 def small_data(sample):
     """A small real MNIST split for quick training runs."""
-    from stn_gluon.data import DigitDataset
+    from stn_gluon.data.mnist import DigitDataset
 
     return DigitDataset(sample.train_images[:1024], sample.train_labels[:1024],
                         sample.test_images[:256], sample.test_labels[:256], source="test subset")
@@ -103,7 +103,7 @@ def assert_onnx_parity(net, onnx_path, rng, batches=(1, 7, 64)):
     """
     import mxnet as mx
 
-    from stn_gluon.onnx import OnnxModel
+    from stn_gluon.export.onnx import OnnxModel
 
     ort_model = OnnxModel(str(onnx_path))
     theta = None
@@ -123,8 +123,8 @@ def assert_onnx_parity(net, onnx_path, rng, batches=(1, 7, 64)):
 def served_model(tmp_path_factory, sample):
     """A model trained briefly (4 epochs) on the embedded real digits, exported for both backends:
     ``-symbol.json``/``.params`` and ``model.onnx`` in one folder (shared by the serving and inference tests)."""
-    from stn_gluon.onnx import export_onnx
-    from stn_gluon.training import TrainConfig, fit
+    from stn_gluon.export.onnx import export_onnx
+    from stn_gluon.train.gluon import TrainConfig, fit
 
     save = tmp_path_factory.mktemp("served")
     fit(TrainConfig(epochs=4, lr=0.05, save_dir=str(save), progress=False), dataset=sample, echo=lambda s: None)

@@ -2,7 +2,7 @@
 
 ``python dist_worker.py gluon|module CONFIG_JSON DUMP_DIR``: trains the run of
 CONFIG_JSON (TrainConfig fields) on a small subset of the embedded real MNIST
-sample with :func:`stn_gluon.training.fit` or :func:`stn_gluon.symbol.fit_module`,
+sample with :func:`stn_gluon.train.gluon.fit` or :func:`stn_gluon.symbol.fit_module`,
 and writes the arrays each worker compared at the end (its trained weights) to
 ``DUMP_DIR/worker<rank>.npz`` (outside the run's save dir), and the paths
 under the save dir it opened for writing, renamed, made or removed (Python's
@@ -18,10 +18,10 @@ import time
 
 import numpy as np
 
-import stn_gluon.training as training
-from stn_gluon.data import DigitDataset, load_embedded_sample
-from stn_gluon.distributed import WorkerGroup, exit_if_distributed
-from stn_gluon.recipes import TrainConfig
+import stn_gluon.train.gluon as training
+from stn_gluon.data.mnist import DigitDataset, load_embedded_sample
+from stn_gluon.train.distributed import WorkerGroup, exit_if_distributed
+from stn_gluon.train.recipes import TrainConfig
 
 TRAIN, TEST = 384, 100  # images of the embedded sample used: a few steps per epoch
 
@@ -101,7 +101,7 @@ def main():
         if trainer_name == "gluon":
             training.fit(cfg, dataset=subset(), echo=lambda line: print(line, flush=True))
         else:
-            from stn_gluon.symbol.train import fit_module
+            from stn_gluon.train.module import fit_module
 
             fit_module(cfg, dataset=subset(), echo=lambda line: print(line, flush=True))
         with open(os.path.join(dump, f"writes{rank['rank']}.json"), "w") as f:

@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from stn_gluon.errors import StnGluonError
+from stn_gluon._runtime.errors import StnGluonError
 
 ROOT = os.path.join(os.path.dirname(__file__), "..")
 
@@ -24,7 +24,7 @@ def test_user_loops_build_and_train_a_few_steps():
 def test_plain_user_loop_worker_starts_as_a_user_script_and_the_fast_one_with_the_library_threads():
     """The plain loop's worker imports mxnet first with the user's OMP_NUM_THREADS; the fast one gets stn_gluon's."""
     from stn_gluon.bench.harness import Competitor, isolated_rates
-    from stn_gluon.threads import USER_OMP_NUM_THREADS
+    from stn_gluon._runtime.threads import USER_OMP_NUM_THREADS
 
     settings, rounds = {}, {}
     specs = {"plain": Competitor("gluon_user_loop", dict(batch=4), plain_mxnet=True),

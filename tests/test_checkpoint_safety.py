@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 from mxnet import autograd, gluon
 
-from stn_gluon.errors import CheckpointError
-from stn_gluon.io import load_checkpoint, save_checkpoint
-from stn_gluon.optstate import restore_updater_state, trainer_updaters, updater_state
-from stn_gluon.training import TrainConfig, fit, make_trainer
+from stn_gluon._runtime.errors import CheckpointError
+from stn_gluon._runtime.files import load_checkpoint, save_checkpoint
+from stn_gluon.train.optstate import restore_updater_state, trainer_updaters, updater_state
+from stn_gluon.train.gluon import TrainConfig, fit, make_trainer
 
 
 def _net(ctx_list, prefix="t_"):
@@ -152,7 +152,7 @@ def test_checkpoint_members_are_arrays_and_json(tmp_path):
 
 
 def test_module_checkpoint_with_a_pickled_states_file_is_refused_never_unpickled(tmp_path, small_data):
-    from stn_gluon.symbol.train import fit_module
+    from stn_gluon.train.module import fit_module
 
     run = tmp_path / "m"
     fit_module(TrainConfig(epochs=1, save_dir=str(run), progress=False, optimizer="adam"),

@@ -133,7 +133,7 @@ def test_time_to_accuracy_command_takes_a_shorter_schedule(tmp_path, mnist_dir, 
 
 
 def test_time_to_accuracy_command_runs_the_fast_recipe(tmp_path, mnist_dir, capsys):
-    from stn_gluon.recipes import RECIPES
+    from stn_gluon.train.recipes import RECIPES
 
     out = tmp_path / "tta"
     code, stdout, err = run_cli(capsys, "bench", "time-to-accuracy", "--recipe", "fast", "--target", "0.05",

@@ -172,8 +172,8 @@ def _snapshot(root):
 @pytest.fixture(scope="session")
 def cli_model(tmp_path_factory, sample):
     """One small exported model (1 epoch on a tiny real subset) and a small MNIST folder."""
-    from stn_gluon.data import DigitDataset
-    from stn_gluon.training import TrainConfig, fit
+    from stn_gluon.data.mnist import DigitDataset
+    from stn_gluon.train.gluon import TrainConfig, fit
 
     root = tmp_path_factory.mktemp("cli_errors")
     data = DigitDataset(sample.train_images[:256], sample.train_labels[:256], sample.test_images[:64],
@@ -305,8 +305,8 @@ def test_an_os_error_that_escapes_a_command_is_one_line(monkeypatch, capsys):
 
 
 def test_path_checks(tmp_path):
-    from stn_gluon.errors import StnGluonError
-    from stn_gluon.paths import readable_path, remove_empty_dirs, writable_dir, writable_file
+    from stn_gluon._runtime.errors import StnGluonError
+    from stn_gluon._runtime.paths import readable_path, remove_empty_dirs, writable_dir, writable_file
 
     (tmp_path / "file.txt").write_text("x")
     notes = []

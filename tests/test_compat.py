@@ -1,11 +1,11 @@
-"""What MXNet 1.9.1 needs from numpy and Python, put in place before it is imported (stn_gluon.compat)."""
+"""What MXNet 1.9.1 needs from numpy and Python, put in place before it is imported (stn_gluon._runtime.compat)."""
 import subprocess
 import sys
 import types
 
 import numpy as np
 
-from stn_gluon.compat import NUMPY_ALIASES, restore_numpy_aliases
+from stn_gluon._runtime.compat import NUMPY_ALIASES, restore_numpy_aliases
 
 
 def _numpy_version():

@@ -11,7 +11,7 @@ import pytest
 from stn_gluon.bench.contention import PAIR, summarise, contention_lines, median_ratios, settings_env
 from stn_gluon.bench.processes import Children, busy_command
 from stn_gluon import threads
-from stn_gluon.threads import LoadSampler, threads_for_load
+from stn_gluon._runtime.threads import LoadSampler, threads_for_load
 
 
 def test_children_are_ended_when_the_block_fails_and_a_busy_load_ends_on_its_own():

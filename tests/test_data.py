@@ -6,7 +6,7 @@ import pytest
 
 from conftest import write_idx
 from stn_gluon import data as D
-from stn_gluon.errors import DataError
+from stn_gluon._runtime.errors import DataError
 
 
 def test_reads_gz_and_raw_idx(mnist_dir, sample, tmp_path):

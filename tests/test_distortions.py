@@ -8,8 +8,8 @@ import pytest
 
 import stn_gluon as sg
 from stn_gluon import distortions as D
-from stn_gluon.data import DigitDataset, normalize
-from stn_gluon.errors import DataError, StnGluonError
+from stn_gluon.data.mnist import DigitDataset, normalize
+from stn_gluon._runtime.errors import DataError, StnGluonError
 from test_cli import run_cli
 
 CANVAS = {"rotated": 28, "rts": 42, "projective": 28, "elastic": 28, "cluttered": 60, "noisy128": 128}
@@ -195,8 +195,8 @@ def test_distortion_bench_runs_a_subset_resumes_and_writes_its_tables(tmp_path, 
 
 
 def test_dataset_sizes_apply_only_to_their_own_canvas():
-    from stn_gluon.architecture import build_net as _build_net
-    from stn_gluon.recipes import TrainConfig
+    from stn_gluon.nn.architecture import build_net as _build_net
+    from stn_gluon.train.recipes import TrainConfig
 
     assert _build_net(TrainConfig(), (1, 60, 60), 10).config["target_shape"] == [60, 60]  # mnist spec, other data
     assert _build_net(TrainConfig(dataset="cluttered"), (1, 60, 60), 10).config["target_shape"] == [60, 60]
@@ -206,8 +206,8 @@ def test_dataset_sizes_apply_only_to_their_own_canvas():
 
 
 def test_attention_and_affine_on_noisy128_use_the_saliency_localization_by_default():
-    from stn_gluon.architecture import build_net as _build_net
-    from stn_gluon.recipes import DATASET_MODELS, TrainConfig
+    from stn_gluon.nn.architecture import build_net as _build_net
+    from stn_gluon.train.recipes import DATASET_MODELS, TrainConfig
 
     def loc_of(**kw):
         return type(_build_net(TrainConfig(dataset="noisy128", **kw), (1, 128, 128), 10).stn.localization).__name__

@@ -1,7 +1,7 @@
 """Distributed training on MXNet's parameter-server kvstore, on loopback (issue 17).
 
 The jobs run a scheduler, one server and two workers as separate processes
-(:func:`stn_gluon.distributed.launch`, 127.0.0.1 only, bounded by a timeout
+(:func:`stn_gluon.train.distributed.launch`, 127.0.0.1 only, bounded by a timeout
 that stops every process), each worker running ``tests/dist_worker.py`` on
 384 digits of the embedded real MNIST sample with one OpenMP thread.
 """
@@ -14,9 +14,9 @@ import time
 import numpy as np
 import pytest
 
-from stn_gluon.distributed import (LOOPBACK, Job, StnGluonError, WorkerGroup, free_port, launch, read_hostfile,
+from stn_gluon.train.distributed import (LOOPBACK, Job, StnGluonError, WorkerGroup, free_port, launch, read_hostfile,
                                    role_environments, ssh_command)
-from stn_gluon.io import CHECKPOINT_NAME, load_checkpoint
+from stn_gluon._runtime.files import CHECKPOINT_NAME, load_checkpoint
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 WORKER = os.path.join(HERE, "dist_worker.py")
@@ -46,16 +46,16 @@ def single_process(monkeypatch, trainer, config):
     """The same run in this process with one worker and the doubled batch: the weights it ends with."""
     from dist_worker import subset
 
-    from stn_gluon.recipes import TrainConfig
+    from stn_gluon.train.recipes import TrainConfig
 
     seen = {}
     monkeypatch.setattr(WorkerGroup, "compare_weights",
                         lambda self, arrays, **kw: seen.update({k: v.asnumpy() for k, v in arrays.items()}))
     cfg = TrainConfig(**dict(config, kvstore="device", batch_size=2 * config["batch_size"]))
     if trainer == "gluon":
-        from stn_gluon.training import fit
+        from stn_gluon.train.gluon import fit
     else:
-        from stn_gluon.symbol.train import fit_module as fit
+        from stn_gluon.train.module import fit_module as fit
     metrics = fit(cfg, dataset=subset(), echo=lambda line: None)
     return seen, metrics
 
@@ -137,7 +137,7 @@ def load_history(save):
 
 
 def test_worker_shards_are_the_single_process_batch(sample):
-    from stn_gluon.data import ArrayBatches, RandomAffine
+    from stn_gluon.data.mnist import ArrayBatches, RandomAffine
 
     pixels, labels = sample.train_images[:100], sample.train_labels[:100]
     one = ArrayBatches(pixels, labels, 20, shuffle=True, seed=3, last_batch="discard")
@@ -225,7 +225,7 @@ def test_a_scheduler_that_cannot_bind_says_so_in_one_line():
     import socket
     import subprocess
 
-    from stn_gluon.distributed import PS_NODE_CODE
+    from stn_gluon.train.distributed import PS_NODE_CODE
 
     with socket.socket() as busy:
         busy.bind((LOOPBACK, 0))

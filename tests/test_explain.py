@@ -2,9 +2,9 @@
 import numpy as np
 import pytest
 
-from stn_gluon.errors import StnGluonError
-from stn_gluon.explain import grid_to_pixels, sampling_grid, sampling_regions
-from stn_gluon.ops import get_transform
+from stn_gluon._runtime.errors import StnGluonError
+from stn_gluon.nn.explain import grid_to_pixels, sampling_grid, sampling_regions
+from stn_gluon.nn.ops import get_transform
 
 IDENTITY = np.array([[1, 0, 0, 0, 1, 0]], np.float32)
 

@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from stn_gluon.io import atomic_path, atomic_write_text, current_umask, write_json
+from stn_gluon._runtime.files import atomic_path, atomic_write_text, current_umask, write_json
 
 
 @pytest.mark.parametrize("umask", [0o022, 0o027, 0o077])
@@ -31,8 +31,8 @@ def test_atomic_writes_get_the_mode_a_plain_open_would(tmp_path, umask):
 
 
 def test_a_trained_runs_files_are_readable_by_others(tmp_path, sample):
-    from stn_gluon.data import DigitDataset
-    from stn_gluon.training import TrainConfig, fit
+    from stn_gluon.data.mnist import DigitDataset
+    from stn_gluon.train.gluon import TrainConfig, fit
 
     old = os.umask(0o022)
     try:

@@ -10,9 +10,9 @@ import pytest
 from PIL import Image
 
 from stn_gluon.cli import main
-from stn_gluon.errors import StnGluonError
-from stn_gluon.onnx import OPSET
-from stn_gluon.inputs import (apply_polarity, decode_image, load_inputs, looks_dark_on_light, parse_invert,
+from stn_gluon._runtime.errors import StnGluonError
+from stn_gluon.export.onnx import OPSET
+from stn_gluon.serve.inputs import (apply_polarity, decode_image, load_inputs, looks_dark_on_light, parse_invert,
                               validate_array)
 
 HERE = os.path.dirname(__file__)
@@ -218,8 +218,8 @@ def test_predict_input_errors_are_one_line_in_a_real_process(make, expect, serve
 
 
 def test_predictor_info_for_both_backends(served_model):
-    from stn_gluon.inference import load_predictor
-    from stn_gluon.io import sha256_file
+    from stn_gluon.serve.predictors import load_predictor
+    from stn_gluon._runtime.files import sha256_file
 
     onnx_info = load_predictor(str(served_model / "model.onnx")).info()
     assert onnx_info["backend"] == "onnxruntime" and onnx_info["opset"] == OPSET
@@ -250,7 +250,7 @@ def rendered(sample, tmp_path_factory):
 
 
 def test_500_real_digits_three_renderings_both_backends(served_model, rendered, sample, capsys):
-    from stn_gluon.inference import load_predictor, preprocess
+    from stn_gluon.serve.predictors import load_predictor, preprocess
 
     digits, files, folder = rendered
     models = {"onnxruntime": str(served_model / "model.onnx"), "mxnet": str(served_model)}

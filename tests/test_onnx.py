@@ -15,9 +15,9 @@ import pytest
 import stn_gluon as sg
 from conftest import assert_onnx_parity, write_mnist_dir
 from stn_gluon.cli import main
-from stn_gluon.errors import CheckpointError, StnGluonError
-from stn_gluon.export import load_model
-from stn_gluon.onnx import OPSET, OnnxModel, export_onnx, read_metadata
+from stn_gluon._runtime.errors import CheckpointError, StnGluonError
+from stn_gluon.export.saved import load_model
+from stn_gluon.export.onnx import OPSET, OnnxModel, export_onnx, read_metadata
 from stn_gluon.symbol import get_symbol
 
 

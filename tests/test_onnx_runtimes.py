@@ -15,10 +15,10 @@ from mxnet.gluon import nn
 
 import stn_gluon as sg
 from stn_gluon.cli import main
-from stn_gluon.errors import StnGluonError
-from stn_gluon.onnx import OPSET, OPSETS, export_graph, export_onnx, register_converters, target_opset
-from stn_gluon.onnx_ops import grid_sample_mode
-from stn_gluon.onnx_runtimes import RUNTIMES, load_runtime
+from stn_gluon._runtime.errors import StnGluonError
+from stn_gluon.export.onnx import OPSET, OPSETS, export_graph, export_onnx, register_converters, target_opset
+from stn_gluon.export.converters import grid_sample_mode
+from stn_gluon.export.runtimes import RUNTIMES, load_runtime
 
 FAMILIES = ("affine", "attention", "projective", "tps")
 INPUT = (2, 12, 16)

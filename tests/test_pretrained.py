@@ -10,8 +10,8 @@ import pytest
 import stn_gluon
 from stn_gluon import pretrained
 from stn_gluon.cli import main
-from stn_gluon.errors import CheckpointError, StnGluonError
-from stn_gluon.inference import load_predictor, preprocess
+from stn_gluon._runtime.errors import CheckpointError, StnGluonError
+from stn_gluon.serve.predictors import load_predictor, preprocess
 
 NOISY = "stn_lenet_noisy128"
 
@@ -65,8 +65,8 @@ def test_get_model_pretrained_is_the_gluon_network_of_the_shipped_weights(mnist_
 
 
 def test_noisy128_model_finds_and_reads_digits_on_the_noisy_canvas(sample):
-    from stn_gluon.data import DigitDataset
-    from stn_gluon.distortions import generate
+    from stn_gluon.data.mnist import DigitDataset
+    from stn_gluon.data.distortions import generate
 
     few = DigitDataset(sample.train_images[:8], sample.train_labels[:8], sample.test_images[:200],
                        sample.test_labels[:200], source="test")

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from stn_gluon.cli import main
-from stn_gluon.errors import StnGluonError
+from stn_gluon._runtime.errors import StnGluonError
 
 # int8 against fp32 on 500 embedded test digits (a model trained for seconds: 77 % accurate, many digits uncertain):
 #: the same class on every digit fp32 gives at least this probability,
@@ -26,10 +26,10 @@ GEOMETRY_DIFF = 1e-5
 @pytest.fixture(scope="module")
 def run(tmp_path_factory, sample):
     """A save dir: STNNet trained 1 epoch on 1,024 real digits (a few seconds), with model.onnx exported."""
-    from stn_gluon.data import DigitDataset
-    from stn_gluon.onnx import export_onnx
-    from stn_gluon.recipes import TrainConfig
-    from stn_gluon.training import fit
+    from stn_gluon.data.mnist import DigitDataset
+    from stn_gluon.export.onnx import export_onnx
+    from stn_gluon.train.recipes import TrainConfig
+    from stn_gluon.train.gluon import fit
 
     save = tmp_path_factory.mktemp("int8") / "run"
     data = DigitDataset(sample.train_images[:1024], sample.train_labels[:1024], sample.test_images[:200],
@@ -42,14 +42,14 @@ def run(tmp_path_factory, sample):
 
 @pytest.fixture(scope="module")
 def calibration(sample):
-    from stn_gluon.data import normalize
+    from stn_gluon.data.mnist import normalize
 
     return normalize(sample.train_images[:128])
 
 
 @pytest.fixture(scope="module")
 def int8_model(run, calibration):
-    from stn_gluon.quantize import quantize_onnx
+    from stn_gluon.export.int8 import quantize_onnx
 
     out = run / "model-int8.onnx"
     assert quantize_onnx(run / "model.onnx", out, calibration) == str(out)
@@ -59,9 +59,9 @@ def int8_model(run, calibration):
 def test_quantized_model_is_int8_with_a_float_sampler_and_agrees_with_fp32(run, int8_model, sample):
     import onnx
 
-    from stn_gluon.data import normalize
-    from stn_gluon.onnx import OnnxModel
-    from stn_gluon.quantize import float_ops
+    from stn_gluon.data.mnist import normalize
+    from stn_gluon.export.onnx import OnnxModel
+    from stn_gluon.export.int8 import float_ops
 
     model = onnx.load(str(int8_model))
     onnx.checker.check_model(model)
@@ -103,7 +103,7 @@ def test_quantized_model_is_int8_with_a_float_sampler_and_agrees_with_fp32(run, 
 
 
 def test_calibration_from_the_training_data_by_default(run, tmp_path, mnist_dir):
-    from stn_gluon.quantize import calibration_inputs, described_dataset
+    from stn_gluon.export.int8 import calibration_inputs, described_dataset
 
     assert described_dataset(run / "model.onnx") == described_dataset(run / "model") == "mnist"
     x = calibration_inputs(run / "model.onnx", count=50, data_dir=str(mnist_dir))
@@ -124,7 +124,7 @@ def test_calibration_from_the_training_data_by_default(run, tmp_path, mnist_dir)
     ("pickle", "not a .npy array"),
 ])
 def test_quantize_onnx_refuses_bad_input(case, expect, run, tmp_path):
-    from stn_gluon.quantize import quantize_onnx
+    from stn_gluon.export.int8 import quantize_onnx
 
     src, calib = run / "model.onnx", np.zeros((4, 1, 28, 28), np.float32)
     if case == "missing":
@@ -154,7 +154,7 @@ def _measured(ratio):
 
 
 def test_verdict_refuses_int8_only_where_it_is_slower():
-    from stn_gluon.quantize import int8_verdict
+    from stn_gluon.export.int8 import int8_verdict
 
     assert int8_verdict(_measured(1.0)) is None and int8_verdict(_measured(1.9)) is None
     why = int8_verdict(_measured(0.7))
@@ -177,7 +177,7 @@ def cli_run(run, tmp_path):
     (0.7, ["--int8-if-slower"], True, "warning: int8 runs at 0.70x"),
 ])
 def test_export_quantize_flag(ratio, flags, written, said, cli_run, calibration, tmp_path, monkeypatch, capsys):
-    import stn_gluon.quantize as quantize
+    import stn_gluon.export.int8 as quantize
 
     monkeypatch.setattr(quantize, "compare_speed", lambda *a, **k: _measured(ratio))  # no timing in tests
     np.save(tmp_path / "calib.npy", calibration[:64])
@@ -227,8 +227,8 @@ def test_bench_int8_reports_both_precisions(run, mnist_dir, tmp_path, monkeypatc
 
 
 def test_mnist32_is_mnist_padded_in_three_channels(sample, tmp_path):
-    from stn_gluon.data import DigitDataset
-    from stn_gluon.distortions import load_dataset
+    from stn_gluon.data.mnist import DigitDataset
+    from stn_gluon.data.distortions import load_dataset
 
     small = DigitDataset(sample.train_images[:20], sample.train_labels[:20], sample.test_images[:10],
                          sample.test_labels[:10], source="small")
@@ -269,8 +269,8 @@ def test_thin_convolutions_are_padded_to_four_channels_where_that_makes_them_int
     import onnx
     from onnx import numpy_helper
 
-    from stn_gluon.onnx import cpu_session
-    from stn_gluon.quantize import quantize_onnx
+    from stn_gluon.export.onnx import cpu_session
+    from stn_gluon.export.int8 import quantize_onnx
 
     _conv_net(tmp_path / "f.onnx", in_channels, widths)
     x = np.random.RandomState(1).uniform(-1, 1, (64, in_channels, 8, 8)).astype(np.float32)

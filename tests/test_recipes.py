@@ -7,14 +7,14 @@ import numpy as np
 import pytest
 
 import stn_gluon as sg
-from stn_gluon.architecture import build_architecture, initialize_net, resolve_architecture
+from stn_gluon.nn.architecture import build_architecture, initialize_net, resolve_architecture
 from stn_gluon.cli import build_parser, main, train_config_from_args
-from stn_gluon.data import BACKGROUND, DigitDataset
-from stn_gluon.distortions import DATASETS
-from stn_gluon.errors import ConfigError, StnGluonError
-from stn_gluon.recipes import DATASET_MODELS, RECIPES, RUN_FIELDS, TrainConfig
+from stn_gluon.data.mnist import BACKGROUND, DigitDataset
+from stn_gluon.data.distortions import DATASETS
+from stn_gluon._runtime.errors import ConfigError, StnGluonError
+from stn_gluon.train.recipes import DATASET_MODELS, RECIPES, RUN_FIELDS, TrainConfig
 from stn_gluon.symbol import get_symbol, get_symbol_for, localization_params, unsupported_fields
-from stn_gluon.symbol.train import fit_module
+from stn_gluon.train.module import fit_module
 
 
 def test_every_dataset_has_model_defaults():

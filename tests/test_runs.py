@@ -11,13 +11,13 @@ import numpy as np
 import pytest
 
 from conftest import write_mnist_dir
-from stn_gluon.data import DigitDataset, load_embedded_sample
-from stn_gluon.errors import CheckpointError, StnGluonError
-from stn_gluon.export import load_model, write_model_meta
-from stn_gluon.io import sha256_file
-from stn_gluon.runs import (RunExistsError, check_save_dir, clear_run, describe_run, drop_stale_derived,
+from stn_gluon.data.mnist import DigitDataset, load_embedded_sample
+from stn_gluon._runtime.errors import CheckpointError, StnGluonError
+from stn_gluon.export.saved import load_model, write_model_meta
+from stn_gluon._runtime.files import sha256_file
+from stn_gluon.train.runs import (RunExistsError, check_save_dir, clear_run, describe_run, drop_stale_derived,
                             inspect_run, plan_demo)
-from stn_gluon.training import TrainConfig, fit
+from stn_gluon.train.gluon import TrainConfig, fit
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -184,9 +184,9 @@ def test_a_changed_graph_file_is_refused(run):
 
 
 def test_a_save_dirs_onnx_export_of_older_weights_is_refused(cli, tmp_path, run):
-    from stn_gluon.inference import load_predictor
-    from stn_gluon.export import onnx_weights_mismatch
-    from stn_gluon.onnx import export_onnx, read_metadata
+    from stn_gluon.serve.predictors import load_predictor
+    from stn_gluon.export.saved import onnx_weights_mismatch
+    from stn_gluon.export.onnx import export_onnx, read_metadata
     import onnx
 
     export_onnx(str(run), str(run / "model.onnx"))

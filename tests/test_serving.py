@@ -17,7 +17,7 @@ import pytest
 from PIL import Image
 
 from stn_gluon.cli import main
-from stn_gluon.onnx import OPSET
+from stn_gluon.export.onnx import OPSET
 
 HERE = os.path.dirname(__file__)
 
@@ -156,7 +156,7 @@ def test_json_multipart_and_rectified_image(servers, digits):
 def test_grid_and_input_image_for_every_client(backend, servers, digits):
     """return_grid=1 / return_input=1: the sampling region in input pixels and the input as read, for any
     client; the same region from both backends, and the one explain.sampling_regions gives for theta."""
-    from stn_gluon.explain import sampling_regions
+    from stn_gluon.nn.explain import sampling_regions
 
     images, _ = digits
     big = np.asarray(Image.fromarray(255 - images[1]).resize((84, 84)))  # dark on light, 3x: read as 28x28
@@ -356,7 +356,7 @@ def test_start_up_errors_are_one_line(tmp_path, model_dir):
 def test_micro_batcher_limits_routing_and_isolation():
     import asyncio
 
-    from stn_gluon.serving import MicroBatcher
+    from stn_gluon.serve.app import MicroBatcher
 
     seen = []
 
@@ -440,7 +440,7 @@ def test_float_0_255_arrays_are_refused_alike_by_server_and_cli(servers, model_d
 # ---- request parsing as plain functions ------------------------------------------------------------------
 
 def test_parse_options():
-    from stn_gluon.payloads import HTTPError, PredictOptions, parse_options
+    from stn_gluon.serve.payloads import HTTPError, PredictOptions, parse_options
 
     assert parse_options({}) == PredictOptions(return_image=False, invert="auto")
     assert parse_options({"invert": "AUTO", "return_image": "yes"}) == PredictOptions(True, "auto")
@@ -454,7 +454,7 @@ def test_parse_options():
 
 
 def test_content_kind_and_length():
-    from stn_gluon.payloads import HTTPError, check_length, content_kind
+    from stn_gluon.serve.payloads import HTTPError, check_length, content_kind
 
     assert content_kind("image/png", 1) == "image" and content_kind("Application/JSON; charset=utf-8", 1) == "json"
     assert content_kind("multipart/form-data; boundary=x", 3) == "multipart"
@@ -471,7 +471,7 @@ def test_content_kind_and_length():
 
 
 def test_parse_json_instances(digits):
-    from stn_gluon.payloads import HTTPError, parse_json_instances
+    from stn_gluon.serve.payloads import HTTPError, parse_json_instances
 
     images = digits[0][:3]
     pixels = parse_json_instances(json.dumps({"instances": images.tolist(), "pixel_range": "0-255"}).encode(),
@@ -497,7 +497,7 @@ def test_parse_json_instances(digits):
 
 
 def test_decode_upload_and_multipart_checks(digits):
-    from stn_gluon.payloads import HTTPError, check_file_count, check_total, decode_upload, multipart_error
+    from stn_gluon.serve.payloads import HTTPError, check_file_count, check_total, decode_upload, multipart_error
 
     pixels = decode_upload(png_bytes(digits[0][0]), "a.png", (1, 28, 28), 10_000)
     assert pixels.shape == (1, 1, 28, 28) and abs(pixels.max() - digits[0][0].max() / 255) < 1e-6

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 import stn_gluon as sg
-from stn_gluon.export import load_model
+from stn_gluon.export.saved import load_model
 from stn_gluon.symbol import get_loc, get_symbol, localization_params
 
 

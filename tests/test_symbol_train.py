@@ -6,12 +6,12 @@ import numpy as np
 import pytest
 
 from stn_gluon.cli import main
-from stn_gluon.data import ArrayBatches, normalize
-from stn_gluon.errors import CheckpointError, StnGluonError
-from stn_gluon.export import load_model
+from stn_gluon.data.mnist import ArrayBatches, normalize
+from stn_gluon._runtime.errors import CheckpointError, StnGluonError
+from stn_gluon.export.saved import load_model
 from stn_gluon.symbol import get_symbol
-from stn_gluon.symbol.train import fit_module
-from stn_gluon.training import TrainConfig, evaluate, fit
+from stn_gluon.train.module import fit_module
+from stn_gluon.train.gluon import TrainConfig, evaluate, fit
 
 
 def _cfg(path, **kw):

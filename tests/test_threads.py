@@ -10,23 +10,23 @@ PROBE = """
 import os, sys, warnings
 warnings.simplefilter("error", RuntimeWarning)  # the package must not need to warn
 if sys.argv[1] == "mxnet-first":
-    exec(sys.argv[2])  # what a script must run before mxnet on numpy >= 1.24 (stn_gluon.compat), stn_gluon unimported
+    exec(sys.argv[2])  # what a script must run before mxnet on numpy >= 1.24 (stn_gluon._runtime.compat), stn_gluon unimported
     assert "stn_gluon" not in sys.modules
     import mxnet as mx
     import stn_gluon
 else:
     import stn_gluon
     import mxnet as mx
-from stn_gluon.threads import mxnet_thread_limit
+from stn_gluon._runtime.threads import mxnet_thread_limit
 x = mx.nd.random.uniform(shape=(16, 8, 64, 64))
 y = mx.nd.Convolution(x, mx.nd.ones((8, 8, 3, 3)), kernel=(3, 3), num_filter=8, no_bias=True)
 y.wait_to_read()
 if sys.argv[1] == "mxnet-first":  # a later change is verified too, and undone
-    from stn_gluon.threads import set_mxnet_threads
+    from stn_gluon._runtime.threads import set_mxnet_threads
     before = mxnet_thread_limit()
     assert set_mxnet_threads(before + 1) and mxnet_thread_limit() == before + 1
     assert set_mxnet_threads(before) and mxnet_thread_limit() == before
-from stn_gluon.threads import thread_report
+from stn_gluon._runtime.threads import thread_report
 report = thread_report()
 print(mxnet_thread_limit(), len(os.listdir("/proc/self/task")), int(report["adaptive"]),
       report["gomp_spincount"] or 0)
@@ -34,7 +34,7 @@ print(mxnet_thread_limit(), len(os.listdir("/proc/self/task")), int(report["adap
 
 
 def _probe(order, **user):
-    from stn_gluon.compat import standalone_prelude
+    from stn_gluon._runtime.compat import standalone_prelude
 
     env = {k: v for k, v in os.environ.items()
            if k not in ("OMP_NUM_THREADS", "MXNET_OMP_MAX_THREADS", "GOMP_SPINCOUNT", "OMP_WAIT_POLICY",
@@ -47,7 +47,7 @@ def _probe(order, **user):
 
 @pytest.mark.skipif(not os.path.isdir("/proc/self/task"), reason="counts threads through /proc")
 def test_mxnet_imported_first_gets_one_thread_per_core_without_a_warning():
-    from stn_gluon.threads import physical_cores
+    from stn_gluon._runtime.threads import physical_cores
 
     # no sampling of the load at start-up (other tests may keep a core busy; startup_threads is tested alone)
     first_limit, first_threads, first_adaptive, _ = _probe("mxnet-first", STN_GLUON_ADAPT_THREADS="0")
@@ -65,7 +65,7 @@ def test_the_users_own_openmp_settings_win():
 
 
 def test_a_count_below_one_is_refused():
-    from stn_gluon.threads import set_mxnet_threads
+    from stn_gluon._runtime.threads import set_mxnet_threads
 
     with pytest.raises(ValueError):
         set_mxnet_threads(0)
@@ -73,12 +73,12 @@ def test_a_count_below_one_is_refused():
 
 RECHECK_PROBE = """
 import ctypes, importlib.util, os, sys
-# stn_gluon.threads loaded ahead of the package, its load sampler replaced: the machine looks quiet at start-up,
+# stn_gluon._runtime.threads loaded ahead of the package, its load sampler replaced: the machine looks quiet at start-up,
 # and busy by the time the job's first operator runs (what a training started beside another one sees)
 spec = importlib.util.find_spec("stn_gluon")
 path = os.path.join(os.path.dirname(spec.origin), "threads.py")
-threads = importlib.util.module_from_spec(importlib.util.spec_from_file_location("stn_gluon.threads", path))
-sys.modules["stn_gluon.threads"] = threads
+threads = importlib.util.module_from_spec(importlib.util.spec_from_file_location("stn_gluon._runtime.threads", path))
+sys.modules["stn_gluon._runtime.threads"] = threads
 threads.__spec__.loader.exec_module(threads)
 others = {"cpus": 0.0}
 

@@ -13,10 +13,10 @@ from mxnet import autograd, gluon
 
 import stn_gluon as sg
 from conftest import write_idx
-from stn_gluon.errors import CheckpointError, StnGluonError
-from stn_gluon.export import load_model
-from stn_gluon.training import TrainConfig, evaluate, fit, make_lr_scheduler, train_step
-from stn_gluon.data import ArrayBatches, normalize
+from stn_gluon._runtime.errors import CheckpointError, StnGluonError
+from stn_gluon.export.saved import load_model
+from stn_gluon.train.gluon import TrainConfig, evaluate, fit, make_lr_scheduler, train_step
+from stn_gluon.data.mnist import ArrayBatches, normalize
 
 QUIET = dict(progress=False)
 
@@ -193,9 +193,9 @@ def test_bad_settings_are_clear_errors(tmp_path, small_data):
 
 @pytest.mark.skipif(not os.environ.get("STN_GLUON_DATA"), reason="needs the full MNIST ($STN_GLUON_DATA)")
 def test_one_epoch_on_full_mnist_reaches_97_percent_and_onnx_agrees(tmp_path):
-    from stn_gluon.data import load_mnist
-    from stn_gluon.inference import load_predictor
-    from stn_gluon.onnx import export_onnx
+    from stn_gluon.data.mnist import load_mnist
+    from stn_gluon.serve.predictors import load_predictor
+    from stn_gluon.export.onnx import export_onnx
 
     metrics = fit(_cfg(tmp_path, epochs=1, data_dir=os.environ["STN_GLUON_DATA"]), echo=print)
     assert metrics["test_total"] == 10000
@@ -220,7 +220,7 @@ def test_training_works_where_pytorch_2_is_installed(tmp_path):
     # with the names other packages probe for (scipy >= 1.16, on Python 3.12, looks up torch.Tensor)
     (fake / "__init__.py").write_text("__version__ = '2.5.0'\nclass Tensor:\n    pass\n")
     code = ("import torch; assert torch.__version__ == '2.5.0'\n"
-            "from stn_gluon.training import TrainConfig, make_lr_scheduler\n"
+            "from stn_gluon.train.gluon import TrainConfig, make_lr_scheduler\n"
             "print(make_lr_scheduler(TrainConfig(), 10)(5))\n"
             "import stn_gluon as sg; sg.get_model('stn_cifar_resnet20_v1')\n"
             "print('OK')\n")
@@ -313,7 +313,7 @@ def test_isolated_competitors_run_in_their_own_processes_and_report_failures():
 
 def test_openmp_pool_is_sized_to_physical_cores_unless_the_user_chose(tmp_path):
     """MXNet on its own halves the CPU count (assumes hyper-threads); stn_gluon sets OMP_NUM_THREADS first."""
-    from stn_gluon.threads import configure_openmp, physical_cores
+    from stn_gluon._runtime.threads import configure_openmp, physical_cores
 
     # a fake sysfs: 4 logical CPUs that are 2 cores with 2 hyper-threads each
     for cpu, siblings in enumerate(["0,2", "1,3", "0,2", "1,3"]):
@@ -339,7 +339,7 @@ def test_openmp_pool_is_sized_to_physical_cores_unless_the_user_chose(tmp_path):
 @pytest.mark.parametrize("layers", [3, 40])  # 40 layers = 80 parameters: updated in chunks
 def test_make_trainer_fused_updates_equal_plain_per_parameter_updates(layers):
     """One fused optimizer call for many parameters computes what MXNet's per-parameter updates do (lr_mult too)."""
-    from stn_gluon.training import MAX_AGGREGATED_PARAMS, make_trainer
+    from stn_gluon.train.gluon import MAX_AGGREGATED_PARAMS, make_trainer
 
     def train(fused):
         net = gluon.nn.HybridSequential(prefix="t_")
@@ -373,7 +373,7 @@ def test_make_trainer_fused_updates_equal_plain_per_parameter_updates(layers):
 
 
 def test_fractional_epochs_cut_the_last_epoch_and_the_schedule_ends_with_it(tmp_path, small_data, monkeypatch):
-    import stn_gluon.training as training
+    import stn_gluon.train.gluon as training
 
     assert training.epoch_lengths(1.5, 100) == [100, 50] and training.epoch_lengths(2, 100) == [100, 100]
     assert training.epoch_lengths(0.25, 10) == [2] and training.epoch_lengths(0.001, 10) == [1]

@@ -6,7 +6,7 @@ import pytest
 from mxnet import gluon
 
 import stn_gluon as sg
-from stn_gluon.ops import MIN_HOMOGRAPHY_DENOMINATOR, get_transform, tps_control_points
+from stn_gluon.nn.ops import MIN_HOMOGRAPHY_DENOMINATOR, get_transform, tps_control_points
 from conftest import assert_onnx_parity
 from reference import affine_sample, homography_from_corners, homography_sample, tps_sample
 
@@ -256,7 +256,7 @@ def test_export_and_symbolblock_import_round_trip(tmp_path, transform):
 @pytest.mark.parametrize("transform", ["projective", "tps"])
 @pytest.mark.parametrize("fill", [0.0, -0.4242])
 def test_onnx_parity_far_from_identity(tmp_path, transform, fill):
-    from stn_gluon.onnx import export_onnx
+    from stn_gluon.export.onnx import export_onnx
 
     mx.random.seed(0)
     rng = np.random.RandomState(1)
@@ -293,7 +293,7 @@ def test_supersampled_identity_is_the_area_average():
 
 
 def test_supersampled_attention_model_exports_to_onnx(tmp_path):
-    from stn_gluon.onnx import export_onnx
+    from stn_gluon.export.onnx import export_onnx
 
     mx.random.seed(0)
     rng = np.random.RandomState(4)
@@ -403,7 +403,7 @@ def test_brightness_prior_starts_the_window_on_the_bright_blob_and_is_trained():
 
 @pytest.mark.parametrize("transform", ["attention", "affine"])
 def test_saliency_model_gradients_reach_the_score_map_and_export_to_onnx(tmp_path, transform):
-    from stn_gluon.onnx import export_onnx
+    from stn_gluon.export.onnx import export_onnx
 
     mx.random.seed(0)
     net = sg.STNNet(input_shape=(1, 64, 64), target_shape=(28, 28), transform=transform, localization="saliency",

@@ -28,15 +28,15 @@ def time_to_accuracy(target: float = 0.99, data_dir: Optional[str] = None, echo:
     waits for); ``startup_seconds`` is the part before this call (imports),
     ``seconds_in_call`` the rest. Where the process start cannot be read,
     ``seconds`` counts from this call. ``recipe`` names one of
-    :data:`~stn_gluon.recipes.RECIPES`; ``overrides`` are
-    :class:`~stn_gluon.recipes.TrainConfig` fields that replace its values.
+    :data:`~stn_gluon.train.recipes.RECIPES`; ``overrides`` are
+    :class:`~stn_gluon.train.recipes.TrainConfig` fields that replace its values.
     Returns a dict with the times, the epoch, and the recipe
     (``None`` times if the run ended without reaching the target).
     """
     startup = seconds_since_process_start()
-    from ..data import load_mnist
-    from ..recipes import TrainConfig
-    from ..training import fit
+    from ..data.mnist import load_mnist
+    from ..train.recipes import TrainConfig
+    from ..train.gluon import fit
 
     with tempfile.TemporaryDirectory() as tmp:
         tic = time.perf_counter()

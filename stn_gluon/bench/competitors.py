@@ -11,13 +11,13 @@ the way it is driven differs.
 
 Three Gluon training loops:
 
-- ``gluon_train``: the step of :func:`stn_gluon.training.fit`;
+- ``gluon_train``: the step of :func:`stn_gluon.train.gluon.fit`;
 - ``gluon_user_loop``: a plain loop as users write it from the Gluon
   tutorials (``net.hybridize()``, ``gluon.Trainer``, ``mx.nd.array``
   batches, the loss read every step), started as a user's script: its
   worker imports ``mxnet`` before ``stn_gluon``, with the user's own
   ``OMP_NUM_THREADS`` (unset, ``stn_gluon`` then sets the thread count in
-  the loaded MXNet, see :func:`stn_gluon.threads.adjust_loaded_mxnet`);
+  the loaded MXNet, see :func:`stn_gluon._runtime.threads.adjust_loaded_mxnet`);
 - ``gluon_user_loop_fast``: the same loop with the library's public speed
   helpers, as in ``examples/fast_loop.py``.
 """
@@ -49,8 +49,8 @@ def bench_net(size: int = 28, hybridize: bool = True) -> "gluon.HybridBlock":
     """
     import mxnet as mx
 
-    from ..architecture import build_net, initialize_net
-    from ..recipes import TrainConfig
+    from ..nn.architecture import build_net, initialize_net
+    from ..train.recipes import TrainConfig
 
     net = build_net(TrainConfig(), (1, size, size), 10)
     initialize_net(net, [mx.cpu()])
@@ -85,14 +85,14 @@ def _gluon_loop(net: Any, trainer: Any, batch: int, size: int, wrap: Callable, a
 
 
 def gluon_train_step(batch: int, size: int = 28, hybridize: bool = True) -> Callable[[], None]:
-    """A training step of STNNet as in :func:`stn_gluon.training.fit`, data from memory.
+    """A training step of STNNet as in :func:`stn_gluon.train.gluon.fit`, data from memory.
 
     The fused optimizer update (``make_trainer``), batches wrapped without a
     blocking copy (``to_ndarray``), the loop a few steps ahead of the engine
     (``RunAhead``; ``step.sync`` drains it).
     """
-    from ..data import to_ndarray
-    from ..training import RunAhead, make_trainer
+    from ..data.mnist import to_ndarray
+    from ..train.gluon import RunAhead, make_trainer
 
     net = bench_net(size, hybridize)
     trainer = make_trainer(net.collect_params(), "sgd", SGD)
@@ -100,7 +100,7 @@ def gluon_train_step(batch: int, size: int = 28, hybridize: bool = True) -> Call
 
 
 def fit_train_step(batch: int, size: int = 28) -> Callable[[], None]:
-    """A step of :func:`stn_gluon.training.fit`'s own loop: its ``train_step``, run-ahead and loss/accuracy sums.
+    """A step of :func:`stn_gluon.train.gluon.fit`'s own loop: its ``train_step``, run-ahead and loss/accuracy sums.
 
     The data are the fixed in-memory batches (no augmentation, no data
     pipeline): what differs between thread settings is the arithmetic.
@@ -108,9 +108,9 @@ def fit_train_step(batch: int, size: int = 28) -> Callable[[], None]:
     import mxnet as mx
     from mxnet import gluon
 
-    from ..data import to_ndarray
-    from ..threads import recheck_threads
-    from ..training import RunAhead, make_trainer, train_step
+    from ..data.mnist import to_ndarray
+    from .._runtime.threads import recheck_threads
+    from ..train.gluon import RunAhead, make_trainer, train_step
 
     recheck_threads()  # as fit does, before the first operator
     net = bench_net(size, True)
@@ -146,8 +146,8 @@ def gluon_user_loop_fast_step(batch: int, size: int = 28) -> Callable[[], None]:
     """The user loop with the public speed helpers (``examples/fast_loop.py``); the loss is summed on the device."""
     import mxnet as mx
 
-    from ..data import to_ndarray
-    from ..training import RunAhead, make_trainer
+    from ..data.mnist import to_ndarray
+    from ..train.gluon import RunAhead, make_trainer
 
     net = bench_net(size, hybridize=True)
     trainer = make_trainer(net.collect_params(), "sgd", SGD)
@@ -163,8 +163,8 @@ def module_train_step(batch: int, size: int = 28) -> Callable[[], None]:
     """A training step of the symbolic STN classifier with ``mx.mod.Module``."""
     import mxnet as mx
 
-    from ..data import BACKGROUND, to_ndarray
-    from ..architecture import default_initializer
+    from ..data.mnist import BACKGROUND, to_ndarray
+    from ..nn.architecture import default_initializer
     from ..symbol import get_symbol  # type: ignore[import-not-found]  # installed from symbol/
 
     mod = mx.mod.Module(get_symbol(target_shape=(size, size), lr_mult=0.1, dropout=0.3, fill=BACKGROUND))
@@ -186,8 +186,8 @@ def exported_model(folder: str) -> tuple:
     """A randomly initialised STNNet (28 x 28) exported to ``folder`` -> ``(MXNet export prefix, .onnx path)``."""
     import mxnet as mx
 
-    from ..export import export_block
-    from ..onnx import export_onnx
+    from ..export.saved import export_block
+    from ..export.onnx import export_onnx
 
     prefix = os.path.join(folder, "model")
     export_block(bench_net(28, True), prefix, mx.nd.zeros((1, 1, 28, 28)),
@@ -208,7 +208,7 @@ def symbolblock_infer_call(batch: int, prefix: str, shape: tuple = (1, 28, 28)) 
     """Inference with an exported model loaded back as a hybridized ``SymbolBlock``."""
     import mxnet as mx
 
-    from ..export import load_model
+    from ..export.saved import load_model
 
     net = load_model(prefix).net
     net.hybridize(**STATIC)
@@ -218,8 +218,8 @@ def symbolblock_infer_call(batch: int, prefix: str, shape: tuple = (1, 28, 28)) 
 
 def onnx_infer_call(batch: int, path: str, shape: tuple = (1, 28, 28), threads: Optional[int] = None,
                     mode: str = "split") -> Callable[[], np.ndarray]:
-    """Inference with ONNX Runtime (:class:`stn_gluon.onnx.OnnxModel`, logits only; ``threads``, ``mode`` as there)."""
-    from ..onnx import OnnxModel
+    """Inference with ONNX Runtime (:class:`stn_gluon.export.onnx.OnnxModel`, logits only; ``threads``, ``mode`` as there)."""
+    from ..export.onnx import OnnxModel
 
     model = OnnxModel(path, threads=threads, mode=mode, outputs=["logits"])
     x = infer_input(batch, shape)

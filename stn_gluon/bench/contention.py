@@ -239,7 +239,7 @@ def contention_report(quick: bool = False, rounds: Optional[int] = None, seconds
 
     quick: two settings, one short round (a smoke test, not a measurement).
     """
-    from ..threads import physical_cores
+    from .._runtime.threads import physical_cores
     from .torch_peer import have_torch
 
     rounds = rounds or (1 if quick else 3)
@@ -331,7 +331,7 @@ def _x(v: Optional[float]) -> str:
 
 def contention_lines(res: dict) -> List[str]:
     """The Markdown report of :func:`contention_report`'s results."""
-    from ..reporting import machine_info
+    from ..train.reporting import machine_info
 
     run, info = res["run"], machine_info()
     sits = list(SITUATIONS) + [PAIR]

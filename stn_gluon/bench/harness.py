@@ -152,7 +152,7 @@ def _one_line(kind: str, err: BaseException) -> str:
     """``"<kind>: <error type>: <message>"`` on one line: MXNet's informative line, or the message's first."""
     from mxnet.base import MXNetError
 
-    from ..errors import mxnet_message
+    from .._runtime.errors import mxnet_message
 
     lines = [line.strip() for line in str(err).splitlines() if line.strip()]
     message = mxnet_message(err) if isinstance(err, MXNetError) else (lines[0] if lines else repr(err))
@@ -161,7 +161,7 @@ def _one_line(kind: str, err: BaseException) -> str:
 
 def _mxnet_threads() -> Optional[int]:
     """The OpenMP threads this process's MXNet gives an operator (``None`` if it cannot be read)."""
-    from ..threads import mxnet_thread_limit
+    from .._runtime.threads import mxnet_thread_limit
 
     try:
         return mxnet_thread_limit()
@@ -181,7 +181,7 @@ def serve_timings(kind: str, kwargs_json: str, registry: str = REGISTRY) -> None
     except Exception as err:  # reported to the parent, which raises it there
         reply("error", _one_line(kind, err))
         return
-    from ..threads import thread_report
+    from .._runtime.threads import thread_report
 
     reply("ready", {"omp_num_threads": os.environ.get("OMP_NUM_THREADS"), "mxnet_threads": _mxnet_threads(),
                     "threads": thread_report()})
@@ -201,7 +201,7 @@ def child_environ(env: Optional[dict] = None, plain_mxnet: bool = False) -> Opti
 
     ``None`` where nothing changes (the child inherits this environment).
     """
-    from ..threads import user_environ
+    from .._runtime.threads import user_environ
 
     if not env and not plain_mxnet:
         return None
@@ -219,7 +219,7 @@ class Competitor(NamedTuple):
 
     plain_mxnet: start it as a user's own script would be, ``mxnet`` imported
     before ``stn_gluon`` and ``OMP_NUM_THREADS`` as the user set it
-    (:func:`stn_gluon.threads.user_environ`). env: variables to set in its
+    (:func:`stn_gluon._runtime.threads.user_environ`). env: variables to set in its
     environment on top of that (``None`` values: removed), e.g. the thread
     settings that ``stn-gluon bench contention`` compares.
     """
@@ -235,13 +235,13 @@ class Isolated:
     Callable as ``timer(items, seconds, warmup) -> items/s``, like the
     in-process timers of :func:`timed`. A fresh interpreter (not
     ``multiprocessing``), so that the caller's script is not re-imported.
-    Failures raise :class:`~stn_gluon.errors.StnGluonError` with one line.
+    Failures raise :class:`~stn_gluon._runtime.errors.StnGluonError` with one line.
     """
 
     def __init__(self, kind: str, kwargs: dict, plain_mxnet: bool = False, registry: str = REGISTRY,
                  env: Optional[dict] = None):
-        from ..compat import standalone_prelude
-        from ..threads import user_environ
+        from .._runtime.compat import standalone_prelude
+        from .._runtime.threads import user_environ
 
         # a user's script on numpy >= 1.24 restores numpy's aliases before `import mxnet` (see compat)
         first = f"{standalone_prelude()}; import mxnet; " if plain_mxnet else ""
@@ -254,7 +254,7 @@ class Isolated:
         self._stdout: IO[str] = self._proc.stdout
 
     def _ask(self, *request: object) -> Any:
-        from ..errors import StnGluonError
+        from .._runtime.errors import StnGluonError
 
         try:
             if request:

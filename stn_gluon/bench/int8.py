@@ -1,7 +1,7 @@
 """``stn-gluon bench int8``: fp32 against int8 ONNX Runtime, throughput and test accuracy, trained models.
 
 For each save dir: the model is exported to ONNX (fp32), quantized with
-:func:`stn_gluon.quantize.quantize_onnx` (calibrated on its own training
+:func:`stn_gluon.export.int8.quantize_onnx` (calibrated on its own training
 data), both are scored on the whole test set of the data they were trained on,
 and their throughput is timed in turns (fp32, int8, fp32, ...) in this
 process at each batch size, ONNX Runtime sessions with the same threads.
@@ -20,8 +20,8 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 
-from ..errors import StnGluonError
-from ..flags import option, validate_fields
+from .._runtime.errors import StnGluonError
+from .._runtime.flags import option, validate_fields
 
 __all__ = ["Int8BenchConfig", "run_int8_bench", "int8_lines", "test_accuracy"]
 
@@ -44,7 +44,7 @@ class Int8BenchConfig:
 def test_accuracy(session: Any, images: np.ndarray, labels: np.ndarray, mean: float, std: float,
                   batch: int = 500) -> float:
     """Top-1 accuracy of an ONNX Runtime session on ``uint8`` test ``images`` (normalised a batch at a time)."""
-    from ..data import normalize
+    from ..data.mnist import normalize
 
     name = session.get_inputs()[0].name
     correct = 0
@@ -56,10 +56,10 @@ def test_accuracy(session: Any, images: np.ndarray, labels: np.ndarray, mean: fl
 
 def _bench_model(path: str, cfg: Int8BenchConfig, batches: List[int], tmp: str,
                  echo: Callable[[str], Any]) -> Dict[str, Any]:
-    from ..distortions import load_dataset
-    from ..export import load_graph, resolve_model
-    from ..onnx import cpu_session, export_onnx
-    from ..quantize import INT8, calibration_inputs, compare_speed, described_dataset, int8_verdict, quantize_onnx
+    from ..data.distortions import load_dataset
+    from ..export.saved import load_graph, resolve_model
+    from ..export.onnx import cpu_session, export_onnx
+    from ..export.int8 import INT8, calibration_inputs, compare_speed, described_dataset, int8_verdict, quantize_onnx
     from .harness import infer_input
 
     prefix, _ = resolve_model(path)
@@ -94,7 +94,7 @@ def _bench_model(path: str, cfg: Int8BenchConfig, batches: List[int], tmp: str,
 
 def run_int8_bench(cfg: Int8BenchConfig, echo: Callable[[str], Any] = print) -> Tuple[List[str], Dict[str, Any]]:
     """Run ``bench int8`` over ``cfg.models`` -> ``(results.md lines, results)``; also writes them to ``cfg.out``."""
-    from ..reporting import write_report
+    from ..train.reporting import write_report
 
     validate_fields(cfg)
     try:
@@ -105,7 +105,7 @@ def run_int8_bench(cfg: Int8BenchConfig, echo: Callable[[str], Any] = print) -> 
     if not batches or min(batches) < 1:
         raise StnGluonError(f"batches: expected sizes >= 1, got {cfg.batches!r}", params=("batches",))
     models = [m.strip() for m in cfg.models.split(",") if m.strip()]
-    from ..export import resolve_model
+    from ..export.saved import resolve_model
 
     for model in models:  # every path checked before minutes of work
         resolve_model(model)
@@ -120,7 +120,7 @@ def run_int8_bench(cfg: Int8BenchConfig, echo: Callable[[str], Any] = print) -> 
 
 def int8_lines(payload: Dict[str, Any]) -> List[str]:
     """The Markdown report of :func:`run_int8_bench`'s results."""
-    from ..reporting import machine_info
+    from ..train.reporting import machine_info
 
     info = machine_info()
     lines = ["### Test accuracy, fp32 and int8 (ONNX Runtime)", "",

@@ -21,7 +21,7 @@ from typing import Any, Iterator, List, Optional
 
 import numpy as np
 
-from ..errors import StnGluonError
+from .._runtime.errors import StnGluonError
 
 __all__ = ["Children", "busy_command", "free_port", "start_server", "png_payloads", "load", "run_async",
            "on_sigterm_raise"]
@@ -149,7 +149,7 @@ def png_payloads(count: int) -> List[bytes]:
     """``count`` real MNIST test digits (the embedded sample) as PNG files."""
     from PIL import Image
 
-    from ..data import load_embedded_sample
+    from ..data.mnist import load_embedded_sample
 
     out = []
     for img in load_embedded_sample().test_images[:count]:

@@ -74,7 +74,7 @@ def _user_loop_lines(res: dict) -> list:
 
 def inference_lines(payload: dict, model_name: str) -> list:
     """The Markdown report of :func:`stn_gluon.bench.inference_report`'s results."""
-    from ..reporting import machine_info
+    from ..train.reporting import machine_info
 
     mx_r, ort_r = payload["results"]["mxnet"], payload["results"]["onnxruntime"]
     lines = ["| measure | MXNet (hybridized) | ONNX Runtime | ONNX Runtime / MXNet |", "|---|---|---|---|"]

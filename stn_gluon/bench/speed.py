@@ -101,11 +101,11 @@ def inference_report(model: Optional[str] = None, onnx_path: Optional[str] = Non
     model: a save dir or export prefix (default: a randomly initialised
     STNNet); onnx_path: its ``.onnx`` file (default: exported to a temporary
     folder). ``threads`` and ``ort_mode`` are ONNX Runtime's
-    (:class:`stn_gluon.onnx.OnnxModel`). Returns ``(markdown lines,
+    (:class:`stn_gluon.export.onnx.OnnxModel`). Returns ``(markdown lines,
     JSON-able results)``: throughput per batch, batch-1 latency percentiles.
     """
-    from ..export import load_graph
-    from ..onnx import export_onnx
+    from ..export.saved import load_graph
+    from ..export.onnx import export_onnx
 
     with tempfile.TemporaryDirectory() as tmp:
         if model is None:

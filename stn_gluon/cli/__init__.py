@@ -20,9 +20,9 @@ def main(argv=None):
     args = build_parser().parse_args(argv)
     import mxnet as mx
 
-    from ..errors import StnGluonError, mxnet_message
+    from .._runtime.errors import StnGluonError, mxnet_message
 
-    from ..distributed import exit_if_distributed
+    from ..train.distributed import exit_if_distributed
 
     code = 2
     try:
@@ -33,7 +33,7 @@ def main(argv=None):
     except mx.base.MXNetError as err:
         print(f"error: MXNet: {mxnet_message(err)}", file=sys.stderr)
     except OSError as err:  # a safety net: the commands check their paths first
-        from ..paths import os_error_message
+        from .._runtime.paths import os_error_message
 
         print(f"error: {os_error_message(err)}", file=sys.stderr)
     except KeyboardInterrupt:

@@ -13,13 +13,13 @@ def _note(line):
 
 
 def _cmd_train(args):
-    from ..training import fit
+    from ..train.gluon import fit
 
     fit(train_config_from_args(args))
 
 
 def _cmd_train_symbol(args):
-    from ..symbol.train import fit_module
+    from ..train.module import fit_module
 
     fit_module(train_config_from_args(args))
 
@@ -43,7 +43,7 @@ def worker_command(argv, python=None):
 
 
 def _cmd_launch(args):
-    from ..distributed import launch
+    from ..train.distributed import launch
 
     command = worker_command(args.worker_command, None if args.launcher == "local" else "python3")
     code = launch(command, args.num_workers, args.num_servers, launcher=args.launcher, hostfile=args.hostfile,
@@ -54,13 +54,13 @@ def _cmd_launch(args):
 
 
 def _test_batches(args, meta):
-    from .. import data as data_lib
-    from ..distortions import load_dataset
+    from ..data import mnist as data_lib
+    from ..data.distortions import load_dataset
 
     dataset = load_dataset(args.dataset or meta.get("dataset") or "mnist", args.data_dir, download=args.download)
     pixels = data_lib.with_channel(dataset.test_images)
     if tuple(pixels.shape[1:]) != tuple(meta["input_shape"]):
-        from ..errors import StnGluonError
+        from .._runtime.errors import StnGluonError
         raise StnGluonError(f"the model expects input {tuple(meta['input_shape'])}, "
                             f"the {args.dataset or meta.get('dataset') or 'mnist'} data is {tuple(pixels.shape[1:])}")
     return dataset, pixels, data_lib.ArrayBatches(pixels, dataset.test_labels, args.batch_size,
@@ -68,10 +68,10 @@ def _test_batches(args, meta):
 
 
 def _cmd_evaluate(args):
-    from ..context import parse_ctx
-    from ..export import load_model
-    from ..reporting import test_line
-    from ..training import evaluate
+    from .._runtime.devices import parse_ctx
+    from ..export.saved import load_model
+    from ..train.reporting import test_line
+    from ..train.gluon import evaluate
 
     ctx = parse_ctx(args.ctx)
     model = load_model(args.model, ctx)
@@ -86,14 +86,14 @@ def _cmd_evaluate(args):
 
 
 def _cmd_visualize(args):
-    from ..context import parse_ctx
-    from ..errors import StnGluonError
-    from ..explain import explain_batch
-    from ..export import load_model
-    from ..paths import writable_file
-    from ..visualize import default_visualize_out, plot_explained
+    from .._runtime.devices import parse_ctx
+    from .._runtime.errors import StnGluonError
+    from ..nn.explain import explain_batch
+    from ..export.saved import load_model
+    from .._runtime.paths import writable_file
+    from ..train.plots import default_visualize_out, plot_explained
 
-    from .. import data as data_lib
+    from ..data import mnist as data_lib
 
     if args.model is None:
         return _visualize_dataset(args)
@@ -107,7 +107,7 @@ def _cmd_visualize(args):
     writable_file(out, "--out")
     dataset, pixels, _ = _test_batches(args, model.meta)
     images = data_lib.normalize(pixels[:args.count], model.meta["mean"], model.meta["std"])
-    from ..pretrained import is_pretrained_ref
+    from ..nn.pretrained import is_pretrained_ref
 
     name = args.model if is_pretrained_ref(args.model) else os.path.basename(os.path.dirname(model.prefix) or ".")
     plot_explained(explain_batch(model, images, dataset.test_labels[:args.count]), out,
@@ -116,9 +116,9 @@ def _cmd_visualize(args):
 
 
 def _visualize_dataset(args):
-    from ..distortions import load_dataset
-    from ..paths import writable_dir, writable_file
-    from ..visualize import plot_samples
+    from ..data.distortions import load_dataset
+    from .._runtime.paths import writable_dir, writable_file
+    from ..train.plots import plot_samples
 
     name = args.dataset or "mnist"
     out = args.out or os.path.join("runs", "datasets", f"{name}.png")
@@ -135,18 +135,18 @@ def _visualize_dataset(args):
 
 
 def _cmd_export_onnx(args):
-    from ..errors import StnGluonError
-    from ..export import resolve_model
-    from ..flags import values_from_args
-    from ..paths import readable_path, writable_file
-    from ..quantize import QuantizeConfig, described_dataset, quantize_export
+    from .._runtime.errors import StnGluonError
+    from ..export.saved import resolve_model
+    from .._runtime.flags import values_from_args
+    from .._runtime.paths import readable_path, writable_file
+    from ..export.int8 import QuantizeConfig, described_dataset, quantize_export
 
     quantize = QuantizeConfig(**values_from_args(QuantizeConfig, args))
     if args.output is not None:
         writable_file(args.output, "-o/--output", suffix=".onnx")
     if quantize.calibration is not None:
         readable_path(quantize.calibration, "--calibration", kind="file")
-    from ..pretrained import PREFIX, is_pretrained_ref
+    from ..nn.pretrained import PREFIX, is_pretrained_ref
 
     prefix, _ = resolve_model(args.model)
     if is_pretrained_ref(args.model):  # never into the installed package: <name>.onnx here
@@ -157,10 +157,10 @@ def _cmd_export_onnx(args):
     if args.inputs:
         if quantize.quantize is not None:
             raise StnGluonError("--quantize int8 applies to the classifier export; a graph given with --input is "
-                                "exported in float (quantize it with stn_gluon.onnx.quantize_onnx)")
+                                "exported in float (quantize it with stn_gluon.export.onnx.quantize_onnx)")
         _export_any_graph(args, out)
         return
-    from ..onnx import export_onnx
+    from ..export.onnx import export_onnx
 
     export_onnx(args.model, out, opset=args.opset)
     print(f"Wrote {out} (opset {args.opset}, dynamic batch)")
@@ -171,8 +171,8 @@ def _cmd_export_onnx(args):
 
 def _export_any_graph(args, out):
     """``export-onnx --input NAME=C,H,W ...``: any graph, its own inputs and outputs kept."""
-    from ..errors import StnGluonError
-    from ..onnx import export_graph
+    from .._runtime.errors import StnGluonError
+    from ..export.onnx import export_graph
 
     shapes = dict(args.inputs)
     if len(shapes) != len(args.inputs):
@@ -181,7 +181,7 @@ def _export_any_graph(args, out):
     described = ", ".join(f"{name} (N, {', '.join(map(str, shape))})" for name, shape in shapes.items())
     print(f"Wrote {out} (opset {args.opset}, inputs {described})")
     if args.parity_check:
-        from ..onnx import graph_parity
+        from ..export.onnx import graph_parity
 
         diff = graph_parity(args.model, out, shapes)
         print(f"Parity on 16 random inputs: max |output difference| {diff:.2e}")
@@ -192,7 +192,7 @@ def _export_any_graph(args, out):
 def _check_onnx_parity(model_path, onnx_path):
     import numpy as np
 
-    from ..inference import load_predictor
+    from ..serve.predictors import load_predictor
 
     mx_model, ort_model = load_predictor(model_path, "mxnet"), load_predictor(onnx_path, "onnxruntime")
     x = np.random.RandomState(0).randn(16, *mx_model.input_shape).astype(np.float32)
@@ -200,16 +200,16 @@ def _check_onnx_parity(model_path, onnx_path):
     diff = float(np.abs(a["logits"] - b["logits"]).max())
     print(f"Parity on 16 random inputs: max |logit difference| {diff:.2e}")
     if diff > 1e-4:
-        from ..errors import StnGluonError
+        from .._runtime.errors import StnGluonError
         raise StnGluonError(f"ONNX Runtime and MXNet disagree (max |logit difference| {diff:.2e} > 1e-4)")
 
 
 def _cmd_predict(args):
-    from ..inference import describe, load_predictor, preprocess, to_png
-    from ..inputs import apply_polarity, load_inputs
-    from ..io import atomic_write_bytes
-    from ..paths import writable_dir
-    from ..pretrained import model_or_default
+    from ..serve.predictors import describe, load_predictor, preprocess, to_png
+    from ..serve.inputs import apply_polarity, load_inputs
+    from .._runtime.files import atomic_write_bytes
+    from .._runtime.paths import writable_dir
+    from ..nn.pretrained import model_or_default
 
     if args.save_rectified:
         writable_dir(args.save_rectified, "--save-rectified")
@@ -225,7 +225,7 @@ def _cmd_predict(args):
     results = describe(outputs, predictor.classes, names, inverted)
     if args.save_rectified:
         if "warped" not in outputs:
-            from ..errors import StnGluonError
+            from .._runtime.errors import StnGluonError
             raise StnGluonError("--save-rectified: this model has no spatial transformer")
         writable_dir(args.save_rectified, "--save-rectified", create=True, note=_note)
         for i, entry in enumerate(results):
@@ -245,8 +245,8 @@ def _cmd_predict(args):
 
 
 def _cmd_models(args):
-    from ..pretrained import get_pretrained, list_pretrained
-    from ..zoo import list_models
+    from ..nn.pretrained import get_pretrained, list_pretrained
+    from ..nn.zoo import list_models
 
     shipped = [get_pretrained(name) for name in list_pretrained()]
     if args.json:
@@ -263,18 +263,18 @@ def _cmd_models(args):
 
 
 def _cmd_serve(args):
-    from ..flags import values_from_args
-    from ..serving import ServeConfig, serve
+    from .._runtime.flags import values_from_args
+    from ..serve.app import ServeConfig, serve
 
     serve(ServeConfig(**values_from_args(ServeConfig, args)), echo=lambda line: print(line, flush=True))
 
 
 def _cmd_bench(args):
-    from ..paths import writable_dir
+    from .._runtime.paths import writable_dir
 
     out = args.out
     if out is None:  # bench distortions: the config's default, where the flag was not given
-        from ..distortion_bench import DistortionBenchConfig
+        from ..bench.distortions import DistortionBenchConfig
 
         out = DistortionBenchConfig.out
     writable_dir(out, "--out")  # checked before the bench's minutes of work; the bench makes it when it writes
@@ -283,17 +283,17 @@ def _cmd_bench(args):
 
 def _run_bench(args):
     from ..bench import speed_report, time_to_accuracy
-    from ..reporting import write_report
+    from ..train.reporting import write_report
 
     if args.bench == "int8":
         from ..bench.int8 import Int8BenchConfig, run_int8_bench
-        from ..flags import values_from_args
+        from .._runtime.flags import values_from_args
 
         run_int8_bench(Int8BenchConfig(**values_from_args(Int8BenchConfig, args)),
                        echo=lambda line: print(f"... {line}", file=sys.stderr, flush=True))
     elif args.bench == "distortions":
-        from ..distortion_bench import DistortionBenchConfig, run_distortion_bench
-        from ..flags import values_from_args
+        from ..bench.distortions import DistortionBenchConfig, run_distortion_bench
+        from .._runtime.flags import values_from_args
 
         run_distortion_bench(DistortionBenchConfig(**values_from_args(DistortionBenchConfig, args)))
     elif args.bench == "contention":
@@ -308,8 +308,8 @@ def _run_bench(args):
                                       echo=lambda line: print(f"... {line}", file=sys.stderr, flush=True))
         write_report(args.out, lines, dict(results=results))
     else:
-        from ..flags import values_from_args
-        from ..recipes import TrainConfig
+        from .._runtime.flags import values_from_args
+        from ..train.recipes import TrainConfig
 
         overrides = values_from_args(TrainConfig, args)
         recipe, data_dir = overrides.pop("recipe", "default"), overrides.pop("data_dir", None)

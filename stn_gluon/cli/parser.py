@@ -1,18 +1,18 @@
 """The ``stn-gluon`` argument parser: every subcommand's flags.
 
-The training flags come from :class:`~stn_gluon.recipes.TrainConfig`, the
-server's from :class:`~stn_gluon.serving.ServeConfig`, the distortion
-benchmark's from :class:`~stn_gluon.distortion_bench.DistortionBenchConfig`
-(:func:`stn_gluon.flags.add_flags`): a knob is declared once, where it is used.
+The training flags come from :class:`~stn_gluon.train.recipes.TrainConfig`, the
+server's from :class:`~stn_gluon.serve.app.ServeConfig`, the distortion
+benchmark's from :class:`~stn_gluon.bench.distortions.DistortionBenchConfig`
+(:func:`stn_gluon._runtime.flags.add_flags`): a knob is declared once, where it is used.
 """
 import argparse
 import os
 
-from ..errors import StnGluonError
-from ..flags import add_flags, finite_float, positive_int, values_from_args
-from ..onnx_ops import DEFAULT_OPSET, MAX_OPSET, MIN_OPSET, check_opset, parse_input_spec
-from ..pretrained import DEFAULT as PRETRAINED_DEFAULT, PREFIX as PRETRAINED_PREFIX
-from ..recipes import DATASET_MODELS, TrainConfig, recipe_notes
+from .._runtime.errors import StnGluonError
+from .._runtime.flags import add_flags, finite_float, positive_int, values_from_args
+from ..export.converters import DEFAULT_OPSET, MAX_OPSET, MIN_OPSET, check_opset, parse_input_spec
+from ..nn.pretrained import DEFAULT as PRETRAINED_DEFAULT, PREFIX as PRETRAINED_PREFIX
+from ..train.recipes import DATASET_MODELS, TrainConfig, recipe_notes
 
 __all__ = ["build_parser", "add_train_args", "add_data_args", "train_config_from_args", "MAX_VISUALIZE_COUNT",
            "TIME_TO_ACCURACY_FLAGS"]
@@ -59,7 +59,7 @@ def add_data_args(p, dataset_default="mnist"):
 
 
 def add_train_args(p, skip=()):
-    """The training flags of ``train`` and ``train-symbol``: one per :class:`~stn_gluon.recipes.TrainConfig`
+    """The training flags of ``train`` and ``train-symbol``: one per :class:`~stn_gluon.train.recipes.TrainConfig`
     field, with its help, default and the other recipes' values."""
     add_flags(p, TrainConfig, skip=skip, default_notes=recipe_notes)
     p.add_argument("--no-stn", action="store_true", help="train the same network without the STN (the baseline)")
@@ -78,11 +78,11 @@ TIME_TO_ACCURACY_FLAGS = ("recipe", "epochs", "batch_size", "lr", "data_dir")
 
 def build_parser():
     from .. import __version__
-    from ..distortion_bench import DistortionBenchConfig
-    from ..inputs import PIXEL_RANGES
+    from ..bench.distortions import DistortionBenchConfig
+    from ..serve.inputs import PIXEL_RANGES
     from ..bench.int8 import Int8BenchConfig
-    from ..quantize import QuantizeConfig
-    from ..serving import ServeConfig
+    from ..export.int8 import QuantizeConfig
+    from ..serve.app import ServeConfig
 
     parser = _Parser(prog="stn-gluon", description="Spatial Transformer Networks for MXNet Gluon")
     parser.add_argument("--version", action="version", version=f"stn-gluon {__version__}")
@@ -193,7 +193,7 @@ def build_parser():
 
 
 def train_config_from_args(args):
-    """The :class:`~stn_gluon.recipes.TrainConfig` of a ``train``/``train-symbol`` command line:
+    """The :class:`~stn_gluon.train.recipes.TrainConfig` of a ``train``/``train-symbol`` command line:
     the named recipe, with the flags the user gave on top."""
     values = values_from_args(TrainConfig, args)
     name = values.pop("recipe", "default")

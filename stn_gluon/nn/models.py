@@ -1,0 +1,167 @@
+"""Classifiers with a spatial transformer in front.
+
+The classes take every architecture choice as an argument; their defaults are
+the reference tutorial's (dropout 0.5, zero padding, localization net at the
+full learning rate). The networks ``stn-gluon train`` trains are built from a
+recipe (:func:`stn_gluon.nn.architecture.build_net`) or by name
+(:func:`stn_gluon.nn.zoo.get_model`).
+"""
+from typing import Any, Optional, Sequence, Tuple, Union
+
+from mxnet.gluon import nn
+
+from .blocks import SaliencyLocalization, SpatialTransformer
+from .._runtime.errors import StnGluonError
+from .ops import Tensor
+
+__all__ = ["LeNetBody", "STNClassifier", "STNNet", "stn_backbone", "gluoncv_backbone"]
+
+
+class LeNetBody(nn.HybridSequential):
+    """The LeNet-style classifier of the reference STN tutorials.
+
+    Conv 10@5x5 -> max-pool 2 -> ReLU -> Conv 20@5x5 -> channel Dropout ->
+    max-pool 2 -> ReLU -> Dense 50 -> ReLU -> Dropout -> Dense ``num_classes``.
+    Input ``(N, C, 28, 28)`` (any size >= 12 works); output logits ``(N, num_classes)``.
+    """
+
+    def __init__(self, num_classes: int = 10, dropout: float = 0.5, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        with self.name_scope():
+            self.add(nn.Conv2D(10, 5), nn.MaxPool2D(2, 2), nn.Activation("relu"),
+                     nn.Conv2D(20, 5), nn.Dropout(dropout, axes=(2, 3)),
+                     nn.MaxPool2D(2, 2), nn.Activation("relu"),
+                     nn.Flatten(), nn.Dense(50, activation="relu"), nn.Dropout(dropout),
+                     nn.Dense(num_classes))
+
+
+class STNClassifier(nn.HybridBlock):
+    """Any Gluon classifier with a :class:`SpatialTransformer` in front.
+
+    ``classifier`` maps ``(N, C, H_out, W_out)`` to logits ``(N, K)``; ``stn``
+    maps the input ``(N, C, H, W)`` to ``(N, C, H_out, W_out)`` (``None``: no
+    STN, the baseline). Output: logits ``(N, K)``, or ``(logits, theta)`` with
+    ``return_theta=True`` (theta ``(N, 6)``; the identity when there is no STN).
+    """
+
+    def __init__(self, classifier: Optional[nn.HybridBlock] = None, stn: Optional[SpatialTransformer] = None,
+                 return_theta: bool = False, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.return_theta = bool(return_theta)
+        self.stn: Optional[SpatialTransformer] = None
+        self.classifier: Any = None
+        if classifier is not None:
+            self._set_children(classifier, stn)
+
+    def _set_children(self, classifier: nn.HybridBlock, stn: Optional[SpatialTransformer]) -> None:
+        self.classifier = classifier
+        if stn is not None:
+            stn.return_theta = True
+        self.stn = stn
+
+    def hybrid_forward(self, F: Any, x: Tensor) -> Union[Tensor, Tuple[Tensor, Tensor]]:
+        if self.stn is None:
+            logits = self.classifier(x)
+            if not self.return_theta:
+                return logits
+            one = F.ones_like(F.slice_axis(F.flatten(x), axis=1, begin=0, end=1))
+            zero = F.zeros_like(one)
+            return logits, F.concat(one, zero, zero, zero, one, zero, dim=1)
+        warped, theta = self.stn(x)
+        logits = self.classifier(warped)
+        return (logits, theta) if self.return_theta else logits
+
+
+class STNNet(STNClassifier):
+    """The reference MNIST classifier: :class:`LeNetBody` behind a :class:`SpatialTransformer`.
+
+    Input ``(N, C, H, W)`` normalised images (MNIST: ``(N, 1, 28, 28)``);
+    output logits ``(N, num_classes)`` (and theta with ``return_theta=True``,
+    see :class:`SpatialTransformer`). ``stn=False`` gives the same net without
+    the STN, the baseline; if its ``target_shape`` is smaller than the input,
+    the input is area-averaged down to it (``AdaptiveAvgPooling2D``: "the
+    whole canvas downsampled"). ``transform``, ``target_shape``,
+    ``init_scale`` and ``loc_lr_mult`` go to the :class:`SpatialTransformer`;
+    ``loc_pool`` average-pools the localization net's view of the input (see
+    :class:`LocalizationNet`); ``supersample`` anti-aliases the sampler (see
+    :class:`SpatialTransformer`); ``target_shape`` defaults to
+    ``input_shape[1:]``; ``fill`` is what the STN shows outside the input.
+    ``localization``: ``"conv"`` (:class:`LocalizationNet`) or ``"saliency"``
+    (:class:`SaliencyLocalization`, attention and affine: finds the object by a
+    soft-argmax over a convolutional score map; ``brightness_prior``: see
+    that class). ``config`` holds the arguments that rebuild the same architecture.
+    """
+
+    def __init__(self, num_classes: int = 10, stn: bool = True, input_shape: Sequence[int] = (1, 28, 28),
+                 transform: str = "affine", target_shape: Optional[Sequence[int]] = None, init_scale: float = 1.0,
+                 loc_lr_mult: float = 1.0, dropout: float = 0.5, return_theta: bool = False, fill: float = 0.0,
+                 loc_pool: int = 1, supersample: int = 1, localization: str = "conv",
+                 brightness_prior: float = 0.0, **kwargs: Any) -> None:
+        if len(input_shape) != 3:
+            raise StnGluonError(f"input_shape must be (C, H, W), got {input_shape!r}")
+        target_shape = tuple(int(v) for v in (target_shape or input_shape[1:]))
+        self.config = dict(num_classes=int(num_classes), stn=bool(stn),
+                           input_shape=[int(v) for v in input_shape], transform=transform,
+                           target_shape=list(target_shape), init_scale=float(init_scale),
+                           dropout=float(dropout), fill=float(fill), loc_pool=int(loc_pool),
+                           supersample=int(supersample), localization=localization,
+                           brightness_prior=float(brightness_prior))
+        super().__init__(return_theta=return_theta, **kwargs)
+        self._resize = None
+        if not stn and target_shape != tuple(input_shape[1:]):
+            self._resize = target_shape
+        with self.name_scope():
+            body = LeNetBody(num_classes, dropout=dropout, prefix="body_")
+            transformer = None
+            if stn:
+                loc = _localization(localization, transform, input_shape, loc_pool, init_scale, brightness_prior,
+                                    prefix="stn_loc_")
+                transformer = SpatialTransformer(target_shape, transform, init_scale=init_scale, localization=loc,
+                                                 loc_pool=loc_pool, supersample=supersample,
+                                                 loc_lr_mult=loc_lr_mult, fill=fill, prefix="stn_")
+        self._set_children(body, transformer)
+
+    def hybrid_forward(self, F: Any, x: Tensor) -> Union[Tensor, Tuple[Tensor, Tensor]]:
+        if self._resize is not None:
+            x = F.contrib.AdaptiveAvgPooling2D(x, output_size=self._resize)
+        return super().hybrid_forward(F, x)
+
+
+def stn_backbone(name: str, num_classes: int = 10, input_shape: Sequence[int] = (3, 32, 32),
+                 transform: str = "affine", target_shape: Optional[Sequence[int]] = None, loc_lr_mult: float = 1.0,
+                 init_scale: float = 1.0, fill: float = 0.0, **kwargs: Any) -> STNClassifier:
+    """A gluoncv model-zoo backbone (e.g. ``cifar_resnet20_v1``) behind a SpatialTransformer.
+
+    Input ``(N, C, H, W)``; the STN resamples it to ``target_shape`` (default
+    ``input_shape[1:]``) before the backbone. Output logits ``(N, num_classes)``.
+    """
+    target_shape = tuple(target_shape or input_shape[1:])
+    net = STNClassifier(**kwargs)
+    with net.name_scope():
+        stn = SpatialTransformer(target_shape, transform, init_scale=init_scale,
+                                 loc_lr_mult=loc_lr_mult, fill=fill, prefix="stn_")
+    net._set_children(gluoncv_backbone(name, num_classes, prefix="backbone_"), stn)
+    return net
+
+
+def gluoncv_backbone(name: str, num_classes: int = 10, **kwargs: Any) -> nn.HybridBlock:
+    """A gluoncv model-zoo network by name (untrained), ``classes=num_classes``."""
+    from .._runtime.compat import import_gluoncv  # imported lazily: gluoncv is slow to import
+
+    try:
+        return import_gluoncv().model_zoo.get_model(name, classes=num_classes, pretrained=False, **kwargs)
+    except ValueError as err:
+        raise StnGluonError(f"unknown model {name!r}: {str(err).splitlines()[0]}") from None
+
+
+def _localization(kind: Optional[str], transform: str, input_shape: Sequence[int], pool: int, init_scale: float,
+                  brightness_prior: float, prefix: str) -> Optional[SaliencyLocalization]:
+    """The localization net named by ``kind`` (``None`` lets SpatialTransformer build the default)."""
+    if kind in (None, "conv"):
+        if brightness_prior:
+            raise StnGluonError("brightness_prior needs the saliency localization")
+        return None
+    if kind == "saliency":
+        return SaliencyLocalization(input_shape[1:], pool=pool, init_scale=init_scale,
+                                    brightness_prior=brightness_prior, transform=transform, prefix=prefix)
+    raise StnGluonError(f"unknown localization {kind!r}; choose conv or saliency")

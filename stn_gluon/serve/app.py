@@ -1,0 +1,399 @@
+"""HTTP serving of an exported STN classifier (Starlette under uvicorn).
+
+The model is loaded from its exported files alone (``-symbol.json`` +
+``.params`` through ``SymbolBlock``, or the ``.onnx`` file through ONNX
+Runtime); no training code runs. Endpoints:
+
+* ``POST /v1/predict``: an image body (``image/png``, ``image/jpeg``, ...), a
+  ``multipart/form-data`` upload of one or more images, or JSON
+  ``{"instances": [[...H x W...], ...]}`` (pixel values in [0, 1], or 0..255
+  with ``"pixel_range": "0-255"``; values outside the declared range are a 422
+  naming the range found, the same check as ``stn-gluon predict`` on ``.npy``).
+  Images with transparency are composited onto a background that contrasts
+  with their strokes. Query: ``return_image=1`` adds the rectified image as
+  base64 PNG (``image``); ``return_input=1`` the input as the model read it
+  (``input_image``, base64 PNG); ``return_grid=1`` the region the STN sampled
+  in input pixels (``grid``: ``outline`` and ``lines``, see
+  :mod:`stn_gluon.nn.explain`); ``invert=auto|1|0`` (also ``true``/``false``; default ``auto``):
+  ``auto`` inverts the inputs that look dark on light (MNIST is light on dark),
+  ``1`` inverts all, ``0`` none. Answers ``{"predictions": [{"label", "class",
+  "probabilities", "theta", "inverted"}, ...]}``, where ``inverted`` (bool) says
+  whether that input was inverted before classification.
+* ``GET /``: a web page (``stn_gluon/web``: plain HTML, CSS, JavaScript) to
+  draw a digit on or drop an image, showing what the model and its STN did;
+  it calls ``POST /v1/predict`` like any client.
+* ``GET /healthz`` (alive), ``GET /readyz`` (model loaded, not shutting down),
+  ``GET /v1/model`` (backend, input, classes, source files and SHA-256),
+  ``GET /metrics`` (Prometheus text format).
+
+Concurrent requests are gathered by a :class:`MicroBatcher` into one batch
+(up to ``max_batch`` images or ``max_wait_ms``) and answered separately. Every
+input is decoded and validated (:mod:`stn_gluon.serve.payloads`) before it joins a
+batch, so a bad request gets its own 4xx and never fails the others.
+"""
+import asyncio
+import base64
+import contextlib
+import logging
+import os
+import signal
+import socket
+import threading
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, AsyncIterator, Callable, Dict, Iterator, List, Optional, Type, cast
+
+import numpy as np
+
+from .batching import MicroBatcher
+from .._runtime.errors import StnGluonError
+from ..nn.explain import sampling_regions
+from .._runtime.flags import option, validate_fields
+from .predictors import BACKENDS, Predictor, describe, load_predictor, preprocess, to_png
+from .inputs import apply_polarity
+from .metrics import ServerMetrics
+from .payloads import (HTTPError, check_file_count, check_length, check_total, content_kind, decode_upload,
+                       multipart_error, parse_json_instances, parse_options)
+
+if TYPE_CHECKING:
+    import uvicorn
+    from starlette.applications import Starlette
+    from starlette.datastructures import UploadFile
+    from starlette.requests import Request
+    from starlette.responses import JSONResponse, Response
+
+    from ..nn.ops import Shape
+
+__all__ = ["ServeConfig", "MicroBatcher", "build_app", "serve", "HTTPError", "PredictService", "model_info"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ServeConfig:
+    """How to serve: the model (``.onnx``, save dir or export prefix), backend, address, batching
+    (``max_batch`` images, ``max_wait_ms``), request limits and timeout, ONNX Runtime threads."""
+
+    model: Optional[str] = option(None, ".onnx file, save dir, export prefix or pretrained:NAME; none: the "
+                                        "pretrained MNIST model", cli=False)
+    backend: Optional[str] = option(None, "mxnet or onnxruntime; none: onnxruntime for a .onnx model, mxnet "
+                                          "otherwise", choices=BACKENDS)
+    host: str = option("127.0.0.1", "address to bind (loopback only by default)")
+    port: int = option(8080, "port (0: any free one)", minimum=0, maximum=65535)
+    max_batch: int = option(32, "images per inference batch (1: no batching)", minimum=1)
+    max_wait_ms: float = option(5.0, "how long a batch waits to fill", minimum=0)
+    max_body_bytes: int = option(8 * 1024 * 1024, "largest request body", minimum=1)
+    max_pixels: int = option(16 * 1024 * 1024, "largest image (width x height) accepted before decoding", minimum=1)
+    max_instances: int = option(256, "images per request", minimum=1)
+    timeout_s: float = option(30.0, "request timeout; also the shutdown grace", minimum=0, exclusive_minimum=True)
+    threads: Optional[int] = option(None, "CPU threads for ONNX Runtime; none: all", minimum=1)
+
+
+#: The web page's files (in ``stn_gluon/web``) and their media types: ``/`` and ``/static/<name>``.
+WEB_FILES = {"index.html": "text/html; charset=utf-8", "app.js": "text/javascript; charset=utf-8",
+             "style.css": "text/css; charset=utf-8"}
+#: The page loads nothing from elsewhere (it works offline) and may not be framed.
+PAGE_HEADERS = {"Content-Security-Policy": "default-src 'self'; img-src 'self' data: blob:; "
+                                           "frame-ancestors 'none'; base-uri 'none'; form-action 'none'",
+                "X-Content-Type-Options": "nosniff", "Cache-Control": "no-cache"}
+
+
+def read_web_files() -> Dict[str, bytes]:
+    """The web page's files, read once from the package (:data:`WEB_FILES`)."""
+    folder = os.path.join(os.path.dirname(os.path.abspath(__file__)), "web")
+    files = {}
+    for name in WEB_FILES:
+        try:
+            with open(os.path.join(folder, name), "rb") as f:
+                files[name] = f.read()
+        except OSError as err:
+            raise StnGluonError(f"the web page's {name} is missing from the package ({err.strerror}); "
+                                f"reinstall stn-gluon") from None
+    return files
+
+
+@contextlib.asynccontextmanager
+async def _timeout(seconds: float) -> AsyncIterator[None]:
+    """``asyncio.timeout`` (no task per request) where Python has it, else ``wait_for``'s effect."""
+    if hasattr(asyncio, "timeout"):
+        async with asyncio.timeout(seconds):
+            yield
+        return
+    loop = asyncio.get_running_loop()
+    task = asyncio.current_task()
+    assert task is not None  # called inside a request's task
+    handle = loop.call_later(seconds, task.cancel)
+    try:
+        yield
+    except asyncio.CancelledError:
+        raise asyncio.TimeoutError() from None
+    finally:
+        handle.cancel()
+
+
+async def read_body(request: "Request", max_bytes: int, timeout_s: float) -> bytes:
+    """The request body, refused past ``max_bytes`` (413) or ``timeout_s`` (408)."""
+    check_length(request.headers.get("content-length"), max_bytes)
+    chunks: List[bytes] = []
+    size = 0
+    try:
+        async with _timeout(timeout_s):
+            async for chunk in request.stream():
+                size += len(chunk)
+                check_total(size, max_bytes, "body")
+                chunks.append(chunk)
+    except asyncio.TimeoutError:
+        raise HTTPError(408, f"the request body did not arrive within {timeout_s:g} s") from None
+    return b"".join(chunks)
+
+
+async def read_uploads(request: "Request", config: ServeConfig, input_shape: "Shape") -> np.ndarray:
+    """A ``multipart/form-data`` body of images -> pixels ``float32 (N, 1, H, W)`` in [0, 1]."""
+    from starlette.requests import ClientDisconnect
+
+    try:
+        form = await asyncio.wait_for(
+            request.form(max_files=config.max_instances, max_fields=config.max_instances,
+                         max_part_size=config.max_body_bytes), timeout=config.timeout_s)
+    except asyncio.TimeoutError:
+        raise HTTPError(408, "the upload did not arrive within the time allowed") from None
+    except ClientDisconnect:
+        raise
+    except Exception as err:  # multipart parse errors come in several types
+        raise multipart_error(err) from None
+    files = cast("List[UploadFile]", [v for _, v in form.multi_items() if hasattr(v, "read")])
+    check_file_count(len(files), config.max_instances)
+    total, images = 0, []
+    for f in files:
+        data = await f.read()
+        total += len(data)
+        check_total(total, config.max_body_bytes)
+        images.append(decode_upload(data, f.filename or "upload", input_shape, config.max_pixels))
+    return np.concatenate(images)
+
+
+async def read_pixels(request: "Request", config: ServeConfig, input_shape: "Shape") -> np.ndarray:
+    """Any accepted body -> validated pixels ``float32 (N, C, H, W)`` in [0, 1]."""
+    kind = content_kind(request.headers.get("content-type"), input_shape[0])
+    if kind == "multipart":
+        return await read_uploads(request, config, input_shape)
+    body = await read_body(request, config.max_body_bytes, config.timeout_s)
+    if kind == "image":
+        return decode_upload(body, "image body", input_shape, config.max_pixels)
+    return parse_json_instances(body, input_shape, config.max_instances)
+
+
+class PredictService:
+    """The endpoints' handlers around one predictor, its batcher and its metrics."""
+
+    def __init__(self, predictor: Predictor, config: ServeConfig, info: Optional[Dict[str, Any]] = None):
+        self.predictor, self.config, self.info = predictor, config, info or {}
+        self.web = read_web_files()
+        self.metrics = ServerMetrics()
+        self.batcher = MicroBatcher(predictor.predict, config.max_batch, config.max_wait_ms,
+                                    on_batch=self.metrics.batch.observe)
+        self.state = {"ready": False}
+
+    def answer(self, endpoint: str, doc: Dict[str, Any], status: int = 200) -> "JSONResponse":
+        from starlette.responses import JSONResponse
+
+        self.metrics.requests.labels(endpoint, str(status)).inc()
+        if status >= 400:
+            self.metrics.errors.labels(endpoint, str(status)).inc()
+        return JSONResponse(doc, status_code=status)
+
+    async def classify(self, request: "Request") -> Dict[str, Any]:
+        p = self.predictor
+        options = parse_options(request.query_params)
+        pixels, inverted = apply_polarity(await read_pixels(request, self.config, tuple(p.input_shape)),
+                                          options.invert)
+        try:
+            async with _timeout(self.config.timeout_s):
+                outputs = await self.batcher.submit(preprocess(pixels, p.mean, p.std))
+        except asyncio.TimeoutError:
+            raise HTTPError(503, f"inference did not finish within {self.config.timeout_s:g} s") from None
+        explain = [name for name, asked in (("return_image", options.return_image),
+                                            ("return_grid", options.return_grid)) if asked]
+        if explain and "warped" not in outputs:
+            raise HTTPError(400, f"{explain[0]}=1: this model has no spatial transformer")
+        regions = None
+        if options.return_grid:
+            if "theta" not in outputs:
+                raise HTTPError(400, "return_grid=1: this model does not report its transform's parameters")
+            regions = await self.batcher.run(sampling_regions, outputs["theta"], p.transform,
+                                             outputs["warped"].shape[2:], p.input_shape[1:])
+        results = describe(outputs, p.classes, [f"#{i}" for i in range(len(pixels))], inverted)
+        for i, entry in enumerate(results):
+            entry.pop("input")
+            if options.return_image:
+                entry["image"] = base64.b64encode(to_png(outputs["warped"][i], p.mean, p.std)).decode("ascii")
+            if options.return_input:
+                entry["input_image"] = base64.b64encode(to_png(pixels[i], 0.0, 1.0)).decode("ascii")
+            if regions is not None:
+                entry["grid"] = regions[i]
+        self.metrics.images.inc(len(results))
+        return {"predictions": results}
+
+    async def predict(self, request: "Request") -> "JSONResponse":
+        from starlette.requests import ClientDisconnect
+
+        tic = time.perf_counter()
+        try:
+            return self.answer("/v1/predict", await self.classify(request))
+        except HTTPError as err:
+            return self.answer("/v1/predict", {"error": err.message, "status": err.status}, err.status)
+        except ClientDisconnect:
+            return self.answer("/v1/predict", {"error": "client disconnected", "status": 499}, 499)
+        except StnGluonError as err:
+            return self.answer("/v1/predict", {"error": str(err), "status": 422}, 422)
+        except Exception as err:  # never let one request take anything down
+            log.exception("predict failed")
+            return self.answer("/v1/predict", {"error": f"internal error: {type(err).__name__}", "status": 500}, 500)
+        finally:
+            self.metrics.latency.observe(time.perf_counter() - tic)
+
+    async def page(self, request: "Request") -> "Response":
+        """``GET /`` and ``GET /static/{name}``: the web page (:data:`WEB_FILES`), from the package."""
+        from starlette.responses import Response
+
+        name = request.path_params.get("name", "index.html")
+        if name not in WEB_FILES:
+            return self.answer(request.url.path, {"error": "not found", "status": 404}, 404)
+        self.metrics.requests.labels("/" if name == "index.html" else "/static", "200").inc()
+        return Response(self.web[name], media_type=WEB_FILES[name], headers=PAGE_HEADERS)
+
+    async def healthz(self, request: "Request") -> "JSONResponse":
+        return self.answer("/healthz", {"status": "ok"})
+
+    async def readyz(self, request: "Request") -> "JSONResponse":
+        return self.answer("/readyz", {"ready": self.state["ready"]}, 200 if self.state["ready"] else 503)
+
+    async def model(self, request: "Request") -> "JSONResponse":
+        return self.answer("/v1/model", self.info)
+
+    async def prometheus(self, request: "Request") -> "Response":
+        from starlette.responses import Response
+
+        body, ctype = self.metrics.render()
+        return Response(body, media_type=ctype)
+
+    async def not_found(self, request: "Request", exc: Exception) -> "JSONResponse":
+        from starlette.responses import JSONResponse
+
+        status = getattr(exc, "status_code", 404)
+        return JSONResponse({"error": getattr(exc, "detail", "not found"), "status": status}, status_code=status)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(self, app: "Starlette") -> AsyncIterator[None]:
+        self.batcher.start()
+        self.state["ready"] = True
+        try:
+            yield
+        finally:
+            self.state["ready"] = False
+            await self.batcher.stop()
+
+
+def build_app(predictor: Predictor, config: ServeConfig, model_info: Optional[Dict[str, Any]] = None) -> "Starlette":
+    """The Starlette app serving ``predictor`` (see :mod:`stn_gluon.serve.predictors`)."""
+    from starlette.applications import Starlette
+    from starlette.exceptions import HTTPException
+    from starlette.routing import Route
+
+    s = PredictService(predictor, config, model_info)
+    routes = [Route("/", s.page, methods=["GET"]), Route("/static/{name}", s.page, methods=["GET"]),
+              Route("/v1/predict", s.predict, methods=["POST"]), Route("/healthz", s.healthz, methods=["GET"]),
+              Route("/readyz", s.readyz, methods=["GET"]), Route("/v1/model", s.model, methods=["GET"]),
+              Route("/metrics", s.prometheus, methods=["GET"])]
+    app = Starlette(routes=routes, lifespan=s.lifespan, exception_handlers={HTTPException: s.not_found})
+    app.state.batcher, app.state.metrics, app.state.serving = s.batcher, s.metrics, s.state
+    return app
+
+
+def model_info(predictor: Predictor, path: str) -> Dict[str, Any]:
+    """What ``GET /v1/model`` reports: :meth:`Predictor.info` plus the model's absolute path (and for a
+    shipped model, ``pretrained``: its name)."""
+    from ..nn.pretrained import PREFIX, is_pretrained_ref
+
+    if is_pretrained_ref(path):  # its folder, already resolved and checked by the predictor
+        return dict(predictor.info(), model=os.path.dirname(os.path.abspath(predictor.source[0])),
+                    pretrained=path[len(PREFIX):])
+    return dict(predictor.info(), model=os.path.abspath(path))
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except socket.gaierror as err:
+        raise StnGluonError(f"--host {host}: {err}") from None
+    family, _, _, _, addr = infos[0]
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind(addr)
+    except OSError as err:
+        sock.close()
+        raise StnGluonError(f"cannot listen on {host}:{port} ({err.strerror})") from None
+    sock.listen(2048)
+    sock.set_inheritable(True)
+    return sock
+
+
+def serve(config: ServeConfig, echo: Callable[[str], Any] = print) -> None:
+    """Load the model, bind, and serve until SIGTERM/SIGINT (requests in flight are answered)."""
+    import uvicorn
+
+    from ..nn.pretrained import model_or_default
+
+    validate_fields(config)
+    model = model_or_default(config.model, echo)
+    # MXNet: one OpenMP thread unless set by the user, a server's small batches gain nothing steady from a second
+    # one and lose half beside other processes (docs/performance.md)
+    predictor = load_predictor(model, config.backend, threads=config.threads, mxnet_threads=1)
+    warm = np.zeros((1,) + tuple(predictor.input_shape), np.float32)
+    predictor.predict(warm)  # fail at start, not on the first request
+    info = model_info(predictor, model)
+    app = build_app(predictor, config, info)
+    sock = _bind(config.host, config.port)
+    host, port = sock.getsockname()[:2]
+    echo(f"Serving {info['model']} ({predictor.backend}, input {tuple(predictor.input_shape)}, "
+         f"max batch {config.max_batch}, max wait {config.max_wait_ms:g} ms) on http://{host}:{port}", )
+    echo(predictor.describe_threads())
+    server = _Server(uvicorn.Config(app, log_level="warning", access_log=False,
+                                    # uvicorn annotates int, but uses it only as an asyncio timeout, where a float works
+                                    timeout_graceful_shutdown=config.timeout_s,  # type: ignore[arg-type]
+                                    lifespan="on",
+                                    limit_concurrency=4096, timeout_keep_alive=30))
+    server.run(sockets=[sock])
+    echo(f"Stopped{' on ' + signal.Signals(server.stop_signal).name if server.stop_signal else ''}: "
+         f"requests in flight were answered")
+
+
+def _server_class() -> "Type[uvicorn.Server]":
+    import uvicorn
+
+    class Server(uvicorn.Server):
+        """uvicorn's server, ending with status 0 after a graceful SIGTERM/SIGINT shutdown
+        (uvicorn would re-raise the signal and die by it)."""
+
+        stop_signal: Optional[int] = None
+
+        @contextlib.contextmanager
+        def capture_signals(self) -> Iterator[None]:
+            if threading.current_thread() is not threading.main_thread():
+                yield
+                return
+            handled = (signal.SIGINT, signal.SIGTERM)
+            original = {sig: signal.signal(sig, self.handle_exit) for sig in handled}
+            try:
+                yield
+            finally:
+                for sig, handler in original.items():
+                    signal.signal(sig, handler)
+            self.stop_signal = self._captured_signals[-1] if getattr(self, "_captured_signals", None) else None
+
+    return Server
+
+
+def _Server(config: "uvicorn.Config") -> Any:
+    return _server_class()(config)

@@ -1,0 +1,167 @@
+"""Request parsing for the HTTP server, as plain functions (no web framework).
+
+Each function turns part of a ``POST /v1/predict`` request (query, content
+type, body bytes) into validated values, or raises :class:`HTTPError` with the
+status and a one-line reason. Pixels come out as ``float32 (N, C, H, W)`` in
+[0, 1], exactly as the CLI reads them (:mod:`stn_gluon.serve.inputs`).
+"""
+import json
+from dataclasses import dataclass
+from typing import Any, Mapping, Optional, Sequence, Union
+
+import numpy as np
+
+from .._runtime.errors import StnGluonError
+from .inputs import FALSE_WORDS, TRUE_WORDS, decode_image, parse_invert, validate_array
+
+__all__ = ["HTTPError", "PredictOptions", "parse_options", "parse_flag", "content_kind", "check_length",
+           "check_total", "check_file_count", "multipart_error", "parse_json_instances", "decode_upload",
+           "JSON_PIXEL_RANGES"]
+
+JSON_PIXEL_RANGES = ("0-1", "0-255")
+_TRUE, _FALSE = TRUE_WORDS, FALSE_WORDS + ("",)  # an empty flag (``?return_image=``) is off
+
+
+class HTTPError(Exception):
+    """An answer other than 200, with a one-line reason."""
+
+    def __init__(self, status: int, message: str):
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+@dataclass(frozen=True)
+class PredictOptions:
+    """The query of ``POST /v1/predict``: ``return_image`` (add the rectified image), ``invert``
+    (``"auto"``, True or False), ``return_grid`` (add the STN's sampling region in input pixels) and
+    ``return_input`` (add the input as the model saw it)."""
+
+    return_image: bool = False
+    invert: Union[str, bool] = "auto"
+    return_grid: bool = False
+    return_input: bool = False
+
+
+def parse_flag(query: Mapping[str, str], name: str, default: str = "0") -> bool:
+    """A 1/0 (true/false, yes/no) query parameter -> bool; anything else is a 400."""
+    value = str(query.get(name, default)).lower()
+    if value in _TRUE:
+        return True
+    if value in _FALSE:
+        return False
+    raise HTTPError(400, f"query parameter {name}={value!r}: expected 1 or 0")
+
+
+def parse_options(query: Mapping[str, str]) -> PredictOptions:
+    """The query parameters -> :class:`PredictOptions` (``invert`` defaults to ``auto``)."""
+    try:
+        invert = parse_invert(query.get("invert", "auto"))
+    except StnGluonError:
+        raise HTTPError(400, f"query parameter invert={query.get('invert')!r}: expected auto, 1 or 0 "
+                             f"(or true/false)") from None
+    return PredictOptions(return_image=parse_flag(query, "return_image"), invert=invert,
+                          return_grid=parse_flag(query, "return_grid"), return_input=parse_flag(query, "return_input"))
+
+
+def content_kind(content_type: Optional[str], channels: int) -> str:
+    """A ``Content-Type`` header -> ``"image"``, ``"json"`` or ``"multipart"``; 415 otherwise.
+
+    Image bodies need a grey model (``channels`` 1); others must send JSON.
+    """
+    ctype = (content_type or "").split(";")[0].strip().lower()
+    if ctype.startswith("image/"):
+        if channels != 1:
+            raise HTTPError(415, f"the model takes {channels} channels; send JSON instances")
+        return "image"
+    if ctype == "application/json":
+        return "json"
+    if ctype == "multipart/form-data":
+        return "multipart"
+    raise HTTPError(415, f"unsupported content type {ctype or '(none)'}: send image/*, "
+                         f"multipart/form-data or application/json")
+
+
+def check_length(declared: Optional[str], max_bytes: int) -> None:
+    """Refuse a ``Content-Length`` header over ``max_bytes`` (413) or not a number (400)."""
+    if declared is None:
+        return
+    try:
+        size = int(declared)
+    except ValueError:
+        raise HTTPError(400, "bad Content-Length header") from None
+    if size > max_bytes:
+        raise HTTPError(413, f"body of {declared} bytes is larger than the {max_bytes} allowed")
+
+
+def decode_upload(data: bytes, name: str, input_shape: Sequence[int], max_pixels: int) -> np.ndarray:
+    """Image bytes -> ``float32 (1, 1, H, W)`` in [0, 1]; 413 when too large, 400 when unreadable."""
+    _, h, w = input_shape
+    try:
+        return decode_image(data, (h, w), name, max_pixels=max_pixels)[None, None]
+    except StnGluonError as err:
+        raise HTTPError(413 if "allowed" in str(err) else 400, str(err)) from None
+
+
+def _load_json(body: bytes) -> Any:
+    try:
+        return json.loads(body)
+    except (ValueError, UnicodeDecodeError) as err:
+        raise HTTPError(400, f"body is not valid JSON ({str(err)[:80]})") from None
+    except RecursionError:
+        raise HTTPError(400, "body is JSON nested too deeply") from None
+
+
+def parse_json_instances(body: bytes, input_shape: Sequence[int], max_instances: int) -> np.ndarray:
+    """A JSON body ``{"instances": [...], "pixel_range": "0-1"|"0-255"}`` -> ``float32 (N, C, H, W)`` in [0, 1].
+
+    Each instance is ``(H, W)`` (or ``(C, H, W)``); the values are checked by
+    :func:`stn_gluon.serve.inputs.validate_array`, the validator of the CLI's ``.npy``
+    files. 400: not JSON, no ``instances`` list, bad ``pixel_range``; 413: more
+    than ``max_instances``; 422: not numbers, NaN/inf, out of range, bad shape.
+    """
+    c, h, w = input_shape
+    doc = _load_json(body)
+    if not isinstance(doc, dict) or "instances" not in doc:
+        raise HTTPError(400, 'JSON body must be an object with "instances": [...]')
+    instances = doc["instances"]
+    if not isinstance(instances, list) or not instances:
+        raise HTTPError(400, '"instances" must be a non-empty list')
+    if len(instances) > max_instances:
+        raise HTTPError(413, f"{len(instances)} instances; at most {max_instances} per request")
+    pixel_range = doc.get("pixel_range", "0-1")
+    if pixel_range not in JSON_PIXEL_RANGES:
+        raise HTTPError(400, '"pixel_range" must be "0-1" or "0-255"')
+    try:
+        arr = np.array(instances, dtype=np.float64)
+    except (ValueError, TypeError, OverflowError):
+        raise HTTPError(422, "instances must be equally shaped arrays of numbers") from None
+    if arr.ndim < 3:
+        raise HTTPError(422, f"instances have shape {arr.shape[1:]}; each must be ({h}, {w})"
+                             f"{'' if c == 1 else f' or ({c}, {h}, {w})'}")
+    try:
+        return validate_array(arr, input_shape, pixel_range, "instances")
+    except StnGluonError as err:
+        raise HTTPError(422, str(err)) from None
+
+
+def multipart_error(err: Exception) -> HTTPError:
+    """A multipart parser's exception -> 413 (too many parts, too large) or 400 (malformed)."""
+    detail = str(getattr(err, "detail", None) or err or type(err).__name__)
+    if detail.startswith("Too many") or "exceeded maximum size" in detail.lower():
+        return HTTPError(413, f"multipart body: {detail[:100]}")
+    return HTTPError(400, f"malformed multipart body ({detail[:100]})")
+
+
+def check_file_count(count: int, max_files: int) -> None:
+    """Refuse a multipart body with no file (400) or more than ``max_files`` (413)."""
+    if count == 0:
+        raise HTTPError(400, "multipart body has no file")
+    if count > max_files:
+        raise HTTPError(413, f"{count} files; at most {max_files} per request")
+
+
+def check_total(size: int, max_bytes: int, what: str = "upload") -> None:
+    """Refuse ``size`` bytes received so far when over ``max_bytes`` (413)."""
+    if size > max_bytes:
+        raise HTTPError(413, f"{what} larger than the {max_bytes} bytes allowed")

@@ -1,0 +1,219 @@
+"""Inference on saved models: preprocessing, and one predictor API per backend.
+
+Inputs are read by :mod:`stn_gluon.serve.inputs` (pixels in [0, 1], light on dark).
+Preprocessing is the training one: ``(x - mean) / std`` with the model's
+normalisation.
+
+Both backends answer :meth:`Predictor.predict` with NumPy arrays:
+``logits`` and ``probabilities`` ``(N, K)``, and for STN models ``theta``
+``(N, 6)`` and ``warped`` ``(N, C, H_out, W_out)`` (normalised, like the input).
+:meth:`Predictor.info` says what the model is (backend, input shape, classes,
+source files and their SHA-256).
+"""
+import io
+import os
+from typing import Any, Dict, List, Optional, Sequence, Union
+
+import numpy as np
+
+from .._runtime.errors import StnGluonError
+from .._runtime.files import sha256_file
+
+__all__ = ["BACKENDS", "preprocess", "load_predictor", "Predictor", "MXNetPredictor", "OnnxPredictor",
+           "describe", "to_png"]
+
+BACKENDS = ("mxnet", "onnxruntime")
+
+
+def preprocess(pixels: np.ndarray, mean: float, std: float, invert: bool = False) -> np.ndarray:
+    """Pixels ``(N, C, H, W)`` in [0, 1] -> the model's normalised input, float32, same shape.
+
+    invert: use ``1 - pixels`` (see :func:`stn_gluon.serve.inputs.apply_polarity` for per-image choice).
+    """
+    x = 1.0 - pixels if invert else pixels
+    return ((x - mean) / std).astype(np.float32)
+
+
+class Predictor:
+    """Common face of the backends: ``backend``, ``input_shape`` (C, H, W), ``mean``, ``std``,
+    ``classes``, ``transform`` (the STN's, ``None`` without one), ``source`` (the files loaded),
+    ``predict(x)`` and ``info()``."""
+
+    backend: Optional[str] = None
+    transform: Optional[str] = None
+    input_shape: tuple
+    mean: float
+    std: float
+    classes: List[str]
+    source: List[str]
+
+    def predict(self, x: np.ndarray) -> Dict[str, np.ndarray]:
+        """Normalised ``x`` float32 ``(N, C, H, W)`` -> outputs (see the module docstring)."""
+        raise NotImplementedError
+
+    def check(self, x: np.ndarray) -> None:
+        """Refuse an input that is not ``(N,) + input_shape``."""
+        if x.ndim != 4 or tuple(x.shape[1:]) != tuple(self.input_shape):
+            raise StnGluonError(f"input must be (N, {', '.join(map(str, self.input_shape))}), got {x.shape}")
+
+    def details(self) -> Dict[str, Any]:
+        """Backend-specific facts for :meth:`info`."""
+        return {}
+
+    def describe_threads(self) -> str:
+        """One line: the CPU threads this backend uses and why (see :mod:`stn_gluon._runtime.threads`)."""
+        from .._runtime.threads import describe_threads
+
+        return describe_threads()
+
+    def info(self) -> Dict[str, Any]:
+        """What the model is: ``backend``, ``input_shape`` ``[None, C, H, W]``, ``mean``, ``std``,
+        ``classes``, ``transform``, ``files`` (base name -> SHA-256 hex of each source file), plus
+        ``opset`` (ONNX) or ``symbol`` and ``epoch`` (MXNet)."""
+        info = dict(backend=self.backend, input_shape=[None] + list(self.input_shape), mean=self.mean,
+                    std=self.std, classes=self.classes, transform=self.transform,
+                    files={os.path.basename(f): sha256_file(f) for f in self.source})
+        info.update(self.details())
+        return info
+
+
+class MXNetPredictor(Predictor):
+    """An exported MXNet model (Gluon export or Module checkpoint) through ``SymbolBlock``.
+
+    most_threads: the most OpenMP threads to run it with (``stn-gluon serve``: 1), where the count is chosen
+    from the load (:func:`stn_gluon._runtime.threads.recheck_threads`).
+    """
+
+    backend = "mxnet"
+
+    def __init__(self, path: str, most_threads: Optional[int] = None):
+        import mxnet as mx
+
+        from ..export.saved import load_model
+        from .._runtime.threads import recheck_threads
+
+        recheck_threads(most=most_threads)  # before MXNet's first operator (loading the parameters)
+        self.mx = mx
+        self.model = load_model(path)
+        meta = self.model.meta
+        self.input_shape = tuple(meta["input_shape"])
+        self.mean, self.std = float(meta["mean"]), float(meta["std"])
+        self.classes = list(meta.get("classes", []))
+        self.transform = meta.get("transform") if self.model.stn is not None else None
+        self.model.net.hybridize(static_alloc=True)
+        if self.model.stn is not None:
+            self.model.stn.hybridize(static_alloc=True)
+        self.source = self.model.files
+
+    def predict(self, x: np.ndarray) -> Dict[str, np.ndarray]:
+        self.check(x)
+        data = self.mx.nd.array(x)
+        logits = self.model.net(data)
+        out = dict(logits=logits.asnumpy(), probabilities=self.mx.nd.softmax(logits).asnumpy())
+        if self.model.stn is not None:
+            stn_out = self.model.stn(data)
+            out["warped"] = stn_out[0].asnumpy()
+            if len(stn_out) > 1:
+                out["theta"] = stn_out[1].asnumpy()
+        return out
+
+    def details(self) -> Dict[str, Any]:
+        return dict(symbol=os.path.basename(self.source[0]), epoch=self.model.epoch)
+
+
+class OnnxPredictor(Predictor):
+    """An exported ``.onnx`` model through ONNX Runtime."""
+
+    backend = "onnxruntime"
+
+    def __init__(self, path: str, threads: Optional[int] = None):
+        from ..export.onnx import OnnxModel
+
+        self.model = OnnxModel(path, threads=threads)
+        self.input_shape = self.model.input_shape
+        self.mean, self.std = self.model.mean, self.model.std
+        self.classes = self.model.classes
+        transform = str(self.model.meta.get("transform") or "none")
+        self.transform = None if transform == "none" else transform
+        self.source = [path]
+
+    def predict(self, x: np.ndarray) -> Dict[str, np.ndarray]:
+        self.check(x)
+        return self.model.run(x)
+
+    def details(self) -> Dict[str, Any]:
+        return dict(opset=int(self.model.meta.get("opset", 0)) or None)
+
+    def describe_threads(self) -> str:
+        return self.model.describe_threads()
+
+
+def _find_onnx(path: str) -> str:
+    if os.path.isdir(path):
+        found = sorted(f for f in os.listdir(path) if f.endswith(".onnx"))
+        if not found:
+            raise StnGluonError(f"{path}: no .onnx file in this folder (run stn-gluon export-onnx)")
+        return os.path.join(path, "model.onnx" if "model.onnx" in found else found[0])
+    return path
+
+
+def load_predictor(path: str, backend: Optional[str] = None, threads: Optional[int] = None,
+                   mxnet_threads: Optional[int] = None) -> Predictor:
+    """A :class:`Predictor` for ``path``: a ``.onnx`` file, a save dir, an export prefix or
+    ``pretrained:NAME`` (a model shipped with the package, see :mod:`stn_gluon.nn.pretrained`).
+
+    backend: ``"mxnet"`` or ``"onnxruntime"``; ``None`` picks ONNX Runtime for a
+    ``.onnx`` path and MXNet otherwise. threads: ONNX Runtime's CPU threads; mxnet_threads: the most OpenMP
+    threads for the MXNet backend (see :class:`MXNetPredictor`).
+    """
+    from ..nn.pretrained import PREFIX, is_pretrained_ref, resolve_model_ref
+
+    ref, path = str(path), resolve_model_ref(str(path))
+    if backend is None:
+        backend = "onnxruntime" if path.endswith(".onnx") else "mxnet"
+    if backend not in BACKENDS:
+        raise StnGluonError(f"unknown backend {backend!r}; choose {' or '.join(BACKENDS)}")
+    if backend == "onnxruntime" and is_pretrained_ref(ref):
+        name = ref[len(PREFIX):]
+        raise StnGluonError(f"{ref} ships as MXNet files: use backend mxnet, or make {name}.onnx with "
+                            f"stn-gluon export-onnx --model {ref} and give that", params=("backend",))
+    if backend == "onnxruntime":
+        from ..export.saved import check_onnx_current
+
+        onnx_path = _find_onnx(path)
+        check_onnx_current(onnx_path, path)  # an export left over from before a retraining is refused
+        return OnnxPredictor(onnx_path, threads=threads)
+    if path.endswith(".onnx"):
+        raise StnGluonError(f"{path}: the mxnet backend needs the MXNet export (-symbol.json/.params), "
+                            f"not the .onnx file")
+    return MXNetPredictor(path, mxnet_threads)
+
+
+def describe(outputs: Dict[str, np.ndarray], classes: Sequence[str], names: Sequence[str],
+             inverted: Optional[Union[Sequence[bool], np.ndarray]] = None) -> List[Dict[str, Any]]:
+    """Predictor outputs -> one JSON-able dict per input: ``input``, ``label``, ``probabilities``
+    (K floats in [0, 1]), ``class``, ``theta`` (or None), and ``inverted`` when given."""
+    results = []
+    probs = outputs["probabilities"]
+    for i, name in enumerate(names):
+        label = int(np.argmax(probs[i]))
+        entry = dict(input=name, label=label, probabilities=[round(float(p), 6) for p in probs[i]])
+        if classes:
+            entry["class"] = classes[label] if label < len(classes) else str(label)
+        entry["theta"] = [round(float(t), 6) for t in outputs["theta"][i]] if "theta" in outputs else None
+        if inverted is not None:
+            entry["inverted"] = bool(inverted[i])
+        results.append(entry)
+    return results
+
+
+def to_png(image: np.ndarray, mean: float, std: float) -> bytes:
+    """A normalised ``(C, H, W)`` image -> PNG bytes (grey for C = 1, else RGB)."""
+    from PIL import Image
+
+    pixels = np.clip(np.asarray(image) * std + mean, 0, 1)
+    pixels = (pixels * 255 + 0.5).astype(np.uint8)
+    img = Image.fromarray(pixels[0]) if pixels.shape[0] == 1 else Image.fromarray(pixels.transpose(1, 2, 0))
+    buf = io.BytesIO()
+    img.save(buf, format="PNG")
+    return buf.getvalue()

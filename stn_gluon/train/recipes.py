@@ -1,0 +1,225 @@
+"""What a training run is: its configuration, the named recipes, and the network it builds.
+
+This module alone knows it. :class:`TrainConfig` declares every knob once
+(default, help, bounds: the ``train`` and ``train-symbol`` flags are generated
+from it, see :mod:`stn_gluon._runtime.flags`); :data:`RECIPES` names whole recipes
+(``--recipe fast``); :data:`DATASET_MODELS` says how a model looks at each
+dataset (the STN's output size, pooling, localization net...);
+:func:`resolve_architecture` turns a configuration into a concrete
+:class:`Architecture` and :func:`build_net` builds it. The Gluon trainer
+(:func:`stn_gluon.train.gluon.fit`), the Module trainer
+(:func:`stn_gluon.train.module.fit_module`), the benchmarks and the CLI all
+ask here.
+
+Adding a knob: one :func:`~stn_gluon._runtime.flags.option` field below (and, if it
+shapes the network, one line in :func:`resolve_architecture`).
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, Dict, List, Optional
+
+from .distributed import KVSTORES
+from .._runtime.errors import ConfigError
+from .._runtime.flags import epoch_count, option, validate_fields
+
+__all__ = ["TrainConfig", "RECIPES", "RUN_FIELDS", "OPTIMIZERS", "LR_MODES", "LOCALIZATIONS", "DatasetModels",
+           "DATASET_MODELS", "PLAIN_STN", "dataset_models", "recipe_notes"]
+
+OPTIMIZERS = ("sgd", "nag", "adam")
+LR_MODES = ("cosine", "step", "linear", "poly", "constant")
+LOCALIZATIONS = ("conv", "saliency")
+
+@dataclass(frozen=True)
+class DatasetModels:
+    """How models look at one dataset (its canvas: :class:`stn_gluon.data.distortions.DatasetSpec`).
+
+    stn_target: the STN's output side (28: the STN normalises the digit to
+    MNIST's size). baseline_target: the side the CNN baseline sees (its input
+    is area-averaged down to it when smaller than the canvas). loc_pool:
+    average pooling in front of the localization net. supersample: the
+    sampler's anti-aliasing (points per output pixel along each axis).
+    localization / init_scale / brightness_prior: the localization net of the
+    transforms the saliency net can output (attention, affine), their initial
+    zoom and the saliency net's prior toward bright cells; other transforms
+    get :data:`PLAIN_STN`.
+    """
+    stn_target: int
+    baseline_target: int
+    loc_pool: int = 1
+    supersample: int = 1
+    localization: str = "conv"
+    init_scale: float = 1.0
+    brightness_prior: float = 0.0
+
+    def stn_defaults(self, transform: str) -> Dict[str, Any]:
+        """``localization``, ``init_scale``, ``brightness_prior`` of an STN of ``transform`` here."""
+        from ..nn.blocks import SaliencyLocalization
+
+        if transform in SaliencyLocalization.TRANSFORMS:
+            return dict(localization=self.localization, init_scale=self.init_scale,
+                        brightness_prior=self.brightness_prior)
+        return dict(PLAIN_STN)
+
+
+#: The STN's defaults where a dataset sets none: the reference localization net at the identity.
+PLAIN_STN: Dict[str, Any] = dict(localization="conv", init_scale=1.0, brightness_prior=0.0)
+
+DATASET_MODELS: Dict[str, DatasetModels] = {
+    "mnist": DatasetModels(28, 28),
+    "mnist32": DatasetModels(32, 32),
+    "rotated": DatasetModels(28, 28),
+    "rts": DatasetModels(28, 42),
+    "projective": DatasetModels(28, 28),
+    "elastic": DatasetModels(28, 28),
+    # starting on the central 0.6 (36 of 60 px; the digit is 28): affine 3.43 % error against 4.72 % from
+    # the whole canvas, attention 3.23 % against 3.09 % (bench distortions, one run each)
+    "cluttered": DatasetModels(60, 60, loc_pool=2, localization="saliency", init_scale=0.6),
+    "noisy128": DatasetModels(28, 28, loc_pool=4, supersample=4, localization="saliency",
+                              brightness_prior=5.0),
+}
+
+
+def dataset_models(name: str) -> DatasetModels:
+    """:class:`DatasetModels` of dataset ``name``."""
+    try:
+        return DATASET_MODELS[name]
+    except KeyError:
+        raise ConfigError("dataset", f"{name!r}: choose {', '.join(DATASET_MODELS)}") from None
+
+
+#: Named recipes: the fields each one sets differently from the default recipe.
+RECIPES: Dict[str, Dict[str, Any]] = {
+    # the 20-epoch recipe: 99.5 % on MNIST (docs/benchmarks.md)
+    "default": {},
+    # the shortest way to 99.0 % on a 2-core CPU (docs/benchmarks.md, `bench time-to-accuracy --recipe fast`)
+    "fast": dict(epochs=1.25, batch_size=32, optimizer="nag", lr=0.03, warmup_epochs=0.1, dropout=0.0,
+                 augment=False, test_each_epoch=False),
+}
+
+#: Fields that say how to run, not what is trained: not part of a run's recipe.
+RUN_FIELDS = ("recipe", "test_each_epoch", "ctx", "kvstore", "data_dir", "download", "save_dir", "resume", "hybridize",
+              "progress", "overwrite")
+
+
+@dataclass
+class TrainConfig:
+    """Everything that defines a training run; the ``train``/``train-symbol`` flags are these fields.
+
+    ``None`` in an architecture field (``target_size`` ... ``brightness_prior``)
+    means the dataset's value (:data:`DATASET_MODELS`).
+    """
+    recipe: str = option("default", "named recipe giving the defaults of the other flags",
+                         choices=tuple(RECIPES))
+    model: str = option("stn_lenet", "stn_lenet, lenet (no STN), or stn_<gluoncv zoo name>")
+    transform: str = option("affine", "affine, attention, window (attention kept on the image), projective, "
+                                      "tps (4x4 control points) or tps<k>")
+    dataset: str = option("mnist", "the data (distorted sets are generated from MNIST once and cached)",
+                          choices=tuple(DATASET_MODELS))
+    target_size: Optional[int] = option(None, "side of the STN's output (baseline: of its input); "
+                                              "none: the dataset's", minimum=12)
+    loc_pool: Optional[int] = option(None, "average pooling in front of the localization net; none: the dataset's",
+                                     minimum=1)
+    supersample: Optional[int] = option(None, "STN anti-aliasing: k x k samples per output pixel; "
+                                              "none: the dataset's", minimum=1)
+    localization: Optional[str] = option(None, "conv (reference net + regressor) or saliency (attention, affine: "
+                                               "soft-argmax over a score map); none: the dataset's",
+                                         choices=LOCALIZATIONS)
+    init_scale: Optional[float] = option(None, "the STN's initial zoom: 1 the identity, 0.5 the central half; "
+                                               "none: the dataset's", minimum=0, maximum=4, exclusive_minimum=True)
+    brightness_prior: Optional[float] = option(None, "saliency localization: initial scores = this times each "
+                                                     "cell's mean intensity (0: flat); none: the dataset's",
+                                               minimum=0)
+    epochs: float = option(20, "training epochs; may be fractional (1.25: the last epoch stops a quarter of the "
+                               "way in, where the lr schedule ends; the Module trainer takes whole epochs)",
+                           minimum=0, exclusive_minimum=True, type=epoch_count)
+    batch_size: int = option(64, "images per training step (split across --ctx devices); with a dist_* "
+                                 "--kvstore, per worker", minimum=1)
+    optimizer: str = option("sgd", "optimizer", choices=OPTIMIZERS)
+    lr: float = option(0.02, "peak learning rate", minimum=0, exclusive_minimum=True)
+    momentum: float = option(0.9, "momentum (sgd, nag)", minimum=0, maximum=1)
+    lr_mode: str = option("cosine", "decay after the warm-up", choices=LR_MODES)
+    lr_step_epochs: str = option("10,15", "epochs where --lr-mode step divides the lr by 10")
+    warmup_epochs: float = option(1.0, "linear warm-up from lr/10 (at most a quarter of the run)", minimum=0)
+    first_cycle_epochs: float = option(0.0, "cosine only: a first cosine cycle of this many epochs, then a warm "
+                                            "restart (0: one cycle)", minimum=0)
+    wd: float = option(5e-4, "weight decay (not on biases)", minimum=0)
+    loc_lr_mult: float = option(0.1, "learning-rate multiplier of the localization network", minimum=0)
+    dropout: float = option(0.3, "dropout rate of the LeNet body", minimum=0, maximum=0.99)
+    seed: int = option(42, "seed of the initial weights, shuffling, augmentation and dropout")
+    augment: bool = option(True, "random affine augmentation of the training batches",
+                           negative_flag="--no-augment")
+    test_each_epoch: bool = option(True, "evaluate the test set after every epoch",
+                                   negative_flag="--test-at-end")
+    ctx: str = option("cpu", "cpu, cpu:0,1, gpu:0 or gpu:0,1 (several: data-parallel)")
+    kvstore: str = option("device", "how gradients are reduced: local or device (one process; device: on the "
+                                    "--ctx devices), or dist_sync / dist_device_sync / dist_async: a job of "
+                                    "several processes started by `stn-gluon launch` (docs/distributed.md)",
+                          choices=KVSTORES)
+    workers: int = option(1, "worker processes sharing each step (set from the kvstore): a step is batch_size x "
+                             "workers images, the lr that of one process with that batch", minimum=1, cli=False)
+    data_dir: Optional[str] = option(None, "folder with the four MNIST IDX files; none: $STN_GLUON_DATA, "
+                                           "~/.mxnet/datasets/mnist, then the embedded sample")
+    download: bool = option(False, "fetch MNIST with Gluon's downloader if no files are found (off: nothing "
+                                   "uses the network unless asked)")
+    save_dir: Optional[str] = option(None, "where checkpoints, the exported model, metrics and plots go; "
+                                           "none: runs/<model>")
+    resume: Optional[str] = option(None, "continue from the checkpoint in --save-dir (or the one given)",
+                                   nargs="?", const="auto", metavar="CHECKPOINT")
+    overwrite: bool = option(False, "replace the run already in --save-dir")
+    hybridize: bool = option(True, "hybridize with static_alloc/static_shape", negative_flag="--no-hybridize")
+    progress: bool = option(True, "progress bars", negative_flag="--no-progress")
+
+    def __post_init__(self) -> None:
+        if self.save_dir is None:
+            self.save_dir = f"runs/{self.model}"
+
+    @classmethod
+    def from_recipe(cls, name: str = "default", **overrides: Any) -> "TrainConfig":
+        """The named recipe (:data:`RECIPES`), with ``overrides`` on top."""
+        if name not in RECIPES:
+            raise ConfigError("recipe", f"{name!r}: choose {', '.join(RECIPES)}")
+        return cls(**dict(RECIPES[name], recipe=name, **overrides))
+
+    def validate(self) -> "TrainConfig":
+        """Check every field; raises :class:`~stn_gluon._runtime.errors.ConfigError` naming the first bad one."""
+        validate_fields(self)
+        self.step_epochs()
+        from ..nn.ops import get_transform
+
+        try:
+            get_transform(self.transform)
+        except Exception as err:  # an unknown transform: name the parameter
+            raise ConfigError("transform", f"{self.transform!r}: {str(err).split('; ', 1)[-1]}") from None
+        return self
+
+    def step_epochs(self) -> List[int]:
+        """``lr_step_epochs`` as integers."""
+        try:
+            return [int(e) for e in str(self.lr_step_epochs).split(",") if e.strip()]
+        except ValueError:
+            raise ConfigError("lr_step_epochs", f"{self.lr_step_epochs!r}: expected integers like 10,15") from None
+
+    def recipe_fields(self) -> Dict[str, Any]:
+        """The fields that define what is trained (all but :data:`RUN_FIELDS`)."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in RUN_FIELDS}
+
+    def recipe_differences(self, saved: Dict[str, Any]) -> List[str]:
+        """``["field saved -> this", ...]`` between a saved recipe and this one.
+
+        A field the saved recipe predates counts as its default: defaults of
+        new fields are what the code did before the field existed.
+        """
+        defaults = TrainConfig().recipe_fields()
+        return [f"{k} {saved.get(k, defaults[k])!r} -> {v!r}" for k, v in self.recipe_fields().items()
+                if saved.get(k, defaults[k]) != v]
+
+
+def recipe_notes(name: str) -> str:
+    """For a flag's help: the value each non-default recipe gives field ``name`` (``"; fast: 2"``)."""
+    def shown(value: Any) -> str:
+        return ("on" if value else "off") if isinstance(value, bool) else str(value)
+
+    return "".join(f"; {recipe}: {shown(values[name])}" for recipe, values in RECIPES.items() if name in values)
+

@@ -1,0 +1,181 @@
+"""Run records shared by the Gluon and Module trainers: history, metrics, summary lines."""
+import csv
+import io
+import os
+import platform
+import time
+
+import mxnet as mx
+
+from .._runtime.errors import CheckpointError
+from .._runtime.files import atomic_write_text, write_json
+from .._runtime.threads import describe_threads, thread_report
+
+__all__ = ["EpochRecord", "History", "RunRecorder", "test_line", "write_metrics", "machine_info",
+           "check_recipe", "write_report", "run_script"]
+
+HISTORY_FIELDS = ["epoch", "lr", "train_loss", "train_acc", "test_loss", "test_acc",
+                  "seconds", "train_images_per_sec"]
+
+
+def EpochRecord(epoch, lr, train_loss, train_acc, test_loss, test_acc, seconds, images_per_sec):
+    """One row of the history, as a plain JSON-able dict."""
+    return dict(epoch=int(epoch), lr=float(lr), train_loss=float(train_loss),
+                train_acc=float(train_acc), test_loss=float(test_loss), test_acc=float(test_acc),
+                seconds=float(seconds), train_images_per_sec=float(images_per_sec))
+
+
+class History:
+    """The per-epoch records of a run; written as ``history.csv``."""
+
+    def __init__(self, records=None):
+        self.records = [dict(r) for r in (records or [])]
+
+    def append(self, record):
+        self.records.append(record)
+
+    def __len__(self):
+        return len(self.records)
+
+    def __iter__(self):
+        return iter(self.records)
+
+    @property
+    def last(self):
+        return self.records[-1] if self.records else None
+
+    def column(self, name):
+        return [r[name] for r in self.records]
+
+    def to_csv(self):
+        buf = io.StringIO()
+        writer = csv.DictWriter(buf, fieldnames=HISTORY_FIELDS, lineterminator="\n")
+        writer.writeheader()
+        for r in self.records:
+            writer.writerow({k: (f"{r[k]:.6g}" if isinstance(r[k], float) else r[k])
+                             for k in HISTORY_FIELDS})
+        return buf.getvalue()
+
+    def save(self, path):
+        atomic_write_text(path, self.to_csv())
+
+
+
+def test_line(loss, correct, total):
+    """The tutorial's summary line: ``Test set: Average loss: 0.0346, Accuracy: 9892/10000 (98.92%)``."""
+    return (f"Test set: Average loss: {loss:.4f}, Accuracy: {correct}/{total} "
+            f"({100.0 * correct / max(total, 1):.2f}%)")
+
+
+def machine_info():
+    return dict(python=platform.python_version(), mxnet=mx.__version__,
+                machine=platform.machine(), processor=platform.processor() or platform.machine(),
+                cpu_count=os.cpu_count(), omp_num_threads=os.environ.get("OMP_NUM_THREADS"))
+
+
+def write_metrics(path, history, test_loss, test_correct, test_total, **extra):
+    """Write ``metrics.json``: final test numbers, totals over the run, and ``extra`` fields."""
+    records = history.records
+    seconds = sum(r["seconds"] for r in records)
+    metrics = dict(
+        test_accuracy=test_correct / max(test_total, 1), test_loss=float(test_loss),
+        test_correct=int(test_correct), test_total=int(test_total),
+        best_test_accuracy=max((r["test_acc"] for r in records if r["test_acc"] == r["test_acc"]), default=None),
+        epochs=len(records), train_seconds=seconds,
+        train_images_per_sec=(sum(r["train_images_per_sec"] * r["seconds"] for r in records)
+                              / seconds if seconds else None),
+        written=time.strftime("%Y-%m-%dT%H:%M:%S%z"), machine=machine_info())
+    metrics.update(extra)
+    write_json(path, metrics)
+    return metrics
+
+
+
+def check_recipe(diffs, path):
+    """Refuse to resume a checkpoint made with other settings, listing ``diffs``
+    (from :meth:`~stn_gluon.train.gluon.TrainConfig.recipe_differences`)."""
+    if diffs:
+        raise CheckpointError(f"checkpoint {path} was made with a different recipe "
+                              f"({'; '.join(diffs)}); resume with the same flags")
+
+
+class RunRecorder:
+    """What both trainers (Gluon and Module) do around their loops.
+
+    Per epoch: append to the history, print the epoch and ``Test set:`` lines,
+    rewrite ``history.csv``. At the end: ``metrics.json``, ``curves.png``,
+    ``stn_grid.png`` and the closing lines.
+    """
+
+    def __init__(self, cfg, dataset, trainer_name, context, echo=print, history=None):
+        self.cfg, self.dataset, self.trainer_name = cfg, dataset, trainer_name
+        self.context, self.echo = context, echo
+        self.history = history or History()
+
+    def start(self, resumed_from=None, resumed_epoch=0):
+        cfg = self.cfg
+        if resumed_from:
+            self.echo(f"Resumed from {resumed_from} after epoch {resumed_epoch}")
+        self.echo(f"Training {cfg.model} ({self.trainer_name}) on {self.dataset.describe()} | ctx {self.context} | "
+                  f"{cfg.epochs} epochs, batch {cfg.batch_size}, {cfg.optimizer} lr {cfg.lr} ({cfg.lr_mode})")
+        self.echo(describe_threads())
+
+    def end_epoch(self, epoch, lr, train_loss, train_acc, images, train_seconds, epoch_seconds,
+                  test_loss, test_correct, test_total):
+        """Record epoch ``epoch`` (1-based); returns the record. ``test_total`` 0: not tested (NaN test numbers)."""
+        record = EpochRecord(epoch, lr, train_loss, train_acc, test_loss,
+                             test_correct / test_total if test_total else float("nan"),
+                             epoch_seconds, images / max(train_seconds, 1e-9))
+        self.history.append(record)
+        self.echo(f"Epoch {epoch}/{self.cfg.epochs}: train loss {train_loss:.4f} acc {train_acc:.4f} "
+                  f"| {record['train_images_per_sec']:.0f} images/s | lr {lr:.4g}")
+        if test_total:
+            self.echo(test_line(test_loss, test_correct, test_total))
+        self.history.save(os.path.join(self.cfg.save_dir, "history.csv"))
+        return record
+
+    def finish(self, test_loss, test_correct, test_total, model_files, stn_sample=None, **extra):
+        """Write metrics, curves and (given ``stn_sample``, an :class:`~stn_gluon.nn.explain.ExplainedBatch`)
+        the STN grid: test inputs with the sampled region outlined, beside the outputs with the predicted class."""
+        import dataclasses
+
+        from .plots import plot_curves, plot_explained
+
+        save_dir = self.cfg.save_dir
+        self.history.save(os.path.join(save_dir, "history.csv"))
+        metrics = write_metrics(
+            os.path.join(save_dir, "metrics.json"), self.history, test_loss, test_correct, test_total,
+            trainer=self.trainer_name, model=self.cfg.model, context=self.context,
+            data_source=self.dataset.source, train_size=len(self.dataset.train_labels),
+            config=dataclasses.asdict(self.cfg), model_files=model_files, threads=thread_report(), **extra)
+        plot_curves(self.history, os.path.join(save_dir, "curves.png"),
+                    title=f"{self.cfg.model} ({self.trainer_name}) on {getattr(self.cfg, 'dataset', 'mnist')}")
+        written = [os.path.basename(f) for f in model_files] + ["metrics.json", "history.csv", "curves.png"]
+        if stn_sample is not None:
+            plot_explained(stn_sample, os.path.join(save_dir, "stn_grid.png"), title="What the STN does")
+            written.append("stn_grid.png")
+        self.echo(f"Final {test_line(test_loss, test_correct, test_total)}")
+        self.echo(describe_threads(metrics["threads"]))
+        self.echo(f"Wrote {save_dir}: {', '.join(written)}")
+        return metrics
+
+
+def write_report(out_dir, lines, payload):
+    """A benchmark's results: ``results.md`` (``lines``) and ``results.json`` (``payload`` + machine)."""
+    os.makedirs(out_dir, exist_ok=True)
+    atomic_write_text(os.path.join(out_dir, "results.md"), "\n".join(lines) + "\n")
+    write_json(os.path.join(out_dir, "results.json"), dict(payload, machine=machine_info()))
+    print("\n".join(lines))
+
+
+def run_script(main):
+    """Run a script's ``main()``: its return code, or one ``error:`` line and status 2 for bad input."""
+    import sys
+
+    from .._runtime.errors import StnGluonError
+
+    try:
+        sys.exit(main())
+    except StnGluonError as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)

@@ -1,0 +1,223 @@
+"""Run folders: what a training run left in a save dir, and never replacing it unasked.
+
+A save dir holds a run when it has any file this package writes there
+(:data:`RUN_FILES`, :data:`RUN_FILE_PATTERNS`). Training into it is refused
+with one line saying what is there, unless the run is continued (``resume``)
+or replaced (``overwrite``, which removes this package's files only; anything
+else in the folder stays). After a run is exported, a ``model.onnx`` beside it
+that was exported from other weights is removed, so no stale export survives
+a retraining.
+"""
+import json
+import logging
+import os
+import re
+import shutil
+import zipfile
+from dataclasses import dataclass, field
+from typing import Optional
+
+from .._runtime.errors import StnGluonError
+from .._runtime.files import CHECKPOINT_NAME
+from .._runtime.paths import writable_dir
+
+__all__ = ["RunExistsError", "RunInfo", "RUN_FILES", "RUN_FILE_PATTERNS", "inspect_run", "describe_run",
+           "check_save_dir", "prepare_save_dir", "clear_run", "drop_stale_derived", "plan_demo", "DemoPlan"]
+
+log = logging.getLogger(__name__)
+
+#: Files a training run (or ``export-onnx`` / ``visualize`` on it) writes into its save dir.
+RUN_FILES = (CHECKPOINT_NAME, "model-symbol.json", "model.json", "model.onnx", "metrics.json", "history.csv",
+             "curves.png", "stn_grid.png", "train_state.json")
+#: The numbered ones: Module checkpoints and their optimizer state (``.states``: the old, pickled form).
+RUN_FILE_PATTERNS = (r"model-\d{4}\.params", r"model-\d{4}\.states", r"model-\d{4}\.optimizer(\.json)?")
+_TEMP = re.compile(r"\.(?P<name>.+)\.[A-Za-z0-9_]+\.tmp")  # io.atomic_path's temporary names
+
+
+class RunExistsError(StnGluonError):
+    """The save dir already holds a run, and neither resuming nor overwriting was asked for."""
+
+
+def _is_run_file(name: str) -> bool:
+    return name in RUN_FILES or any(re.fullmatch(p, name) for p in RUN_FILE_PATTERNS)
+
+
+@dataclass
+class RunInfo:
+    """What :func:`inspect_run` found in a save dir."""
+    folder: str
+    files: list = field(default_factory=list)
+    epochs_done: Optional[int] = None
+    epochs_total: Optional[float] = None  # fractional for a run of e.g. 1.25 epochs
+    test_accuracy: Optional[float] = None
+    finished: bool = False
+    recipe: Optional[dict] = None
+
+
+def _read_json(path):
+    try:
+        with open(path) as f:
+            value = json.load(f)
+        return value if isinstance(value, dict) else None
+    except (OSError, ValueError):
+        return None
+
+
+def _checkpoint_meta(path):
+    try:
+        with zipfile.ZipFile(path) as zf:
+            value = json.loads(zf.read("meta.json"))
+        return value if isinstance(value, dict) else None
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile, EOFError):
+        return None
+
+
+def inspect_run(folder: str) -> Optional[RunInfo]:
+    """The run in ``folder`` (``None`` if it holds none: missing, empty, or only other files)."""
+    if not os.path.isdir(folder):
+        return None
+    files = sorted(f for f in os.listdir(folder) if _is_run_file(f))
+    if not files:
+        return None
+    info = RunInfo(folder, files)
+    state = (_checkpoint_meta(os.path.join(folder, CHECKPOINT_NAME))
+             or _read_json(os.path.join(folder, "train_state.json")) or {})
+    metrics = _read_json(os.path.join(folder, "metrics.json")) or {}
+    info.recipe = state.get("recipe") if isinstance(state.get("recipe"), dict) else None
+    config = metrics.get("config") if isinstance(metrics.get("config"), dict) else {}
+    if info.recipe is None and config:
+        info.recipe = config
+    done = state.get("epoch", metrics.get("epochs"))
+    info.epochs_done = done if isinstance(done, int) else None
+    total = (info.recipe or {}).get("epochs")
+    info.epochs_total = total if isinstance(total, (int, float)) and not isinstance(total, bool) else None
+    info.finished = bool(metrics)
+    accuracy = metrics.get("test_accuracy")
+    history = state.get("history")
+    if accuracy is None and isinstance(history, list) and history and isinstance(history[-1], dict):
+        accuracy = history[-1].get("test_acc")
+    info.test_accuracy = float(accuracy) if isinstance(accuracy, (int, float)) else None
+    return info
+
+
+def describe_run(info: RunInfo) -> str:
+    """``a finished run (6/6 epochs, test accuracy 98.30 %)``, ``a partial run (2 of 6 epochs done)``..."""
+    details = []
+    if info.epochs_done is not None:
+        total = info.epochs_total
+        if info.finished:  # a fractional run's last epoch is partial: say how many epochs it was
+            details.append(f"{info.epochs_done}/{total:g} epochs" if total is not None and float(total).is_integer()
+                           else f"{total:g} epochs" if total is not None else f"{info.epochs_done} epochs")
+        else:
+            details.append(f"{info.epochs_done}{f' of {total:g}' if total else ''} epochs done")
+    if info.test_accuracy is not None:
+        details.append(f"test accuracy {100 * info.test_accuracy:.2f} %")
+    if not details:
+        details.append(", ".join(info.files[:4]) + (", ..." if len(info.files) > 4 else ""))
+    kind = "a finished run" if info.finished else ("a partial run" if info.epochs_done is not None
+                                                    else "files of a run")
+    return f"{kind} ({', '.join(details)})"
+
+
+def _inside(path, folder):
+    path, folder = os.path.abspath(path), os.path.abspath(folder)
+    return os.path.commonpath([path, folder]) == folder
+
+
+def check_save_dir(cfg) -> Optional[RunInfo]:
+    """Refuse to train into ``cfg.save_dir`` if that would replace a run nobody asked to replace.
+
+    Allowed: a missing or empty folder, one with only other files, resuming
+    (``cfg.resume``) the run in it, or ``cfg.overwrite``. Returns the run found
+    (or ``None``); raises :class:`RunExistsError` with the one line to show.
+    """
+    folder = cfg.save_dir
+    overwrite = cfg.overwrite
+    if overwrite and cfg.resume:
+        raise StnGluonError("overwrite replaces the run that resume would continue: give one of them",
+                            params=("overwrite", "resume"))
+    info = inspect_run(folder)
+    if info is None or overwrite:
+        return info
+    if cfg.resume and (cfg.resume == "auto" or _inside(cfg.resume, folder)):
+        return info
+    raise RunExistsError(f"{folder} already holds {describe_run(info)}; continue it with resume, "
+                         f"replace it with overwrite, or choose another save_dir",
+                         params=("resume", "overwrite", "save_dir"))
+
+
+def clear_run(folder: str) -> list:
+    """Remove the files this package writes in a run folder (nothing else); returns their names."""
+    removed = []
+    for name in sorted(os.listdir(folder)):
+        path = os.path.join(folder, name)
+        temp = _TEMP.fullmatch(name)
+        if os.path.isfile(path) and (_is_run_file(name) or (temp and _is_run_file(temp.group("name")))):
+            os.remove(path)
+            removed.append(name)
+        elif os.path.isdir(path) and name.startswith(".export-"):  # export_block's temporary folder
+            shutil.rmtree(path, ignore_errors=True)
+            removed.append(name)
+    return removed
+
+
+def prepare_save_dir(cfg) -> None:
+    """Create ``cfg.save_dir`` (and its parents); with ``cfg.overwrite``, first remove the old run's files."""
+    folder = cfg.save_dir
+    if cfg.overwrite and inspect_run(folder) is not None:
+        removed = clear_run(folder)
+        log.warning("overwrite: removed the previous run from %s (%s)", folder, ", ".join(removed))
+    writable_dir(folder, "save_dir", create=True)
+
+
+def drop_stale_derived(folder: str) -> list:
+    """After a (re)export into ``folder``: remove its ``model.onnx`` and int8 copy where made from other weights."""
+    from ..export.saved import onnx_weights_mismatch
+    from ..export.int8 import int8_path
+
+    fp32 = os.path.join(folder, "model.onnx")
+    removed = []
+    for path in (fp32, int8_path(fp32)):
+        if os.path.isfile(path) and onnx_weights_mismatch(path, folder):
+            os.remove(path)
+            log.warning("Removed %s: it was exported from the previous weights (run stn-gluon export-onnx "
+                        "again for the new ones)", path)
+            removed.append(path)
+    return removed
+
+
+@dataclass
+class DemoPlan:
+    """What ``make demo`` does: train into ``save_dir`` (fresh or ``resume``), or nothing (``done``)."""
+    save_dir: str
+    resume: bool = False
+    done: bool = False
+    message: str = ""
+
+
+def plan_demo(cfg, base: str = "runs/demo") -> DemoPlan:
+    """Where a repeated ``make demo`` goes, so a second run never destroys the first.
+
+    The first of ``base``, ``base-2``, ``base-3``... that is free or holds a run
+    of the same recipe: a finished one is left as it is (``done``), a partial
+    one is resumed; any other folder holding a run of another recipe is kept
+    and skipped.
+    """
+    n = 1
+    while True:
+        folder = base if n == 1 else f"{base}-{n}"
+        if os.path.exists(folder) and not os.path.isdir(folder):
+            n += 1
+            continue
+        info = inspect_run(folder)
+        if info is None:
+            note = "" if n == 1 else f" ({base} holds a run of another recipe, kept)"
+            return DemoPlan(folder, message=f"Training into {folder}{note}")
+        if info.recipe is not None and not cfg.recipe_differences(info.recipe):
+            if info.finished:
+                return DemoPlan(folder, done=True, message=(
+                    f"{folder} already holds this demo, {describe_run(info)}; leaving it as it is "
+                    f"(stn-gluon train --save-dir {folder} --overwrite to train it again)"))
+            if CHECKPOINT_NAME in info.files:
+                return DemoPlan(folder, resume=True, message=f"Continuing the unfinished demo in {folder}")
+        n += 1
