@@ -1,6 +1,6 @@
 """``get_loc`` and ``get_symbol``: the STN classifier as an MXNet symbol.
 
-Defaults are the default recipe's (:class:`stn_gluon.recipes.TrainConfig`):
+Defaults are the default recipe's (:class:`stn_gluon.nn.architecture.Architecture`):
 localization net at 0.1x the learning rate, dropout 0.3, the normalised black
 shown outside the image. :func:`get_symbol_for` builds the graph of an
 :class:`~stn_gluon.architecture.Architecture`, the same network the Gluon
@@ -11,10 +11,8 @@ from typing import List
 import mxnet as mx
 import numpy as np
 
-from ..nn.architecture import LENET_MODELS, Architecture
-from ..data.mnist import BACKGROUND
+from ..nn.architecture import BACKGROUND, LENET_MODELS, Architecture
 from .._runtime.errors import StnGluonError
-from ..train.recipes import TrainConfig
 
 PREFIX = "stn_lenet_"
 
@@ -35,7 +33,7 @@ def _dense(data, name, num_hidden, lr_mult=None, weight_init=None, bias_init=Non
                                  name=name + "fwd")
 
 
-def get_loc(data, lr_mult=TrainConfig.loc_lr_mult, num_params=6, init_scale=1.0, prefix=PREFIX + "stn_"):
+def get_loc(data, lr_mult=Architecture.loc_lr_mult, num_params=6, init_scale=1.0, prefix=PREFIX + "stn_"):
     """The localization network + identity-initialised regressor: data ``(N, C, H, W)`` -> ``(N, 6)``.
 
     Same layers as :class:`stn_gluon.LocalizationNet` (Conv 8@7x7, pool, ReLU,
@@ -55,8 +53,8 @@ def get_loc(data, lr_mult=TrainConfig.loc_lr_mult, num_params=6, init_scale=1.0,
                   weight_init=mx.init.Zero(), bias_init=mx.init.Constant(identity))
 
 
-def get_symbol(num_classes=10, add_stn=True, target_shape=(28, 28), lr_mult=TrainConfig.loc_lr_mult,
-               dropout=TrainConfig.dropout, init_scale=1.0, fill=BACKGROUND, prefix=PREFIX, resize=False):
+def get_symbol(num_classes=10, add_stn=True, target_shape=(28, 28), lr_mult=Architecture.loc_lr_mult,
+               dropout=Architecture.dropout, init_scale=1.0, fill=BACKGROUND, prefix=PREFIX, resize=False):
     """The STN classifier: ``mx.sym.SpatialTransformer`` -> LeNet body -> ``SoftmaxOutput``.
 
     Input ``data`` ``(N, 1, H, W)`` normalised, label ``softmax_label`` ``(N,)``;

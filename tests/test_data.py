@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from conftest import write_idx
-from stn_gluon import data as D
+from stn_gluon.data import mnist as D
 from stn_gluon._runtime.errors import DataError
 
 

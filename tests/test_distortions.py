@@ -195,7 +195,7 @@ def test_distortion_bench_runs_a_subset_resumes_and_writes_its_tables(tmp_path, 
 
 
 def test_dataset_sizes_apply_only_to_their_own_canvas():
-    from stn_gluon.nn.architecture import build_net as _build_net
+    from stn_gluon.train.recipes import build_net as _build_net
     from stn_gluon.train.recipes import TrainConfig
 
     assert _build_net(TrainConfig(), (1, 60, 60), 10).config["target_shape"] == [60, 60]  # mnist spec, other data
@@ -206,7 +206,7 @@ def test_dataset_sizes_apply_only_to_their_own_canvas():
 
 
 def test_attention_and_affine_on_noisy128_use_the_saliency_localization_by_default():
-    from stn_gluon.nn.architecture import build_net as _build_net
+    from stn_gluon.train.recipes import build_net as _build_net
     from stn_gluon.train.recipes import DATASET_MODELS, TrainConfig
 
     def loc_of(**kw):

@@ -65,8 +65,8 @@ def imports_of(module: str, path: str, known: Set[str]) -> List[Tuple[str, int, 
                     stem = ".".join(base + ([child.module] if child.module else []))
                 else:
                     stem = child.module or ""
-                targets = [stem]
-                targets += [f"{stem}.{a.name}" for a in child.names if f"{stem}.{a.name}" in known]
+                submodules = [f"{stem}.{a.name}" for a in child.names if f"{stem}.{a.name}" in known]
+                targets = submodules or [stem]  # `from . import x`: the module x (its package loads too)
             for t in targets:
                 own = t if t in known else None
                 if own is None and t.startswith("stn_gluon"):

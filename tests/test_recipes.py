@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 import stn_gluon as sg
-from stn_gluon.nn.architecture import build_architecture, initialize_net, resolve_architecture
+from stn_gluon.nn.architecture import build_architecture, initialize_net
+from stn_gluon.train.recipes import resolve_architecture
 from stn_gluon.cli import build_parser, main, train_config_from_args
 from stn_gluon.data.mnist import BACKGROUND, DigitDataset
 from stn_gluon.data.distortions import DATASETS

@@ -49,7 +49,8 @@ def bench_net(size: int = 28, hybridize: bool = True) -> "gluon.HybridBlock":
     """
     import mxnet as mx
 
-    from ..nn.architecture import build_net, initialize_net
+    from ..nn.architecture import initialize_net
+    from ..train.recipes import build_net
     from ..train.recipes import TrainConfig
 
     net = build_net(TrainConfig(), (1, size, size), 10)

@@ -11,7 +11,7 @@ import re
 import shutil
 import tempfile
 
-from .mnist import find_idx_file, has_mnist
+from .idx import find_idx_file, has_mnist
 from .._runtime.errors import DataError
 
 __all__ = ["download_mnist"]

@@ -47,6 +47,8 @@ import numpy as np
 
 from .._runtime.errors import CheckpointError, StnGluonError
 from .._runtime.flags import option
+from .._runtime.timing import Clock, infer_input, interleaved_rates, ratio
+from .onnx_io import cpu_session
 
 __all__ = ["QuantizeConfig", "Int8Settings", "INT8", "quantize_onnx", "calibration_inputs", "compare_speed",
            "int8_verdict", "quantize_export", "float_ops", "int8_path", "described_dataset",
@@ -474,8 +476,6 @@ def compare_speed(fp32: PathLike, int8: PathLike, batch: int = 64, seconds: floa
     of the per-round ratios. x: the input batch
     (default: standard normal ``(batch, C, H, W)``).
     """
-    from ..bench.harness import Clock, infer_input, interleaved_rates, ratio
-    from .onnx import cpu_session
 
     sessions = {"fp32": cpu_session(os.fspath(fp32), threads), "int8": cpu_session(os.fspath(int8), threads)}
     inp = sessions["fp32"].get_inputs()[0]
@@ -506,7 +506,6 @@ def int8_verdict(speed: Dict[str, float], batch: int = 64) -> Optional[str]:
 def agreement(fp32: PathLike, int8: PathLike, x: np.ndarray) -> Dict[str, float]:
     """How the int8 model's answers on ``x`` compare with fp32's: the share of equal top-1 classes and the
     largest logit difference."""
-    from .onnx import cpu_session
 
     a, b = cpu_session(os.fspath(fp32)), cpu_session(os.fspath(int8))
     name = a.get_inputs()[0].name

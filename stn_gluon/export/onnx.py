@@ -42,6 +42,7 @@ import numpy as np
 
 from .._runtime.errors import CheckpointError, StnGluonError
 from .._runtime.files import sha256_file
+from .onnx_io import cpu_session, decode_metadata, read_metadata
 from .converters import DEFAULT_OPSET, OPSETS, check_opset, parse_input_spec, register_converters, target_opset
 
 if TYPE_CHECKING:
@@ -317,39 +318,6 @@ def graph_parity(model: "Union[str, os.PathLike[str]]", onnx_path: "Union[str, o
     return max(float(np.abs(g - w).max()) for g, w in zip(got, want))
 
 
-#: The metadata values :func:`export_onnx` writes as JSON.
-_JSON_METADATA = ("input_shape", "mean", "std", "classes", "source", "inputs")
-
-
-def _decode_metadata(props: Dict[str, str]) -> Dict[str, Any]:
-    out: Dict[str, Any] = dict(props)
-    for key in _JSON_METADATA:
-        if key in props:
-            out[key] = json.loads(props[key])
-    return out
-
-
-def read_metadata(onnx_model: "ModelProto") -> Dict[str, Any]:
-    """The metadata :func:`export_onnx` wrote, decoded -> dict."""
-    return _decode_metadata({p.key: p.value for p in onnx_model.metadata_props})
-
-
-def cpu_session(model: "Union[str, bytes]", threads: int = 1) -> Any:
-    """An ONNX Runtime CPU session as the project runs them: every graph optimization, ``threads`` intra-op
-    threads and one inter-op thread, no spinning while a thread waits (a spinning pool loses its share of a
-    busy machine), warnings only. model: a path or the model's bytes. ORT's own errors pass through."""
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    options.log_severity_level = 3  # no notes about initializers MXNet's converters left unused
-    for key in ("session.intra_op.allow_spinning", "session.inter_op.allow_spinning"):
-        options.add_session_config_entry(key, "0")
-    return ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
-
-
 class OnnxModel:
     """An exported ``.onnx`` STN classifier run by ONNX Runtime.
 
@@ -383,7 +351,7 @@ class OnnxModel:
             self.session = cpu_session(path, 1 if mode == "split" else self.threads)
         except Exception as err:  # ORT raises its own exception types for unreadable files
             raise CheckpointError(f"{path}: not a loadable ONNX model ({str(err).splitlines()[0][:200]})") from None
-        self.meta = _decode_metadata(dict(self.session.get_modelmeta().custom_metadata_map))
+        self.meta = decode_metadata(dict(self.session.get_modelmeta().custom_metadata_map))
         inputs = self.session.get_inputs()
         if len(inputs) != 1 or len(inputs[0].shape) != 4:
             raise CheckpointError(f"{path}: expected one (N, C, H, W) input, the model has "

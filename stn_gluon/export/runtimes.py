@@ -64,7 +64,7 @@ def load_runtime(runtime: str, model: Union[bytes, str]) -> Runner:
         with open(model, "rb") as f:
             model = f.read()
     if runtime == "onnxruntime":
-        from .onnx import cpu_session
+        from .onnx_io import cpu_session
 
         session = cpu_session(model)
         return lambda feeds: list(session.run(None, feeds))

@@ -25,9 +25,11 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import mxnet as mx
 
-from ..data.mnist import MNIST_MEAN, MNIST_STD
+from ..nn.architecture import MNIST_MEAN, MNIST_STD
 from .._runtime.errors import CheckpointError, mxnet_message
 from .._runtime.files import sha256_file, write_json
+from ..nn.pretrained import resolve_model_ref
+from .onnx_io import read_metadata
 from ..nn.ops import Shape
 
 __all__ = ["DEFAULT_PREFIX", "export_block", "write_model_meta", "verify_checksums", "resolve_model", "load_graph",
@@ -90,8 +92,6 @@ def verify_checksums(meta: dict, files: list, described: str) -> None:
 def resolve_model(path: str) -> Tuple[str, int]:
     """A save dir, export prefix, ``-symbol.json`` path or ``pretrained:NAME`` (a shipped model, verified:
     :mod:`stn_gluon.nn.pretrained`) -> ``(prefix, epoch)`` of the latest params."""
-    from ..nn.pretrained import resolve_model_ref
-
     path = resolve_model_ref(path)
     if os.path.isdir(path):
         prefix = os.path.join(path, DEFAULT_PREFIX)
@@ -113,8 +113,6 @@ def resolve_model(path: str) -> Tuple[str, int]:
 def _recorded_weights(onnx_path: str) -> Optional[Tuple[str, str]]:
     """``(params file name, SHA-256)`` an ONNX file says it was exported from, or ``None``."""
     import onnx
-
-    from .onnx import read_metadata
 
     try:
         meta = read_metadata(onnx.load(onnx_path, load_external_data=False))

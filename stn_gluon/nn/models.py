@@ -3,7 +3,7 @@
 The classes take every architecture choice as an argument; their defaults are
 the reference tutorial's (dropout 0.5, zero padding, localization net at the
 full learning rate). The networks ``stn-gluon train`` trains are built from a
-recipe (:func:`stn_gluon.nn.architecture.build_net`) or by name
+recipe (:func:`stn_gluon.train.recipes.build_net`) or by name
 (:func:`stn_gluon.nn.zoo.get_model`).
 """
 from typing import Any, Optional, Sequence, Tuple, Union

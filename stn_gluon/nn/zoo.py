@@ -22,14 +22,19 @@ full MNIST) and ``stn_lenet_noisy128``; each file is checked against its SHA-256
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, List, Optional, Sequence
+import glob
+import json
+import os
+from typing import Any, Dict, List, Optional, Sequence
 
 import mxnet as mx
 
-from .architecture import LENET_MODELS, Architecture, build_architecture, resolve_architecture
-from ..train.recipes import TrainConfig
+from .._runtime.errors import CheckpointError, StnGluonError, mxnet_message
+from .architecture import BACKGROUND, LENET_MODELS, Architecture, build_architecture
+from .models import STNNet
+from .pretrained import get_pretrained, list_pretrained
 
-__all__ = ["get_model", "list_models", "TUTORIAL_MODEL"]
+__all__ = ["get_model", "list_models", "default_architecture", "TUTORIAL_MODEL"]
 
 TUTORIAL_MODEL = "stn_lenet_tutorial"
 _ARCH_FIELDS = {f.name for f in dataclasses.fields(Architecture)}
@@ -38,8 +43,6 @@ _ARCH_FIELDS = {f.name for f in dataclasses.fields(Architecture)}
 def list_models() -> List[str]:
     """Names :func:`get_model` knows (the pretrained ones included); ``stn_<name>`` also works for any
     gluoncv model-zoo name."""
-    from .pretrained import list_pretrained
-
     return sorted(set(LENET_MODELS + (TUTORIAL_MODEL,) + tuple(list_pretrained())))
 
 
@@ -55,42 +58,45 @@ def get_model(name: str, input_shape: Optional[Sequence[int]] = None, pretrained
     only the block's keywords (``return_theta``). Its input is normalised
     pixels ``(N, C, H, W)``: ``(x - mean) / std`` with the model's ``mean``/``std``.
     """
-    from .pretrained import list_pretrained
-
     if pretrained or (name in list_pretrained() and name not in LENET_MODELS):
         return _shipped(name, input_shape, pretrained, ctx, **kwargs)
     if name == TUTORIAL_MODEL:
-        from .models import STNNet
-
         return STNNet(input_shape=tuple(input_shape or (1, 28, 28)), **kwargs)
-    lenet = name in LENET_MODELS
-    shape = tuple(input_shape or ((1, 28, 28) if lenet else (3, 32, 32)))
-    transform = kwargs.pop("transform", "affine")
-    arch = resolve_architecture(TrainConfig(model=name, transform=transform), shape,
-                                kwargs.pop("num_classes", 10))
+    shape = tuple(input_shape or ((1, 28, 28) if name in LENET_MODELS else (3, 32, 32)))
+    arch = default_architecture(name, shape, kwargs.pop("num_classes", 10), kwargs.pop("transform", "affine"))
     changes = {k: kwargs.pop(k) for k in list(kwargs) if k in _ARCH_FIELDS}
     if "target_shape" in changes and changes["target_shape"] is not None:
         changes["target_shape"] = tuple(changes["target_shape"])
     return build_architecture(dataclasses.replace(arch, **changes), **kwargs)
 
 
+def default_architecture(name: str, input_shape: Sequence[int], num_classes: int = 10,
+                         transform: str = "affine") -> Architecture:
+    """The network the default recipe trains as ``name`` on MNIST-like inputs of ``input_shape`` ``(C, H, W)``.
+
+    The STN (``stn_*`` names) starts at the identity with the reference localization net and shows the
+    normalised black outside the image; the LeNet models keep the input's size; ``transform`` applies to the
+    ``stn_*`` names only.
+    """
+    shape = tuple(int(v) for v in input_shape)
+    stn = name.startswith("stn_")
+    common: Dict[str, Any] = dict(model=name, input_shape=shape, num_classes=int(num_classes), fill=BACKGROUND,
+                  transform=transform if stn else None)
+    if name in LENET_MODELS:
+        return Architecture(target_shape=shape[1:], **common)
+    return Architecture(**common)
+
+
 def _shipped(name: str, input_shape: Optional[Sequence[int]], load: bool, ctx: Any,
              **kwargs: Any) -> mx.gluon.HybridBlock:
     """The architecture of the shipped model ``name`` (rebuilt from its ``model.json``), its weights loaded if asked."""
-    import json
-    import os
-
-    from .._runtime.errors import CheckpointError, StnGluonError, mxnet_message
-    from ..export.saved import resolve_model
-    from .pretrained import PREFIX
-
     wrong = sorted(k for k in kwargs if k in _ARCH_FIELDS)
     if wrong:
         raise StnGluonError(f"get_model({name!r}, pretrained=True): {', '.join(wrong)} would change the network "
                             f"the weights belong to")
-    prefix, epoch = resolve_model(PREFIX + name)  # every shipped file checked against the manifest's SHA-256
-    params_file = f"{prefix}-{epoch:04d}.params"
-    with open(prefix + ".json") as f:
+    folder = get_pretrained(name).folder  # every shipped file checked against the manifest's SHA-256
+    params_file = max(glob.glob(os.path.join(glob.escape(folder), "model-[0-9][0-9][0-9][0-9].params")))
+    with open(os.path.join(folder, "model.json")) as f:
         meta = json.load(f)
     config = dict(meta["config"])
     if input_shape is not None and tuple(input_shape) != tuple(config["input_shape"]):

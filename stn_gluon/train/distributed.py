@@ -38,13 +38,13 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from .._runtime.compat import standalone_prelude
 from .._runtime.errors import ConfigError, StnGluonError
+from .recipes import KVSTORES
+from .schedule import make_lr_scheduler, make_server_lr_scheduler
 
 __all__ = ["KVSTORES", "DIST_KVSTORES", "WorkerGroup", "is_dist", "Job", "launch", "free_port", "read_hostfile",
            "role_environments", "ssh_command", "PS_NODE_CODE", "LOOPBACK", "exit_if_distributed"]
 
-#: The ``--kvstore`` choices: one process (``local``: reduce on the CPU, ``device``: on the devices), or a
-#: job of several processes on ps-lite.
-KVSTORES = ("local", "device", "dist_sync", "dist_device_sync", "dist_async")
+#: The ``--kvstore`` choices that make a job of several processes on ps-lite (all: :data:`KVSTORES`).
 DIST_KVSTORES = tuple(k for k in KVSTORES if k.startswith("dist"))
 LOOPBACK = "127.0.0.1"
 ROLES = ("scheduler", "server", "worker")
@@ -161,8 +161,6 @@ class WorkerGroup:
         With ``dist_async`` the servers count an update per worker push: an
         epoch is ``num_workers`` times as many updates there.
         """
-        from .schedule import make_lr_scheduler, make_server_lr_scheduler
-
         if self.update_on_kvstore:
             return make_server_lr_scheduler(cfg, iters_per_epoch * self.num_workers)
         return make_lr_scheduler(cfg, iters_per_epoch)

@@ -23,9 +23,9 @@ from .._runtime.errors import CheckpointError, StnGluonError, mxnet_message
 from ..nn.explain import explain_batch
 from ..export.saved import DEFAULT_PREFIX, export_block, load_model
 from .._runtime.files import CHECKPOINT_NAME, load_checkpoint, save_checkpoint
-from ..nn.architecture import build_net, default_initializer, initialize_net
+from ..nn.architecture import default_initializer, initialize_net
 from .optstate import restore_updater_state, trainer_updaters, updater_state
-from .recipes import TrainConfig
+from .recipes import TrainConfig, build_net
 from .schedule import epoch_lengths, make_lr_scheduler
 from .reporting import History, RunRecorder, check_recipe
 from .distributed import WorkerGroup, is_dist

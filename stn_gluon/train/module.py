@@ -24,7 +24,8 @@ import warnings
 import mxnet as mx
 
 from .._runtime.devices import format_ctx
-from ..nn.architecture import LENET_MODELS, default_initializer, resolve_architecture
+from ..nn.architecture import LENET_MODELS, default_initializer
+from .recipes import resolve_architecture
 from .._runtime.errors import CheckpointError, StnGluonError, mxnet_message
 from .distributed import FINGERPRINT_NAME
 from ..export.saved import DEFAULT_PREFIX, load_model, write_model_meta
@@ -216,7 +217,7 @@ def fit_module(cfg, dataset=None, echo=print, symbol=None):
     """Train the network of ``cfg`` (or ``symbol``) with ``Module.fit``; returns the metrics dict.
 
     The graph is :func:`~stn_gluon.symbol.get_symbol_for` of the architecture
-    the Gluon trainer would build (:func:`~stn_gluon.nn.architecture.resolve_architecture`);
+    the Gluon trainer would build (:func:`~stn_gluon.train.recipes.resolve_architecture`);
     a configuration the Module path cannot express is refused with one line.
     """
     if cfg.model not in LENET_MODELS:

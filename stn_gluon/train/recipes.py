@@ -18,18 +18,25 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Sequence
 
-from .distributed import KVSTORES
+import mxnet as mx
+
+from ..data.distortions import get_dataset_spec
+from ..nn.architecture import BACKGROUND, LENET_MODELS, Architecture, build_architecture
+from ..nn.blocks import SaliencyLocalization
+from ..nn.ops import get_transform
 from .._runtime.errors import ConfigError
 from .._runtime.flags import epoch_count, option, validate_fields
 
-__all__ = ["TrainConfig", "RECIPES", "RUN_FIELDS", "OPTIMIZERS", "LR_MODES", "LOCALIZATIONS", "DatasetModels",
-           "DATASET_MODELS", "PLAIN_STN", "dataset_models", "recipe_notes"]
+__all__ = ["TrainConfig", "RECIPES", "KVSTORES", "RUN_FIELDS", "OPTIMIZERS", "LR_MODES", "LOCALIZATIONS", "DatasetModels",
+           "DATASET_MODELS", "PLAIN_STN", "dataset_models", "recipe_notes", "resolve_architecture", "build_net"]
 
 OPTIMIZERS = ("sgd", "nag", "adam")
 LR_MODES = ("cosine", "step", "linear", "poly", "constant")
 LOCALIZATIONS = ("conv", "saliency")
+#: How gradients are reduced: in one process (local, device) or by MXNet's parameter server (dist_*).
+KVSTORES = ("local", "device", "dist_sync", "dist_device_sync", "dist_async")
 
 @dataclass(frozen=True)
 class DatasetModels:
@@ -55,8 +62,6 @@ class DatasetModels:
 
     def stn_defaults(self, transform: str) -> Dict[str, Any]:
         """``localization``, ``init_scale``, ``brightness_prior`` of an STN of ``transform`` here."""
-        from ..nn.blocks import SaliencyLocalization
-
         if transform in SaliencyLocalization.TRANSFORMS:
             return dict(localization=self.localization, init_scale=self.init_scale,
                         brightness_prior=self.brightness_prior)
@@ -145,8 +150,8 @@ class TrainConfig:
     first_cycle_epochs: float = option(0.0, "cosine only: a first cosine cycle of this many epochs, then a warm "
                                             "restart (0: one cycle)", minimum=0)
     wd: float = option(5e-4, "weight decay (not on biases)", minimum=0)
-    loc_lr_mult: float = option(0.1, "learning-rate multiplier of the localization network", minimum=0)
-    dropout: float = option(0.3, "dropout rate of the LeNet body", minimum=0, maximum=0.99)
+    loc_lr_mult: float = option(Architecture.loc_lr_mult, "learning-rate multiplier of the localization network", minimum=0)
+    dropout: float = option(Architecture.dropout, "dropout rate of the LeNet body", minimum=0, maximum=0.99)
     seed: int = option(42, "seed of the initial weights, shuffling, augmentation and dropout")
     augment: bool = option(True, "random affine augmentation of the training batches",
                            negative_flag="--no-augment")
@@ -186,8 +191,6 @@ class TrainConfig:
         """Check every field; raises :class:`~stn_gluon._runtime.errors.ConfigError` naming the first bad one."""
         validate_fields(self)
         self.step_epochs()
-        from ..nn.ops import get_transform
-
         try:
             get_transform(self.transform)
         except Exception as err:  # an unknown transform: name the parameter
@@ -223,3 +226,37 @@ def recipe_notes(name: str) -> str:
 
     return "".join(f"; {recipe}: {shown(values[name])}" for recipe, values in RECIPES.items() if name in values)
 
+
+def resolve_architecture(cfg: TrainConfig, input_shape: Sequence[int], num_classes: int = 10) -> Architecture:
+    """The network ``cfg`` trains on inputs of ``input_shape`` ``(C, H, W)``.
+
+    ``None`` fields of ``cfg`` take the dataset's values (:data:`stn_gluon.train.recipes.DATASET_MODELS`);
+    the dataset's sizes apply to its own canvas only: other data keeps its size unless told.
+    """
+    input_shape = tuple(int(v) for v in input_shape)
+    models = dataset_models(cfg.dataset)
+    on_canvas = input_shape[1:] == (get_dataset_spec(cfg.dataset).canvas,) * 2
+    # outside the image the STN shows the (normalised) black background, not grey
+    common: Dict[str, Any] = dict(model=cfg.model, input_shape=input_shape, num_classes=int(num_classes),
+                                  loc_lr_mult=cfg.loc_lr_mult, fill=BACKGROUND)
+    if cfg.model not in LENET_MODELS:
+        return Architecture(transform=cfg.transform if cfg.model.startswith("stn_") else None, **common)
+    stn = cfg.model == "stn_lenet"
+    size = cfg.target_size or (None if not on_canvas else models.stn_target if stn else models.baseline_target)
+    target = (size, size) if size else input_shape[1:]
+    if not stn:
+        return Architecture(transform=None, target_shape=target, dropout=cfg.dropout, **common)
+    defaults = models.stn_defaults(cfg.transform)
+    localization = cfg.localization or defaults["localization"]
+    prior = cfg.brightness_prior
+    if prior is None:  # the dataset's prior belongs to its (saliency) localization net
+        prior = defaults["brightness_prior"] if localization == defaults["localization"] else 0.0
+    return Architecture(transform=cfg.transform, target_shape=target, dropout=cfg.dropout,
+                        loc_pool=cfg.loc_pool or models.loc_pool, supersample=cfg.supersample or models.supersample,
+                        localization=localization, init_scale=cfg.init_scale or defaults["init_scale"],
+                        brightness_prior=prior, **common)
+
+
+def build_net(cfg: TrainConfig, input_shape: Sequence[int], num_classes: int = 10) -> mx.gluon.HybridBlock:
+    """The network ``cfg`` trains (uninitialised): :func:`resolve_architecture` then :func:`build_architecture`."""
+    return build_architecture(resolve_architecture(cfg, input_shape, num_classes))
