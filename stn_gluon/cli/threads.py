@@ -246,6 +246,7 @@ def prepare_threads(command: Optional[str], environ: Optional[MutableMapping[str
             sampler.sample()
             sampler.started = time.monotonic()
         load = sustained_load(sampler)
+        jobs = slots.others()  # again: a training whose start was slower than this one's has joined by now
     except OSError:
         return _set(environ, Choice(cores, f"one per core, {cores} cores (the load could not be read)"))
     threads = threads_for(cores, 1 + len(jobs), load)
