@@ -197,8 +197,10 @@ def test_two_trainings_started_together_share_the_cores(tmp_path):
     procs = [subprocess.Popen([sys.executable, "-c", PAIR, str(tmp_path / "slots")], stdout=subprocess.PIPE,
                               text=True, env=clean_env()) for _ in range(2)]
     results = [json.loads(p.communicate(timeout=60)[0]) for p in procs]
-    for count, why in results:
-        assert count <= physical_cores() // 2 and "shared with 1 other training" in why, results
+    shared = [count for count, why in results if "shared with 1 other training" in why]
+    # the later one always counts the earlier; the earlier one does unless its decision came before the other's
+    # start (possible on a loaded machine: a Python start-up delayed past the first look)
+    assert shared and all(count <= physical_cores() // 2 for count in shared), results
 
 
 def test_job_slots_count_live_holders_only(tmp_path):
