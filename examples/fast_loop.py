@@ -6,11 +6,11 @@ A plain Gluon loop (``import mxnet`` first, ``mx.nd.array`` batches,
 PyTorch tutorial's speed on a small CPU; ``stn-gluon train`` runs faster
 with four things that are public, marked (1)-(4) below:
 
-1. ``import stn_gluon``: one OpenMP thread per physical core
-   (:mod:`stn_gluon._runtime.threads`; MXNet on its own takes half the CPUs,
-   counting on hyper-threads). Best before ``mxnet``; imported after it, it
-   sets the count in the loaded MXNet (or warns where it cannot).
-   ``OMP_NUM_THREADS``, if you set it, is left alone.
+1. One OpenMP thread per physical core: ``OMP_NUM_THREADS``, set before
+   ``mxnet`` loads (MXNet on its own takes half the CPUs, counting on
+   hyper-threads; ``stn-gluon train`` sets it for you, a script sets it
+   itself). Below: to :func:`stn_gluon._runtime.threads.physical_cores`
+   unless you set it.
 2. :func:`stn_gluon.train.gluon.make_trainer`: a ``gluon.Trainer`` whose
    optimizer updates all parameters in one fused call.
 3. :func:`stn_gluon.data.mnist.to_ndarray`: batches wrapped without a blocking
@@ -25,7 +25,12 @@ with every batch the same size. ``stn-gluon bench speed`` times this loop
 
     python examples/fast_loop.py [--data-dir DIR] [--epochs 1] [--batch-size 64] [--steps N]
 """
-import stn_gluon  # (1) first, before mxnet: sizes MXNet's OpenMP pool
+import os
+
+import stn_gluon  # before mxnet: numpy's aliases MXNet needs on Python 3.12; it sets no thread count
+from stn_gluon._runtime.threads import describe_threads, physical_cores
+
+os.environ.setdefault("OMP_NUM_THREADS", str(physical_cores()))  # (1) before mxnet loads: its OpenMP pool
 
 import argparse  # noqa: E402
 import time  # noqa: E402
@@ -47,6 +52,7 @@ def main(argv=None):
     parser.add_argument("--steps", type=int, default=None, help="steps per epoch (default: the whole training set)")
     args = parser.parse_args(argv)
 
+    print(describe_threads())
     mnist = load_mnist(args.data_dir)
     images, labels = mnist.train_images, mnist.train_labels.astype(np.float32)
     net = stn_gluon.STNNet(dropout=0.3, fill=BACKGROUND, loc_lr_mult=0.1)

@@ -1,4 +1,4 @@
-"""The contention benchmark's harness (process clean-up, ratio arithmetic) and the thread count chosen at start-up.
+"""The contention benchmark's harness (process clean-up, ratio arithmetic, workers started as the CLI starts them).
 
 No timed test: the speed figures come from ``stn-gluon bench contention``.
 """
@@ -10,8 +10,9 @@ import pytest
 
 from stn_gluon.bench.contention import PAIR, summarise, contention_lines, median_ratios, settings_env
 from stn_gluon.bench.processes import Children, busy_command
-from stn_gluon import threads
-from stn_gluon._runtime.threads import LoadSampler, threads_for_load
+from stn_gluon._runtime.threads import BY_CLI, CHOSEN_ENV
+from stn_gluon.bench.harness import Isolated
+from stn_gluon.cli.threads import LoadSampler
 
 
 def test_children_are_ended_when_the_block_fails_and_a_busy_load_ends_on_its_own():
@@ -59,15 +60,6 @@ def test_report_compares_with_pytorch_and_the_old_default_round_by_round_and_che
     assert settings_env("old default", 8)["OMP_NUM_THREADS"] == "8"
 
 
-@pytest.mark.parametrize("limit, others, current, cpus, expected", [
-    (2, 0.0, 2, None, 2), (2, 0.25, 2, None, 2), (2, 0.4, 2, None, 1), (2, 1.0, 2, None, 1), (2, 2.0, 2, None, 1),
-    (2, 0.2, 1, None, 1),  # hysteresis: not back up until the others leave the core almost free
-    (2, 0.1, 1, None, 2), (4, 4.0, 4, 8, 2),  # SMT: 4 busy logical CPUs of 8 are 2 of 4 cores
-])
-def test_threads_give_way_to_other_processes(limit, others, current, cpus, expected):
-    assert threads_for_load(limit, others, current, cpus) == expected
-
-
 def test_load_sampler_counts_only_other_processes(tmp_path):
     stat = tmp_path / "stat"
 
@@ -88,19 +80,14 @@ def test_load_sampler_counts_only_other_processes(tmp_path):
     assert sampler.sample() == pytest.approx(0.0)
 
 
-@pytest.mark.parametrize("others, off, expected", [(0.0, None, 2), (1.0, None, 1), (2.0, None, 1), (1.0, "0", 2)])
-def test_startup_threads_give_a_core_per_core_other_processes_keep_busy(monkeypatch, others, off, expected):
-    class Sampler:
-        cpus = [0, 1]
-
-        def sample(self):
-            return others
-    monkeypatch.setattr(threads, "LoadSampler", Sampler)
-    monkeypatch.setattr(threads, "USER_OPENMP", {})
-    if off is None:
-        monkeypatch.delenv(threads.ADAPT_ENV, raising=False)
-    else:
-        monkeypatch.setenv(threads.ADAPT_ENV, off)
-    monkeypatch.delenv("MXNET_ENGINE_TYPE", raising=False)
-    assert threads.startup_threads(2, sample_s=0.0) == expected
-    assert threads.startup_threads(1, sample_s=0.0) == 1  # one core: nothing to give up
+def test_a_cli_started_worker_chooses_its_count_as_stn_gluon_train_does(tmp_path):
+    """The bench's default ``fit`` worker: its count chosen before MXNet loads, recorded as the CLI's."""
+    worker = Isolated("fit_train", dict(batch=4), env={"OMP_NUM_THREADS": None, CHOSEN_ENV: None},
+                      cli_slots=str(tmp_path / "slots"))
+    try:
+        info = worker.ready()
+    finally:
+        worker.close()
+    report = info["threads"]
+    assert report["omp_num_threads_from"] == BY_CLI and report["chosen"].startswith(("chosen at start", "one per"))
+    assert info["mxnet_threads"] == report["threads_now"] == int(info["omp_num_threads"]) >= 1

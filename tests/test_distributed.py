@@ -248,3 +248,48 @@ def test_launch_command_line_errors(capsys):
     with pytest.raises(SystemExit):
         main(["launch", "-n", "0", "--", "train"])
     assert "must be >= 1" in capsys.readouterr().err
+
+
+REPORT = ("import json, os, sys; from stn_gluon._runtime.threads import thread_report; r = thread_report(); "
+          "open(os.path.join(sys.argv[1], os.environ['DMLC_ROLE'] + os.environ['DMLC_TASK_ID']), 'w')"
+          ".write(json.dumps([r['omp_num_threads'], r['omp_num_threads_from']]))")
+
+
+def test_launch_divides_the_cores_among_its_processes_and_passes_each_its_count(tmp_path, monkeypatch):
+    """Workers share the cores, servers and the scheduler get one thread; none reads as the user's setting."""
+    from stn_gluon._runtime.threads import BY_LAUNCH, CHOSEN_ENV, physical_cores
+    from stn_gluon.train.distributed import launch_threads
+
+    assert launch_threads(2, 2, 1) == dict(worker=1, server=1, scheduler=1)
+    assert launch_threads(8, 2, 1)["worker"] == 4 and launch_threads(1, 3, 2)["worker"] == 1
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setenv(CHOSEN_ENV, '{"threads": 2, "by": "stn_gluon"}')  # a stn-gluon parent's own choice
+    started = {}
+    real_start = Job.start
+
+    def start(job):
+        started["threads"] = job.threads
+        job.ps_command = [sys.executable, "-c", REPORT, str(tmp_path)]
+        return real_start(job)
+    monkeypatch.setattr(Job, "start", start)
+    lines = []
+    assert launch([sys.executable, "-c", REPORT, str(tmp_path)], 2, 1, timeout=60, echo=lines.append) == 0
+    cores = physical_cores()
+    assert started["threads"] == launch_threads(cores, 2, 1)
+    seen = {p.name: json.loads(p.read_text()) for p in tmp_path.iterdir()}
+    worker = str(max(1, cores // 2))
+    assert seen == {"scheduler0": ["1", BY_LAUNCH], "server0": ["1", BY_LAUNCH],
+                    "worker0": [worker, BY_LAUNCH], "worker1": [worker, BY_LAUNCH]}
+    assert any(line.startswith(f"launch: CPU threads: {worker} per worker") for line in lines)
+
+
+def test_launch_leaves_the_users_count_to_every_process(tmp_path, monkeypatch):
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    real_start = Job.start
+
+    def start(job):
+        job.ps_command = [sys.executable, "-c", REPORT, str(tmp_path)]
+        return real_start(job)
+    monkeypatch.setattr(Job, "start", start)
+    assert launch([sys.executable, "-c", REPORT, str(tmp_path)], 1, 1, timeout=60, echo=lambda line: None) == 0
+    assert {tuple(json.loads(p.read_text())) for p in tmp_path.iterdir()} == {("1", "user")}

@@ -1,133 +1,217 @@
-"""MXNet's OpenMP thread count: when MXNet was imported before stn_gluon, the user's settings, and the count
-chosen again before a job's first operator."""
+"""The thread policy: ``import stn_gluon`` changes nothing, the CLI and ``launch`` choose ``OMP_NUM_THREADS``
+before MXNet loads, a short burst of load at start does not lower the count, the library reports and warns."""
+import json
 import os
 import subprocess
 import sys
+import time
+import warnings
 
 import pytest
 
-PROBE = """
-import os, sys, warnings
-warnings.simplefilter("error", RuntimeWarning)  # the package must not need to warn
-if sys.argv[1] == "mxnet-first":
-    exec(sys.argv[2])  # what a script must run before mxnet on numpy >= 1.24 (stn_gluon._runtime.compat), stn_gluon unimported
-    assert "stn_gluon" not in sys.modules
-    import mxnet as mx
-    import stn_gluon
-else:
-    import stn_gluon
-    import mxnet as mx
-from stn_gluon._runtime.threads import mxnet_thread_limit
-x = mx.nd.random.uniform(shape=(16, 8, 64, 64))
-y = mx.nd.Convolution(x, mx.nd.ones((8, 8, 3, 3)), kernel=(3, 3), num_filter=8, no_bias=True)
-y.wait_to_read()
-if sys.argv[1] == "mxnet-first":  # a later change is verified too, and undone
-    from stn_gluon._runtime.threads import set_mxnet_threads
-    before = mxnet_thread_limit()
-    assert set_mxnet_threads(before + 1) and mxnet_thread_limit() == before + 1
-    assert set_mxnet_threads(before) and mxnet_thread_limit() == before
-from stn_gluon._runtime.threads import thread_report
-report = thread_report()
-print(mxnet_thread_limit(), len(os.listdir("/proc/self/task")), int(report["adaptive"]),
-      report["gomp_spincount"] or 0)
+from stn_gluon._runtime import threads
+from stn_gluon._runtime.threads import (BY_CLI, BY_LAUNCH, CHOSEN_ENV, check_threads, describe_threads, mark_chosen,
+                                        physical_cores, thread_report, user_environ, user_setting)
+from stn_gluon.cli.threads import (DROP_AT, JobSlots, LoadSampler, command_of, prepare_threads, sustained_load,
+                                   threads_for)
+
+OPENMP = ("OMP_NUM_THREADS", "GOMP_SPINCOUNT", "OMP_WAIT_POLICY", CHOSEN_ENV, "MXNET_SUBGRAPH_VERBOSE")
+
+
+def clean_env(**extra):
+    return dict({k: v for k, v in os.environ.items() if k not in OPENMP}, **extra)
+
+
+def test_importing_the_package_and_the_cli_changes_no_environment_variable_and_loads_no_mxnet():
+    code = ("import json, os, sys; before = dict(os.environ); import stn_gluon, stn_gluon.cli, stn_gluon.cli.threads; "
+            "print(json.dumps([dict(os.environ) == before, 'mxnet' in sys.modules]))")
+    out = subprocess.run([sys.executable, "-c", code], env=clean_env(), capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert json.loads(out.stdout) == [True, False]
+
+
+SPY = """
+import json, sys
+import stn_gluon.cli as cli
+seen = {}
+real = cli.prepare_threads
+def spy(command, **kwargs):
+    seen["mxnet_loaded"] = "mxnet" in sys.modules
+    seen["command"] = command
+    return real(command, **kwargs)
+cli.prepare_threads = spy
+code = cli.main(sys.argv[1:])
+import os
+seen.update(code=code, omp=os.environ.get("OMP_NUM_THREADS"), verbose=os.environ.get("MXNET_SUBGRAPH_VERBOSE"),
+            mxnet_loaded_after="mxnet" in sys.modules)
+print(json.dumps(seen))
 """
 
 
-def _probe(order, **user):
-    from stn_gluon._runtime.compat import standalone_prelude
-
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("OMP_NUM_THREADS", "MXNET_OMP_MAX_THREADS", "GOMP_SPINCOUNT", "OMP_WAIT_POLICY",
-                        "STN_GLUON_ADAPT_THREADS")}
-    out = subprocess.run([sys.executable, "-c", PROBE, order, standalone_prelude()], env=dict(env, **user),
+@pytest.mark.parametrize("user, expected", [(None, str(physical_cores())), ("1", "1")])
+def test_the_cli_chooses_before_mxnet_loads_and_the_users_setting_wins(user, expected):
+    env = clean_env(**({"OMP_NUM_THREADS": user} if user else {}))
+    out = subprocess.run([sys.executable, "-c", SPY, "evaluate", "--model", "/nonexistent/run"], env=env,
                          capture_output=True, text=True, timeout=120)
-    assert out.returncode == 0, out.stderr[-1000:]
-    return [int(v) for v in out.stdout.split()]
+    seen = json.loads(out.stdout.splitlines()[-1])
+    assert seen["mxnet_loaded"] is False and seen["mxnet_loaded_after"] is True and seen["command"] == "evaluate"
+    assert seen["code"] == 2 and out.stderr.startswith("error: ")  # the command itself ran (and refused)
+    assert seen["omp"] == expected and seen["verbose"] == "0"
 
 
-@pytest.mark.skipif(not os.path.isdir("/proc/self/task"), reason="counts threads through /proc")
-def test_mxnet_imported_first_gets_one_thread_per_core_without_a_warning():
-    from stn_gluon._runtime.threads import physical_cores
-
-    # no sampling of the load at start-up (other tests may keep a core busy; startup_threads is tested alone)
-    first_limit, first_threads, first_adaptive, _ = _probe("mxnet-first", STN_GLUON_ADAPT_THREADS="0")
-    usual_limit, usual_threads, usual_adaptive, spin = _probe("stn_gluon-first", STN_GLUON_ADAPT_THREADS="0")
-    assert usual_limit == physical_cores()  # OMP_NUM_THREADS set before MXNet loaded
-    assert first_limit == usual_limit  # set in the loaded library instead
-    assert first_threads == usual_threads  # and the operators' OpenMP pool is the same size
-    # libgomp's own spin (no GOMP_SPINCOUNT set); the count was not chosen from the load (switched off)
-    assert spin == 0 and usual_adaptive == first_adaptive == 0
-
-
-def test_the_users_own_openmp_settings_win():
-    limit, _, adaptive, spin = _probe("stn_gluon-first", OMP_NUM_THREADS="3", GOMP_SPINCOUNT="777")
-    assert (limit, adaptive, spin) == (3, 0, 777)
-
-
-def test_a_count_below_one_is_refused():
-    from stn_gluon._runtime.threads import set_mxnet_threads
-
-    with pytest.raises(ValueError):
-        set_mxnet_threads(0)
+def test_commands_get_their_counts_and_a_parents_choice_is_not_the_users(tmp_path):
+    cores = physical_cores()
+    env = {}
+    assert prepare_threads("evaluate", environ=env, modules={}).threads == cores
+    assert env["OMP_NUM_THREADS"] == str(cores) and env["MXNET_SUBGRAPH_VERBOSE"] == "0"
+    assert thread_report(env)["omp_num_threads_from"] == BY_CLI and user_setting(env) is None
+    child = dict(env)  # a stn-gluon command started by this one chooses again ...
+    assert prepare_threads("serve", environ=child, modules={}).threads == 1 and child["OMP_NUM_THREADS"] == "1"
+    launcher = dict(env)  # ... and launch keeps none of it (its children must not inherit it)
+    assert prepare_threads("launch", environ=launcher, modules={}).threads is None
+    assert "OMP_NUM_THREADS" not in launcher
+    user = {"OMP_NUM_THREADS": "3"}
+    assert prepare_threads("train", environ=user, modules={}).threads is None and user["OMP_NUM_THREADS"] == "3"
+    launched = {}
+    mark_chosen(launched, 1, BY_LAUNCH, "2 cores divided among 2 workers on this machine")
+    assert prepare_threads("train", environ=launched, modules={}).threads is None
+    assert thread_report(launched)["omp_num_threads_from"] == BY_LAUNCH
+    late = {}
+    assert prepare_threads("train", environ=late, modules={"mxnet": object()}).threads is None and late == {}
+    assert command_of(["train", "--epochs", "1"]) == "train" and command_of(["train", "--help"]) is None
 
 
-RECHECK_PROBE = """
-import ctypes, importlib.util, os, sys
-# stn_gluon._runtime.threads loaded ahead of the package, its load sampler replaced: the machine looks quiet at start-up,
-# and busy by the time the job's first operator runs (what a training started beside another one sees)
-spec = importlib.util.find_spec("stn_gluon")
-path = os.path.join(os.path.dirname(spec.origin), "threads.py")
-threads = importlib.util.module_from_spec(importlib.util.spec_from_file_location("stn_gluon._runtime.threads", path))
-sys.modules["stn_gluon._runtime.threads"] = threads
-threads.__spec__.loader.exec_module(threads)
-others = {"cpus": 0.0}
+def test_report_and_line_say_who_chose_the_count():
+    chosen = {}
+    mark_chosen(chosen, 2, BY_CLI, "chosen at start: 2 cores, other processes busy on 0.0 CPUs", 0.0)
+    report = thread_report(chosen)
+    assert report["omp_num_threads"] == "2" and report["threads_now"] == 2 and report["adaptive"] is True
+    assert describe_threads(report).startswith("CPU threads: 2 (chosen at start: 2 cores")
+    overridden = dict(chosen, OMP_NUM_THREADS="4")  # the user changed it afterwards: theirs
+    assert thread_report(overridden)["omp_num_threads_from"] == "user" and user_setting(overridden) == "4"
+    assert user_environ(overridden)["OMP_NUM_THREADS"] == "4" and CHOSEN_ENV not in user_environ(overridden)
+    assert "OMP_NUM_THREADS" not in user_environ(chosen)
+    unset = thread_report({})
+    assert unset["omp_num_threads_from"] is None and unset["threads_now"] == max(1, (os.cpu_count() or 1) // 2)
+    assert "MXNet's default" in describe_threads(unset)
 
-class Sampler:
-    cpus = [0, 1]
 
-    def __init__(self, *args, **kwargs):
-        pass
+def test_a_bad_setting_is_warned_about_once_in_one_line(monkeypatch):
+    monkeypatch.setattr(threads, "_WARNED", set())
+    too_many = {"OMP_NUM_THREADS": str(physical_cores() + 3)}
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert check_threads(too_many) is not None
+        assert check_threads(too_many) is not None
+        assert check_threads({"OMP_NUM_THREADS": "two"}) is not None
+        assert check_threads({"OMP_NUM_THREADS": "1"}) is None
+        assert check_threads({"OMP_NUM_THREADS": "1"}, most=1) is None
+    assert [len(str(w.message).splitlines()) for w in caught] == [1, 1]  # once each, one line each
+    assert "more than the" in str(caught[0].message) and "not a whole number" in str(caught[1].message)
+
+
+class FakeSampler:
+    """A load sampler that replays ``loads`` (one per look) against a fake clock."""
+
+    def __init__(self, loads, clock):
+        self.loads, self.clock, self.started = list(loads), clock, 0.0
 
     def sample(self):
-        return others["cpus"]
-threads.LoadSampler = Sampler
-threads.physical_cores = lambda cpus=None, sysfs=None: 2
-import stn_gluon
-import mxnet as mx
-start = os.environ["OMP_NUM_THREADS"]
-others["cpus"] = float(sys.argv[1])
-got = threads.recheck_threads(most=int(sys.argv[2]) or None)
-gomp = ctypes.CDLL("libgomp.so.1")
-seen = []
-callback = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_void_p)(
-    lambda rctx, param: seen.append(gomp.omp_get_max_threads()))
-ctx = (ctypes.c_int * 2)(1, 0)
-assert mx.base._LIB.MXEnginePushSync(callback, None, None, ctypes.byref(ctx), None, 0, None, 0, None, 0, None) == 0
-mx.nd.waitall()
-others["cpus"] = 2.0
-again = threads.recheck_threads()  # the engine has run an operator: nothing changes any more
-print(start, got, seen[0], threads.mxnet_thread_limit(), again, os.environ["OMP_NUM_THREADS"])
-print(threads.describe_threads())
+        return self.loads.pop(0) if self.loads else 0.0
+
+
+class FakeClock:
+    def __init__(self):
+        self.now = 0.0
+
+    def __call__(self):
+        return self.now
+
+    def sleep(self, seconds):
+        self.now += seconds
+
+
+@pytest.mark.parametrize("loads, expected, most_s", [
+    ([0.0], 0.0, 0.25),                           # quiet: decided at the first look
+    ([1.0, 1.0, 1.0, 0.0], 0.0, 1.0),             # a burst that ends within the window: no load
+    ([1.0] * 20, 1.0, 2.75),                      # still there at the end: load, and no longer than the bound
+    ([2.0] + [1.2] * 20, 1.2, 2.75),              # what is left at the end counts
+])
+def test_a_load_counts_only_when_it_lasts_and_the_wait_is_bounded(loads, expected, most_s):
+    clock = FakeClock()
+    got = sustained_load(FakeSampler(loads, clock), sleep=clock.sleep, clock=clock)
+    assert got == pytest.approx(expected) and clock.now <= most_s + 1e-9
+
+
+@pytest.mark.parametrize("cores, jobs, others, expected", [
+    (2, 1, 0.0, 2), (2, 1, 0.4, 2), (2, 1, 1.0, 1), (2, 1, 2.0, 1), (2, 2, 0.0, 1), (8, 2, 1.0, 3), (1, 3, 1.0, 1),
+])
+def test_threads_share_the_cores_and_give_way_to_other_processes(cores, jobs, others, expected):
+    assert threads_for(cores, jobs, others) == expected
+
+
+def _busy(seconds):
+    code = f"import time\nend = time.monotonic() + {seconds}\nwhile time.monotonic() < end:\n    pass\n"
+    return subprocess.Popen([sys.executable, "-c", code])
+
+
+def _machine_is_busy():
+    return sustained_load(LoadSampler()) >= DROP_AT
+
+
+@pytest.mark.skipif(physical_cores() < 2 or not os.path.exists("/proc/stat"), reason="needs 2 cores and /proc/stat")
+def test_a_burst_of_other_work_at_start_does_not_lower_the_count_but_a_lasting_load_does(tmp_path):
+    if _machine_is_busy():
+        pytest.skip("other processes keep this machine busy: the quiet count cannot be checked")
+    burst = _busy(1.5)
+    try:
+        tic = time.monotonic()
+        env = {}
+        choice = prepare_threads("train", environ=env, modules={}, slots=JobSlots(str(tmp_path / "a")))
+        took = time.monotonic() - tic
+    finally:
+        burst.wait(timeout=30)
+    assert choice.threads == physical_cores(), choice  # the burst ended: the long run keeps every core
+    assert took < 3.5  # bounded
+    lasting = _busy(8)
+    try:
+        time.sleep(0.3)
+        lowered = prepare_threads("train", environ={}, modules={}, slots=JobSlots(str(tmp_path / "b")))
+    finally:
+        lasting.kill()
+        lasting.wait()
+    assert lowered.threads == physical_cores() - 1 and lowered.load_others >= DROP_AT, lowered
+
+
+PAIR = """
+import json, sys
+from stn_gluon.cli.threads import JobSlots, prepare_threads
+env = {}
+choice = prepare_threads("train", environ=env, modules={}, slots=JobSlots(sys.argv[1]))
+print(json.dumps([choice.threads, choice.why]))
 """
 
 
-@pytest.mark.skipif(not os.path.isdir("/proc/self/task"), reason="counts threads through /proc")
-@pytest.mark.parametrize("busy, most, expected, how", [
-    (2.0, 0, 1, "chosen before the first operator"),  # a training that started with another: one thread
-    (0.0, 0, 2, "chosen at start-up"),                # still quiet: the count stays
-    (0.0, 1, 1, "at most 1 for this job"),            # stn-gluon serve: one thread, quiet or not
-])
-def test_the_count_is_chosen_again_before_the_first_operator(busy, most, expected, how):
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("OMP_NUM_THREADS", "MXNET_OMP_MAX_THREADS", "GOMP_SPINCOUNT", "OMP_WAIT_POLICY",
-                        "STN_GLUON_ADAPT_THREADS", "MXNET_ENGINE_TYPE")}
-    out = subprocess.run([sys.executable, "-c", RECHECK_PROBE, str(busy), str(most)], env=env,
-                         capture_output=True, text=True, timeout=120)
-    assert out.returncode == 0, out.stderr[-1000:]
-    numbers, line = out.stdout.splitlines()[0].split(), out.stdout.splitlines()[1]
-    start, got, worker, limit, again, final = numbers
-    assert start == "2"  # quiet at start-up: a thread per core
-    # the operators' thread (oneDNN's count) and MXNet's own kernels agree on the new count
-    assert int(got) == int(worker) == int(limit) == int(final) == expected
-    assert again == "None"  # once operators ran, the count no longer changes
-    assert line.startswith(f"CPU threads: {expected} ({how}")
+@pytest.mark.skipif(physical_cores() < 2, reason="needs 2 cores")
+def test_two_trainings_started_together_share_the_cores(tmp_path):
+    procs = [subprocess.Popen([sys.executable, "-c", PAIR, str(tmp_path / "slots")], stdout=subprocess.PIPE,
+                              text=True, env=clean_env()) for _ in range(2)]
+    results = [json.loads(p.communicate(timeout=60)[0]) for p in procs]
+    shared = [count for count, why in results if "shared with 1 other training" in why]
+    # the later one always counts the earlier; the earlier one does unless its decision came before the other's
+    # start (possible on a loaded machine: a Python start-up delayed past the first look)
+    assert shared and all(count <= physical_cores() // 2 for count in shared), results
+
+
+def test_job_slots_count_live_holders_only(tmp_path):
+    folder = str(tmp_path / "slots")
+    mine = JobSlots(folder)
+    mine.join()
+    code = "import sys, json; from stn_gluon.cli.threads import JobSlots; print(json.dumps(JobSlots(sys.argv[1]).others()))"
+    seen = json.loads(subprocess.run([sys.executable, "-c", code, folder], capture_output=True, text=True,
+                                     timeout=60).stdout)
+    assert seen == [os.getpid()]
+    assert JobSlots(folder).others() == [os.getpid()]  # this process's own other handle sees the lock too
+    assert mine.held is not None
+    mine.held.close()
+    assert JobSlots(folder).others() == []

@@ -16,8 +16,7 @@ Three Gluon training loops:
   tutorials (``net.hybridize()``, ``gluon.Trainer``, ``mx.nd.array``
   batches, the loss read every step), started as a user's script: its
   worker imports ``mxnet`` before ``stn_gluon``, with the user's own
-  ``OMP_NUM_THREADS`` (unset, ``stn_gluon`` then sets the thread count in
-  the loaded MXNet, see :func:`stn_gluon._runtime.threads.adjust_loaded_mxnet`);
+  ``OMP_NUM_THREADS`` (unset: MXNet's own default, half the logical CPUs);
 - ``gluon_user_loop_fast``: the same loop with the library's public speed
   helpers, as in ``examples/fast_loop.py``.
 """
@@ -110,10 +109,8 @@ def fit_train_step(batch: int, size: int = 28) -> Callable[[], None]:
     from mxnet import gluon
 
     from ..data.mnist import to_ndarray
-    from .._runtime.threads import recheck_threads
     from ..train.gluon import RunAhead, make_trainer, train_step
 
-    recheck_threads()  # as fit does, before the first operator
     net = bench_net(size, True)
     trainer = make_trainer(net.collect_params(), "sgd", SGD)
     loss_fn = gluon.loss.SoftmaxCrossEntropyLoss()

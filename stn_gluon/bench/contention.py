@@ -1,17 +1,16 @@
 """``stn-gluon bench contention``: training and serving speed on a machine that other processes want too.
 
 Measured in one run, for each thread setting in :data:`SETTINGS` (the
-defaults, and the alternatives tried for issue 19; ``short spin`` is the
-previous release's default, ``GOMP_SPINCOUNT=10000`` with the count chosen
-from the load):
+default, and the alternatives tried for issue 19):
 
 - training images/s of the real ``fit`` loop (``fit_train``), a plain user
   Gluon loop (``gluon_user_loop``: ``import mxnet`` first, then
-  ``stn_gluon``), and PyTorch eager (its own defaults, as many threads as
-  cores), each in a worker process of its own
-  (:mod:`stn_gluon.bench.harness`); the default setting's ``fit`` also
-  started afresh in each situation, since it chooses its thread count from
-  the load it sees when it starts;
+  ``stn_gluon``, ``OMP_NUM_THREADS`` as the user left it), and PyTorch eager
+  (its own defaults, as many threads as cores), each in a worker process of
+  its own (:mod:`stn_gluon.bench.harness`). The default setting's ``fit``
+  workers start as ``stn-gluon train`` does: their thread count chosen before
+  MXNet loads by :func:`stn_gluon.cli.threads.prepare_threads`, from the
+  load they start into; so it is also started afresh in each situation;
 - serving requests/s of ``stn-gluon serve`` (MXNet and ONNX Runtime
   backends), 32 concurrent keep-alive clients in this process
   (:mod:`stn_gluon.bench.processes`);
@@ -24,26 +23,31 @@ round. Busy processes are started by the bench, end on their own after a
 time limit, and are ended with everything else on the way out (also on
 Ctrl-C, SIGTERM or an error).
 """
-import os
 import tempfile
 import time
 from typing import Any, Callable, Dict, List, Optional
 
 import numpy as np
 
+from .._runtime.threads import CHOSEN_ENV, physical_cores
+from ..train.reporting import machine_info
+from .competitors import exported_model
 from .harness import Isolated, child_environ
+from .torch_peer import have_torch
 from .processes import Children, busy_command, load, on_sigterm_raise, png_payloads, run_async, start_server
 
 __all__ = ["SETTINGS", "SITUATIONS", "median_ratios", "contention_report", "contention_lines", "settings_env",
            "summarise"]
 
 #: Thread settings compared: name -> environment of the worker (``None``: removed; ``"{cores}"``: the core count).
+#: The count stn-gluon chose for this (the bench's) process is none of the workers' (CHOSEN_ENV removed).
 SETTINGS: Dict[str, Dict[str, Optional[str]]] = {
-    "new default": {"OMP_NUM_THREADS": None, "GOMP_SPINCOUNT": None, "OMP_WAIT_POLICY": None},
-    "old default": {"OMP_NUM_THREADS": "{cores}", "GOMP_SPINCOUNT": "300000", "OMP_WAIT_POLICY": None},
-    "short spin": {"OMP_NUM_THREADS": None, "GOMP_SPINCOUNT": "10000", "OMP_WAIT_POLICY": None},
-    "OMP_NUM_THREADS=1": {"OMP_NUM_THREADS": "1", "GOMP_SPINCOUNT": None, "OMP_WAIT_POLICY": None},
-    "OMP_WAIT_POLICY=PASSIVE": {"OMP_NUM_THREADS": "{cores}", "GOMP_SPINCOUNT": None, "OMP_WAIT_POLICY": "PASSIVE"},
+    "new default": {"OMP_NUM_THREADS": None, "GOMP_SPINCOUNT": None, "OMP_WAIT_POLICY": None, CHOSEN_ENV: None},
+    "old default": {"OMP_NUM_THREADS": "{cores}", "GOMP_SPINCOUNT": "300000", "OMP_WAIT_POLICY": None,
+                    CHOSEN_ENV: None},
+    "OMP_NUM_THREADS=1": {"OMP_NUM_THREADS": "1", "GOMP_SPINCOUNT": None, "OMP_WAIT_POLICY": None, CHOSEN_ENV: None},
+    "OMP_WAIT_POLICY=PASSIVE": {"OMP_NUM_THREADS": "{cores}", "GOMP_SPINCOUNT": None, "OMP_WAIT_POLICY": "PASSIVE",
+                                CHOSEN_ENV: None},
 }
 #: The settings whose servers are measured, per backend (ONNX Runtime has no OpenMP; the spin variants are
 #: about training).
@@ -54,7 +58,7 @@ QUICK_SETTINGS = ("new default", "old default")
 #: Situations: how many busy processes run beside the measured one (``pair``: two trainings at once).
 SITUATIONS = {"quiet": 0, "1 busy": 1, "2 busy": 2}
 PAIR = "two trainings"
-#: The setting whose thread count ``import stn_gluon`` chooses from the load when the process starts.
+#: The setting whose ``fit`` workers start as ``stn-gluon train`` does (the count chosen from the load at start).
 ADAPTIVE = "new default"
 #: The adaptive default's ``fit`` worker started on the quiet machine and kept through every situation.
 STARTED_QUIET = "new default, started quiet"
@@ -109,12 +113,15 @@ class _Busy:
 
 
 def _start_workers(children: Children, specs: Dict[tuple, tuple]) -> Dict[tuple, tuple]:
-    """Start the workers ``{key: (kind, kwargs, plain, env)}`` at once; wait until each is built and warm.
+    """Start the workers ``{key: (kind, kwargs, plain, env, cli_slots)}`` at once; wait until each is built and
+    warm (``cli_slots``: see :class:`~stn_gluon.bench.harness.Isolated`).
 
-    Returns ``{key: (Isolated, ready info)}``. Workers started together see
-    each other's start-up as load (two trainings launched at once).
+    Returns ``{key: (Isolated, ready info)}``. CLI-started workers that share a
+    slot folder count each other as trainings sharing the cores (two trainings
+    launched at once).
     """
-    started = {key: Isolated(kind, kwargs, plain, env=env) for key, (kind, kwargs, plain, env) in specs.items()}
+    started = {key: Isolated(kind, kwargs, plain, env=env, cli_slots=slots)
+               for key, (kind, kwargs, plain, env, slots) in specs.items()}
     for worker in started.values():  # the processes end with the bench (their stdin closes) or through children
         children.adopt(worker.process)
     out = {}
@@ -126,27 +133,30 @@ def _start_workers(children: Children, specs: Dict[tuple, tuple]) -> Dict[tuple,
     return out
 
 
-def _train_workers(children: Children, settings: List[str], cores: int, batch: int, torch: bool) -> Dict[tuple, tuple]:
+def _train_workers(children: Children, settings: List[str], cores: int, batch: int, torch: bool,
+                   slots: str) -> Dict[tuple, tuple]:
     """The workers that live through the whole bench: ``{(setting, workload): (Isolated, ready info)}``, twins for
     the two-trainings case, the torch peer.
 
     Started one at a time on the quiet machine, so that none sees another's
     start-up as load; the adaptive default's ``fit`` worker is
     :data:`STARTED_QUIET` (a training that started alone and got neighbours
-    later). PyTorch runs with its own defaults: no ``OMP_NUM_THREADS`` and none
-    of the spin settings ``import stn_gluon`` put in this process's environment.
+    later), each CLI-started one with a slot folder of its own under
+    ``slots`` (they are not meant to run at once). PyTorch runs with its own
+    defaults: no ``OMP_NUM_THREADS`` and no spin settings.
     """
     specs: Dict[tuple, tuple] = {}
     for s in settings:
         env = settings_env(s, cores)
         for w, (kind, plain) in WORKLOADS.items():
-            name = STARTED_QUIET if (s == ADAPTIVE and w == "fit") else s
-            specs[(name, w)] = (kind, dict(batch=batch), plain, env)
+            cli = s == ADAPTIVE and w == "fit"
+            name = STARTED_QUIET if cli else s
+            specs[(name, w)] = (kind, dict(batch=batch), plain, env, f"{slots}/quiet" if cli else None)
             if w == "fit":
-                specs[(name, w, "twin")] = (kind, dict(batch=batch), plain, env)
+                specs[(name, w, "twin")] = (kind, dict(batch=batch), plain, env, f"{slots}/twin" if cli else None)
     if torch:
         specs[("pytorch defaults", TORCH)] = ("torch_train", dict(batch=batch), False,
-                                              {k: None for k in SETTINGS[ADAPTIVE]})
+                                              {k: None for k in SETTINGS[ADAPTIVE]}, None)
     workers: Dict[tuple, tuple] = {}
     for key, spec in specs.items():
         workers.update(_start_workers(children, {key: spec}))
@@ -165,16 +175,17 @@ def _time_together(pair: List[Isolated], batch: int, seconds: float) -> float:
 
 
 def _measure_training(children: Children, workers: Dict[tuple, tuple], batch: int, seconds: float, rounds: int,
-                      busy_limit: float, cores: int, echo: Callable[[str], None]) -> dict:
+                      busy_limit: float, cores: int, echo: Callable[[str], None], slots: str) -> dict:
     """Every long-lived worker in every situation, and the adaptive default's ``fit`` started afresh in each.
 
     The fresh worker (:data:`ADAPTIVE`, ``fit``) starts once the situation's
     busy processes run, so it chooses its threads from that load as a user's
     ``stn-gluon train`` started then would; for the two-trainings case two
-    start at the same moment on the otherwise quiet machine.
+    start at the same moment on the otherwise quiet machine, as two trainings
+    that count each other (one slot folder).
     """
     fresh_key = (ADAPTIVE, "fit")
-    fresh_spec = ("fit_train", dict(batch=batch), False, settings_env(ADAPTIVE, cores))
+    fresh_spec = ("fit_train", dict(batch=batch), False, settings_env(ADAPTIVE, cores), f"{slots}/fresh")
     keys = [k for k in workers if len(k) == 2]
     rates: Dict[tuple, Dict[str, List[float]]] = {k: {s: [] for s in list(SITUATIONS) + [PAIR]}
                                                   for k in [fresh_key] + keys}
@@ -192,7 +203,7 @@ def _measure_training(children: Children, workers: Dict[tuple, tuple], batch: in
                     worker(batch, WORKER_SETTLE_S, 0)  # settle
                     rates[k][situation].append(worker(batch, seconds, 0))
                 fresh.close()
-        pair = _start_workers(children, {(ADAPTIVE, i): fresh_spec for i in range(2)})
+        pair = _start_workers(children, {(ADAPTIVE, i): fresh_spec[:4] + (f"{slots}/pair{r}",) for i in range(2)})
         chosen[PAIR].extend(info["threads"]["threads_now"] for _, info in pair.values())
         rates[fresh_key][PAIR].append(_time_together([w for w, _ in pair.values()], batch, seconds))
         for w, _ in pair.values():
@@ -206,8 +217,6 @@ def _measure_training(children: Children, workers: Dict[tuple, tuple], batch: in
 
 def _measure_serving(children: Children, settings: List[str], cores: int, seconds: float, rounds: int,
                      busy_limit: float, clients: int, echo: Callable[[str], None]) -> dict:
-    from .competitors import exported_model
-
     payloads = png_payloads(200)
     out: Dict[tuple, Dict[str, list]] = {}
     with tempfile.TemporaryDirectory() as tmp:
@@ -239,19 +248,16 @@ def contention_report(quick: bool = False, rounds: Optional[int] = None, seconds
 
     quick: two settings, one short round (a smoke test, not a measurement).
     """
-    from .._runtime.threads import physical_cores
-    from .torch_peer import have_torch
-
     rounds = rounds or (1 if quick else 3)
     seconds = seconds or (0.5 if quick else 1.5)
     settings = list(QUICK_SETTINGS if quick else SETTINGS)
     cores = physical_cores()
     busy_limit = 600.0  # no busy process outlives a killed bench by more than this
     tic = time.monotonic()
-    with on_sigterm_raise(), Children() as children:
-        workers = _train_workers(children, settings, cores, batch, have_torch())
+    with on_sigterm_raise(), Children() as children, tempfile.TemporaryDirectory() as slots:
+        workers = _train_workers(children, settings, cores, batch, have_torch(), slots)
         try:
-            train = _measure_training(children, workers, batch, seconds, rounds, busy_limit, cores, echo)
+            train = _measure_training(children, workers, batch, seconds, rounds, busy_limit, cores, echo, slots)
         finally:
             for w, _ in workers.values():
                 w.close()
@@ -331,8 +337,6 @@ def _x(v: Optional[float]) -> str:
 
 def contention_lines(res: dict) -> List[str]:
     """The Markdown report of :func:`contention_report`'s results."""
-    from ..train.reporting import machine_info
-
     run, info = res["run"], machine_info()
     sits = list(SITUATIONS) + [PAIR]
     lines = [f"Machine: {info['cpu_count']} logical CPUs ({run['cores']} cores, {info['processor']}), "
@@ -350,7 +354,7 @@ def contention_lines(res: dict) -> List[str]:
                      + f" | {_x(e.get('vs_torch', {}).get('1 busy'))} |")
     lines += ["", f"`{PAIR}`: two `fit` workers of the same setting timed at the same time (the slower one's rate). "
               f"**{ADAPTIVE}** `fit` is started afresh in each situation, once its busy processes run (for "
-              f"`{PAIR}`: two started at the same moment), and chooses its threads from that load as a "
+              f"`{PAIR}`: two started at the same moment), and chooses its threads before MXNet loads as a "
               f"`stn-gluon train` started then would; **{STARTED_QUIET}** started on the quiet machine and kept "
               "its threads when the load came; the other settings' workers start once, one at a time, on the "
               "quiet machine. PyTorch runs with its own defaults (no OpenMP variables)."]
@@ -376,6 +380,6 @@ def contention_lines(res: dict) -> List[str]:
         met = "n/a" if t["met"] is None else ("yes" if t["met"] else "NO")
         lines.append(f"| {t['target']} | {value} | {met} |")
     lines += ["", "Settings: " + "; ".join(f"**{k}**: " + (", ".join(f"{a}={b}" if b is not None else f"{a} unset"
-                                                                       for a, b in v.items()))
+                                                                       for a, b in v.items() if a != CHOSEN_ENV))
                                          for k, v in res["settings"].items()) + "."]
     return lines

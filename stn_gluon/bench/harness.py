@@ -25,6 +25,7 @@ from typing import IO, Any, Callable, Dict, List, NamedTuple, Optional
 import numpy as np
 
 from .._runtime.timing import Clock, Timer, infer_input, interleaved_rates, median_rate, ratio, timed
+from .._runtime.threads import thread_report, user_environ
 
 __all__ = ["median_rate", "timed", "Clock", "interleaved_rates", "ratio", "latency", "train_batches", "infer_input",
            "Competitor", "Isolated", "child_environ", "isolated_rates", "serve_timings", "REPLY", "REGISTRY"]
@@ -69,16 +70,6 @@ def _one_line(kind: str, err: BaseException) -> str:
     return f"{kind}: {type(err).__name__}: {message}"
 
 
-def _mxnet_threads() -> Optional[int]:
-    """The OpenMP threads this process's MXNet gives an operator (``None`` if it cannot be read)."""
-    from .._runtime.threads import mxnet_thread_limit
-
-    try:
-        return mxnet_thread_limit()
-    except (AttributeError, OSError, ImportError):
-        return None
-
-
 def serve_timings(kind: str, kwargs_json: str, registry: str = REGISTRY) -> None:
     """The worker's side (run by ``python -c``): build ``FACTORIES[kind]``, call it once, then time it on request."""
     import importlib
@@ -91,10 +82,9 @@ def serve_timings(kind: str, kwargs_json: str, registry: str = REGISTRY) -> None
     except Exception as err:  # reported to the parent, which raises it there
         reply("error", _one_line(kind, err))
         return
-    from .._runtime.threads import thread_report
-
-    reply("ready", {"omp_num_threads": os.environ.get("OMP_NUM_THREADS"), "mxnet_threads": _mxnet_threads(),
-                    "threads": thread_report()})
+    report = thread_report()
+    reply("ready", {"omp_num_threads": os.environ.get("OMP_NUM_THREADS"), "mxnet_threads": report["threads_now"],
+                    "threads": report})
     for line in sys.stdin:
         request = json.loads(line)
         if request[0] == "rate":
@@ -111,8 +101,6 @@ def child_environ(env: Optional[dict] = None, plain_mxnet: bool = False) -> Opti
 
     ``None`` where nothing changes (the child inherits this environment).
     """
-    from .._runtime.threads import user_environ
-
     if not env and not plain_mxnet:
         return None
     out = user_environ() if plain_mxnet else dict(os.environ)
@@ -146,15 +134,21 @@ class Isolated:
     in-process timers of :func:`timed`. A fresh interpreter (not
     ``multiprocessing``), so that the caller's script is not re-imported.
     Failures raise :class:`~stn_gluon._runtime.errors.StnGluonError` with one line.
+    cli_slots: start it as ``stn-gluon train`` starts, its thread count chosen
+    before MXNet loads by :func:`stn_gluon.cli.threads.prepare_threads`, among
+    the trainings that hold a slot in the folder ``cli_slots``
+    (:class:`stn_gluon.cli.threads.JobSlots`: the workers meant to run at once).
     """
 
     def __init__(self, kind: str, kwargs: dict, plain_mxnet: bool = False, registry: str = REGISTRY,
-                 env: Optional[dict] = None):
+                 env: Optional[dict] = None, cli_slots: Optional[str] = None):
         from .._runtime.compat import standalone_prelude
-        from .._runtime.threads import user_environ
 
         # a user's script on numpy >= 1.24 restores numpy's aliases before `import mxnet` (see compat)
         first = f"{standalone_prelude()}; import mxnet; " if plain_mxnet else ""
+        if cli_slots is not None:  # run in the child: the CLI's choice, made before anything imports MXNet
+            first = ("from stn_gluon.cli.threads import JobSlots, prepare_threads; "
+                     f"_threads = prepare_threads('train', slots=JobSlots({cli_slots!r})); ")
         code = (first + "from stn_gluon.bench.harness import serve_timings; "
                 f"serve_timings({kind!r}, {json.dumps(kwargs)!r}, {registry!r})")
         self._proc = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE,

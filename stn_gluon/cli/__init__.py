@@ -6,24 +6,46 @@
 ``error: ...`` on stderr and exit status 2; library errors name parameters
 (``save_dir``) and are shown here with their flags (``--save-dir``).
 """
+import importlib
 import logging
 import sys
+import traceback
+from typing import Any, List, Optional, Sequence
 
-from .commands import COMMANDS
-from .parser import add_train_args, build_parser, train_config_from_args
+from .._runtime.errors import StnGluonError, mxnet_message
+from .._runtime.paths import os_error_message
+from .threads import LoadSampler, command_of, prepare_threads
 
 __all__ = ["main", "build_parser", "add_train_args", "train_config_from_args", "COMMANDS"]
 
+#: Names of :mod:`.parser` and :mod:`.commands` offered here, loaded on first use (both import MXNet).
+_LAZY = {"build_parser": ".parser", "add_train_args": ".parser", "train_config_from_args": ".parser",
+         "COMMANDS": ".commands"}
 
-def main(argv=None):
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    args = build_parser().parse_args(argv)
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name], __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Run ``stn-gluon`` with ``argv`` (default: the process's); the exit status.
+
+    The OpenMP thread count is chosen first (:func:`.threads.prepare_threads`):
+    MXNet reads it once, when it loads, and the parser and the commands import it.
+    """
+    sampler = _sampler()  # the first look at the load covers the parsing
+    args_list: List[str] = list(sys.argv[1:] if argv is None else argv)
+    prepare_threads(command_of(args_list), sampler=sampler)
+    from .commands import COMMANDS  # lazy: imports MXNet, which reads OMP_NUM_THREADS once, as it loads
+    from .parser import build_parser  # lazy: the same (the flags come from modules that import MXNet)
     import mxnet as mx
 
-    from .._runtime.errors import StnGluonError, mxnet_message
+    from ..train.distributed import exit_if_distributed  # lazy: imports MXNet (see above)
 
-    from ..train.distributed import exit_if_distributed
-
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    args = build_parser().parse_args(args_list)
     code = 2
     try:
         COMMANDS[args.command](args)
@@ -33,8 +55,6 @@ def main(argv=None):
     except mx.base.MXNetError as err:
         print(f"error: MXNet: {mxnet_message(err)}", file=sys.stderr)
     except OSError as err:  # a safety net: the commands check their paths first
-        from .._runtime.paths import os_error_message
-
         print(f"error: {os_error_message(err)}", file=sys.stderr)
     except KeyboardInterrupt:
         hint = ("; the last finished epoch is checkpointed (continue with --resume)"
@@ -44,10 +64,15 @@ def main(argv=None):
     except SystemExit:
         raise
     except BaseException:
-        import traceback
-
         traceback.print_exc()
         exit_if_distributed(1)  # a crashed worker must end, not wait for the others at exit
         raise
     exit_if_distributed(code)  # a failed worker of a distributed job ends now (see there)
     return code
+
+
+def _sampler() -> Optional[LoadSampler]:
+    try:
+        return LoadSampler()
+    except OSError:  # no /proc/stat: prepare_threads gives a thread per core
+        return None

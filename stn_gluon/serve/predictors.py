@@ -18,6 +18,7 @@ import numpy as np
 
 from .._runtime.errors import StnGluonError
 from .._runtime.files import sha256_file
+from .._runtime.threads import check_threads, describe_threads
 
 __all__ = ["BACKENDS", "preprocess", "load_predictor", "Predictor", "MXNetPredictor", "OnnxPredictor",
            "describe", "to_png"]
@@ -62,8 +63,6 @@ class Predictor:
 
     def describe_threads(self) -> str:
         """One line: the CPU threads this backend uses and why (see :mod:`stn_gluon._runtime.threads`)."""
-        from .._runtime.threads import describe_threads
-
         return describe_threads()
 
     def info(self) -> Dict[str, Any]:
@@ -80,8 +79,9 @@ class Predictor:
 class MXNetPredictor(Predictor):
     """An exported MXNet model (Gluon export or Module checkpoint) through ``SymbolBlock``.
 
-    most_threads: the most OpenMP threads to run it with (``stn-gluon serve``: 1), where the count is chosen
-    from the load (:func:`stn_gluon._runtime.threads.recheck_threads`).
+    most_threads: the most OpenMP threads it is meant to run with (``stn-gluon serve``: 1). MXNet's count is
+    fixed when it loads (``OMP_NUM_THREADS``, which ``stn-gluon serve`` sets to 1); where it is higher, or not a
+    sensible count, one warning says so (:func:`stn_gluon._runtime.threads.check_threads`).
     """
 
     backend = "mxnet"
@@ -90,9 +90,7 @@ class MXNetPredictor(Predictor):
         import mxnet as mx
 
         from ..export.saved import load_model
-        from .._runtime.threads import recheck_threads
-
-        recheck_threads(most=most_threads)  # before MXNet's first operator (loading the parameters)
+        check_threads(most=most_threads)
         self.mx = mx
         self.model = load_model(path)
         meta = self.model.meta

@@ -40,9 +40,10 @@ from .._runtime.compat import standalone_prelude
 from .._runtime.errors import ConfigError, StnGluonError
 from .recipes import KVSTORES
 from .schedule import make_lr_scheduler, make_server_lr_scheduler
+from .._runtime.threads import BY_LAUNCH, CHOSEN_ENV, mark_chosen, physical_cores, user_setting
 
 __all__ = ["KVSTORES", "DIST_KVSTORES", "WorkerGroup", "is_dist", "Job", "launch", "free_port", "read_hostfile",
-           "role_environments", "ssh_command", "PS_NODE_CODE", "LOOPBACK", "exit_if_distributed"]
+           "role_environments", "ssh_command", "PS_NODE_CODE", "LOOPBACK", "exit_if_distributed", "launch_threads"]
 
 #: The ``--kvstore`` choices that make a job of several processes on ps-lite (all: :data:`KVSTORES`).
 DIST_KVSTORES = tuple(k for k in KVSTORES if k.startswith("dist"))
@@ -333,12 +334,34 @@ def ssh_command(host: Tuple[str, str], env: Dict[str, str], command: Sequence[st
     return ["ssh", "-tt", "-o", "StrictHostKeyChecking=no", "-o", "BatchMode=yes", "-p", host[1], host[0], remote]
 
 
+def launch_threads(cores: int, workers: int, servers: int) -> Dict[str, int]:
+    """OpenMP threads of each role of a job with ``workers`` workers and ``servers`` servers on ``cores`` cores.
+
+    The workers divide the cores among themselves (at least one thread each);
+    a server and the scheduler get one: with a synchronous store a server sums
+    the gradients while the workers wait for it, so it needs no core of its own.
+    """
+    return dict(worker=max(1, cores // max(1, workers)), server=1, scheduler=1)
+
+
+def _thread_env(role: str, threads: Dict[str, int], cores: int, workers: int) -> Dict[str, str]:
+    """The ``OMP_NUM_THREADS`` (and its record, see :func:`stn_gluon._runtime.threads.mark_chosen`) of a process
+    of ``role`` that the local launcher starts."""
+    env: Dict[str, str] = {}
+    why = (f"{cores} cores divided among {workers} worker{'s' if workers > 1 else ''} on this machine"
+           if role == "worker" else f"one thread for the {role}")
+    mark_chosen(env, threads[role], BY_LAUNCH, why)
+    return env
+
+
 @dataclass
 class Job:
     """The processes of one distributed job, started by :meth:`start` and watched by :meth:`wait`.
 
     command: what each worker runs (argv). ps_command: what the scheduler and
     the servers run (default: this Python with :data:`PS_NODE_CODE`).
+    threads: ``OMP_NUM_THREADS`` per role of the processes started here
+    (:func:`launch_threads`; ``None``: each inherits this environment's).
     hosts: ``None`` runs everything here on 127.0.0.1; a list of
     ``(host, ssh_port)`` runs servers and workers there over ssh (round robin,
     servers first, as ``dmlc_tracker.ssh``) with the scheduler here on
@@ -355,6 +378,7 @@ class Job:
     remote_python: str = "python3"
     workdir: Optional[str] = None
     echo: Callable[[str], None] = print
+    threads: Optional[Dict[str, int]] = None
     processes: List[Tuple[str, int, subprocess.Popen]] = field(default_factory=list)
     failure: Optional[str] = None
 
@@ -379,7 +403,10 @@ class Job:
                 env = {}
             if role == "scheduler":
                 env["DMLC_NODE_HOST"] = self.root_uri
-            proc = subprocess.Popen(argv, env=dict(os.environ, **env), start_new_session=True)
+            if self.threads is not None and (local or role == "scheduler"):
+                env.update(_thread_env(role, self.threads, physical_cores(), self.num_workers))
+            base = {k: v for k, v in os.environ.items() if k != CHOSEN_ENV}  # no count chosen for this process
+            proc = subprocess.Popen(argv, env=dict(base, **env), start_new_session=True)
             self.processes.append((role, index, proc))
         self.echo(f"launch: scheduler on {self.root_uri}:{port}, {self.num_servers} server(s), "
                   f"{self.num_workers} worker(s)" + ("" if local else f" on {len(self.hosts or [])} host(s)"))
@@ -468,8 +495,16 @@ def launch(command: Sequence[str], num_workers: int, num_servers: int = 1, launc
         from dmlc_tracker.tracker import get_host_ip
 
         root = host_ip or get_host_ip("auto")
+    threads = None
+    if user_setting() is None and "OMP_NUM_THREADS" not in (env or {}):
+        # as torchrun: the processes started here share this machine's cores (each process on a remote machine
+        # chooses its own count there, as a `stn-gluon` command does)
+        threads = launch_threads(physical_cores(), num_workers if hosts is None else 0, num_servers)
+        if hosts is None:
+            echo(f"launch: CPU threads: {threads['worker']} per worker ({physical_cores()} cores, {num_workers} "
+                 f"workers here), 1 per server and the scheduler; set OMP_NUM_THREADS to choose")
     job = Job(command, num_workers, num_servers, hosts=hosts, root_uri=root, port=port, env=dict(env or {}),
-              echo=echo).start()
+              echo=echo, threads=threads).start()
     try:
         code = job.wait(timeout=timeout)
     except KeyboardInterrupt:

@@ -235,12 +235,8 @@ def setup_run(cfg, dataset=None, build=None):
     Returns ``(ctx_list, prepared, model, group)`` (group: the
     :class:`~stn_gluon.train.distributed.WorkerGroup`).
     """
-    from .._runtime.threads import recheck_threads
-
     cfg.validate()
     ctx_list = parse_ctx(cfg.ctx)
-    # before MXNet's first operator: trainings started together have seen each other by now
-    recheck_threads([c.device_id for c in ctx_list if c.device_type == "cpu"] or [0])
     if not is_dist(cfg.kvstore):
         _check_save_dir(cfg)  # before the data loads
     group = WorkerGroup(cfg.kvstore, len(ctx_list))  # a dist store waits here for every worker and server

@@ -9,7 +9,7 @@ import mxnet as mx
 
 from .._runtime.errors import CheckpointError
 from .._runtime.files import atomic_write_text, write_json
-from .._runtime.threads import describe_threads, thread_report
+from .._runtime.threads import check_threads, describe_threads, thread_report
 
 __all__ = ["EpochRecord", "History", "RunRecorder", "test_line", "write_metrics", "machine_info",
            "check_recipe", "write_report", "run_script"]
@@ -119,6 +119,7 @@ class RunRecorder:
         self.echo(f"Training {cfg.model} ({self.trainer_name}) on {self.dataset.describe()} | ctx {self.context} | "
                   f"{cfg.epochs} epochs, batch {cfg.batch_size}, {cfg.optimizer} lr {cfg.lr} ({cfg.lr_mode})")
         self.echo(describe_threads())
+        check_threads()  # one line where OMP_NUM_THREADS is bad (more threads than cores, not a number)
 
     def end_epoch(self, epoch, lr, train_loss, train_acc, images, train_seconds, epoch_seconds,
                   test_loss, test_correct, test_total):
