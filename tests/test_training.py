@@ -312,8 +312,9 @@ def test_isolated_competitors_run_in_their_own_processes_and_report_failures():
 
 
 def test_openmp_pool_is_sized_to_physical_cores_unless_the_user_chose(tmp_path):
-    """MXNet on its own halves the CPU count (assumes hyper-threads); stn_gluon sets OMP_NUM_THREADS first."""
-    from stn_gluon._runtime.threads import configure_openmp, physical_cores
+    """MXNet on its own halves the CPU count (assumes hyper-threads); the CLI sets OMP_NUM_THREADS first."""
+    from stn_gluon._runtime.threads import physical_cores
+    from stn_gluon.cli.threads import prepare_threads
 
     # a fake sysfs: 4 logical CPUs that are 2 cores with 2 hyper-threads each
     for cpu, siblings in enumerate(["0,2", "1,3", "0,2", "1,3"]):
@@ -323,20 +324,15 @@ def test_openmp_pool_is_sized_to_physical_cores_unless_the_user_chose(tmp_path):
     assert physical_cores([0, 1], sysfs=str(tmp_path)) == 2
     assert physical_cores(range(3), sysfs=str(tmp_path / "missing")) == 3  # unreadable: one core per CPU
 
-    env = {}
-    assert configure_openmp(env, modules={}) == str(physical_cores()) == env["OMP_NUM_THREADS"]
-    assert configure_openmp({"OMP_NUM_THREADS": "1"}, modules={}) == "1"  # the user's choice stands
-    late = {}
-    assert configure_openmp(late, modules={"mxnet": object()}) is None and late == {}  # too late: no change
+    env: dict = {}
+    assert prepare_threads("evaluate", environ=env, modules={}).threads == physical_cores()
+    assert env["OMP_NUM_THREADS"] == str(physical_cores())
+    user = {"OMP_NUM_THREADS": "1"}
+    assert prepare_threads("evaluate", environ=user, modules={}).threads is None and user["OMP_NUM_THREADS"] == "1"
+    late: dict = {}
+    assert prepare_threads("evaluate", environ=late, modules={"mxnet": object()}).threads is None
+    assert "OMP_NUM_THREADS" not in late  # too late: no change
 
-    # (no sampling of the load at start-up: other tests may keep a core busy; startup_threads is tested alone)
-    clean = dict({k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"}, STN_GLUON_ADAPT_THREADS="0")
-    out = subprocess.run([sys.executable, "-c", "import os, stn_gluon; print(os.environ['OMP_NUM_THREADS'])"],
-                         env=clean, capture_output=True, text=True, check=True).stdout
-    assert out.strip() == str(physical_cores())
-
-
-@pytest.mark.parametrize("layers", [3, 40])  # 40 layers = 80 parameters: updated in chunks
 def test_make_trainer_fused_updates_equal_plain_per_parameter_updates(layers):
     """One fused optimizer call for many parameters computes what MXNet's per-parameter updates do (lr_mult too)."""
     from stn_gluon.train.gluon import MAX_AGGREGATED_PARAMS, make_trainer
