@@ -43,6 +43,7 @@ import numpy as np
 from . import mnist as data_lib
 from .._runtime.errors import DataError, StnGluonError
 from .._runtime.files import atomic_path
+from ..nn.ops import get_transform, tps_control_points
 
 __all__ = ["DatasetSpec", "DATASETS", "get_dataset_spec", "load_dataset", "generate", "homography_to_corners",
            "with_channels"]
@@ -125,8 +126,6 @@ def homography_to_corners(where):
 
 def _warp(images, params, transform, canvas, chunk=2000):
     """uint8 (N, 28, 28) -> uint8 (N, canvas, canvas) by a transform family's parameters (N, P)."""
-    from ..nn.ops import get_transform
-
     t = get_transform(transform)
     out = np.empty((len(images), canvas, canvas), np.uint8)
     for i in range(0, len(images), chunk):
@@ -162,8 +161,6 @@ def _projective(images, rng, scale=0.75, sigma=0.15):
 
 
 def _elastic(images, rng, k=4, box=0.9, sigma=0.1):
-    from ..nn.ops import tps_control_points
-
     ctrl = tps_control_points(k)
     n = len(images)
     # target control points on the centred 0.9 box map to the whole source: a slight zoom-out,

@@ -20,6 +20,7 @@ import numpy as np
 
 from .._runtime.errors import DataError
 from ..nn.architecture import BACKGROUND, MNIST_MEAN, MNIST_STD
+from ..nn.ops import affine_transform
 from .download import download_mnist
 from .idx import SPLITS, find_idx_file, has_mnist, read_idx
 
@@ -276,8 +277,6 @@ class RandomAffine:
         return np.stack([cos, -sin + shear, tx, sin, cos, ty], axis=1).astype(np.float32)
 
     def __call__(self, batch):
-        from ..nn.ops import affine_transform
-
         n = batch.shape[0]
         theta = to_ndarray(self.thetas(n * self.parts)[self.rank * n:(self.rank + 1) * n], batch.context)
         return affine_transform(batch - self.fill, theta) + self.fill
