@@ -6,18 +6,20 @@ shown outside the image. :func:`get_symbol_for` builds the graph of an
 :class:`~stn_gluon.architecture.Architecture`, the same network the Gluon
 trainer builds, or refuses with the fields a symbol cannot express.
 """
-from typing import List
+from typing import Any, List, Optional, Sequence
 
 import mxnet as mx
 import numpy as np
 
-from ..nn.architecture import BACKGROUND, LENET_MODELS, Architecture
-from .._runtime.errors import StnGluonError
+# absolute, not relative: this folder installs as stn_gluon.symbol (setup.py's package_dir), but mypy reads it as
+# the top-level package `symbol` (it cannot follow package_dir), where `..nn` would lead nowhere
+from stn_gluon._runtime.errors import StnGluonError
+from stn_gluon.nn.architecture import BACKGROUND, LENET_MODELS, Architecture
 
 PREFIX = "stn_lenet_"
 
 
-def _conv(data, name, num_filter, kernel, lr_mult=None):
+def _conv(data: Any, name: str, num_filter: int, kernel: Sequence[int], lr_mult: Optional[float] = None) -> Any:
     attr = {"__lr_mult__": str(lr_mult)} if lr_mult is not None else None
     weight = mx.sym.var(name + "weight", attr=attr)
     bias = mx.sym.var(name + "bias", attr=dict(attr or {}, __wd_mult__="0.0"))
@@ -25,7 +27,8 @@ def _conv(data, name, num_filter, kernel, lr_mult=None):
                               name=name + "fwd")
 
 
-def _dense(data, name, num_hidden, lr_mult=None, weight_init=None, bias_init=None):
+def _dense(data: Any, name: str, num_hidden: int, lr_mult: Optional[float] = None, weight_init: Any = None,
+           bias_init: Any = None) -> Any:
     attr = {"__lr_mult__": str(lr_mult)} if lr_mult is not None else {}
     weight = mx.sym.var(name + "weight", attr=dict(attr), init=weight_init)
     bias = mx.sym.var(name + "bias", attr=dict(attr, __wd_mult__="0.0"), init=bias_init)
@@ -33,7 +36,8 @@ def _dense(data, name, num_hidden, lr_mult=None, weight_init=None, bias_init=Non
                                  name=name + "fwd")
 
 
-def get_loc(data, lr_mult=Architecture.loc_lr_mult, num_params=6, init_scale=1.0, prefix=PREFIX + "stn_"):
+def get_loc(data: Any, lr_mult: float = Architecture.loc_lr_mult, num_params: int = 6, init_scale: float = 1.0,
+            prefix: str = PREFIX + "stn_") -> Any:
     """The localization network + identity-initialised regressor: data ``(N, C, H, W)`` -> ``(N, 6)``.
 
     Same layers as :class:`stn_gluon.LocalizationNet` (Conv 8@7x7, pool, ReLU,
@@ -53,8 +57,9 @@ def get_loc(data, lr_mult=Architecture.loc_lr_mult, num_params=6, init_scale=1.0
                   weight_init=mx.init.Zero(), bias_init=mx.init.Constant(identity))
 
 
-def get_symbol(num_classes=10, add_stn=True, target_shape=(28, 28), lr_mult=Architecture.loc_lr_mult,
-               dropout=Architecture.dropout, init_scale=1.0, fill=BACKGROUND, prefix=PREFIX, resize=False):
+def get_symbol(num_classes: int = 10, add_stn: bool = True, target_shape: Sequence[int] = (28, 28),
+               lr_mult: float = Architecture.loc_lr_mult, dropout: float = Architecture.dropout,
+               init_scale: float = 1.0, fill: float = BACKGROUND, prefix: str = PREFIX, resize: bool = False) -> Any:
     """The STN classifier: ``mx.sym.SpatialTransformer`` -> LeNet body -> ``SoftmaxOutput``.
 
     Input ``data`` ``(N, 1, H, W)`` normalised, label ``softmax_label`` ``(N,)``;
@@ -90,7 +95,7 @@ def get_symbol(num_classes=10, add_stn=True, target_shape=(28, 28), lr_mult=Arch
     return mx.sym.SoftmaxOutput(logits, name="softmax")
 
 
-def localization_params(sym):
+def localization_params(sym: Any) -> List[str]:
     """Names of the arguments of ``sym`` that belong to the localization network."""
     return [n for n in sym.list_arguments() if "_stn_" in n]
 

@@ -10,6 +10,8 @@ import warnings
 from types import ModuleType
 from typing import Any, List, Optional
 
+import numpy as np
+
 __all__ = ["NUMPY_ALIASES", "prepare_mxnet_import", "restore_numpy_aliases", "ensure_distutils",
            "standalone_prelude", "import_gluoncv"]
 
@@ -28,7 +30,7 @@ def restore_numpy_aliases(numpy: Optional[ModuleType] = None) -> List[str]:
     Returns the names restored.
     """
     if numpy is None:
-        import numpy
+        numpy = np
     restored: List[str] = []
     for name, builtin in NUMPY_ALIASES.items():
         with warnings.catch_warnings():
@@ -50,15 +52,15 @@ def ensure_distutils() -> None:
     neither is there.
     """
     try:
-        import distutils.version  # noqa: F401
+        import distutils.version  # noqa: F401  # lazy: the import is the check (Python 3.12 has no distutils)
         return
     except ImportError:
         pass
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            import setuptools  # noqa: F401  puts its distutils in sys.modules
-        import distutils.version  # noqa: F401,F811
+            import setuptools  # noqa: F401  # lazy: only where distutils is missing; it installs its own
+        import distutils.version  # noqa: F401,F811  # lazy: setuptools' copy, put in sys.modules just above
     except ImportError as err:
         raise ImportError(f"Python {sys.version_info.major}.{sys.version_info.minor} has no distutils, which MXNet "
                           "1.9.1 imports: pip install setuptools (stn-gluon's install does)") from err

@@ -1,4 +1,6 @@
 """Parsing ``--ctx`` strings into MXNet contexts."""
+from typing import Any, List, Sequence
+
 import mxnet as mx
 
 from .errors import StnGluonError
@@ -6,7 +8,7 @@ from .errors import StnGluonError
 __all__ = ["parse_ctx", "format_ctx"]
 
 
-def parse_ctx(spec):
+def parse_ctx(spec: Any) -> List[Any]:
     """``"cpu"``, ``"cpu:0,1"``, ``"gpu"``, ``"gpu:0"``, ``"gpu:0,1"`` -> list of ``mx.Context``.
 
     Several ids train data-parallel. Asking for a GPU that this MXNet build
@@ -33,6 +35,6 @@ def parse_ctx(spec):
     return [mx.cpu(i) for i in id_list]
 
 
-def format_ctx(ctx_list):
+def format_ctx(ctx_list: Sequence[Any]) -> str:
     """``[cpu(0), cpu(1)]`` -> ``"cpu:0,1"``."""
     return f"{ctx_list[0].device_type}:" + ",".join(str(c.device_id) for c in ctx_list)

@@ -51,7 +51,7 @@ class ConfigError(StnGluonError):
         super().__init__(f"{name} {problem}", params=(name,))
 
 
-def mxnet_message(err, limit=200):
+def mxnet_message(err: BaseException, limit: int = 200) -> str:
     """The informative line of an ``MXNetError`` (its text starts with a C++ traceback)."""
     lines = [l.strip() for l in str(err).splitlines() if l.strip()]
     for line in reversed(lines):

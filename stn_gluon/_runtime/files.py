@@ -12,6 +12,7 @@ import re
 import tempfile
 import zipfile
 import zlib
+from typing import Any, Callable, Dict, Iterator, Optional, Tuple
 
 from .errors import CheckpointError
 
@@ -42,7 +43,7 @@ def current_umask() -> int:
 
 
 @contextlib.contextmanager
-def atomic_path(path):
+def atomic_path(path: str) -> Iterator[str]:
     """Yield a temporary path beside ``path``; on success rename it to ``path``.
 
     The file ends up with the mode a plain ``open(path, "w")`` would give it
@@ -65,21 +66,21 @@ def atomic_path(path):
             os.remove(tmp)
 
 
-def atomic_write_bytes(path, data):
+def atomic_write_bytes(path: str, data: bytes) -> None:
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as f:
             f.write(data)
 
 
-def atomic_write_text(path, text):
+def atomic_write_text(path: str, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
 
 
-def write_json(path, obj):
+def write_json(path: str, obj: Any) -> None:
     atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
 
 
-def sha256_file(path):
+def sha256_file(path: str) -> str:
     """SHA-256 hex digest of a file, read in chunks."""
     digest = hashlib.sha256()
     with open(path, "rb") as f:
@@ -88,7 +89,8 @@ def sha256_file(path):
     return digest.hexdigest()
 
 
-def save_checkpoint(path, meta, params_writer, optimizer_state=None):
+def save_checkpoint(path: str, meta: Dict[str, Any], params_writer: Callable[[str], Any],
+                    optimizer_state: Optional[Tuple[Any, Any]] = None) -> None:
     """Write one checkpoint file atomically.
 
     meta: JSON-able dict (epoch, history, configuration...).
@@ -122,7 +124,7 @@ _NOT_CHECKPOINTS = ((r"-\d{4}\.params$", "the exported model's weights"),
                     (r"\.(png|csv)$", "a run's report"))
 
 
-def not_a_checkpoint(path):
+def not_a_checkpoint(path: str) -> Optional[str]:
     """What ``path`` is if it is a file a run writes but not a checkpoint (else ``None``)."""
     name = os.path.basename(path)
     for pattern, what in _NOT_CHECKPOINTS:
@@ -132,7 +134,7 @@ def not_a_checkpoint(path):
 
 
 @contextlib.contextmanager
-def load_checkpoint(path):
+def load_checkpoint(path: str) -> Iterator[Tuple[Dict[str, Any], str, Optional[Tuple[Any, Dict[str, Any]]]]]:
     """Open a checkpoint written by :func:`save_checkpoint`.
 
     Yields ``(meta, params_file, optimizer_state_or_None)``, the file valid inside

@@ -4,6 +4,10 @@ import tempfile
 import time
 from typing import Any, Callable, Dict, Optional
 
+from ..data.mnist import load_mnist
+from ..train.gluon import fit
+from ..train.recipes import TrainConfig
+
 __all__ = ["time_to_accuracy", "seconds_since_process_start"]
 
 
@@ -34,10 +38,6 @@ def time_to_accuracy(target: float = 0.99, data_dir: Optional[str] = None, echo:
     (``None`` times if the run ended without reaching the target).
     """
     startup = seconds_since_process_start()
-    from ..data.mnist import load_mnist
-    from ..train.recipes import TrainConfig
-    from ..train.gluon import fit
-
     with tempfile.TemporaryDirectory() as tmp:
         tic = time.perf_counter()
         dataset = load_mnist(data_dir)

@@ -22,6 +22,13 @@ import numpy as np
 
 from .._runtime.errors import StnGluonError
 from .._runtime.flags import option, validate_fields
+from ..data.distortions import load_dataset
+from ..data.mnist import normalize
+from ..export.int8 import INT8, calibration_inputs, compare_speed, described_dataset, int8_verdict, quantize_onnx
+from ..export.onnx import cpu_session, export_onnx
+from ..export.saved import load_graph, resolve_model
+from ..train.reporting import machine_info, write_report
+from .harness import infer_input
 
 __all__ = ["Int8BenchConfig", "run_int8_bench", "int8_lines", "test_accuracy"]
 
@@ -44,8 +51,6 @@ class Int8BenchConfig:
 def test_accuracy(session: Any, images: np.ndarray, labels: np.ndarray, mean: float, std: float,
                   batch: int = 500) -> float:
     """Top-1 accuracy of an ONNX Runtime session on ``uint8`` test ``images`` (normalised a batch at a time)."""
-    from ..data.mnist import normalize
-
     name = session.get_inputs()[0].name
     correct = 0
     for i in range(0, len(images), batch):
@@ -56,12 +61,6 @@ def test_accuracy(session: Any, images: np.ndarray, labels: np.ndarray, mean: fl
 
 def _bench_model(path: str, cfg: Int8BenchConfig, batches: List[int], tmp: str,
                  echo: Callable[[str], Any]) -> Dict[str, Any]:
-    from ..data.distortions import load_dataset
-    from ..export.saved import load_graph, resolve_model
-    from ..export.onnx import cpu_session, export_onnx
-    from ..export.int8 import INT8, calibration_inputs, compare_speed, described_dataset, int8_verdict, quantize_onnx
-    from .harness import infer_input
-
     prefix, _ = resolve_model(path)
     meta = load_graph(path).meta
     dataset = described_dataset(prefix) or "mnist"
@@ -94,8 +93,6 @@ def _bench_model(path: str, cfg: Int8BenchConfig, batches: List[int], tmp: str,
 
 def run_int8_bench(cfg: Int8BenchConfig, echo: Callable[[str], Any] = print) -> Tuple[List[str], Dict[str, Any]]:
     """Run ``bench int8`` over ``cfg.models`` -> ``(results.md lines, results)``; also writes them to ``cfg.out``."""
-    from ..train.reporting import write_report
-
     validate_fields(cfg)
     try:
         batches = [int(b) for b in cfg.batches.split(",") if b.strip()]
@@ -105,8 +102,6 @@ def run_int8_bench(cfg: Int8BenchConfig, echo: Callable[[str], Any] = print) -> 
     if not batches or min(batches) < 1:
         raise StnGluonError(f"batches: expected sizes >= 1, got {cfg.batches!r}", params=("batches",))
     models = [m.strip() for m in cfg.models.split(",") if m.strip()]
-    from ..export.saved import resolve_model
-
     for model in models:  # every path checked before minutes of work
         resolve_model(model)
     with tempfile.TemporaryDirectory(prefix="stn-bench-int8-") as tmp:
@@ -120,8 +115,6 @@ def run_int8_bench(cfg: Int8BenchConfig, echo: Callable[[str], Any] = print) -> 
 
 def int8_lines(payload: Dict[str, Any]) -> List[str]:
     """The Markdown report of :func:`run_int8_bench`'s results."""
-    from ..train.reporting import machine_info
-
     info = machine_info()
     lines = ["### Test accuracy, fp32 and int8 (ONNX Runtime)", "",
              "| model | data | fp32 | int8 | int8 - fp32 (points) |", "|---|---|---|---|---|"]

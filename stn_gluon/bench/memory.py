@@ -4,6 +4,8 @@ import sys
 import tempfile
 from typing import Optional
 
+from .._runtime.errors import StnGluonError
+
 __all__ = ["peak_training_rss"]
 
 _PEAK_PROBE = """
@@ -34,6 +36,5 @@ def peak_training_rss(data_dir: Optional[str] = None) -> float:
         proc = subprocess.run(cmd, capture_output=True, text=True)
     peaks = [line.split()[1] for line in proc.stderr.splitlines() if line.startswith("PEAK_KIB ")]
     if proc.returncode != 0 or not peaks:
-        from .._runtime.errors import StnGluonError
         raise StnGluonError(f"training run for the memory measurement failed: {proc.stderr.strip()[-200:]}")
     return int(peaks[-1]) / 1024.0

@@ -16,6 +16,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from typing import Any, Iterator, List, Optional
 
@@ -101,8 +102,6 @@ class Children:
 @contextlib.contextmanager
 def on_sigterm_raise() -> Iterator[None]:
     """Within the block, SIGTERM raises ``KeyboardInterrupt`` (so ``finally`` clean-ups run) in the main thread."""
-    import threading
-
     if threading.current_thread() is not threading.main_thread():
         yield
         return
@@ -149,7 +148,7 @@ def png_payloads(count: int) -> List[bytes]:
     """``count`` real MNIST test digits (the embedded sample) as PNG files."""
     from PIL import Image
 
-    from ..data.mnist import load_embedded_sample
+    from ..data.mnist import load_embedded_sample  # lazy: loads MXNet; the load-generating client stays light
 
     out = []
     for img in load_embedded_sample().test_images[:count]:
@@ -218,7 +217,7 @@ async def load(port: int, payloads: List[bytes], requests: int, clients: int, ma
 def run_async(coro: Any) -> Any:
     """asyncio.run, on uvloop when it is installed (a lighter client leaves the server more CPU)."""
     try:
-        import uvloop
+        import uvloop  # lazy: optional (not a dependency), used where installed
     except ImportError:
         return asyncio.run(coro)
     return uvloop.run(coro)

@@ -1,6 +1,8 @@
 """Markdown tables of the speed benchmarks (the JSON is the results dict itself)."""
 from typing import Optional
 
+from ..train.reporting import machine_info
+
 __all__ = ["speed_lines", "inference_lines"]
 
 
@@ -74,8 +76,6 @@ def _user_loop_lines(res: dict) -> list:
 
 def inference_lines(payload: dict, model_name: str) -> list:
     """The Markdown report of :func:`stn_gluon.bench.inference_report`'s results."""
-    from ..train.reporting import machine_info
-
     mx_r, ort_r = payload["results"]["mxnet"], payload["results"]["onnxruntime"]
     lines = ["| measure | MXNet (hybridized) | ONNX Runtime | ONNX Runtime / MXNet |", "|---|---|---|---|"]
     for batch in payload["batches"]:

@@ -11,6 +11,9 @@ import os
 import tempfile
 from typing import Any, Callable, Dict, Optional
 
+from ..export.onnx import export_onnx
+from ..export.saved import load_graph
+from .competitors import exported_model
 from .harness import Competitor, isolated_rates, ratio
 from .memory import peak_training_rss
 from .reports import inference_lines, speed_lines
@@ -65,8 +68,6 @@ def speed_report(seconds: float = 1.0, repeats: int = 5, data_dir: Optional[str]
 
     with tempfile.TemporaryDirectory() as tmp:
         echo("inference throughput")
-        from .competitors import exported_model
-
         prefix, onnx_path = exported_model(tmp)
         for b in (1, 64, 256):
             specs = {"gluon hybridized": ("gluon_infer", dict(batch=b)),
@@ -104,13 +105,8 @@ def inference_report(model: Optional[str] = None, onnx_path: Optional[str] = Non
     (:class:`stn_gluon.export.onnx.OnnxModel`). Returns ``(markdown lines,
     JSON-able results)``: throughput per batch, batch-1 latency percentiles.
     """
-    from ..export.saved import load_graph
-    from ..export.onnx import export_onnx
-
     with tempfile.TemporaryDirectory() as tmp:
         if model is None:
-            from .competitors import exported_model
-
             prefix, exported = exported_model(tmp)
         else:
             prefix, exported = model, None

@@ -68,7 +68,7 @@ def torch_net(size: int = 28, fill: float = 0.0, dropout: float = 0.3) -> Any:
 
 def torch_train_step(batch: int, size: int = 28) -> Callable[[], None]:
     """A training step of the same network in PyTorch eager (SGD, momentum)."""
-    from ..data.mnist import BACKGROUND
+    from ..data.mnist import BACKGROUND  # lazy: loads MXNet; the ONNX Runtime worker imports this module
 
     torch = _import_torch()
 
@@ -91,7 +91,7 @@ def torch_train_step(batch: int, size: int = 28) -> Callable[[], None]:
 
 def torch_infer_call(batch: int, size: int = 28) -> Callable[[], np.ndarray]:
     """Inference with the PyTorch peer in eval mode under ``no_grad``."""
-    from ..data.mnist import BACKGROUND
+    from ..data.mnist import BACKGROUND  # lazy: loads MXNet; the ONNX Runtime worker imports this module
 
     torch = _import_torch()
 

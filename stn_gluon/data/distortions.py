@@ -36,6 +36,7 @@ import hashlib
 import logging
 import os
 from dataclasses import dataclass
+from typing import Callable, Dict, List, Optional
 
 import mxnet as mx
 import numpy as np
@@ -43,6 +44,7 @@ import numpy as np
 from . import mnist as data_lib
 from .._runtime.errors import DataError, StnGluonError
 from .._runtime.files import atomic_path
+from ..nn.ops import get_transform, tps_control_points
 
 __all__ = ["DatasetSpec", "DATASETS", "get_dataset_spec", "load_dataset", "generate", "homography_to_corners",
            "with_channels"]
@@ -60,9 +62,9 @@ class DatasetSpec:
     """
     name: str
     canvas: int
-    max_train: int = None
-    max_test: int = None
-    paper: str = None
+    max_train: Optional[int] = None
+    max_test: Optional[int] = None
+    paper: Optional[str] = None
     description: str = ""
     channels: int = 1
     distorted: bool = True
@@ -82,7 +84,7 @@ DATASETS = {spec.name: spec for spec in (
 )}
 
 
-def get_dataset_spec(name):
+def get_dataset_spec(name: str) -> DatasetSpec:
     try:
         return DATASETS[name]
     except KeyError:
@@ -91,7 +93,7 @@ def get_dataset_spec(name):
 
 # ---- geometry helpers (normalised [-1, 1] coordinates, align_corners=True, target -> source) ----
 
-def _placement_thetas(angle, scale, center, canvas):
+def _placement_thetas(angle: np.ndarray, scale: np.ndarray, center: np.ndarray, canvas: int) -> np.ndarray:
     """Affine thetas (n, 6) that draw the 28x28 source rotated by ``angle`` (rad), scaled by
     ``scale`` and centred at pixel ``center`` (n, 2) of a ``canvas`` x ``canvas`` output."""
     half_out, half_src = (canvas - 1) / 2.0, (SOURCE_SIZE - 1) / 2.0
@@ -105,9 +107,10 @@ def _placement_thetas(angle, scale, center, canvas):
     return np.stack([a, b, tx, c, d, ty], axis=1).astype(np.float32)
 
 
-def _solve_homography(src, dst):
+def _solve_homography(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
     """3x3 homography (8 parameters, h33 = 1) taking points ``src`` (4, 2) to ``dst`` (4, 2)."""
-    rows, rhs = [], []
+    rows: List[List[float]] = []
+    rhs: List[float] = []
     for (x, y), (u, v) in zip(src, dst):
         rows += [[x, y, 1, 0, 0, 0, -u * x, -u * y], [0, 0, 0, x, y, 1, -v * x, -v * y]]
         rhs += [u, v]
@@ -117,16 +120,14 @@ def _solve_homography(src, dst):
 _CORNERS = np.array([[-1, -1], [1, -1], [1, 1], [-1, 1]], float)
 
 
-def homography_to_corners(where):
+def homography_to_corners(where: np.ndarray) -> np.ndarray:
     """Homography parameters (8,) (target -> source) that put the source's corners at ``where`` (4, 2)
     in the output: the output point ``where[i]`` samples the source corner ``i``."""
     return _solve_homography(where, _CORNERS).astype(np.float32)
 
 
-def _warp(images, params, transform, canvas, chunk=2000):
+def _warp(images: np.ndarray, params: np.ndarray, transform: str, canvas: int, chunk: int = 2000) -> np.ndarray:
     """uint8 (N, 28, 28) -> uint8 (N, canvas, canvas) by a transform family's parameters (N, P)."""
-    from ..nn.ops import get_transform
-
     t = get_transform(transform)
     out = np.empty((len(images), canvas, canvas), np.uint8)
     for i in range(0, len(images), chunk):
@@ -139,14 +140,14 @@ def _warp(images, params, transform, canvas, chunk=2000):
 
 # ---- generators: (images uint8 (N, 28, 28), rng) -> uint8 (N, canvas, canvas) ----
 
-def _rotated(images, rng):
+def _rotated(images: np.ndarray, rng: np.random.RandomState) -> np.ndarray:
     n = len(images)
     angle = np.deg2rad(rng.uniform(-90, 90, n))
     center = np.full((n, 2), (SOURCE_SIZE - 1) / 2.0)
     return _warp(images, _placement_thetas(angle, np.ones(n), center, 28), "affine", 28)
 
 
-def _rts(images, rng, canvas=42):
+def _rts(images: np.ndarray, rng: np.random.RandomState, canvas: int = 42) -> np.ndarray:
     n = len(images)
     angle = np.deg2rad(rng.uniform(-45, 45, n))
     scale = rng.uniform(0.7, 1.2, n)
@@ -155,15 +156,15 @@ def _rts(images, rng, canvas=42):
     return _warp(images, _placement_thetas(angle, scale, center, canvas), "affine", canvas)
 
 
-def _projective(images, rng, scale=0.75, sigma=0.15):
+def _projective(images: np.ndarray, rng: np.random.RandomState, scale: float = 0.75,
+                sigma: float = 0.15) -> np.ndarray:
     where = scale * _CORNERS[None] + rng.normal(0, sigma, (len(images), 4, 2))
     params = np.stack([homography_to_corners(w) for w in where])
     return _warp(images, params, "projective", 28)
 
 
-def _elastic(images, rng, k=4, box=0.9, sigma=0.1):
-    from ..nn.ops import tps_control_points
-
+def _elastic(images: np.ndarray, rng: np.random.RandomState, k: int = 4, box: float = 0.9,
+             sigma: float = 0.1) -> np.ndarray:
     ctrl = tps_control_points(k)
     n = len(images)
     # target control points on the centred 0.9 box map to the whole source: a slight zoom-out,
@@ -173,7 +174,7 @@ def _elastic(images, rng, k=4, box=0.9, sigma=0.1):
     return _warp(images, params, f"tps{k}" if k != 4 else "tps", 28)
 
 
-def _paste_at_random(images, rng, canvas):
+def _paste_at_random(images: np.ndarray, rng: np.random.RandomState, canvas: int) -> np.ndarray:
     n = len(images)
     out = np.zeros((n, canvas, canvas), np.uint8)
     pos = rng.randint(0, canvas - SOURCE_SIZE + 1, (n, 2))
@@ -182,7 +183,8 @@ def _paste_at_random(images, rng, canvas):
     return out
 
 
-def _cluttered(images, rng, canvas=60, pieces=8, size=6):
+def _cluttered(images: np.ndarray, rng: np.random.RandomState, canvas: int = 60, pieces: int = 8,
+               size: int = 6) -> np.ndarray:
     n = len(images)
     out = _paste_at_random(images, rng, canvas)
     donors = rng.randint(0, n, (n, pieces))
@@ -197,7 +199,8 @@ def _cluttered(images, rng, canvas=60, pieces=8, size=6):
     return out
 
 
-def _noisy128(images, rng, canvas=128, sigma=60.0):
+def _noisy128(images: np.ndarray, rng: np.random.RandomState, canvas: int = 128,
+              sigma: float = 60.0) -> np.ndarray:
     out = _paste_at_random(images, rng, canvas)
     for i in range(0, len(out), 1000):
         noise = np.clip(np.abs(rng.normal(0, sigma, out[i:i + 1000].shape)), 0, 255).astype(np.uint8)
@@ -205,21 +208,23 @@ def _noisy128(images, rng, canvas=128, sigma=60.0):
     return out
 
 
-def _padded(images, rng, canvas=32):
+def _padded(images: np.ndarray, rng: np.random.RandomState, canvas: int = 32) -> np.ndarray:
     pad = (canvas - SOURCE_SIZE) // 2
     return np.pad(images, ((0, 0), (pad, canvas - SOURCE_SIZE - pad), (pad, canvas - SOURCE_SIZE - pad)))
 
 
-GENERATORS = {"mnist32": _padded, "rotated": _rotated, "rts": _rts, "projective": _projective, "elastic": _elastic,
-              "cluttered": _cluttered, "noisy128": _noisy128}
+#: Dataset name -> its generator.
+GENERATORS: Dict[str, Callable[[np.ndarray, np.random.RandomState], np.ndarray]] = {
+    "mnist32": _padded, "rotated": _rotated, "rts": _rts, "projective": _projective, "elastic": _elastic,
+    "cluttered": _cluttered, "noisy128": _noisy128}
 
 
-def generate(name, mnist, seed=0):
+def generate(name: str, mnist: data_lib.DigitDataset, seed: int = 0) -> data_lib.DigitDataset:
     """Make dataset ``name`` from an :class:`~stn_gluon.data.mnist.DigitDataset` -> a new ``DigitDataset``."""
     spec = get_dataset_spec(name)
     if name == "mnist":
         return mnist
-    splits = []
+    splits: List[np.ndarray] = []
     for k, (images, labels, limit) in enumerate(((mnist.train_images, mnist.train_labels, spec.max_train),
                                                  (mnist.test_images, mnist.test_labels, spec.max_test))):
         rng = np.random.RandomState([seed, k])
@@ -227,15 +232,16 @@ def generate(name, mnist, seed=0):
             keep = np.sort(rng.choice(len(images), limit, replace=False))
             images, labels = images[keep], labels[keep]
         splits += [GENERATORS[name](np.asarray(images), rng), np.asarray(labels, np.int32)]
-    return data_lib.DigitDataset(*splits, source=f"{name} (seed {seed}) from {mnist.source}")
+    return data_lib.DigitDataset(splits[0], splits[1], splits[2], splits[3],
+                                 source=f"{name} (seed {seed}) from {mnist.source}")
 
 
-def distortions_cache_dir():
+def distortions_cache_dir() -> str:
     """Where generated datasets are cached by default: ``~/.mxnet/datasets/stn_gluon``."""
     return os.path.join(mx.base.data_dir(), "datasets", "stn_gluon")
 
 
-def _cache_key(name, mnist, seed):
+def _cache_key(name: str, mnist: data_lib.DigitDataset, seed: int) -> str:
     digest = hashlib.sha256()
     for arr in (mnist.train_labels, mnist.test_labels, mnist.train_images[:64], mnist.test_images[:64]):
         digest.update(np.ascontiguousarray(arr).tobytes())
@@ -243,7 +249,9 @@ def _cache_key(name, mnist, seed):
     return f"{name}-seed{seed}-v1-{digest.hexdigest()[:12]}.npz"
 
 
-def load_dataset(name="mnist", data_dir=None, download=False, seed=0, cache_dir=None, mnist=None):
+def load_dataset(name: str = "mnist", data_dir: Optional[str] = None, download: bool = False, seed: int = 0,
+                 cache_dir: Optional[str] = None,
+                 mnist: Optional[data_lib.DigitDataset] = None) -> data_lib.DigitDataset:
     """Dataset ``name`` as :class:`~stn_gluon.data.mnist.DigitDataset` (images ``uint8 (N, H, W)``).
 
     MNIST comes from :func:`~stn_gluon.data.mnist.load_mnist` (or ``mnist``); a
@@ -269,20 +277,21 @@ def load_dataset(name="mnist", data_dir=None, download=False, seed=0, cache_dir=
     return with_channels(made, spec.channels)
 
 
-def with_channels(dataset, channels):
+def with_channels(dataset: data_lib.DigitDataset, channels: int) -> data_lib.DigitDataset:
     """A :class:`~stn_gluon.data.mnist.DigitDataset` of ``(N, H, W)`` images as ``(N, channels, H, W)`` read-only views
     (the one channel repeated, no copy); ``channels=1``: as it is."""
     if channels == 1:
         return dataset
 
-    def repeat(images):
+    def repeat(images: np.ndarray) -> np.ndarray:
         return np.broadcast_to(images[:, None], (len(images), channels) + images.shape[1:])
 
     return data_lib.DigitDataset(repeat(dataset.train_images), dataset.train_labels, repeat(dataset.test_images),
                                  dataset.test_labels, dataset.source)
 
 
-def _read_cache(path, spec, mnist, name, seed):
+def _read_cache(path: str, spec: DatasetSpec, mnist: data_lib.DigitDataset, name: str,
+                seed: int) -> data_lib.DigitDataset:
     try:
         with np.load(path) as z:
             arrays = [z[k] for k in ("train_images", "train_labels", "test_images", "test_labels")]
@@ -294,4 +303,5 @@ def _read_cache(path, spec, mnist, name, seed):
                 or len(images) != len(labels)):
             raise DataError(f"{path}: not a {name} dataset cache ({images.dtype} {images.shape}, "
                             f"{len(labels)} labels); delete it to regenerate")
-    return data_lib.DigitDataset(*arrays[:2], *arrays[2:], source=f"{name} (seed {seed}) from {mnist.source}")
+    return data_lib.DigitDataset(arrays[0], arrays[1], arrays[2], arrays[3],
+                                 source=f"{name} (seed {seed}) from {mnist.source}")

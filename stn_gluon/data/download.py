@@ -23,7 +23,7 @@ _MNIST_SHA1 = {"train-images-idx3-ubyte.gz": "6c95f4b05d2bf285e1bfb0e7960c31bd3b
                "t10k-labels-idx1-ubyte.gz": "763e7fa3757d93b0cdec073cef058b2004252c17"}
 
 
-def _short_reason(err):
+def _short_reason(err: BaseException) -> str:
     """The gist of a download failure (requests' messages run to hundreds of characters)."""
     text = str(err)
     errno = re.search(r"\[Errno -?\d+\][^'\")]*", text)

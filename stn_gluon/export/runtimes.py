@@ -17,6 +17,7 @@ from typing import Any, Callable, Dict, List, Union
 import numpy as np
 
 from .._runtime.errors import StnGluonError
+from .onnx_io import cpu_session
 
 __all__ = ["RUNTIMES", "load_runtime", "Runner", "runtime_version"]
 
@@ -64,8 +65,6 @@ def load_runtime(runtime: str, model: Union[bytes, str]) -> Runner:
         with open(model, "rb") as f:
             model = f.read()
     if runtime == "onnxruntime":
-        from .onnx_io import cpu_session
-
         session = cpu_session(model)
         return lambda feeds: list(session.run(None, feeds))
     if runtime == "reference":

@@ -30,7 +30,7 @@ from .._runtime.errors import CheckpointError, mxnet_message
 from .._runtime.files import sha256_file, write_json
 from ..nn.pretrained import resolve_model_ref
 from .onnx_io import read_metadata
-from ..nn.ops import Shape
+from ..nn.ops import Shape, get_transform
 
 __all__ = ["DEFAULT_PREFIX", "export_block", "write_model_meta", "verify_checksums", "resolve_model", "load_graph",
            "load_model", "LoadedModel", "ModelGraph", "SavedGraph", "read_saved", "onnx_weights_mismatch", "check_onnx_current"]
@@ -283,7 +283,6 @@ def load_graph(path: str) -> ModelGraph:
     if params_node is None:  # a localization net that outputs the parameters itself
         params_node = _find_output(internals, "loc_params_output")
     if theta is None and params_node is not None:
-        from ..nn.ops import get_transform
         transform = get_transform(meta.get("transform") or "affine")
         theta = transform.theta(params_node)
     return ModelGraph(sym, warped, theta if warped is not None else None, params, meta, prefix, epoch,

@@ -16,6 +16,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import mxnet as mx
 
+from .models import STNNet, gluoncv_backbone, stn_backbone
 
 __all__ = ["Architecture", "build_architecture", "initialize_net", "default_initializer", "LENET_MODELS",
            "MNIST_MEAN", "MNIST_STD", "BACKGROUND"]
@@ -71,8 +72,6 @@ def build_architecture(arch: Architecture, **block_kwargs: Any) -> mx.gluon.Hybr
 
     block_kwargs: passed to the block (``return_theta=True``, another ``prefix``).
     """
-    from .models import STNNet, gluoncv_backbone, stn_backbone
-
     # a fixed prefix: exported parameter names stay the same from run to run
     block_kwargs.setdefault("prefix", f"{arch.model}_")
     if arch.model in LENET_MODELS:

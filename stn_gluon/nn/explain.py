@@ -44,7 +44,7 @@ def sampling_grid(theta: np.ndarray, transform: Optional[str], target_shape: Seq
     """
     import mxnet as mx
 
-    from .ops import affine_grid, get_transform
+    from .ops import affine_grid, get_transform  # lazy: nn.ops loads MXNet; the ONNX server draws without it
 
     theta = np.asarray(theta, dtype=np.float32)
     if theta.ndim != 2:

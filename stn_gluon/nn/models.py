@@ -11,6 +11,7 @@ from typing import Any, Optional, Sequence, Tuple, Union
 from mxnet.gluon import nn
 
 from .blocks import SaliencyLocalization, SpatialTransformer
+from .._runtime.compat import import_gluoncv
 from .._runtime.errors import StnGluonError
 from .ops import Tensor
 
@@ -146,8 +147,6 @@ def stn_backbone(name: str, num_classes: int = 10, input_shape: Sequence[int] = 
 
 def gluoncv_backbone(name: str, num_classes: int = 10, **kwargs: Any) -> nn.HybridBlock:
     """A gluoncv model-zoo network by name (untrained), ``classes=num_classes``."""
-    from .._runtime.compat import import_gluoncv  # imported lazily: gluoncv is slow to import
-
     try:
         return import_gluoncv().model_zoo.get_model(name, classes=num_classes, pretrained=False, **kwargs)
     except ValueError as err:

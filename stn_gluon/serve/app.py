@@ -48,6 +48,7 @@ import numpy as np
 from .batching import MicroBatcher
 from .._runtime.errors import StnGluonError
 from ..nn.explain import sampling_regions
+from ..nn.pretrained import PREFIX, is_pretrained_ref, model_or_default
 from .._runtime.flags import option, validate_fields
 from .predictors import BACKENDS, Predictor, describe, load_predictor, preprocess, to_png
 from .inputs import apply_polarity
@@ -313,8 +314,6 @@ def build_app(predictor: Predictor, config: ServeConfig, model_info: Optional[Di
 def model_info(predictor: Predictor, path: str) -> Dict[str, Any]:
     """What ``GET /v1/model`` reports: :meth:`Predictor.info` plus the model's absolute path (and for a
     shipped model, ``pretrained``: its name)."""
-    from ..nn.pretrained import PREFIX, is_pretrained_ref
-
     if is_pretrained_ref(path):  # its folder, already resolved and checked by the predictor
         return dict(predictor.info(), model=os.path.dirname(os.path.abspath(predictor.source[0])),
                     pretrained=path[len(PREFIX):])
@@ -342,8 +341,6 @@ def _bind(host: str, port: int) -> socket.socket:
 def serve(config: ServeConfig, echo: Callable[[str], Any] = print) -> None:
     """Load the model, bind, and serve until SIGTERM/SIGINT (requests in flight are answered)."""
     import uvicorn
-
-    from ..nn.pretrained import model_or_default
 
     validate_fields(config)
     model = model_or_default(config.model, echo)
