@@ -15,6 +15,7 @@ library prints there is skipped. The first reply says whether the
 competitor was built: ``["ready", {"omp_num_threads": ..., "mxnet_threads": ...}]`` or
 ``["error", "<kind>: <one line>"]``.
 """
+import importlib
 import json
 import os
 import subprocess
@@ -24,6 +25,8 @@ from typing import IO, Any, Callable, Dict, List, NamedTuple, Optional
 
 import numpy as np
 
+from .._runtime.compat import standalone_prelude
+from .._runtime.errors import StnGluonError, mxnet_message
 from .._runtime.timing import Clock, Timer, infer_input, interleaved_rates, median_rate, ratio, timed
 from .._runtime.threads import thread_report, user_environ
 
@@ -63,8 +66,6 @@ def _one_line(kind: str, err: BaseException) -> str:
     """``"<kind>: <error type>: <message>"`` on one line: MXNet's informative line, or the message's first."""
     from mxnet.base import MXNetError
 
-    from .._runtime.errors import mxnet_message
-
     lines = [line.strip() for line in str(err).splitlines() if line.strip()]
     message = mxnet_message(err) if isinstance(err, MXNetError) else (lines[0] if lines else repr(err))
     return f"{kind}: {type(err).__name__}: {message}"
@@ -72,8 +73,6 @@ def _one_line(kind: str, err: BaseException) -> str:
 
 def serve_timings(kind: str, kwargs_json: str, registry: str = REGISTRY) -> None:
     """The worker's side (run by ``python -c``): build ``FACTORIES[kind]``, call it once, then time it on request."""
-    import importlib
-
     def reply(status: str, value: object) -> None:
         print(REPLY + json.dumps([status, value]), flush=True)
     try:
@@ -142,8 +141,6 @@ class Isolated:
 
     def __init__(self, kind: str, kwargs: dict, plain_mxnet: bool = False, registry: str = REGISTRY,
                  env: Optional[dict] = None, cli_slots: Optional[str] = None):
-        from .._runtime.compat import standalone_prelude
-
         # a user's script on numpy >= 1.24 restores numpy's aliases before `import mxnet` (see compat)
         first = f"{standalone_prelude()}; import mxnet; " if plain_mxnet else ""
         if cli_slots is not None:  # run in the child: the CLI's choice, made before anything imports MXNet
@@ -158,8 +155,6 @@ class Isolated:
         self._stdout: IO[str] = self._proc.stdout
 
     def _ask(self, *request: object) -> Any:
-        from .._runtime.errors import StnGluonError
-
         try:
             if request:
                 self._stdin.write(json.dumps(list(request)) + "\n")

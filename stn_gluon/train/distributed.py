@@ -25,6 +25,7 @@ B; no such equivalence).
 """
 from __future__ import annotations
 
+import hashlib
 import os
 import shlex
 import signal
@@ -35,6 +36,8 @@ import time
 import types
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
 
 from .._runtime.compat import standalone_prelude
 from .._runtime.errors import ConfigError, StnGluonError
@@ -200,10 +203,7 @@ class WorkerGroup:
         """
         if not (self.dist and self.sync):
             return None
-        import hashlib
-
         import mxnet as mx
-        import numpy as np
 
         digest = hashlib.sha256()
         for name in sorted(arrays):

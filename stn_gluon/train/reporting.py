@@ -1,13 +1,15 @@
 """Run records shared by the Gluon and Module trainers: history, metrics, summary lines."""
 import csv
+import dataclasses
 import io
 import os
 import platform
+import sys
 import time
 
 import mxnet as mx
 
-from .._runtime.errors import CheckpointError
+from .._runtime.errors import CheckpointError, StnGluonError
 from .._runtime.files import atomic_write_text, write_json
 from .._runtime.threads import check_threads, describe_threads, thread_report
 
@@ -138,9 +140,7 @@ class RunRecorder:
     def finish(self, test_loss, test_correct, test_total, model_files, stn_sample=None, **extra):
         """Write metrics, curves and (given ``stn_sample``, an :class:`~stn_gluon.nn.explain.ExplainedBatch`)
         the STN grid: test inputs with the sampled region outlined, beside the outputs with the predicted class."""
-        import dataclasses
-
-        from .plots import plot_curves, plot_explained
+        from .plots import plot_curves, plot_explained  # lazy: matplotlib, for the lead worker's end of a run only
 
         save_dir = self.cfg.save_dir
         self.history.save(os.path.join(save_dir, "history.csv"))
@@ -171,10 +171,6 @@ def write_report(out_dir, lines, payload):
 
 def run_script(main):
     """Run a script's ``main()``: its return code, or one ``error:`` line and status 2 for bad input."""
-    import sys
-
-    from .._runtime.errors import StnGluonError
-
     try:
         sys.exit(main())
     except StnGluonError as err:
