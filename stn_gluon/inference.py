@@ -122,7 +122,8 @@ class MXNetPredictor(Predictor):
 
 
 class OnnxPredictor(Predictor):
-    """An exported ``.onnx`` model through ONNX Runtime."""
+    """An exported ``.onnx`` model through ONNX Runtime (an int8 file made for VNNI CPUs warns on a CPU
+    without: :class:`~stn_gluon.onnx.OnnxModel`)."""
 
     backend = "onnxruntime"
 
@@ -142,7 +143,14 @@ class OnnxPredictor(Predictor):
         return self.model.run(x)
 
     def details(self) -> Dict[str, Any]:
-        return dict(opset=int(self.model.meta.get("opset", 0)) or None)
+        out: Dict[str, Any] = dict(opset=int(self.model.meta.get("opset", 0)) or None)
+        if "quantization" in self.model.meta:  # an int8 file: how it was made, the CPUs it is right on
+            from .quantize import file_int8_target
+
+            out.update(quantization=self.model.meta["quantization"], int8_target=file_int8_target(self.model.meta))
+        if self.model.warning:
+            out["warning"] = self.model.warning
+        return out
 
     def describe_threads(self) -> str:
         return self.model.describe_threads()

@@ -35,6 +35,7 @@ import contextlib
 import io
 import json
 import os
+import sys
 import tempfile
 from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence, Tuple, Union
 
@@ -350,6 +351,21 @@ def cpu_session(model: "Union[str, bytes]", threads: int = 1) -> Any:
     return ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
 
 
+_WARNED: set = set()
+
+
+def _warn_target(meta: Dict[str, Any], path: str) -> Optional[str]:
+    """Say on stderr, in one line and once per file and process, that an int8 model made for VNNI CPUs
+    (``int8_target`` ``vnni`` in its metadata) runs on a CPU without VNNI; returns that line, or ``None``."""
+    from .quantize import target_warning
+
+    line = target_warning(meta, path)
+    if line and os.path.abspath(path) not in _WARNED:
+        _WARNED.add(os.path.abspath(path))
+        print(f"warning: {line}", file=sys.stderr, flush=True)
+    return line
+
+
 class OnnxModel:
     """An exported ``.onnx`` STN classifier run by ONNX Runtime.
 
@@ -366,6 +382,10 @@ class OnnxModel:
     ``session.inter_op.allow_spinning`` are ``"0"``): a spinning pool lost
     two thirds of its speed beside one busy process (issue 19), while split
     mode's threads wait in the kernel and keep their fair share.
+
+    An int8 file made for CPUs with VNNI (``export-onnx --int8-target vnni``)
+    loaded on a CPU without VNNI prints a one-line warning on stderr (once per
+    file), also kept in ``warning`` (``None`` otherwise).
     """
 
     MIN_CHUNK = 16
@@ -384,6 +404,7 @@ class OnnxModel:
         except Exception as err:  # ORT raises its own exception types for unreadable files
             raise CheckpointError(f"{path}: not a loadable ONNX model ({str(err).splitlines()[0][:200]})") from None
         self.meta = _decode_metadata(dict(self.session.get_modelmeta().custom_metadata_map))
+        self.warning = _warn_target(self.meta, path)
         inputs = self.session.get_inputs()
         if len(inputs) != 1 or len(inputs[0].shape) != 4:
             raise CheckpointError(f"{path}: expected one (N, C, H, W) input, the model has "

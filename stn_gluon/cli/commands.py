@@ -137,11 +137,12 @@ def _visualize_dataset(args):
 def _cmd_export_onnx(args):
     from ..errors import StnGluonError
     from ..export import resolve_model
-    from ..flags import values_from_args
+    from ..flags import validate_fields, values_from_args
     from ..paths import readable_path, writable_file
     from ..quantize import QuantizeConfig, described_dataset, quantize_export
 
     quantize = QuantizeConfig(**values_from_args(QuantizeConfig, args))
+    validate_fields(quantize)  # before the fp32 export: a wrong --quantize flag writes nothing
     if args.output is not None:
         writable_file(args.output, "-o/--output", suffix=".onnx")
     if quantize.calibration is not None:
