@@ -72,3 +72,18 @@ def test_the_finder_answers_only_its_own_names():
     assert _FINDER.find_spec("json") is None
     assert _FINDER.find_spec("stn_gluon.training") is not None
     assert sum(f is _FINDER for f in sys.meta_path) == 1
+
+
+@pytest.mark.parametrize("package, module", [("stn_gluon.data", "stn_gluon.data.mnist"),
+                                             ("stn_gluon.export", "stn_gluon.export.saved")])
+def test_a_package_that_was_a_module_offers_all_its_names(package, module):
+    pkg, mod = importlib.import_module(package), importlib.import_module(module)
+    assert sorted(pkg.__all__) == sorted(mod.__all__)
+    assert all(getattr(pkg, name) is getattr(mod, name) for name in mod.__all__)
+
+
+def test_onnx_runtime_inference_imports_no_mxnet():
+    seen = _fresh_python("import sys, json; from stn_gluon.export.onnx import OnnxModel; "
+                         "from stn_gluon.serve.predictors import load_predictor; "
+                         "print(json.dumps(dict(mxnet='mxnet' in sys.modules)))")
+    assert seen == {"mxnet": False}

@@ -137,11 +137,12 @@ def _visualize_dataset(args):
 def _cmd_export_onnx(args):
     from .._runtime.errors import StnGluonError
     from ..export.saved import resolve_model
-    from .._runtime.flags import values_from_args
+    from .._runtime.flags import validate_fields, values_from_args
     from .._runtime.paths import readable_path, writable_file
     from ..export.int8 import QuantizeConfig, described_dataset, quantize_export
 
     quantize = QuantizeConfig(**values_from_args(QuantizeConfig, args))
+    validate_fields(quantize)  # before the fp32 export: a wrong --quantize flag writes nothing
     if args.output is not None:
         writable_file(args.output, "-o/--output", suffix=".onnx")
     if quantize.calibration is not None:

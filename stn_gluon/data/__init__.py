@@ -1,7 +1,22 @@
 """Datasets: MNIST's IDX files and its embedded sample, the optional download, and the distorted-MNIST sets.
 
 The names of :mod:`stn_gluon.data.mnist` are also importable from here (``stn_gluon.data.load_mnist``), as
-they were when this was one module.
+they were when this was one module. They load on first use (PEP 562): ``stn_gluon.data.idx`` needs no MXNet.
 """
-from .mnist import *  # noqa: F401,F403
-from .mnist import __all__  # noqa: F401
+import importlib
+from typing import Any, List
+
+#: :data:`stn_gluon.data.mnist.__all__` (a test keeps the two equal).
+__all__ = ["MNIST_MEAN", "MNIST_STD", "BACKGROUND", "DigitDataset", "read_idx", "read_mnist_dir", "find_mnist_dir",
+           "load_mnist", "load_embedded_sample", "find_idx_file", "has_mnist", "with_channel", "normalize",
+           "to_ndarray", "ArrayBatches", "RandomAffine"]
+
+
+def __getattr__(name: str) -> Any:
+    if name in __all__:
+        return getattr(importlib.import_module(".mnist", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> List[str]:
+    return sorted(list(globals()) + __all__)

@@ -4,7 +4,16 @@
 :func:`stn_gluon.export.onnx.export_onnx` whose convolutions and dense layers run in
 int8 (weights int8, activations uint8: ONNX Runtime's fast U8S8 kernels on
 x86; the QOperator format, so the graph holds ``QLinearConv`` / ``QGemm``
-directly). Kept in float, so that the geometry stays exact:
+directly), with weights on 7 bits (``reduce_range``) so that the result is
+right on every x86-64 CPU: without VNNI, ONNX Runtime's x86 int8 kernels
+add uint8 x int8 products in pairs into 16-bit sums, which saturate for
+full-range weights (255 x 127 x 2 > 32767) and stay exact for 7-bit ones
+(255 x 64 x 2 < 32767). Full-range weights (:data:`INT8_VNNI`,
+``export-onnx --int8-target vnni``) are right only on CPUs with VNNI
+(``avx512_vnni``, ``avx_vnni``) or AMX; the file says so in its metadata
+(``int8_target``), and :class:`~stn_gluon.onnx.OnnxModel` warns when such a
+file runs on a CPU without (:func:`cpu_int8_features`). Kept in float, so
+that the geometry stays exact:
 
 * the sampler (``GridSample``), the grid (``AffineGrid`` or the ops that
   build a projective/spline grid) and everything it is computed from: the
@@ -29,8 +38,9 @@ calibration inputs (activation ranges: 99.999th percentiles) are an array
 of inputs, or by default images of the model's own training data (the
 dataset its model description names). :func:`compare_speed` times the fp32
 and int8 files side by side; :func:`int8_verdict` says when int8 is not worth
-it. ``stn-gluon export-onnx --quantize int8`` does all three
-(:func:`quantize_export`).
+it; :func:`agreement` measures how far int8 is from fp32 on held-back inputs
+and :func:`int8_error_verdict` says when that is too far. ``stn-gluon
+export-onnx --quantize int8`` does all of it (:func:`quantize_export`).
 """
 from __future__ import annotations
 
@@ -39,20 +49,24 @@ import functools
 import io
 import json
 import os
+import platform
+import re
 import tempfile
-from dataclasses import dataclass
-from typing import Any, Callable, Dict, List, Optional, Sequence, Set, Union
+from dataclasses import dataclass, replace
+from typing import Any, Callable, Dict, List, Optional, Sequence, Set, Tuple, Union
 
 import numpy as np
 
 from .._runtime.errors import CheckpointError, StnGluonError
-from .._runtime.flags import option
+from .._runtime.flags import option, validate_fields
 from .._runtime.timing import Clock, infer_input, interleaved_rates, ratio
+from .._runtime.files import atomic_path
 from .onnx_io import cpu_session
 
-__all__ = ["QuantizeConfig", "Int8Settings", "INT8", "quantize_onnx", "calibration_inputs", "compare_speed",
-           "int8_verdict", "quantize_export", "float_ops", "int8_path", "described_dataset",
-           "agreement"]
+__all__ = ["QuantizeConfig", "Int8Settings", "INT8", "INT8_VNNI", "INT8_TARGETS", "quantize_onnx",
+           "calibration_inputs", "calibration_data", "compare_speed", "int8_verdict", "int8_error_verdict",
+           "quantize_export", "float_ops", "int8_path", "described_dataset", "agreement", "cpu_int8_features",
+           "describe_cpu", "target_warning", "file_int8_target", "VNNI_FLAGS", "MAX_ERROR", "MAX_ACCURACY_DROP"]
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -66,6 +80,9 @@ _ELEMENTWISE = {"Add", "Sub", "Mul", "Div", "Identity"}
 _AFTER_THIN_CONV = {"Relu", "MaxPool", "AveragePool", "Clip"}
 #: Ops that sample or build a sampling grid: always float.
 GRID_OPS = ("GridSample", "AffineGrid")
+#: The default bounds of :func:`int8_error_verdict`: the largest logit error as a share of fp32's largest
+#: |logit|, and the accuracy drop in points (the saturating kernels measured 21 % on a test network, issue 28).
+MAX_ERROR, MAX_ACCURACY_DROP = 0.1, 1.0
 
 
 @dataclass
@@ -83,6 +100,20 @@ class QuantizeConfig:
                                            "embedded sample")
     int8_if_slower: bool = option(False, "--quantize: write the int8 copy even where it runs slower than fp32 "
                                          "(a warning instead of a refusal)")
+    int8_target: str = option("any", "--quantize: the CPUs the int8 copy is for: any (7-bit weights, right on "
+                                     "every x86-64 CPU) or vnni (full 8-bit weights, finer, for CPUs with VNNI or "
+                                     "AMX only: on others ONNX Runtime's 16-bit sums SATURATE and the outputs are "
+                                     "wrong; recorded in the file, predict and serve warn there)",
+                              choices=("any", "vnni"))
+    check_count: int = option(256, "--quantize: held-back inputs int8 is checked against fp32 on (training images "
+                                   "besides the calibration ones; with --calibration, the last quarter of it)",
+                              minimum=1)
+    int8_max_error: float = option(MAX_ERROR, "--quantize: refuse int8 where its largest logit error on the "
+                                              "held-back inputs exceeds this share of fp32's largest |logit|",
+                                   minimum=0)
+    int8_max_accuracy_drop: float = option(MAX_ACCURACY_DROP, "--quantize: refuse int8 where its accuracy on the "
+                                                              "held-back inputs is more than this many points below "
+                                                              "fp32's (where labels exist)", minimum=0)
 
 
 @dataclass(frozen=True)
@@ -91,7 +122,9 @@ class Int8Settings:
 
     quant_format: ``"QOperator"`` (``QLinearConv``...) or ``"QDQ"``; activations / weights:
     ``"uint8"`` or ``"int8"``; per_channel / reduce_range / calibrate_method /
-    activation_symmetric / weight_symmetric: as in ``quantize_static``;
+    activation_symmetric / weight_symmetric: as in ``quantize_static``
+    (reduce_range: weights on 7 bits, which ONNX Runtime's x86 kernels without
+    VNNI need: see :attr:`target`);
     min_conv_channels: convolutions with fewer input channels stay float;
     pad_channels_to: a convolution whose input channels are not a multiple of
     this, and whose output channels suit ONNX Runtime's symmetric int8
@@ -106,7 +139,7 @@ class Int8Settings:
     activations: str = "uint8"
     weights: str = "int8"
     per_channel: bool = True
-    reduce_range: bool = False
+    reduce_range: bool = True
     activation_symmetric: bool = False
     weight_symmetric: bool = True
     float_warped: bool = True
@@ -116,16 +149,93 @@ class Int8Settings:
     pad_channels_to: int = 4
     op_types: Sequence[str] = ("Conv", "Gemm", "MatMul", "Add", "Relu", "MaxPool", "GlobalAveragePool", "Flatten")
 
+    @property
+    def target(self) -> str:
+        """The x86 CPUs the result is right on: ``"any"``, or ``"vnni"`` (VNNI or AMX only).
+
+        Without VNNI, ONNX Runtime's x86 kernels multiply uint8 activations by
+        int8 weights with ``vpmaddubsw``, which adds the products in pairs into
+        a saturating 16-bit sum: 255 x 127 x 2 overflows it, 255 x 64 x 2 (7-bit
+        weights, ``reduce_range``) does not. uint8 weights take MLAS's U8U8
+        kernels, which widen to 16 bits before adding.
+        """
+        return "vnni" if self.weights == "int8" and not self.reduce_range else "any"
+
     def describe(self) -> str:
-        return (f"{self.quant_format}, {self.activations} activations / {self.weights} weights, "
+        return (f"{self.quant_format}, {self.activations} activations / {self.weights} weights"
+                + (" on 7 bits (reduce_range)" if self.reduce_range else "")
+                + f" for {'every x86-64 CPU' if self.target == 'any' else 'CPUs with VNNI or AMX only'}, "
                 f"{'per-channel' if self.per_channel else 'per-tensor'}, {self.calibrate_method} calibration, "
                 f"convolutions with < {self.min_conv_channels} input channels in float"
                 + (f", input channels padded to a multiple of {self.pad_channels_to} where that makes a "
                    f"convolution int8-ready" if self.pad_channels_to else ""))
 
 
-#: The settings :func:`quantize_onnx` uses by default (measured best on this project's models: docs/export-onnx.md).
+#: The settings :func:`quantize_onnx` uses by default: right on every x86-64 CPU (docs/int8.md).
 INT8 = Int8Settings()
+#: Full 8-bit weights (``export-onnx --int8-target vnni``): right only where ONNX Runtime has VNNI or AMX kernels.
+INT8_VNNI = replace(INT8, reduce_range=False)
+#: ``--int8-target`` -> settings.
+INT8_TARGETS = {"any": INT8, "vnni": INT8_VNNI}
+#: The /proc/cpuinfo flags that give ONNX Runtime int8 kernels without 16-bit saturation (VNNI, AMX).
+VNNI_FLAGS = ("avx512_vnni", "avx_vnni", "amx_int8")
+#: The /proc/cpuinfo flags that decide which int8 kernels ONNX Runtime runs on x86 (reported with the results).
+INT8_FLAGS = ("avx2", "avx512f", "avx512bw", "avx512_vnni", "avx_vnni", "avx_vnni_int8", "amx_int8")
+
+
+def cpu_int8_features(cpuinfo: str = "/proc/cpuinfo") -> Dict[str, Any]:
+    """The CPU this process runs on, as far as int8 goes: ``model`` (its name), ``flags`` (those of
+    :data:`INT8_FLAGS` it has), ``vnni``: whether ONNX Runtime's int8 kernels here are free of 16-bit saturation
+    (any of :data:`VNNI_FLAGS`; ``None`` where unknown: no ``cpuinfo`` to read, or not x86)."""
+    machine = platform.machine().lower()
+    model: Optional[str] = None
+    flags: Optional[Set[str]] = None
+    try:
+        with open(cpuinfo) as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                if key.strip() == "model name" and model is None:
+                    model = " ".join(value.split())
+                elif key.strip() == "flags" and flags is None:
+                    flags = set(value.split())
+    except OSError:
+        pass
+    x86 = machine in ("x86_64", "amd64", "i386", "i686", "x86")
+    return dict(model=model or platform.processor() or machine or "unknown CPU",
+                flags=[f for f in INT8_FLAGS if flags and f in flags],
+                vnni=any(f in flags for f in VNNI_FLAGS) if x86 and flags is not None else None)
+
+
+def describe_cpu(cpu: Optional[Dict[str, Any]] = None) -> str:
+    """One phrase: the CPU model and its int8 flags, e.g. ``AMD EPYC (avx2, no VNNI)``."""
+    cpu = cpu or cpu_int8_features()
+    vnni = {True: "VNNI", False: "no VNNI", None: "VNNI unknown"}[cpu["vnni"]]
+    return f"{cpu['model']} ({', '.join(cpu['flags'] + [vnni]) if cpu['flags'] else vnni})"
+
+
+def file_int8_target(meta: Dict[str, Any]) -> Optional[str]:
+    """The CPUs an ONNX file's int8 ops are right on, from its metadata: ``"any"``, ``"vnni"``, or ``None`` for
+    a float file. Files from before ``int8_target`` was recorded are ``"vnni"`` where their weights were full
+    int8 (the default then)."""
+    if meta.get("int8_target"):
+        return str(meta["int8_target"])
+    made = meta.get("quantization")
+    if not made:
+        return None
+    return "vnni" if re.search(r"(?<!u)int8 weights", made) and "reduce_range" not in made else "any"
+
+
+def target_warning(meta: Dict[str, Any], path: str, cpu: Optional[Dict[str, Any]] = None) -> Optional[str]:
+    """One line where the int8 model ``path`` (its metadata ``meta``) was made for VNNI CPUs and this CPU has
+    no VNNI (:func:`cpu_int8_features`), else ``None``."""
+    if file_int8_target(meta) != "vnni":
+        return None
+    cpu = cpu or cpu_int8_features()
+    if cpu["vnni"] is not False:
+        return None
+    return (f"{os.path.basename(path)} was quantized for CPUs with VNNI (--int8-target vnni) and this CPU, "
+            f"{describe_cpu(cpu)}, has none: ONNX Runtime's int8 sums can saturate here and give wrong outputs; "
+            f"use the fp32 model or re-export with --int8-target any")
 
 
 def int8_path(fp32_path: PathLike) -> str:
@@ -183,8 +293,15 @@ def calibration_inputs(src: PathLike, count: int = 256, data_dir: Optional[str] 
     ``src``, ``<stem>.json``, names; its recipe's dataset). A seeded random
     subset of the training split, read as ``stn-gluon train`` reads it.
     """
-    from ..data.mnist import normalize
-    from ..data.distortions import load_dataset
+    return calibration_data(src, count, data_dir, dataset, seed)[0]
+
+
+def calibration_data(src: PathLike, count: int = 256, data_dir: Optional[str] = None, dataset: Optional[str] = None,
+                     seed: int = 0, held_back: int = 0) -> Tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`calibration_inputs` with labels, and ``held_back`` more training images (none of the calibration
+    ones) to check the int8 model on: ``(x, labels, held-back x, held-back labels)``, images normalised."""
+    from ..data.distortions import load_dataset  # lazy: the data layer imports MXNet; int8 runs without it
+    from ..data.mnist import normalize  # lazy: the same
 
     path = os.fspath(src)
     meta = _metadata(_load_onnx(path))
@@ -193,10 +310,13 @@ def calibration_inputs(src: PathLike, count: int = 256, data_dir: Optional[str] 
         raise StnGluonError(f"{path}: no model description beside it names its training data to calibrate "
                             f"with; give calibration (inputs as an array or .npy)", params=("calibration",))
     data = load_dataset(dataset, data_dir)
-    images = data.train_images
-    pick = np.sort(np.random.RandomState(seed).choice(len(images), min(count, len(images)), replace=False))
+    images, labels = data.train_images, data.train_labels
+    # the calibration pick is RandomState.choice(len, count, replace=False): the first of one permutation
+    order = np.random.RandomState(seed).permutation(len(images))
+    pick, check = np.sort(order[:count]), np.sort(order[count:count + held_back])
     mean, std = (float(json.loads(meta[k])) if k in meta else d for k, d in (("mean", 0.0), ("std", 1.0)))
-    return normalize(images[pick], mean, std)
+    return (normalize(images[pick], mean, std), np.asarray(labels[pick]), normalize(images[check], mean, std),
+            np.asarray(labels[check]))
 
 
 def _check_calibration(calibration: Union[np.ndarray, PathLike], shape: tuple, path: str) -> np.ndarray:
@@ -395,9 +515,11 @@ def float_ops(path: PathLike) -> Dict[str, List[str]]:
 
 
 class _Reader:
-    """Feeds calibration batches to ``quantize_static``."""
+    """Feeds calibration batches to ``quantize_static``, all of one size (the largest divisor of ``len(x)`` up to
+    ``batch``): ONNX Runtime's histogram calibrators fail on a shorter last batch."""
 
     def __init__(self, name: str, x: np.ndarray, batch: int = 64):
+        batch = next(b for b in range(min(batch, len(x)), 0, -1) if len(x) % b == 0)
         self.batches = iter([{name: x[i:i + batch]} for i in range(0, len(x), batch)])
 
     def get_next(self) -> Optional[Dict[str, np.ndarray]]:
@@ -419,7 +541,6 @@ def quantize_onnx(src: PathLike, dst: PathLike, calibration: Union[np.ndarray, P
     from onnxruntime.quantization import (CalibrationMethod, QuantFormat, QuantType, quant_pre_process,
                                           quantize_static)
 
-    from .._runtime.files import atomic_path
 
     src, dst = os.fspath(src), os.fspath(dst)
     model = _load_onnx(src)
@@ -460,6 +581,7 @@ def quantize_onnx(src: PathLike, dst: PathLike, calibration: Union[np.ndarray, P
             quantized.metadata_props.add(key=key, value=value)
         quantized.metadata_props.add(key="quantization", value=f"int8 ({settings.describe()}; "
                                                                f"{len(x)} calibration inputs)")
+        quantized.metadata_props.add(key="int8_target", value=settings.target)  # OnnxModel warns on "vnni"
         with atomic_path(dst) as tmp_dst:
             onnx.save(quantized, tmp_dst)
     return dst
@@ -503,52 +625,113 @@ def int8_verdict(speed: Dict[str, float], batch: int = 64) -> Optional[str]:
             f"does not pay on layers this small")
 
 
-def agreement(fp32: PathLike, int8: PathLike, x: np.ndarray) -> Dict[str, float]:
-    """How the int8 model's answers on ``x`` compare with fp32's: the share of equal top-1 classes and the
-    largest logit difference."""
+def agreement(fp32: PathLike, int8: PathLike, x: np.ndarray, labels: Optional[np.ndarray] = None,
+              batch: int = 256) -> Dict[str, float]:
+    """How the int8 model's answers on ``x`` compare with fp32's, run here: the share of equal top-1 classes
+    (``top1_agreement``), the largest logit difference (``max_logit_diff``) and that as a share of fp32's largest
+    |logit| (``max_relative_error``); with ``labels``, each one's accuracy (``fp32_accuracy``, ``int8_accuracy``)."""
 
     a, b = cpu_session(os.fspath(fp32)), cpu_session(os.fspath(int8))
     name = a.get_inputs()[0].name
-    la, lb = a.run(["logits"], {name: x})[0], b.run(["logits"], {name: x})[0]
-    return dict(top1_agreement=float((la.argmax(1) == lb.argmax(1)).mean()),
-                max_logit_diff=float(np.abs(la - lb).max()))
+    la, lb = (np.concatenate([s.run(["logits"], {name: x[i:i + batch]})[0] for i in range(0, len(x), batch)])
+              for s in (a, b))
+    diff = float(np.abs(la - lb).max())
+    out = dict(top1_agreement=float((la.argmax(1) == lb.argmax(1)).mean()), max_logit_diff=diff,
+               max_relative_error=diff / max(float(np.abs(la).max()), 1e-12), count=float(len(x)))
+    if labels is not None:
+        out.update(fp32_accuracy=float((la.argmax(1) == labels).mean()),
+                   int8_accuracy=float((lb.argmax(1) == labels).mean()))
+    return out
+
+
+def int8_error_verdict(agree: Dict[str, float], max_error: float = MAX_ERROR,
+                       max_accuracy_drop: float = MAX_ACCURACY_DROP) -> Optional[str]:
+    """Why int8 is too far from fp32 (one line), or ``None`` where it is within both bounds.
+
+    agree: :func:`agreement`'s result; max_error: the largest logit error as a
+    share of fp32's largest |logit|; max_accuracy_drop: points of accuracy
+    int8 may lose (checked where ``agree`` has accuracies).
+    """
+    n = int(agree.get("count", 0))
+    if agree["max_relative_error"] > max_error:
+        return (f"int8's largest logit error on {n} held-back inputs is {100 * agree['max_relative_error']:.1f} % of "
+                f"fp32's largest |logit| (bound {100 * max_error:g} %)")
+    if "int8_accuracy" in agree:
+        drop = 100 * (agree["fp32_accuracy"] - agree["int8_accuracy"])
+        if drop > max_accuracy_drop + 1e-9:
+            return (f"int8's accuracy on {n} held-back inputs is {100 * agree['int8_accuracy']:.2f} % against fp32's "
+                    f"{100 * agree['fp32_accuracy']:.2f} % ({drop:.2f} points lower, bound {max_accuracy_drop:g})")
+    return None
+
+
+def _held_back(fp32: PathLike, config: QuantizeConfig, dataset: Optional[str]) -> Tuple[np.ndarray, np.ndarray,
+                                                                                         Optional[np.ndarray], str]:
+    """``(calibration x, check x, check labels or None, what the check inputs are)`` for :func:`quantize_export`."""
+    if config.calibration is None:
+        x, _, check, labels = calibration_data(fp32, config.calibration_count, config.data_dir, dataset,
+                                               held_back=config.check_count)
+        if len(check):
+            return x, check, labels, "held-back training images"
+        return x, x, None, "calibration images (no training image left to hold back)"
+    x = _check_calibration(config.calibration, _input_of(_load_onnx(fp32), os.fspath(fp32))[1], os.fspath(fp32))
+    n = min(config.check_count, len(x) // 4)
+    if not n:
+        return x, x, None, "calibration inputs (too few to hold any back)"
+    return x[:-n], x[-n:], None, "held-back calibration inputs (the last of --calibration)"
 
 
 def quantize_export(fp32: PathLike, config: QuantizeConfig, dataset: Optional[str] = None,
                     echo: Callable[[str], Any] = print, dst: Optional[PathLike] = None,
                     speed: Optional[Dict[str, float]] = None) -> Optional[str]:
-    """``export-onnx --quantize int8``: quantize ``fp32``, time both, write ``<fp32 stem>-int8.onnx`` or refuse.
+    """``export-onnx --quantize int8``: quantize ``fp32``, check and time both, write ``<fp32 stem>-int8.onnx``
+    or refuse.
 
-    Refused (:class:`~stn_gluon._runtime.errors.StnGluonError`, one line with the measured
-    ratio; nothing written) where int8 runs slower than fp32, unless
-    ``config.int8_if_slower`` (then a warning). dataset: the training data to
-    calibrate with when ``config.calibration`` is not set (default: what the
-    description beside ``fp32`` names). speed: a measurement to use
+    The settings are :data:`INT8_TARGETS` ``[config.int8_target]``. Calibrated
+    on ``config.calibration`` or on training images (dataset: the training data
+    when ``config.calibration`` is not set; default: what the description
+    beside ``fp32`` names), and checked against fp32 on inputs held back from
+    calibration (:func:`agreement`, run on this CPU). Refused
+    (:class:`~stn_gluon._runtime.errors.StnGluonError`, one line with the measured
+    reason; nothing written) where int8 is further from fp32 than
+    ``config.int8_max_error`` / ``config.int8_max_accuracy_drop``
+    (:func:`int8_error_verdict`), or where it runs slower than fp32 unless
+    ``config.int8_if_slower`` (then a warning). speed: a measurement to use
     instead of timing (as :func:`compare_speed` returns it). Returns the path written.
     """
-    from .._runtime.files import atomic_path
+
 
     if config.quantize is None:
         return None
+    validate_fields(config)
+    settings = INT8_TARGETS[config.int8_target]
+    cpu = cpu_int8_features()
     dst = os.fspath(dst or int8_path(fp32))
     with atomic_path(dst) as tmp:
-        if config.calibration is not None:
-            x = _check_calibration(config.calibration, _input_of(_load_onnx(fp32), os.fspath(fp32))[1],
-                                   os.fspath(fp32))
-        else:
-            x = calibration_inputs(fp32, config.calibration_count, config.data_dir, dataset)
-        quantize_onnx(fp32, tmp, x)
+        x, check, labels, what = _held_back(fp32, config, dataset)
+        quantize_onnx(fp32, tmp, x, settings=settings)
+        agree = agreement(fp32, tmp, check, labels)
+        echo(f"int8 against fp32 on {len(check)} {what}, CPU {describe_cpu(cpu)}: largest logit error "
+             f"{100 * agree['max_relative_error']:.2f} % of the largest |logit| (bound "
+             f"{100 * config.int8_max_error:g} %), same top-1 class on {100 * agree['top1_agreement']:.1f} %"
+             + (f", accuracy {100 * agree['int8_accuracy']:.2f} % against {100 * agree['fp32_accuracy']:.2f} % "
+                f"(bound {config.int8_max_accuracy_drop:g} points lower)" if labels is not None else ""))
+        wrong = int8_error_verdict(agree, config.int8_max_error, config.int8_max_accuracy_drop)
+        if wrong:
+            hint = (" (--int8-target vnni needs a CPU with VNNI; this one has none: --int8-target any)"
+                    if settings.target == "vnni" and cpu["vnni"] is False else "")
+            raise StnGluonError(f"int8 refused: {wrong}{hint}; the fp32 model is the one to use")
         speed = speed or compare_speed(fp32, tmp)
-        agree = agreement(fp32, tmp, x)
         echo(f"int8 against fp32 (ONNX Runtime, batch 64, one thread, timed in turns): {speed['int8']:,.0f} against "
-             f"{speed['fp32']:,.0f} images/s ({speed['ratio']:.2f}x; CPU time per image {speed['cpu_ratio']:.2f}x); "
-             f"same top-1 class on "
-             f"{100 * agree['top1_agreement']:.1f} % of {len(x)} calibration inputs")
+             f"{speed['fp32']:,.0f} images/s ({speed['ratio']:.2f}x; CPU time per image {speed['cpu_ratio']:.2f}x)")
         why = int8_verdict(speed)
         if why and not config.int8_if_slower:
             raise StnGluonError(f"int8 refused: {why}; the fp32 model is the one to use "
                                 f"(--int8-if-slower writes it anyway)", params=("int8_if_slower",))
         if why:
             echo(f"warning: {why}")
-    echo(f"Wrote {dst} (int8: {INT8.describe()})")
+        if settings.target == "vnni":
+            echo(f"warning: --int8-target vnni: full 8-bit weights, right only on CPUs with VNNI or AMX "
+                 f"({', '.join(VNNI_FLAGS)}); elsewhere ONNX Runtime's int8 sums saturate (predict and serve warn)"
+                 + ("; this CPU has none" if cpu["vnni"] is False else ""))
+    echo(f"Wrote {dst} (int8: {settings.describe()})")
     return dst

@@ -35,13 +35,16 @@ import contextlib
 import io
 import json
 import os
+import sys
 import tempfile
 from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from .._runtime.errors import CheckpointError, StnGluonError
-from .._runtime.files import sha256_file
+from .. import __version__
+from .._runtime.errors import CheckpointError, StnGluonError, mxnet_message
+from .._runtime.files import atomic_path, sha256_file
+from .int8 import quantize_onnx, target_warning  # quantize_onnx: int8 copies of an export, also importable here
 from .onnx_io import cpu_session, decode_metadata, read_metadata
 from .converters import DEFAULT_OPSET, OPSETS, check_opset, parse_input_spec, register_converters, target_opset
 
@@ -67,7 +70,7 @@ def _graph_of(model: "Union[mx.gluon.HybridBlock, str, os.PathLike[str]]", input
     """A Gluon block or a saved-model path -> :class:`~stn_gluon.export.saved.ModelGraph`."""
     import mxnet as mx
 
-    from .saved import export_block, load_graph
+    from .saved import export_block, load_graph  # lazy: imports MXNet; OnnxModel runs without it
 
     if isinstance(model, mx.gluon.HybridBlock):
         config = getattr(model, "config", {})
@@ -134,7 +137,6 @@ def graph_to_onnx(sym: "mx.sym.Symbol", params: Dict[str, Any], input_shapes: Di
         with contextlib.redirect_stdout(io.StringIO()):  # MXNet prints the arguments of a failed inference
             sym.infer_shape(**{n: (1,) + s for n, s in zip(names, shapes)})
     except Exception as err:  # MXNetError: the shapes do not fit the graph
-        from .._runtime.errors import mxnet_message
         raise StnGluonError(f"ONNX export: the graph does not accept inputs "
                             f"{dict(zip(names, shapes))} ({mxnet_message(err)})") from None
     try:
@@ -169,8 +171,6 @@ def _finish(onnx_model: "ModelProto", path: "Union[str, os.PathLike[str]]", meta
     """Add the metadata (and the source files' SHA-256), check, write atomically."""
     import onnx
 
-    from .. import __version__
-    from .._runtime.files import atomic_path
 
     digests = {os.path.basename(f): sha256_file(f) for f in files}
     metadata = dict(metadata, source=json.dumps(digests), producer=f"stn-gluon {__version__}")
@@ -277,7 +277,7 @@ def export_graph(model: "Union[str, os.PathLike[str]]", path: "Union[str, os.Pat
     softmax (:func:`inference_outputs`). Metadata: opset, ``inputs`` (JSON name -> shape),
     the source files and the weights' SHA-256.
     """
-    from .saved import read_saved
+    from .saved import read_saved  # lazy: imports MXNet; OnnxModel runs without it
 
     saved = read_saved(os.fspath(model))
     onnx_model = graph_to_onnx(inference_outputs(saved.symbol), saved.params, input_shapes, opset)
@@ -295,7 +295,7 @@ def graph_parity(model: "Union[str, os.PathLike[str]]", onnx_path: "Union[str, o
     """
     import mxnet as mx
 
-    from .saved import read_saved
+    from .saved import read_saved  # lazy: imports MXNet; OnnxModel runs without it
 
     saved = read_saved(os.fspath(model))
     sym = inference_outputs(saved.symbol)
@@ -318,6 +318,20 @@ def graph_parity(model: "Union[str, os.PathLike[str]]", onnx_path: "Union[str, o
     return max(float(np.abs(g - w).max()) for g, w in zip(got, want))
 
 
+_WARNED: set = set()
+
+
+def _warn_target(meta: Dict[str, Any], path: str) -> Optional[str]:
+    """Say on stderr, in one line and once per file and process, that an int8 model made for VNNI CPUs
+    (``int8_target`` ``vnni`` in its metadata) runs on a CPU without VNNI; returns that line, or ``None``."""
+
+    line = target_warning(meta, path)
+    if line and os.path.abspath(path) not in _WARNED:
+        _WARNED.add(os.path.abspath(path))
+        print(f"warning: {line}", file=sys.stderr, flush=True)
+    return line
+
+
 class OnnxModel:
     """An exported ``.onnx`` STN classifier run by ONNX Runtime.
 
@@ -334,6 +348,10 @@ class OnnxModel:
     ``session.inter_op.allow_spinning`` are ``"0"``): a spinning pool lost
     two thirds of its speed beside one busy process (issue 19), while split
     mode's threads wait in the kernel and keep their fair share.
+
+    An int8 file made for CPUs with VNNI (``export-onnx --int8-target vnni``)
+    loaded on a CPU without VNNI prints a one-line warning on stderr (once per
+    file), also kept in ``warning`` (``None`` otherwise).
     """
 
     MIN_CHUNK = 16
@@ -352,6 +370,7 @@ class OnnxModel:
         except Exception as err:  # ORT raises its own exception types for unreadable files
             raise CheckpointError(f"{path}: not a loadable ONNX model ({str(err).splitlines()[0][:200]})") from None
         self.meta = decode_metadata(dict(self.session.get_modelmeta().custom_metadata_map))
+        self.warning = _warn_target(self.meta, path)
         inputs = self.session.get_inputs()
         if len(inputs) != 1 or len(inputs[0].shape) != 4:
             raise CheckpointError(f"{path}: expected one (N, C, H, W) input, the model has "
@@ -394,4 +413,3 @@ class OnnxModel:
         return {name: np.concatenate([p[i] for p in parts]) for i, name in enumerate(self.outputs)}
 
 
-from .int8 import quantize_onnx  # noqa: E402  int8 copies of an export (stn_gluon.export.int8), also here

@@ -19,6 +19,9 @@ import numpy as np
 from .._runtime.errors import StnGluonError
 from .._runtime.files import sha256_file
 from .._runtime.threads import check_threads, describe_threads
+from ..export.int8 import file_int8_target
+from ..export.onnx import OnnxModel
+from ..nn.pretrained import PREFIX, is_pretrained_ref, resolve_model_ref
 
 __all__ = ["BACKENDS", "preprocess", "load_predictor", "Predictor", "MXNetPredictor", "OnnxPredictor",
            "describe", "to_png"]
@@ -89,7 +92,8 @@ class MXNetPredictor(Predictor):
     def __init__(self, path: str, most_threads: Optional[int] = None):
         import mxnet as mx
 
-        from ..export.saved import load_model
+        from ..export.saved import load_model  # lazy: imports MXNet, which the ONNX Runtime backend does without
+
         check_threads(most=most_threads)
         self.mx = mx
         self.model = load_model(path)
@@ -120,12 +124,12 @@ class MXNetPredictor(Predictor):
 
 
 class OnnxPredictor(Predictor):
-    """An exported ``.onnx`` model through ONNX Runtime."""
+    """An exported ``.onnx`` model through ONNX Runtime (an int8 file made for VNNI CPUs warns on a CPU
+    without: :class:`~stn_gluon.onnx.OnnxModel`)."""
 
     backend = "onnxruntime"
 
     def __init__(self, path: str, threads: Optional[int] = None):
-        from ..export.onnx import OnnxModel
 
         self.model = OnnxModel(path, threads=threads)
         self.input_shape = self.model.input_shape
@@ -140,7 +144,12 @@ class OnnxPredictor(Predictor):
         return self.model.run(x)
 
     def details(self) -> Dict[str, Any]:
-        return dict(opset=int(self.model.meta.get("opset", 0)) or None)
+        out: Dict[str, Any] = dict(opset=int(self.model.meta.get("opset", 0)) or None)
+        if "quantization" in self.model.meta:  # an int8 file: how it was made, the CPUs it is right on
+            out.update(quantization=self.model.meta["quantization"], int8_target=file_int8_target(self.model.meta))
+        if self.model.warning:
+            out["warning"] = self.model.warning
+        return out
 
     def describe_threads(self) -> str:
         return self.model.describe_threads()
@@ -164,7 +173,6 @@ def load_predictor(path: str, backend: Optional[str] = None, threads: Optional[i
     ``.onnx`` path and MXNet otherwise. threads: ONNX Runtime's CPU threads; mxnet_threads: the most OpenMP
     threads for the MXNet backend (see :class:`MXNetPredictor`).
     """
-    from ..nn.pretrained import PREFIX, is_pretrained_ref, resolve_model_ref
 
     ref, path = str(path), resolve_model_ref(str(path))
     if backend is None:
@@ -176,7 +184,7 @@ def load_predictor(path: str, backend: Optional[str] = None, threads: Optional[i
         raise StnGluonError(f"{ref} ships as MXNet files: use backend mxnet, or make {name}.onnx with "
                             f"stn-gluon export-onnx --model {ref} and give that", params=("backend",))
     if backend == "onnxruntime":
-        from ..export.saved import check_onnx_current
+        from ..export.saved import check_onnx_current  # lazy: imports MXNet (see load_model above)
 
         onnx_path = _find_onnx(path)
         check_onnx_current(onnx_path, path)  # an export left over from before a retraining is refused
