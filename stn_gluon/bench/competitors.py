@@ -19,12 +19,16 @@ Three Gluon training loops:
   ``OMP_NUM_THREADS`` (unset: MXNet's own default, half the logical CPUs);
 - ``gluon_user_loop_fast``: the same loop with the library's public speed
   helpers, as in ``examples/fast_loop.py``.
+
+This module imports no MXNet: each worker process loads only the framework of the competitor it builds (the
+factories import the MXNet side when called), so the PyTorch and ONNX Runtime workers never load it.
 """
 import os
 from typing import TYPE_CHECKING, Any, Callable, Optional
 
 import numpy as np
 
+from ..export.onnx import OnnxModel, export_onnx
 from .harness import infer_input, train_batches
 from .torch_peer import torch_infer_call, torch_train_step
 
@@ -48,9 +52,8 @@ def bench_net(size: int = 28, hybridize: bool = True) -> "gluon.HybridBlock":
     """
     import mxnet as mx
 
-    from ..nn.architecture import initialize_net
-    from ..train.recipes import build_net
-    from ..train.recipes import TrainConfig
+    from ..nn.architecture import initialize_net  # lazy: loads MXNet (module doc)
+    from ..train.recipes import TrainConfig, build_net  # lazy: loads MXNet (module doc)
 
     net = build_net(TrainConfig(), (1, size, size), 10)
     initialize_net(net, [mx.cpu()])
@@ -91,8 +94,8 @@ def gluon_train_step(batch: int, size: int = 28, hybridize: bool = True) -> Call
     blocking copy (``to_ndarray``), the loop a few steps ahead of the engine
     (``RunAhead``; ``step.sync`` drains it).
     """
-    from ..data.mnist import to_ndarray
-    from ..train.gluon import RunAhead, make_trainer
+    from ..data.mnist import to_ndarray  # lazy: loads MXNet (module doc)
+    from ..train.gluon import RunAhead, make_trainer  # lazy: loads MXNet (module doc)
 
     net = bench_net(size, hybridize)
     trainer = make_trainer(net.collect_params(), "sgd", SGD)
@@ -108,8 +111,8 @@ def fit_train_step(batch: int, size: int = 28) -> Callable[[], None]:
     import mxnet as mx
     from mxnet import gluon
 
-    from ..data.mnist import to_ndarray
-    from ..train.gluon import RunAhead, make_trainer, train_step
+    from ..data.mnist import to_ndarray  # lazy: loads MXNet (module doc)
+    from ..train.gluon import RunAhead, make_trainer, train_step  # lazy: loads MXNet (module doc)
 
     net = bench_net(size, True)
     trainer = make_trainer(net.collect_params(), "sgd", SGD)
@@ -144,8 +147,8 @@ def gluon_user_loop_fast_step(batch: int, size: int = 28) -> Callable[[], None]:
     """The user loop with the public speed helpers (``examples/fast_loop.py``); the loss is summed on the device."""
     import mxnet as mx
 
-    from ..data.mnist import to_ndarray
-    from ..train.gluon import RunAhead, make_trainer
+    from ..data.mnist import to_ndarray  # lazy: loads MXNet (module doc)
+    from ..train.gluon import RunAhead, make_trainer  # lazy: loads MXNet (module doc)
 
     net = bench_net(size, hybridize=True)
     trainer = make_trainer(net.collect_params(), "sgd", SGD)
@@ -161,9 +164,9 @@ def module_train_step(batch: int, size: int = 28) -> Callable[[], None]:
     """A training step of the symbolic STN classifier with ``mx.mod.Module``."""
     import mxnet as mx
 
-    from ..data.mnist import BACKGROUND, to_ndarray
-    from ..nn.architecture import default_initializer
-    from ..symbol import get_symbol  # type: ignore[import-not-found]  # installed from symbol/
+    from ..data.mnist import BACKGROUND, to_ndarray  # lazy: loads MXNet (module doc)
+    from ..nn.architecture import default_initializer  # lazy: loads MXNet (module doc)
+    from ..symbol import get_symbol  # type: ignore[import-not-found]  # lazy: loads MXNet (module doc)
 
     mod = mx.mod.Module(get_symbol(target_shape=(size, size), lr_mult=0.1, dropout=0.3, fill=BACKGROUND))
     mod.bind(data_shapes=[("data", (batch, 1, size, size))], label_shapes=[("softmax_label", (batch,))])
@@ -184,8 +187,7 @@ def exported_model(folder: str) -> tuple:
     """A randomly initialised STNNet (28 x 28) exported to ``folder`` -> ``(MXNet export prefix, .onnx path)``."""
     import mxnet as mx
 
-    from ..export.saved import export_block
-    from ..export.onnx import export_onnx
+    from ..export.saved import export_block  # lazy: loads MXNet (module doc)
 
     prefix = os.path.join(folder, "model")
     export_block(bench_net(28, True), prefix, mx.nd.zeros((1, 1, 28, 28)),
@@ -206,7 +208,7 @@ def symbolblock_infer_call(batch: int, prefix: str, shape: tuple = (1, 28, 28)) 
     """Inference with an exported model loaded back as a hybridized ``SymbolBlock``."""
     import mxnet as mx
 
-    from ..export.saved import load_model
+    from ..export.saved import load_model  # lazy: loads MXNet (module doc)
 
     net = load_model(prefix).net
     net.hybridize(**STATIC)
@@ -217,7 +219,6 @@ def symbolblock_infer_call(batch: int, prefix: str, shape: tuple = (1, 28, 28)) 
 def onnx_infer_call(batch: int, path: str, shape: tuple = (1, 28, 28), threads: Optional[int] = None,
                     mode: str = "split") -> Callable[[], np.ndarray]:
     """Inference with ONNX Runtime (:class:`stn_gluon.export.onnx.OnnxModel`, logits only; ``threads``, ``mode`` as there)."""
-    from ..export.onnx import OnnxModel
 
     model = OnnxModel(path, threads=threads, mode=mode, outputs=["logits"])
     x = infer_input(batch, shape)
