@@ -1,7 +1,6 @@
 """What `import stn_gluon` does (nothing heavy, no environment change) and the old module paths."""
 import importlib
 import json
-import os
 import subprocess
 import sys
 import warnings

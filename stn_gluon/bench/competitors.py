@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any, Callable, Optional
 
 import numpy as np
 
-from ..export.onnx import OnnxModel, export_onnx
+from ..export.onnx_model import OnnxModel
 from .harness import infer_input, train_batches
 from .torch_peer import torch_infer_call, torch_train_step
 
@@ -187,6 +187,7 @@ def exported_model(folder: str) -> tuple:
     """A randomly initialised STNNet (28 x 28) exported to ``folder`` -> ``(MXNet export prefix, .onnx path)``."""
     import mxnet as mx
 
+    from ..export.onnx import export_onnx  # lazy: loads MXNet (module doc)
     from ..export.saved import export_block  # lazy: loads MXNet (module doc)
 
     prefix = os.path.join(folder, "model")

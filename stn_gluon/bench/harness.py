@@ -21,13 +21,13 @@ import os
 import subprocess
 import sys
 import time
-from typing import IO, Any, Callable, Dict, List, NamedTuple, Optional
+from typing import IO, Any, Callable, NamedTuple, Optional
 
 import numpy as np
 
 from .._runtime.compat import standalone_prelude
 from .._runtime.errors import StnGluonError, mxnet_message
-from .._runtime.timing import Clock, Timer, infer_input, interleaved_rates, median_rate, ratio, timed
+from .._runtime.timing import Clock, infer_input, interleaved_rates, median_rate, ratio, timed
 from .._runtime.threads import thread_report, user_environ
 
 __all__ = ["median_rate", "timed", "Clock", "interleaved_rates", "ratio", "latency", "train_batches", "infer_input",

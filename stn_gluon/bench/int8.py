@@ -28,10 +28,10 @@ from .._runtime.errors import StnGluonError
 from .._runtime.flags import option, validate_fields
 from ..data.distortions import load_dataset
 from ..data.mnist import normalize
-from ..export.int8 import (INT8, INT8_TARGETS, MAX_ACCURACY_DROP, MAX_ERROR, QuantizeConfig, agreement,
-                           calibration_data, calibration_inputs, compare_speed, cpu_int8_features, describe_cpu,
+from ..export.int8 import (INT8_TARGETS, MAX_ACCURACY_DROP, MAX_ERROR, QuantizeConfig, agreement,
+                           calibration_data, compare_speed, cpu_int8_features, describe_cpu,
                            described_dataset, int8_error_verdict, int8_verdict, quantize_onnx)
-from ..export.onnx import cpu_session, export_onnx
+from ..export.onnx import export_onnx
 from ..export.saved import load_graph, resolve_model
 from ..train.reporting import machine_info, write_report
 from .harness import infer_input

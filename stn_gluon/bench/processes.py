@@ -11,7 +11,6 @@ import asyncio
 import contextlib
 import ctypes
 import io
-import os
 import signal
 import socket
 import subprocess

@@ -35,22 +35,20 @@ import contextlib
 import io
 import json
 import os
-import sys
 import tempfile
-from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence, Tuple, Union
+from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence, Union
 
 import numpy as np
 
 from .. import __version__
-from .._runtime.errors import CheckpointError, StnGluonError, mxnet_message
+from .._runtime.errors import StnGluonError, mxnet_message
 from .._runtime.files import atomic_path, sha256_file
-from .int8 import quantize_onnx, target_warning  # quantize_onnx: int8 copies of an export, also importable here
-from .onnx_io import cpu_session, decode_metadata, read_metadata
+from .int8 import quantize_onnx  # int8 copies of an export, also importable from here
+from .onnx_io import cpu_session, read_metadata
+from .onnx_model import OnnxModel
 from .converters import DEFAULT_OPSET, OPSETS, check_opset, parse_input_spec, register_converters, target_opset
 
 if TYPE_CHECKING:
-    import concurrent.futures
-
     import mxnet as mx
     from onnx import ModelProto
 
@@ -58,7 +56,8 @@ if TYPE_CHECKING:
     from ..nn.ops import Shape
 
 __all__ = ["OPSET", "OPSETS", "register_converters", "target_opset", "export_onnx", "export_graph", "graph_to_onnx",
-           "parse_input_spec", "inference_outputs", "graph_parity", "cpu_session", "OnnxModel", "read_metadata"]
+           "parse_input_spec", "inference_outputs", "graph_parity", "cpu_session", "OnnxModel", "read_metadata",
+           "quantize_onnx"]
 
 OPSET = DEFAULT_OPSET
 """The opset exports use unless told otherwise (:data:`stn_gluon.export.converters.DEFAULT_OPSET`)."""
@@ -316,100 +315,3 @@ def graph_parity(model: "Union[str, os.PathLike[str]]", onnx_path: "Union[str, o
     names = [n[:-len("_output")] if n.endswith("_output") else n for n in sym.list_outputs()]
     got = [by_name[n] for n in names] if set(names) == set(by_name) else got
     return max(float(np.abs(g - w).max()) for g, w in zip(got, want))
-
-
-_WARNED: set = set()
-
-
-def _warn_target(meta: Dict[str, Any], path: str) -> Optional[str]:
-    """Say on stderr, in one line and once per file and process, that an int8 model made for VNNI CPUs
-    (``int8_target`` ``vnni`` in its metadata) runs on a CPU without VNNI; returns that line, or ``None``."""
-
-    line = target_warning(meta, path)
-    if line and os.path.abspath(path) not in _WARNED:
-        _WARNED.add(os.path.abspath(path))
-        print(f"warning: {line}", file=sys.stderr, flush=True)
-    return line
-
-
-class OnnxModel:
-    """An exported ``.onnx`` STN classifier run by ONNX Runtime.
-
-    ``run(x)``: ``x`` float32 ``(N, C, H, W)``, normalised as the metadata says;
-    returns a dict of the model's outputs (``logits``, ``probabilities``, and
-    ``theta``, ``warped`` for STN models) as NumPy arrays.
-
-    threads: CPU threads to use (default: all). mode: ``"split"`` runs a
-    single-threaded session and splits a large batch into one chunk per
-    thread, run concurrently (this model's small convolutions parallelise
-    poorly inside ONNX Runtime); ``"intra"`` gives ONNX Runtime's own
-    intra-op thread pool the threads instead. Either way no ONNX Runtime
-    thread spins while it waits (``session.intra_op.allow_spinning`` and
-    ``session.inter_op.allow_spinning`` are ``"0"``): a spinning pool lost
-    two thirds of its speed beside one busy process (issue 19), while split
-    mode's threads wait in the kernel and keep their fair share.
-
-    An int8 file made for CPUs with VNNI (``export-onnx --int8-target vnni``)
-    loaded on a CPU without VNNI prints a one-line warning on stderr (once per
-    file), also kept in ``warning`` (``None`` otherwise).
-    """
-
-    MIN_CHUNK = 16
-
-    def __init__(self, path: str, threads: Optional[int] = None, mode: str = "split",
-                 outputs: Optional[Sequence[str]] = None):
-        if not os.path.isfile(path):
-            raise CheckpointError(f"{path}: file not found")
-        if mode not in ("split", "intra"):
-            raise StnGluonError(f"OnnxModel mode must be 'split' or 'intra', got {mode!r}")
-        self.threads = max(1, int(threads or os.cpu_count() or 1))
-        self.mode = mode
-        self._pool: "Optional[concurrent.futures.ThreadPoolExecutor]" = None
-        try:
-            self.session = cpu_session(path, 1 if mode == "split" else self.threads)
-        except Exception as err:  # ORT raises its own exception types for unreadable files
-            raise CheckpointError(f"{path}: not a loadable ONNX model ({str(err).splitlines()[0][:200]})") from None
-        self.meta = decode_metadata(dict(self.session.get_modelmeta().custom_metadata_map))
-        self.warning = _warn_target(self.meta, path)
-        inputs = self.session.get_inputs()
-        if len(inputs) != 1 or len(inputs[0].shape) != 4:
-            raise CheckpointError(f"{path}: expected one (N, C, H, W) input, the model has "
-                                  f"{[(i.name, i.shape) for i in inputs]}")
-        self.input_name = inputs[0].name
-        dims = inputs[0].shape[1:]
-        if "input_shape" in self.meta:
-            dims = self.meta["input_shape"][1:]
-        if not all(isinstance(d, int) for d in dims):
-            raise CheckpointError(f"{path}: the input's C, H, W are not fixed ({inputs[0].shape})")
-        self.input_shape = tuple(dims)
-        available = [o.name for o in self.session.get_outputs()]
-        self.outputs = [o for o in (outputs or available) if o in available]
-        if mode == "split" and self.threads > 1:
-            import concurrent.futures
-            self._pool = concurrent.futures.ThreadPoolExecutor(self.threads, thread_name_prefix="ort")
-        self.mean = float(self.meta.get("mean", 0.0))
-        self.std = float(self.meta.get("std", 1.0))
-        self.classes = list(self.meta.get("classes", []))
-
-    def describe_threads(self) -> str:
-        """One line: the threads this model runs on."""
-        if self.mode == "split":
-            return (f"CPU threads: ONNX Runtime, {self.threads} single-threaded runs of one batch's chunks at once "
-                    "(split mode), no spinning")
-        return f"CPU threads: ONNX Runtime intra-op pool of {self.threads}, no spinning"
-
-    def _run(self, x: np.ndarray) -> List[np.ndarray]:
-        return self.session.run(self.outputs, {self.input_name: x})
-
-    def run(self, x: np.ndarray) -> Dict[str, np.ndarray]:
-        x = np.ascontiguousarray(x, dtype=np.float32)
-        if x.ndim != 4 or tuple(x.shape[1:]) != self.input_shape:
-            raise StnGluonError(f"input must be (N, {', '.join(map(str, self.input_shape))}), got {x.shape}")
-        chunks = min(self.threads, len(x) // self.MIN_CHUNK) if self._pool is not None else 1
-        if chunks <= 1:
-            return dict(zip(self.outputs, self._run(x)))
-        assert self._pool is not None  # chunks > 1 only with a pool
-        parts = list(self._pool.map(self._run, np.array_split(x, chunks)))
-        return {name: np.concatenate([p[i] for p in parts]) for i, name in enumerate(self.outputs)}
-
-

@@ -20,7 +20,7 @@ from .._runtime.errors import StnGluonError
 from .._runtime.files import sha256_file
 from .._runtime.threads import check_threads, describe_threads
 from ..export.int8 import file_int8_target
-from ..export.onnx import OnnxModel
+from ..export.onnx_model import OnnxModel
 from ..nn.pretrained import PREFIX, is_pretrained_ref, resolve_model_ref
 
 __all__ = ["BACKENDS", "preprocess", "load_predictor", "Predictor", "MXNetPredictor", "OnnxPredictor",
