@@ -1,3 +1,4 @@
+import dataclasses
 import json
 import os
 import signal
@@ -77,7 +78,7 @@ def test_resume_continues_exactly_where_the_interrupted_run_stopped(tmp_path, sm
     with pytest.raises(_Interrupt):  # dies during epoch 3, after checkpoint 2
         fit(cfg, dataset=small_data, echo=_interrupt_at("Epoch 3/3"))
     lines = []
-    cfg.resume = "auto"
+    cfg = dataclasses.replace(cfg, resume="auto")
     resumed = fit(cfg, dataset=small_data, echo=lines.append)
     assert "Resumed from" in lines[0] and "after epoch 2" in lines[0]
     assert resumed["epochs"] == 3
@@ -133,7 +134,7 @@ def test_damaged_checkpoint_is_reported_not_loaded(tmp_path, small_data):
     ckpt = tmp_path / "run" / "checkpoint.zip"
     raw = ckpt.read_bytes()
     ckpt.write_bytes(raw[: len(raw) // 2])
-    cfg.resume = "auto"
+    cfg = dataclasses.replace(cfg, resume="auto")
     with pytest.raises(CheckpointError, match="damaged"):
         fit(cfg, dataset=small_data, echo=lambda s: None)
     flipped = bytearray(raw)
@@ -394,3 +395,18 @@ def test_test_each_epoch_false_tests_after_the_last_epoch_only(tmp_path, small_d
     assert len(rows) == 3 and ",nan," in rows[1] and ",nan," not in rows[2]
     assert sum(line.startswith("Test set:") for line in lines) == 1  # then the "Final Test set:" line
     assert metrics["best_test_accuracy"] == metrics["test_accuracy"] > 0.2
+
+
+def test_fit_leaves_the_frozen_config_as_given_and_resolves_save_dir(tmp_path, small_data, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    cfg = TrainConfig(epochs=1, batch_size=64, progress=False)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        cfg.epochs = 2  # type: ignore[misc]
+    assert cfg.save_dir is None and cfg.resolved().save_dir == "runs/stn_lenet"
+    assert cfg.resolved().resolved() == cfg.resolved() and cfg.resolved() != cfg
+    before = dataclasses.asdict(cfg)
+    fit(cfg, dataset=small_data, echo=lambda s: None)
+    assert dataclasses.asdict(cfg) == before  # the run worked on its own copy
+    on_disk = json.load(open(tmp_path / "runs" / "stn_lenet" / "metrics.json"))
+    assert on_disk["config"]["save_dir"] == "runs/stn_lenet" and on_disk["config"]["workers"] == 1
+    assert (tmp_path / "runs" / "stn_lenet" / "stn_grid.png").stat().st_size > 0

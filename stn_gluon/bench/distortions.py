@@ -14,9 +14,13 @@ import json
 import os
 import time
 from dataclasses import dataclass
-from typing import Optional
+from typing import Any, Callable, Dict, List, Optional, Sequence
+
+import mxnet as mx
 
 from ..data.distortions import DATASETS, get_dataset_spec, load_dataset
+from ..data.mnist import DigitDataset, load_mnist, normalize
+from ..export.saved import load_model
 from ..train.recipes import PLAIN_STN, TrainConfig, dataset_models
 from .._runtime.errors import StnGluonError
 from .._runtime.flags import option, validate_fields
@@ -73,7 +77,7 @@ class DistortionBenchConfig:
     progress: bool = option(False, "progress bars")
 
 
-def _parse_list(text, allowed, what):
+def _parse_list(text: str, allowed: Sequence[str], what: str) -> List[str]:
     items = [t.strip() for t in str(text).split(",") if t.strip()]
     bad = [t for t in items if t not in allowed]
     if bad or not items:
@@ -81,9 +85,7 @@ def _parse_list(text, allowed, what):
     return items
 
 
-def _subset(dataset, train_size, test_size):
-    from ..data.mnist import DigitDataset
-
+def _subset(dataset: Any, train_size: Optional[int], test_size: Optional[int]) -> Any:
     if not train_size and not test_size:
         return dataset
     tr = slice(None, train_size or None)
@@ -92,11 +94,12 @@ def _subset(dataset, train_size, test_size):
                         dataset.test_labels[te], source=dataset.source)
 
 
-def _config(name, model, bench, epochs):
+def _config(name: str, model: str, bench: DistortionBenchConfig, epochs: int) -> TrainConfig:
     spec = dataset_models(name)
     # the architecture spelled out, so that a finished run is reused only if it is the same net
-    shape = (dict(target_size=spec.baseline_target) if model == "cnn" else
-             dict(target_size=spec.stn_target, loc_pool=spec.loc_pool, supersample=spec.supersample))
+    shape: Dict[str, Any] = (dict(target_size=spec.baseline_target) if model == "cnn" else
+                             dict(target_size=spec.stn_target, loc_pool=spec.loc_pool,
+                                  supersample=spec.supersample))
     stn = spec.stn_defaults(model)
     if model != "cnn" and stn != PLAIN_STN:
         # spelled out only where the dataset departs from the plain net (and the prior only where it
@@ -114,8 +117,8 @@ def _config(name, model, bench, epochs):
         data_dir=bench.data_dir)
 
 
-def _finished(cfg):
-    path = os.path.join(cfg.save_dir, "metrics.json")
+def _finished(cfg: TrainConfig) -> Optional[Dict[str, Any]]:
+    path = os.path.join(cfg.save_dir or "", "metrics.json")
     if not os.path.exists(path):
         return None
     try:
@@ -127,7 +130,7 @@ def _finished(cfg):
     return metrics if same and metrics.get("epochs") == cfg.epochs else None
 
 
-def _row(name, model, cfg, metrics, train_size):
+def _row(name: str, model: str, cfg: TrainConfig, metrics: Dict[str, Any], train_size: int) -> Dict[str, Any]:
     spec = dataset_models(name)
     error = 100.0 * (1.0 - metrics["test_accuracy"])
     best = metrics.get("best_test_accuracy")
@@ -141,7 +144,7 @@ def _row(name, model, cfg, metrics, train_size):
                 baseline_target=spec.baseline_target if model == "cnn" else None)
 
 
-def results_table(rows):
+def results_table(rows: List[Dict[str, Any]]) -> List[str]:
     """Markdown lines: the per-run table, then per dataset the ST-CNNs against the CNN."""
     lines = ["| dataset | model | test error % | best epoch error % | paper error % | epochs | train images | "
              "minutes | train images/s |", "|---|---|---|---|---|---|---|---|---|"]
@@ -165,13 +168,13 @@ def results_table(rows):
                 rel = d / cnn["test_error_pct"] if cnn["test_error_pct"] else 0.0
                 delta = (f"{d:.2f} points lower ({100 * rel:.0f} % fewer errors)" if d > 0 else
                          f"{-d:.2f} points HIGHER" if d < 0 else "equal")
-            paper = PAPER_ERRORS.get(name, {})
-            paper_txt = (f"{paper[model]:.1f} / {paper['cnn']:.1f}" if model in paper else "")
+            errors = PAPER_ERRORS.get(name, {})
+            paper_txt = (f"{errors[model]:.1f} / {errors['cnn']:.1f}" if model in errors else "")
             lines.append(f"| {name} | {cnn_err} | {model} | {r['test_error_pct']:.2f} | {delta} | {paper_txt} |")
     return lines
 
 
-def _write_results(out, rows, meta):
+def _write_results(out: str, rows: List[Dict[str, Any]], meta: Dict[str, Any]) -> List[str]:
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=COLUMNS)
     writer.writeheader()
@@ -184,16 +187,13 @@ def _write_results(out, rows, meta):
     return lines
 
 
-def _figure(out, name, dataset, models, count=12):
+def _figure(out: str, name: str, dataset: Any, models: Sequence[str], count: int = 12) -> Optional[str]:
     """``<out>/<name>.png``: ``count`` test inputs above each trained ST-CNN's output for them."""
-    import mxnet as mx
+    from ..train.gluon import stn_batch  # lazy: the CLI's parser imports this module for its config alone
+    from ..train.plots import plot_stn_comparison  # lazy: matplotlib, when the bench draws
 
-    from ..data.mnist import normalize
-    from ..export.saved import load_model
-    from ..train.gluon import stn_batch
-    from ..train.plots import plot_stn_comparison
-
-    outputs, meta = {}, None
+    outputs: Dict[str, Any] = {}
+    meta: Dict[str, Any] = {}
     for model in models:
         if model == "cnn":
             continue
@@ -212,12 +212,13 @@ def _figure(out, name, dataset, models, count=12):
 FULL_TRAIN = 60000
 
 
-def spec_limited(name, train_size):
+def spec_limited(name: str, train_size: Optional[int]) -> bool:
     """Whether the dataset itself (not ``--train-size``) holds fewer training images than MNIST."""
     return train_size is None and get_dataset_spec(name).max_train is not None
 
 
-def run_distortion_bench(bench: Optional[DistortionBenchConfig] = None, echo=print):
+def run_distortion_bench(bench: Optional[DistortionBenchConfig] = None,
+                         echo: Callable[[str], None] = print) -> List[Dict[str, Any]]:
     """Train the benchmark's runs (skipping finished ones) and write its tables and figures.
 
     bench.datasets / bench.models: comma lists (default: every dataset, each
@@ -227,53 +228,66 @@ def run_distortion_bench(bench: Optional[DistortionBenchConfig] = None, echo=pri
     """
     bench = bench or DistortionBenchConfig()
     validate_fields(bench)
-    datasets, models, out = bench.datasets, bench.models, bench.out
-    epochs, batch_size, lr, seed = bench.epochs, bench.batch_size, bench.lr, bench.seed
-    dropout, loc_lr_mult, train_size, test_size = bench.dropout, bench.loc_lr_mult, bench.train_size, bench.test_size
-    from ..data.mnist import load_mnist
-    from ..train.gluon import fit
-
-    names = _parse_list(datasets, [d for d, spec in DATASETS.items() if spec.distorted], "datasets") if datasets else \
-        list(DEFAULT_MODELS)
-    wanted = _parse_list(models, MODELS, "models") if models else None
-    os.makedirs(out, exist_ok=True)
+    names = _parse_list(bench.datasets, [d for d, spec in DATASETS.items() if spec.distorted], "datasets") \
+        if bench.datasets else list(DEFAULT_MODELS)
+    wanted = _parse_list(bench.models, MODELS, "models") if bench.models else None
+    os.makedirs(bench.out, exist_ok=True)
     mnist = load_mnist(bench.data_dir)
-    budget = (f"Budget: {epochs} epochs of 60,000 images per run (noisy128, 20,000 images: {3 * epochs} epochs, "
-              f"the same number of images seen), batch {batch_size}, SGD momentum lr {lr} with 1 warm-up epoch "
-              f"and cosine decay, dropout {dropout}, localization lr x{loc_lr_mult}, no augmentation, seed {seed}; "
-              f"MNIST from {mnist.source}.")
-    meta = dict(budget=budget, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, dropout=dropout,
-                loc_lr_mult=loc_lr_mult,
-                started=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
-    rows = []
-    previous = os.path.join(out, "results.json")
-    if os.path.exists(previous):  # keep rows of runs this invocation does not touch
-        try:
-            with open(previous) as f:
-                rows = json.load(f).get("rows", [])
-        except (OSError, ValueError):
-            rows = []
+    meta = _meta(bench, mnist.source)
+    rows = _previous_rows(bench.out)
     for name in names:
-        dataset = _subset(load_dataset(name, mnist=mnist), train_size, test_size)
-        n_train = len(dataset.train_labels)
+        dataset = _subset(load_dataset(name, mnist=mnist), bench.train_size, bench.test_size)
         models_here = wanted or list(DEFAULT_MODELS[name])
-        # the budget is in images seen: a smaller training set gets proportionally more epochs
-        run_epochs = max(1, int(round(epochs * FULL_TRAIN / n_train))) if spec_limited(name, train_size) else epochs
         for model in models_here:
-            cfg = _config(name, model, bench, run_epochs)
-            metrics = _finished(cfg)
-            if metrics is None:
-                echo(f"== {name} / {model}: {run_epochs} epochs on {n_train:,} images")
-                metrics = fit(cfg, dataset=dataset, echo=echo)
-            else:
-                echo(f"== {name} / {model}: done before ({cfg.save_dir}), reusing it")
-            rows = [r for r in rows if (r["dataset"], r["model"]) != (name, model)]
-            rows.append(_row(name, model, cfg, metrics, n_train))
+            row = _run(name, model, bench, dataset, echo)
+            rows = [r for r in rows if (r["dataset"], r["model"]) != (name, model)] + [row]
             rows.sort(key=lambda r: (list(DEFAULT_MODELS).index(r["dataset"]), MODELS.index(r["model"])))
-            _write_results(out, rows, meta)
-        figure = _figure(out, name, dataset, models_here)
+            _write_results(bench.out, rows, meta)
+        figure = _figure(bench.out, name, dataset, models_here)
         if figure:
             echo(f"Wrote {figure}")
-    lines = _write_results(out, rows, meta)
+    lines = _write_results(bench.out, rows, meta)
     echo("\n".join(lines))
     return rows
+
+
+def _meta(bench: DistortionBenchConfig, source: str) -> Dict[str, Any]:
+    """``results.json``'s description of the budget (``budget``: in words, for ``results.md``)."""
+    epochs = bench.epochs
+    budget = (f"Budget: {epochs} epochs of 60,000 images per run (noisy128, 20,000 images: {3 * epochs} epochs, "
+              f"the same number of images seen), batch {bench.batch_size}, SGD momentum lr {bench.lr} with 1 "
+              f"warm-up epoch and cosine decay, dropout {bench.dropout}, localization lr x{bench.loc_lr_mult}, "
+              f"no augmentation, seed {bench.seed}; MNIST from {source}.")
+    return dict(budget=budget, epochs=epochs, batch_size=bench.batch_size, lr=bench.lr, seed=bench.seed,
+                dropout=bench.dropout, loc_lr_mult=bench.loc_lr_mult, started=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
+
+
+def _previous_rows(out: str) -> List[Dict[str, Any]]:
+    """The rows of an earlier ``results.json`` in ``out``: runs this invocation does not touch are kept."""
+    previous = os.path.join(out, "results.json")
+    if not os.path.exists(previous):
+        return []
+    try:
+        with open(previous) as f:
+            return list(json.load(f).get("rows", []))
+    except (OSError, ValueError):
+        return []
+
+
+def _run(name: str, model: str, bench: DistortionBenchConfig, dataset: Any,
+         echo: Callable[[str], None]) -> Dict[str, Any]:
+    """Train (or reuse, when finished before with the same recipe) one (dataset, model) run; its result row."""
+    from ..train.gluon import fit  # lazy: the CLI's parser imports this module for its config alone
+
+    n_train = len(dataset.train_labels)
+    # the budget is in images seen: a smaller training set gets proportionally more epochs
+    epochs = bench.epochs
+    run_epochs = max(1, int(round(epochs * FULL_TRAIN / n_train))) if spec_limited(name, bench.train_size) else epochs
+    cfg = _config(name, model, bench, run_epochs)
+    metrics = _finished(cfg)
+    if metrics is None:
+        echo(f"== {name} / {model}: {run_epochs} epochs on {n_train:,} images")
+        metrics = fit(cfg, dataset=dataset, echo=echo)
+    else:
+        echo(f"== {name} / {model}: done before ({cfg.save_dir}), reusing it")
+    return _row(name, model, cfg, metrics, n_train)

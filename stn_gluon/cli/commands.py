@@ -1,25 +1,41 @@
 """What each ``stn-gluon`` subcommand does, given its parsed arguments (:data:`COMMANDS`)."""
+import argparse
 import json
 import os
 import sys
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
+import numpy as np
+
+from .._runtime.errors import StnGluonError
+from .._runtime.files import atomic_write_bytes
+from .._runtime.flags import validate_fields, values_from_args
+from .._runtime.paths import readable_path, writable_dir, writable_file
+from ..bench.distortions import DistortionBenchConfig, run_distortion_bench
+from ..bench.int8 import Int8BenchConfig, run_int8_bench
+from ..export.int8 import QuantizeConfig, described_dataset, quantize_export
+from ..nn.pretrained import PREFIX, get_pretrained, is_pretrained_ref, list_pretrained, model_or_default
+from ..serve.app import ServeConfig, serve
+from ..serve.inputs import apply_polarity, load_inputs
+from ..train.distributed import launch
+from ..train.recipes import TrainConfig
 from .parser import train_config_from_args
 
 __all__ = ["COMMANDS", "worker_command", "TRAIN_COMMANDS"]
 
 
-def _note(line):
+def _note(line: str) -> None:
     print(line, file=sys.stderr, flush=True)
 
 
-def _cmd_train(args):
-    from ..train.gluon import fit
+def _cmd_train(args: argparse.Namespace) -> None:
+    from ..train.gluon import fit  # lazy: per command, keeps --help fast
 
     fit(train_config_from_args(args))
 
 
-def _cmd_train_symbol(args):
-    from ..train.module import fit_module
+def _cmd_train_symbol(args: argparse.Namespace) -> None:
+    from ..train.module import fit_module  # lazy: per command, keeps --help fast
 
     fit_module(train_config_from_args(args))
 
@@ -28,7 +44,7 @@ def _cmd_train_symbol(args):
 TRAIN_COMMANDS = ("train", "train-symbol")
 
 
-def worker_command(argv, python=None):
+def worker_command(argv: Sequence[str], python: Optional[str] = None) -> List[str]:
     """The argv each worker of ``stn-gluon launch`` runs for ``argv`` (what follows ``--``).
 
     ``train ...`` / ``train-symbol ...`` run this package with ``python``
@@ -42,9 +58,7 @@ def worker_command(argv, python=None):
     return argv
 
 
-def _cmd_launch(args):
-    from ..train.distributed import launch
-
+def _cmd_launch(args: argparse.Namespace) -> None:
     command = worker_command(args.worker_command, None if args.launcher == "local" else "python3")
     code = launch(command, args.num_workers, args.num_servers, launcher=args.launcher, hostfile=args.hostfile,
                   port=args.port, host_ip=args.host_ip, timeout=args.timeout,
@@ -53,25 +67,24 @@ def _cmd_launch(args):
         sys.exit(code)
 
 
-def _test_batches(args, meta):
-    from ..data import mnist as data_lib
-    from ..data.distortions import load_dataset
+def _test_batches(args: argparse.Namespace, meta: Dict[str, Any]) -> Tuple[Any, np.ndarray, Any]:
+    from ..data import mnist as data_lib  # lazy: per command, keeps --help fast
+    from ..data.distortions import load_dataset  # lazy: per command, keeps --help fast
 
     dataset = load_dataset(args.dataset or meta.get("dataset") or "mnist", args.data_dir, download=args.download)
     pixels = data_lib.with_channel(dataset.test_images)
     if tuple(pixels.shape[1:]) != tuple(meta["input_shape"]):
-        from .._runtime.errors import StnGluonError
         raise StnGluonError(f"the model expects input {tuple(meta['input_shape'])}, "
                             f"the {args.dataset or meta.get('dataset') or 'mnist'} data is {tuple(pixels.shape[1:])}")
     return dataset, pixels, data_lib.ArrayBatches(pixels, dataset.test_labels, args.batch_size,
                                                   mean=meta["mean"], std=meta["std"])
 
 
-def _cmd_evaluate(args):
-    from .._runtime.devices import parse_ctx
-    from ..export.saved import load_model
-    from ..train.reporting import test_line
-    from ..train.gluon import evaluate
+def _cmd_evaluate(args: argparse.Namespace) -> None:
+    from .._runtime.devices import parse_ctx  # lazy: MXNet
+    from ..export.saved import load_model  # lazy: per command, keeps --help fast
+    from ..train.reporting import test_line  # lazy: per command, keeps --help fast
+    from ..train.gluon import evaluate  # lazy: per command, keeps --help fast
 
     ctx = parse_ctx(args.ctx)
     model = load_model(args.model, ctx)
@@ -85,18 +98,17 @@ def _cmd_evaluate(args):
         print(test_line(loss, correct, total))
 
 
-def _cmd_visualize(args):
-    from .._runtime.devices import parse_ctx
-    from .._runtime.errors import StnGluonError
-    from ..nn.explain import explain_batch
-    from ..export.saved import load_model
-    from .._runtime.paths import writable_file
-    from ..train.plots import default_visualize_out, plot_explained
+def _cmd_visualize(args: argparse.Namespace) -> None:
+    from .._runtime.devices import parse_ctx  # lazy: MXNet
+    from ..nn.explain import explain_batch  # lazy: per command, keeps --help fast
+    from ..export.saved import load_model  # lazy: per command, keeps --help fast
+    from ..train.plots import default_visualize_out, plot_explained  # lazy: per command, keeps --help fast
 
-    from ..data import mnist as data_lib
+    from ..data import mnist as data_lib  # lazy: per command, keeps --help fast
 
     if args.model is None:
-        return _visualize_dataset(args)
+        _visualize_dataset(args)
+        return
     if args.out:
         writable_file(args.out, "--out", suffix=".png")
     ctx = parse_ctx(args.ctx)
@@ -107,7 +119,6 @@ def _cmd_visualize(args):
     writable_file(out, "--out")
     dataset, pixels, _ = _test_batches(args, model.meta)
     images = data_lib.normalize(pixels[:args.count], model.meta["mean"], model.meta["std"])
-    from ..nn.pretrained import is_pretrained_ref
 
     name = args.model if is_pretrained_ref(args.model) else os.path.basename(os.path.dirname(model.prefix) or ".")
     plot_explained(explain_batch(model, images, dataset.test_labels[:args.count]), out,
@@ -115,10 +126,9 @@ def _cmd_visualize(args):
     print(f"Wrote {out}")
 
 
-def _visualize_dataset(args):
-    from ..data.distortions import load_dataset
-    from .._runtime.paths import writable_dir, writable_file
-    from ..train.plots import plot_samples
+def _visualize_dataset(args: argparse.Namespace) -> None:
+    from ..data.distortions import load_dataset  # lazy: per command, keeps --help fast
+    from ..train.plots import plot_samples  # lazy: per command, keeps --help fast
 
     name = args.dataset or "mnist"
     out = args.out or os.path.join("runs", "datasets", f"{name}.png")
@@ -134,12 +144,8 @@ def _visualize_dataset(args):
     print(f"Wrote {out}")
 
 
-def _cmd_export_onnx(args):
-    from .._runtime.errors import StnGluonError
-    from ..export.saved import resolve_model
-    from .._runtime.flags import validate_fields, values_from_args
-    from .._runtime.paths import readable_path, writable_file
-    from ..export.int8 import QuantizeConfig, described_dataset, quantize_export
+def _cmd_export_onnx(args: argparse.Namespace) -> None:
+    from ..export.saved import resolve_model  # lazy: per command, keeps --help fast
 
     quantize = QuantizeConfig(**values_from_args(QuantizeConfig, args))
     validate_fields(quantize)  # before the fp32 export: a wrong --quantize flag writes nothing
@@ -147,7 +153,6 @@ def _cmd_export_onnx(args):
         writable_file(args.output, "-o/--output", suffix=".onnx")
     if quantize.calibration is not None:
         readable_path(quantize.calibration, "--calibration", kind="file")
-    from ..nn.pretrained import PREFIX, is_pretrained_ref
 
     prefix, _ = resolve_model(args.model)
     if is_pretrained_ref(args.model):  # never into the installed package: <name>.onnx here
@@ -161,7 +166,7 @@ def _cmd_export_onnx(args):
                                 "exported in float (quantize it with stn_gluon.export.onnx.quantize_onnx)")
         _export_any_graph(args, out)
         return
-    from ..export.onnx import export_onnx
+    from ..export.onnx import export_onnx  # lazy: per command, keeps --help fast
 
     export_onnx(args.model, out, opset=args.opset)
     print(f"Wrote {out} (opset {args.opset}, dynamic batch)")
@@ -170,10 +175,9 @@ def _cmd_export_onnx(args):
     quantize_export(out, quantize, dataset=described_dataset(prefix))
 
 
-def _export_any_graph(args, out):
+def _export_any_graph(args: argparse.Namespace, out: str) -> None:
     """``export-onnx --input NAME=C,H,W ...``: any graph, its own inputs and outputs kept."""
-    from .._runtime.errors import StnGluonError
-    from ..export.onnx import export_graph
+    from ..export.onnx import export_graph  # lazy: per command, keeps --help fast
 
     shapes = dict(args.inputs)
     if len(shapes) != len(args.inputs):
@@ -182,7 +186,7 @@ def _export_any_graph(args, out):
     described = ", ".join(f"{name} (N, {', '.join(map(str, shape))})" for name, shape in shapes.items())
     print(f"Wrote {out} (opset {args.opset}, inputs {described})")
     if args.parity_check:
-        from ..export.onnx import graph_parity
+        from ..export.onnx import graph_parity  # lazy: per command, keeps --help fast
 
         diff = graph_parity(args.model, out, shapes)
         print(f"Parity on 16 random inputs: max |output difference| {diff:.2e}")
@@ -190,10 +194,8 @@ def _export_any_graph(args, out):
             raise StnGluonError(f"ONNX Runtime and MXNet disagree (max |output difference| {diff:.2e} > 1e-4)")
 
 
-def _check_onnx_parity(model_path, onnx_path):
-    import numpy as np
-
-    from ..serve.predictors import load_predictor
+def _check_onnx_parity(model_path: str, onnx_path: str) -> None:
+    from ..serve.predictors import load_predictor  # lazy: per command, keeps --help fast
 
     mx_model, ort_model = load_predictor(model_path, "mxnet"), load_predictor(onnx_path, "onnxruntime")
     x = np.random.RandomState(0).randn(16, *mx_model.input_shape).astype(np.float32)
@@ -201,16 +203,11 @@ def _check_onnx_parity(model_path, onnx_path):
     diff = float(np.abs(a["logits"] - b["logits"]).max())
     print(f"Parity on 16 random inputs: max |logit difference| {diff:.2e}")
     if diff > 1e-4:
-        from .._runtime.errors import StnGluonError
         raise StnGluonError(f"ONNX Runtime and MXNet disagree (max |logit difference| {diff:.2e} > 1e-4)")
 
 
-def _cmd_predict(args):
-    from ..serve.predictors import describe, load_predictor, preprocess, to_png
-    from ..serve.inputs import apply_polarity, load_inputs
-    from .._runtime.files import atomic_write_bytes
-    from .._runtime.paths import writable_dir
-    from ..nn.pretrained import model_or_default
+def _cmd_predict(args: argparse.Namespace) -> None:
+    from ..serve.predictors import describe, load_predictor, preprocess, to_png  # lazy: per command, keeps --help fast
 
     if args.save_rectified:
         writable_dir(args.save_rectified, "--save-rectified")
@@ -226,7 +223,6 @@ def _cmd_predict(args):
     results = describe(outputs, predictor.classes, names, inverted)
     if args.save_rectified:
         if "warped" not in outputs:
-            from .._runtime.errors import StnGluonError
             raise StnGluonError("--save-rectified: this model has no spatial transformer")
         writable_dir(args.save_rectified, "--save-rectified", create=True, note=_note)
         for i, entry in enumerate(results):
@@ -245,9 +241,8 @@ def _cmd_predict(args):
         print(f"{entry['input']}: {entry.get('class', entry['label'])} (p={p:.4f}){theta}{note}")
 
 
-def _cmd_models(args):
-    from ..nn.pretrained import get_pretrained, list_pretrained
-    from ..nn.zoo import list_models
+def _cmd_models(args: argparse.Namespace) -> None:
+    from ..nn.zoo import list_models  # lazy: per command, keeps --help fast
 
     shipped = [get_pretrained(name) for name in list_pretrained()]
     if args.json:
@@ -263,42 +258,29 @@ def _cmd_models(args):
     print(f"Architectures (get_model(NAME), untrained): {', '.join(list_models())}, stn_<gluoncv zoo name>")
 
 
-def _cmd_serve(args):
-    from .._runtime.flags import values_from_args
-    from ..serve.app import ServeConfig, serve
-
+def _cmd_serve(args: argparse.Namespace) -> None:
     serve(ServeConfig(**values_from_args(ServeConfig, args)), echo=lambda line: print(line, flush=True))
 
 
-def _cmd_bench(args):
-    from .._runtime.paths import writable_dir
-
+def _cmd_bench(args: argparse.Namespace) -> None:
     out = args.out
     if out is None:  # bench distortions: the config's default, where the flag was not given
-        from ..bench.distortions import DistortionBenchConfig
-
         out = DistortionBenchConfig.out
     writable_dir(out, "--out")  # checked before the bench's minutes of work; the bench makes it when it writes
     _run_bench(args)
 
 
-def _run_bench(args):
-    from ..bench import speed_report, time_to_accuracy
-    from ..train.reporting import write_report
+def _run_bench(args: argparse.Namespace) -> None:
+    from ..bench import speed_report, time_to_accuracy  # lazy: per command, keeps --help fast
+    from ..train.reporting import write_report  # lazy: per command, keeps --help fast
 
     if args.bench == "int8":
-        from ..bench.int8 import Int8BenchConfig, run_int8_bench
-        from .._runtime.flags import values_from_args
-
         run_int8_bench(Int8BenchConfig(**values_from_args(Int8BenchConfig, args)),
                        echo=lambda line: print(f"... {line}", file=sys.stderr, flush=True))
     elif args.bench == "distortions":
-        from ..bench.distortions import DistortionBenchConfig, run_distortion_bench
-        from .._runtime.flags import values_from_args
-
         run_distortion_bench(DistortionBenchConfig(**values_from_args(DistortionBenchConfig, args)))
     elif args.bench == "contention":
-        from ..bench.contention import contention_report
+        from ..bench.contention import contention_report  # lazy: per command, keeps --help fast
 
         lines, results = contention_report(quick=args.quick, rounds=args.rounds, seconds=args.seconds,
                                            serving=args.serving,
@@ -309,9 +291,6 @@ def _run_bench(args):
                                       echo=lambda line: print(f"... {line}", file=sys.stderr, flush=True))
         write_report(args.out, lines, dict(results=results))
     else:
-        from .._runtime.flags import values_from_args
-        from ..train.recipes import TrainConfig
-
         overrides = values_from_args(TrainConfig, args)
         recipe, data_dir = overrides.pop("recipe", "default"), overrides.pop("data_dir", None)
         result = time_to_accuracy(args.target, data_dir, echo=print, recipe=recipe, **overrides)
@@ -328,6 +307,7 @@ def _run_bench(args):
         write_report(args.out, lines, dict(result=result))
 
 
-COMMANDS = {"launch": _cmd_launch, "train": _cmd_train, "train-symbol": _cmd_train_symbol, "evaluate": _cmd_evaluate,
-            "visualize": _cmd_visualize, "export-onnx": _cmd_export_onnx, "predict": _cmd_predict,
-            "serve": _cmd_serve, "models": _cmd_models, "bench": _cmd_bench}
+COMMANDS: Dict[str, Callable[[argparse.Namespace], None]] = {
+    "launch": _cmd_launch, "train": _cmd_train, "train-symbol": _cmd_train_symbol, "evaluate": _cmd_evaluate,
+    "visualize": _cmd_visualize, "export-onnx": _cmd_export_onnx, "predict": _cmd_predict, "serve": _cmd_serve,
+    "models": _cmd_models, "bench": _cmd_bench}

@@ -7,11 +7,18 @@ benchmark's from :class:`~stn_gluon.bench.distortions.DistortionBenchConfig`
 """
 import argparse
 import os
+from typing import Any, NoReturn, Sequence, Tuple
 
+from .. import __version__
 from .._runtime.errors import StnGluonError
 from .._runtime.flags import add_flags, finite_float, positive_int, values_from_args
+from ..bench.distortions import DistortionBenchConfig
+from ..bench.int8 import Int8BenchConfig
 from ..export.converters import DEFAULT_OPSET, MAX_OPSET, MIN_OPSET, check_opset, parse_input_spec
+from ..export.int8 import QuantizeConfig
 from ..nn.pretrained import DEFAULT as PRETRAINED_DEFAULT, PREFIX as PRETRAINED_PREFIX
+from ..serve.app import ServeConfig
+from ..serve.inputs import PIXEL_RANGES
 from ..train.recipes import DATASET_MODELS, TrainConfig, recipe_notes
 
 __all__ = ["build_parser", "add_train_args", "add_data_args", "train_config_from_args", "MAX_VISUALIZE_COUNT",
@@ -24,7 +31,7 @@ MODEL_HELP = (".onnx file, save dir, export prefix, or pretrained:NAME (a model 
               f"stn-gluon models lists them); default: {PRETRAINED_PREFIX}{PRETRAINED_DEFAULT}, the MNIST classifier")
 
 
-def _count(text):
+def _count(text: str) -> int:
     value = positive_int(text)
     if value > MAX_VISUALIZE_COUNT:
         raise argparse.ArgumentTypeError(f"at most {MAX_VISUALIZE_COUNT} images fit one readable plot, "
@@ -32,21 +39,21 @@ def _count(text):
     return value
 
 
-def _opset(text):
+def _opset(text: str) -> int:
     try:
         return check_opset(text)
     except StnGluonError as err:
         raise argparse.ArgumentTypeError(str(err).replace("ONNX opset must", "must")) from None
 
 
-def _input_spec(text):
+def _input_spec(text: str) -> Tuple[str, Tuple[int, ...]]:
     try:
         return parse_input_spec(text)
     except StnGluonError as err:
         raise argparse.ArgumentTypeError(str(err)) from None
 
 
-def add_data_args(p, dataset_default="mnist"):
+def add_data_args(p: argparse.ArgumentParser, dataset_default: Any = "mnist") -> None:
     p.add_argument("--data-dir", help="folder with the four MNIST IDX files (.gz or raw); "
                    "default: $STN_GLUON_DATA, then ~/.mxnet/datasets/mnist, then the embedded sample")
     p.add_argument("--download", action="store_true",
@@ -58,7 +65,7 @@ def add_data_args(p, dataset_default="mnist"):
                         + ("" if dataset_default else "; default: the model's own"))
 
 
-def add_train_args(p, skip=()):
+def add_train_args(p: argparse.ArgumentParser, skip: Sequence[str] = ()) -> None:
     """The training flags of ``train`` and ``train-symbol``: one per :class:`~stn_gluon.train.recipes.TrainConfig`
     field, with its help, default and the other recipes' values."""
     add_flags(p, TrainConfig, skip=skip, default_notes=recipe_notes)
@@ -68,7 +75,7 @@ def add_train_args(p, skip=()):
 class _Parser(argparse.ArgumentParser):
     """argparse, but a bad flag is one line (``stn-gluon train: error: ...``), not a usage dump."""
 
-    def error(self, message):
+    def error(self, message: str) -> NoReturn:
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
@@ -76,25 +83,27 @@ class _Parser(argparse.ArgumentParser):
 TIME_TO_ACCURACY_FLAGS = ("recipe", "epochs", "batch_size", "lr", "data_dir")
 
 
-def build_parser():
-    from .. import __version__
-    from ..bench.distortions import DistortionBenchConfig
-    from ..serve.inputs import PIXEL_RANGES
-    from ..bench.int8 import Int8BenchConfig
-    from ..export.int8 import QuantizeConfig
-    from ..serve.app import ServeConfig
-
+def build_parser() -> argparse.ArgumentParser:
+    """The ``stn-gluon`` parser: one subparser per command, in the order ``--help`` lists them."""
     parser = _Parser(prog="stn-gluon", description="Spatial Transformer Networks for MXNet Gluon")
     parser.add_argument("--version", action="version", version=f"stn-gluon {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
+    for add in (_add_train, _add_launch, _add_export_onnx, _add_predict, _add_serve, _add_models, _add_bench,
+                _add_evaluate, _add_visualize):
+        add(sub)
+    return parser
 
+
+def _add_train(sub: Any) -> None:
     p = sub.add_parser("train", help="train STNNet (or the baseline) on MNIST or a distorted MNIST with Gluon")
     add_train_args(p)
     p = sub.add_parser("train-symbol", help="train the same network as an mx.sym graph with Module.fit "
                                             "(save dir: runs/<model>_module)")
     add_train_args(p, skip=("hybridize",))
 
+
+def _add_launch(sub: Any) -> None:
     p = sub.add_parser("launch", help="run train/train-symbol as a distributed job: a scheduler, servers and "
                                       "workers (MXNet's parameter server; docs/distributed.md)")
     p.add_argument("-n", "--num-workers", type=positive_int, required=True, help="worker processes")
@@ -112,6 +121,8 @@ def build_parser():
                    help="what each worker runs: train ... or train-symbol ... (--kvstore dist_sync is added if "
                         "not given), or any program")
 
+
+def _add_export_onnx(sub: Any) -> None:
     p = sub.add_parser("export-onnx", help="export a saved model (Gluon export or Module checkpoint) to ONNX")
     p.add_argument("--model", required=True, help="save dir, export/checkpoint prefix, -symbol.json file or "
                                                   "pretrained:NAME")
@@ -127,6 +138,8 @@ def build_parser():
                    help="skip the MXNet/ONNX Runtime parity check on random inputs")
     add_flags(p, QuantizeConfig)
 
+
+def _add_predict(sub: Any) -> None:
     p = sub.add_parser("predict", help="classify images or .npy arrays with a saved model")
     p.add_argument("inputs", nargs="+", metavar="FILE", help="PNG/JPEG/... images or .npy arrays")
     p.add_argument("--model", default=None, help=MODEL_HELP)
@@ -141,14 +154,20 @@ def build_parser():
     p.add_argument("--save-rectified", metavar="DIR", default=None,
                    help="save what the STN made of each input as PNG in DIR (created if missing)")
 
+
+def _add_serve(sub: Any) -> None:
     p = sub.add_parser("serve", help="serve a saved model over HTTP (POST /v1/predict)")
     p.add_argument("--model", default=None, help=MODEL_HELP)
     add_flags(p, ServeConfig)
 
+
+def _add_models(sub: Any) -> None:
     p = sub.add_parser("models", help="list the pretrained models shipped with the package (pretrained:NAME) "
                                       "and the architectures get_model builds")
     p.add_argument("--json", action="store_true", help="print JSON")
 
+
+def _add_bench(sub: Any) -> None:
     p = sub.add_parser("bench", help="benchmarks: speed, contention, time-to-accuracy, distortions")
     which = p.add_subparsers(dest="bench", metavar="BENCHMARK", parser_class=_Parser)
     which.required = True
@@ -174,11 +193,16 @@ def build_parser():
     q = which.add_parser("distortions", help="CNN vs ST-CNN on every distorted-MNIST dataset, within a budget")
     add_flags(q, DistortionBenchConfig)
 
+
+def _add_evaluate(sub: Any) -> None:
     q = sub.add_parser("evaluate", help="test accuracy of a saved model")
     q.add_argument("--model", required=True, help="save dir, export prefix, -symbol.json file or pretrained:NAME")
     q.add_argument("--batch-size", type=positive_int, default=500)
     add_data_args(q, dataset_default=None)
     q.add_argument("--json", action="store_true", help="print the result as JSON")
+
+
+def _add_visualize(sub: Any) -> None:
     q = sub.add_parser("visualize", help="plot test images beside what a saved model's STN makes of them, "
                                          "or (without --model) samples of a dataset")
     q.add_argument("--model", default=None, help="save dir, export prefix, -symbol.json file or pretrained:NAME")
@@ -189,10 +213,9 @@ def build_parser():
                                                "never a file of the run; without --model: "
                                                "runs/datasets/<dataset>.png)")
     q.add_argument("--count", type=_count, default=64, help=f"how many test images (1..{MAX_VISUALIZE_COUNT})")
-    return parser
 
 
-def train_config_from_args(args):
+def train_config_from_args(args: argparse.Namespace) -> TrainConfig:
     """The :class:`~stn_gluon.train.recipes.TrainConfig` of a ``train``/``train-symbol`` command line:
     the named recipe, with the flags the user gave on top."""
     values = values_from_args(TrainConfig, args)

@@ -33,12 +33,12 @@ import socket
 import subprocess
 import sys
 import time
-import types
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from .._runtime import mxnet_internals
 from .._runtime.compat import standalone_prelude
 from .._runtime.errors import ConfigError, StnGluonError
 from .recipes import KVSTORES
@@ -69,39 +69,6 @@ FINGERPRINT_CHUNKS = 8
 _LIVE = {"dist": False}
 
 
-def init_then_confirm(kv: Any, key: Any, value: Any) -> None:
-    """``kv.init`` that returns only once the servers hold the key.
-
-    MXNet 1.9.1's dist init is worker 0's push followed by a barrier; here
-    worker 0 also waits for every operation it queued, that push included
-    (it completes when the server has answered), before a second barrier,
-    so no worker can reach the key before the server has it.
-    """
-    import mxnet as mx
-
-    mx.kvstore.KVStore.init(kv, key, value)
-    if kv.rank == 0:
-        mx.nd.waitall()
-    kv._barrier()
-
-
-def confirmed_broadcast(kv: Any, key: Any, value: Any, out: Any, priority: int = 0) -> None:
-    """``kv.broadcast`` (worker 0's ``value`` into every worker's ``out``) that has finished when it returns.
-
-    Gluon's Trainer broadcasts the weights inside the first ``step``, after
-    that step's backward pass, and pushes the gradients right after: nothing
-    orders a worker's pull of the weights before its push of the same key's
-    gradient. When the push went first, the server's value was already the
-    summed gradient when the pull arrived, and that worker started from the
-    gradient instead of the weights (seen on loopback, 1 job in 5: the STN
-    regressor, zero-initialised, 1.3 apart between the workers after 12 steps).
-    """
-    kv.init(key, value)
-    kv.pull(key, out=out, priority=priority)
-    for array in out if isinstance(out, (list, tuple)) else [out]:
-        array.wait_to_read()
-
-
 class WorkerGroup:
     """The processes that train one model together, seen from one of them.
 
@@ -112,8 +79,6 @@ class WorkerGroup:
     """
 
     def __init__(self, kvstore: str = "device", num_contexts: int = 1):
-        import mxnet as mx
-
         if kvstore not in KVSTORES:
             raise ConfigError("kvstore", f"{kvstore!r}: choose {', '.join(KVSTORES)}")
         self.name = kvstore
@@ -124,9 +89,8 @@ class WorkerGroup:
                 raise StnGluonError(f"kvstore {kvstore} needs the scheduler's address (DMLC_PS_ROOT_URI, "
                                     f"DMLC_PS_ROOT_PORT...): start the job with `stn-gluon launch -n WORKERS "
                                     f"-s SERVERS -- train ...`", params=("kvstore",))
-            self.kvstore = mx.kv.create(kvstore)
-            self.kvstore.init = types.MethodType(init_then_confirm, self.kvstore)
-            self.kvstore.broadcast = types.MethodType(confirmed_broadcast, self.kvstore)
+            # init and broadcast confirmed before they return (mxnet_internals.create_kvstore says why)
+            self.kvstore = mxnet_internals.create_kvstore(kvstore)
             _LIVE["dist"] = True
         elif os.environ.get("DMLC_ROLE") == "worker":
             raise StnGluonError(f"this process is a worker of a distributed job (DMLC_ROLE=worker) but kvstore is "
@@ -185,7 +149,7 @@ class WorkerGroup:
     def barrier(self) -> None:
         """Wait until every worker arrives here (nothing to wait for in a group of one)."""
         if self.dist:
-            self.kvstore._barrier()
+            mxnet_internals.barrier(self.kvstore)
 
     def compare_weights(self, arrays: Dict[str, Any], key: Any = None) -> Optional[bool]:
         """Whether every worker holds bit-identical ``arrays`` (name -> NDArray); ``None`` if not comparable.
@@ -203,7 +167,7 @@ class WorkerGroup:
         """
         if not (self.dist and self.sync):
             return None
-        import mxnet as mx
+        import mxnet as mx  # lazy: the launcher imports this module and must not load MXNet
 
         digest = hashlib.sha256()
         for name in sorted(arrays):

@@ -1,7 +1,8 @@
 """Training and evaluation of Gluon classifiers (the ``stn-gluon train`` job).
 
-The pieces are separate so the Module trainer can share them: data batching
-(:mod:`stn_gluon.data.mnist`), the LR schedule (:func:`make_lr_scheduler`, gluoncv's
+:func:`fit` reads top-down: start the run, build the network, restore a checkpoint, train the epochs,
+finish. What the Module trainer shares with it is in :mod:`stn_gluon.train.steps` (the run's start and
+end), data batching (:mod:`stn_gluon.data.mnist`), the LR schedule (:func:`make_lr_scheduler`, gluoncv's
 schedulers), history and metrics (:mod:`stn_gluon.train.reporting`), checkpoints
 (:mod:`stn_gluon._runtime.files`), plots (:mod:`stn_gluon.train.plots`) and export
 (:mod:`stn_gluon.export.saved`).
@@ -12,33 +13,34 @@ import logging
 import os
 import sys
 import time
+from typing import Any, Callable, Deque, Dict, Iterable, List, NamedTuple, Optional, Sequence, Tuple
 
 import mxnet as mx
 import numpy as np
 from mxnet import autograd, gluon
 
-from ..data import mnist as data_lib
-from .._runtime.devices import format_ctx, parse_ctx
 from .._runtime.errors import CheckpointError, StnGluonError, mxnet_message
-from ..nn.explain import explain_batch
-from ..export.saved import DEFAULT_PREFIX, export_block, load_model
 from .._runtime.files import CHECKPOINT_NAME, load_checkpoint, save_checkpoint
+from ..export.saved import DEFAULT_PREFIX, export_block
 from ..nn.architecture import default_initializer, initialize_net
+from .distributed import WorkerGroup
 from .optstate import restore_updater_state, trainer_updaters, updater_state
 from .recipes import TrainConfig, build_net
-from .schedule import epoch_lengths, make_lr_scheduler
 from .reporting import History, RunRecorder, check_recipe
-from .distributed import WorkerGroup, is_dist
-from .._runtime.paths import writable_dir
-from .runs import RunExistsError, check_save_dir, describe_run, drop_stale_derived, inspect_run, prepare_save_dir
+from .runs import drop_stale_derived
+from .schedule import epoch_lengths, make_lr_scheduler
+from .steps import (PreparedData, Run, TestResult, distributed_info, make_recorder, nothing_to_resume, open_save_dir,
+                    optimizer_params, recorded_final_test, release_workers, resume_state, start_run, wait_for_lead)
 
-# TrainConfig (stn_gluon.train.recipes) and the schedule (stn_gluon.train.schedule) are importable from here too.
+# TrainConfig (stn_gluon.train.recipes), the schedule (stn_gluon.train.schedule) and PreparedData
+# (stn_gluon.train.steps) are importable from here too.
 __all__ = ["TrainConfig", "make_lr_scheduler", "make_trainer", "RunAhead", "train_step", "evaluate", "fit",
-           "stn_batch", "progress_bar", "default_initializer", "epoch_lengths"]
+           "stn_batch", "progress_bar", "default_initializer", "epoch_lengths", "PreparedData"]
 
 log = logging.getLogger(__name__)
 
-def progress_bar(iterable, total, desc, enabled=True):
+
+def progress_bar(iterable: Iterable[Any], total: int, desc: str, enabled: bool = True) -> Any:
     """A tqdm bar on stderr (sparse updates when stderr is not a terminal)."""
     from tqdm import tqdm
 
@@ -47,7 +49,7 @@ def progress_bar(iterable, total, desc, enabled=True):
                 mininterval=0.5 if tty else 15, delay=0 if tty else 2, dynamic_ncols=True, file=sys.stderr)
 
 
-def _split(batch, ctx_list):
+def _split(batch: Any, ctx_list: Sequence[Any]) -> List[Any]:
     return gluon.utils.split_and_load(batch, ctx_list, even_split=False)
 
 
@@ -64,17 +66,18 @@ class RunAhead:
     operators take turns; never waiting piles batches up in memory.
     """
 
-    def __init__(self, steps=RUN_AHEAD_STEPS):
+    def __init__(self, steps: int = RUN_AHEAD_STEPS) -> None:
         self.steps = steps
-        self._in_flight = collections.deque()
+        self._in_flight: Deque[Any] = collections.deque()
 
-    def push(self, array):
+    def push(self, array: Any) -> None:
         self._in_flight.append(array)
         if len(self._in_flight) > self.steps:
             self._in_flight.popleft().wait_to_read()
 
 
-def train_step(net, trainer, loss_fn, data, label, ctx_list, grad_batch=None):
+def train_step(net: Any, trainer: Any, loss_fn: Any, data: Any, label: Any, ctx_list: Sequence[Any],
+               grad_batch: Optional[int] = None) -> Tuple[List[Any], List[Any], List[Any]]:
     """One data-parallel SGD step: split the batch over ``ctx_list``, forward, backward, update.
 
     grad_batch: the number of images the summed gradient is divided by
@@ -91,7 +94,7 @@ def train_step(net, trainer, loss_fn, data, label, ctx_list, grad_batch=None):
     return outs, ys, losses
 
 
-def evaluate(net, batches, ctx_list):
+def evaluate(net: Any, batches: Iterable[Any], ctx_list: Sequence[Any]) -> TestResult:
     """Average cross-entropy and accuracy of ``net`` over ``batches`` -> ``(loss, correct, total)``."""
     loss_fn = gluon.loss.SoftmaxCrossEntropyLoss()
     loss_sum, correct, total = 0.0, 0, 0
@@ -105,7 +108,7 @@ def evaluate(net, batches, ctx_list):
     return loss_sum / max(total, 1), correct, total
 
 
-def stn_batch(stn, images):
+def stn_batch(stn: Any, images: Any) -> np.ndarray:
     """What an STN makes of ``images`` ``(N, C, H, W)`` -> ``(N, C, H_out, W_out)`` NumPy."""
     out = stn(images)
     return (out[0] if isinstance(out, (list, tuple)) else out).asnumpy()
@@ -116,7 +119,8 @@ def stn_batch(stn, images):
 MAX_AGGREGATED_PARAMS = 32
 
 
-def make_trainer(params, optimizer, optimizer_params, num_contexts=1, group=None):
+def make_trainer(params: Any, optimizer: str, optimizer_params: Dict[str, Any], num_contexts: int = 1,
+                 group: Optional[WorkerGroup] = None) -> gluon.Trainer:
     """``gluon.Trainer`` whose optimizer updates all parameters in one fused call where it can.
 
     group: the :class:`~stn_gluon.train.distributed.WorkerGroup` whose kvstore reduces
@@ -136,127 +140,8 @@ def make_trainer(params, optimizer, optimizer_params, num_contexts=1, group=None
     return gluon.Trainer(params, opt, kvstore=group.kvstore, update_on_kvstore=group.update_on_kvstore)
 
 
-def _resume_path(cfg):
-    if cfg.resume in (None, ""):
-        return None
-    if cfg.resume == "auto":
-        path = os.path.join(cfg.save_dir, CHECKPOINT_NAME)
-        if not os.path.exists(path):
-            there = inspect_run(cfg.save_dir)
-            if there is not None:
-                raise RunExistsError(f"{cfg.save_dir} holds {describe_run(there)} but no {CHECKPOINT_NAME} to "
-                                     f"continue; replace it with overwrite or choose another save_dir",
-                                     params=("overwrite", "save_dir"))
-            log.warning("--resume: no checkpoint in %s yet, starting from scratch", cfg.save_dir)
-            return None
-        return path
-    return os.path.join(cfg.resume, CHECKPOINT_NAME) if os.path.isdir(cfg.resume) else cfg.resume
-
-
-#: Added to the dropout seed per worker rank (more than any run's epochs: no two (rank, epoch) share a seed).
-DROPOUT_RANK_STRIDE = 100003
-
-
-class PreparedData:
-    """The arrays and batch iterators a training run needs, built once from an ``DigitDataset``.
-
-    Images stay ``uint8 (N, 1, H, W)``; batches are normalised as they are cut.
-    shard ``(rank, workers)``: this worker's slice of every global batch (and of its augmentation).
-    """
-
-    def __init__(self, cfg, dataset, shard=(0, 1)):
-        self.dataset = dataset
-        self.train_pixels = data_lib.with_channel(dataset.train_images)
-        self.test_pixels = data_lib.with_channel(dataset.test_images)
-        self.input_shape = self.train_pixels.shape[1:]
-        self.num_classes = 10
-        self.rank = shard[0]
-        step = cfg.batch_size * shard[1]
-        if len(self.train_pixels) < step:
-            workers = f" x {shard[1]} workers" if shard[1] > 1 else ""
-            raise StnGluonError(f"batch_size {cfg.batch_size}{workers} is larger than the training set "
-                                f"({len(self.train_pixels)})", params=("batch_size",))
-        self.train = data_lib.ArrayBatches(self.train_pixels, dataset.train_labels, cfg.batch_size,
-                                           shuffle=True, seed=cfg.seed, last_batch="discard", shard=shard)
-        # An eval batch that divides the test set: no padded batch (Module.score would count it).
-        n_test = self.num_test
-        eval_batch = max(d for d in range(1, min(500, n_test) + 1) if n_test % d == 0)
-        self.test = data_lib.ArrayBatches(self.test_pixels, dataset.test_labels, eval_batch)
-        self.augment = data_lib.RandomAffine(seed=cfg.seed, shard=shard) if cfg.augment else None
-
-    @property
-    def num_test(self):
-        return len(self.test_pixels)
-
-    def test_sample(self, count=64):
-        """The first ``count`` test images, normalised: ``float32 (count, C, H, W)``."""
-        return data_lib.normalize(self.test_pixels[:count])
-
-    def explained_sample(self, model, count=64):
-        """The first ``count`` test images through ``model`` (a :class:`~stn_gluon.export.saved.LoadedModel`),
-        explained for ``stn_grid.png``; ``None`` for a model without an STN."""
-        if model.stn is None:
-            return None
-        return explain_batch(model, self.test_sample(count), self.dataset.test_labels[:count])
-
-    def set_epoch(self, epoch, seed):
-        """Shuffle order, augmentation draws and dropout masks of epoch ``epoch`` (0-based).
-
-        Dropout masks are drawn per worker (a seed per rank): the one thing a
-        distributed run draws differently from one process.
-        """
-        self.train.set_epoch(epoch)
-        if self.augment is not None:
-            self.augment.set_epoch(epoch)
-        mx.random.seed(seed * 1000 + epoch + DROPOUT_RANK_STRIDE * self.rank)
-
-    def model_meta(self, cfg, source, **extra):
-        """The ``model.json`` beside an exported model: how to feed it."""
-        return dict(model=cfg.model, transform=cfg.transform if cfg.model.startswith("stn") else None,
-                    dataset=cfg.dataset,
-                    input_shape=list(self.input_shape), input_name="data",
-                    mean=data_lib.MNIST_MEAN, std=data_lib.MNIST_STD,
-                    classes=[str(i) for i in range(self.num_classes)], source=source, **extra)
-
-
-def _check_save_dir(cfg):
-    writable_dir(cfg.save_dir, "save_dir")  # a folder, or one that can be made ...
-    check_save_dir(cfg)  # ... and not a run nobody asked to replace
-
-
-def setup_run(cfg, dataset=None, build=None):
-    """Validate ``cfg``, join the workers, load and prepare the data, build the model, create the save dir.
-
-    build(prepared) -> model: the trainer's network (a Gluon block, a symbol), built
-    before anything is written so that a network that cannot be built leaves no trace.
-    In a distributed job (``cfg.kvstore`` ``dist_*``) this waits for every
-    worker, sets ``cfg.workers``, prepares this worker's shard, and only
-    worker 0 checks and prepares the save dir (the others write nothing).
-    Returns ``(ctx_list, prepared, model, group)`` (group: the
-    :class:`~stn_gluon.train.distributed.WorkerGroup`).
-    """
-    cfg.validate()
-    ctx_list = parse_ctx(cfg.ctx)
-    if not is_dist(cfg.kvstore):
-        _check_save_dir(cfg)  # before the data loads
-    group = WorkerGroup(cfg.kvstore, len(ctx_list))  # a dist store waits here for every worker and server
-    cfg.workers = group.num_workers
-    if group.dist and group.is_lead:
-        _check_save_dir(cfg)
-    if dataset is None:
-        from ..data.distortions import load_dataset
-
-        dataset = load_dataset(cfg.dataset, cfg.data_dir, download=cfg.download)
-    prepared = PreparedData(cfg, dataset, group.shard())
-    mx.random.seed(cfg.seed)
-    np.random.seed(cfg.seed)
-    model = build(prepared) if build is not None else None
-    if group.is_lead:
-        prepare_save_dir(cfg)
-    return ctx_list, prepared, model, group
-
-
-def fit(cfg, dataset=None, echo=print, on_epoch=None):
+def fit(cfg: TrainConfig, dataset: Any = None, echo: Callable[[str], None] = print,
+        on_epoch: Optional[Callable[[Dict[str, Any]], Any]] = None) -> Dict[str, Any]:
     """Train per ``cfg`` (a :class:`TrainConfig`) and write the run's files to ``cfg.save_dir``.
 
     dataset: a :class:`~stn_gluon.data.mnist.DigitDataset` (default: :func:`~stn_gluon.data.mnist.load_mnist`).
@@ -270,120 +155,74 @@ def fit(cfg, dataset=None, echo=print, on_epoch=None):
     :func:`stn_gluon.train.distributed.launch`) every worker trains its shard;
     worker 0 alone evaluates and writes, the others wait for it at a barrier
     after each epoch and at the end. Worker 0 returns the metrics, the others
-    ``{"rank": ..., "workers": ...}``.
+    ``{"rank": ..., "workers": ..., "weights_identical": ...}``.
     """
-    ctx_list, data, net, group = setup_run(cfg, dataset, lambda d: build_net(cfg, d.input_shape, d.num_classes))
-    if on_epoch is not None and group.dist:
+    run = start_run(cfg, dataset, echo)  # the run's own config: cfg is left as it is
+    if on_epoch is not None and run.group.dist:
         raise StnGluonError("on_epoch cannot stop a distributed job (only worker 0 would stop)")
-    lead = group.is_lead
-    if not lead:
-        echo = silent
-    initialize_net(net, ctx_list)
-    if cfg.hybridize:
-        net.hybridize(static_alloc=True, static_shape=True)
-    net(mx.nd.zeros((2,) + data.input_shape, ctx=ctx_list[0]))  # finish deferred init
-
-    scheduler = group.lr_scheduler(cfg, len(data.train))
-    optimizer_params = dict(wd=cfg.wd, lr_scheduler=scheduler)
-    if cfg.optimizer in ("sgd", "nag"):
-        optimizer_params["momentum"] = cfg.momentum
-    trainer = make_trainer(net.collect_params(), cfg.optimizer, optimizer_params, len(ctx_list), group)
-    recorder = RunRecorder(cfg, data.dataset, "gluon", format_ctx(ctx_list), echo)
-    resume = _resume_path(cfg)
+    net = build_net(run.cfg, run.data.input_shape, run.data.num_classes)
+    open_save_dir(run)
+    _initialize(net, run)
+    scheduler = run.group.lr_scheduler(run.cfg, len(run.data.train))
+    trainer = make_trainer(net.collect_params(), run.cfg.optimizer, optimizer_params(run.cfg, scheduler),
+                           len(run.ctx_list), run.group)
+    recorder = make_recorder(run, "gluon")
+    resume = _resume_path(run)
     if resume:  # every worker loads worker 0's checkpoint (its optimizer state is each worker's own)
-        recorder.history = _restore(resume, cfg, net, trainer, ctx_list)
+        recorder.history = _restore(resume, run, net, trainer)
     recorder.start(resume, len(recorder.history))
-    loss_fn = gluon.loss.SoftmaxCrossEntropyLoss()
 
-    lengths = epoch_lengths(cfg.epochs, len(data.train))
+    lengths = epoch_lengths(run.cfg.epochs, len(run.data.train))
     for epoch in range(len(recorder.history), len(lengths)):
-        data.set_epoch(epoch, cfg.seed)
-        tic = time.time()
-        loss_acc = [mx.nd.zeros(1, ctx=c) for c in ctx_list]
-        correct_acc = [mx.nd.zeros(1, ctx=c) for c in ctx_list]
-        seen = 0
-        batches = itertools.islice(data.train, lengths[epoch])
-        bar = progress_bar(batches, lengths[epoch], f"Epoch {epoch + 1}/{cfg.epochs}", cfg.progress and lead)
-        run_ahead = RunAhead()
-        for i, (batch, label) in enumerate(bar):
-            if data.augment is not None:
-                batch = data.augment(batch)
-            outs, ys, losses = train_step(net, trainer, loss_fn, batch, label, ctx_list,
-                                          group.grad_batch(batch.shape[0]))
-            run_ahead.push(losses[0])
-            for k, (o, y, l) in enumerate(zip(outs, ys, losses)):
-                loss_acc[k] += l.sum()
-                correct_acc[k] += (o.argmax(axis=1) == y).sum()
-            seen += batch.shape[0]
-            if cfg.progress and lead and (i % 50 == 49 or i == lengths[epoch] - 1):
-                loss_sum = sum(a.asscalar() for a in loss_acc)
-                correct = sum(a.asscalar() for a in correct_acc)
-                bar.set_postfix(loss=f"{loss_sum / seen:.4f}", acc=f"{correct / seen:.4f}",
-                                img_s=f"{seen / (time.time() - tic):.0f}", refresh=False)
-        train_loss = sum(a.asscalar() for a in loss_acc) / seen
-        train_acc = sum(a.asscalar() for a in correct_acc) / seen
-        train_seconds = time.time() - tic
-        bar.close()
-        if not lead:
-            group.barrier()  # while worker 0 evaluates and checkpoints
+        trained = _train_epoch(run, net, trainer, epoch, lengths[epoch])
+        if not run.lead:
+            run.group.barrier()  # while worker 0 evaluates and checkpoints
             continue
-        if cfg.test_each_epoch or epoch == len(lengths) - 1:
-            test_loss, test_correct, test_total = evaluate(net, data.test, ctx_list)
-        else:
-            test_loss, test_correct, test_total = float("nan"), 0, 0  # not tested
-        # images/s: of the whole job (every worker trained as many images as this one)
-        lr = group.learning_rate(trainer.learning_rate, scheduler, sum(lengths[:epoch + 1]))
-        record = recorder.end_epoch(epoch + 1, lr, train_loss, train_acc,
-                                    seen * group.num_workers, train_seconds,
-                                    time.time() - tic, test_loss, test_correct, test_total)
-        save_checkpoint(os.path.join(cfg.save_dir, CHECKPOINT_NAME),
-                        dict(epoch=epoch + 1, history=recorder.history.records, recipe=cfg.recipe_fields(),
-                             data_source=data.dataset.source),
-                        net.save_parameters, updater_state(trainer_updaters(trainer)))
-        group.barrier()
+        record = _end_epoch(run, net, trainer, recorder, trained, lr=run.group.learning_rate(
+            trainer.learning_rate, scheduler, sum(lengths[:epoch + 1])))
+        run.group.barrier()
         if on_epoch is not None and on_epoch(record):
             break
 
-    return end_job(group, {k: p.data(ctx_list[0]) for k, p in net.collect_params().items()},
-                   lambda extra: _finish(cfg, net, data, recorder, ctx_list, extra), echo)
-
-
-def silent(*_args, **_kwargs):
-    """The echo of workers other than worker 0 (it reports for the job)."""
-
-
-def end_job(group, weights, report, echo, key=None):
-    """The end of a run, for both trainers: the workers compare their final ``weights`` (``{name: NDArray}``;
-    ``key``: the kvstore key to do it under); worker 0 calls ``report(extra)`` (``extra``: the ``distributed``
-    entry of ``metrics.json``) and returns its metrics while the others wait, and they return
-    ``{"rank", "workers", "weights_identical"}``."""
-    identical = group.compare_weights(weights, key=key)
-    if not group.is_lead:
-        group.barrier()  # while worker 0 exports and reports
-        return dict(rank=group.rank, workers=group.num_workers, weights_identical=identical)
-    metrics = report(distributed_info(group, identical, echo))
-    group.barrier()
+    identical = run.group.compare_weights({k: p.data(run.ctx_list[0]) for k, p in net.collect_params().items()})
+    if not run.lead:
+        return wait_for_lead(run, identical)
+    metrics = _finish(run, net, recorder, distributed_info(run, identical))
+    release_workers(run)
     return metrics
 
 
-def distributed_info(group, identical, echo):
-    """``metrics.json``'s ``distributed`` entry of a distributed job (``{}`` otherwise); reports
-    whether the workers ended with identical weights."""
-    if not group.dist:
-        return {}
-    if identical is not None:
-        echo(f"Weights of the {group.num_workers} workers at the end: "
-             f"{'identical' if identical else 'DIFFERENT (this should not happen in a synchronous job)'}")
-    return dict(distributed=dict(group.describe(), weights_identical=identical))
+def _initialize(net: Any, run: Run) -> None:
+    """Initialise ``net``'s weights on the run's devices, hybridize it (``cfg.hybridize``), finish deferred init."""
+    initialize_net(net, run.ctx_list)
+    if run.cfg.hybridize:
+        net.hybridize(static_alloc=True, static_shape=True)
+    net(mx.nd.zeros((2,) + tuple(run.data.input_shape), ctx=run.ctx_list[0]))
 
 
-def _restore(path, cfg, net, trainer, ctx_list):
+def _resume_path(run: Run) -> Optional[str]:
+    """The checkpoint ``cfg.resume`` names (``"auto"``: the save dir's), or ``None`` to start from scratch."""
+    resume = run.cfg.resume
+    if not resume:
+        return None
+    if resume == "auto":
+        path = os.path.join(run.save_dir, CHECKPOINT_NAME)
+        if os.path.exists(path):
+            return path
+        nothing_to_resume(run, CHECKPOINT_NAME)
+        return None
+    return os.path.join(resume, CHECKPOINT_NAME) if os.path.isdir(resume) else resume
+
+
+def _restore(path: str, run: Run, net: Any, trainer: gluon.Trainer) -> History:
+    """Load the checkpoint at ``path`` into ``net`` and ``trainer``'s optimizer; returns its history."""
     with load_checkpoint(path) as (meta, params_file, optimizer_state):
-        check_recipe(cfg.recipe_differences(meta.get("recipe", {})), path)
+        check_recipe(run.cfg.recipe_differences(meta.get("recipe", {})), path)
         try:
-            net.load_parameters(params_file, ctx=ctx_list)
+            net.load_parameters(params_file, ctx=run.ctx_list)
             if optimizer_state is not None:
-                restore_updater_state(trainer_updaters(trainer), *optimizer_state, source=path)
+                arrays, info = optimizer_state
+                restore_updater_state(trainer_updaters(trainer), arrays, info, source=path)
         except (mx.base.MXNetError, AssertionError, ValueError) as err:
             raise CheckpointError(f"checkpoint {path} does not fit this model "
                                   f"({mxnet_message(err)})") from None
@@ -394,23 +233,83 @@ def _restore(path, cfg, net, trainer, ctx_list):
     return history
 
 
-def _final_test(recorder, data, net, ctx_list):
-    last = recorder.history.last
-    if last is not None and last["epoch"] == len(epoch_lengths(recorder.cfg.epochs, len(data.train))):
-        total = data.num_test
-        return last["test_loss"], int(round(last["test_acc"] * total)), total
-    return evaluate(net, data.test, ctx_list)
+class TrainedEpoch(NamedTuple):
+    """What one worker's pass over an epoch's batches measured."""
+    epoch: int  # 0-based
+    loss: float
+    accuracy: float
+    images: int  # this worker's
+    train_seconds: float
+    started: float  # time.time() at the start
 
 
-def _finish(cfg, net, data, recorder, ctx_list, extra):
-    """Export the hybridized model, then metrics (with ``extra``) and plots (the STN's from the export, as tools
-    will load it)."""
-    sample = data.test_sample(64)
-    example = mx.nd.array(sample, ctx=ctx_list[0])
-    prefix = os.path.join(cfg.save_dir, DEFAULT_PREFIX)
-    export_block(net, prefix, example,
-                 meta=data.model_meta(cfg, "gluon", config=getattr(net, "config", {})))
-    drop_stale_derived(cfg.save_dir)
-    return recorder.finish(*_final_test(recorder, data, net, ctx_list),
-                           model_files=[prefix + "-symbol.json", prefix + "-0000.params"],
-                           stn_sample=data.explained_sample(load_model(cfg.save_dir, ctx_list[:1])), **extra)
+def _train_epoch(run: Run, net: Any, trainer: gluon.Trainer, epoch: int, batches: int) -> TrainedEpoch:
+    """Train epoch ``epoch`` (0-based) of ``batches`` batches: this worker's shard, with a progress bar."""
+    cfg, data, ctx_list = run.cfg, run.data, run.ctx_list
+    data.set_epoch(epoch, cfg.seed)
+    tic = time.time()
+    loss_fn = gluon.loss.SoftmaxCrossEntropyLoss()
+    loss_acc = [mx.nd.zeros(1, ctx=c) for c in ctx_list]
+    correct_acc = [mx.nd.zeros(1, ctx=c) for c in ctx_list]
+    seen = 0
+    shown = cfg.progress and run.lead
+    bar = progress_bar(itertools.islice(data.train, batches), batches, f"Epoch {epoch + 1}/{cfg.epochs}", shown)
+    run_ahead = RunAhead()
+    for i, (batch, label) in enumerate(bar):
+        if data.augment is not None:
+            batch = data.augment(batch)
+        outs, ys, losses = train_step(net, trainer, loss_fn, batch, label, ctx_list,
+                                      run.group.grad_batch(batch.shape[0]))
+        run_ahead.push(losses[0])
+        for k, (o, y, l) in enumerate(zip(outs, ys, losses)):
+            loss_acc[k] += l.sum()
+            correct_acc[k] += (o.argmax(axis=1) == y).sum()
+        seen += batch.shape[0]
+        if shown and (i % 50 == 49 or i == batches - 1):
+            bar.set_postfix(loss=f"{_total(loss_acc) / seen:.4f}", acc=f"{_total(correct_acc) / seen:.4f}",
+                            img_s=f"{seen / (time.time() - tic):.0f}", refresh=False)
+    trained = TrainedEpoch(epoch, _total(loss_acc) / seen, _total(correct_acc) / seen, seen, time.time() - tic, tic)
+    bar.close()
+    return trained
+
+
+def _total(per_context: List[Any]) -> float:
+    return float(sum(a.asscalar() for a in per_context))
+
+
+def _end_epoch(run: Run, net: Any, trainer: gluon.Trainer, recorder: RunRecorder, trained: TrainedEpoch,
+               lr: float) -> Dict[str, Any]:
+    """Worker 0 after an epoch: test (every epoch, or the last only), record and checkpoint; the record."""
+    cfg = run.cfg
+    last = trained.epoch == len(epoch_lengths(cfg.epochs, len(run.data.train))) - 1
+    test = evaluate(net, run.data.test, run.ctx_list) if cfg.test_each_epoch or last else (float("nan"), 0, 0)
+    # images/s: of the whole job (every worker trained as many images as this one)
+    record = recorder.end_epoch(trained.epoch + 1, lr, trained.loss, trained.accuracy,
+                                trained.images * run.group.num_workers, trained.train_seconds,
+                                time.time() - trained.started, *test)
+    save_checkpoint(os.path.join(run.save_dir, CHECKPOINT_NAME), dict(epoch=trained.epoch + 1,
+                                                                      **resume_state(run, recorder)),
+                    net.save_parameters, updater_state(trainer_updaters(trainer)))
+    return record
+
+
+class _TrainedModel(NamedTuple):
+    """The trained network in memory, shaped as :func:`~stn_gluon.nn.explain.explain_batch` reads a model."""
+    net: Any
+    stn: Any
+    meta: Dict[str, Any]
+    prefix: str
+
+
+def _finish(run: Run, net: Any, recorder: RunRecorder, extra: Dict[str, Any]) -> Dict[str, Any]:
+    """Worker 0 at the end: export the hybridized model, then metrics (with ``extra``) and plots (the STN's
+    drawn by the trained network)."""
+    cfg, data = run.cfg, run.data
+    prefix = os.path.join(run.save_dir, DEFAULT_PREFIX)
+    meta = data.model_meta(cfg, "gluon", config=getattr(net, "config", {}))
+    export_block(net, prefix, mx.nd.array(data.test_sample(64), ctx=run.ctx_list[0]), meta=meta)
+    drop_stale_derived(run.save_dir)
+    test = recorded_final_test(run, recorder) or evaluate(net, data.test, run.ctx_list)
+    trained = _TrainedModel(net, getattr(net, "stn", None), meta, prefix)
+    return recorder.finish(*test, model_files=[prefix + "-symbol.json", prefix + "-0000.params"],
+                           stn_sample=data.explained_sample(trained), **extra)

@@ -1,7 +1,8 @@
 """Training the symbolic STN classifier with ``mx.mod.Module.fit`` (``stn-gluon train-symbol``).
 
-Shares everything but the loop with the Gluon trainer: the configuration and
-LR schedule (:mod:`stn_gluon.train.gluon`), the in-memory batches and
+Shares everything but the loop with the Gluon trainer: the run's steps (:mod:`stn_gluon.train.steps`:
+start, save dir, recorder, optimizer arguments, the end of a distributed job), the configuration and LR
+schedule (:mod:`stn_gluon.train.recipes`, :mod:`stn_gluon.train.schedule`), the in-memory batches and
 augmentation (:mod:`stn_gluon.data.mnist`), the history, metrics and plots
 (:class:`stn_gluon.train.reporting.RunRecorder`), atomic writes (:mod:`stn_gluon._runtime.files`).
 
@@ -20,21 +21,24 @@ import os
 import re
 import time
 import warnings
+from typing import Any, Callable, Dict, List, NamedTuple, Optional, Tuple
 
 import mxnet as mx
 
-from .._runtime.devices import format_ctx
-from ..nn.architecture import LENET_MODELS, default_initializer
-from .recipes import resolve_architecture
+from .._runtime import mxnet_internals
 from .._runtime.errors import CheckpointError, StnGluonError, mxnet_message
-from .distributed import FINGERPRINT_NAME
-from ..export.saved import DEFAULT_PREFIX, load_model, write_model_meta
 from .._runtime.files import atomic_path, write_json
+from ..export.saved import DEFAULT_PREFIX, load_model, resolve_model, write_model_meta
+from ..nn.architecture import LENET_MODELS, default_initializer
+from ..symbol.stn_symbol import get_symbol_for  # type: ignore[import-not-found]  # installed from symbol/
+from .distributed import FINGERPRINT_NAME
+from .gluon import evaluate
 from .optstate import module_updaters, restore_updater_state, updater_state
-from .runs import RunExistsError, describe_run, drop_stale_derived, inspect_run
+from .recipes import TrainConfig, resolve_architecture
 from .reporting import History, RunRecorder, check_recipe
-from .gluon import end_job, evaluate, setup_run, silent
-from ..symbol.stn_symbol import get_symbol_for
+from .runs import drop_stale_derived
+from .steps import (PreparedData, Run, distributed_info, make_recorder, nothing_to_resume, open_save_dir,
+                    optimizer_params, recorded_final_test, release_workers, resume_state, start_run, wait_for_lead)
 
 __all__ = ["BatchIter", "fit_module", "latest_checkpoint"]
 
@@ -50,7 +54,7 @@ class BatchIter(mx.io.DataIter):
     redraws the augmentation deterministically per epoch.
     """
 
-    def __init__(self, batches, prepared=None, seed=0, epoch=0):
+    def __init__(self, batches: Any, prepared: Optional[PreparedData] = None, seed: int = 0, epoch: int = 0) -> None:
         super().__init__(batches.batch_size)
         self.batches, self.prepared, self.seed = batches, prepared, seed
         self.epoch = epoch
@@ -59,36 +63,36 @@ class BatchIter(mx.io.DataIter):
         self.provide_label = [mx.io.DataDesc("softmax_label", (batches.batch_size,))]
         self._start()
 
-    def _start(self):
+    def _start(self) -> None:
         if self.prepared is not None:
             self.prepared.set_epoch(self.epoch, self.seed)
         self._it = iter(self.batches)
 
-    def reset(self):
+    def reset(self) -> None:
         if self.prepared is not None:
             self.epoch += 1
         self._start()
 
-    def next(self):
+    def next(self) -> Any:
         data, label = next(self._it)  # full batches only: ArrayBatches discards or divides evenly
         if self.prepared is not None and self.prepared.augment is not None:
             data = self.prepared.augment(data)
         return mx.io.DataBatch([data], [label])
 
 
-def _epochs_in(prefix):
+def _epochs_in(prefix: str) -> List[int]:
     return sorted(int(m.group(1)) for f in glob.glob(glob.escape(prefix) + "-*.params")
                   if (m := re.search(r"-(\d{4})\.params$", f)))
 
 
-def latest_checkpoint(save_dir):
+def latest_checkpoint(save_dir: str) -> Optional[Tuple[str, int]]:
     """``(prefix, epoch)`` of the newest Module checkpoint in ``save_dir``, or ``None``."""
     prefix = os.path.join(save_dir, DEFAULT_PREFIX)
     epochs = _epochs_in(prefix)
     return (prefix, epochs[-1]) if epochs and os.path.isfile(prefix + "-symbol.json") else None
 
 
-def _save(module, prefix, epoch, state):
+def _save(module: Any, prefix: str, epoch: int, state: Dict[str, Any]) -> None:
     """Atomically write ``prefix-NNNN.params``, ``.optimizer(.json)`` and the resume state (symbol once)."""
     if not os.path.isfile(prefix + "-symbol.json"):
         with atomic_path(prefix + "-symbol.json") as tmp:
@@ -106,7 +110,7 @@ def _save(module, prefix, epoch, state):
     write_json(os.path.join(os.path.dirname(prefix), STATE_FILE), dict(state, epoch=epoch))
 
 
-def _optimizer_state(prefix, epoch):
+def _optimizer_state(prefix: str, epoch: int) -> Optional[Tuple[Dict[str, Any], Dict[str, Any]]]:
     """The optimizer state saved with epoch ``epoch``: ``(arrays, info)``, or ``None`` if there is none.
 
     A pickled ``.states`` file (older versions) is refused, never opened.
@@ -130,38 +134,52 @@ def _optimizer_state(prefix, epoch):
     return None
 
 
-def _load_resume(cfg, path, symbol):
-    """Read a Module checkpoint to resume: ``(arg_params, aux_params, optimizer_state, history, epoch)``."""
-    if path == "auto":
-        found = latest_checkpoint(cfg.save_dir)
+class Resumed(NamedTuple):
+    """A Module checkpoint read to continue from (:func:`_load_resume`)."""
+    arg_params: Dict[str, Any]
+    aux_params: Dict[str, Any]
+    optimizer_state: Optional[Tuple[Dict[str, Any], Dict[str, Any]]]
+    history: History
+    epoch: int
+
+
+def _load_resume(run: Run, symbol: Any) -> Optional[Resumed]:
+    """Read the Module checkpoint ``cfg.resume`` names (``"auto"``: the save dir's latest); ``None`` to start
+    from scratch."""
+    cfg = run.cfg
+    if not cfg.resume:
+        return None
+    if cfg.resume == "auto":
+        found = latest_checkpoint(run.save_dir)
         if found is None:
-            there = inspect_run(cfg.save_dir)
-            if there is not None:
-                raise RunExistsError(f"{cfg.save_dir} holds {describe_run(there)} but no Module checkpoint to "
-                                     f"continue; replace it with --overwrite or choose another --save-dir")
-            log.warning("--resume: no Module checkpoint in %s yet, starting from scratch", cfg.save_dir)
+            nothing_to_resume(run, "Module checkpoint")
             return None
         prefix, epoch = found
     else:
-        from ..export.saved import resolve_model
-        prefix, epoch = resolve_model(path)
-    state_file = os.path.join(os.path.dirname(prefix), STATE_FILE)
-    history = History()
-    if os.path.isfile(state_file):
-        try:
-            with open(state_file) as f:
-                state = json.load(f)
-        except (OSError, ValueError) as err:
-            raise CheckpointError(f"{state_file} is damaged ({err})") from None
-        check_recipe(cfg.recipe_differences(state.get("recipe", {})), prefix)
-        history = History([r for r in state.get("history", []) if r["epoch"] <= epoch])
+        prefix, epoch = resolve_model(cfg.resume)
+    history = _resume_history(cfg, prefix, epoch)
     try:
         saved_sym, arg, aux = mx.model.load_checkpoint(prefix, epoch)
     except (mx.base.MXNetError, OSError, ValueError) as err:
         raise CheckpointError(f"checkpoint {prefix}-{epoch:04d}.params is damaged ({mxnet_message(err)})") from None
     if sorted(saved_sym.list_arguments()) != sorted(symbol.list_arguments()):
         raise CheckpointError(f"checkpoint {prefix}-symbol.json is another network than {cfg.model}")
-    return arg, aux, _optimizer_state(prefix, epoch), history, epoch
+    return Resumed(arg, aux, _optimizer_state(prefix, epoch), history, epoch)
+
+
+def _resume_history(cfg: TrainConfig, prefix: str, epoch: int) -> History:
+    """The history up to ``epoch`` from the ``train_state.json`` beside ``prefix`` (empty if there is none),
+    after checking that it was made with ``cfg``'s recipe."""
+    state_file = os.path.join(os.path.dirname(prefix), STATE_FILE)
+    if not os.path.isfile(state_file):
+        return History()
+    try:
+        with open(state_file) as f:
+            state = json.load(f)
+    except (OSError, ValueError) as err:
+        raise CheckpointError(f"{state_file} is damaged ({err})") from None
+    check_recipe(cfg.recipe_differences(state.get("recipe", {})), prefix)
+    return History([r for r in state.get("history", []) if r["epoch"] <= epoch])
 
 
 class _quiet_module_warnings(logging.Filter):
@@ -169,17 +187,17 @@ class _quiet_module_warnings(logging.Filter):
 
     NOISE = ("Already bound", "Parameters already initialized", "optimizer already initialized")
 
-    def filter(self, record):
+    def filter(self, record: logging.LogRecord) -> bool:
         return not str(record.msg).startswith(self.NOISE)
 
-    def __enter__(self):
+    def __enter__(self) -> "_quiet_module_warnings":
         logging.getLogger().addFilter(self)
         self._warnings = warnings.catch_warnings()
         self._warnings.__enter__()
         warnings.filterwarnings("ignore", message="|".join(self.NOISE))
         return self
 
-    def __exit__(self, *exc):
+    def __exit__(self, *exc: Any) -> None:
         self._warnings.__exit__(*exc)
         logging.getLogger().removeFilter(self)
 
@@ -191,134 +209,164 @@ _QUIET_LOG.setLevel(logging.WARNING)
 class _update_on_kvstore:
     """Module reads where to run the optimizer from ``MXNET_UPDATE_ON_KVSTORE`` (None: leave it as it is)."""
 
-    def __init__(self, on):
+    def __init__(self, on: Optional[bool]) -> None:
         self.on = on
 
-    def __enter__(self):
+    def __enter__(self) -> None:
         self.saved = os.environ.get("MXNET_UPDATE_ON_KVSTORE")
         if self.on is not None:
             os.environ["MXNET_UPDATE_ON_KVSTORE"] = "1" if self.on else "0"
 
-    def __exit__(self, *exc):
+    def __exit__(self, *exc: Any) -> None:
         if self.saved is None:
             os.environ.pop("MXNET_UPDATE_ON_KVSTORE", None)
         else:
             os.environ["MXNET_UPDATE_ON_KVSTORE"] = self.saved
 
 
-def _check_input(symbol, shape):
+def _check_config(cfg: TrainConfig) -> None:
+    """Refuse, with one line, what the Module trainer cannot train (before anything starts)."""
+    if cfg.model not in LENET_MODELS:
+        raise StnGluonError(f"train-symbol: model {cfg.model!r} has no symbolic form ({' or '.join(LENET_MODELS)})")
+    if cfg.epochs != int(cfg.epochs):
+        raise StnGluonError(f"train-symbol: Module.fit trains whole epochs only, got epochs {cfg.epochs}",
+                            params=("epochs",))
+
+
+def _check_input(symbol: Any, shape: Tuple[int, ...]) -> None:
     try:
         symbol.infer_shape(data=shape)
     except mx.base.MXNetError as err:
         raise StnGluonError(f"the network does not accept input {shape[1:]} ({mxnet_message(err)})") from None
 
 
-def fit_module(cfg, dataset=None, echo=print, symbol=None):
+def fit_module(cfg: TrainConfig, dataset: Any = None, echo: Callable[[str], None] = print,
+               symbol: Any = None) -> Dict[str, Any]:
     """Train the network of ``cfg`` (or ``symbol``) with ``Module.fit``; returns the metrics dict.
 
     The graph is :func:`~stn_gluon.symbol.get_symbol_for` of the architecture
     the Gluon trainer would build (:func:`~stn_gluon.train.recipes.resolve_architecture`);
     a configuration the Module path cannot express is refused with one line.
+    A distributed job ends as :func:`~stn_gluon.train.gluon.fit`'s does.
     """
-    if cfg.model not in LENET_MODELS:
-        raise StnGluonError(f"train-symbol: model {cfg.model!r} has no symbolic form ({' or '.join(LENET_MODELS)})")
-    if cfg.epochs != int(cfg.epochs):
-        raise StnGluonError(f"train-symbol: Module.fit trains whole epochs only, got epochs {cfg.epochs}",
-                            params=("epochs",))
-    # the network `stn-gluon train` builds with these settings, or a one-line refusal
-    ctx_list, data, symbol, group = setup_run(cfg, dataset, lambda d: symbol if symbol is not None else
-                                       get_symbol_for(resolve_architecture(cfg, d.input_shape, d.num_classes)))
-    _check_input(symbol, (cfg.batch_size,) + data.input_shape)
-    prefix = os.path.join(cfg.save_dir, DEFAULT_PREFIX)
-    lead = group.is_lead
-    recorder = RunRecorder(cfg, data.dataset, "module", format_ctx(ctx_list), echo if lead else silent)
-    resumed = _load_resume(cfg, cfg.resume, symbol) if cfg.resume else None
-    begin_epoch = 0
-    arg_params = aux_params = None
+    _check_config(cfg)
+    run = start_run(cfg, dataset, echo)  # the run's own config: cfg is left as it is
+    if symbol is None:  # the network `stn-gluon train` builds with these settings, or a one-line refusal
+        symbol = get_symbol_for(resolve_architecture(run.cfg, run.data.input_shape, run.data.num_classes))
+    _check_input(symbol, (run.cfg.batch_size,) + tuple(run.data.input_shape))
+    open_save_dir(run)
+    recorder = make_recorder(run, "module")
+    resumed = _load_resume(run, symbol)
+    begin_epoch = resumed.epoch if resumed else 0
     if resumed:
-        arg_params, aux_params, optimizer_state, recorder.history, begin_epoch = resumed
+        recorder.history = resumed.history
+    prefix = os.path.join(run.save_dir, DEFAULT_PREFIX)
     recorder.start(f"{prefix}-{begin_epoch:04d}.params" if resumed else None, begin_epoch)
 
-    train_iter = BatchIter(data.train, data, seed=cfg.seed, epoch=begin_epoch)
-    test_iter = BatchIter(data.test)
-    iters = len(data.train)
-    scheduler = group.lr_scheduler(cfg, iters)
-    optimizer_params = dict(wd=cfg.wd, lr_scheduler=scheduler,
-                            begin_num_update=begin_epoch * iters,
-                            rescale_grad=1.0 / group.grad_batch(cfg.batch_size))
-    if cfg.optimizer in ("sgd", "nag"):
-        optimizer_params["momentum"] = cfg.momentum
+    train_iter = BatchIter(run.data.train, run.data, seed=run.cfg.seed, epoch=begin_epoch)
+    scheduler = run.group.lr_scheduler(run.cfg, len(run.data.train))
+    module = _make_module(run, symbol, train_iter, scheduler, resumed)
+    if begin_epoch < run.cfg.epochs:
+        _train(run, module, train_iter, _EpochEnds(run, module, recorder, scheduler), begin_epoch)
+
+    identical = run.group.compare_weights(module.get_params()[0], key=FINGERPRINT_NAME)
+    if not run.lead:
+        return wait_for_lead(run, identical)
+    metrics = _report(run, recorder, begin_epoch, distributed_info(run, identical))
+    release_workers(run)
+    return metrics
+
+
+def _make_module(run: Run, symbol: Any, train_iter: BatchIter, scheduler: Any,
+                 resumed: Optional[Resumed]) -> mx.mod.Module:
+    """The bound Module with its weights (initialised, or resumed) and its optimizer (state resumed too)."""
+    cfg, group = run.cfg, run.group
+    iters = len(run.data.train)
+    begin_epoch = resumed.epoch if resumed else 0
+    params = optimizer_params(cfg, scheduler, begin_num_update=begin_epoch * iters,
+                              rescale_grad=1.0 / group.grad_batch(cfg.batch_size))
     # Module.fit logs each epoch's metrics: worker 0's are enough
-    module = mx.mod.Module(symbol, context=ctx_list, logger=logging if lead else _QUIET_LOG)
+    module = mx.mod.Module(symbol, context=run.ctx_list, logger=logging if run.lead else _QUIET_LOG)
     module.bind(train_iter.provide_data, train_iter.provide_label)
-    module.init_params(default_initializer(), arg_params=arg_params, aux_params=aux_params, allow_missing=False)
+    module.init_params(default_initializer(), arg_params=resumed.arg_params if resumed else None,
+                       aux_params=resumed.aux_params if resumed else None, allow_missing=False)
     with _update_on_kvstore(group.update_on_kvstore):
-        module.init_optimizer(kvstore=group.kvstore if group.dist or len(ctx_list) > 1 else "local",
-                              optimizer=cfg.optimizer, optimizer_params=optimizer_params)
+        module.init_optimizer(kvstore=group.kvstore if group.dist or len(run.ctx_list) > 1 else "local",
+                              optimizer=cfg.optimizer, optimizer_params=params)
     if group.dist and group.sync:  # start from worker 0's weights (the kvstore was initialised from them)
         arg, aux = module.get_params()
         for name, array in arg.items():
             group.kvstore.pull(name, out=array)
         module.set_params(arg, aux)
-    if resumed and optimizer_state:
-        restore_updater_state(module_updaters(module), *optimizer_state, source=f"{prefix}-{begin_epoch:04d}")
-        module._optimizer.num_update = begin_epoch * iters
-    timer = {"tic": time.time(), "train": 0.0, "metric": None}
+    if resumed and resumed.optimizer_state:
+        arrays, info = resumed.optimizer_state
+        restore_updater_state(module_updaters(module), arrays, info,
+                              source=os.path.join(run.save_dir, f"{DEFAULT_PREFIX}-{begin_epoch:04d}"))
+        mxnet_internals.module_optimizer(module).num_update = begin_epoch * iters
+    return module
 
-    def on_batch(param):
-        timer["metric"] = dict(param.eval_metric.get_name_value())
-        if param.nbatch == iters - 1:
-            timer["train"] = time.time() - timer["tic"]
 
-    def on_eval(param):
-        epoch = param.epoch + 1
+class _EpochEnds:
+    """What happens between Module.fit's epochs (its callbacks): worker 0 records the epoch and checkpoints it,
+    the other workers wait for that."""
+
+    def __init__(self, run: Run, module: Any, recorder: RunRecorder, scheduler: Any) -> None:
+        self.run, self.module, self.recorder, self.scheduler = run, module, recorder, scheduler
+        self.iters = len(run.data.train)
+        self.prefix = os.path.join(run.save_dir, DEFAULT_PREFIX)
+        self.tic, self.train_seconds = time.time(), 0.0
+        self.train_metric: Dict[str, float] = {}
+
+    def batch_end(self, param: Any) -> None:
+        """After each batch: keep the training metric, and the time when the epoch's last batch is done."""
+        self.train_metric = dict(param.eval_metric.get_name_value())
+        if param.nbatch == self.iters - 1:
+            self.train_seconds = time.time() - self.tic
+
+    def tested(self, param: Any) -> None:
+        """Worker 0, the epoch tested: record it, checkpoint it, then let the other workers go on."""
+        run, epoch = self.run, param.epoch + 1
         test = dict(param.eval_metric.get_name_value())
-        total = data.num_test
-        train = timer["metric"] or {}
-        lr = group.learning_rate(module._optimizer.learning_rate, scheduler, epoch * iters)
-        recorder.end_epoch(epoch, lr, train.get("cross-entropy", float("nan")),
-                           train.get("accuracy", float("nan")), iters * group.grad_batch(cfg.batch_size),
-                           timer["train"],
-                           time.time() - timer["tic"], test["cross-entropy"],
-                           int(round(test["accuracy"] * total)), total)
-        _save(module, prefix, epoch, dict(history=recorder.history.records, recipe=cfg.recipe_fields(),
-                                          data_source=data.dataset.source))
-        group.barrier()  # the other workers wait for this checkpoint
-        timer["tic"] = time.time()
+        total = run.data.num_test
+        lr = run.group.learning_rate(mxnet_internals.module_optimizer(self.module).learning_rate, self.scheduler,
+                                     epoch * self.iters)
+        self.recorder.end_epoch(epoch, lr, self.train_metric.get("cross-entropy", float("nan")),
+                                self.train_metric.get("accuracy", float("nan")),
+                                self.iters * run.group.grad_batch(run.cfg.batch_size), self.train_seconds,
+                                time.time() - self.tic, test["cross-entropy"],
+                                int(round(test["accuracy"] * total)), total)
+        _save(self.module, self.prefix, epoch, resume_state(run, self.recorder))
+        run.group.barrier()  # the other workers wait for this checkpoint
+        self.tic = time.time()
 
-    def wait_for_lead(_epoch, _symbol, _arg, _aux):
-        timer["tic"] = time.time()
-        group.barrier()  # while worker 0 evaluates and checkpoints
-
-    batch_callbacks = [on_batch]
-    if cfg.progress and lead:
-        batch_callbacks.append(mx.callback.Speedometer(cfg.batch_size, frequent=100, auto_reset=False))
-    metrics = mx.metric.create(["acc", "ce"])
-    if begin_epoch < cfg.epochs:
-        with _quiet_module_warnings():
-            # worker 0 alone evaluates (and checkpoints, in on_eval)
-            module.fit(train_iter, eval_data=test_iter if lead else None, eval_metric=metrics,
-                       begin_epoch=begin_epoch, num_epoch=int(cfg.epochs), batch_end_callback=batch_callbacks,
-                       eval_end_callback=on_eval, epoch_end_callback=None if lead else wait_for_lead)
-    return end_job(group, module.get_params()[0],
-                   lambda extra: _report(cfg, data, recorder, prefix, begin_epoch, ctx_list, extra), echo,
-                   key=FINGERPRINT_NAME)
+    def wait_for_lead(self, *_checkpoint: Any) -> None:
+        """A worker other than worker 0, at the end of an epoch: wait while worker 0 tests and checkpoints."""
+        self.tic = time.time()
+        self.run.group.barrier()
 
 
-def _report(cfg, data, recorder, prefix, begin_epoch, ctx_list, extra):
+def _train(run: Run, module: Any, train_iter: BatchIter, ends: _EpochEnds, begin_epoch: int) -> None:
+    """``Module.fit`` from ``begin_epoch`` to the last epoch; worker 0 alone tests (and checkpoints)."""
+    batch_callbacks: List[Callable[[Any], None]] = [ends.batch_end]
+    if run.cfg.progress and run.lead:
+        batch_callbacks.append(mx.callback.Speedometer(run.cfg.batch_size, frequent=100, auto_reset=False))
+    with _quiet_module_warnings():
+        module.fit(train_iter, eval_data=BatchIter(run.data.test) if run.lead else None,
+                   eval_metric=mx.metric.create(["acc", "ce"]), begin_epoch=begin_epoch,
+                   num_epoch=int(run.cfg.epochs), batch_end_callback=batch_callbacks,
+                   eval_end_callback=ends.tested, epoch_end_callback=None if run.lead else ends.wait_for_lead)
+
+
+def _report(run: Run, recorder: RunRecorder, begin_epoch: int, extra: Dict[str, Any]) -> Dict[str, Any]:
     """Worker 0, at the end: the model's ``model.json``, then metrics (with ``extra``) and plots."""
-    last_epoch = latest_checkpoint(cfg.save_dir)
+    cfg, data = run.cfg, run.data
+    prefix = os.path.join(run.save_dir, DEFAULT_PREFIX)
+    last_epoch = latest_checkpoint(run.save_dir)
     write_model_meta(prefix, last_epoch[1] if last_epoch else begin_epoch,
                      data.model_meta(cfg, "module", symbol_inputs=["data"]))
-    drop_stale_derived(cfg.save_dir)
-
-    model = load_model(cfg.save_dir, ctx_list[:1])
-    last = recorder.history.last
-    total = data.num_test
-    if last is not None and last["epoch"] == cfg.epochs:
-        test_loss, test_correct = last["test_loss"], int(round(last["test_acc"] * total))
-    else:  # a checkpoint without its history (from elsewhere) that was already complete
-        test_loss, test_correct, total = evaluate(model.net, data.test, ctx_list[:1])
-    return recorder.finish(test_loss, test_correct, total,
-                           model_files=[prefix + "-symbol.json", f"{prefix}-{model.epoch:04d}.params"],
+    drop_stale_derived(run.save_dir)
+    model = load_model(run.save_dir, run.ctx_list[:1])  # the checkpoint is the model: nothing else exported
+    # a checkpoint without its history (from elsewhere) that was already complete: test it here
+    test = recorded_final_test(run, recorder) or evaluate(model.net, data.test, run.ctx_list[:1])
+    return recorder.finish(*test, model_files=[prefix + "-symbol.json", f"{prefix}-{model.epoch:04d}.params"],
                            stn_sample=data.explained_sample(model), **extra)

@@ -10,10 +10,11 @@ into a freshly built optimizer of the same recipe, training continues exactly
 as it would have.
 """
 import logging
-from typing import Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 import mxnet as mx
 
+from .._runtime import mxnet_internals as internals
 from .._runtime.errors import CheckpointError
 
 __all__ = ["trainer_updaters", "module_updaters", "updater_state", "restore_updater_state"]
@@ -22,7 +23,7 @@ STATE_FORMAT = 1
 log = logging.getLogger(__name__)
 
 
-def trainer_updaters(trainer: mx.gluon.Trainer) -> list:
+def trainer_updaters(trainer: mx.gluon.Trainer) -> List[Any]:
     """The updaters of a Gluon ``Trainer`` (one per context, or the kvstore's), initialised.
 
     A trainer told to update locally (``update_on_kvstore=False``, as in a
@@ -31,33 +32,30 @@ def trainer_updaters(trainer: mx.gluon.Trainer) -> list:
     loaded its checkpoint, the dist kvstore's server aborted with "init 9
     first" on loopback, MXNet 1.9.1; set up by the first step it never did.)
     """
-    if trainer._kvstore_params.get("update_on_kvstore") is False:
-        return list(trainer._updaters)
-    if trainer._kvstore_params.get("update_on_kvstore") and "dist" in getattr(
-            trainer._kvstore_params.get("kvstore"), "type", ""):
+    kvstore, update_on_kvstore = internals.trainer_kvstore_args(trainer)
+    if update_on_kvstore is False:
+        return internals.trainer_updaters(trainer)
+    if update_on_kvstore and "dist" in getattr(kvstore, "type", ""):
         return []  # dist_async: the servers hold the optimizer
-    if not trainer._kv_initialized:
-        trainer._init_kvstore()
-    if trainer._params_to_init:
-        trainer._init_params()
-    if trainer._update_on_kvstore:
-        return _kvstore_updaters(trainer._kvstore)
-    return list(trainer._updaters)
+    store, updates_on_store = internals.init_trainer_kvstore(trainer)
+    if updates_on_store:
+        return _kvstore_updaters(store)
+    return internals.trainer_updaters(trainer)
 
 
-def _kvstore_updaters(kvstore) -> list:
+def _kvstore_updaters(kvstore: Any) -> List[Any]:
     """The kvstore's updater; none where the servers hold it (a ``dist_async`` job)."""
-    return [kvstore._updater] if kvstore._updater is not None else []
+    updater = internals.kvstore_updater(kvstore)
+    return [updater] if updater is not None else []
 
 
-def module_updaters(module: mx.mod.Module) -> list:
+def module_updaters(module: mx.mod.Module) -> List[Any]:
     """The updater of a ``Module`` whose optimizer is initialised (its own, or the kvstore's)."""
-    if module._update_on_kvstore:
-        return _kvstore_updaters(module._kvstore)
-    return [module._updater]
+    on_kvstore, kvstore, updater = internals.module_update_target(module)
+    return _kvstore_updaters(kvstore) if on_kvstore else [updater]
 
 
-def _flatten(state, arrays):
+def _flatten(state: Any, arrays: List[Any]) -> Any:
     """A state (None, NDArray, or nested tuples of them) -> its JSON layout; arrays appended."""
     if state is None:
         return None
@@ -69,7 +67,7 @@ def _flatten(state, arrays):
     raise CheckpointError(f"optimizer state of type {type(state).__name__} cannot be saved")
 
 
-def _unflatten(layout, arrays):
+def _unflatten(layout: Any, arrays: Dict[str, Any]) -> Any:
     """The inverse of :func:`_flatten`, on fresh copies (each updater updates its own in place)."""
     if layout is None:
         return None
@@ -78,7 +76,7 @@ def _unflatten(layout, arrays):
     return tuple(_unflatten(l, arrays) for l in layout)
 
 
-def _param_name(opt, key):
+def _param_name(opt: Any, key: Any) -> Optional[str]:
     """The parameter an optimizer index stands for (Gluon: ``param_dict``; Module: ``idx2name``), or None."""
     param = getattr(opt, "param_dict", {}).get(key)
     if param is not None:
@@ -86,7 +84,7 @@ def _param_name(opt, key):
     return getattr(opt, "idx2name", {}).get(key)
 
 
-def updater_state(updaters: list) -> Optional[tuple]:
+def updater_state(updaters: List[Any]) -> Optional[Tuple[Dict[str, Any], Dict[str, Any]]]:
     """``(arrays, info)``: ``{name: NDArray}`` for ``mx.nd.save`` and a JSON-able dict.
 
     The states of the first updater are saved (the others hold copies of them on
@@ -97,17 +95,19 @@ def updater_state(updaters: list) -> Optional[tuple]:
         return None
     updater = updaters[0]
     opt = updater.optimizer
-    flat, entries = [], []
+    flat: List[Any] = []
+    entries = []
     for key in sorted(updater.states, key=lambda k: (isinstance(k, str), k)):
         entries.append(dict(key=key, name=_param_name(opt, key), layout=_flatten(updater.states[key], flat)))
     arrays = {f"s{i}": a.as_in_context(mx.cpu()) for i, a in enumerate(flat)}
-    counts = {str(dev): [[k, v] for k, v in c.items()] for dev, c in opt._all_index_update_counts.items()}
+    counts = {str(dev): [[k, v] for k, v in c.items()] for dev, c in internals.update_counts(opt).items()}
     info = dict(format=STATE_FORMAT, optimizer=type(opt).__name__.lower(), num_update=int(opt.num_update),
                 begin_num_update=int(opt.begin_num_update), counts=counts, states=entries)
     return arrays, info
 
 
-def restore_updater_state(updaters: list, arrays: dict, info: dict, source: str = "checkpoint") -> None:
+def restore_updater_state(updaters: List[Any], arrays: Dict[str, Any], info: Dict[str, Any],
+                          source: str = "checkpoint") -> None:
     """Put the state :func:`updater_state` saved into ``updaters`` (and their optimizer).
 
     Raises :class:`CheckpointError` (naming ``source``) if the state does not
@@ -139,6 +139,4 @@ def restore_updater_state(updaters: list, arrays: dict, info: dict, source: str 
         updater.states = states
         updater.states_synced = dict.fromkeys(states, False)  # copied to each weight's context on first use
     opt.num_update = num_update
-    opt._all_index_update_counts = counts or {0: {}}
-    opt._index_update_count = opt._all_index_update_counts.setdefault(
-        min(opt._all_index_update_counts), {})
+    internals.set_update_counts(opt, counts)

@@ -108,12 +108,13 @@ RUN_FIELDS = ("recipe", "test_each_epoch", "ctx", "kvstore", "data_dir", "downlo
               "progress", "overwrite")
 
 
-@dataclass
+@dataclass(frozen=True)
 class TrainConfig:
     """Everything that defines a training run; the ``train``/``train-symbol`` flags are these fields.
 
-    ``None`` in an architecture field (``target_size`` ... ``brightness_prior``)
-    means the dataset's value (:data:`DATASET_MODELS`).
+    Immutable: a changed copy is ``dataclasses.replace(cfg, epochs=5)``. ``None`` in an architecture field
+    (``target_size`` ... ``brightness_prior``) means the dataset's value (:data:`DATASET_MODELS`); ``None`` as
+    ``save_dir`` means ``runs/<model>`` (:meth:`resolved`, which the trainers apply).
     """
     recipe: str = option("default", "named recipe giving the defaults of the other flags",
                          choices=tuple(RECIPES))
@@ -176,9 +177,9 @@ class TrainConfig:
     hybridize: bool = option(True, "hybridize with static_alloc/static_shape", negative_flag="--no-hybridize")
     progress: bool = option(True, "progress bars", negative_flag="--no-progress")
 
-    def __post_init__(self) -> None:
-        if self.save_dir is None:
-            self.save_dir = f"runs/{self.model}"
+    def resolved(self) -> "TrainConfig":
+        """This configuration with ``save_dir``'s default (``runs/<model>``) filled in where it is ``None``."""
+        return self if self.save_dir is not None else dataclasses.replace(self, save_dir=f"runs/{self.model}")
 
     @classmethod
     def from_recipe(cls, name: str = "default", **overrides: Any) -> "TrainConfig":

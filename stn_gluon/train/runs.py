@@ -15,11 +15,16 @@ import re
 import shutil
 import zipfile
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import TYPE_CHECKING, Any, Dict, Optional
 
 from .._runtime.errors import StnGluonError
 from .._runtime.files import CHECKPOINT_NAME
 from .._runtime.paths import writable_dir
+from ..export.int8 import int8_path
+from ..export.saved import onnx_weights_mismatch
+
+if TYPE_CHECKING:  # recipes imports nothing from here; typing only all the same
+    from .recipes import TrainConfig
 
 __all__ = ["RunExistsError", "RunInfo", "RUN_FILES", "RUN_FILE_PATTERNS", "inspect_run", "describe_run",
            "check_save_dir", "prepare_save_dir", "clear_run", "drop_stale_derived", "plan_demo", "DemoPlan"]
@@ -54,7 +59,7 @@ class RunInfo:
     recipe: Optional[dict] = None
 
 
-def _read_json(path):
+def _read_json(path: str) -> Optional[Dict[str, Any]]:
     try:
         with open(path) as f:
             value = json.load(f)
@@ -63,7 +68,7 @@ def _read_json(path):
         return None
 
 
-def _checkpoint_meta(path):
+def _checkpoint_meta(path: str) -> Optional[Dict[str, Any]]:
     try:
         with zipfile.ZipFile(path) as zf:
             value = json.loads(zf.read("meta.json"))
@@ -119,19 +124,25 @@ def describe_run(info: RunInfo) -> str:
     return f"{kind} ({', '.join(details)})"
 
 
-def _inside(path, folder):
+def _inside(path: str, folder: str) -> bool:
     path, folder = os.path.abspath(path), os.path.abspath(folder)
     return os.path.commonpath([path, folder]) == folder
 
 
-def check_save_dir(cfg) -> Optional[RunInfo]:
+def _save_dir(cfg: "TrainConfig") -> str:
+    folder = cfg.resolved().save_dir
+    assert folder is not None
+    return folder
+
+
+def check_save_dir(cfg: "TrainConfig") -> Optional[RunInfo]:
     """Refuse to train into ``cfg.save_dir`` if that would replace a run nobody asked to replace.
 
     Allowed: a missing or empty folder, one with only other files, resuming
     (``cfg.resume``) the run in it, or ``cfg.overwrite``. Returns the run found
     (or ``None``); raises :class:`RunExistsError` with the one line to show.
     """
-    folder = cfg.save_dir
+    folder = _save_dir(cfg)
     overwrite = cfg.overwrite
     if overwrite and cfg.resume:
         raise StnGluonError("overwrite replaces the run that resume would continue: give one of them",
@@ -161,9 +172,9 @@ def clear_run(folder: str) -> list:
     return removed
 
 
-def prepare_save_dir(cfg) -> None:
+def prepare_save_dir(cfg: "TrainConfig") -> None:
     """Create ``cfg.save_dir`` (and its parents); with ``cfg.overwrite``, first remove the old run's files."""
-    folder = cfg.save_dir
+    folder = _save_dir(cfg)
     if cfg.overwrite and inspect_run(folder) is not None:
         removed = clear_run(folder)
         log.warning("overwrite: removed the previous run from %s (%s)", folder, ", ".join(removed))
@@ -172,9 +183,6 @@ def prepare_save_dir(cfg) -> None:
 
 def drop_stale_derived(folder: str) -> list:
     """After a (re)export into ``folder``: remove its ``model.onnx`` and int8 copy where made from other weights."""
-    from ..export.saved import onnx_weights_mismatch
-    from ..export.int8 import int8_path
-
     fp32 = os.path.join(folder, "model.onnx")
     removed = []
     for path in (fp32, int8_path(fp32)):
@@ -195,7 +203,7 @@ class DemoPlan:
     message: str = ""
 
 
-def plan_demo(cfg, base: str = "runs/demo") -> DemoPlan:
+def plan_demo(cfg: "TrainConfig", base: str = "runs/demo") -> DemoPlan:
     """Where a repeated ``make demo`` goes, so a second run never destroys the first.
 
     The first of ``base``, ``base-2``, ``base-3``... that is free or holds a run

@@ -5,14 +5,18 @@ per batch; :func:`epoch_lengths` says how many batches each epoch has (a
 fractional number of epochs cuts the last one short, and the schedule ends
 with it).
 """
-from typing import Any, List
+from typing import TYPE_CHECKING, Any, List
 
-from .recipes import TrainConfig
+from .._runtime.compat import import_gluoncv
+from .._runtime.errors import ConfigError
+
+if TYPE_CHECKING:  # the config's module imports this one's importer (distributed): typing only, no cycle
+    from .recipes import TrainConfig
 
 __all__ = ["make_lr_scheduler", "make_server_lr_scheduler", "epoch_lengths"]
 
 
-def make_lr_scheduler(cfg: TrainConfig, iters_per_epoch: int) -> Any:
+def make_lr_scheduler(cfg: "TrainConfig", iters_per_epoch: int) -> Any:
     """Linear warm-up then ``cfg.lr_mode`` decay, as gluoncv ``LRSequential``; per-iteration.
 
     The warm-up lasts ``cfg.warmup_epochs``, but at most a quarter of the run
@@ -22,8 +26,6 @@ def make_lr_scheduler(cfg: TrainConfig, iters_per_epoch: int) -> Any:
     epochs (a warm restart, as in SGDR): a well-converged model early, the
     best one at the end.
     """
-    from .._runtime.compat import import_gluoncv
-
     gluoncv = import_gluoncv()
     LRScheduler, LRSequential = gluoncv.utils.LRScheduler, gluoncv.utils.LRSequential
 
@@ -49,7 +51,7 @@ def make_lr_scheduler(cfg: TrainConfig, iters_per_epoch: int) -> Any:
     return LRSequential(parts)
 
 
-def make_server_lr_scheduler(cfg: TrainConfig, iters_per_epoch: int) -> Any:
+def make_server_lr_scheduler(cfg: "TrainConfig", iters_per_epoch: int) -> Any:
     """The schedule of :func:`make_lr_scheduler` from MXNet's own schedulers (``mx.lr_scheduler``).
 
     For ``dist_async``, whose servers run the optimizer: they receive it
@@ -58,9 +60,7 @@ def make_server_lr_scheduler(cfg: TrainConfig, iters_per_epoch: int) -> Any:
     updates, MXNet's convention); a warm restart (``first_cycle_epochs``)
     has no MXNet form and is refused.
     """
-    import mxnet as mx
-
-    from .._runtime.errors import ConfigError
+    import mxnet as mx  # lazy: the launcher imports this module (through distributed) and must not load MXNet
 
     if cfg.lr_mode == "cosine" and 0 < cfg.first_cycle_epochs < cfg.epochs:
         raise ConfigError("first_cycle_epochs", "(a warm restart) is not available with kvstore dist_async")

@@ -1,0 +1,247 @@
+"""The steps every training run takes, shared by the Gluon trainer and the Module trainer.
+
+A run reads top-down in either trainer (:func:`stn_gluon.train.gluon.fit`,
+:func:`stn_gluon.train.module.fit_module`)::
+
+    run = start_run(cfg, dataset, echo)       # validate, join the workers, load and prepare the data
+    net = <build the trainer's network>       # before anything is written: a net that cannot be built leaves no trace
+    open_save_dir(run)                        # worker 0 creates (or, with overwrite, clears) the save dir
+    <restore a checkpoint, loop over the epochs, checkpointing each>
+    identical = run.group.compare_weights(...)
+    if not run.lead: return wait_for_lead(run, identical)
+    metrics = <worker 0 exports and reports>
+    release_workers(run)
+
+Each helper returns what it made; none takes a callback, none changes the configuration (a
+:class:`~stn_gluon.train.recipes.TrainConfig` is immutable: :func:`start_run` returns the run's own copy,
+``save_dir`` resolved and ``workers`` set).
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+from dataclasses import dataclass
+from typing import Any, Callable, Dict, List, Optional, Tuple
+
+import mxnet as mx
+import numpy as np
+
+from .._runtime.devices import format_ctx, parse_ctx
+from .._runtime.errors import StnGluonError
+from .._runtime.paths import writable_dir
+from ..data import mnist as data_lib
+from ..data.distortions import load_dataset
+from ..nn.explain import ExplainedBatch, explain_batch
+from .distributed import WorkerGroup, is_dist
+from .recipes import TrainConfig
+from .reporting import RunRecorder
+from .runs import RunExistsError, check_save_dir, describe_run, inspect_run, prepare_save_dir
+from .schedule import epoch_lengths
+
+__all__ = ["PreparedData", "Run", "start_run", "open_save_dir", "make_recorder", "optimizer_params",
+           "nothing_to_resume", "resume_state", "recorded_final_test", "wait_for_lead", "distributed_info",
+           "release_workers", "silent", "DROPOUT_RANK_STRIDE", "Echo", "TestResult"]
+
+log = logging.getLogger(__name__)
+
+Echo = Callable[[str], None]
+#: ``(loss, correct, total)`` of a test pass.
+TestResult = Tuple[float, int, int]
+
+#: Added to the dropout seed per worker rank (more than any run's epochs: no two (rank, epoch) share a seed).
+DROPOUT_RANK_STRIDE = 100003
+
+
+def silent(*_args: Any, **_kwargs: Any) -> None:
+    """The echo of workers other than worker 0 (it reports for the job)."""
+
+
+class PreparedData:
+    """The arrays and batch iterators a training run needs, built once from an ``DigitDataset``.
+
+    Images stay ``uint8 (N, 1, H, W)``; batches are normalised as they are cut.
+    shard ``(rank, workers)``: this worker's slice of every global batch (and of its augmentation).
+    """
+
+    def __init__(self, cfg: TrainConfig, dataset: Any, shard: Tuple[int, int] = (0, 1)) -> None:
+        self.dataset = dataset
+        self.train_pixels = data_lib.with_channel(dataset.train_images)
+        self.test_pixels = data_lib.with_channel(dataset.test_images)
+        self.input_shape: Tuple[int, ...] = self.train_pixels.shape[1:]
+        self.num_classes = 10
+        self.rank = shard[0]
+        step = cfg.batch_size * shard[1]
+        if len(self.train_pixels) < step:
+            workers = f" x {shard[1]} workers" if shard[1] > 1 else ""
+            raise StnGluonError(f"batch_size {cfg.batch_size}{workers} is larger than the training set "
+                                f"({len(self.train_pixels)})", params=("batch_size",))
+        self.train = data_lib.ArrayBatches(self.train_pixels, dataset.train_labels, cfg.batch_size,
+                                           shuffle=True, seed=cfg.seed, last_batch="discard", shard=shard)
+        # An eval batch that divides the test set: no padded batch (Module.score would count it).
+        n_test = self.num_test
+        eval_batch = max(d for d in range(1, min(500, n_test) + 1) if n_test % d == 0)
+        self.test = data_lib.ArrayBatches(self.test_pixels, dataset.test_labels, eval_batch)
+        self.augment = data_lib.RandomAffine(seed=cfg.seed, shard=shard) if cfg.augment else None
+
+    @property
+    def num_test(self) -> int:
+        return len(self.test_pixels)
+
+    def test_sample(self, count: int = 64) -> np.ndarray:
+        """The first ``count`` test images, normalised: ``float32 (count, C, H, W)``."""
+        return data_lib.normalize(self.test_pixels[:count])
+
+    def explained_sample(self, model: Any, count: int = 64) -> Optional[ExplainedBatch]:
+        """The first ``count`` test images through ``model`` (anything with ``net``, ``stn`` and ``meta``, as a
+        :class:`~stn_gluon.export.saved.LoadedModel`), explained for ``stn_grid.png``; ``None`` without an STN."""
+        if model.stn is None:
+            return None
+        return explain_batch(model, self.test_sample(count), self.dataset.test_labels[:count])
+
+    def set_epoch(self, epoch: int, seed: int) -> None:
+        """Shuffle order, augmentation draws and dropout masks of epoch ``epoch`` (0-based).
+
+        Dropout masks are drawn per worker (a seed per rank): the one thing a
+        distributed run draws differently from one process.
+        """
+        self.train.set_epoch(epoch)
+        if self.augment is not None:
+            self.augment.set_epoch(epoch)
+        mx.random.seed(seed * 1000 + epoch + DROPOUT_RANK_STRIDE * self.rank)
+
+    def model_meta(self, cfg: TrainConfig, source: str, **extra: Any) -> Dict[str, Any]:
+        """The ``model.json`` beside an exported model: how to feed it."""
+        return dict(model=cfg.model, transform=cfg.transform if cfg.model.startswith("stn") else None,
+                    dataset=cfg.dataset,
+                    input_shape=list(self.input_shape), input_name="data",
+                    mean=data_lib.MNIST_MEAN, std=data_lib.MNIST_STD,
+                    classes=[str(i) for i in range(self.num_classes)], source=source, **extra)
+
+
+@dataclass(frozen=True)
+class Run:
+    """One training run as this process sees it, once started (:func:`start_run`).
+
+    cfg: the run's configuration (``save_dir`` resolved, ``workers`` set from the group). ctx_list: this
+    process's devices. data: its shard of the data. group: the workers training together. echo: where this
+    process reports (:func:`silent` on workers other than worker 0).
+    """
+    cfg: TrainConfig
+    ctx_list: List[Any]
+    data: PreparedData
+    group: WorkerGroup
+    echo: Echo
+
+    @property
+    def lead(self) -> bool:
+        """Worker 0: the one that evaluates and writes every file of the run."""
+        return self.group.is_lead
+
+    @property
+    def save_dir(self) -> str:
+        """Where the run's files go (``cfg.save_dir``, resolved)."""
+        assert self.cfg.save_dir is not None, "start_run resolves save_dir"
+        return self.cfg.save_dir
+
+    @property
+    def context(self) -> str:
+        """The devices as the run's files name them (``cpu:0``)."""
+        return format_ctx(self.ctx_list)
+
+
+def _check_save_dir(cfg: TrainConfig) -> None:
+    assert cfg.save_dir is not None, "resolved first"
+    writable_dir(cfg.save_dir, "save_dir")  # a folder, or one that can be made ...
+    check_save_dir(cfg)  # ... and not a run nobody asked to replace
+
+
+def start_run(cfg: TrainConfig, dataset: Any = None, echo: Echo = print) -> Run:
+    """Validate ``cfg``, join the workers, load and prepare the data, seed the generators; writes nothing.
+
+    dataset: a :class:`~stn_gluon.data.mnist.DigitDataset` (default: ``cfg.dataset`` loaded). In a
+    distributed job (``cfg.kvstore`` ``dist_*``) this waits for every worker and prepares this worker's
+    shard; only worker 0 checks the save dir (the others write nothing).
+    """
+    cfg = cfg.resolved().validate()
+    ctx_list = parse_ctx(cfg.ctx)
+    if not is_dist(cfg.kvstore):
+        _check_save_dir(cfg)  # before the data loads
+    group = WorkerGroup(cfg.kvstore, len(ctx_list))  # a dist store waits here for every worker and server
+    cfg = dataclasses.replace(cfg, workers=group.num_workers)
+    if group.dist and group.is_lead:
+        _check_save_dir(cfg)
+    if dataset is None:
+        dataset = load_dataset(cfg.dataset, cfg.data_dir, download=cfg.download)
+    data = PreparedData(cfg, dataset, group.shard())
+    mx.random.seed(cfg.seed)
+    np.random.seed(cfg.seed)
+    return Run(cfg, ctx_list, data, group, echo if group.is_lead else silent)
+
+
+def open_save_dir(run: Run) -> None:
+    """Worker 0 creates the save dir (with ``overwrite``, first removing the old run's files); call it once the
+    network is built, so that a network that cannot be built leaves no trace."""
+    if run.lead:
+        prepare_save_dir(run.cfg)
+
+
+def make_recorder(run: Run, trainer_name: str) -> RunRecorder:
+    """The history, metrics and plots of ``run`` (they go through ``run.echo``)."""
+    return RunRecorder(run.cfg, run.data.dataset, trainer_name, run.context, run.echo)
+
+
+def optimizer_params(cfg: TrainConfig, lr_scheduler: Any, **extra: Any) -> Dict[str, Any]:
+    """The optimizer's arguments for ``cfg``: weight decay, the schedule, momentum where the optimizer has one."""
+    params = dict(wd=cfg.wd, lr_scheduler=lr_scheduler, **extra)
+    if cfg.optimizer in ("sgd", "nag"):
+        params["momentum"] = cfg.momentum
+    return params
+
+
+def nothing_to_resume(run: Run, what: str) -> None:
+    """``resume="auto"`` found no ``what`` (a checkpoint) in the save dir: refused where the folder holds a run
+    (it would be trained over), otherwise a warning, and the run starts from scratch."""
+    there = inspect_run(run.save_dir)
+    if there is not None:
+        raise RunExistsError(f"{run.save_dir} holds {describe_run(there)} but no {what} to continue; replace it "
+                             f"with overwrite or choose another save_dir", params=("overwrite", "save_dir"))
+    log.warning("--resume: no %s in %s yet, starting from scratch", what, run.save_dir)
+
+
+def resume_state(run: Run, recorder: RunRecorder) -> Dict[str, Any]:
+    """What a checkpoint records beside the weights to continue the run: its history, recipe and data."""
+    return dict(history=recorder.history.records, recipe=run.cfg.recipe_fields(),
+                data_source=run.data.dataset.source)
+
+
+def recorded_final_test(run: Run, recorder: RunRecorder) -> Optional[TestResult]:
+    """The test result recorded for the run's last epoch, or ``None`` where it was not recorded here (a run
+    resumed from a finished checkpoint made elsewhere)."""
+    last = recorder.history.last
+    if last is None or last["epoch"] != len(epoch_lengths(run.cfg.epochs, len(run.data.train))):
+        return None
+    total = run.data.num_test
+    return last["test_loss"], int(round(last["test_acc"] * total)), total
+
+
+def wait_for_lead(run: Run, identical: Optional[bool]) -> Dict[str, Any]:
+    """A worker other than worker 0 at the end: wait while worker 0 exports and reports; its result."""
+    run.group.barrier()
+    return dict(rank=run.group.rank, workers=run.group.num_workers, weights_identical=identical)
+
+
+def distributed_info(run: Run, identical: Optional[bool]) -> Dict[str, Any]:
+    """``metrics.json``'s ``distributed`` entry of a distributed job (``{}`` otherwise); says whether the workers
+    ended with identical weights."""
+    group = run.group
+    if not group.dist:
+        return {}
+    if identical is not None:
+        run.echo(f"Weights of the {group.num_workers} workers at the end: "
+                 f"{'identical' if identical else 'DIFFERENT (this should not happen in a synchronous job)'}")
+    return dict(distributed=dict(group.describe(), weights_identical=identical))
+
+
+def release_workers(run: Run) -> None:
+    """Worker 0, its files written: the others, waiting in :func:`wait_for_lead`, may end."""
+    run.group.barrier()
