@@ -181,3 +181,31 @@ def test_a_clean_tree_passes(tmp_path):
                                                          "def f():\n    from . import x  # lazy: a reason\n",
                              "stn_gluon/train/x.py": ""})
     assert problems(root) == []
+
+
+#: The longest a function of the library may be, in lines (its docstring included): one screen.
+MAX_FUNCTION_LINES = 60
+
+
+def long_functions(root: str = ROOT) -> List[str]:
+    """``path:line name (N lines)`` for every function or method longer than :data:`MAX_FUNCTION_LINES`."""
+    found = []
+    for path in sorted(package_files(root).values()):
+        for node in ast.walk(ast.parse(open(path).read())):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                length = (node.end_lineno or node.lineno) - node.lineno + 1
+                if length > MAX_FUNCTION_LINES:
+                    found.append(f"{os.path.relpath(path, root)}:{node.lineno} {node.name} ({length} lines)")
+    return found
+
+
+def test_no_function_is_longer_than_a_screen():
+    found = long_functions()
+    assert not found, "\n".join(found)
+
+
+def test_a_long_function_is_found(tmp_path):
+    body = "".join(f"    x{i} = {i}\n" for i in range(MAX_FUNCTION_LINES))
+    root = _plant(tmp_path, {"stn_gluon/nn/__init__.py": "", "stn_gluon/nn/ops.py": f"def long():\n{body}"
+                                                                                  f"def short():\n    pass\n"})
+    assert long_functions(root) == [f"stn_gluon/nn/ops.py:1 long ({MAX_FUNCTION_LINES + 1} lines)"]

@@ -171,3 +171,30 @@ def test_clear_cached_graph_retraces_a_hybridized_block():
     assert block(x).asscalar() == 1  # the cached graph
     internals.clear_cached_graph(block)
     assert block(x).asscalar() == 2
+
+
+def test_onnx_graph_class_holds_a_registry_per_opset_and_builds_graph_protos():
+    graph = internals.onnx_graph_class()
+    assert isinstance(graph.registry_, dict) and 12 in graph.registry_  # MXNet's own converters, by opset
+    assert "FullyConnected" in graph.registry_[12] and callable(graph.registry_[12]["FullyConnected"])
+    assert callable(getattr(graph(), "create_onnx_graph_proto"))
+
+
+def test_onnx_converter_inputs_read_a_node_as_mxnets_converters_do():
+    get_inputs, get_input_dtypes = internals.onnx_converter_inputs()
+    class Output:  # what the exporter keeps per node output: its ONNX name and dtype
+        name, dtype = "data", np.dtype("float32")
+
+    node = {"name": "fc", "inputs": [[0, 0, 0]], "attrs": {"num_hidden": "3"}}
+    kwargs = {"outputs_lookup": [[Output()]], "opset_version": 13}
+    name, inputs, attrs = get_inputs(node, kwargs)
+    assert (name, inputs, attrs) == ("fc", ["data"], {"num_hidden": "3"})
+    assert get_input_dtypes(node, kwargs) == [np.dtype("float32")]
+
+
+def test_gluon_repo_url_names_the_file_in_gluons_dataset_repository(monkeypatch):
+    monkeypatch.delenv("MXNET_GLUON_REPO", raising=False)
+    url = internals.gluon_repo_url("gluon/dataset/mnist", "t10k-labels-idx1-ubyte.gz")
+    assert url.startswith("https://") and url.endswith("gluon/dataset/mnist/t10k-labels-idx1-ubyte.gz")
+    monkeypatch.setenv("MXNET_GLUON_REPO", "https://mirror.example/")
+    assert internals.gluon_repo_url("gluon/dataset/mnist", "a.gz") == "https://mirror.example/gluon/dataset/mnist/a.gz"

@@ -15,7 +15,8 @@ from typing import Any, Dict, List, Optional, Tuple
 
 __all__ = ["CHECKED_WITH", "barrier", "create_kvstore", "trainer_kvstore_args", "trainer_updaters",
            "init_trainer_kvstore", "kvstore_updater", "module_optimizer", "module_update_target", "update_counts",
-           "set_update_counts", "load_param_data", "clear_cached_graph"]
+           "set_update_counts", "load_param_data", "clear_cached_graph", "onnx_graph_class",
+           "onnx_converter_inputs", "gluon_repo_url"]
 
 #: The MXNet versions every function below was checked against.
 CHECKED_WITH = ("1.9.1",)
@@ -193,3 +194,45 @@ def clear_cached_graph(block: Any) -> None:
     its flags. Checked with MXNet 1.9.1.
     """
     block._clear_cached_op()
+
+
+# ------------------------------------------------------------------------------------------------ ONNX exporter
+
+def onnx_graph_class() -> Any:
+    """MXNet's ONNX exporter class, whose ``registry_`` maps opset -> {operator: converter} and whose
+    ``create_onnx_graph_proto`` turns a symbol into ONNX nodes.
+
+    ``mxnet.onnx.mx2onnx._export_onnx.MXNetGraph``: ``mx.onnx.export_model`` is the public entry, but it can
+    neither register converters for operators it lacks (``GridGenerator``, ``BilinearSampler``,
+    ``SpatialTransformer``) nor build a graph proto without writing a file. Checked with MXNet 1.9.1.
+    """
+    from mxnet.onnx.mx2onnx._export_onnx import MXNetGraph
+
+    return MXNetGraph
+
+
+def onnx_converter_inputs() -> Tuple[Any, Any]:
+    """``(get_inputs, get_input_dtypes)``: how MXNet's own converters read a node's name, inputs, attributes
+    and input dtypes, so that ours read them the same way.
+
+    ``mxnet.onnx.mx2onnx._op_translations._op_translations_opset13``: the helpers every converter of MXNet's
+    exporter uses; not exported elsewhere. Checked with MXNet 1.9.1.
+    """
+    from mxnet.onnx.mx2onnx._op_translations._op_translations_opset13 import get_input_dtypes, get_inputs
+
+    return get_inputs, get_input_dtypes
+
+
+# ------------------------------------------------------------------------------------------------ Gluon data
+
+def gluon_repo_url(namespace: str, filename: str) -> str:
+    """The URL of ``filename`` in Gluon's dataset repository (``MXNET_GLUON_REPO`` honoured), as Gluon's own
+    MNIST downloader builds it.
+
+    ``mxnet.gluon.utils._get_repo_file_url``: the public ``gluon.data.vision.MNIST`` downloads it itself, to a
+    folder of its choosing and without the all-or-nothing step ``stn_gluon.data.download`` needs.
+    Checked with MXNet 1.9.1.
+    """
+    from mxnet.gluon.utils import _get_repo_file_url
+
+    return str(_get_repo_file_url(namespace, filename))

@@ -12,6 +12,7 @@ import shutil
 import tempfile
 
 from .idx import find_idx_file, has_mnist
+from .._runtime import mxnet_internals
 from .._runtime.errors import DataError
 
 __all__ = ["download_mnist"]
@@ -39,13 +40,13 @@ def download_mnist(cache: str) -> str:
     when all four arrived intact, so a failed download leaves nothing behind
     (no empty cache folder either). Raises :class:`DataError` (one line) on failure.
     """
-    from mxnet.gluon.utils import _get_repo_file_url, download
+    from mxnet.gluon.utils import download
 
     with tempfile.TemporaryDirectory(prefix="stn-gluon-mnist-") as tmp:
         for name, sha1 in _MNIST_SHA1.items():
             if find_idx_file(cache, name[:-3]):
                 continue
-            url = _get_repo_file_url("gluon/dataset/mnist", name)
+            url = mxnet_internals.gluon_repo_url("gluon/dataset/mnist", name)
             try:
                 with contextlib.redirect_stdout(io.StringIO()):  # its per-try messages
                     download(url, path=os.path.join(tmp, name), sha1_hash=sha1, retries=2)

@@ -37,6 +37,7 @@ from typing import Any, Dict, Iterator, List, Tuple
 
 import numpy as np
 
+from .._runtime import mxnet_internals
 from .._runtime.errors import StnGluonError
 
 __all__ = ["MIN_OPSET", "MAX_OPSET", "OPSETS", "DEFAULT_OPSET", "SPATIAL_OPS", "register_converters",
@@ -197,8 +198,7 @@ def _onnx_type(dtype: np.dtype) -> int:
 
 def _context(op: str, node: Dict[str, Any], kwargs: Dict[str, Any]) -> Tuple[str, List[str], Dict[str, Any], int,
                                                                              np.dtype, _Emitter]:
-    from mxnet.onnx.mx2onnx._op_translations._op_translations_opset13 import get_input_dtypes, get_inputs
-
+    get_inputs, get_input_dtypes = mxnet_internals.onnx_converter_inputs()
     name, inputs, attrs = get_inputs(node, kwargs)
     opset = int(kwargs.get("opset_version", MAX_OPSET))
     if opset < MIN_OPSET:
@@ -249,10 +249,9 @@ def register_converters() -> None:
     exporter converts at, its downward look-up finds them; they read that
     opset and emit its operators.
     """
-    from mxnet.onnx.mx2onnx._export_onnx import MXNetGraph
-
+    registry = mxnet_internals.onnx_graph_class().registry_
     for version in (12,) + OPSETS:
-        table = MXNetGraph.registry_.setdefault(version, {})
+        table = registry.setdefault(version, {})
         for op, func in _CONVERTERS.items():
             table[op] = func
 

@@ -41,6 +41,7 @@ from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence, Union
 import numpy as np
 
 from .. import __version__
+from .._runtime import mxnet_internals
 from .._runtime.errors import StnGluonError, mxnet_message
 from .._runtime.files import atomic_path, sha256_file
 from .int8 import quantize_onnx  # int8 copies of an export, also importable from here
@@ -83,13 +84,13 @@ def _graph_of(model: "Union[mx.gluon.HybridBlock, str, os.PathLike[str]]", input
             was_theta = getattr(model, "return_theta", False)
             if was_theta:
                 model.return_theta = False
-                model._clear_cached_op()
+                mxnet_internals.clear_cached_graph(model)
             try:
                 export_block(model, os.path.join(tmp, "model"), mx.nd.zeros((1,) + shape), meta=meta)
             finally:
                 if was_theta:
                     model.return_theta = True
-                    model._clear_cached_op()
+                    mxnet_internals.clear_cached_graph(model)
             graph = load_graph(os.path.join(tmp, "model"))
             graph.files = []
             return graph
@@ -118,7 +119,6 @@ def graph_to_onnx(sym: "mx.sym.Symbol", params: Dict[str, Any], input_shapes: Di
     """
     import onnx.checker
     from onnx import TensorProto, helper
-    from mxnet.onnx.mx2onnx._export_onnx import MXNetGraph
 
     opset = check_opset(opset)
     params = {k.split(":", 1)[-1]: v for k, v in params.items()}
@@ -140,7 +140,7 @@ def graph_to_onnx(sym: "mx.sym.Symbol", params: Dict[str, Any], input_shapes: Di
                             f"{dict(zip(names, shapes))} ({mxnet_message(err)})") from None
     try:
         with target_opset(opset):  # MXNet's own check of the graph at this opset, too
-            proto = MXNetGraph().create_onnx_graph_proto(
+            proto = mxnet_internals.onnx_graph_class()().create_onnx_graph_proto(
                 sym, params, [(1,) + s for s in shapes], [TensorProto.FLOAT] * len(shapes), opset_version=opset,
                 dynamic=True, dynamic_input_shapes=[(None,) + s for s in shapes])
     except (AttributeError, NotImplementedError) as err:  # an op without a converter

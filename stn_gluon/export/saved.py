@@ -26,6 +26,7 @@ from typing import Any, Dict, List, Optional, Tuple
 import mxnet as mx
 
 from ..nn.architecture import MNIST_MEAN, MNIST_STD
+from .._runtime import mxnet_internals
 from .._runtime.errors import CheckpointError, mxnet_message
 from .._runtime.files import sha256_file, write_json
 from ..nn.pretrained import resolve_model_ref
@@ -298,7 +299,7 @@ def _symbol_block(outputs: mx.sym.Symbol, input_name: str, params: Dict[str, mx.
     if shared is None:
         for name, param in block.collect_params().items():
             try:
-                param._load_init(params[name], ctx)
+                mxnet_internals.load_param_data(param, params[name], ctx)
             except (mx.base.MXNetError, AssertionError, ValueError) as err:
                 raise CheckpointError(f"weight {name} does not fit the graph ({mxnet_message(err)})") from None
     return block
