@@ -1,6 +1,7 @@
 """Plots: training curves and what the spatial transformer does to a batch."""
 
 import os
+from typing import TYPE_CHECKING, Any, List, Mapping, Optional, Sequence, Tuple
 
 import matplotlib
 
@@ -9,6 +10,10 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from .._runtime.files import atomic_path  # noqa: E402
+
+if TYPE_CHECKING:
+    from ..nn.explain import ExplainedBatch, Region
+    from .reporting import History
 
 __all__ = ["make_grid", "plot_stn_grid", "plot_explained", "plot_curves", "plot_samples", "plot_stn_comparison",
            "default_visualize_out"]
@@ -24,7 +29,7 @@ def default_visualize_out(prefix: str, dataset: str) -> str:
     return f"stn_grid-{run}-{dataset}.png"
 
 
-def make_grid(images, nrow=8, pad=2, pad_value=None):
+def make_grid(images: Any, nrow: int = 8, pad: int = 2, pad_value: Optional[float] = None) -> np.ndarray:
     """Tile ``(N, H, W)`` or ``(N, C, H, W)`` (C = 1 or 3) images into one ``(H', W'[, 3])`` array.
 
     pad_value: the gaps' value (default: the images' maximum, white).
@@ -44,21 +49,22 @@ def make_grid(images, nrow=8, pad=2, pad_value=None):
     return grid
 
 
-def _savefig(fig, path):
+def _savefig(fig: Any, path: str) -> None:
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
     plt.close(fig)
 
 
-def _tile_origin(i, n, nrow, shape, pad=2):
+def _tile_origin(i: int, n: int, nrow: int, shape: Sequence[int], pad: int = 2) -> Tuple[int, int]:
     """Top-left corner ``(x, y)`` of tile ``i`` of :func:`make_grid` (tiles of ``shape`` = (H, W))."""
     ncol = min(nrow, n)
     r, c = divmod(i, ncol)
     return pad + c * (shape[1] + pad), pad + r * (shape[0] + pad)
 
 
-def plot_stn_grid(inputs, outputs, path, mean=0.0, std=1.0, title=None, nrow=8, regions=None, predicted=None,
-                  labels=None):
+def plot_stn_grid(inputs: np.ndarray, outputs: np.ndarray, path: str, mean: float = 0.0, std: float = 1.0,
+                  title: Optional[str] = None, nrow: int = 8, regions: Optional[List["Region"]] = None,
+                  predicted: Optional[np.ndarray] = None, labels: Optional[np.ndarray] = None) -> str:
     """Save a batch of inputs beside what the STN made of them.
 
     inputs: ``(N, C, H, W)``; outputs: ``(N, C, H_out, W_out)``; both
@@ -101,7 +107,7 @@ def plot_stn_grid(inputs, outputs, path, mean=0.0, std=1.0, title=None, nrow=8, 
     return path
 
 
-def plot_explained(batch, path, title=None, nrow=8):
+def plot_explained(batch: "ExplainedBatch", path: str, title: Optional[str] = None, nrow: int = 8) -> str:
     """:func:`plot_stn_grid` of an :class:`~stn_gluon.nn.explain.ExplainedBatch`: regions and predictions shown."""
     errors = None if batch.labels is None else int((batch.predicted != batch.labels).sum())
     wrong = "" if errors is None else "; all read right" if errors == 0 else f"; {errors} read wrong, in red"
@@ -110,7 +116,7 @@ def plot_explained(batch, path, title=None, nrow=8):
                          nrow=nrow, regions=batch.regions, predicted=batch.predicted, labels=batch.labels)
 
 
-def plot_curves(history, path, title=None):
+def plot_curves(history: "History", path: str, title: Optional[str] = None) -> str:
     """Save loss and accuracy per epoch (train and test) from a :class:`~stn_gluon.train.reporting.History`."""
     epochs = history.column("epoch")
     fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(11, 4))
@@ -135,7 +141,8 @@ def plot_curves(history, path, title=None):
 
 
 
-def plot_samples(images, labels, path, title=None, nrow=8):
+def plot_samples(images: np.ndarray, labels: np.ndarray, path: str, title: Optional[str] = None,
+                 nrow: int = 8) -> str:
     """Save a grid of dataset images ``uint8 (N, H, W)`` with their labels in the title."""
     n = len(images)
     fig, ax = plt.subplots(figsize=(7, 7 * (-(-n // nrow)) / min(nrow, max(n, 1)) + 0.6))
@@ -147,7 +154,8 @@ def plot_samples(images, labels, path, title=None, nrow=8):
     return path
 
 
-def plot_stn_comparison(inputs, outputs, path, mean=0.0, std=1.0, title=None):
+def plot_stn_comparison(inputs: np.ndarray, outputs: Mapping[str, np.ndarray], path: str, mean: float = 0.0,
+                        std: float = 1.0, title: Optional[str] = None) -> str:
     """Save one row of inputs, then one row per STN of what it made of them.
 
     inputs: ``(N, C, H, W)``; outputs: ``{name: (N, C, H_out, W_out)}``; all

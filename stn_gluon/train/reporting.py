@@ -6,12 +6,16 @@ import os
 import platform
 import sys
 import time
+from typing import TYPE_CHECKING, Any, Callable, Dict, Iterable, Iterator, List, Mapping, NoReturn, Optional, Sequence
 
 import mxnet as mx
 
 from .._runtime.errors import CheckpointError, StnGluonError
 from .._runtime.files import atomic_write_text, write_json
 from .._runtime.threads import check_threads, describe_threads, thread_report
+
+if TYPE_CHECKING:
+    from ..nn.explain import ExplainedBatch
 
 __all__ = ["EpochRecord", "History", "RunRecorder", "test_line", "write_metrics", "machine_info",
            "check_recipe", "write_report", "run_script"]
@@ -20,7 +24,8 @@ HISTORY_FIELDS = ["epoch", "lr", "train_loss", "train_acc", "test_loss", "test_a
                   "seconds", "train_images_per_sec"]
 
 
-def EpochRecord(epoch, lr, train_loss, train_acc, test_loss, test_acc, seconds, images_per_sec):
+def EpochRecord(epoch: int, lr: float, train_loss: float, train_acc: float, test_loss: float, test_acc: float,
+                seconds: float, images_per_sec: float) -> Dict[str, Any]:
     """One row of the history, as a plain JSON-able dict."""
     return dict(epoch=int(epoch), lr=float(lr), train_loss=float(train_loss),
                 train_acc=float(train_acc), test_loss=float(test_loss), test_acc=float(test_acc),
@@ -30,26 +35,26 @@ def EpochRecord(epoch, lr, train_loss, train_acc, test_loss, test_acc, seconds, 
 class History:
     """The per-epoch records of a run; written as ``history.csv``."""
 
-    def __init__(self, records=None):
-        self.records = [dict(r) for r in (records or [])]
+    def __init__(self, records: Optional[Iterable[Mapping[str, Any]]] = None) -> None:
+        self.records: List[Dict[str, Any]] = [dict(r) for r in (records or [])]
 
-    def append(self, record):
+    def append(self, record: Dict[str, Any]) -> None:
         self.records.append(record)
 
-    def __len__(self):
+    def __len__(self) -> int:
         return len(self.records)
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[Dict[str, Any]]:
         return iter(self.records)
 
     @property
-    def last(self):
+    def last(self) -> Optional[Dict[str, Any]]:
         return self.records[-1] if self.records else None
 
-    def column(self, name):
+    def column(self, name: str) -> List[Any]:
         return [r[name] for r in self.records]
 
-    def to_csv(self):
+    def to_csv(self) -> str:
         buf = io.StringIO()
         writer = csv.DictWriter(buf, fieldnames=HISTORY_FIELDS, lineterminator="\n")
         writer.writeheader()
@@ -58,24 +63,25 @@ class History:
                              for k in HISTORY_FIELDS})
         return buf.getvalue()
 
-    def save(self, path):
+    def save(self, path: str) -> None:
         atomic_write_text(path, self.to_csv())
 
 
 
-def test_line(loss, correct, total):
+def test_line(loss: float, correct: int, total: int) -> str:
     """The tutorial's summary line: ``Test set: Average loss: 0.0346, Accuracy: 9892/10000 (98.92%)``."""
     return (f"Test set: Average loss: {loss:.4f}, Accuracy: {correct}/{total} "
             f"({100.0 * correct / max(total, 1):.2f}%)")
 
 
-def machine_info():
+def machine_info() -> Dict[str, Any]:
     return dict(python=platform.python_version(), mxnet=mx.__version__,
                 machine=platform.machine(), processor=platform.processor() or platform.machine(),
                 cpu_count=os.cpu_count(), omp_num_threads=os.environ.get("OMP_NUM_THREADS"))
 
 
-def write_metrics(path, history, test_loss, test_correct, test_total, **extra):
+def write_metrics(path: str, history: History, test_loss: float, test_correct: int, test_total: int,
+                  **extra: Any) -> Dict[str, Any]:
     """Write ``metrics.json``: final test numbers, totals over the run, and ``extra`` fields."""
     records = history.records
     seconds = sum(r["seconds"] for r in records)
@@ -93,7 +99,7 @@ def write_metrics(path, history, test_loss, test_correct, test_total, **extra):
 
 
 
-def check_recipe(diffs, path):
+def check_recipe(diffs: Sequence[str], path: str) -> None:
     """Refuse to resume a checkpoint made with other settings, listing ``diffs``
     (from :meth:`~stn_gluon.train.gluon.TrainConfig.recipe_differences`)."""
     if diffs:
@@ -109,12 +115,14 @@ class RunRecorder:
     ``stn_grid.png`` and the closing lines.
     """
 
-    def __init__(self, cfg, dataset, trainer_name, context, echo=print, history=None):
+    # cfg: a resolved TrainConfig (save_dir set); Any, as TrainConfig.save_dir is Optional[str].
+    def __init__(self, cfg: Any, dataset: Any, trainer_name: str, context: str,
+                 echo: Callable[[str], None] = print, history: Optional[History] = None) -> None:
         self.cfg, self.dataset, self.trainer_name = cfg, dataset, trainer_name
         self.context, self.echo = context, echo
         self.history = history or History()
 
-    def start(self, resumed_from=None, resumed_epoch=0):
+    def start(self, resumed_from: Optional[str] = None, resumed_epoch: int = 0) -> None:
         cfg = self.cfg
         if resumed_from:
             self.echo(f"Resumed from {resumed_from} after epoch {resumed_epoch}")
@@ -123,8 +131,9 @@ class RunRecorder:
         self.echo(describe_threads())
         check_threads()  # one line where OMP_NUM_THREADS is bad (more threads than cores, not a number)
 
-    def end_epoch(self, epoch, lr, train_loss, train_acc, images, train_seconds, epoch_seconds,
-                  test_loss, test_correct, test_total):
+    def end_epoch(self, epoch: int, lr: float, train_loss: float, train_acc: float, images: int,
+                  train_seconds: float, epoch_seconds: float, test_loss: float, test_correct: int,
+                  test_total: int) -> Dict[str, Any]:
         """Record epoch ``epoch`` (1-based); returns the record. ``test_total`` 0: not tested (NaN test numbers)."""
         record = EpochRecord(epoch, lr, train_loss, train_acc, test_loss,
                              test_correct / test_total if test_total else float("nan"),
@@ -137,7 +146,8 @@ class RunRecorder:
         self.history.save(os.path.join(self.cfg.save_dir, "history.csv"))
         return record
 
-    def finish(self, test_loss, test_correct, test_total, model_files, stn_sample=None, **extra):
+    def finish(self, test_loss: float, test_correct: int, test_total: int, model_files: List[str],
+               stn_sample: Optional["ExplainedBatch"] = None, **extra: Any) -> Dict[str, Any]:
         """Write metrics, curves and (given ``stn_sample``, an :class:`~stn_gluon.nn.explain.ExplainedBatch`)
         the STN grid: test inputs with the sampled region outlined, beside the outputs with the predicted class."""
         from .plots import plot_curves, plot_explained  # lazy: matplotlib, for the lead worker's end of a run only
@@ -161,7 +171,7 @@ class RunRecorder:
         return metrics
 
 
-def write_report(out_dir, lines, payload):
+def write_report(out_dir: str, lines: Sequence[str], payload: Mapping[str, Any]) -> None:
     """A benchmark's results: ``results.md`` (``lines``) and ``results.json`` (``payload`` + machine)."""
     os.makedirs(out_dir, exist_ok=True)
     atomic_write_text(os.path.join(out_dir, "results.md"), "\n".join(lines) + "\n")
@@ -169,7 +179,7 @@ def write_report(out_dir, lines, payload):
     print("\n".join(lines))
 
 
-def run_script(main):
+def run_script(main: Callable[[], Optional[int]]) -> NoReturn:
     """Run a script's ``main()``: its return code, or one ``error:`` line and status 2 for bad input."""
     try:
         sys.exit(main())
