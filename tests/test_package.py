@@ -82,7 +82,7 @@ def test_a_package_that_was_a_module_offers_all_its_names(package, module):
 
 
 def test_onnx_runtime_inference_imports_no_mxnet():
-    seen = _fresh_python("import sys, json; from stn_gluon.export.onnx import OnnxModel; "
+    seen = _fresh_python("import sys, json; from stn_gluon.export.onnx_model import OnnxModel; "
                          "from stn_gluon.serve.predictors import load_predictor; "
                          "print(json.dumps(dict(mxnet='mxnet' in sys.modules)))")
     assert seen == {"mxnet": False}

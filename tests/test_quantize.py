@@ -183,7 +183,7 @@ def cli_run(run, tmp_path):
 def test_export_quantize_flag(ratio, flags, written, said, cli_run, calibration, tmp_path, monkeypatch, capsys):
     import stn_gluon.export.int8 as quantize
 
-    from stn_gluon.quantize import describe_cpu
+    from stn_gluon.export.int8 import describe_cpu
 
     monkeypatch.setattr(quantize, "compare_speed", lambda *a, **k: _measured(ratio))  # no timing in tests
     np.save(tmp_path / "calib.npy", calibration)
@@ -210,7 +210,7 @@ def _agreement(error, fp32_accuracy=None, int8_accuracy=None):
 
 
 def test_error_verdict_refuses_int8_beyond_either_bound():
-    from stn_gluon.quantize import MAX_ERROR, int8_error_verdict
+    from stn_gluon.export.int8 import MAX_ERROR, int8_error_verdict
 
     assert int8_error_verdict(_agreement(MAX_ERROR)) is None
     assert int8_error_verdict(_agreement(0.01, 0.99, 0.98)) is None  # one point lower: the bound itself
@@ -228,7 +228,7 @@ def test_error_verdict_refuses_int8_beyond_either_bound():
 ])
 def test_export_refuses_int8_that_disagrees_with_fp32(target, vnni, said, cli_run, calibration, tmp_path,
                                                       monkeypatch, capsys):
-    import stn_gluon.quantize as quantize
+    import stn_gluon.export.int8 as quantize
 
     monkeypatch.setattr(quantize, "agreement", lambda *a, **k: _agreement(0.3))  # as saturated sums measure
     monkeypatch.setattr(quantize, "cpu_int8_features",
@@ -249,7 +249,7 @@ def test_export_int8_target_vnni_is_recorded_and_named_as_a_risk(cli_run, calibr
                                                                  capsys):
     import onnx
 
-    import stn_gluon.quantize as quantize
+    import stn_gluon.export.int8 as quantize
 
     monkeypatch.setattr(quantize, "compare_speed", lambda *a, **k: _measured(1.2))
     monkeypatch.setattr(quantize, "agreement", lambda *a, **k: _agreement(0.01))  # whatever this CPU's kernels do
@@ -293,7 +293,7 @@ def test_export_quantize_flag_errors_are_one_line(args, expect, cli_run, tmp_pat
 
 def test_bench_int8_reports_both_precisions(run, mnist_dir, tmp_path, monkeypatch):
     from stn_gluon.bench.int8 import Int8BenchConfig, run_int8_bench
-    from stn_gluon.quantize import cpu_int8_features, describe_cpu
+    from stn_gluon.export.int8 import cpu_int8_features, describe_cpu
 
     lines, payload = run_int8_bench(Int8BenchConfig(models=str(run), batches="1,4", seconds=0.01, repeats=1,
                                                     calibration_count=32, data_dir=str(mnist_dir),
@@ -410,8 +410,8 @@ KERNEL_FAMILIES = {
 
 
 def _worst_case_error(tmp_path, family, settings):
-    from stn_gluon.onnx import cpu_session
-    from stn_gluon.quantize import quantize_onnx
+    from stn_gluon.export.onnx import cpu_session
+    from stn_gluon.export.int8 import quantize_onnx
     import onnx
 
     kind, in_channels, width, op = KERNEL_FAMILIES[family]
@@ -438,14 +438,14 @@ def test_default_int8_is_right_in_the_worst_case_in_every_kernel_family(family, 
     kernel family a model of ours reaches (symmetric convolution, padded or not, im2col + GEMM, dense GEMM);
     the CPU-named tests below cover the difference VNNI makes, each on a CPU that has it or not.
     """
-    from stn_gluon.quantize import INT8
+    from stn_gluon.export.int8 import INT8
 
     assert INT8.target == "any"
     assert _worst_case_error(tmp_path, family, INT8) <= 0.05
 
 
 def _cpu_vnni():
-    from stn_gluon.quantize import cpu_int8_features
+    from stn_gluon.export.int8 import cpu_int8_features
 
     return cpu_int8_features()["vnni"]
 
@@ -457,7 +457,7 @@ def _cpu_vnni():
 def test_int8_target_vnni_saturates_on_a_cpu_without_vnni(family, tmp_path):
     """Why the default has 7-bit weights: full 8-bit ones (``--int8-target vnni``) saturate here, far beyond
     the 5 % bound, in every kernel family (measured 49 % on an AVX2 EPYC)."""
-    from stn_gluon.quantize import INT8_VNNI
+    from stn_gluon.export.int8 import INT8_VNNI
 
     assert _worst_case_error(tmp_path, family, INT8_VNNI) > 0.2
 
@@ -467,7 +467,7 @@ def test_int8_target_vnni_saturates_on_a_cpu_without_vnni(family, tmp_path):
 @pytest.mark.parametrize("family", sorted(KERNEL_FAMILIES))
 def test_int8_target_vnni_is_right_on_a_cpu_with_vnni(family, tmp_path):
     """What ``--int8-target vnni`` is for: on a VNNI CPU its full-range weights do not saturate."""
-    from stn_gluon.quantize import INT8_VNNI
+    from stn_gluon.export.int8 import INT8_VNNI
 
     assert _worst_case_error(tmp_path, family, INT8_VNNI) <= 0.05
 
@@ -484,7 +484,7 @@ def test_int8_target_vnni_is_right_on_a_cpu_with_vnni(family, tmp_path):
 def test_cpu_int8_features_reads_the_flags_that_decide_the_kernels(flags, machine, vnni, tmp_path, monkeypatch):
     import platform
 
-    from stn_gluon.quantize import cpu_int8_features, describe_cpu
+    from stn_gluon.export.int8 import cpu_int8_features, describe_cpu
 
     monkeypatch.setattr(platform, "machine", lambda: machine)
     info = tmp_path / "cpuinfo"
@@ -504,7 +504,7 @@ def test_cpu_int8_features_reads_the_flags_that_decide_the_kernels(flags, machin
 @pytest.fixture(scope="module")
 def vnni_model(run, calibration, tmp_path_factory):
     """The module's model quantized with full 8-bit weights (``--int8-target vnni``)."""
-    from stn_gluon.quantize import INT8_VNNI, quantize_onnx
+    from stn_gluon.export.int8 import INT8_VNNI, quantize_onnx
 
     out = tmp_path_factory.mktemp("vnni") / "model-int8.onnx"
     quantize_onnx(run / "model.onnx", out, calibration, settings=INT8_VNNI)
@@ -514,9 +514,9 @@ def vnni_model(run, calibration, tmp_path_factory):
 @pytest.mark.parametrize("vnni, warned", [(False, True), (True, False), (None, False)])
 def test_a_vnni_int8_file_warns_in_one_line_on_a_cpu_without_vnni(vnni, warned, vnni_model, int8_model, monkeypatch,
                                                                    capsys):
-    import stn_gluon.onnx as sonnx
-    import stn_gluon.quantize as quantize
-    from stn_gluon.inference import load_predictor
+    import stn_gluon.export.onnx_model as sonnx
+    import stn_gluon.export.int8 as quantize
+    from stn_gluon.serve.predictors import load_predictor
 
     monkeypatch.setattr(quantize, "cpu_int8_features", lambda: dict(model="Test CPU", flags=["avx2"], vnni=vnni))
     monkeypatch.setattr(sonnx, "_WARNED", set())
@@ -540,8 +540,8 @@ def test_a_vnni_int8_file_warns_in_one_line_on_a_cpu_without_vnni(vnni, warned, 
 
 def test_predict_cli_warns_about_a_vnni_file_on_a_cpu_without_vnni(vnni_model, sample, tmp_path, monkeypatch,
                                                                    capsys):
-    import stn_gluon.onnx as sonnx
-    import stn_gluon.quantize as quantize
+    import stn_gluon.export.onnx_model as sonnx
+    import stn_gluon.export.int8 as quantize
 
     monkeypatch.setattr(quantize, "cpu_int8_features", lambda: dict(model="Test CPU", flags=["avx2"], vnni=False))
     monkeypatch.setattr(sonnx, "_WARNED", set())
@@ -552,7 +552,7 @@ def test_predict_cli_warns_about_a_vnni_file_on_a_cpu_without_vnni(vnni_model, s
 
 
 def test_files_from_before_int8_target_are_read_as_made_for_vnni():
-    from stn_gluon.quantize import INT8, INT8_VNNI, file_int8_target
+    from stn_gluon.export.int8 import INT8, INT8_VNNI, file_int8_target
 
     old = "int8 (QOperator, uint8 activations / int8 weights, per-channel, Percentile calibration; 256 inputs)"
     assert file_int8_target({"quantization": old}) == "vnni"

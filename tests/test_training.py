@@ -334,6 +334,8 @@ def test_openmp_pool_is_sized_to_physical_cores_unless_the_user_chose(tmp_path):
     assert prepare_threads("evaluate", environ=late, modules={"mxnet": object()}).threads is None
     assert "OMP_NUM_THREADS" not in late  # too late: no change
 
+
+@pytest.mark.parametrize("layers", [3, 40])  # 40 layers = 80 parameters: updated in chunks
 def test_make_trainer_fused_updates_equal_plain_per_parameter_updates(layers):
     """One fused optimizer call for many parameters computes what MXNet's per-parameter updates do (lr_mult too)."""
     from stn_gluon.train.gluon import MAX_AGGREGATED_PARAMS, make_trainer
