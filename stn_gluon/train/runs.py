@@ -226,34 +226,50 @@ def set_aside(folder: str) -> SetAside:
     info = inspect_run(folder)
     if info is None:
         return SetAside()
-    aside = tempfile.mkdtemp(prefix=ASIDE_PREFIX, dir=folder)
-    for name in _run_entries(folder):
-        os.replace(os.path.join(folder, name), os.path.join(aside, name))
-    return SetAside(aside, describe_run(info))
+    aside = SetAside(tempfile.mkdtemp(prefix=ASIDE_PREFIX, dir=folder), describe_run(info))
+    try:
+        for name in _run_entries(folder):
+            os.replace(os.path.join(folder, name), os.path.join(aside.folder or "", name))
+    except BaseException as err:  # some files moved, some not: say where the moved ones are
+        aside.__exit__(type(err), err, err.__traceback__)
+        raise
+    return aside
 
 
 def prepare_save_dir(cfg: "TrainConfig") -> SetAside:
     """Create ``cfg.save_dir`` (and its parents); with ``cfg.overwrite``, first move the old run's files aside
     (:func:`set_aside`); the files set aside, to discard once the new run has a checkpoint."""
     folder = _save_dir(cfg)
-    previous = SetAside()
-    if cfg.overwrite and inspect_run(folder) is not None:
-        previous = set_aside(folder)
+    writable_dir(folder, "save_dir", create=True)
+    if not (cfg.overwrite and inspect_run(folder) is not None):
+        return SetAside()
+    previous = set_aside(folder)
+    try:
         log.warning("overwrite: moved the previous run in %s aside to %s; it is deleted once the new run has "
                     "written its first checkpoint", folder, previous.folder)
-    writable_dir(folder, "save_dir", create=True)
+    except BaseException as err:  # Ctrl-C right here: still say where the old run is
+        previous.__exit__(type(err), err, err.__traceback__)
+        raise
     return previous
 
 
+def _stale_why(path: str, folder: str) -> Optional[str]:
+    try:
+        return "it was exported from the previous weights" if onnx_weights_mismatch(path, folder) else None
+    except StnGluonError as err:  # unreadable, or metadata pointing elsewhere: not an export of these weights
+        return f"it is no export of these weights ({err})"
+
+
 def drop_stale_derived(folder: str) -> list:
-    """After a (re)export into ``folder``: remove its ``model.onnx`` and int8 copy where made from other weights."""
+    """After a (re)export into ``folder``: remove its ``model.onnx`` and int8 copy where made from other weights
+    (or where they cannot say: unreadable, or metadata that points outside the folder)."""
     fp32 = os.path.join(folder, "model.onnx")
     removed = []
     for path in (fp32, int8_path(fp32)):
-        if os.path.isfile(path) and onnx_weights_mismatch(path, folder):
+        why = _stale_why(path, folder) if os.path.isfile(path) else None
+        if why:
             os.remove(path)
-            log.warning("Removed %s: it was exported from the previous weights (run stn-gluon export-onnx "
-                        "again for the new ones)", path)
+            log.warning("Removed %s: %s (run stn-gluon export-onnx again for the new ones)", path, why)
             removed.append(path)
     return removed
 
