@@ -72,6 +72,12 @@ def _write(name, data):
     return setup
 
 
+def _two_digits_named_1(case_dir, model):
+    for folder in ("a", "b"):
+        (case_dir / folder).mkdir()
+        (case_dir / folder / "1.png").write_bytes(_png(np.eye(28) * 255))
+
+
 # name: (arguments, a piece of the error line, setup or None); in the arguments, MODEL is the shared
 # model's folder, DATA a small MNIST folder, DAMAGED the case's damaged copy of the model
 CASES = {
@@ -140,6 +146,10 @@ CASES = {
                                          "--save-rectified README.md: is a file, not a folder", None),
     "predict_save_rectified_under_a_file": (["predict", "--model", "MODEL", "--save-rectified", "README.md/r",
                                              "digit.png"], "README.md is a file, not a folder", None),
+    "predict_save_rectified_two_inputs_one_file": (["predict", "--model", "MODEL", "--save-rectified", "out",
+                                                    "a/1.png", "b/1.png"],
+                                                   "a/1.png and b/1.png would both be saved as out/1_rectified.png",
+                                                   _two_digits_named_1),
     "predict_corrupt_onnx": (["predict", "--model", "bad.onnx", "digit.png"], "bad.onnx",
                              _write("bad.onnx", b"\x08\x07garbage, not a protobuf" * 8)),
     "predict_unreadable_image": (["predict", "--model", "MODEL", "fake.png"], "fake.png",

@@ -293,3 +293,86 @@ def test_launch_leaves_the_users_count_to_every_process(tmp_path, monkeypatch):
     monkeypatch.setattr(Job, "start", start)
     assert launch([sys.executable, "-c", REPORT, str(tmp_path)], 1, 1, timeout=60, echo=lambda line: None) == 0
     assert {tuple(json.loads(p.read_text())) for p in tmp_path.iterdir()} == {("1", "user")}
+
+
+# ---- security: where a job listens, what the ssh command line carries -------------------------------------
+
+LISTENING = ("import json, os, sys; import stn_gluon; import mxnet as mx; kv = mx.kv.create('dist_sync'); "
+             "port = int(os.environ['DMLC_PS_ROOT_PORT']); rows = open('/proc/net/tcp').read().splitlines()[1:]; "
+             "found = [r.split()[1].split(':')[0] for r in rows if r.split()[3] == '0A' "
+             "and int(r.split()[1].split(':')[1], 16) == port]; "
+             "dmlc = {k: v for k, v in os.environ.items() if k.startswith('DMLC_')}; "
+             "open(sys.argv[1], 'w').write(json.dumps([found, dmlc]))")
+
+
+def test_a_local_job_listens_on_loopback_even_with_dmlc_variables_inherited(tmp_path, monkeypatch):
+    """DMLC_USE_KUBERNETES=1 makes ps-lite's scheduler bind 0.0.0.0, DMLC_LOCAL puts sockets in /tmp: a real job
+    started with them in the environment still listens on 127.0.0.1 only, and says it ignored them."""
+    for name, value in (("DMLC_USE_KUBERNETES", "1"), ("DMLC_LOCAL", "1"), ("DMLC_INTERFACE", "eth0"),
+                        ("DMLC_NODE_HOST", "0.0.0.0")):
+        monkeypatch.setenv(name, value)
+    out = tmp_path / "worker.json"
+    lines = []
+    code = launch([sys.executable, "-c", LISTENING, str(out)], 1, 1, env=dict(OMP_NUM_THREADS="1"),
+                  timeout=JOB_TIMEOUT, echo=lines.append)
+    assert code == 0, lines
+    found, dmlc = json.loads(out.read_text())
+    assert found == ["0100007F"]  # the scheduler's port: 127.0.0.1 only, not 00000000 (0.0.0.0)
+    assert dmlc["DMLC_NODE_HOST"] == LOOPBACK and not {"DMLC_USE_KUBERNETES", "DMLC_LOCAL", "DMLC_INTERFACE"} & set(dmlc)
+    ignored = [line for line in lines if "ignoring" in line]
+    assert ignored == ["launch: ignoring DMLC_INTERFACE, DMLC_LOCAL, DMLC_NODE_HOST, DMLC_USE_KUBERNETES from the "
+                       "environment (launch sets the DMLC_* variables of its processes; a local job listens on "
+                       "127.0.0.1 only)"]
+    with pytest.raises(StnGluonError, match="env sets DMLC_USE_KUBERNETES; launch sets the DMLC_"):
+        launch(["true"], 1, 1, env=dict(DMLC_USE_KUBERNETES="1"), echo=lambda line: None)
+
+
+def test_the_ssh_command_line_quotes_values_and_carries_no_credential(tmp_path, monkeypatch):
+    """What the remote shell runs, run here by sh: every value arrives as it was, nothing else runs, and
+    credentials of this environment are not on the command line."""
+    import subprocess
+
+    tricky = "a b; touch pwned; $(touch pwned2) `touch pwned3` 'q' \"d\""
+    monkeypatch.setenv("KMP_AFFINITY", tricky)
+    monkeypatch.setenv("LD_LIBRARY_PATH", "/opt/my libs;/x")
+    for secret in ("AWS_SECRET_ACCESS_KEY", "AWS_ACCESS_KEY_ID", "GITHUB_TOKEN", "MY_PASSWORD"):
+        monkeypatch.setenv(secret, "s3cr3t-value")
+    env = dict(role_environments(1, 1, "10.0.0.1", 9000)[2][2], DMLC_EXTRA="x y;z")
+    cmd = ssh_command(("10.0.0.2", "22"), env, [sys.executable, "-c",
+                      "import json, os; print(json.dumps(dict(os.environ)))"], str(tmp_path))
+    assert cmd[:6] == ["ssh", "-tt", "-o", "StrictHostKeyChecking=accept-new", "-o", "BatchMode=yes"]
+    assert "s3cr3t" not in " ".join(cmd) and "AWS_" not in cmd[-1] and "TOKEN" not in cmd[-1]
+    done = subprocess.run(["sh", "-c", cmd[-1]], env={"PATH": os.environ["PATH"]}, capture_output=True, text=True,
+                          cwd=tmp_path, timeout=60)
+    assert done.returncode == 0, done.stderr
+    got = json.loads(done.stdout)
+    assert got["KMP_AFFINITY"] == tricky and got["LD_LIBRARY_PATH"] == "/opt/my libs;/x"
+    assert got["DMLC_EXTRA"] == "x y;z" and got["DMLC_ROLE"] == "worker" and got["DMLC_NODE_HOST"] == "10.0.0.2"
+    assert not any(k.startswith("AWS_") or k in ("GITHUB_TOKEN", "MY_PASSWORD") for k in got)
+    assert not list(tmp_path.glob("pwned*"))
+    # a credential or a bad name given to the job itself: refused in one line, before anything starts
+    from stn_gluon.train.distributed import remote_env
+
+    with pytest.raises(StnGluonError, match="AWS_SECRET_ACCESS_KEY looks like a credential"):
+        remote_env(dict(AWS_SECRET_ACCESS_KEY="x"), environ={})
+    with pytest.raises(StnGluonError, match="is not an environment variable name"):
+        remote_env({"A;rm -rf /": "x"}, environ={})
+    hosts = tmp_path / "hosts"
+    hosts.write_text("10.0.0.2\n")
+    started = []
+    monkeypatch.setattr("subprocess.Popen", lambda *a, **k: started.append(a) or pytest.fail("started"))
+    with pytest.raises(StnGluonError, match="API_TOKEN looks like a credential"):
+        launch(["true"], 1, 1, launcher="ssh", hostfile=str(hosts), host_ip=LOOPBACK, env=dict(API_TOKEN="t"),
+               echo=lambda line: None)
+    assert started == []
+
+
+def test_launch_help_says_what_a_jobs_ports_expose(capsys):
+    from stn_gluon.cli import main
+
+    with pytest.raises(SystemExit):
+        main(["launch", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "no authentication" in text and "every server (whatever the kvstore) unpickles" in text
+    assert "never from the internet" in text and "StrictHostKeyChecking=accept-new" in text
+    assert "never a credential" in text

@@ -316,3 +316,131 @@ def test_photo_orientation_is_applied():
         img.save(buf, format=fmt, exif=exif.tobytes(), **({"quality": 95} if fmt == "JPEG" else {}))
         got = decode_image(buf.getvalue(), (28, 28))
         assert got[:, -6:-2].mean() > 0.8 and got[2:6, :].mean() < 0.3, fmt  # the bar now stands on the right
+
+
+# ---- untrusted model folders: metadata paths, read once, no swallowed errors ------------------------------
+
+def _one_line_refusal(args, cwd):
+    out = subprocess.run([sys.executable, "-m", "stn_gluon"] + [str(a) for a in args], capture_output=True,
+                         text=True, timeout=120, cwd=cwd)
+    assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), out.stderr
+    return lines[0]
+
+
+def _onnx_with_metadata(served_model, folder, **props):
+    """A copy of the served model's folder whose model.onnx metadata has ``props`` set."""
+    import shutil
+
+    import onnx
+
+    shutil.copytree(served_model, folder)
+    model = onnx.load(str(folder / "model.onnx"))
+    for entry in model.metadata_props:
+        if entry.key in props:
+            entry.value = props[entry.key]
+    onnx.save(model, str(folder / "model.onnx"))
+    return folder / "model.onnx"
+
+
+@pytest.mark.parametrize("name", ["/proc/kcore", "../model-0000.params", "sub/model-0000.params", "..", ""])
+def test_a_params_file_outside_the_models_folder_is_refused(served_model, tmp_path, name):
+    from stn_gluon._runtime.errors import CheckpointError
+    from stn_gluon.serve.predictors import load_predictor
+
+    onnx_file = _onnx_with_metadata(served_model, tmp_path / "m", params_file=name)
+    with pytest.raises(CheckpointError, match="not a file name beside it; refusing a path outside"):
+        load_predictor(str(onnx_file))
+    if name == "/proc/kcore":  # the command: one line, at once (reading /proc/kcore would hang it)
+        line = _one_line_refusal(["predict", "--model", onnx_file, tmp_path / "nothing.png"], tmp_path)
+        assert "params_file '/proc/kcore' is not a file name beside it" in line
+
+
+def test_a_params_file_linked_out_of_the_folder_is_refused(served_model, tmp_path):
+    from stn_gluon._runtime.errors import CheckpointError
+    from stn_gluon.serve.predictors import load_predictor
+
+    elsewhere = tmp_path / "elsewhere.params"
+    elsewhere.write_bytes((served_model / "model-0000.params").read_bytes())
+    onnx_file = _onnx_with_metadata(served_model, tmp_path / "m")
+    (tmp_path / "m" / "model-0000.params").unlink()
+    (tmp_path / "m" / "model-0000.params").symlink_to(elsewhere)
+    with pytest.raises(CheckpointError, match=r"params_file model-0000\.params leads outside the model's folder"):
+        load_predictor(str(onnx_file))
+
+
+def test_an_onnx_file_onnx_cannot_read_fails_the_staleness_check(served_model, tmp_path):
+    import shutil
+
+    from stn_gluon._runtime.errors import CheckpointError
+    from stn_gluon.export.saved import check_onnx_current, onnx_weights_mismatch
+    from stn_gluon.train.runs import drop_stale_derived
+
+    folder = tmp_path / "m"
+    shutil.copytree(served_model, folder)
+    (folder / "model.onnx").write_bytes(b"\x08\x07 not a protobuf" * 16)
+    for call in (lambda: onnx_weights_mismatch(str(folder / "model.onnx"), str(folder)),
+                 lambda: check_onnx_current(str(folder / "model.onnx"), str(folder / "model.onnx"))):
+        with pytest.raises(CheckpointError, match=r"model\.onnx: not a readable ONNX model \("):
+            call()
+    line = _one_line_refusal(["predict", "--model", folder, "--backend", "onnxruntime", "x.png"], tmp_path)
+    assert "model.onnx: not a loadable ONNX model" in line
+    # after a retraining, an unreadable model.onnx in the run is removed (it is no export of the new weights)
+    assert drop_stale_derived(str(folder)) == [str(folder / "model.onnx")]
+
+
+def test_each_model_file_is_read_once_and_the_bytes_checked_are_the_bytes_loaded(served_model, tmp_path,
+                                                                                 monkeypatch):
+    import shutil
+
+    import mxnet as mx
+
+    from stn_gluon.export import saved
+    from stn_gluon._runtime.files import sha256_file
+    from stn_gluon.serve.predictors import load_predictor
+
+    folder = tmp_path / "m"
+    shutil.copytree(served_model, folder)
+    params = folder / "model-0000.params"
+    original = params.read_bytes()
+    verify = saved.verify_checksums
+
+    def verify_then_swap(meta, files, described, contents=None):
+        verify(meta, files, described, contents)
+        # the file is replaced between the check and the load: what loads must be what was checked
+        arrays = mx.nd.load(str(params))
+        mx.nd.save(str(params), {k: v * 0 for k, v in arrays.items()})
+
+    monkeypatch.setattr(saved, "verify_checksums", verify_then_swap)
+    monkeypatch.setattr(saved, "sha256_file", lambda path: pytest.fail(f"{path} hashed apart from its loading"))
+    model = saved.load_model(str(folder))
+    assert model.sha256 == {"model-symbol.json": sha256_file(str(folder / "model-symbol.json")),
+                            "model-0000.params": hashlib_sha256(original)}
+    x = mx.nd.array(np.random.RandomState(0).randn(4, *SHAPE).astype(np.float32))
+    reference = saved.load_model(str(served_model)).net(x).asnumpy()
+    np.testing.assert_array_equal(model.net(x).asnumpy(), reference)  # the checked weights, not the zeros
+    monkeypatch.undo()
+    predictor = load_predictor(str(served_model / "model.onnx"))
+    assert predictor.info()["files"] == {"model.onnx": sha256_file(str(served_model / "model.onnx"))}
+
+
+def hashlib_sha256(data):
+    import hashlib
+
+    return hashlib.sha256(data).hexdigest()
+
+
+def test_save_rectified_refuses_two_inputs_that_would_share_a_file(served_model, sample, tmp_path):
+    for folder in ("a", "b"):
+        (tmp_path / folder).mkdir()
+        (tmp_path / folder / "1.png").write_bytes(render(sample.test_images[0], "white_on_black"))
+    line = _one_line_refusal(["predict", "--model", served_model / "model.onnx", "--save-rectified", "out",
+                              "a/1.png", "b/1.png"], tmp_path)
+    assert line == f"error: --save-rectified: a/1.png and b/1.png would both be saved as out/1_rectified.png; " \
+                   f"rename one, or run predict once per folder"
+    assert not (tmp_path / "out").exists()
+    (tmp_path / "b" / "1.png").rename(tmp_path / "b" / "2.png")  # distinct names: one file each
+    assert main(["predict", "--model", str(served_model / "model.onnx"), "--save-rectified", str(tmp_path / "out"),
+                 str(tmp_path / "a" / "1.png"), str(tmp_path / "b" / "2.png")]) == 0
+    assert sorted(os.listdir(tmp_path / "out")) == ["1_rectified.png", "2_rectified.png"]

@@ -4,6 +4,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 import zipfile
 
 import mxnet as mx
@@ -234,3 +235,87 @@ def test_demo_run_twice_keeps_the_first(tmp_path, finished_run):
     assert out.returncode == 0, out.stderr
     assert "runs/demo already holds this demo" in out.stdout and "leaving it as it is" in out.stdout
     assert _snapshot(demo) == before and sorted(os.listdir(tmp_path / "runs")) == ["demo"]
+
+
+def _aside(folder):
+    found = [p for p in folder.iterdir() if p.name.startswith(".overwritten-")]
+    assert len(found) <= 1, found
+    return found[0] if found else None
+
+
+def test_overwrite_ctrl_c_in_the_first_epoch_keeps_the_old_run_and_says_where(tmp_path, run, sample):
+    """Black-box: `train --overwrite` interrupted (SIGINT) before its first checkpoint."""
+    import signal
+
+    (run / "notes.txt").write_text("mine")
+    old = {k: v for k, v in _snapshot(run).items() if k != "notes.txt"}
+    data = write_mnist_dir(tmp_path / "mnist", sample, 4000, 64)
+    env = dict(os.environ, PYTHONPATH=ROOT, OMP_NUM_THREADS="1")
+    env.pop("STN_GLUON_DATA", None)
+    proc = subprocess.Popen([sys.executable, "-m", "stn_gluon", "train", "--overwrite", "--save-dir", str(run),
+                             "--data-dir", str(data), "--batch-size", "2", "--epochs", "1", "--no-progress"],
+                            cwd=tmp_path, env=env, stderr=subprocess.PIPE, text=True)
+    lines = []
+    for line in proc.stderr:  # the old run is set aside just before the network is initialised
+        lines.append(line)
+        if "moved the previous run" in line:
+            break
+    assert any("moved the previous run" in l for l in lines), "".join(lines)
+    time.sleep(1.0)  # into the first epoch (2,000 steps: several seconds)
+    proc.send_signal(signal.SIGINT)
+    rest = proc.stderr.read()
+    assert proc.wait(timeout=120) == 130, rest
+    err = "".join(lines) + rest
+    assert "Traceback" not in err, err
+    aside = _aside(run)
+    assert aside is not None and not (run / "checkpoint.zip").exists(), err
+    kept = [l for l in err.splitlines() if "was kept in" in l]
+    assert len(kept) == 1 and str(aside) in kept[0] and "a finished run" in kept[0], err
+    assert _snapshot(aside) == old  # every file of the old run, byte for byte
+    assert (run / "notes.txt").read_text() == "mine"
+
+
+@pytest.mark.parametrize("trainer", ["gluon", "module"])
+def test_overwrite_failing_before_its_first_checkpoint_keeps_the_old_run(run, sample, monkeypatch, caplog, trainer):
+    from stn_gluon.train import gluon as gluon_trainer, module as module_trainer
+
+    old = _snapshot(run)
+
+    def crash(*args, **kwargs):
+        raise RuntimeError("crashed in the first epoch")
+
+    if trainer == "gluon":
+        monkeypatch.setattr(gluon_trainer, "_train_epoch", crash)
+        train = fit
+    else:
+        monkeypatch.setattr(module_trainer, "_train", crash)
+        train = module_trainer.fit_module
+    with pytest.raises(RuntimeError, match="crashed"):
+        train(_recipe(save_dir=str(run), overwrite=True), dataset=_tiny(sample), echo=lambda s: None)
+    aside = _aside(run)
+    assert aside is not None and _snapshot(aside) == old
+    assert inspect_run(str(run)) is None  # nothing of the old run left in the save dir itself
+    kept = [r.getMessage() for r in caplog.records if "was kept in" in r.getMessage()]
+    assert len(kept) == 1 and str(aside) in kept[0] and "\n" not in kept[0]
+
+
+@pytest.mark.parametrize("trainer", ["gluon", "module"])
+def test_overwrite_deletes_the_old_run_once_the_first_checkpoint_is_written(run, sample, monkeypatch, trainer):
+    from stn_gluon.train import module as module_trainer
+    from stn_gluon.train.runs import SetAside
+
+    seen = []
+    discard = SetAside.discard
+
+    def spy(self):  # the moment the old run goes: the new checkpoint is already there
+        if self.folder is not None:
+            seen.append((os.path.isdir(self.folder), sorted(os.listdir(run))))
+        discard(self)
+
+    monkeypatch.setattr(SetAside, "discard", spy)
+    train = fit if trainer == "gluon" else module_trainer.fit_module
+    train(_recipe(save_dir=str(run), epochs=2, overwrite=True), dataset=_tiny(sample), echo=lambda s: None)
+    assert len(seen) == 1 and seen[0][0]
+    assert ("checkpoint.zip" if trainer == "gluon" else "model-0001.params") in seen[0][1]
+    assert "metrics.json" not in seen[0][1]  # after epoch 1 of 2
+    assert _aside(run) is None

@@ -206,6 +206,24 @@ def _check_onnx_parity(model_path: str, onnx_path: str) -> None:
         raise StnGluonError(f"ONNX Runtime and MXNet disagree (max |logit difference| {diff:.2e} > 1e-4)")
 
 
+def _rectified_paths(folder: str, inputs: Sequence[str]) -> List[str]:
+    """Where ``predict --save-rectified`` writes each input's rectified image: ``NAME_rectified.png`` (``NAME_3``
+    for the fourth image of ``NAME.npy``). Two different inputs that would get the same file (``a/1.png`` and
+    ``b/1.png``) are refused with one line, before anything is written."""
+    paths: List[str] = []
+    first: Dict[str, str] = {}
+    for name in inputs:
+        base = name.split("[")[0]
+        stem = os.path.splitext(os.path.basename(base))[0]
+        suffix = name[len(base):].strip("[]")
+        path = os.path.join(folder, f"{stem}{'_' + suffix if suffix else ''}_rectified.png")
+        if first.setdefault(path, name) != name:
+            raise StnGluonError(f"--save-rectified: {first[path]} and {name} would both be saved as {path}; "
+                                f"rename one, or run predict once per folder")
+        paths.append(path)
+    return paths
+
+
 def _cmd_predict(args: argparse.Namespace) -> None:
     from ..serve.predictors import describe, load_predictor, preprocess, to_png  # lazy: per command, keeps --help fast
 
@@ -213,6 +231,7 @@ def _cmd_predict(args: argparse.Namespace) -> None:
         writable_dir(args.save_rectified, "--save-rectified")
     predictor = load_predictor(model_or_default(args.model, _note), args.backend)
     pixels, names = load_inputs(args.inputs, predictor.input_shape, args.pixel_range)
+    paths = _rectified_paths(args.save_rectified, names) if args.save_rectified else []  # refused before predicting
     pixels, inverted = apply_polarity(pixels, args.invert)
     if args.invert == "auto" and inverted.any():
         shown = [n for n, flag in zip(names, inverted) if flag]
@@ -225,10 +244,7 @@ def _cmd_predict(args: argparse.Namespace) -> None:
         if "warped" not in outputs:
             raise StnGluonError("--save-rectified: this model has no spatial transformer")
         writable_dir(args.save_rectified, "--save-rectified", create=True, note=_note)
-        for i, entry in enumerate(results):
-            stem = os.path.splitext(os.path.basename(entry["input"].split("[")[0]))[0]
-            suffix = entry["input"][len(entry["input"].split("[")[0]):].strip("[]")
-            path = os.path.join(args.save_rectified, f"{stem}{'_' + suffix if suffix else ''}_rectified.png")
+        for i, (entry, path) in enumerate(zip(results, paths)):  # describe() keeps the inputs' order and names
             atomic_write_bytes(path, to_png(outputs["warped"][i], predictor.mean, predictor.std))
             entry["rectified"] = path
     if args.json:

@@ -103,9 +103,23 @@ def _add_train(sub: Any) -> None:
     add_train_args(p, skip=("hybridize",))
 
 
+LAUNCH_DESCRIPTION = ("Run train/train-symbol (or any program) as a distributed job on MXNet's parameter server: "
+                      "a scheduler, servers and workers (docs/distributed.md).")
+#: ``launch --help``'s last words: what a job's ports expose.
+LAUNCH_SECURITY = ("Security: MXNet's parameter server has no authentication, and every server (whatever the "
+                   "kvstore) unpickles the commands it receives: anyone who can reach a job's ports can run code "
+                   "as you. The local launcher listens on 127.0.0.1 only (inherited DMLC_* variables are ignored). "
+                   "With --launcher ssh, the job's ports must be reachable only from its own hosts (a private "
+                   "network, a firewall), never from the internet; ssh accepts a new host key but refuses a "
+                   "changed one (StrictHostKeyChecking=accept-new), and only OMP_NUM_THREADS, KMP_AFFINITY, "
+                   "LD_LIBRARY_PATH and the job's DMLC_* variables travel on the remote command line, never a "
+                   "credential.")
+
+
 def _add_launch(sub: Any) -> None:
     p = sub.add_parser("launch", help="run train/train-symbol as a distributed job: a scheduler, servers and "
-                                      "workers (MXNet's parameter server; docs/distributed.md)")
+                                      "workers (MXNet's parameter server; docs/distributed.md)",
+                       description=LAUNCH_DESCRIPTION, epilog=LAUNCH_SECURITY)
     p.add_argument("-n", "--num-workers", type=positive_int, required=True, help="worker processes")
     p.add_argument("-s", "--num-servers", type=positive_int, default=1, help="server processes (default: 1)")
     p.add_argument("--launcher", choices=["local", "ssh"], default="local",

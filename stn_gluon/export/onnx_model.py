@@ -3,6 +3,7 @@
 Also importable as ``stn_gluon.export.onnx.OnnxModel``, beside the export functions (which need MXNet).
 """
 import concurrent.futures
+import hashlib
 import os
 import sys
 from typing import Any, Dict, List, Optional, Sequence
@@ -49,6 +50,9 @@ class OnnxModel:
     An int8 file made for CPUs with VNNI (``export-onnx --int8-target vnni``)
     loaded on a CPU without VNNI prints a one-line warning on stderr (once per
     file), also kept in ``warning`` (``None`` otherwise).
+
+    The file is read once: ``sha256`` is the SHA-256 of the bytes the session was made from. An ONNX file is
+    code-equivalent: load only files from sources you trust.
     """
 
     MIN_CHUNK = 16
@@ -63,10 +67,20 @@ class OnnxModel:
         self.mode = mode
         self._pool: "Optional[concurrent.futures.ThreadPoolExecutor]" = None
         try:
-            self.session = cpu_session(path, 1 if mode == "split" else self.threads)
+            with open(path, "rb") as f:
+                data = f.read()
+        except OSError as err:
+            raise CheckpointError(f"{path}: unreadable ({err.strerror or err})") from None
+        self.sha256 = hashlib.sha256(data).hexdigest()
+        try:
+            self.session = cpu_session(data, 1 if mode == "split" else self.threads)
         except Exception as err:  # ORT raises its own exception types for unreadable files
-            raise CheckpointError(f"{path}: not a loadable ONNX model ({str(err).splitlines()[0][:200]})") from None
-        self.meta = decode_metadata(dict(self.session.get_modelmeta().custom_metadata_map))
+            first = (str(err).splitlines() or [type(err).__name__])[0][:200]
+            raise CheckpointError(f"{path}: not a loadable ONNX model ({first})") from None
+        try:
+            self.meta = decode_metadata(dict(self.session.get_modelmeta().custom_metadata_map))
+        except ValueError as err:
+            raise CheckpointError(f"{path}: its metadata is not what stn-gluon export-onnx writes ({err})") from None
         self.warning = _warn_target(self.meta, path)
         inputs = self.session.get_inputs()
         if len(inputs) != 1 or len(inputs[0].shape) != 4:
@@ -83,9 +97,12 @@ class OnnxModel:
         self.outputs = [o for o in (outputs or available) if o in available]
         if mode == "split" and self.threads > 1:
             self._pool = concurrent.futures.ThreadPoolExecutor(self.threads, thread_name_prefix="ort")
-        self.mean = float(self.meta.get("mean", 0.0))
-        self.std = float(self.meta.get("std", 1.0))
-        self.classes = list(self.meta.get("classes", []))
+        try:
+            self.mean = float(self.meta.get("mean", 0.0))
+            self.std = float(self.meta.get("std", 1.0))
+            self.classes = [str(c) for c in self.meta.get("classes", [])]
+        except (TypeError, ValueError) as err:
+            raise CheckpointError(f"{path}: its metadata's mean, std or classes are malformed ({err})") from None
 
     def describe_threads(self) -> str:
         """One line: the threads this model runs on."""

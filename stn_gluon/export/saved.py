@@ -8,13 +8,18 @@ without it MNIST defaults are assumed.
 
 ``<prefix>.json`` also records the SHA-256 of the graph and the weights it
 describes (``sha256``: ``{"model-symbol.json": ..., "model-0000.params": ...}``);
-every loader checks them and refuses files changed or damaged since. A
+every loader checks them and refuses files changed or damaged since. Each file is read once: the
+bytes checked are the bytes loaded (a file replaced between the check and the load cannot slip in). A
 ``<prefix>.json`` without ``sha256`` (from a version that did not record
 them, or written by hand) loads without the check. An ONNX export records the params file
 it came from and its SHA-256; :func:`check_onnx_current` refuses one that no
-longer matches the weights beside it.
+longer matches the weights beside it, one that onnx cannot read, and one whose metadata names a file
+outside the model's folder.
+
+Model files are code-equivalent: load only files from sources you trust (docs/export-onnx.md).
 """
 import glob
+import hashlib
 import json
 import os
 import re
@@ -68,11 +73,21 @@ def write_model_meta(prefix: str, epoch: int, meta: dict) -> dict:
     return meta
 
 
-def verify_checksums(meta: dict, files: list, described: str) -> None:
+def read_model_file(path: str) -> bytes:
+    """The bytes of a model file, read once (hash them and load them: :func:`verify_checksums`)."""
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except OSError as err:
+        raise CheckpointError(f"{path}: unreadable ({err.strerror or err})") from None
+
+
+def verify_checksums(meta: dict, files: list, described: str, contents: Optional[Dict[str, bytes]] = None) -> None:
     """Refuse any of ``files`` whose SHA-256 differs from what ``meta["sha256"]`` (from ``described``) records.
 
     Meta without ``sha256`` passes (older runs). A params file it does not
-    name (another epoch than the one described) is refused too.
+    name (another epoch than the one described) is refused too. contents: ``{path: bytes}`` already read
+    (:func:`read_model_file`): what is checked is what will be loaded; without it the files are read here.
     """
     recorded = meta.get("sha256")
     if not recorded:
@@ -85,7 +100,8 @@ def verify_checksums(meta: dict, files: list, described: str) -> None:
             named = ", ".join(sorted(recorded)) or "nothing"
             raise CheckpointError(f"{path}: {described} describes other files ({named}); a run that did not "
                                   f"finish? continue it with resume", params=("resume",))
-        if sha256_file(path) != recorded[name]:
+        digest = hashlib.sha256(contents[path]).hexdigest() if contents is not None else sha256_file(path)
+        if digest != recorded[name]:
             raise CheckpointError(f"{path}: its SHA-256 does not match {described} (changed or damaged since it "
                                   f"was written); restore it or train again")
 
@@ -111,38 +127,70 @@ def resolve_model(path: str) -> Tuple[str, int]:
     return prefix, epochs[-1]
 
 
-def _recorded_weights(onnx_path: str) -> Optional[Tuple[str, str]]:
-    """``(params file name, SHA-256)`` an ONNX file says it was exported from, or ``None``."""
+def _plain_name(name: Any, onnx_path: str, key: str) -> str:
+    """A file name from ``onnx_path``'s metadata (``key``), refused unless it is a plain name in its folder."""
+    if not isinstance(name, str) or not name or name in (".", "..") or os.path.basename(name) != name \
+            or "\0" in name or (os.altsep and os.altsep in name):
+        raise CheckpointError(f"{onnx_path}: its metadata's {key} {str(name)[:100]!r} is not a file name beside "
+                              f"it; refusing a path outside the model's folder")
+    return name
+
+
+def _onnx_metadata(onnx_path: str) -> Dict[str, Any]:
+    """The export metadata of ``onnx_path``, or a one-line :class:`CheckpointError` where onnx cannot read it."""
     import onnx
 
     try:
-        meta = read_metadata(onnx.load(onnx_path, load_external_data=False))
-    except Exception:  # unreadable: OnnxModel reports that, with its own message
-        return None
+        return read_metadata(onnx.load(onnx_path, load_external_data=False))
+    except Exception as err:  # onnx raises DecodeError, ValueError, OSError... for a file it cannot read
+        first = (str(err).splitlines() or [type(err).__name__])[0][:200]
+        raise CheckpointError(f"{onnx_path}: not a readable ONNX model ({first or type(err).__name__})") from None
+
+
+def _recorded_weights(onnx_path: str, meta: Optional[Dict[str, Any]] = None) -> Optional[Tuple[str, str]]:
+    """``(params file name, SHA-256)`` an ONNX file says it was exported from, or ``None`` where it says nothing.
+
+    meta: its metadata, already read (as :class:`~stn_gluon.export.onnx_model.OnnxModel` does); otherwise read
+    here. A file onnx cannot read, or a params file named by a path, is refused (:class:`CheckpointError`).
+    """
+    meta = _onnx_metadata(onnx_path) if meta is None else meta
     if meta.get("params_sha256"):
-        return meta.get("params_file", ""), meta["params_sha256"]
+        return _plain_name(meta.get("params_file", ""), onnx_path, "params_file"), str(meta["params_sha256"])
     source = meta.get("source")  # files before params_sha256 existed: {name: sha256}
     if isinstance(source, dict):
         for name, digest in source.items():
             if name.endswith(".params"):
-                return name, digest
+                return _plain_name(name, onnx_path, "source"), str(digest)
     return None
 
 
-def onnx_weights_mismatch(onnx_path: str, model_path: str) -> "str | None":
+def _inside_folder(path: str, folder: str) -> bool:
+    real, base = os.path.realpath(path), os.path.realpath(folder)
+    return os.path.commonpath([real, base]) == base
+
+
+def onnx_weights_mismatch(onnx_path: str, model_path: str, meta: Optional[Dict[str, Any]] = None) -> "str | None":
     """Why ``onnx_path`` does not hold the weights of ``model_path``, or ``None`` if it does (or cannot tell).
 
     model_path: a save dir or export prefix (compared with the weights the
     MXNet loader would take there), or the ``.onnx`` file itself (compared
-    with the params file it names, if that file is beside it).
+    with the params file it names, if that file is beside it). meta: the ONNX file's metadata, if already read.
+    An ONNX file onnx cannot read, or whose metadata names a file outside its folder (a link out of it
+    included), is refused (:class:`CheckpointError`), never taken as "cannot tell".
     """
-    recorded = _recorded_weights(onnx_path)
+    recorded = _recorded_weights(onnx_path, meta)
     if recorded is None:
         return None
     name, digest = recorded
     if str(model_path).endswith(".onnx"):
-        params = os.path.join(os.path.dirname(os.path.abspath(onnx_path)), name)
-        if not name or not os.path.isfile(params):
+        folder = os.path.dirname(os.path.abspath(onnx_path))
+        params = os.path.join(folder, name)
+        if not os.path.lexists(params):
+            return None
+        if not _inside_folder(params, folder):
+            raise CheckpointError(f"{onnx_path}: its metadata's params_file {name} leads outside the model's folder "
+                                  f"(a link to {os.path.realpath(params)}); refusing it")
+        if not os.path.isfile(params):
             return None
     else:
         try:
@@ -157,9 +205,10 @@ def onnx_weights_mismatch(onnx_path: str, model_path: str) -> "str | None":
     return None
 
 
-def check_onnx_current(onnx_path: str, model_path: str) -> None:
-    """Refuse (one line) an ONNX file exported from other weights than ``model_path``'s now."""
-    why = onnx_weights_mismatch(onnx_path, model_path)
+def check_onnx_current(onnx_path: str, model_path: str, meta: Optional[Dict[str, Any]] = None) -> None:
+    """Refuse (one line) an ONNX file exported from other weights than ``model_path``'s now, one onnx cannot
+    read, or one whose metadata points outside its folder. meta: its metadata, if already read."""
+    why = onnx_weights_mismatch(onnx_path, model_path, meta)
     if why:
         where = model_path if not str(model_path).endswith(".onnx") else os.path.dirname(os.path.abspath(onnx_path))
         raise CheckpointError(f"{onnx_path} is out of date ({why}); re-run stn-gluon export-onnx --model {where}")
@@ -184,6 +233,7 @@ class LoadedModel:
     prefix: str
     epoch: int
     files: List[str] = field(default_factory=list)
+    sha256: Dict[str, str] = field(default_factory=dict)  # base name -> SHA-256 of the bytes loaded
 
     @property
     def input_shape(self) -> Shape:
@@ -211,24 +261,51 @@ class ModelGraph:
     prefix: str
     epoch: int
     files: List[str]
+    sha256: Dict[str, str] = field(default_factory=dict)  # base name -> SHA-256 of the bytes loaded
 
 
 @dataclass
 class SavedGraph:
     """A saved MXNet graph as it is on disk: ``symbol`` (all its outputs), ``params`` ``{name: NDArray}``
-    (``arg:``/``aux:`` prefixes removed), ``meta`` (``<prefix>.json``, or MNIST defaults), and its files."""
+    (``arg:``/``aux:`` prefixes removed), ``meta`` (``<prefix>.json``, or MNIST defaults), and its files with
+    the SHA-256 of the bytes loaded (``sha256``: base name -> hex)."""
     symbol: mx.sym.Symbol
     params: Dict[str, mx.nd.NDArray]
     meta: dict
     prefix: str
     epoch: int
     files: List[str]
+    sha256: Dict[str, str] = field(default_factory=dict)
+
+
+def _load_symbol(symbol_file: str, data: bytes) -> mx.sym.Symbol:
+    try:
+        return mx.sym.load_json(data.decode("utf-8"))
+    except mx.base.MXNetError as err:
+        raise CheckpointError(f"{symbol_file}: not a valid MXNet symbol file "
+                              f"({mxnet_message(err)})") from None
+    except ValueError:  # not UTF-8, or UnicodeDecodeError from MXNet's own message on a truncated file
+        raise CheckpointError(f"{symbol_file}: not a valid MXNet symbol file (damaged or truncated)") from None
+
+
+def _load_params(params_file: str, data: bytes) -> Dict[str, mx.nd.NDArray]:
+    try:
+        raw = mx.nd.load_frombuffer(data)
+    except mx.base.MXNetError as err:
+        raise CheckpointError(f"{params_file}: unreadable ({mxnet_message(err)})") from None
+    if not isinstance(raw, dict) and raw:
+        raise CheckpointError(f"{params_file}: holds unnamed arrays, not a model's weights")
+    return {k.split(":", 1)[-1]: v for k, v in (raw or {}).items()}  # a graph without weights saves []
 
 
 def read_saved(path: str) -> SavedGraph:
-    """Read a saved graph (by :func:`resolve_model` rules) -> :class:`SavedGraph`; checksums checked, nothing cut."""
+    """Read a saved graph (by :func:`resolve_model` rules) -> :class:`SavedGraph`; checksums checked, nothing cut.
+
+    Each file is read once; the bytes checked against ``<prefix>.json``'s SHA-256 are the bytes loaded.
+    """
     prefix, epoch = resolve_model(path)
     symbol_file, params_file = prefix + "-symbol.json", f"{prefix}-{epoch:04d}.params"
+    contents = {f: read_model_file(f) for f in (symbol_file, params_file)}
     meta = _default_meta()
     if os.path.isfile(prefix + ".json"):
         try:
@@ -236,22 +313,11 @@ def read_saved(path: str) -> SavedGraph:
                 meta.update(json.load(f))
         except (OSError, ValueError) as err:
             raise CheckpointError(f"{prefix}.json: unreadable model description ({err})") from None
-        verify_checksums(meta, [symbol_file, params_file], prefix + ".json")
-    try:
-        sym = mx.sym.load(symbol_file)
-    except mx.base.MXNetError as err:
-        raise CheckpointError(f"{symbol_file}: not a valid MXNet symbol file "
-                              f"({mxnet_message(err)})") from None
-    except ValueError:  # UnicodeDecodeError from MXNet's own message on a binary or truncated file
-        raise CheckpointError(f"{symbol_file}: not a valid MXNet symbol file (damaged or truncated)") from None
-    try:
-        raw = mx.nd.load(params_file)
-    except mx.base.MXNetError as err:
-        raise CheckpointError(f"{params_file}: unreadable ({mxnet_message(err)})") from None
-    if not isinstance(raw, dict) and raw:
-        raise CheckpointError(f"{params_file}: holds unnamed arrays, not a model's weights")
-    params = {k.split(":", 1)[-1]: v for k, v in (raw or {}).items()}  # a graph without weights saves []
-    return SavedGraph(sym, params, meta, prefix, epoch, [symbol_file, params_file])
+        verify_checksums(meta, [symbol_file, params_file], prefix + ".json", contents)
+    sym = _load_symbol(symbol_file, contents[symbol_file])
+    params = _load_params(params_file, contents[params_file])
+    digests = {os.path.basename(f): hashlib.sha256(data).hexdigest() for f, data in contents.items()}
+    return SavedGraph(sym, params, meta, prefix, epoch, [symbol_file, params_file], digests)
 
 
 def load_graph(path: str) -> ModelGraph:
@@ -287,7 +353,7 @@ def load_graph(path: str) -> ModelGraph:
         transform = get_transform(meta.get("transform") or "affine")
         theta = transform.theta(params_node)
     return ModelGraph(sym, warped, theta if warped is not None else None, params, meta, prefix, epoch,
-                      list(saved.files))
+                      list(saved.files), dict(saved.sha256))
 
 
 def _symbol_block(outputs: mx.sym.Symbol, input_name: str, params: Dict[str, mx.nd.NDArray], ctx: Any,
@@ -315,4 +381,4 @@ def load_model(path: str, ctx: Any = None) -> LoadedModel:
     if graph.warped is not None:
         outputs = [graph.warped] + ([graph.theta] if graph.theta is not None else [])
         stn = _symbol_block(mx.sym.Group(outputs), input_name, graph.params, ctx, shared=net)
-    return LoadedModel(net, stn, graph.meta, graph.prefix, graph.epoch, graph.files)
+    return LoadedModel(net, stn, graph.meta, graph.prefix, graph.epoch, graph.files, graph.sha256)

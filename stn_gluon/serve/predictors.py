@@ -17,7 +17,6 @@ from typing import Any, Dict, List, Optional, Sequence, Union
 import numpy as np
 
 from .._runtime.errors import StnGluonError
-from .._runtime.files import sha256_file
 from .._runtime.threads import check_threads, describe_threads
 from ..export.int8 import file_int8_target
 from ..export.onnx_model import OnnxModel
@@ -40,7 +39,8 @@ def preprocess(pixels: np.ndarray, mean: float, std: float, invert: bool = False
 
 class Predictor:
     """Common face of the backends: ``backend``, ``input_shape`` (C, H, W), ``mean``, ``std``,
-    ``classes``, ``transform`` (the STN's, ``None`` without one), ``source`` (the files loaded),
+    ``classes``, ``transform`` (the STN's, ``None`` without one), ``source`` (the files loaded), ``sha256``
+    (base name -> SHA-256 of the bytes loaded: each file is read once, and what was hashed is what runs),
     ``predict(x)`` and ``info()``."""
 
     backend: Optional[str] = None
@@ -50,6 +50,7 @@ class Predictor:
     std: float
     classes: List[str]
     source: List[str]
+    sha256: Dict[str, str]
 
     def predict(self, x: np.ndarray) -> Dict[str, np.ndarray]:
         """Normalised ``x`` float32 ``(N, C, H, W)`` -> outputs (see the module docstring)."""
@@ -73,8 +74,7 @@ class Predictor:
         ``classes``, ``transform``, ``files`` (base name -> SHA-256 hex of each source file), plus
         ``opset`` (ONNX) or ``symbol`` and ``epoch`` (MXNet)."""
         info = dict(backend=self.backend, input_shape=[None] + list(self.input_shape), mean=self.mean,
-                    std=self.std, classes=self.classes, transform=self.transform,
-                    files={os.path.basename(f): sha256_file(f) for f in self.source})
+                    std=self.std, classes=self.classes, transform=self.transform, files=dict(self.sha256))
         info.update(self.details())
         return info
 
@@ -106,6 +106,7 @@ class MXNetPredictor(Predictor):
         if self.model.stn is not None:
             self.model.stn.hybridize(static_alloc=True)
         self.source = self.model.files
+        self.sha256 = dict(self.model.sha256)
 
     def predict(self, x: np.ndarray) -> Dict[str, np.ndarray]:
         self.check(x)
@@ -138,6 +139,7 @@ class OnnxPredictor(Predictor):
         transform = str(self.model.meta.get("transform") or "none")
         self.transform = None if transform == "none" else transform
         self.source = [path]
+        self.sha256 = {os.path.basename(path): self.model.sha256}
 
     def predict(self, x: np.ndarray) -> Dict[str, np.ndarray]:
         self.check(x)
@@ -187,8 +189,9 @@ def load_predictor(path: str, backend: Optional[str] = None, threads: Optional[i
         from ..export.saved import check_onnx_current  # lazy: imports MXNet (see load_model above)
 
         onnx_path = _find_onnx(path)
-        check_onnx_current(onnx_path, path)  # an export left over from before a retraining is refused
-        return OnnxPredictor(onnx_path, threads=threads)
+        predictor = OnnxPredictor(onnx_path, threads=threads)  # the file read once: its metadata checked below
+        check_onnx_current(onnx_path, path, predictor.model.meta)  # an export from before a retraining is refused
+        return predictor
     if path.endswith(".onnx"):
         raise StnGluonError(f"{path}: the mxnet backend needs the MXNet export (-symbol.json/.params), "
                             f"not the .onnx file")

@@ -12,7 +12,15 @@ Two halves:
   ships in the MXNet wheel, does), watches them, and ends the whole job as
   soon as one of them fails (ps-lite itself would wait forever), saying which
   one. The local launcher binds everything to 127.0.0.1 on a free port; the
-  ssh launcher uses ``dmlc_tracker``'s environment export and host-file format.
+  ssh launcher reads ``dmlc_tracker``'s host-file format.
+
+Security: ps-lite has no authentication, and every server unpickles the body of the command messages it
+receives (``mxnet/kvstore/kvstore_server.py``, whatever the kvstore): anyone who can reach a server's port
+can run code as the user who trains. A job's ports must be reachable only from its own hosts. So the
+processes ``launch`` starts never inherit a ``DMLC_*`` variable (``DMLC_USE_KUBERNETES`` would make the
+scheduler listen on 0.0.0.0, ``DMLC_LOCAL`` on sockets in /tmp), the ssh launcher accepts a new host key
+but never a changed one (``StrictHostKeyChecking=accept-new``), and the remote command line carries only
+an allow-list of variables, quoted, and never a credential (it is visible in ``ps``).
 
 The rule that makes a distributed run the same recipe as one process: with a
 synchronous store (``dist_sync``, ``dist_device_sync``), N workers with
@@ -27,6 +35,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import shlex
 import signal
 import socket
@@ -46,7 +55,8 @@ from .schedule import make_lr_scheduler, make_server_lr_scheduler
 from .._runtime.threads import BY_LAUNCH, CHOSEN_ENV, mark_chosen, physical_cores, user_setting
 
 __all__ = ["KVSTORES", "DIST_KVSTORES", "WorkerGroup", "is_dist", "Job", "launch", "free_port", "read_hostfile",
-           "role_environments", "ssh_command", "PS_NODE_CODE", "LOOPBACK", "exit_if_distributed", "launch_threads"]
+           "role_environments", "ssh_command", "remote_env", "FORWARDED_ENV", "PS_NODE_CODE", "LOOPBACK",
+           "exit_if_distributed", "launch_threads", "launched_environment"]
 
 #: The ``--kvstore`` choices that make a job of several processes on ps-lite (all: :data:`KVSTORES`).
 DIST_KVSTORES = tuple(k for k in KVSTORES if k.startswith("dist"))
@@ -286,16 +296,55 @@ def role_environments(num_workers: int, num_servers: int, root_uri: str, root_po
     return [(role, i, dict(common, DMLC_ROLE=role, DMLC_TASK_ID=str(i))) for role, i in roles]
 
 
+#: Variables of this environment that the ssh launcher passes to the remote processes, beside the job's own
+#: (``DMLC_*``, and a ``launch(env=...)``): nothing else travels, credentials never (see :func:`remote_env`).
+FORWARDED_ENV = ("OMP_NUM_THREADS", "KMP_AFFINITY", "LD_LIBRARY_PATH")
+#: Names that look like a credential: never put on a command line (``ps`` shows it to every local user).
+_CREDENTIAL = re.compile(r"SECRET|TOKEN|PASSW|CREDENTIAL|PRIVATE|(^|_)KEY($|_)|API_?KEY|AUTH|SESSION|COOKIE|^AWS_"
+                         r"|^AZURE_|^GOOGLE_APPLICATION|^GH_|^GITHUB_", re.IGNORECASE)
+_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def remote_env(env: Dict[str, str], environ: Optional[Dict[str, str]] = None) -> str:
+    """The ``export NAME=value;`` prefix of a remote command: ``env`` and this environment's :data:`FORWARDED_ENV`,
+    every value quoted (:func:`shlex.quote`). A name that is no variable name, or that looks like a credential
+    (``AWS_SECRET_ACCESS_KEY``, ``..._TOKEN``...), is refused with one line: set those on the remote machines."""
+    environ = dict(os.environ if environ is None else environ)
+    values = {k: environ[k] for k in FORWARDED_ENV if k in environ}
+    values.update(env)
+    parts = []
+    for name, value in values.items():
+        if not _NAME.fullmatch(str(name)):
+            raise StnGluonError(f"launch: {str(name)[:60]!r} is not an environment variable name")
+        if _CREDENTIAL.search(name):
+            raise StnGluonError(f"launch: {name} looks like a credential and would be visible in ps on the ssh "
+                                f"command line; set it in the remote machines' own environment instead")
+        parts.append(f"export {name}={shlex.quote(str(value))};")
+    return " ".join(parts)
+
+
 def ssh_command(host: Tuple[str, str], env: Dict[str, str], command: Sequence[str], workdir: str) -> List[str]:
-    """The ``ssh`` command line that runs ``command`` on ``host`` with ``env`` (``dmlc_tracker.ssh``'s export).
+    """The ``ssh`` command line that runs ``command`` on ``host`` with ``env`` (:func:`remote_env`: quoted,
+    an allow-list of this environment's variables, no credential).
 
     ``-tt``: the remote process gets a hang-up, and ends, when the launcher ends this ssh.
+    ``StrictHostKeyChecking=accept-new``: a host seen for the first time is added to ``known_hosts``, a host
+    whose key changed is refused (``no`` would accept a man in the middle).
     """
-    from dmlc_tracker.ssh import get_env
-
     env = dict(env, DMLC_NODE_HOST=host[0])
-    remote = f"{get_env(env)} cd {shlex.quote(workdir)}; exec {shlex.join(command)}"
-    return ["ssh", "-tt", "-o", "StrictHostKeyChecking=no", "-o", "BatchMode=yes", "-p", host[1], host[0], remote]
+    remote = f"{remote_env(env)} cd {shlex.quote(workdir)}; exec {shlex.join(command)}"
+    return ["ssh", "-tt", "-o", "StrictHostKeyChecking=accept-new", "-o", "BatchMode=yes", "-p", host[1], "--",
+            host[0], remote]
+
+
+def launched_environment(environ: Optional[Dict[str, str]] = None) -> Tuple[Dict[str, str], List[str]]:
+    """The environment the processes of a job start from: ``environ`` (default: this process's) without any
+    ``DMLC_*`` variable (:func:`launch` sets those itself; an inherited ``DMLC_USE_KUBERNETES`` would make the
+    scheduler listen on every interface, ``DMLC_LOCAL`` on sockets in /tmp) and without a thread count chosen
+    for this process; and the ``DMLC_*`` names dropped."""
+    environ = dict(os.environ if environ is None else environ)
+    dropped = sorted(k for k in environ if k.startswith("DMLC_"))
+    return {k: v for k, v in environ.items() if k != CHOSEN_ENV and not k.startswith("DMLC_")}, dropped
 
 
 def launch_threads(cores: int, workers: int, servers: int) -> Dict[str, int]:
@@ -354,6 +403,7 @@ class Job:
         port = self.port if self.port is not None else free_port(self.root_uri if local else "")
         check_port(self.root_uri if local else "", port)
         workdir = self.workdir or os.getcwd()
+        base = self._base_environment(local)
         for role, index, env in role_environments(self.num_workers, self.num_servers, self.root_uri, port,
                                                   LOOPBACK if local else None):
             argv = list(self.command) if role == "worker" else list(
@@ -369,12 +419,26 @@ class Job:
                 env["DMLC_NODE_HOST"] = self.root_uri
             if self.threads is not None and (local or role == "scheduler"):
                 env.update(_thread_env(role, self.threads, physical_cores(), self.num_workers))
-            base = {k: v for k, v in os.environ.items() if k != CHOSEN_ENV}  # no count chosen for this process
             proc = subprocess.Popen(argv, env=dict(base, **env), start_new_session=True)
             self.processes.append((role, index, proc))
         self.echo(f"launch: scheduler on {self.root_uri}:{port}, {self.num_servers} server(s), "
                   f"{self.num_workers} worker(s)" + ("" if local else f" on {len(self.hosts or [])} host(s)"))
         return self
+
+    def _base_environment(self, local: bool) -> Dict[str, str]:
+        """What every process starts from (:func:`launched_environment`, the dropped ``DMLC_*`` said in one line);
+        refuses a ``DMLC_*`` in :attr:`env` and (ssh) what :func:`remote_env` refuses, before anything starts."""
+        given = sorted(k for k in self.env if k.startswith("DMLC_"))
+        if given:
+            raise StnGluonError(f"launch: env sets {', '.join(given)}; launch sets the DMLC_* variables of a job itself")
+        if not local:
+            remote_env(self.env)  # a credential or a bad name: refused now, not after the scheduler started
+        base, dropped = launched_environment()  # no inherited DMLC_*: launch alone says where a node listens
+        if dropped:
+            where = "; a local job listens on 127.0.0.1 only" if local else ""
+            self.echo(f"launch: ignoring {', '.join(dropped)} from the environment (launch sets the DMLC_* "
+                      f"variables of its processes{where})")
+        return base
 
     def _role_name(self, role: str, index: int) -> str:
         return role if role == "scheduler" else f"{role} {index}"

@@ -161,28 +161,29 @@ def fit(cfg: TrainConfig, dataset: Any = None, echo: Callable[[str], None] = pri
     if on_epoch is not None and run.group.dist:
         raise StnGluonError("on_epoch cannot stop a distributed job (only worker 0 would stop)")
     net = build_net(run.cfg, run.data.input_shape, run.data.num_classes)
-    open_save_dir(run)
-    _initialize(net, run)
-    scheduler = run.group.lr_scheduler(run.cfg, len(run.data.train))
-    trainer = make_trainer(net.collect_params(), run.cfg.optimizer, optimizer_params(run.cfg, scheduler),
-                           len(run.ctx_list), run.group)
-    recorder = make_recorder(run, "gluon")
-    resume = _resume_path(run)
-    if resume:  # every worker loads worker 0's checkpoint (its optimizer state is each worker's own)
-        recorder.history = _restore(resume, run, net, trainer)
-    recorder.start(resume, len(recorder.history))
+    with open_save_dir(run) as previous:  # overwrite: the old run is kept aside until the first checkpoint
+        _initialize(net, run)
+        scheduler = run.group.lr_scheduler(run.cfg, len(run.data.train))
+        trainer = make_trainer(net.collect_params(), run.cfg.optimizer, optimizer_params(run.cfg, scheduler),
+                               len(run.ctx_list), run.group)
+        recorder = make_recorder(run, "gluon")
+        resume = _resume_path(run)
+        if resume:  # every worker loads worker 0's checkpoint (its optimizer state is each worker's own)
+            recorder.history = _restore(resume, run, net, trainer)
+        recorder.start(resume, len(recorder.history))
 
-    lengths = epoch_lengths(run.cfg.epochs, len(run.data.train))
-    for epoch in range(len(recorder.history), len(lengths)):
-        trained = _train_epoch(run, net, trainer, epoch, lengths[epoch])
-        if not run.lead:
-            run.group.barrier()  # while worker 0 evaluates and checkpoints
-            continue
-        record = _end_epoch(run, net, trainer, recorder, trained, lr=run.group.learning_rate(
-            trainer.learning_rate, scheduler, sum(lengths[:epoch + 1])))
-        run.group.barrier()
-        if on_epoch is not None and on_epoch(record):
-            break
+        lengths = epoch_lengths(run.cfg.epochs, len(run.data.train))
+        for epoch in range(len(recorder.history), len(lengths)):
+            trained = _train_epoch(run, net, trainer, epoch, lengths[epoch])
+            if not run.lead:
+                run.group.barrier()  # while worker 0 evaluates and checkpoints
+                continue
+            record = _end_epoch(run, net, trainer, recorder, trained, lr=run.group.learning_rate(
+                trainer.learning_rate, scheduler, sum(lengths[:epoch + 1])))
+            previous.discard()  # the new run has a checkpoint: the old one goes
+            run.group.barrier()
+            if on_epoch is not None and on_epoch(record):
+                break
 
     identical = run.group.compare_weights({k: p.data(run.ctx_list[0]) for k, p in net.collect_params().items()})
     if not run.lead:

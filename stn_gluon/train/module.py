@@ -36,7 +36,7 @@ from .gluon import evaluate
 from .optstate import module_updaters, restore_updater_state, updater_state
 from .recipes import TrainConfig, resolve_architecture
 from .reporting import History, RunRecorder, check_recipe
-from .runs import drop_stale_derived
+from .runs import SetAside, drop_stale_derived
 from .steps import (PreparedData, Run, distributed_info, make_recorder, nothing_to_resume, open_save_dir,
                     optimizer_params, recorded_final_test, release_workers, resume_state, start_run, wait_for_lead)
 
@@ -254,20 +254,20 @@ def fit_module(cfg: TrainConfig, dataset: Any = None, echo: Callable[[str], None
     if symbol is None:  # the network `stn-gluon train` builds with these settings, or a one-line refusal
         symbol = get_symbol_for(resolve_architecture(run.cfg, run.data.input_shape, run.data.num_classes))
     _check_input(symbol, (run.cfg.batch_size,) + tuple(run.data.input_shape))
-    open_save_dir(run)
-    recorder = make_recorder(run, "module")
-    resumed = _load_resume(run, symbol)
-    begin_epoch = resumed.epoch if resumed else 0
-    if resumed:
-        recorder.history = resumed.history
-    prefix = os.path.join(run.save_dir, DEFAULT_PREFIX)
-    recorder.start(f"{prefix}-{begin_epoch:04d}.params" if resumed else None, begin_epoch)
+    with open_save_dir(run) as previous:  # overwrite: the old run is kept aside until the first checkpoint
+        recorder = make_recorder(run, "module")
+        resumed = _load_resume(run, symbol)
+        begin_epoch = resumed.epoch if resumed else 0
+        if resumed:
+            recorder.history = resumed.history
+        prefix = os.path.join(run.save_dir, DEFAULT_PREFIX)
+        recorder.start(f"{prefix}-{begin_epoch:04d}.params" if resumed else None, begin_epoch)
 
-    train_iter = BatchIter(run.data.train, run.data, seed=run.cfg.seed, epoch=begin_epoch)
-    scheduler = run.group.lr_scheduler(run.cfg, len(run.data.train))
-    module = _make_module(run, symbol, train_iter, scheduler, resumed)
-    if begin_epoch < run.cfg.epochs:
-        _train(run, module, train_iter, _EpochEnds(run, module, recorder, scheduler), begin_epoch)
+        train_iter = BatchIter(run.data.train, run.data, seed=run.cfg.seed, epoch=begin_epoch)
+        scheduler = run.group.lr_scheduler(run.cfg, len(run.data.train))
+        module = _make_module(run, symbol, train_iter, scheduler, resumed)
+        if begin_epoch < run.cfg.epochs:
+            _train(run, module, train_iter, _EpochEnds(run, module, recorder, scheduler, previous), begin_epoch)
 
     identical = run.group.compare_weights(module.get_params()[0], key=FINGERPRINT_NAME)
     if not run.lead:
@@ -310,8 +310,9 @@ class _EpochEnds:
     """What happens between Module.fit's epochs (its callbacks): worker 0 records the epoch and checkpoints it,
     the other workers wait for that."""
 
-    def __init__(self, run: Run, module: Any, recorder: RunRecorder, scheduler: Any) -> None:
+    def __init__(self, run: Run, module: Any, recorder: RunRecorder, scheduler: Any, previous: SetAside) -> None:
         self.run, self.module, self.recorder, self.scheduler = run, module, recorder, scheduler
+        self.previous = previous  # overwrite: the old run's files, deleted once this one has a checkpoint
         self.iters = len(run.data.train)
         self.prefix = os.path.join(run.save_dir, DEFAULT_PREFIX)
         self.tic, self.train_seconds = time.time(), 0.0
@@ -336,6 +337,7 @@ class _EpochEnds:
                                 time.time() - self.tic, test["cross-entropy"],
                                 int(round(test["accuracy"] * total)), total)
         _save(self.module, self.prefix, epoch, resume_state(run, self.recorder))
+        self.previous.discard()
         run.group.barrier()  # the other workers wait for this checkpoint
         self.tic = time.time()
 

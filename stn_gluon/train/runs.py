@@ -3,8 +3,10 @@
 A save dir holds a run when it has any file this package writes there
 (:data:`RUN_FILES`, :data:`RUN_FILE_PATTERNS`). Training into it is refused
 with one line saying what is there, unless the run is continued (``resume``)
-or replaced (``overwrite``, which removes this package's files only; anything
-else in the folder stays). After a run is exported, a ``model.onnx`` beside it
+or replaced (``overwrite``, which touches this package's files only; anything
+else in the folder stays). Overwriting first moves the old run's files aside, into a hidden folder
+``.overwritten-XXXX`` of the save dir (:func:`set_aside`), and deletes them only once the new run has
+written its first checkpoint: a run that fails before that leaves the old one there, and says where. After a run is exported, a ``model.onnx`` beside it
 that was exported from other weights is removed, so no stale export survives
 a retraining.
 """
@@ -13,9 +15,11 @@ import logging
 import os
 import re
 import shutil
+import tempfile
 import zipfile
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Dict, Optional
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, Dict, List, Optional, Type
 
 from .._runtime.errors import StnGluonError
 from .._runtime.files import CHECKPOINT_NAME
@@ -27,7 +31,7 @@ if TYPE_CHECKING:  # recipes imports nothing from here; typing only all the same
     from .recipes import TrainConfig
 
 __all__ = ["RunExistsError", "RunInfo", "RUN_FILES", "RUN_FILE_PATTERNS", "inspect_run", "describe_run",
-           "check_save_dir", "prepare_save_dir", "clear_run", "drop_stale_derived", "plan_demo", "DemoPlan"]
+           "check_save_dir", "prepare_save_dir", "clear_run", "set_aside", "SetAside", "ASIDE_PREFIX", "drop_stale_derived", "plan_demo", "DemoPlan"]
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +41,8 @@ RUN_FILES = (CHECKPOINT_NAME, "model-symbol.json", "model.json", "model.onnx", "
 #: The numbered ones: Module checkpoints and their optimizer state (``.states``: the old, pickled form).
 RUN_FILE_PATTERNS = (r"model-\d{4}\.params", r"model-\d{4}\.states", r"model-\d{4}\.optimizer(\.json)?")
 _TEMP = re.compile(r"\.(?P<name>.+)\.[A-Za-z0-9_]+\.tmp")  # io.atomic_path's temporary names
+#: The hidden folder of a save dir where ``overwrite`` keeps the previous run until the new one has a checkpoint.
+ASIDE_PREFIX = ".overwritten-"
 
 
 class RunExistsError(StnGluonError):
@@ -157,39 +163,113 @@ def check_save_dir(cfg: "TrainConfig") -> Optional[RunInfo]:
                          params=("resume", "overwrite", "save_dir"))
 
 
-def clear_run(folder: str) -> list:
-    """Remove the files this package writes in a run folder (nothing else); returns their names."""
-    removed = []
+def _run_entries(folder: str) -> List[str]:
+    """The names in ``folder`` that this package wrote there: run files, their temporary names, export folders."""
+    found = []
     for name in sorted(os.listdir(folder)):
         path = os.path.join(folder, name)
         temp = _TEMP.fullmatch(name)
         if os.path.isfile(path) and (_is_run_file(name) or (temp and _is_run_file(temp.group("name")))):
-            os.remove(path)
-            removed.append(name)
+            found.append(name)
         elif os.path.isdir(path) and name.startswith(".export-"):  # export_block's temporary folder
+            found.append(name)
+    return found
+
+
+def clear_run(folder: str) -> list:
+    """Remove the files this package writes in a run folder (nothing else); returns their names."""
+    removed = _run_entries(folder)
+    for name in removed:
+        path = os.path.join(folder, name)
+        if os.path.isdir(path):
             shutil.rmtree(path, ignore_errors=True)
-            removed.append(name)
+        else:
+            os.remove(path)
     return removed
 
 
-def prepare_save_dir(cfg: "TrainConfig") -> None:
-    """Create ``cfg.save_dir`` (and its parents); with ``cfg.overwrite``, first remove the old run's files."""
+class SetAside:
+    """The previous run's files, moved aside by ``overwrite`` (``folder``; ``None``: nothing was set aside).
+
+    :meth:`discard` deletes them (call it once the new run has written a checkpoint). Used as a context
+    manager around the training: leaving it on an error (a crash, Ctrl-C) with the files still set aside
+    logs one line saying where they are; leaving it normally discards them.
+    """
+
+    def __init__(self, folder: Optional[str] = None, previous: str = "") -> None:
+        self.folder = folder
+        self.previous = previous  # what the old run was, in words
+
+    def discard(self) -> None:
+        """Delete the set-aside files (once: later calls do nothing)."""
+        if self.folder is not None:
+            shutil.rmtree(self.folder, ignore_errors=True)
+            log.info("overwrite: deleted the previous run (%s), the new one has its first checkpoint", self.folder)
+            self.folder = None
+
+    def __enter__(self) -> "SetAside":
+        return self
+
+    def __exit__(self, kind: Optional[Type[BaseException]], error: Optional[BaseException],
+                 trace: Optional[TracebackType]) -> None:
+        if self.folder is None:
+            return
+        if kind is None:
+            self.discard()
+            return
+        log.error("overwrite: the previous run (%s) was kept in %s: move its files back to restore it",
+                  self.previous, self.folder)
+
+
+def set_aside(folder: str) -> SetAside:
+    """Move the run in ``folder`` (this package's files only) into a new hidden folder of ``folder``."""
+    info = inspect_run(folder)
+    if info is None:
+        return SetAside()
+    aside = SetAside(tempfile.mkdtemp(prefix=ASIDE_PREFIX, dir=folder), describe_run(info))
+    try:
+        for name in _run_entries(folder):
+            os.replace(os.path.join(folder, name), os.path.join(aside.folder or "", name))
+    except BaseException as err:  # some files moved, some not: say where the moved ones are
+        aside.__exit__(type(err), err, err.__traceback__)
+        raise
+    return aside
+
+
+def prepare_save_dir(cfg: "TrainConfig") -> SetAside:
+    """Create ``cfg.save_dir`` (and its parents); with ``cfg.overwrite``, first move the old run's files aside
+    (:func:`set_aside`); the files set aside, to discard once the new run has a checkpoint."""
     folder = _save_dir(cfg)
-    if cfg.overwrite and inspect_run(folder) is not None:
-        removed = clear_run(folder)
-        log.warning("overwrite: removed the previous run from %s (%s)", folder, ", ".join(removed))
     writable_dir(folder, "save_dir", create=True)
+    if not (cfg.overwrite and inspect_run(folder) is not None):
+        return SetAside()
+    previous = set_aside(folder)
+    try:
+        log.warning("overwrite: moved the previous run in %s aside to %s; it is deleted once the new run has "
+                    "written its first checkpoint", folder, previous.folder)
+    except BaseException as err:  # Ctrl-C right here: still say where the old run is
+        previous.__exit__(type(err), err, err.__traceback__)
+        raise
+    return previous
+
+
+def _stale_why(path: str, folder: str) -> Optional[str]:
+    try:
+        return "it was exported from the previous weights" if onnx_weights_mismatch(path, folder) else None
+    except StnGluonError as err:  # unreadable, or metadata pointing elsewhere: not an export of these weights
+        return f"it is no export of these weights ({err})"
 
 
 def drop_stale_derived(folder: str) -> list:
-    """After a (re)export into ``folder``: remove its ``model.onnx`` and int8 copy where made from other weights."""
+    """After a (re)export into ``folder``: remove its ``model.onnx`` and int8 copy where made from other weights
+    (or where they cannot say: unreadable, or metadata that points outside the folder)."""
     fp32 = os.path.join(folder, "model.onnx")
     removed = []
     for path in (fp32, int8_path(fp32)):
-        if os.path.isfile(path) and onnx_weights_mismatch(path, folder):
+        why = _stale_why(path, folder) if os.path.isfile(path) else None
+        if why:
             os.remove(path)
-            log.warning("Removed %s: it was exported from the previous weights (run stn-gluon export-onnx "
-                        "again for the new ones)", path)
+            log.warning("Removed %s: %s (run stn-gluon export-onnx again for the new ones)", path, why)
             removed.append(path)
     return removed
 

@@ -5,8 +5,8 @@ A run reads top-down in either trainer (:func:`stn_gluon.train.gluon.fit`,
 
     run = start_run(cfg, dataset, echo)       # validate, join the workers, load and prepare the data
     net = <build the trainer's network>       # before anything is written: a net that cannot be built leaves no trace
-    open_save_dir(run)                        # worker 0 creates (or, with overwrite, clears) the save dir
-    <restore a checkpoint, loop over the epochs, checkpointing each>
+    with open_save_dir(run) as previous:      # worker 0 creates the save dir (overwrite: the old run set aside)
+        <restore a checkpoint, loop over the epochs, checkpointing each; then previous.discard()>
     identical = run.group.compare_weights(...)
     if not run.lead: return wait_for_lead(run, identical)
     metrics = <worker 0 exports and reports>
@@ -35,7 +35,7 @@ from ..nn.explain import ExplainedBatch, explain_batch
 from .distributed import WorkerGroup, is_dist
 from .recipes import TrainConfig
 from .reporting import RunRecorder
-from .runs import RunExistsError, check_save_dir, describe_run, inspect_run, prepare_save_dir
+from .runs import RunExistsError, SetAside, check_save_dir, describe_run, inspect_run, prepare_save_dir
 from .schedule import epoch_lengths
 
 __all__ = ["PreparedData", "Run", "start_run", "open_save_dir", "make_recorder", "optimizer_params",
@@ -178,11 +178,17 @@ def start_run(cfg: TrainConfig, dataset: Any = None, echo: Echo = print) -> Run:
     return Run(cfg, ctx_list, data, group, echo if group.is_lead else silent)
 
 
-def open_save_dir(run: Run) -> None:
-    """Worker 0 creates the save dir (with ``overwrite``, first removing the old run's files); call it once the
-    network is built, so that a network that cannot be built leaves no trace."""
+def open_save_dir(run: Run) -> SetAside:
+    """Worker 0 creates the save dir (with ``overwrite``, first moving the old run's files aside); call it once
+    the network is built, so that a network that cannot be built leaves no trace.
+
+    Returns the files set aside (:class:`~stn_gluon.train.runs.SetAside`; nothing on the other workers): train
+    inside ``with`` it and call its ``discard()`` after each checkpoint, so the old run is deleted once the new
+    one has its first checkpoint, and a run that fails before that says where the old one is.
+    """
     if run.lead:
-        prepare_save_dir(run.cfg)
+        return prepare_save_dir(run.cfg)
+    return SetAside()
 
 
 def make_recorder(run: Run, trainer_name: str) -> RunRecorder:
