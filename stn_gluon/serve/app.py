@@ -367,10 +367,10 @@ class PredictService:
         return JSONResponse({"error": getattr(exc, "detail", "not found"), "status": status}, status_code=status)
 
     async def drain(self) -> bool:
-        """Shutting down: not ready; what is queued is answered within ``--timeout-s``, the rest 503.
-        True: everything was answered."""
+        """Shutting down: not ready; what is queued is answered within 3/4 of ``--timeout-s``, the rest 503
+        (the last quarter writes the answers and exits). True: everything was answered."""
         self.state["ready"] = False
-        return await self.batcher.drain(self.config.timeout_s, _shutting_down)
+        return await self.batcher.drain(0.75 * self.config.timeout_s, _shutting_down)
 
     @contextlib.asynccontextmanager
     async def lifespan(self, app: "Starlette") -> AsyncIterator[None]:
@@ -380,7 +380,7 @@ class PredictService:
             yield
         finally:
             self.state["ready"] = False
-            await self.batcher.stop(self.config.timeout_s, _shutting_down)
+            await self.batcher.stop(0.75 * self.config.timeout_s, _shutting_down)
             self.decoder.close()
 
 
@@ -493,7 +493,7 @@ def serve(config: ServeConfig, echo: Callable[[str], Any] = print) -> None:
     server.drain = app.state.service.drain
     server.run(sockets=[sock])
     how = "requests in flight were answered" if server.drained is not False else \
-        f"requests still waiting after {config.timeout_s:g} s were answered 503"
+        f"requests still waiting after {0.75 * config.timeout_s:g} s were answered 503"
     echo(f"Stopped{' on ' + signal.Signals(server.stop_signal).name if server.stop_signal else ''}: {how}")
 
 

@@ -76,6 +76,8 @@ class MicroBatcher:
         self.busy_since: Optional[float] = None  # time.monotonic() when the model call now running began
         self.failures, self.last_error, self.calls = 0, "", 0
         self.live: List[Tuple[np.ndarray, Any]] = []  # the batch being run
+        self.gave_up = False  # a drain ran out of time (a model call that does not return)
+        self.draining: Optional["asyncio.Future[bool]"] = None
 
     def problem(self) -> Optional[str]:
         """Why the model cannot answer now (stuck in one call, or its last batches failed), or None."""
@@ -91,9 +93,15 @@ class MicroBatcher:
         self.task = asyncio.get_running_loop().create_task(self._run())
 
     async def drain(self, grace_s: float, refusal: Callable[[], Exception]) -> bool:
-        """Answer what is queued within ``grace_s``; then fail the rest with ``refusal()``. True: all answered."""
+        """Answer what is queued within ``grace_s``; then fail the rest with ``refusal()``. True: all answered.
+        One drain at a time: a second call while one runs waits for that one; after one gave up, none waits."""
+        if self.draining is None or self.draining.done():
+            self.draining = asyncio.ensure_future(self._drain(grace_s, refusal))
+        return await asyncio.shield(self.draining)
+
+    async def _drain(self, grace_s: float, refusal: Callable[[], Exception]) -> bool:
         try:
-            await asyncio.wait_for(self.queue.join(), grace_s)
+            await asyncio.wait_for(self.queue.join(), 0 if self.gave_up else grace_s)
             return True
         except asyncio.TimeoutError:
             for _, future in self.live:
@@ -104,6 +112,7 @@ class MicroBatcher:
                 if not future.done():
                     future.set_exception(refusal())
                 self.queue.task_done()
+            self.gave_up = True
             return False
 
     async def stop(self, grace_s: float = 30.0, refusal: Callable[[], Exception] = RuntimeError) -> None:

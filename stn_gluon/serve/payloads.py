@@ -91,7 +91,7 @@ def check_length(declared: Optional[str], max_bytes: int) -> None:
     except ValueError:
         raise HTTPError(400, "bad Content-Length header") from None
     if size > max_bytes:
-        raise HTTPError(413, f"body of {declared} bytes is larger than the {max_bytes} allowed")
+        raise HTTPError(413, f"body of {declared} bytes is larger than the {max_bytes} bytes allowed")
 
 
 def decode_upload(data: bytes, name: str, input_shape: Sequence[int], max_pixels: int,
