@@ -197,6 +197,15 @@ class _Authorized:
         return self.server.json(method, path, body, dict(headers or {}, Authorization=f"Bearer {TOKEN}"))
 
 
+def test_image_pixels_reads_the_header_only():
+    from stn_gluon.serve.payloads import image_pixels
+
+    assert image_pixels(heavy_png()) == HEAVY_PIXELS  # PNG: from IHDR, nothing decoded
+    jpeg = io.BytesIO()
+    Image.new("L", (30, 20)).save(jpeg, format="JPEG")
+    assert image_pixels(jpeg.getvalue()) == 600 and image_pixels(b"not an image") is None
+
+
 # ---- metrics: labelled by route ------------------------------------------------------------------------------
 
 def series(metrics_text):

@@ -62,7 +62,7 @@ from .predictors import BACKENDS, Predictor, describe, load_predictor, preproces
 from .inputs import apply_polarity
 from .metrics import ServerMetrics
 from .payloads import (HTTPError, check_file_count, check_length, check_total, content_kind, decode_uploads,
-                       multipart_error, parse_json_instances, parse_options)
+                       image_pixels, multipart_error, parse_json_instances, parse_options)
 
 if TYPE_CHECKING:
     import uvicorn
@@ -208,6 +208,11 @@ async def read_uploads(request: "Request", config: ServeConfig) -> List[Tuple[by
         await form.close()
 
 
+#: Bodies decoded on the event loop rather than in the pool: JSON up to this size, images up to this many
+#: bytes and :data:`INLINE_PIXELS` pixels each (a digit of 128 x 128 decodes in well under a millisecond).
+INLINE_BYTES, INLINE_PIXELS = 64 * 1024, 128 * 128
+
+
 class DecodePool:
     """Images and JSON decoded off the event loop: ``workers`` threads, at most ``64 x workers`` jobs queued
     (503 beyond), each awaited until the request's deadline (503 past it; a job still queued then is
@@ -227,8 +232,8 @@ class DecodePool:
         loop = asyncio.get_running_loop()
         self.queued += 1
         try:
-            job = loop.run_in_executor(self.executor, fn, *args)
-            return await asyncio.wait_for(job, max(deadline - loop.time(), 0.001))
+            async with _timeout(max(deadline - loop.time(), 0.001)):
+                return await loop.run_in_executor(self.executor, fn, *args)
         except asyncio.TimeoutError:
             raise HTTPError(503, "decoding the request took longer than the time allowed") from None
         finally:
@@ -239,7 +244,9 @@ class DecodePool:
 
 
 async def read_pixels(request: "Request", config: ServeConfig, input_shape: "Shape", pool: DecodePool) -> np.ndarray:
-    """Any accepted body -> validated pixels ``float32 (N, C, H, W)`` in [0, 1], decoded in ``pool``."""
+    """Any accepted body -> validated pixels ``float32 (N, C, H, W)`` in [0, 1], decoded in ``pool`` (or
+    here when small: :data:`INLINE_BYTES` of JSON, images of :data:`INLINE_PIXELS` pixels at most, by their
+    headers; a thread hand-off costs more than decoding a digit)."""
     deadline = asyncio.get_running_loop().time() + config.timeout_s
     kind = content_kind(request.headers.get("content-type"), input_shape[0])
     if kind == "multipart":
@@ -247,10 +254,15 @@ async def read_pixels(request: "Request", config: ServeConfig, input_shape: "Sha
     else:
         body = await read_body(request, config.max_body_bytes, config.timeout_s)
         if kind == "json":
+            if len(body) <= INLINE_BYTES:
+                return parse_json_instances(body, input_shape, config.max_instances)
             return await pool.run(deadline, parse_json_instances, body, input_shape, config.max_instances)
         images = [(body, "image body")]
-    return await pool.run(deadline, decode_uploads, images, input_shape, config.max_pixels,
-                          config.max_request_pixels)
+    args = (images, input_shape, config.max_pixels, config.max_request_pixels)
+    if sum(len(data) for data, _ in images) <= INLINE_BYTES and \
+            all((image_pixels(data) or 0) <= INLINE_PIXELS for data, _ in images):
+        return decode_uploads(*args)
+    return await pool.run(deadline, decode_uploads, *args)
 
 
 class PredictService:
