@@ -34,9 +34,9 @@ batch, so a bad request gets its own 4xx and never fails the others.
 Against hostile clients (docs/serving.md, "Running it on a network"): :class:`~stn_gluon.serve.guard.Guard`
 checks the Host, the token and the Origin, caps requests and body bytes in flight and counts each body as it
 arrives; images and JSON are decoded in a bounded worker pool (:class:`DecodePool`) with the request's
-deadline, never on the event loop; uvicorn's protocol gets a time limit on request heads (slow-loris); a model
-call stuck past ``--timeout-s`` turns ``/readyz`` to 503, and shutdown drains for ``--timeout-s`` at most,
-then answers the rest 503 and exits.
+deadline, never on the event loop (but for a digit-sized body, cheaper to decode in place); uvicorn's protocol
+gets a time limit on request heads (slow-loris); a model call stuck past ``--timeout-s`` turns ``/readyz`` to
+503, and shutdown drains for 3/4 of ``--timeout-s`` at most, then answers the rest 503 and exits.
 """
 import asyncio
 import base64
