@@ -8,6 +8,13 @@ throughput, latency p50/p99 and errors. Bounded: it stops at ``--requests``
 or ``--max-seconds``, whichever comes first.
 
     python scripts/load_test.py --model runs/demo/model.onnx --out runs/load
+
+``--baseline DIR`` compares instead this checkout's server with an older one
+(``DIR`` holds its ``stn_gluon`` package, e.g. ``git archive v0.1.0 stn_gluon |
+tar -x -C DIR``), both micro-batching, in ``--rounds`` alternating rounds on the
+same model, payloads and client: the cost of a change, side by side.
+
+    python scripts/load_test.py --baseline /tmp/stn-base --rounds 3 --out runs/load_vs_base
 """
 import argparse
 import os
@@ -28,9 +35,9 @@ def _default_model(folder):
     return export_onnx(net, os.path.join(folder, "model.onnx"))
 
 
-def _serve_and_load(model, args, batch, payloads):
+def _serve_and_load(model, args, batch, payloads, env=None):
     with Children() as children:
-        _, port = start_server(children, model, args.backend, batch, args.max_wait_ms if batch > 1 else 0)
+        _, port = start_server(children, model, args.backend, batch, args.max_wait_ms if batch > 1 else 0, env=env)
         run_async(load(port, payloads, min(500, args.requests), args.clients, 30))  # warm-up
         return run_async(load(port, payloads, args.requests, args.clients, args.max_seconds))
 
@@ -45,8 +52,13 @@ def main(argv=None):
     parser.add_argument("--max-batch", type=int, default=32)
     parser.add_argument("--max-wait-ms", type=float, default=2.0)
     parser.add_argument("--out", default="runs/load")
+    parser.add_argument("--baseline", default=None, help="a folder holding an older stn_gluon package: compare "
+                                                          "this checkout's server with it")
+    parser.add_argument("--rounds", type=int, default=3, help="--baseline: alternating rounds")
     args = parser.parse_args(argv)
     payloads = png_payloads(1000)
+    if args.baseline:
+        return _against_baseline(args, payloads)
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
         model = args.model or _default_model(tmp)
@@ -64,6 +76,31 @@ def main(argv=None):
                   f"backend {args.backend or 'by file type'}; {info['cpu_count']} CPUs shared by server and clients."]
     write_report(args.out, lines, dict(results=results, clients=args.clients))
     return 0 if a["errors"] == 0 and b["errors"] == 0 else 1
+
+
+def _against_baseline(args, payloads):
+    """This checkout's server against ``--baseline``'s, alternately, ``--rounds`` times; the medians' ratio."""
+    import statistics
+
+    here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    runs = {"baseline": [], "this checkout": []}
+    with tempfile.TemporaryDirectory() as tmp:
+        model = args.model or _default_model(tmp)
+        for _ in range(args.rounds):
+            for label, path in (("baseline", os.path.abspath(args.baseline)), ("this checkout", here)):
+                env = dict(os.environ, PYTHONPATH=path)
+                runs[label].append(_serve_and_load(model, args, args.max_batch, payloads, env))
+    lines = ["| server | throughput per round (req/s) | median | errors |", "|---|---|---|---|"]
+    medians = {}
+    for label, results in runs.items():
+        medians[label] = statistics.median(r["throughput"] for r in results)
+        rounds = ", ".join(f"{r['throughput']:,.0f}" for r in results)
+        lines.append(f"| {label} | {rounds} | "
+                     f"{medians[label]:,.0f} | {sum(r['errors'] for r in results)} |")
+    lines += ["", f"This checkout / baseline: {medians['this checkout'] / medians['baseline']:.3f} "
+                  f"(medians of {args.rounds} alternating rounds, {args.clients} clients, --max-batch {args.max_batch})."]
+    write_report(args.out, lines, dict(runs=runs, clients=args.clients))
+    return 0 if all(r["errors"] == 0 for results in runs.values() for r in results) else 1
 
 
 if __name__ == "__main__":

@@ -247,3 +247,31 @@ def test_phone_sized_window_touch_and_keyboard(driver, server, sample):
         assert state(driver)["label"] == "\u2013" and state(driver)["status"] == "idle"
     finally:
         driver.set_window_size(1000, 800)
+
+
+def test_with_a_token_the_page_asks_for_it_once_and_keeps_working(driver, sample):
+    """``serve --token``: the page's first call is refused (401), it asks for the token once, then every
+    call carries it."""
+    from selenium.common.exceptions import NoAlertPresentException
+    from selenium.webdriver.support import expected_conditions
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    token = "page-token-1234"
+    guarded = Server(None, "--token", token)
+    try:
+        driver.get(f"http://127.0.0.1:{guarded.port}/")
+        alert = WebDriverWait(driver, 10).until(expected_conditions.alert_is_present())
+        assert "token" in alert.text
+        alert.send_keys(token)
+        alert.accept()
+        WebDriverWait(driver, 10).until(lambda d: d.find_element("id", "model").text.startswith("Model: "))
+        driver.execute_script(f"const p = document.getElementById('pen'); p.value = {PEN};")
+        for digit in (7, 2):
+            seq = clear(driver)
+            draw(driver, sample.test_images[int(np.flatnonzero(sample.test_labels == digit)[0])])
+            got = answer_after(driver, seq)
+            assert got["status"] == "ok" and got["label"] == str(digit), got
+        with pytest.raises(NoAlertPresentException):
+            driver.switch_to.alert.text  # asked once only
+    finally:
+        guarded.stop()

@@ -22,14 +22,21 @@ Runtime); no training code runs. Endpoints:
 * ``GET /``: a web page (``stn_gluon/web``: plain HTML, CSS, JavaScript) to
   draw a digit on or drop an image, showing what the model and its STN did;
   it calls ``POST /v1/predict`` like any client.
-* ``GET /healthz`` (alive), ``GET /readyz`` (model loaded, not shutting down),
-  ``GET /v1/model`` (backend, input, classes, source files and SHA-256),
-  ``GET /metrics`` (Prometheus text format).
+* ``GET /healthz`` (alive), ``GET /readyz`` (model loaded, not stuck or failing, not shutting down),
+  ``GET /v1/model`` (backend, input, classes, source files and SHA-256; no paths),
+  ``GET /metrics`` (Prometheus text format, labelled by route).
 
 Concurrent requests are gathered by a :class:`MicroBatcher` into one batch
 (up to ``max_batch`` images or ``max_wait_ms``) and answered separately. Every
 input is decoded and validated (:mod:`stn_gluon.serve.payloads`) before it joins a
 batch, so a bad request gets its own 4xx and never fails the others.
+
+Against hostile clients (docs/serving.md, "Running it on a network"): :class:`~stn_gluon.serve.guard.Guard`
+checks the Host, the token and the Origin, caps requests and body bytes in flight and counts each body as it
+arrives; images and JSON are decoded in a bounded worker pool (:class:`DecodePool`) with the request's
+deadline, never on the event loop (but for a digit-sized body, cheaper to decode in place); uvicorn's protocol
+gets a time limit on request heads (slow-loris); a model call stuck past ``--timeout-s`` turns ``/readyz`` to
+503, and shutdown drains for 3/4 of ``--timeout-s`` at most, then answers the rest 503 and exits.
 """
 import asyncio
 import base64
@@ -41,11 +48,12 @@ import socket
 import threading
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, AsyncIterator, Callable, Dict, Iterator, List, Optional, Type, cast
+from typing import TYPE_CHECKING, Any, AsyncIterator, Callable, Dict, Iterator, List, Optional, Tuple, Type, cast
 
 import numpy as np
 
 from .batching import MicroBatcher
+from .guard import Guard, GuardPolicy, TOKEN_ENV, allowed_hosts, is_loopback, protocol_class, resolve_token, route_label
 from .._runtime.errors import StnGluonError
 from ..nn.explain import sampling_regions
 from ..nn.pretrained import PREFIX, is_pretrained_ref, model_or_default
@@ -53,8 +61,8 @@ from .._runtime.flags import option, validate_fields
 from .predictors import BACKENDS, Predictor, describe, load_predictor, preprocess, to_png
 from .inputs import apply_polarity
 from .metrics import ServerMetrics
-from .payloads import (HTTPError, check_file_count, check_length, check_total, content_kind, decode_upload,
-                       multipart_error, parse_json_instances, parse_options)
+from .payloads import (HTTPError, check_file_count, check_length, check_total, content_kind, decode_uploads,
+                       image_pixels, multipart_error, parse_json_instances, parse_options)
 
 if TYPE_CHECKING:
     import uvicorn
@@ -84,10 +92,32 @@ class ServeConfig:
     max_batch: int = option(32, "images per inference batch (1: no batching)", minimum=1)
     max_wait_ms: float = option(5.0, "how long a batch waits to fill", minimum=0)
     max_body_bytes: int = option(8 * 1024 * 1024, "largest request body", minimum=1)
-    max_pixels: int = option(16 * 1024 * 1024, "largest image (width x height) accepted before decoding", minimum=1)
+    max_pixels: int = option(4 * 1024 * 1024, "largest image (width x height) accepted, checked before decoding "
+                                              "(a 28x28 classifier gains nothing from more)", minimum=1)
+    max_request_pixels: int = option(16 * 1024 * 1024, "pixels of all the images of one request together",
+                                     minimum=1)
     max_instances: int = option(256, "images per request", minimum=1)
-    timeout_s: float = option(30.0, "request timeout; also the shutdown grace", minimum=0, exclusive_minimum=True)
+    timeout_s: float = option(30.0, "request timeout; also the shutdown grace and how long one model call may "
+                                    "run before /readyz says it is stuck", minimum=0, exclusive_minimum=True)
     threads: Optional[int] = option(None, "CPU threads for ONNX Runtime; none: all", minimum=1)
+    token: Optional[str] = option(None, f"bearer token clients must send (Authorization: Bearer ...); also "
+                                        f"--token-file or ${TOKEN_ENV} (better: not seen in ps); required "
+                                        f"unless --host is loopback")
+    token_file: Optional[str] = option(None, "file whose first line is the token")
+    allowed_hosts: Optional[str] = option(None, "Host names accepted besides loopback and --host, "
+                                                "comma-separated (*: any, e.g. behind a proxy that checks)")
+    max_requests: Optional[int] = option(None, "requests in flight at once, 503 beyond (idle connections do "
+                                               "not count); none: 64 per CPU core, at least 128", minimum=1)
+    max_inflight_bytes: int = option(256 * 1024 * 1024, "request body bytes held at once by all requests "
+                                                        "together, 503 beyond", minimum=1)
+    header_timeout_s: float = option(10.0, "time a client has to send a request's headers (slow or idle "
+                                           "connections are closed)", minimum=0, exclusive_minimum=True)
+    decode_workers: Optional[int] = option(None, "threads decoding images and JSON; none: CPU cores, at most 4",
+                                           minimum=1)
+
+    def request_limit(self) -> int:
+        """``max_requests``, or its default for this machine."""
+        return self.max_requests or max(128, 64 * (os.cpu_count() or 1))
 
 
 #: The web page's files (in ``stn_gluon/web``) and their media types: ``/`` and ``/static/<name>``.
@@ -148,40 +178,91 @@ async def read_body(request: "Request", max_bytes: int, timeout_s: float) -> byt
     return b"".join(chunks)
 
 
-async def read_uploads(request: "Request", config: ServeConfig, input_shape: "Shape") -> np.ndarray:
-    """A ``multipart/form-data`` body of images -> pixels ``float32 (N, 1, H, W)`` in [0, 1]."""
+async def read_uploads(request: "Request", config: ServeConfig) -> List[Tuple[bytes, str]]:
+    """A ``multipart/form-data`` body -> its files' ``(bytes, name)``, each read with a bound (the body's
+    bytes are counted as they arrive by :class:`~stn_gluon.serve.guard.Guard` too)."""
     from starlette.requests import ClientDisconnect
 
+    check_length(request.headers.get("content-length"), config.max_body_bytes)
     try:
         form = await asyncio.wait_for(
             request.form(max_files=config.max_instances, max_fields=config.max_instances,
                          max_part_size=config.max_body_bytes), timeout=config.timeout_s)
     except asyncio.TimeoutError:
         raise HTTPError(408, "the upload did not arrive within the time allowed") from None
-    except ClientDisconnect:
+    except (ClientDisconnect, HTTPError):
         raise
     except Exception as err:  # multipart parse errors come in several types
         raise multipart_error(err) from None
     files = cast("List[UploadFile]", [v for _, v in form.multi_items() if hasattr(v, "read")])
-    check_file_count(len(files), config.max_instances)
-    total, images = 0, []
-    for f in files:
-        data = await f.read()
-        total += len(data)
-        check_total(total, config.max_body_bytes)
-        images.append(decode_upload(data, f.filename or "upload", input_shape, config.max_pixels))
-    return np.concatenate(images)
+    try:
+        check_file_count(len(files), config.max_instances)
+        total, images = 0, []
+        for f in files:
+            data = await f.read(config.max_body_bytes + 1 - total)
+            total += len(data)
+            check_total(total, config.max_body_bytes)
+            images.append((data, f.filename or "upload"))
+        return images
+    finally:
+        await form.close()
 
 
-async def read_pixels(request: "Request", config: ServeConfig, input_shape: "Shape") -> np.ndarray:
-    """Any accepted body -> validated pixels ``float32 (N, C, H, W)`` in [0, 1]."""
+#: Bodies decoded on the event loop rather than in the pool: JSON up to this size, images up to this many
+#: bytes and :data:`INLINE_PIXELS` pixels each (a digit of 128 x 128 decodes in well under a millisecond).
+INLINE_BYTES, INLINE_PIXELS = 64 * 1024, 128 * 128
+
+
+class DecodePool:
+    """Images and JSON decoded off the event loop: ``workers`` threads, at most ``64 x workers`` jobs queued
+    (503 beyond), each awaited until the request's deadline (503 past it; a job still queued then is
+    cancelled). One job decodes one request's images one after the other, so the pixels decoded at once are
+    at most ``workers x --max-pixels``."""
+
+    def __init__(self, workers: int):
+        import concurrent.futures  # lazy: the pool's threads start with the server
+
+        self.executor = concurrent.futures.ThreadPoolExecutor(workers, thread_name_prefix="decode")
+        self.slots = 64 * workers
+        self.queued = 0
+
+    async def run(self, deadline: float, fn: Callable[..., np.ndarray], *args: Any) -> np.ndarray:
+        if self.queued >= self.slots:
+            raise HTTPError(503, "the server is busy decoding other requests; try again")
+        loop = asyncio.get_running_loop()
+        self.queued += 1
+        try:
+            async with _timeout(max(deadline - loop.time(), 0.001)):
+                return await loop.run_in_executor(self.executor, fn, *args)
+        except asyncio.TimeoutError:
+            raise HTTPError(503, "decoding the request took longer than the time allowed") from None
+        finally:
+            self.queued -= 1
+
+    def close(self) -> None:
+        self.executor.shutdown(wait=False, cancel_futures=True)
+
+
+async def read_pixels(request: "Request", config: ServeConfig, input_shape: "Shape", pool: DecodePool) -> np.ndarray:
+    """Any accepted body -> validated pixels ``float32 (N, C, H, W)`` in [0, 1], decoded in ``pool`` (or
+    here when small: :data:`INLINE_BYTES` of JSON, images of :data:`INLINE_PIXELS` pixels at most, by their
+    headers; a thread hand-off costs more than decoding a digit)."""
+    deadline = asyncio.get_running_loop().time() + config.timeout_s
     kind = content_kind(request.headers.get("content-type"), input_shape[0])
     if kind == "multipart":
-        return await read_uploads(request, config, input_shape)
-    body = await read_body(request, config.max_body_bytes, config.timeout_s)
-    if kind == "image":
-        return decode_upload(body, "image body", input_shape, config.max_pixels)
-    return parse_json_instances(body, input_shape, config.max_instances)
+        images = await read_uploads(request, config)
+    else:
+        body = await read_body(request, config.max_body_bytes, config.timeout_s)
+        if kind == "json":
+            if len(body) <= INLINE_BYTES:
+                return parse_json_instances(body, input_shape, config.max_instances)
+            return await pool.run(deadline, parse_json_instances, body, input_shape, config.max_instances)
+        images = [(body, "image body")]
+    args = (images, input_shape, config.max_pixels, config.max_request_pixels)
+    if sum(len(data) for data, _ in images) <= INLINE_BYTES and \
+            all((image_pixels(data) or 0) <= INLINE_PIXELS for data, _ in images):
+        return decode_uploads(*args)
+    return await pool.run(deadline, decode_uploads, *args)
 
 
 class PredictService:
@@ -192,22 +273,29 @@ class PredictService:
         self.web = read_web_files()
         self.metrics = ServerMetrics()
         self.batcher = MicroBatcher(predictor.predict, config.max_batch, config.max_wait_ms,
-                                    on_batch=self.metrics.batch.observe)
+                                    on_batch=self.metrics.batch.observe, stuck_after_s=config.timeout_s)
+        self.decoder = DecodePool(config.decode_workers or min(4, os.cpu_count() or 1))
         self.state = {"ready": False}
+
+    def count(self, endpoint: str, status: int) -> None:
+        """One answer in the metrics; ``endpoint`` is a route (:func:`~stn_gluon.serve.guard.route_label`)."""
+        self.metrics.requests.labels(endpoint, str(status)).inc()
+        if status >= 400:
+            self.metrics.errors.labels(endpoint, str(status)).inc()
 
     def answer(self, endpoint: str, doc: Dict[str, Any], status: int = 200) -> "JSONResponse":
         from starlette.responses import JSONResponse
 
-        self.metrics.requests.labels(endpoint, str(status)).inc()
-        if status >= 400:
-            self.metrics.errors.labels(endpoint, str(status)).inc()
-        return JSONResponse(doc, status_code=status)
+        self.count(endpoint, status)
+        # a refused body may still be arriving: close rather than read it to its end
+        headers = {"Connection": "close"} if status in (408, 413, 503) else None
+        return JSONResponse(doc, status_code=status, headers=headers)
 
     async def classify(self, request: "Request") -> Dict[str, Any]:
         p = self.predictor
         options = parse_options(request.query_params)
-        pixels, inverted = apply_polarity(await read_pixels(request, self.config, tuple(p.input_shape)),
-                                          options.invert)
+        pixels, inverted = apply_polarity(await read_pixels(request, self.config, tuple(p.input_shape),
+                                                            self.decoder), options.invert)
         try:
             async with _timeout(self.config.timeout_s):
                 outputs = await self.batcher.submit(preprocess(pixels, p.mean, p.std))
@@ -259,7 +347,7 @@ class PredictService:
 
         name = request.path_params.get("name", "index.html")
         if name not in WEB_FILES:
-            return self.answer(request.url.path, {"error": "not found", "status": 404}, 404)
+            return self.answer(route_label(request.url.path), {"error": "not found", "status": 404}, 404)
         self.metrics.requests.labels("/" if name == "index.html" else "/static", "200").inc()
         return Response(self.web[name], media_type=WEB_FILES[name], headers=PAGE_HEADERS)
 
@@ -267,7 +355,12 @@ class PredictService:
         return self.answer("/healthz", {"status": "ok"})
 
     async def readyz(self, request: "Request") -> "JSONResponse":
-        return self.answer("/readyz", {"ready": self.state["ready"]}, 200 if self.state["ready"] else 503)
+        if not self.state["ready"]:
+            return self.answer("/readyz", {"ready": False, "reason": "not started or shutting down"}, 503)
+        problem = self.batcher.problem()
+        if problem is not None:
+            return self.answer("/readyz", {"ready": False, "reason": problem}, 503)
+        return self.answer("/readyz", {"ready": True})
 
     async def model(self, request: "Request") -> "JSONResponse":
         return self.answer("/v1/model", self.info)
@@ -282,7 +375,14 @@ class PredictService:
         from starlette.responses import JSONResponse
 
         status = getattr(exc, "status_code", 404)
+        self.count(route_label(request.url.path), status)
         return JSONResponse({"error": getattr(exc, "detail", "not found"), "status": status}, status_code=status)
+
+    async def drain(self) -> bool:
+        """Shutting down: not ready; what is queued is answered within 3/4 of ``--timeout-s``, the rest 503
+        (the last quarter writes the answers and exits). True: everything was answered."""
+        self.state["ready"] = False
+        return await self.batcher.drain(0.75 * self.config.timeout_s, _shutting_down)
 
     @contextlib.asynccontextmanager
     async def lifespan(self, app: "Starlette") -> AsyncIterator[None]:
@@ -292,11 +392,20 @@ class PredictService:
             yield
         finally:
             self.state["ready"] = False
-            await self.batcher.stop()
+            await self.batcher.stop(0.75 * self.config.timeout_s, _shutting_down)
+            self.decoder.close()
 
 
-def build_app(predictor: Predictor, config: ServeConfig, model_info: Optional[Dict[str, Any]] = None) -> "Starlette":
-    """The Starlette app serving ``predictor`` (see :mod:`stn_gluon.serve.predictors`)."""
+def _shutting_down() -> Exception:
+    return HTTPError(503, "the server is shutting down")
+
+
+def build_app(predictor: Predictor, config: ServeConfig, model_info: Optional[Dict[str, Any]] = None,
+              token: Optional[str] = None) -> "Starlette":
+    """The Starlette app serving ``predictor`` (see :mod:`stn_gluon.serve.predictors`), behind its
+    :class:`~stn_gluon.serve.guard.Guard` (``token``: the bearer token, None: none)."""
+    from starlette.middleware import Middleware
+
     from starlette.applications import Starlette
     from starlette.exceptions import HTTPException
     from starlette.routing import Route
@@ -306,18 +415,22 @@ def build_app(predictor: Predictor, config: ServeConfig, model_info: Optional[Di
               Route("/v1/predict", s.predict, methods=["POST"]), Route("/healthz", s.healthz, methods=["GET"]),
               Route("/readyz", s.readyz, methods=["GET"]), Route("/v1/model", s.model, methods=["GET"]),
               Route("/metrics", s.prometheus, methods=["GET"])]
-    app = Starlette(routes=routes, lifespan=s.lifespan, exception_handlers={HTTPException: s.not_found})
-    app.state.batcher, app.state.metrics, app.state.serving = s.batcher, s.metrics, s.state
+    policy = GuardPolicy(hosts=allowed_hosts(config.host, config.allowed_hosts), token=token,
+                         max_body_bytes=config.max_body_bytes,
+                         max_inflight_bytes=max(config.max_inflight_bytes, config.max_body_bytes),
+                         max_requests=config.request_limit())
+    app = Starlette(routes=routes, lifespan=s.lifespan, exception_handlers={HTTPException: s.not_found},
+                    middleware=[Middleware(Guard, policy=policy, on_refused=s.count)])
+    app.state.batcher, app.state.metrics, app.state.serving, app.state.service = s.batcher, s.metrics, s.state, s
     return app
 
 
 def model_info(predictor: Predictor, path: str) -> Dict[str, Any]:
-    """What ``GET /v1/model`` reports: :meth:`Predictor.info` plus the model's absolute path (and for a
-    shipped model, ``pretrained``: its name)."""
-    if is_pretrained_ref(path):  # its folder, already resolved and checked by the predictor
-        return dict(predictor.info(), model=os.path.dirname(os.path.abspath(predictor.source[0])),
-                    pretrained=path[len(PREFIX):])
-    return dict(predictor.info(), model=os.path.abspath(path))
+    """What ``GET /v1/model`` reports: :meth:`Predictor.info` plus the model's name (its file or folder's
+    base name, never a path: any client may read it), and for a shipped model ``pretrained``: its name."""
+    if is_pretrained_ref(path):
+        return dict(predictor.info(), model=path, pretrained=path[len(PREFIX):])
+    return dict(predictor.info(), model=os.path.basename(os.path.normpath(path)))
 
 
 def _bind(host: str, port: int) -> socket.socket:
@@ -338,11 +451,34 @@ def _bind(host: str, port: int) -> socket.socket:
     return sock
 
 
+def _token_for(config: ServeConfig) -> Optional[str]:
+    """The bearer token (flag, file or environment); refused without one on an address other than loopback."""
+    token = resolve_token(config.token, config.token_file, os.environ)
+    if token is None and not is_loopback(config.host):
+        raise StnGluonError(f"--host {config.host} is reachable from other machines: give a token (--token-file, "
+                            f"${TOKEN_ENV} or --token) so that only your clients can call it")
+    return token
+
+
+def _raise_open_files_limit() -> None:
+    """Open files (sockets): the soft limit raised to the hard one, so many idle clients cannot exhaust it."""
+    try:
+        import resource  # lazy: POSIX only
+    except ImportError:  # pragma: no cover
+        return
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or hard > soft:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 1 << 20), hard))
+
+
 def serve(config: ServeConfig, echo: Callable[[str], Any] = print) -> None:
-    """Load the model, bind, and serve until SIGTERM/SIGINT (requests in flight are answered)."""
+    """Load the model, bind, and serve until SIGTERM/SIGINT (requests in flight are answered for at most
+    ``timeout_s``, then the rest get 503)."""
     import uvicorn
 
     validate_fields(config)
+    token = _token_for(config)
     model = model_or_default(config.model, echo)
     # MXNet: one OpenMP thread unless set by the user, a server's small batches gain nothing steady from a second
     # one and lose half beside other processes (docs/performance.md)
@@ -350,20 +486,27 @@ def serve(config: ServeConfig, echo: Callable[[str], Any] = print) -> None:
     warm = np.zeros((1,) + tuple(predictor.input_shape), np.float32)
     predictor.predict(warm)  # fail at start, not on the first request
     info = model_info(predictor, model)
-    app = build_app(predictor, config, info)
+    app = build_app(predictor, config, info, token)
     sock = _bind(config.host, config.port)
     host, port = sock.getsockname()[:2]
-    echo(f"Serving {info['model']} ({predictor.backend}, input {tuple(predictor.input_shape)}, "
-         f"max batch {config.max_batch}, max wait {config.max_wait_ms:g} ms) on http://{host}:{port}", )
+    shown = model if is_pretrained_ref(model) else os.path.abspath(model)
+    echo(f"Serving {shown} ({predictor.backend}, input {tuple(predictor.input_shape)}, "
+         f"max batch {config.max_batch}, max wait {config.max_wait_ms:g} ms) on http://{host}:{port}"
+         f"{' (token required)' if token else ''}")
     echo(predictor.describe_threads())
-    server = _Server(uvicorn.Config(app, log_level="warning", access_log=False,
-                                    # uvicorn annotates int, but uses it only as an asyncio timeout, where a float works
-                                    timeout_graceful_shutdown=config.timeout_s,  # type: ignore[arg-type]
-                                    lifespan="on",
-                                    limit_concurrency=4096, timeout_keep_alive=30))
+    _raise_open_files_limit()
+    protocol, _ = protocol_class(config.header_timeout_s)
+    server = _Server(uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on", http=protocol,
+                                    # the drain answers within timeout_s; a second more to write the answers
+                                    timeout_graceful_shutdown=int(config.timeout_s) + 2,
+                                    # requests in flight are limited by the Guard; idle sockets by the timeouts
+                                    limit_concurrency=None, timeout_keep_alive=5,
+                                    h11_max_incomplete_event_size=64 * 1024))
+    server.drain = app.state.service.drain
     server.run(sockets=[sock])
-    echo(f"Stopped{' on ' + signal.Signals(server.stop_signal).name if server.stop_signal else ''}: "
-         f"requests in flight were answered")
+    how = "requests in flight were answered" if server.drained is not False else \
+        f"requests still waiting after {0.75 * config.timeout_s:g} s were answered 503"
+    echo(f"Stopped{' on ' + signal.Signals(server.stop_signal).name if server.stop_signal else ''}: {how}")
 
 
 def _server_class() -> "Type[uvicorn.Server]":
@@ -374,6 +517,14 @@ def _server_class() -> "Type[uvicorn.Server]":
         (uvicorn would re-raise the signal and die by it)."""
 
         stop_signal: Optional[int] = None
+        drain: Optional[Callable[[], Any]] = None  # awaited when shutdown begins (PredictService.drain)
+        drained: Optional[bool] = None
+
+        async def shutdown(self, sockets: Optional[List[socket.socket]] = None) -> None:
+            task = asyncio.ensure_future(self.drain()) if self.drain is not None else None
+            await super().shutdown(sockets)
+            if task is not None:
+                self.drained = await task
 
         @contextlib.contextmanager
         def capture_signals(self) -> Iterator[None]:

@@ -17,7 +17,7 @@ Imports only NumPy (and Pillow when decoding images): no MXNet.
 import io
 import os
 import re
-from typing import Any, List, Sequence, Tuple, Union
+from typing import Any, Callable, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -29,15 +29,22 @@ __all__ = ["PIXEL_RANGES", "MAX_PIXELS", "decode_image", "validate_array", "load
 PIXEL_RANGES = ("auto", "0-1", "0-255")  # auto: uint8 is 0..255, any other dtype 0..1
 MAX_PIXELS = 64 * 1024 * 1024
 IMAGE_FORMATS = "PNG, JPEG, BMP, GIF, TIFF, WebP"
+#: An image with transparency is shrunk to at most this side (or 8x the model's input) before its alpha is
+#: composited: the compositing's float temporaries stay small whatever the image's size.
+COMPOSITE_SIDE = 512
 
 Invert = Union[str, bool]
 
 
-def _flatten_alpha(img: Any) -> Any:
-    """A PIL image with transparency -> RGB/L on a background contrasting with its strokes."""
+def _flatten_alpha(img: Any, side: int = COMPOSITE_SIDE) -> Any:
+    """A PIL image with transparency -> RGB/L on a background contrasting with its strokes, shrunk first
+    (by an integer factor, alpha-weighted) to at most ``side`` pixels a side."""
     from PIL import Image
 
     rgba = img.convert("RGBA")
+    factor = -(-max(rgba.size) // side)
+    if factor > 1:
+        rgba = rgba.reduce(factor)
     pixels = np.asarray(rgba, dtype=np.float32) / 255.0
     alpha = pixels[..., 3:]
     if alpha.min() >= 1.0:
@@ -60,12 +67,14 @@ def _reason(err: BaseException) -> str:
     return re.sub(r"<[^>]* at 0x[0-9a-fA-F]+>", "the data", text)[:120]
 
 
-def decode_image(data: bytes, size: Tuple[int, int], name: str = "image", max_pixels: int = MAX_PIXELS) -> np.ndarray:
+def decode_image(data: bytes, size: Tuple[int, int], name: str = "image", max_pixels: int = MAX_PIXELS,
+                 check_size: Optional[Callable[[int, int], None]] = None) -> np.ndarray:
     """Image bytes -> grey ``float32 (H, W)`` in [0, 1], resized to ``size`` = (H, W).
 
     The EXIF orientation (photos) is applied and transparency composited first
     (see the module docstring). Raises :class:`StnGluonError` naming ``name``
-    when the bytes are not a readable image, or it has more than ``max_pixels``.
+    when the bytes are not a readable image, or it has more than ``max_pixels``. check_size(width, height),
+    when given, is called once the header is read, before any pixel is decoded (it may raise).
     """
     from PIL import Image, ImageOps, UnidentifiedImageError
 
@@ -75,11 +84,13 @@ def decode_image(data: bytes, size: Tuple[int, int], name: str = "image", max_pi
             if img.width * img.height > max_pixels:
                 raise StnGluonError(f"{name}: {img.width}x{img.height} pixels is more than the "
                                     f"{max_pixels} allowed")
+            if check_size is not None:
+                check_size(img.width, img.height)
             if not _has_alpha(img):
                 img.draft("L", (max(h, w), max(h, w)))  # JPEG: decode at reduced size when possible
             upright = ImageOps.exif_transpose(img)
             if _has_alpha(upright):
-                upright = _flatten_alpha(upright)
+                upright = _flatten_alpha(upright, max(COMPOSITE_SIDE, 8 * max(h, w)))
             grey = upright.convert("L")
             if grey.size != (w, h):
                 grey = grey.resize((w, h), Image.Resampling.BILINEAR)

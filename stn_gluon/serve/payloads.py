@@ -5,9 +5,11 @@ type, body bytes) into validated values, or raises :class:`HTTPError` with the
 status and a one-line reason. Pixels come out as ``float32 (N, C, H, W)`` in
 [0, 1], exactly as the CLI reads them (:mod:`stn_gluon.serve.inputs`).
 """
+import io
 import json
+import struct
 from dataclasses import dataclass
-from typing import Any, Mapping, Optional, Sequence, Union
+from typing import Any, Callable, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -16,7 +18,7 @@ from .inputs import FALSE_WORDS, TRUE_WORDS, decode_image, parse_invert, validat
 
 __all__ = ["HTTPError", "PredictOptions", "parse_options", "parse_flag", "content_kind", "check_length",
            "check_total", "check_file_count", "multipart_error", "parse_json_instances", "decode_upload",
-           "JSON_PIXEL_RANGES"]
+           "decode_uploads", "image_pixels", "JSON_PIXEL_RANGES"]
 
 JSON_PIXEL_RANGES = ("0-1", "0-255")
 _TRUE, _FALSE = TRUE_WORDS, FALSE_WORDS + ("",)  # an empty flag (``?return_image=``) is off
@@ -91,16 +93,49 @@ def check_length(declared: Optional[str], max_bytes: int) -> None:
     except ValueError:
         raise HTTPError(400, "bad Content-Length header") from None
     if size > max_bytes:
-        raise HTTPError(413, f"body of {declared} bytes is larger than the {max_bytes} allowed")
+        raise HTTPError(413, f"body of {declared} bytes is larger than the {max_bytes} bytes allowed")
 
 
-def decode_upload(data: bytes, name: str, input_shape: Sequence[int], max_pixels: int) -> np.ndarray:
-    """Image bytes -> ``float32 (1, 1, H, W)`` in [0, 1]; 413 when too large, 400 when unreadable."""
+def decode_upload(data: bytes, name: str, input_shape: Sequence[int], max_pixels: int,
+                  check_size: Optional[Callable[[int, int], None]] = None) -> np.ndarray:
+    """Image bytes -> ``float32 (1, 1, H, W)`` in [0, 1]; 413 when too large, 400 when unreadable.
+    check_size: see :func:`stn_gluon.serve.inputs.decode_image`."""
     _, h, w = input_shape
     try:
-        return decode_image(data, (h, w), name, max_pixels=max_pixels)[None, None]
+        return decode_image(data, (h, w), name, max_pixels=max_pixels, check_size=check_size)[None, None]
     except StnGluonError as err:
         raise HTTPError(413 if "allowed" in str(err) else 400, str(err)) from None
+
+
+def image_pixels(data: bytes) -> Optional[int]:
+    """An image's width x height from its header alone (nothing decoded), or None when it is not readable.
+    PNG's header is read here (a microsecond); other formats through Pillow."""
+    from PIL import Image
+
+    if data[:8] == b"\x89PNG\r\n\x1a\n" and data[12:16] == b"IHDR" and len(data) >= 24:
+        width, height = struct.unpack(">II", data[16:24])
+        return int(width) * int(height)
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            return int(img.width * img.height)
+    except Exception:  # unreadable: decoding says why
+        return None
+
+
+def decode_uploads(images: Sequence[Tuple[bytes, str]], input_shape: Sequence[int], max_pixels: int,
+                   max_request_pixels: int) -> np.ndarray:
+    """``(bytes, name)`` images of one request -> ``float32 (N, 1, H, W)``: each at most ``max_pixels``,
+    all together at most ``max_request_pixels`` (413, checked from each header before it is decoded)."""
+    seen = [0]
+
+    def count(width: int, height: int) -> None:
+        seen[0] += width * height
+        if seen[0] > max_request_pixels:
+            raise HTTPError(413, f"the images of this request hold more than the {max_request_pixels} "
+                                 f"pixels allowed per request")
+
+    out: List[np.ndarray] = [decode_upload(data, name, input_shape, max_pixels, count) for data, name in images]
+    return np.concatenate(out)
 
 
 def _load_json(body: bytes) -> Any:

@@ -17,6 +17,42 @@
   let upload = null;         // a file dropped or chosen: sent as it is until drawn over
   let timer = null, firstChange = 0, sent = 0, answered = 0;
 
+  // ---- the server's token (stn-gluon serve --token): asked for once, on the first 401, kept for the tab ----
+  const TOKEN_KEY = "stn-gluon-token";
+  let token = sessionStorage.getItem(TOKEN_KEY) || "";
+  let asking = null;  // one question at a time, whatever the number of requests refused meanwhile
+
+  function askToken() {
+    if (!asking) {
+      asking = Promise.resolve().then(() => {
+        const given = window.prompt("This server needs its access token (the one given to stn-gluon serve):");
+        if (given && given.trim()) {
+          token = given.trim();
+          sessionStorage.setItem(TOKEN_KEY, token);
+        }
+        asking = null;
+      });
+    }
+    return asking;
+  }
+
+  async function call(url, init = {}) {  // fetch with the token; asks for it once when the server wants one
+    let resp;
+    for (let attempt = 0; attempt < 2; attempt += 1) {
+      const sentWith = token;
+      const headers = new Headers(init.headers || {});
+      if (sentWith) headers.set("Authorization", `Bearer ${sentWith}`);
+      resp = await fetch(url, { ...init, headers });
+      if (resp.status !== 401) return resp;
+      if (token === sentWith) {  // else another request was given a newer token meanwhile: retry with it
+        if (attempt > 0) break;
+        await askToken();
+        if (token === sentWith) break;  // none given
+      }
+    }
+    return resp;
+  }
+
   // ---- the pad ----
   function blank() {
     ctx.fillStyle = "#000";
@@ -172,7 +208,7 @@
     }
     let answer;
     try {
-      const resp = await fetch(API, { method: "POST", body, headers });
+      const resp = await call(API, { method: "POST", body, headers });
       let doc = null;
       try { doc = await resp.json(); } catch (err) { /* not JSON */ }
       answer = resp.ok && doc ? { doc } :
@@ -289,7 +325,9 @@
 
   async function loadModel() {
     try {
-      const info = await (await fetch("v1/model")).json();
+      const resp = await call("v1/model");
+      const info = await resp.json();
+      if (!resp.ok) throw new Error(info.error || `${resp.status} ${resp.statusText}`);
       if (Array.isArray(info.classes) && info.classes.length) classes = info.classes.map(String);
       const [, c, h, w] = info.input_shape;
       const name = info.pretrained ? `pretrained:${info.pretrained}` : info.model;
