@@ -10,9 +10,9 @@ import importlib.machinery
 import sys
 import warnings
 from types import ModuleType
-from typing import Dict, Optional, Sequence
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
-__all__ = ["MOVED", "install_finder"]
+__all__ = ["MOVED", "install_finder", "lazy_reexport"]
 
 #: Old module path -> new module path (the CHANGELOG lists the same table).
 MOVED: Dict[str, str] = {
@@ -83,3 +83,18 @@ def install_finder() -> None:
     """Put the finder at the end of ``sys.meta_path`` (once): it is asked only for names no other finder has."""
     if _FINDER not in sys.meta_path:
         sys.meta_path.append(_FINDER)
+
+
+def lazy_reexport(package: str, module: str, names: Sequence[str]) -> Tuple[Callable[[str], Any],
+                                                                          Callable[[], List[str]]]:
+    """``(__getattr__, __dir__)`` for a package that offers ``names`` of its submodule ``module`` (``".mnist"``)
+    as the one module it used to be, importing that submodule on first use (PEP 562)."""
+    def __getattr__(name: str) -> Any:
+        if name in names:
+            return getattr(importlib.import_module(module, package), name)
+        raise AttributeError(f"module {package!r} has no attribute {name!r}")
+
+    def __dir__() -> List[str]:
+        return sorted(set(vars(sys.modules[package])) | set(names))
+
+    return __getattr__, __dir__

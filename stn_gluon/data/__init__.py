@@ -3,8 +3,7 @@
 The names of :mod:`stn_gluon.data.mnist` are also importable from here (``stn_gluon.data.load_mnist``), as
 they were when this was one module. They load on first use (PEP 562): ``stn_gluon.data.idx`` needs no MXNet.
 """
-import importlib
-from typing import Any, List
+from .._runtime.moved import lazy_reexport
 
 #: :data:`stn_gluon.data.mnist.__all__` (a test keeps the two equal).
 __all__ = ["MNIST_MEAN", "MNIST_STD", "BACKGROUND", "DigitDataset", "read_idx", "read_mnist_dir", "find_mnist_dir",
@@ -12,11 +11,4 @@ __all__ = ["MNIST_MEAN", "MNIST_STD", "BACKGROUND", "DigitDataset", "read_idx", 
            "to_ndarray", "ArrayBatches", "RandomAffine"]
 
 
-def __getattr__(name: str) -> Any:
-    if name in __all__:
-        return getattr(importlib.import_module(".mnist", __name__), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__() -> List[str]:
-    return sorted(list(globals()) + __all__)
+__getattr__, __dir__ = lazy_reexport(__name__, ".mnist", __all__)

@@ -4,8 +4,7 @@ The names of :mod:`stn_gluon.export.saved` are also importable from here (``stn_
 they were when this was one module. They load on first use (PEP 562), so that the ONNX side
 (``stn_gluon.export.onnx.OnnxModel``) runs without importing MXNet.
 """
-import importlib
-from typing import Any, List
+from .._runtime.moved import lazy_reexport
 
 #: :data:`stn_gluon.export.saved.__all__` (a test keeps the two equal).
 __all__ = ["DEFAULT_PREFIX", "export_block", "write_model_meta", "verify_checksums", "resolve_model", "load_graph",
@@ -13,11 +12,4 @@ __all__ = ["DEFAULT_PREFIX", "export_block", "write_model_meta", "verify_checksu
            "check_onnx_current"]
 
 
-def __getattr__(name: str) -> Any:
-    if name in __all__:
-        return getattr(importlib.import_module(".saved", __name__), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__() -> List[str]:
-    return sorted(list(globals()) + __all__)
+__getattr__, __dir__ = lazy_reexport(__name__, ".saved", __all__)
