@@ -9,6 +9,7 @@ import concurrent.futures
 import io
 import json
 import os
+import re
 import resource
 import select
 import signal
@@ -83,6 +84,14 @@ def read_status(sock, timeout=10):
         chunk = sock.recv(65536)
         if not chunk:
             break
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    length = re.search(rb"(?im)^content-length:\s*(\d+)", head)
+    while length and len(body) < int(length.group(1)):  # the body may come in a later segment
+        chunk = sock.recv(65536)
+        if not chunk:
+            break
+        body += chunk
         data += chunk
     return int(data.split(b" ", 2)[1]) if data.startswith(b"HTTP/1.1 ") else None, data
 
@@ -289,7 +298,7 @@ HUNG_SERVER = textwrap.dedent('''
     from stn_gluon.serve.predictors import Predictor
 
     class Hung(Predictor):
-        backend, input_shape, mean, std, source = "stub", (1, 28, 28), 0.0, 1.0, []
+        backend, input_shape, mean, std, source, sha256 = "stub", (1, 28, 28), 0.0, 1.0, [], {}
         classes = [str(i) for i in range(10)]
         calls = 0
 
