@@ -36,6 +36,18 @@ class Server:
         cmd += ["--model", str(model)] if model is not None else []
         cmd += (["--backend", backend] if backend else []) + list(extra)
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        self.wait_ready()
+
+    @classmethod
+    def from_command(cls, cmd, port, env=None):
+        """A server started by any command line ``cmd`` listening on ``port``, once it answers ``/readyz``."""
+        server = cls.__new__(cls)
+        server.port = port
+        server.proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        server.wait_ready()
+        return server
+
+    def wait_ready(self):
         deadline = time.time() + 60
         while time.time() < deadline:
             if self.proc.poll() is not None:

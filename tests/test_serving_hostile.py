@@ -323,18 +323,9 @@ def test_a_hung_model_turns_readyz_to_503_and_sigterm_ends_the_server_within_the
     script = tmp_path / "hung_server.py"
     script.write_text(HUNG_SERVER)
     port = free_port()
-    proc = subprocess.Popen([sys.executable, str(script), str(port), str(grace)], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
-    server = Server.__new__(Server)
-    server.port, server.proc = port, proc
+    server = Server.from_command([sys.executable, str(script), str(port), str(grace)], port)
+    proc = server.proc
     try:
-        deadline = time.time() + 60
-        while time.time() < deadline:
-            try:
-                if server.request("GET", "/readyz", timeout=2)[0] == 200:
-                    break
-            except OSError:
-                time.sleep(0.1)
         answers = []
         thread = threading.Thread(target=lambda: answers.append(server.json("POST", "/v1/predict", digit_png(), PNG)))
         thread.start()
@@ -449,18 +440,8 @@ def test_binding_beyond_loopback_needs_a_token(tmp_path):
 def test_the_token_from_the_environment(tmp_path):
     port = free_port()
     env = dict(os.environ, STN_GLUON_TOKEN=TOKEN)
-    proc = subprocess.Popen([sys.executable, "-m", "stn_gluon", "serve", "--port", str(port)], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    server = Server.__new__(Server)
-    server.port, server.proc = port, proc
+    server = Server.from_command([sys.executable, "-m", "stn_gluon", "serve", "--port", str(port)], port, env)
     try:
-        deadline = time.time() + 60
-        while time.time() < deadline:
-            try:
-                if server.request("GET", "/readyz", timeout=2)[0] == 200:
-                    break
-            except OSError:
-                time.sleep(0.1)
         assert server.request("GET", "/v1/model")[0] == 401
         assert server.request("GET", "/v1/model", headers={"Authorization": f"Bearer {TOKEN}"})[0] == 200
     finally:
