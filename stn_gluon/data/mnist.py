@@ -24,6 +24,7 @@ from ..nn.architecture import BACKGROUND, MNIST_MEAN, MNIST_STD
 from ..nn.ops import affine_transform
 from .download import download_mnist
 from .idx import SPLITS, find_idx_file, has_mnist, read_idx
+from .normalization import ChannelValues, as_channel_values
 
 __all__ = ["MNIST_MEAN", "MNIST_STD", "BACKGROUND", "DigitDataset", "read_idx", "read_mnist_dir", "find_mnist_dir",
            "load_mnist", "load_embedded_sample", "find_idx_file", "has_mnist", "with_channel", "normalize",
@@ -165,11 +166,15 @@ def to_ndarray(array: Any, ctx: Any = None) -> Any:
     return out if ctx is None or ctx == out.context else out.as_in_context(ctx)
 
 
-def normalize(images: Any, mean: float = MNIST_MEAN, std: float = MNIST_STD) -> np.ndarray:
-    """``uint8 (N, H, W)`` or ``(N, C, H, W)`` in 0..255 -> ``float32 (N, C, H, W)``, ``(x/255 - mean)/std``."""
+def normalize(images: Any, mean: ChannelValues = MNIST_MEAN, std: ChannelValues = MNIST_STD) -> np.ndarray:
+    """``uint8 (N, H, W)`` or ``(N, C, H, W)`` in 0..255 -> ``float32 (N, C, H, W)``, ``(x/255 - mean)/std``.
+
+    mean, std: one number, or one per channel (:func:`stn_gluon.data.normalization.as_channel_values`).
+    """
     x = with_channel(np.array(images, dtype=np.float32))  # one copy, then in place: no full-size temporaries
-    x *= 1.0 / (255.0 * std)
-    x -= mean / std
+    m, s = (as_channel_values(v, x.shape[1], n) for v, n in ((mean, "mean"), (std, "std")))
+    x *= 1.0 / (255.0 * s)
+    x -= m / s
     return x
 
 
@@ -192,7 +197,8 @@ class ArrayBatches:
     """
 
     def __init__(self, data: Any, labels: Any, batch_size: int, shuffle: bool = False, seed: int = 0,
-                 last_batch: str = "keep", ctx: Any = mx.cpu(), mean: float = MNIST_MEAN, std: float = MNIST_STD,
+                 last_batch: str = "keep", ctx: Any = mx.cpu(), mean: ChannelValues = MNIST_MEAN,
+                 std: ChannelValues = MNIST_STD,
                  shard: Sequence[int] = (0, 1)) -> None:
         if len(data) != len(labels):
             raise DataError(f"{len(data)} samples but {len(labels)} labels")

@@ -18,6 +18,7 @@ import numpy as np
 
 from .._runtime.errors import StnGluonError
 from .._runtime.threads import check_threads, describe_threads
+from ..data.normalization import ChannelValues, as_channel_values, normalize_unit
 from ..export.int8 import file_int8_target
 from ..export.onnx_model import OnnxModel
 from ..nn.pretrained import PREFIX, is_pretrained_ref, resolve_model_ref
@@ -28,13 +29,13 @@ __all__ = ["BACKENDS", "preprocess", "load_predictor", "Predictor", "MXNetPredic
 BACKENDS = ("mxnet", "onnxruntime")
 
 
-def preprocess(pixels: np.ndarray, mean: float, std: float, invert: bool = False) -> np.ndarray:
+def preprocess(pixels: np.ndarray, mean: ChannelValues, std: ChannelValues, invert: bool = False) -> np.ndarray:
     """Pixels ``(N, C, H, W)`` in [0, 1] -> the model's normalised input, float32, same shape.
 
-    invert: use ``1 - pixels`` (see :func:`stn_gluon.serve.inputs.apply_polarity` for per-image choice).
+    mean, std: one number or one per channel. invert: use ``1 - pixels`` (see
+    :func:`stn_gluon.serve.inputs.apply_polarity` for per-image choice).
     """
-    x = 1.0 - pixels if invert else pixels
-    return ((x - mean) / std).astype(np.float32)
+    return normalize_unit(1.0 - pixels if invert else pixels, mean, std)
 
 
 class Predictor:
@@ -216,11 +217,13 @@ def describe(outputs: Dict[str, np.ndarray], classes: Sequence[str], names: Sequ
     return results
 
 
-def to_png(image: np.ndarray, mean: float, std: float) -> bytes:
-    """A normalised ``(C, H, W)`` image -> PNG bytes (grey for C = 1, else RGB)."""
+def to_png(image: np.ndarray, mean: ChannelValues, std: ChannelValues) -> bytes:
+    """A normalised ``(C, H, W)`` image -> PNG bytes (grey for C = 1, else RGB); mean, std as :func:`preprocess`'s."""
     from PIL import Image
 
-    pixels = np.clip(np.asarray(image) * std + mean, 0, 1)
+    image = np.asarray(image)
+    c = image.shape[0]
+    pixels = np.clip(image * as_channel_values(std, c, "std") + as_channel_values(mean, c, "mean"), 0, 1)
     pixels = (pixels * 255 + 0.5).astype(np.uint8)
     img = Image.fromarray(pixels[0]) if pixels.shape[0] == 1 else Image.fromarray(pixels.transpose(1, 2, 0))
     buf = io.BytesIO()
