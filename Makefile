@@ -3,17 +3,22 @@
 #                 it leaves a finished demo as it is, continues an interrupted one, and puts
 #                 another recipe into runs/demo-2, runs/demo-3, ...)
 #   make test   - create .venv, install stn-gluon[test], run the type checker and the docs build there, then
-#                 the tests on each Python of TEST_PYTHONS it finds (3.11 in .venv, the others in .venv-3.X)
+#                 the whole suite on the main Python (3.11, in .venv) and the suite less its slow tests on the
+#                 other Pythons of TEST_PYTHONS it finds (in .venv-3.X)
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV ?= .venv
 BIN := $(VENV)/bin
 DEMO_ARGS ?=
 # The Pythons `make test` runs the suite on (`make test TEST_PYTHONS=3.12` for one), TEST_JOBS of them at once,
 # each pytest with one OpenMP thread when more than one runs (two spinning pools on two cores slow both ~10x).
-# A Python that is not found is skipped with a note, or is an error where CI is set. PYTEST_ARGS go to each pytest.
+# A Python that is not found is skipped with a note, or is an error where CI is set. PYTEST_ARGS go to each pytest;
+# OTHER_PYTEST_ARGS to those of the Pythons other than the main one: by default they leave out the tests marked
+# slow (pytest.ini: training runs, subprocesses, servers, the browser), which check behaviour no Python version
+# changes, so that CI's three suites fit its time on two cores (`make test OTHER_PYTEST_ARGS=` runs them all).
 TEST_PYTHONS ?= 3.10 3.11 3.12
 TEST_JOBS ?= 3
 PYTEST_ARGS ?=
+OTHER_PYTEST_ARGS ?= -m "not slow"
 PYENV_ROOT ?= $(shell pyenv root 2>/dev/null || echo "$$HOME/.pyenv")
 
 # The X.Y of $(PYTHON): that version's tests run in $(VENV), the others' in .venv-X.Y
@@ -56,8 +61,10 @@ pytest-%:
 	  echo "make test: python$* not found (PATH, $(PYENV_ROOT)/versions): its tests did not run"; \
 	  exit $(if $(CI),1,0); fi
 	@$(MAKE) --no-print-directory -s $(call venv_of,$*)/bin/.installed
-	@echo "== pytest on Python $* ($(call venv_of,$*)$(if $(TEST_OMP),$(,) OMP_NUM_THREADS=$(TEST_OMP))) =="
-	@$(if $(TEST_OMP),OMP_NUM_THREADS=$(TEST_OMP)) $(call venv_of,$*)/bin/python -m pytest -q tests $(PYTEST_ARGS)
+	@echo "== pytest on Python $* ($(call venv_of,$*)$(if $(TEST_OMP),$(,) OMP_NUM_THREADS=$(TEST_OMP))$(if \
+		$(filter $*,$(MAIN_VERSION)),,$(if $(OTHER_PYTEST_ARGS),$(,) $(subst ",',$(OTHER_PYTEST_ARGS))))) =="
+	@$(if $(TEST_OMP),OMP_NUM_THREADS=$(TEST_OMP)) $(call venv_of,$*)/bin/python -m pytest -q tests \
+		$(if $(filter $*,$(MAIN_VERSION)),,$(OTHER_PYTEST_ARGS)) $(PYTEST_ARGS)
 
 # The documentation, built with warnings as errors into a temporary folder outside the checkout and then
 # removed; no network is used. To read it: .venv/bin/mkdocs serve (or mkdocs build --site-dir DIR).

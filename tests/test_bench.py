@@ -21,6 +21,7 @@ def test_user_loops_build_and_train_a_few_steps():
         assert median_rate(step, 4, seconds=0.01, repeats=1, warmup=1) > 0
 
 
+@pytest.mark.slow
 def test_plain_user_loop_worker_starts_as_a_user_script_and_the_fast_one_with_the_library_threads():
     """The plain loop's worker imports mxnet first with the user's OMP_NUM_THREADS; the fast one gets stn_gluon's."""
     from stn_gluon.bench.harness import Competitor, isolated_rates
@@ -46,6 +47,7 @@ FACTORIES = {"multi_line": multi_line, "crash": crash}
 """
 
 
+@pytest.mark.slow
 def test_worker_failures_come_back_as_one_line(tmp_path, monkeypatch):
     from stn_gluon.bench.competitors import exported_model
     from stn_gluon.bench.harness import Isolated, isolated_rates
@@ -107,6 +109,7 @@ def test_training_ratios_pair_each_loop_with_its_peer():
     assert ratios["train 64: gluon_user_loop_fast / gluon_user_loop"] == pytest.approx(1.5)
 
 
+@pytest.mark.slow
 def test_bench_inference_script_calls_the_library(tmp_path):
     out = tmp_path / "out"
     proc = subprocess.run([sys.executable, os.path.join(ROOT, "scripts", "bench_inference.py"), "--batches", "1,2",
@@ -126,6 +129,7 @@ def test_bench_inference_script_calls_the_library(tmp_path):
     assert bad.returncode == 2 and bad.stderr.startswith("error: ") and len(bad.stderr.strip().splitlines()) == 1
 
 
+@pytest.mark.slow
 def test_fast_loop_example_trains_a_few_steps(tmp_path, mnist_dir):
     proc = subprocess.run([sys.executable, os.path.join(ROOT, "examples", "fast_loop.py"), "--data-dir",
                            str(mnist_dir), "--steps", "3", "--batch-size", "16"],

@@ -232,6 +232,7 @@ def test_the_table_is_broad():
 
 
 @pytest.mark.parametrize("name", sorted(CASES))
+@pytest.mark.slow
 def test_bad_invocation_is_one_line(name, table):
     result, expect = table[name], CASES[name][1]
     err = result["err"]

@@ -80,6 +80,7 @@ def test_load_sampler_counts_only_other_processes(tmp_path):
     assert sampler.sample() == pytest.approx(0.0)
 
 
+@pytest.mark.slow
 def test_a_cli_started_worker_chooses_its_count_as_stn_gluon_train_does(tmp_path):
     """The bench's default ``fit`` worker: its count chosen before MXNet loads, recorded as the CLI's."""
     worker = Isolated("fit_train", dict(batch=4), env={"OMP_NUM_THREADS": None, CHOSEN_ENV: None},

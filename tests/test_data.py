@@ -95,6 +95,7 @@ def test_lookup_order(mnist_dir, tmp_path, monkeypatch, no_mnist_env):
     assert D.find_mnist_dir() == cache
 
 
+@pytest.mark.slow
 def test_embedded_fallback_is_real_and_loud(no_mnist_env, caplog):
     with caplog.at_level("WARNING"):
         data = D.load_mnist(download=False)

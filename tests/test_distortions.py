@@ -69,6 +69,7 @@ def test_homography_to_corners_maps_the_points():
         np.testing.assert_allclose([u / w, v / w], corner, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_noisy128_subsets_each_split(sample):
     made = D.generate("noisy128", sample, seed=0)
     assert len(made.train_labels) == 4000 and len(made.test_labels) == 1000  # under the 20,000 / 5,000 caps
@@ -171,6 +172,7 @@ def test_visualize_a_dataset_without_a_model(tmp_path, mnist_dir, cache, capsys)
     assert code == 0 and png.read_bytes()[:4] == b"\x89PNG", err
 
 
+@pytest.mark.slow
 def test_distortion_bench_runs_a_subset_resumes_and_writes_its_tables(tmp_path, mnist_dir, cache, capsys):
     out = tmp_path / "bench"
     args = ["bench", "distortions", "--datasets", "rotated", "--models", "cnn,affine,projective",

@@ -61,6 +61,7 @@ def single_process(monkeypatch, trainer, config):
 
 
 @pytest.mark.parametrize("trainer", ["gluon", "module"])
+@pytest.mark.slow
 def test_two_workers_are_one_process_with_the_doubled_batch(tmp_path, monkeypatch, trainer):
     save = tmp_path / "run"
     config = dict(RECIPE, epochs=1, save_dir=str(save))
@@ -105,6 +106,7 @@ def check_tools(save, tmp_path):
     assert (tmp_path / "grid.png").is_file()
 
 
+@pytest.mark.slow
 def test_a_killed_worker_ends_the_job_and_resume_finishes_it(tmp_path):
     save = tmp_path / "run"
     config = dict(RECIPE, epochs=2, save_dir=str(save))
@@ -305,6 +307,7 @@ LISTENING = ("import json, os, sys; import stn_gluon; import mxnet as mx; kv = m
              "open(sys.argv[1], 'w').write(json.dumps([found, dmlc]))")
 
 
+@pytest.mark.slow
 def test_a_local_job_listens_on_loopback_even_with_dmlc_variables_inherited(tmp_path, monkeypatch):
     """DMLC_USE_KUBERNETES=1 makes ps-lite's scheduler bind 0.0.0.0, DMLC_LOCAL puts sockets in /tmp: a real job
     started with them in the environment still listens on 127.0.0.1 only, and says it ignored them."""

@@ -46,6 +46,7 @@ def test_a_trained_runs_files_are_readable_by_others(tmp_path, sample):
     assert set(modes.values()) == {0o644}, modes
 
 
+@pytest.mark.slow
 def test_download_offline_is_one_line_and_creates_nothing(tmp_path):
     home = tmp_path / "mxnet_home"
     env = dict(os.environ, MXNET_HOME=str(home), MXNET_GLUON_REPO="http://127.0.0.1:9/")  # nothing listens there

@@ -165,6 +165,7 @@ def test_load_inputs_errors_name_the_file(tmp_path):
 
 # ---- the CLI ----------------------------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_predict_flags_note_and_errors(served_model, sample, tmp_path, capsys):
     model = str(served_model / "model.onnx")
     digit = sample.test_images[0]
@@ -208,6 +209,7 @@ def test_predict_flags_note_and_errors(served_model, sample, tmp_path, capsys):
     (lambda p: p.mkdir(), "is a folder; give image or .npy files"),
     (lambda p: p.write_text("hello"), "not a readable image (unknown or damaged format"),
 ])
+@pytest.mark.slow
 def test_predict_input_errors_are_one_line_in_a_real_process(make, expect, served_model, tmp_path):
     target = tmp_path / "digits.png"
     make(target)
@@ -249,6 +251,7 @@ def rendered(sample, tmp_path_factory):
     return digits, files, folder
 
 
+@pytest.mark.slow
 def test_500_real_digits_three_renderings_both_backends(served_model, rendered, sample, capsys):
     from stn_gluon.serve.predictors import load_predictor, preprocess
 
@@ -345,6 +348,7 @@ def _onnx_with_metadata(served_model, folder, **props):
 
 
 @pytest.mark.parametrize("name", ["/proc/kcore", "../model-0000.params", "sub/model-0000.params", "..", ""])
+@pytest.mark.slow
 def test_a_params_file_outside_the_models_folder_is_refused(served_model, tmp_path, name):
     from stn_gluon._runtime.errors import CheckpointError
     from stn_gluon.serve.predictors import load_predictor
@@ -431,6 +435,7 @@ def hashlib_sha256(data):
     return hashlib.sha256(data).hexdigest()
 
 
+@pytest.mark.slow
 def test_save_rectified_refuses_two_inputs_that_would_share_a_file(served_model, sample, tmp_path):
     for folder in ("a", "b"):
         (tmp_path / folder).mkdir()

@@ -76,6 +76,7 @@ def _one_error_line(out):
 
 
 @pytest.mark.parametrize("command", ["train", "train-symbol"])
+@pytest.mark.slow
 def test_training_into_a_finished_run_is_refused_and_leaves_it_untouched(cli, run, command):
     (run / "notes.txt").write_text("mine")
     before = _snapshot(run)
@@ -85,6 +86,7 @@ def test_training_into_a_finished_run_is_refused_and_leaves_it_untouched(cli, ru
     assert _snapshot(run) == before
 
 
+@pytest.mark.slow
 def test_what_a_partial_run_is_described_as(tmp_path):
     folder = tmp_path / "partial"
     folder.mkdir()
@@ -133,6 +135,7 @@ def test_resume_with_nothing_to_resume_does_not_train_over_the_run(run, sample):
     assert _snapshot(run) == before
 
 
+@pytest.mark.slow
 def test_resume_given_the_exported_model_says_what_it_is(cli, tmp_path, run, tiny_mnist):
     before = _snapshot(run)
     line = _one_error_line(cli("train", "--epochs", "1", "--data-dir", str(tiny_mnist),
@@ -155,6 +158,7 @@ def _flip_conv_weight_bits(params_file):
     assert mx.nd.load(str(params_file))[name].shape == arrays[name].shape  # still a loadable file
 
 
+@pytest.mark.slow
 def test_flipped_bits_in_the_weights_are_refused_by_every_loader(cli, tmp_path, run, tiny_mnist):
     meta = json.load(open(run / "model.json"))
     assert meta["sha256"] == {"model-symbol.json": sha256_file(run / "model-symbol.json"),
@@ -214,6 +218,7 @@ def test_a_save_dirs_onnx_export_of_older_weights_is_refused(cli, tmp_path, run)
     assert not (run / "model.onnx").exists() and not (run / "model-int8.onnx").exists()
 
 
+@pytest.mark.slow
 def test_demo_run_twice_keeps_the_first(tmp_path, finished_run):
     demo = tmp_path / "runs" / "demo"
     shutil.copytree(finished_run, demo)
@@ -244,6 +249,7 @@ def _aside(folder):
     return found[0] if found else None
 
 
+@pytest.mark.slow
 def test_overwrite_ctrl_c_in_the_first_epoch_keeps_the_old_run_and_says_where(tmp_path, run, sample):
     """Black-box: `train --overwrite` interrupted (SIGINT) before its first checkpoint."""
     import signal

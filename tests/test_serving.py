@@ -334,6 +334,7 @@ def test_concurrent_requests_are_batched_and_answered_to_the_right_caller(server
     assert images_run == 120 and batches < 120  # several requests shared a batch
 
 
+@pytest.mark.slow
 def test_graceful_shutdown_answers_requests_in_flight(model_dir, digits):
     server = Server(model_dir / "model.onnx", "--max-wait-ms", "1500")
     result = {}
@@ -352,6 +353,7 @@ def test_graceful_shutdown_answers_requests_in_flight(model_dir, digits):
     assert code == 0 and "Stopped on SIGTERM" in out
 
 
+@pytest.mark.slow
 def test_start_up_errors_are_one_line(tmp_path, model_dir):
     for extra, expect in ((["--model", str(tmp_path / "none.onnx")], "not found"),
                           (["--model", str(tmp_path)], "no exported model"),

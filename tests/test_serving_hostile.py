@@ -117,6 +117,7 @@ def stream_body(sock, chunks, limit_bytes, chunked=True):
 # ---- bodies: counted as they arrive, for every content type ------------------------------------------------
 
 @pytest.mark.parametrize("ctype", ["multipart/form-data; boundary=XyZ", "image/png", "application/json"])
+@pytest.mark.slow
 def test_a_1gb_upload_is_cut_at_the_limit_with_memory_flat(server, ctype):
     pid = server.proc.pid
     before = rss_kb(pid, "VmRSS")
@@ -157,6 +158,7 @@ def test_a_declared_large_body_is_refused_before_it_is_read(server):
 
 # ---- decoding: off the event loop, bounded --------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_64_decompression_heavy_pngs_do_not_stop_healthz(server):
     body = heavy_png()
     assert len(body) < 64 * 1024
@@ -249,6 +251,7 @@ def test_2000_random_static_404s_add_no_metric_series(server):
 
 # ---- idle and slow connections -------------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_4000_half_open_connections_do_not_stop_a_new_client(server):
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     want = 4000 + 200
@@ -318,6 +321,7 @@ HUNG_SERVER = textwrap.dedent('''
 ''')
 
 
+@pytest.mark.slow
 def test_a_hung_model_turns_readyz_to_503_and_sigterm_ends_the_server_within_the_grace(tmp_path):
     grace = 2.0
     script = tmp_path / "hung_server.py"
@@ -424,6 +428,7 @@ def test_a_bad_host_is_refused(server):
         assert server.request("GET", "/v1/model", headers={"Host": host})[0] == 200, host
 
 
+@pytest.mark.slow
 def test_binding_beyond_loopback_needs_a_token(tmp_path):
     env = {k: v for k, v in os.environ.items() if k != "STN_GLUON_TOKEN"}
     out = subprocess.run([sys.executable, "-m", "stn_gluon", "serve", "--host", "0.0.0.0", "--port", "0"],
@@ -437,6 +442,7 @@ def test_binding_beyond_loopback_needs_a_token(tmp_path):
     assert out.returncode == 2 and out.stderr == f"error: --token-file {empty}: the file is empty\n"
 
 
+@pytest.mark.slow
 def test_the_token_from_the_environment(tmp_path):
     port = free_port()
     env = dict(os.environ, STN_GLUON_TOKEN=TOKEN)

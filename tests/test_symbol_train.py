@@ -48,6 +48,7 @@ def test_module_run_writes_checkpoints_metrics_and_plots(tmp_path, small_data):
     assert abs(loss - metrics["test_loss"]) < 1e-3
 
 
+@pytest.mark.slow
 def test_module_resume_after_interruption(tmp_path, small_data):
     straight = fit_module(_cfg(tmp_path / "a", epochs=3), dataset=small_data, echo=lambda s: None)
 
@@ -69,6 +70,7 @@ def test_module_resume_after_interruption(tmp_path, small_data):
     assert resumed["test_correct"] == straight["test_correct"]
 
 
+@pytest.mark.slow
 def test_gluon_trained_weights_load_into_the_module(tmp_path, small_data):
     metrics = fit(_cfg(tmp_path / "g", epochs=1), dataset=small_data, echo=lambda s: None)
     params = mx.nd.load(str(tmp_path / "g" / "model-0000.params"))
@@ -82,6 +84,7 @@ def test_gluon_trained_weights_load_into_the_module(tmp_path, small_data):
     assert round(acc * metrics["test_total"]) == metrics["test_correct"]
 
 
+@pytest.mark.slow
 def test_module_checkpoint_works_with_evaluate_and_visualize(tmp_path, mnist_dir, capsys):
     save = tmp_path / "mod"
     assert main(["train-symbol", "--epochs", "1", "--data-dir", str(mnist_dir), "--save-dir", str(save),
@@ -96,6 +99,7 @@ def test_module_checkpoint_works_with_evaluate_and_visualize(tmp_path, mnist_dir
     assert (tmp_path / "v.png").read_bytes()[:4] == b"\x89PNG"
 
 
+@pytest.mark.slow
 def test_module_on_two_cpu_contexts(tmp_path, small_data):
     metrics = fit_module(_cfg(tmp_path / "mc", epochs=1, ctx="cpu:0,1"), dataset=small_data, echo=lambda s: None)
     assert metrics["context"] == "cpu:0,1" and metrics["test_total"] == len(small_data.test_labels)
@@ -124,6 +128,7 @@ def test_module_errors(tmp_path, small_data):
         fit_module(_cfg(tmp_path / "z", transform="attention"), dataset=small_data)
 
 
+@pytest.mark.slow
 def test_exported_model_with_the_wrong_input_shape_is_refused(tmp_path, small_data):
     fit(_cfg(tmp_path / "g", epochs=1), dataset=small_data, echo=lambda s: None)
     meta = json.load(open(tmp_path / "g" / "model.json"))
@@ -133,6 +138,7 @@ def test_exported_model_with_the_wrong_input_shape_is_refused(tmp_path, small_da
         load_model(str(tmp_path / "g"))
 
 
+@pytest.mark.slow
 def test_resuming_a_complete_bare_checkpoint_reports_its_accuracy(tmp_path, small_data):
     first = fit_module(_cfg(tmp_path / "m", epochs=1), dataset=small_data, echo=lambda s: None)
     (tmp_path / "m" / "train_state.json").unlink()  # as if the checkpoint came from elsewhere

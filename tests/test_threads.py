@@ -49,6 +49,7 @@ print(json.dumps(seen))
 
 
 @pytest.mark.parametrize("user, expected", [(None, str(physical_cores())), ("1", "1")])
+@pytest.mark.slow
 def test_the_cli_chooses_before_mxnet_loads_and_the_users_setting_wins(user, expected):
     env = clean_env(**({"OMP_NUM_THREADS": user} if user else {}))
     out = subprocess.run([sys.executable, "-c", SPY, "evaluate", "--model", "/nonexistent/run"], env=env,

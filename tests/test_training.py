@@ -71,6 +71,7 @@ def _interrupt_at(prefix):
     return echo
 
 
+@pytest.mark.slow
 def test_resume_continues_exactly_where_the_interrupted_run_stopped(tmp_path, small_data):
     straight = fit(_cfg(tmp_path, epochs=3, save_dir=str(tmp_path / "a")), dataset=small_data,
                    echo=lambda s: None)
@@ -90,6 +91,7 @@ def test_resume_continues_exactly_where_the_interrupted_run_stopped(tmp_path, sm
     assert resumed["test_correct"] == straight["test_correct"]
 
 
+@pytest.mark.slow
 def test_killed_process_resumes_from_its_last_checkpoint(tmp_path, sample):
     data = tmp_path / "mnist"
     data.mkdir()
@@ -128,6 +130,7 @@ def test_killed_process_resumes_from_its_last_checkpoint(tmp_path, sample):
     assert not [f for f in os.listdir(save) if f.endswith(".tmp")]
 
 
+@pytest.mark.slow
 def test_damaged_checkpoint_is_reported_not_loaded(tmp_path, small_data):
     cfg = _cfg(tmp_path, epochs=1)
     fit(cfg, dataset=small_data, echo=lambda s: None)
@@ -177,6 +180,7 @@ def test_two_cpu_contexts_compute_the_same_step_as_one():
         np.testing.assert_allclose(results[1][k], results[0][k], rtol=1e-4, atol=1e-6, err_msg=k)
 
 
+@pytest.mark.slow
 def test_fit_on_two_cpu_contexts(tmp_path, small_data):
     metrics = fit(_cfg(tmp_path, epochs=3, lr=0.05, ctx="cpu:0,1"), dataset=small_data, echo=lambda s: None)
     assert metrics["context"] == "cpu:0,1"
@@ -193,6 +197,7 @@ def test_bad_settings_are_clear_errors(tmp_path, small_data):
 
 
 @pytest.mark.skipif(not os.environ.get("STN_GLUON_DATA"), reason="needs the full MNIST ($STN_GLUON_DATA)")
+@pytest.mark.slow
 def test_one_epoch_on_full_mnist_reaches_97_percent_and_onnx_agrees(tmp_path):
     from stn_gluon.data.mnist import load_mnist
     from stn_gluon.serve.predictors import load_predictor
@@ -214,6 +219,7 @@ def test_one_epoch_on_full_mnist_reaches_97_percent_and_onnx_agrees(tmp_path):
     assert (labels["ort"] == load_mnist(os.environ["STN_GLUON_DATA"]).test_labels).mean() == metrics["test_accuracy"]
 
 
+@pytest.mark.slow
 def test_training_works_where_pytorch_2_is_installed(tmp_path):
     """gluoncv 0.10 raises on import when torch >= 2 is installed; our import must not."""
     fake = tmp_path / "fake_site" / "torch"
@@ -230,6 +236,7 @@ def test_training_works_where_pytorch_2_is_installed(tmp_path):
     assert out.returncode == 0 and "OK" in out.stdout, out.stderr[-500:]
 
 
+@pytest.mark.slow
 def test_on_epoch_can_end_the_run_early(tmp_path, small_data):
     seen = []
 
@@ -242,6 +249,7 @@ def test_on_epoch_can_end_the_run_early(tmp_path, small_data):
     assert (tmp_path / "run" / "model-symbol.json").exists()
 
 
+@pytest.mark.slow
 def test_time_to_accuracy_and_speed_steps(mnist_dir):
     from stn_gluon.bench import time_to_accuracy
     from stn_gluon.bench.competitors import gluon_train_step, module_train_step
@@ -256,6 +264,7 @@ def test_time_to_accuracy_and_speed_steps(mnist_dir):
         assert _median_rate(step, 8, seconds=0.05, repeats=2, warmup=1) > 0
 
 
+@pytest.mark.slow
 def test_peak_memory_is_the_training_process_own(mnist_dir):
     """The measurement must not count the (large) process it was started from."""
     from stn_gluon.bench.memory import peak_training_rss as _peak_training_rss
@@ -296,6 +305,7 @@ def test_interleaved_rates_time_every_step_in_turns():
     assert runs == ["a", "b"] * 3  # one window of each, in turns
 
 
+@pytest.mark.slow
 def test_isolated_competitors_run_in_their_own_processes_and_report_failures():
     """Each competitor is timed in a worker process; its rate, latency and errors come back to the caller."""
     from stn_gluon.bench.harness import Isolated as _Isolated, isolated_rates as _isolated_rates
@@ -371,6 +381,7 @@ def test_make_trainer_fused_updates_equal_plain_per_parameter_updates(layers):
     assert make_trainer(other.collect_params(), "adam", {})._optimizer.aggregate_num == 0  # no fused updates
 
 
+@pytest.mark.slow
 def test_fractional_epochs_cut_the_last_epoch_and_the_schedule_ends_with_it(tmp_path, small_data, monkeypatch):
     import stn_gluon.train.gluon as training
 
@@ -389,6 +400,7 @@ def test_fractional_epochs_cut_the_last_epoch_and_the_schedule_ends_with_it(tmp_
         _cfg(tmp_path, epochs=0).validate()
 
 
+@pytest.mark.slow
 def test_test_each_epoch_false_tests_after_the_last_epoch_only(tmp_path, small_data):
     lines = []
     metrics = fit(_cfg(tmp_path, epochs=2, test_each_epoch=False), dataset=small_data, echo=lines.append)
@@ -399,6 +411,7 @@ def test_test_each_epoch_false_tests_after_the_last_epoch_only(tmp_path, small_d
     assert metrics["best_test_accuracy"] == metrics["test_accuracy"] > 0.2
 
 
+@pytest.mark.slow
 def test_fit_leaves_the_frozen_config_as_given_and_resolves_save_dir(tmp_path, small_data, monkeypatch):
     monkeypatch.chdir(tmp_path)
     cfg = TrainConfig(epochs=1, batch_size=64, progress=False)

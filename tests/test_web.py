@@ -150,6 +150,7 @@ def save_screenshot(driver, tmp_path):
         driver.save_screenshot(wanted)
 
 
+@pytest.mark.slow
 def test_drawn_real_digits_are_read_right_with_the_rectified_image_and_outline(driver, server, sample, tmp_path):
     open_page(driver, server)
     assert driver.find_element("id", "model").text.startswith("Model: pretrained:stn_lenet (affine")
@@ -249,6 +250,7 @@ def test_phone_sized_window_touch_and_keyboard(driver, server, sample):
         driver.set_window_size(1000, 800)
 
 
+@pytest.mark.slow
 def test_with_a_token_the_page_asks_for_it_once_and_keeps_working(driver, sample):
     """``serve --token``: the page's first call is refused (401), it asks for the token once, then every
     call carries it."""
