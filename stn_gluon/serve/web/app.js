@@ -213,7 +213,8 @@
     photoCanvas.dataset.region = "";
     if (!photo) return;
     const s = Math.min(photoCanvas.width / photo.naturalWidth, photoCanvas.height / photo.naturalHeight);
-    pctx.drawImage(photo, 0, 0, photo.naturalWidth * s, photo.naturalHeight * s);
+    const w = photo.naturalWidth * s, h = photo.naturalHeight * s;
+    pctx.drawImage(photo, (photoCanvas.width - w) / 2, (photoCanvas.height - h) / 2, w, h);
   }
 
   async function usePhoto(file) {
@@ -315,18 +316,21 @@
 
   function drawOverlay(canvas, input, grid) {
     // The view: the input and the sampled region both, so a region reaching past the image shows whole
-    // (the margin, in grey, is outside the image: the STN sees its fill there). At most 3x the input.
+    // (the margin, in grey, is outside the image: the STN sees its fill there), at most 3x the input each
+    // way, centred; one scale for both axes.
     const g = canvas.getContext("2d");
     const w = input.naturalWidth, h = input.naturalHeight;
     const xs = grid.outline.map((p) => p[0]), ys = grid.outline.map((p) => p[1]);
-    const lo = Math.max(-w, -h, Math.min(0, ...xs, ...ys) - 0.5);
-    const hi = Math.min(2 * w, 2 * h, Math.max(w, h, ...xs, ...ys) + 0.5);
-    const s = canvas.width / (hi - lo);
-    const at = ([x, y]) => [(x - lo) * s, (y - lo) * s];
+    const span = (values, size) => [Math.max(-size, Math.min(0, ...values) - 0.5),
+      Math.min(2 * size, Math.max(size, ...values) + 0.5)];
+    const [lx, hx] = span(xs, w), [ly, hy] = span(ys, h);
+    const s = Math.min(canvas.width / (hx - lx), canvas.height / (hy - ly));
+    const ox = (canvas.width - (hx - lx) * s) / 2 - lx * s, oy = (canvas.height - (hy - ly) * s) / 2 - ly * s;
+    const at = ([x, y]) => [ox + x * s, oy + y * s];
     g.fillStyle = "#555";
     g.fillRect(0, 0, canvas.width, canvas.height);
     g.imageSmoothingEnabled = canvas !== overlay;  // the model's input: its pixels as they are
-    g.drawImage(input, -lo * s, -lo * s, w * s, h * s);
+    g.drawImage(input, ox, oy, w * s, h * s);
     const trace = (points) => {
       g.beginPath();
       points.forEach((p, i) => (i ? g.lineTo(...at(p)) : g.moveTo(...at(p))));
