@@ -76,8 +76,6 @@ if TYPE_CHECKING:
     from starlette.requests import Request
     from starlette.responses import JSONResponse, Response
 
-    from ..nn.ops import Shape
-
 __all__ = ["ServeConfig", "MicroBatcher", "build_app", "serve", "HTTPError", "PredictService", "model_info"]
 
 log = logging.getLogger(__name__)
@@ -126,7 +124,8 @@ class ServeConfig:
         return self.max_requests or max(128, 64 * (os.cpu_count() or 1))
 
 
-#: The web page's files (in ``stn_gluon/web``) and their media types: ``/`` and ``/static/<name>``.
+#: The web page's files (in ``stn_gluon/web``) and their media types: ``/`` and ``/static/<name>`` (the icon
+#: at ``/favicon.ico`` too).
 WEB_FILES = {"index.html": "text/html; charset=utf-8", "app.js": "text/javascript; charset=utf-8",
              "style.css": "text/css; charset=utf-8", "favicon.svg": "image/svg+xml"}
 #: The page loads nothing from elsewhere (it works offline) and may not be framed.
