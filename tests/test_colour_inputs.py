@@ -110,6 +110,15 @@ def test_images_are_decoded_to_the_models_channels_in_rgb_order():
         got = decode_pixels(buf.getvalue(), InputSpec(SHAPE, digits=False))
         assert got.size == (400, 300) and got.pixels.shape == SHAPE
         assert got.pixels[0].mean() > 0.7 and got.pixels[1:].mean() < 0.2, fmt
+    # a photo turned by its EXIF orientation: its size as shown (what a client draws the region on), upright
+    turned = solid((0, 0, 0), (30, 80))
+    turned[:, :10] = (255, 0, 0)  # a red band on the left, shown on top once turned
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "rotate 90 degrees clockwise to display"
+    buf = io.BytesIO()
+    Image.fromarray(turned).save(buf, format="PNG", exif=exif.tobytes())
+    upright = decode_pixels(buf.getvalue(), InputSpec(SHAPE, digits=False))
+    assert upright.size == (30, 80) and upright.pixels[0, :3].mean() > 0.9 and upright.pixels[0, -3:].mean() < 0.1
     with pytest.raises(StnGluonError, match="x.png: the model takes 2 channels; images feed 1- or 3-channel"):
         decode_pixels(png(solid((1, 2, 3))), (2, 8, 8), "x.png")
 
