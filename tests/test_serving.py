@@ -203,6 +203,11 @@ def test_the_web_page_and_its_files(servers):
     status, js, headers = server.request("GET", "/static/app.js")
     assert status == 200 and headers["content-type"].startswith("text/javascript") and b"v1/predict" in js
     assert server.request("GET", "/static/style.css")[0] == 200
+    # the icon: linked from the page, and at /favicon.ico for clients that ask there (no 404 in any console)
+    assert b'<link rel="icon" href="static/favicon.svg"' in html
+    for path in ("/static/favicon.svg", "/favicon.ico"):
+        status, icon, headers = server.request("GET", path)
+        assert status == 200 and headers["content-type"] == "image/svg+xml" and icon.startswith(b"<svg")
     status, doc = server.json("GET", "/static/../serving.py")
     assert status == 404
     assert server.json("GET", "/static/nope.js") == (404, {"error": "not found", "status": 404})
@@ -298,7 +303,7 @@ def test_server_is_healthy_after_the_malformed_table(servers, digits):
 def test_model_endpoint(servers, model_dir):
     status, info = servers["onnxruntime"].json("GET", "/v1/model")
     assert status == 200 and info["backend"] == "onnxruntime" and info["opset"] == OPSET
-    assert info["input_shape"] == [None, 1, 28, 28] and info["classes"][3] == "3"
+    assert info["input_shape"] == [None, 1, 28, 28] and info["classes"][3] == "3" and info["digits"] is True
     assert len(info["files"]["model.onnx"]) == 64
     status, info = servers["mxnet"].json("GET", "/v1/model")
     assert info["backend"] == "mxnet" and set(info["files"]) == {"model-symbol.json", "model-0000.params"}
@@ -420,6 +425,8 @@ def test_invert_parameter_and_inverted_in_answers(servers, digits):
         for name, body in bodies.items():
             status, doc = server.json("POST", "/v1/predict" + query, body, PNG)
             assert status == 200 and doc["predictions"][0]["inverted"] is want[name], (query, name)
+            rules = (["contrast_background"] if name == "canvas" else []) + (["inverted"] if want[name] else [])
+            assert doc["predictions"][0]["rules"] == rules, (query, name)  # what was done, in order
             answers[query, name] = doc["predictions"][0]
     for name in ("black", "canvas"):  # read as the white-on-black original
         np.testing.assert_allclose(answers["", name]["probabilities"], answers["", "white"]["probabilities"],
@@ -475,7 +482,8 @@ def test_content_kind_and_length():
 
     assert content_kind("image/png", 1) == "image" and content_kind("Application/JSON; charset=utf-8", 1) == "json"
     assert content_kind("multipart/form-data; boundary=x", 3) == "multipart"
-    for ctype, channels in (("text/plain", 1), (None, 1), ("image/png", 3)):
+    assert content_kind("image/jpeg", 3) == "image"  # colour models take images too
+    for ctype, channels in (("text/plain", 1), (None, 1), ("image/png", 4)):
         with pytest.raises(HTTPError) as info:
             content_kind(ctype, channels)
         assert info.value.status == 415
@@ -516,8 +524,10 @@ def test_parse_json_instances(digits):
 def test_decode_upload_and_multipart_checks(digits):
     from stn_gluon.serve.payloads import HTTPError, check_file_count, check_total, decode_upload, multipart_error
 
-    pixels = decode_upload(png_bytes(digits[0][0]), "a.png", (1, 28, 28), 10_000)
-    assert pixels.shape == (1, 1, 28, 28) and abs(pixels.max() - digits[0][0].max() / 255) < 1e-6
+    decoded = decode_upload(png_bytes(digits[0][0]), "a.png", (1, 28, 28), 10_000)
+    pixels = decoded.pixels
+    assert pixels.shape == (1, 28, 28) and abs(pixels.max() - digits[0][0].max() / 255) < 1e-6
+    assert decoded.rules == [] and decoded.size == (28, 28)
     for data, status in ((b"nope", 400), (_bomb_png(), 413)):
         with pytest.raises(HTTPError) as info:
             decode_upload(data, "a.png", (1, 28, 28), 10_000)

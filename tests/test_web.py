@@ -2,13 +2,17 @@
 
 The real server (its default, the shipped MNIST model) on a free loopback port;
 real MNIST digits drawn on the page's canvas as mouse strokes; uploads through
-the file input; a phone-sized window, touch and the keyboard. Chromium and
+the file input; a phone-sized window, touch and the keyboard. A colour model that is not a digit model
+(tests/test_colour_inputs.py builds it) gets the page for photos: upload and drop, class names, the region
+sampled drawn on the photo; no page logs an error in the browser's console (the favicon included). Chromium and
 chromedriver come from the system (Debian: ``apt-get install chromium
 chromium-driver``; ``.ci/run`` installs them); Selenium Manager is never asked
 to download anything. ``STN_GLUON_SCREENSHOT=docs/images/web-page.png`` saves
 the screenshot the README shows (always saved under the test's tmp_path).
 """
+import base64
 import io
+import json
 import os
 import shutil
 import time
@@ -17,6 +21,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from test_colour_inputs import COLOURS, make_colour_model, solid
 from test_serving import Server
 
 CHROMIUM = os.environ.get("STN_GLUON_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
@@ -47,6 +52,7 @@ def driver(tmp_path_factory):
 
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})  # the console, read by console_errors()
     for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
                  "--disable-extensions", "--window-size=1000,800",
@@ -277,3 +283,73 @@ def test_with_a_token_the_page_asks_for_it_once_and_keeps_working(driver, sample
             driver.switch_to.alert.text  # asked once only
     finally:
         guarded.stop()
+
+
+# ---- a model that is not a digit model: the page for photos ------------------------------------------------
+
+@pytest.fixture(scope="module")
+def colour_server(tmp_path_factory):
+    started = Server(make_colour_model(tmp_path_factory.mktemp("colour")) / "model.onnx")
+    yield started
+    code, _, err = started.stop()
+    assert code == 0, err
+
+
+def console_errors(driver):
+    """The browser console's errors since the last call (a resource that failed to load is one)."""
+    return [entry["message"] for entry in driver.get_log("browser") if entry["level"] == "SEVERE"]
+
+
+def photo_state(driver):
+    return driver.execute_script(
+        "const p = document.getElementById('photo'), r = document.getElementById('rectified');"
+        "return {outline: Number(p.dataset.outline), region: p.dataset.region, confidence:"
+        " document.getElementById('confidence').textContent, rectified: r.hidden ? 0 : r.naturalWidth,"
+        " pad: !document.getElementById('draw-panel').hidden, photos: !document.getElementById('photo-panel').hidden,"
+        " title: document.getElementById('title').textContent,"
+        " bars: [...document.querySelectorAll('#bars .cls')].map((e) => e.textContent)};")
+
+
+def drop_file(driver, data, name):
+    """Drop ``data`` as the file ``name`` on the photo square, as a drag from the desktop does."""
+    driver.execute_script(
+        "const bytes = Uint8Array.from(atob(arguments[0]), (c) => c.charCodeAt(0));"
+        "const dt = new DataTransfer(); dt.items.add(new File([bytes], arguments[1], {type: 'image/png'}));"
+        "const target = document.getElementById('photo-drop');"
+        "for (const type of ['dragenter', 'dragover', 'drop'])"
+        " target.dispatchEvent(new DragEvent(type, {bubbles: true, cancelable: true, dataTransfer: dt}));",
+        base64.b64encode(data).decode("ascii"), name)
+
+
+def test_a_colour_model_gets_upload_and_drop_with_class_names_and_the_region_on_the_photo(driver, colour_server,
+                                                                                          tmp_path):
+    console_errors(driver)  # what earlier tests left (their refused requests) is not this page's
+    driver.get(f"http://127.0.0.1:{colour_server.port}/")
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    WebDriverWait(driver, 10).until(lambda d: d.find_element("id", "model").text.startswith("Model: "))
+    now = photo_state(driver)
+    assert now["photos"] and not now["pad"] and now["title"] == "Spatial transformer: classify an image", now
+    assert "32\u00d732\u00d73" in driver.find_element("id", "model").text
+    sign = tmp_path / "sign.png"  # 96 x 64: the model reads it as 32 x 32, zoomed 2x on the centre
+    Image.fromarray(solid(COLOURS["stop"], (64, 96))).save(sign)
+    seq = state(driver)["seq"]
+    driver.find_element("id", "photo-file").send_keys(str(sign))
+    got = answer_after(driver, seq)
+    assert got["status"] == "ok" and got["label"] == "stop" and got["rectified"] == 32, got
+    photo = photo_state(driver)
+    assert photo["confidence"].startswith("(class 0, ") and photo["outline"] == 4 * 31 + 1, photo
+    # the central half of the input, in the photo's pixels: x from 8.25 to 23.75 input pixels times 96 / 32
+    np.testing.assert_allclose(json.loads(photo["region"]), [24.8, 16.5, 71.3, 47.5], atol=0.1)
+    assert photo["bars"] == list(COLOURS)
+    seq = got["seq"]
+    drop_file(driver, png(solid(COLOURS["water"], (50, 50))), "water.png")
+    got = answer_after(driver, seq)
+    assert got["status"] == "ok" and got["label"] == "water", got
+    with_outline = driver.execute_script(
+        "const c = document.getElementById('photo'), d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;"
+        "let n = 0; for (let i = 0; i < d.length; i += 4)"
+        " if (Math.abs(d[i] - 41) < 30 && Math.abs(d[i + 1] - 182) < 30 && Math.abs(d[i + 2] - 246) < 30) n++;"
+        "return n;")
+    assert with_outline > 200  # drawn on the photo, in the outline's colour
+    assert console_errors(driver) == []  # no 404 for /favicon.ico, nothing else either

@@ -16,7 +16,7 @@ from ..bench.int8 import Int8BenchConfig, run_int8_bench
 from ..export.int8 import QuantizeConfig, described_dataset, quantize_export
 from ..nn.pretrained import PREFIX, get_pretrained, is_pretrained_ref, list_pretrained, model_or_default
 from ..serve.app import ServeConfig, serve
-from ..serve.inputs import apply_polarity, load_inputs
+from ..serve.inputs import apply_rules, read_inputs
 from ..train.distributed import launch
 from ..train.recipes import TrainConfig
 from .parser import train_config_from_args
@@ -229,17 +229,23 @@ def _cmd_predict(args: argparse.Namespace) -> None:
 
     if args.save_rectified:
         writable_dir(args.save_rectified, "--save-rectified")
-    predictor = load_predictor(model_or_default(args.model, _note), args.backend)
-    pixels, names = load_inputs(args.inputs, predictor.input_shape, args.pixel_range)
+    model = model_or_default(args.model, _note)
+    predictor = load_predictor(model, args.backend)
+    spec = predictor.input_spec()
+    if args.invert is True and not spec.digits:
+        raise StnGluonError(f"--invert: {model} is not a digit model (digits: false in its metadata); its inputs "
+                            f"are never inverted")
+    batch = read_inputs(args.inputs, spec, args.pixel_range)
+    names = batch.names
     paths = _rectified_paths(args.save_rectified, names) if args.save_rectified else []  # refused before predicting
-    pixels, inverted = apply_polarity(pixels, args.invert)
+    pixels, inverted = apply_rules(batch.pixels, batch.rules, spec.digits, args.invert)
     if args.invert == "auto" and inverted.any():
         shown = [n for n, flag in zip(names, inverted) if flag]
         print(f"note: inverted {len(shown)} of {len(names)} input(s) that look dark on light ("
               f"{', '.join(shown[:3])}{', ...' if len(shown) > 3 else ''}); --no-invert keeps them as they are",
               file=sys.stderr)
     outputs = predictor.predict(preprocess(pixels, predictor.mean, predictor.std))
-    results = describe(outputs, predictor.classes, names, inverted)
+    results = describe(outputs, predictor.classes, names, inverted, batch.rules)
     if args.save_rectified:
         if "warped" not in outputs:
             raise StnGluonError("--save-rectified: this model has no spatial transformer")
@@ -251,10 +257,18 @@ def _cmd_predict(args: argparse.Namespace) -> None:
         print(json.dumps(dict(backend=predictor.backend, predictions=results)))
         return
     for entry in results:
-        p = entry["probabilities"][entry["label"]]
-        theta = "" if entry["theta"] is None else " theta [" + ", ".join(f"{t:.3f}" for t in entry["theta"]) + "]"
-        note = " (inverted)" if entry["inverted"] else ""
-        print(f"{entry['input']}: {entry.get('class', entry['label'])} (p={p:.4f}){theta}{note}")
+        print(_prediction_line(entry))
+
+
+def _prediction_line(entry: Dict[str, Any]) -> str:
+    """One prediction of ``predict`` as text: ``INPUT: CLASS (p=P)``, with the class index beside a class
+    name other than the index itself (``photo.png: stop (class 0, p=0.9731)``), theta and the rules applied."""
+    p = entry["probabilities"][entry["label"]]
+    name = entry["class"]
+    index = "" if name == str(entry["label"]) else f"class {entry['label']}, "
+    theta = "" if entry["theta"] is None else " theta [" + ", ".join(f"{t:.3f}" for t in entry["theta"]) + "]"
+    rules = f" ({', '.join(entry['rules'])})" if entry.get("rules") else ""
+    return f"{entry['input']}: {name} ({index}p={p:.4f}){theta}{rules}"
 
 
 def _cmd_models(args: argparse.Namespace) -> None:

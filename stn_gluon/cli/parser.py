@@ -154,13 +154,17 @@ def _add_export_onnx(sub: Any) -> None:
 
 
 def _add_predict(sub: Any) -> None:
-    p = sub.add_parser("predict", help="classify images or .npy arrays with a saved model")
-    p.add_argument("inputs", nargs="+", metavar="FILE", help="PNG/JPEG/... images or .npy arrays")
+    p = sub.add_parser("predict", help="classify images or .npy arrays with a saved model; prints each input's "
+                                       "class name (and index)")
+    p.add_argument("inputs", nargs="+", metavar="FILE", help="PNG/JPEG/... images (read in the model's channels: "
+                                                             "RGB for a colour model) or .npy arrays")
     p.add_argument("--model", default=None, help=MODEL_HELP)
     p.add_argument("--backend", choices=["onnxruntime", "mxnet"], default=None,
                    help="default: onnxruntime for a .onnx model, mxnet otherwise")
     p.add_argument("--invert", dest="invert", action="store_const", const=True, default="auto",
-                   help="invert every input (default: invert those that look dark on light; MNIST is light on dark)")
+                   help="digit models: invert every input (default: invert those that look dark on light; MNIST is "
+                        "light on dark); refused for a model that is not a digit model, whose inputs are never "
+                        "inverted")
     p.add_argument("--no-invert", dest="invert", action="store_const", const=False, help="invert no input")
     p.add_argument("--pixel-range", choices=PIXEL_RANGES, default="auto",
                    help=".npy value range (default auto: uint8 is 0..255, any other dtype 0..1)")

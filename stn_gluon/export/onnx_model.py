@@ -4,17 +4,19 @@ Also importable as ``stn_gluon.export.onnx.OnnxModel``, beside the export functi
 """
 import concurrent.futures
 import hashlib
+import json
 import os
 import sys
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence, Union
 
 import numpy as np
 
 from .._runtime.errors import CheckpointError, StnGluonError
+from ..data.normalization import as_channel_values, is_digit_model
 from .int8 import target_warning
 from .onnx_io import cpu_session, decode_metadata
 
-__all__ = ["OnnxModel"]
+__all__ = ["OnnxModel", "channel_values"]
 
 _WARNED: set = set()
 
@@ -30,12 +32,27 @@ def _warn_target(meta: Dict[str, Any], path: str) -> Optional[str]:
     return line
 
 
+def channel_values(value: Any, channels: int, name: str) -> Union[float, List[float]]:
+    """A model's ``mean`` or ``std`` as its metadata gives it (a number, a list of ``channels`` numbers, or
+    the JSON text of either) -> a float, or a list of ``channels`` floats; ``ValueError`` naming ``name``
+    otherwise (:func:`stn_gluon.data.normalization.as_channel_values`)."""
+    as_channel_values(value, channels, name)  # refuses what is neither
+    if isinstance(value, str):
+        value = json.loads(value)
+    values = [float(v) for v in np.asarray(value, dtype=np.float64).reshape(-1)]
+    return values if isinstance(value, (list, tuple)) else values[0]
+
+
 class OnnxModel:
     """An exported ``.onnx`` STN classifier run by ONNX Runtime.
 
     ``run(x)``: ``x`` float32 ``(N, C, H, W)``, normalised as the metadata says;
     returns a dict of the model's outputs (``logits``, ``probabilities``, and
     ``theta``, ``warped`` for STN models) as NumPy arrays.
+
+    From the metadata: ``input_shape`` (C, H, W), ``mean`` and ``std`` (a float, or one per channel),
+    ``classes`` (names, index = label), ``digits`` (whether the digit rules apply to its inputs; absent:
+    True, see :func:`stn_gluon.data.normalization.is_digit_model`).
 
     threads: CPU threads to use (default: all). mode: ``"split"`` runs a
     single-threaded session and splits a large batch into one chunk per
@@ -98,11 +115,12 @@ class OnnxModel:
         if mode == "split" and self.threads > 1:
             self._pool = concurrent.futures.ThreadPoolExecutor(self.threads, thread_name_prefix="ort")
         try:
-            self.mean = float(self.meta.get("mean", 0.0))
-            self.std = float(self.meta.get("std", 1.0))
+            self.mean = channel_values(self.meta.get("mean", 0.0), self.input_shape[0], "mean")
+            self.std = channel_values(self.meta.get("std", 1.0), self.input_shape[0], "std")
             self.classes = [str(c) for c in self.meta.get("classes", [])]
         except (TypeError, ValueError) as err:
             raise CheckpointError(f"{path}: its metadata's mean, std or classes are malformed ({err})") from None
+        self.digits = is_digit_model(self.meta)
 
     def describe_threads(self) -> str:
         """One line: the threads this model runs on."""

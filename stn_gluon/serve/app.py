@@ -6,22 +6,26 @@ Runtime); no training code runs. Endpoints:
 
 * ``POST /v1/predict``: an image body (``image/png``, ``image/jpeg``, ...), a
   ``multipart/form-data`` upload of one or more images, or JSON
-  ``{"instances": [[...H x W...], ...]}`` (pixel values in [0, 1], or 0..255
-  with ``"pixel_range": "0-255"``; values outside the declared range are a 422
+  ``{"instances": [[...H x W...], ...]}`` (``(C, H, W)`` each for a colour model; pixel values in [0, 1], or
+  0..255 with ``"pixel_range": "0-255"``; values outside the declared range are a 422
   naming the range found, the same check as ``stn-gluon predict`` on ``.npy``).
-  Images with transparency are composited onto a background that contrasts
-  with their strokes. Query: ``return_image=1`` adds the rectified image as
-  base64 PNG (``image``); ``return_input=1`` the input as the model read it
+  Images are decoded to the model's channels (RGB for a 3-channel model) and size
+  (:mod:`stn_gluon.serve.inputs`); the digit rules (transparency onto a background that contrasts
+  with the strokes, polarity) apply to digit models only. Query: ``return_image=1`` adds the rectified
+  image as base64 PNG (``image``); ``return_input=1`` the input as the model read it
   (``input_image``, base64 PNG); ``return_grid=1`` the region the STN sampled
   in input pixels (``grid``: ``outline`` and ``lines``, see
-  :mod:`stn_gluon.nn.explain`); ``invert=auto|1|0`` (also ``true``/``false``; default ``auto``):
-  ``auto`` inverts the inputs that look dark on light (MNIST is light on dark),
-  ``1`` inverts all, ``0`` none. Answers ``{"predictions": [{"label", "class",
-  "probabilities", "theta", "inverted"}, ...]}``, where ``inverted`` (bool) says
-  whether that input was inverted before classification.
+  :mod:`stn_gluon.nn.explain`); ``invert=auto|1|0`` (also ``true``/``false``; default ``auto``; digit
+  models): ``auto`` inverts the inputs that look dark on light (MNIST is light on dark),
+  ``1`` inverts all (a 400 for a model that is not a digit model), ``0`` none. Answers
+  ``{"predictions": [{"label", "class", "probabilities", "theta", "inverted", "rules"}, ...]}``, where
+  ``class`` is the label's name, ``inverted`` (bool) says whether that input was inverted before
+  classification and ``rules`` lists what was done to it (:data:`stn_gluon.serve.inputs.RULES`); an image
+  also gets ``source_size`` ([width, height], upright) to draw ``grid`` on it.
 * ``GET /``: a web page (``stn_gluon/web``: plain HTML, CSS, JavaScript) to
-  draw a digit on or drop an image, showing what the model and its STN did;
-  it calls ``POST /v1/predict`` like any client.
+  draw a digit on or drop an image (for a model that is not a digit model: upload or drop a photo),
+  showing what the model and its STN did; it calls ``POST /v1/predict`` like any client.
+  ``GET /favicon.ico``: its icon.
 * ``GET /healthz`` (alive), ``GET /readyz`` (model loaded, not stuck or failing, not shutting down),
   ``GET /v1/model`` (backend, input, classes, source files and SHA-256; no paths),
   ``GET /metrics`` (Prometheus text format, labelled by route).
@@ -48,7 +52,8 @@ import socket
 import threading
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, AsyncIterator, Callable, Dict, Iterator, List, Optional, Tuple, Type, cast
+from typing import (TYPE_CHECKING, Any, AsyncIterator, Callable, Dict, Iterator, List, Optional, Tuple, Type,
+                    TypeVar, cast)
 
 import numpy as np
 
@@ -59,10 +64,10 @@ from ..nn.explain import sampling_regions
 from ..nn.pretrained import PREFIX, is_pretrained_ref, model_or_default
 from .._runtime.flags import option, validate_fields
 from .predictors import BACKENDS, Predictor, describe, load_predictor, preprocess, to_png
-from .inputs import apply_polarity
+from .inputs import InputBatch, InputSpec, apply_rules
 from .metrics import ServerMetrics
-from .payloads import (HTTPError, check_file_count, check_length, check_total, content_kind, decode_uploads,
-                       image_pixels, multipart_error, parse_json_instances, parse_options)
+from .payloads import (HTTPError, PredictOptions, check_file_count, check_length, check_total, content_kind,
+                       decode_uploads, image_pixels, multipart_error, parse_json_instances, parse_options)
 
 if TYPE_CHECKING:
     import uvicorn
@@ -71,11 +76,10 @@ if TYPE_CHECKING:
     from starlette.requests import Request
     from starlette.responses import JSONResponse, Response
 
-    from ..nn.ops import Shape
-
 __all__ = ["ServeConfig", "MicroBatcher", "build_app", "serve", "HTTPError", "PredictService", "model_info"]
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 @dataclass
@@ -120,9 +124,10 @@ class ServeConfig:
         return self.max_requests or max(128, 64 * (os.cpu_count() or 1))
 
 
-#: The web page's files (in ``stn_gluon/web``) and their media types: ``/`` and ``/static/<name>``.
+#: The web page's files (in ``stn_gluon/web``) and their media types: ``/`` and ``/static/<name>`` (the icon
+#: at ``/favicon.ico`` too).
 WEB_FILES = {"index.html": "text/html; charset=utf-8", "app.js": "text/javascript; charset=utf-8",
-             "style.css": "text/css; charset=utf-8"}
+             "style.css": "text/css; charset=utf-8", "favicon.svg": "image/svg+xml"}
 #: The page loads nothing from elsewhere (it works offline) and may not be framed.
 PAGE_HEADERS = {"Content-Security-Policy": "default-src 'self'; img-src 'self' data: blob:; "
                                            "frame-ancestors 'none'; base-uri 'none'; form-action 'none'",
@@ -226,7 +231,7 @@ class DecodePool:
         self.slots = 64 * workers
         self.queued = 0
 
-    async def run(self, deadline: float, fn: Callable[..., np.ndarray], *args: Any) -> np.ndarray:
+    async def run(self, deadline: float, fn: Callable[..., T], *args: Any) -> T:
         if self.queued >= self.slots:
             raise HTTPError(503, "the server is busy decoding other requests; try again")
         loop = asyncio.get_running_loop()
@@ -243,22 +248,24 @@ class DecodePool:
         self.executor.shutdown(wait=False, cancel_futures=True)
 
 
-async def read_pixels(request: "Request", config: ServeConfig, input_shape: "Shape", pool: DecodePool) -> np.ndarray:
-    """Any accepted body -> validated pixels ``float32 (N, C, H, W)`` in [0, 1], decoded in ``pool`` (or
+async def read_pixels(request: "Request", config: ServeConfig, spec: InputSpec, pool: DecodePool) -> InputBatch:
+    """Any accepted body -> validated pixels ``float32 (N, C, H, W)`` in [0, 1], read as ``spec`` says, with
+    each input's rules and image size (:class:`~stn_gluon.serve.inputs.InputBatch`), decoded in ``pool`` (or
     here when small: :data:`INLINE_BYTES` of JSON, images of :data:`INLINE_PIXELS` pixels at most, by their
     headers; a thread hand-off costs more than decoding a digit)."""
     deadline = asyncio.get_running_loop().time() + config.timeout_s
-    kind = content_kind(request.headers.get("content-type"), input_shape[0])
+    kind = content_kind(request.headers.get("content-type"), spec.channels)
     if kind == "multipart":
         images = await read_uploads(request, config)
     else:
         body = await read_body(request, config.max_body_bytes, config.timeout_s)
         if kind == "json":
-            if len(body) <= INLINE_BYTES:
-                return parse_json_instances(body, input_shape, config.max_instances)
-            return await pool.run(deadline, parse_json_instances, body, input_shape, config.max_instances)
+            args_json = (body, spec.input_shape, config.max_instances)
+            pixels = parse_json_instances(*args_json) if len(body) <= INLINE_BYTES else \
+                await pool.run(deadline, parse_json_instances, *args_json)
+            return InputBatch.of_arrays(pixels, [f"#{i}" for i in range(len(pixels))])
         images = [(body, "image body")]
-    args = (images, input_shape, config.max_pixels, config.max_request_pixels)
+    args = (images, spec, config.max_pixels, config.max_request_pixels)
     if sum(len(data) for data, _ in images) <= INLINE_BYTES and \
             all((image_pixels(data) or 0) <= INLINE_PIXELS for data, _ in images):
         return decode_uploads(*args)
@@ -270,6 +277,7 @@ class PredictService:
 
     def __init__(self, predictor: Predictor, config: ServeConfig, info: Optional[Dict[str, Any]] = None):
         self.predictor, self.config, self.info = predictor, config, info or {}
+        self.spec = predictor.input_spec()
         self.web = read_web_files()
         self.metrics = ServerMetrics()
         self.batcher = MicroBatcher(predictor.predict, config.max_batch, config.max_wait_ms,
@@ -294,26 +302,23 @@ class PredictService:
     async def classify(self, request: "Request") -> Dict[str, Any]:
         p = self.predictor
         options = parse_options(request.query_params)
-        pixels, inverted = apply_polarity(await read_pixels(request, self.config, tuple(p.input_shape),
-                                                            self.decoder), options.invert)
+        if options.invert is True and not self.spec.digits:
+            raise HTTPError(400, "query parameter invert=1: this model is not a digit model (digits: false); its "
+                                 "inputs are never inverted")
+        batch = await read_pixels(request, self.config, self.spec, self.decoder)
+        pixels, inverted = apply_rules(batch.pixels, batch.rules, self.spec.digits, options.invert)
         try:
             async with _timeout(self.config.timeout_s):
                 outputs = await self.batcher.submit(preprocess(pixels, p.mean, p.std))
         except asyncio.TimeoutError:
             raise HTTPError(503, f"inference did not finish within {self.config.timeout_s:g} s") from None
-        explain = [name for name, asked in (("return_image", options.return_image),
-                                            ("return_grid", options.return_grid)) if asked]
-        if explain and "warped" not in outputs:
-            raise HTTPError(400, f"{explain[0]}=1: this model has no spatial transformer")
-        regions = None
-        if options.return_grid:
-            if "theta" not in outputs:
-                raise HTTPError(400, "return_grid=1: this model does not report its transform's parameters")
-            regions = await self.batcher.run(sampling_regions, outputs["theta"], p.transform,
-                                             outputs["warped"].shape[2:], p.input_shape[1:])
-        results = describe(outputs, p.classes, [f"#{i}" for i in range(len(pixels))], inverted)
+        regions = await self.explain(options, outputs)
+        results = describe(outputs, p.classes, batch.names, inverted, batch.rules)
         for i, entry in enumerate(results):
             entry.pop("input")
+            size = batch.sizes[i]
+            if size is not None:
+                entry["source_size"] = list(size)
             if options.return_image:
                 entry["image"] = base64.b64encode(to_png(outputs["warped"][i], p.mean, p.std)).decode("ascii")
             if options.return_input:
@@ -322,6 +327,22 @@ class PredictService:
                 entry["grid"] = regions[i]
         self.metrics.images.inc(len(results))
         return {"predictions": results}
+
+    async def explain(self, options: PredictOptions, outputs: Dict[str, np.ndarray]) -> Optional[List[Any]]:
+        """Refuse ``return_image``/``return_grid`` for a model without an STN (400); the sampling regions
+        (:func:`~stn_gluon.nn.explain.sampling_regions`, on the inference thread) when ``return_grid``."""
+        p = self.predictor
+        explain = [name for name, asked in (("return_image", options.return_image),
+                                            ("return_grid", options.return_grid)) if asked]
+        if explain and "warped" not in outputs:
+            raise HTTPError(400, f"{explain[0]}=1: this model has no spatial transformer")
+        if not options.return_grid:
+            return None
+        if "theta" not in outputs:
+            raise HTTPError(400, "return_grid=1: this model does not report its transform's parameters")
+        regions: List[Any] = await self.batcher.run(sampling_regions, outputs["theta"], p.transform,
+                                                    outputs["warped"].shape[2:], p.input_shape[1:])
+        return regions
 
     async def predict(self, request: "Request") -> "JSONResponse":
         from starlette.requests import ClientDisconnect
@@ -342,10 +363,11 @@ class PredictService:
             self.metrics.latency.observe(time.perf_counter() - tic)
 
     async def page(self, request: "Request") -> "Response":
-        """``GET /`` and ``GET /static/{name}``: the web page (:data:`WEB_FILES`), from the package."""
+        """``GET /``, ``GET /static/{name}`` and ``GET /favicon.ico``: the web page (:data:`WEB_FILES`), from the
+        package."""
         from starlette.responses import Response
 
-        name = request.path_params.get("name", "index.html")
+        name = "favicon.svg" if request.url.path == "/favicon.ico" else request.path_params.get("name", "index.html")
         if name not in WEB_FILES:
             return self.answer(route_label(request.url.path), {"error": "not found", "status": 404}, 404)
         self.metrics.requests.labels("/" if name == "index.html" else "/static", "200").inc()
@@ -412,6 +434,7 @@ def build_app(predictor: Predictor, config: ServeConfig, model_info: Optional[Di
 
     s = PredictService(predictor, config, model_info)
     routes = [Route("/", s.page, methods=["GET"]), Route("/static/{name}", s.page, methods=["GET"]),
+              Route("/favicon.ico", s.page, methods=["GET"]),
               Route("/v1/predict", s.predict, methods=["POST"]), Route("/healthz", s.healthz, methods=["GET"]),
               Route("/readyz", s.readyz, methods=["GET"]), Route("/v1/model", s.model, methods=["GET"]),
               Route("/metrics", s.prometheus, methods=["GET"])]

@@ -5,7 +5,7 @@
 * refuses a ``Host`` header not in the allow-list (400; against DNS rebinding): loopback names and the bound
   host by default (:func:`allowed_hosts`);
 * with a token set, refuses a request without ``Authorization: Bearer <token>`` (401), except the page's own
-  files (``/``, ``/static/...``) and the probes (``/healthz``, ``/readyz``);
+  files (``/``, ``/static/...``, ``/favicon.ico``) and the probes (``/healthz``, ``/readyz``);
 * refuses a cross-origin ``POST`` (an ``Origin`` other than the ``Host``) that carries no valid token (403):
   any web page could otherwise post a form to a server on loopback;
 * answers 503 past ``max_requests`` requests in flight (idle connections do not count);
@@ -39,7 +39,7 @@ Send = Callable[[Message], Awaitable[None]]
 #: The environment variable read for the bearer token when neither ``--token`` nor ``--token-file`` is given.
 TOKEN_ENV = "STN_GLUON_TOKEN"
 #: The paths a client may call without the token: the page's files and the probes.
-PUBLIC = frozenset({"/", "/healthz", "/readyz"})
+PUBLIC = frozenset({"/", "/favicon.ico", "/healthz", "/readyz"})
 #: The routes: the only values of the metrics' ``endpoint`` label (with ``/static`` and ``other``).
 ROUTES = frozenset({"/", "/v1/predict", "/healthz", "/readyz", "/v1/model", "/metrics"})
 LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1")
@@ -50,7 +50,7 @@ def route_label(path: str) -> str:
     raw path (every random path would add a series forever)."""
     if path in ROUTES:
         return path
-    return "/static" if path.startswith("/static/") else "other"
+    return "/static" if path.startswith("/static/") or path == "/favicon.ico" else "other"
 
 
 def is_loopback(host: str) -> bool:

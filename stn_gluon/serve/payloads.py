@@ -3,18 +3,20 @@
 Each function turns part of a ``POST /v1/predict`` request (query, content
 type, body bytes) into validated values, or raises :class:`HTTPError` with the
 status and a one-line reason. Pixels come out as ``float32 (N, C, H, W)`` in
-[0, 1], exactly as the CLI reads them (:mod:`stn_gluon.serve.inputs`).
+[0, 1] in the model's channels and size, exactly as the CLI reads them
+(:mod:`stn_gluon.serve.inputs`: an :class:`~stn_gluon.serve.inputs.InputSpec` says how).
 """
 import io
 import json
 import struct
 from dataclasses import dataclass
-from typing import Any, Callable, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
 from .._runtime.errors import StnGluonError
-from .inputs import FALSE_WORDS, TRUE_WORDS, decode_image, parse_invert, validate_array
+from .inputs import (FALSE_WORDS, TRUE_WORDS, Decoded, InputBatch, InputSpec, decode_pixels, parse_invert,
+                     validate_array)
 
 __all__ = ["HTTPError", "PredictOptions", "parse_options", "parse_flag", "content_kind", "check_length",
            "check_total", "check_file_count", "multipart_error", "parse_json_instances", "decode_upload",
@@ -69,11 +71,11 @@ def parse_options(query: Mapping[str, str]) -> PredictOptions:
 def content_kind(content_type: Optional[str], channels: int) -> str:
     """A ``Content-Type`` header -> ``"image"``, ``"json"`` or ``"multipart"``; 415 otherwise.
 
-    Image bodies need a grey model (``channels`` 1); others must send JSON.
+    Image bodies need a grey or colour model (``channels`` 1 or 3); others must send JSON.
     """
     ctype = (content_type or "").split(";")[0].strip().lower()
     if ctype.startswith("image/"):
-        if channels != 1:
+        if channels not in (1, 3):
             raise HTTPError(415, f"the model takes {channels} channels; send JSON instances")
         return "image"
     if ctype == "application/json":
@@ -96,13 +98,13 @@ def check_length(declared: Optional[str], max_bytes: int) -> None:
         raise HTTPError(413, f"body of {declared} bytes is larger than the {max_bytes} bytes allowed")
 
 
-def decode_upload(data: bytes, name: str, input_shape: Sequence[int], max_pixels: int,
-                  check_size: Optional[Callable[[int, int], None]] = None) -> np.ndarray:
-    """Image bytes -> ``float32 (1, 1, H, W)`` in [0, 1]; 413 when too large, 400 when unreadable.
-    check_size: see :func:`stn_gluon.serve.inputs.decode_image`."""
-    _, h, w = input_shape
+def decode_upload(data: bytes, name: str, spec: Union[InputSpec, Sequence[int]], max_pixels: int,
+                  check_size: Optional[Callable[[int, int], None]] = None) -> Decoded:
+    """Image bytes -> :class:`~stn_gluon.serve.inputs.Decoded` (pixels ``float32 (C, H, W)`` in [0, 1] as
+    ``spec`` says, an :class:`~stn_gluon.serve.inputs.InputSpec` or a digit model's (C, H, W)); 413 when too
+    large, 400 when unreadable. check_size: see :func:`stn_gluon.serve.inputs.decode_pixels`."""
     try:
-        return decode_image(data, (h, w), name, max_pixels=max_pixels, check_size=check_size)[None, None]
+        return decode_pixels(data, spec, name, max_pixels=max_pixels, check_size=check_size)
     except StnGluonError as err:
         raise HTTPError(413 if "allowed" in str(err) else 400, str(err)) from None
 
@@ -122,10 +124,11 @@ def image_pixels(data: bytes) -> Optional[int]:
         return None
 
 
-def decode_uploads(images: Sequence[Tuple[bytes, str]], input_shape: Sequence[int], max_pixels: int,
-                   max_request_pixels: int) -> np.ndarray:
-    """``(bytes, name)`` images of one request -> ``float32 (N, 1, H, W)``: each at most ``max_pixels``,
-    all together at most ``max_request_pixels`` (413, checked from each header before it is decoded)."""
+def decode_uploads(images: Sequence[Tuple[bytes, str]], spec: Union[InputSpec, Sequence[int]], max_pixels: int,
+                   max_request_pixels: int) -> InputBatch:
+    """``(bytes, name)`` images of one request -> :class:`~stn_gluon.serve.inputs.InputBatch` (pixels
+    ``float32 (N, C, H, W)``, each image's rules and size): each at most ``max_pixels``, all together at most
+    ``max_request_pixels`` (413, checked from each header before it is decoded)."""
     seen = [0]
 
     def count(width: int, height: int) -> None:
@@ -134,8 +137,9 @@ def decode_uploads(images: Sequence[Tuple[bytes, str]], input_shape: Sequence[in
             raise HTTPError(413, f"the images of this request hold more than the {max_request_pixels} "
                                  f"pixels allowed per request")
 
-    out: List[np.ndarray] = [decode_upload(data, name, input_shape, max_pixels, count) for data, name in images]
-    return np.concatenate(out)
+    out = [decode_upload(data, name, spec, max_pixels, count) for data, name in images]
+    return InputBatch(np.stack([d.pixels for d in out]), [name for _, name in images], [d.rules for d in out],
+                      [d.size for d in out])
 
 
 def _load_json(body: bytes) -> Any:

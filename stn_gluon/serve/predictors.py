@@ -1,8 +1,8 @@
 """Inference on saved models: preprocessing, and one predictor API per backend.
 
-Inputs are read by :mod:`stn_gluon.serve.inputs` (pixels in [0, 1], light on dark).
-Preprocessing is the training one: ``(x - mean) / std`` with the model's
-normalisation.
+Inputs are read by :mod:`stn_gluon.serve.inputs` (pixels in [0, 1], in the model's channels; the digit
+rules for digit models: :meth:`Predictor.input_spec`). Preprocessing is the training one:
+``(x - mean) / std`` with the model's normalisation, one number or one per channel.
 
 Both backends answer :meth:`Predictor.predict` with NumPy arrays:
 ``logits`` and ``probabilities`` ``(N, K)``, and for STN models ``theta``
@@ -18,9 +18,11 @@ import numpy as np
 
 from .._runtime.errors import StnGluonError
 from .._runtime.threads import check_threads, describe_threads
-from ..data.normalization import ChannelValues, as_channel_values, normalize_unit
+from .._runtime.errors import CheckpointError
+from ..data.normalization import ChannelValues, as_channel_values, is_digit_model, normalize_unit
 from ..export.int8 import file_int8_target
-from ..export.onnx_model import OnnxModel
+from ..export.onnx_model import OnnxModel, channel_values
+from .inputs import InputSpec
 from ..nn.pretrained import PREFIX, is_pretrained_ref, resolve_model_ref
 
 __all__ = ["BACKENDS", "preprocess", "load_predictor", "Predictor", "MXNetPredictor", "OnnxPredictor",
@@ -39,16 +41,18 @@ def preprocess(pixels: np.ndarray, mean: ChannelValues, std: ChannelValues, inve
 
 
 class Predictor:
-    """Common face of the backends: ``backend``, ``input_shape`` (C, H, W), ``mean``, ``std``,
-    ``classes``, ``transform`` (the STN's, ``None`` without one), ``source`` (the files loaded), ``sha256``
+    """Common face of the backends: ``backend``, ``input_shape`` (C, H, W), ``mean``, ``std`` (a float, or
+    one per channel), ``classes`` (names, index = label), ``digits`` (the digit rules apply to its inputs),
+    ``transform`` (the STN's, ``None`` without one), ``source`` (the files loaded), ``sha256``
     (base name -> SHA-256 of the bytes loaded: each file is read once, and what was hashed is what runs),
-    ``predict(x)`` and ``info()``."""
+    ``predict(x)``, ``input_spec()`` and ``info()``."""
 
     backend: Optional[str] = None
     transform: Optional[str] = None
+    digits: bool = True
     input_shape: tuple
-    mean: float
-    std: float
+    mean: Union[float, List[float]]
+    std: Union[float, List[float]]
     classes: List[str]
     source: List[str]
     sha256: Dict[str, str]
@@ -66,16 +70,24 @@ class Predictor:
         """Backend-specific facts for :meth:`info`."""
         return {}
 
+    def input_spec(self) -> InputSpec:
+        """How this model's images are read (:class:`~stn_gluon.serve.inputs.InputSpec`): its input shape,
+        whether the digit rules apply, and the colour transparency is composited onto otherwise (its mean)."""
+        c, h, w = (int(v) for v in self.input_shape)
+        mean = tuple(float(v) for v in as_channel_values(self.mean, c, "mean").ravel())
+        return InputSpec((c, h, w), bool(self.digits), mean)
+
     def describe_threads(self) -> str:
         """One line: the CPU threads this backend uses and why (see :mod:`stn_gluon._runtime.threads`)."""
         return describe_threads()
 
     def info(self) -> Dict[str, Any]:
         """What the model is: ``backend``, ``input_shape`` ``[None, C, H, W]``, ``mean``, ``std``,
-        ``classes``, ``transform``, ``files`` (base name -> SHA-256 hex of each source file), plus
+        ``classes``, ``digits``, ``transform``, ``files`` (base name -> SHA-256 hex of each source file), plus
         ``opset`` (ONNX) or ``symbol`` and ``epoch`` (MXNet)."""
         info = dict(backend=self.backend, input_shape=[None] + list(self.input_shape), mean=self.mean,
-                    std=self.std, classes=self.classes, transform=self.transform, files=dict(self.sha256))
+                    std=self.std, classes=self.classes, digits=self.digits, transform=self.transform,
+                    files=dict(self.sha256))
         info.update(self.details())
         return info
 
@@ -100,8 +112,13 @@ class MXNetPredictor(Predictor):
         self.model = load_model(path)
         meta = self.model.meta
         self.input_shape = tuple(meta["input_shape"])
-        self.mean, self.std = float(meta["mean"]), float(meta["std"])
-        self.classes = list(meta.get("classes", []))
+        try:
+            self.mean = channel_values(meta["mean"], self.input_shape[0], "mean")
+            self.std = channel_values(meta["std"], self.input_shape[0], "std")
+        except (TypeError, ValueError) as err:
+            raise CheckpointError(f"{self.model.prefix}.json: its mean or std is malformed ({err})") from None
+        self.classes = [str(c) for c in meta.get("classes", [])]
+        self.digits = is_digit_model(meta)
         self.transform = meta.get("transform") if self.model.stn is not None else None
         self.model.net.hybridize(static_alloc=True)
         if self.model.stn is not None:
@@ -137,6 +154,7 @@ class OnnxPredictor(Predictor):
         self.input_shape = self.model.input_shape
         self.mean, self.std = self.model.mean, self.model.std
         self.classes = self.model.classes
+        self.digits = self.model.digits
         transform = str(self.model.meta.get("transform") or "none")
         self.transform = None if transform == "none" else transform
         self.source = [path]
@@ -200,19 +218,23 @@ def load_predictor(path: str, backend: Optional[str] = None, threads: Optional[i
 
 
 def describe(outputs: Dict[str, np.ndarray], classes: Sequence[str], names: Sequence[str],
-             inverted: Optional[Union[Sequence[bool], np.ndarray]] = None) -> List[Dict[str, Any]]:
-    """Predictor outputs -> one JSON-able dict per input: ``input``, ``label``, ``probabilities``
-    (K floats in [0, 1]), ``class``, ``theta`` (or None), and ``inverted`` when given."""
+             inverted: Optional[Union[Sequence[bool], np.ndarray]] = None,
+             rules: Optional[Sequence[Sequence[str]]] = None) -> List[Dict[str, Any]]:
+    """Predictor outputs -> one JSON-able dict per input: ``input``, ``label`` (the class index),
+    ``probabilities`` (K floats in [0, 1]), ``class`` (its name; the index as text where the model names
+    none), ``theta`` (or None), and ``inverted`` (bool) and ``rules`` (the words of
+    :data:`stn_gluon.serve.inputs.RULES` applied, in order) when given."""
     results = []
     probs = outputs["probabilities"]
     for i, name in enumerate(names):
         label = int(np.argmax(probs[i]))
         entry = dict(input=name, label=label, probabilities=[round(float(p), 6) for p in probs[i]])
-        if classes:
-            entry["class"] = classes[label] if label < len(classes) else str(label)
+        entry["class"] = str(classes[label]) if label < len(classes) else str(label)
         entry["theta"] = [round(float(t), 6) for t in outputs["theta"][i]] if "theta" in outputs else None
         if inverted is not None:
             entry["inverted"] = bool(inverted[i])
+        if rules is not None:
+            entry["rules"] = list(rules[i])
         results.append(entry)
     return results
 

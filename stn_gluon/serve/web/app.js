@@ -1,5 +1,6 @@
-// The page of `stn-gluon serve`: draw or drop a digit, see what the spatial transformer did.
-// Plain JavaScript, no dependencies; it uses the server's public JSON API (docs/serving.md).
+// The page of `stn-gluon serve`: draw or drop a digit (a digit model), or upload or drop a photo (any other
+// model), and see what the spatial transformer did. Plain JavaScript, no dependencies; it uses the server's
+// public JSON API (docs/serving.md).
 "use strict";
 (() => {
   const $ = (id) => document.getElementById(id);
@@ -7,12 +8,17 @@
   const overlay = $("overlay"), octx = overlay.getContext("2d");
   const result = $("result"), errorBox = $("error"), labelOut = $("label"), confidence = $("confidence");
   const rectified = $("rectified"), bars = $("bars"), pen = $("pen"), cursor = $("cursor"), drop = $("drop");
+  const photoCanvas = $("photo"), pctx = photoCanvas.getContext("2d"), photoPanel = $("photo-panel");
+  const MAX_BARS = 10;       // more classes than this: the most probable ones only
   const API = "v1/predict?return_image=1&return_grid=1&return_input=1&invert=auto";
   const DEBOUNCE_MS = 250;   // a request once the drawing pauses this long...
   const MAX_WAIT_MS = 900;   // ...or at least this often while it goes on
   const OUTLINE = "#29b6f6";
 
   let classes = [...Array(10).keys()].map(String);
+  let digits = true;         // a digit model: the pad; otherwise photos (GET /v1/model's "digits")
+  let inputSize = [28, 28];  // the model's input, [W, H]
+  let photo = null;          // the photo sent (an <img>), to draw the sampled region on
   let drawn = false;         // something drawn on the pad since it was cleared
   let upload = null;         // a file dropped or chosen: sent as it is until drawn over
   let timer = null, firstChange = 0, sent = 0, answered = 0;
@@ -190,6 +196,49 @@
     useFile(ev.dataTransfer.files[0]);
   });
 
+  // ---- photos (a model that is not a digit model): chosen or dropped, shown with the sampled region ----
+  function openImage(file) {  // the file as an <img> (EXIF orientation applied, as the server does), or null
+    return new Promise((resolve) => {
+      const img = new Image(), url = URL.createObjectURL(file);
+      img.onload = () => { URL.revokeObjectURL(url); resolve(img); };
+      img.onerror = () => { URL.revokeObjectURL(url); resolve(null); };
+      img.src = url;
+    });
+  }
+
+  function showPhoto() {  // the photo alone, fitted to the view
+    pctx.fillStyle = "#555";
+    pctx.fillRect(0, 0, photoCanvas.width, photoCanvas.height);
+    photoCanvas.dataset.outline = "0";
+    photoCanvas.dataset.region = "";
+    if (!photo) return;
+    const s = Math.min(photoCanvas.width / photo.naturalWidth, photoCanvas.height / photo.naturalHeight);
+    const w = photo.naturalWidth * s, h = photo.naturalHeight * s;
+    pctx.drawImage(photo, (photoCanvas.width - w) / 2, (photoCanvas.height - h) / 2, w, h);
+  }
+
+  async function usePhoto(file) {
+    if (!file) return;
+    upload = file;
+    photo = await openImage(file);  // an unreadable file is the server's to refuse
+    $("drop-hint").hidden = photo !== null;
+    showPhoto();
+    clearTimeout(timer);
+    timer = null;
+    send();
+  }
+  $("photo-file").addEventListener("change", (ev) => {
+    usePhoto(ev.target.files[0]);
+    ev.target.value = "";
+  });
+  photoPanel.addEventListener("dragover", (ev) => { ev.preventDefault(); photoPanel.classList.add("dragover"); });
+  photoPanel.addEventListener("dragleave", () => photoPanel.classList.remove("dragover"));
+  photoPanel.addEventListener("drop", (ev) => {
+    ev.preventDefault();
+    photoPanel.classList.remove("dragover");
+    usePhoto(ev.dataTransfer.files[0]);
+  });
+
   // ---- the server ----
   async function send() {
     timer = null;
@@ -239,13 +288,22 @@
   }
 
   async function showPrediction(p) {
-    labelOut.textContent = p.class !== undefined ? p.class : String(p.label);
+    const name = p.class !== undefined ? String(p.class) : String(p.label);
+    labelOut.textContent = name;
     const top = p.probabilities[p.label];
-    confidence.textContent = `(${(100 * top).toFixed(1)} %${p.inverted ? ", read as dark on light and inverted" : ""})`;
+    const index = name === String(p.label) ? "" : `class ${p.label}, `;
+    confidence.textContent = `(${index}${(100 * top).toFixed(1)} %` +
+      `${p.inverted ? ", read as dark on light and inverted" : ""})`;
     drawBars(p.probabilities, p.label);
     await loaded(rectified, p.image);
     rectified.hidden = false;
-    drawOverlay(await loaded(new Image(), p.input_image), p.grid);
+    const input = await loaded(new Image(), p.input_image);
+    drawOverlay(overlay, input, p.grid);
+    if (!digits && photo) {  // the region in the photo's own pixels: input pixels scaled by photo / input
+      const sx = photo.naturalWidth / inputSize[0], sy = photo.naturalHeight / inputSize[1];
+      const scale = (points) => points.map(([x, y]) => [x * sx, y * sy]);
+      drawOverlay(photoCanvas, photo, { outline: scale(p.grid.outline), lines: p.grid.lines.map(scale) });
+    }
   }
 
   function loaded(img, base64png) {  // the image, once a base64 PNG from the server is loaded into it
@@ -256,37 +314,50 @@
     });
   }
 
-  function drawOverlay(input, grid) {
+  function drawOverlay(canvas, input, grid) {
     // The view: the input and the sampled region both, so a region reaching past the image shows whole
-    // (the margin, in grey, is outside the image: the STN sees black there). At most 3x the input.
+    // (the margin, in grey, is outside the image: the STN sees its fill there), at most 3x the input each
+    // way, centred; one scale for both axes.
+    const g = canvas.getContext("2d");
     const w = input.naturalWidth, h = input.naturalHeight;
     const xs = grid.outline.map((p) => p[0]), ys = grid.outline.map((p) => p[1]);
-    const lo = Math.max(-w, -h, Math.min(0, ...xs, ...ys) - 0.5);
-    const hi = Math.min(2 * w, 2 * h, Math.max(w, h, ...xs, ...ys) + 0.5);
-    const s = overlay.width / (hi - lo);
-    const at = ([x, y]) => [(x - lo) * s, (y - lo) * s];
-    octx.fillStyle = "#555";
-    octx.fillRect(0, 0, overlay.width, overlay.height);
-    octx.imageSmoothingEnabled = false;
-    octx.drawImage(input, -lo * s, -lo * s, w * s, h * s);
+    const span = (values, size) => [Math.max(-size, Math.min(0, ...values) - 0.5),
+      Math.min(2 * size, Math.max(size, ...values) + 0.5)];
+    const [lx, hx] = span(xs, w), [ly, hy] = span(ys, h);
+    const s = Math.min(canvas.width / (hx - lx), canvas.height / (hy - ly));
+    const ox = (canvas.width - (hx - lx) * s) / 2 - lx * s, oy = (canvas.height - (hy - ly) * s) / 2 - ly * s;
+    const at = ([x, y]) => [ox + x * s, oy + y * s];
+    g.fillStyle = "#555";
+    g.fillRect(0, 0, canvas.width, canvas.height);
+    g.imageSmoothingEnabled = canvas !== overlay;  // the model's input: its pixels as they are
+    g.drawImage(input, ox, oy, w * s, h * s);
     const trace = (points) => {
-      octx.beginPath();
-      points.forEach((p, i) => (i ? octx.lineTo(...at(p)) : octx.moveTo(...at(p))));
+      g.beginPath();
+      points.forEach((p, i) => (i ? g.lineTo(...at(p)) : g.moveTo(...at(p))));
     };
-    octx.strokeStyle = OUTLINE;
-    octx.lineWidth = 1;
-    octx.globalAlpha = 0.6;
-    grid.lines.forEach((line) => { trace(line); octx.stroke(); });
-    octx.globalAlpha = 1;
-    octx.lineWidth = 3;
+    g.strokeStyle = OUTLINE;
+    g.lineWidth = 1;
+    g.globalAlpha = 0.6;
+    grid.lines.forEach((line) => { trace(line); g.stroke(); });
+    g.globalAlpha = 1;
+    g.lineWidth = 3;
     trace(grid.outline);
-    octx.closePath();
-    octx.stroke();
-    overlay.dataset.outline = String(grid.outline.length);
+    g.closePath();
+    g.stroke();
+    canvas.dataset.outline = String(grid.outline.length);
+    const r = (v) => Math.round(10 * v) / 10;  // the region's bounding box, in the image's pixels
+    canvas.dataset.region = JSON.stringify([r(Math.min(...xs)), r(Math.min(...ys)), r(Math.max(...xs)),
+      r(Math.max(...ys))]);
   }
 
   function drawBars(probabilities, best) {
-    bars.replaceChildren(...probabilities.map((p, k) => {
+    let shown = probabilities.map((p, k) => k);
+    if (shown.length > MAX_BARS) {  // many classes: the most probable, in order
+      shown = best < 0 ? shown.slice(0, MAX_BARS) :
+        shown.sort((a, b) => probabilities[b] - probabilities[a]).slice(0, MAX_BARS);
+    }
+    bars.replaceChildren(...shown.map((k) => {
+      const p = probabilities[k];
       const row = document.createElement("div");
       row.className = k === best ? "bar-row top" : "bar-row";
       row.setAttribute("role", "listitem");
@@ -307,6 +378,7 @@
     rectified.removeAttribute("src");
     octx.clearRect(0, 0, overlay.width, overlay.height);
     overlay.dataset.outline = "0";
+    if (!digits) showPhoto();
     drawBars(classes.map(() => 0), -1);
   }
 
@@ -330,10 +402,12 @@
       if (!resp.ok) throw new Error(info.error || `${resp.status} ${resp.statusText}`);
       if (Array.isArray(info.classes) && info.classes.length) classes = info.classes.map(String);
       const [, c, h, w] = info.input_shape;
+      inputSize = [w, h];
+      if (info.digits === false) usePhotos(c);
       const name = info.pretrained ? `pretrained:${info.pretrained}` : info.model;
       $("model").textContent = `Model: ${name} (${info.transform || "no"} spatial transformer, ` +
         `input ${w}\u00d7${h}${c > 1 ? `\u00d7${c}` : ""}, ${info.backend}).`;
-      if (w > 56) {  // a large canvas (noisy128): its digits are MNIST-sized, anywhere on it
+      if (digits && w > 56) {  // a large canvas (noisy128): its digits are MNIST-sized, anywhere on it
         document.querySelector(".guide").hidden = true;
         $("pad-help").textContent = `This model looks for a ${Math.round(28 * 280 / w)}-pixel digit anywhere ` +
           "on its canvas: draw it small, wherever you like, or drop an image on the square.";
@@ -342,6 +416,19 @@
       showError(`could not read the model's description (${err.message})`);
     }
     resetResults();
+  }
+
+  function usePhotos(channels) {  // a model that is not a digit model: photos instead of the pad
+    digits = false;
+    document.body.classList.add("photos");
+    $("draw-panel").hidden = true;
+    photoPanel.hidden = false;
+    $("title").textContent = "Spatial transformer: classify an image";
+    document.title = "stn-gluon: classify an image";
+    $("photo-help").textContent = `Drop an image file on the square, or choose one. The model reads it ` +
+      `${channels === 3 ? "in colour" : "in grey"} at ${inputSize[0]}\u00d7${inputSize[1]}; the outline shows the ` +
+      "region its spatial transformer sampled.";
+    showPhoto();
   }
 
   blank();
