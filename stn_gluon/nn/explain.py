@@ -18,7 +18,7 @@ regions, predictions. Used by ``stn_grid.png`` (:mod:`stn_gluon.train.plots`)
 and by the server's ``return_grid=1`` (:mod:`stn_gluon.serve.app`).
 """
 from dataclasses import dataclass
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence, Union
 
 import numpy as np
 
@@ -111,7 +111,7 @@ class ExplainedBatch:
     """A batch through an STN classifier, with what the pictures show.
 
     inputs ``(N, C, H, W)`` and warped ``(N, C, H_out, W_out)``: normalised
-    (``mean``, ``std``); theta ``(N, P)``; probabilities ``(N, K)``;
+    (``mean``, ``std``: the model's, one number or one per channel, in [0, 1] pixel units); theta ``(N, P)``; probabilities ``(N, K)``;
     regions: one :data:`Region` per input; labels ``(N,)``: the true classes, if known.
     """
     inputs: np.ndarray
@@ -119,8 +119,8 @@ class ExplainedBatch:
     theta: np.ndarray
     probabilities: np.ndarray
     regions: List[Region]
-    mean: float
-    std: float
+    mean: Union[float, List[float]]
+    std: Union[float, List[float]]
     labels: Optional[np.ndarray] = None
 
     @property
@@ -145,5 +145,5 @@ def explain_batch(model: Any, images: np.ndarray, labels: Optional[np.ndarray] =
     theta = outs[1].asnumpy()
     regions = sampling_regions(theta, model.meta.get("transform"), warped.shape[2:], images.shape[2:])
     return ExplainedBatch(np.asarray(images), warped, theta, probabilities, regions,
-                          float(model.meta["mean"]), float(model.meta["std"]),
+                          model.meta["mean"], model.meta["std"],
                           None if labels is None else np.asarray(labels))
