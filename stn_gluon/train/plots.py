@@ -10,6 +10,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from .._runtime.files import atomic_path  # noqa: E402
+from ..data.normalization import ChannelValues, as_channel_values  # noqa: E402
 
 if TYPE_CHECKING:
     from ..nn.explain import ExplainedBatch, Region
@@ -49,6 +50,12 @@ def make_grid(images: Any, nrow: int = 8, pad: int = 2, pad_value: Optional[floa
     return grid
 
 
+def _pixels(images: Any, mean: ChannelValues, std: ChannelValues) -> np.ndarray:
+    """Normalised ``(N, C, H, W)`` images -> pixel values ``x * std + mean`` (one number or one per channel)."""
+    x = np.asarray(images, dtype=np.float32)
+    return x * as_channel_values(std, x.shape[1], "std") + as_channel_values(mean, x.shape[1], "mean")
+
+
 def _savefig(fig: Any, path: str) -> None:
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
@@ -62,7 +69,8 @@ def _tile_origin(i: int, n: int, nrow: int, shape: Sequence[int], pad: int = 2) 
     return pad + c * (shape[1] + pad), pad + r * (shape[0] + pad)
 
 
-def plot_stn_grid(inputs: np.ndarray, outputs: np.ndarray, path: str, mean: float = 0.0, std: float = 1.0,
+def plot_stn_grid(inputs: np.ndarray, outputs: np.ndarray, path: str, mean: ChannelValues = 0.0,
+                  std: ChannelValues = 1.0,
                   title: Optional[str] = None, nrow: int = 8, regions: Optional[List["Region"]] = None,
                   predicted: Optional[np.ndarray] = None, labels: Optional[np.ndarray] = None) -> str:
     """Save a batch of inputs beside what the STN made of them.
@@ -80,7 +88,7 @@ def plot_stn_grid(inputs: np.ndarray, outputs: np.ndarray, path: str, mean: floa
     for ax, imgs, name in ((axes[0], inputs, "Inputs, sampled region outlined" if regions else "Dataset images"),
                            (axes[1], outputs, "Transformed images" + (", predicted class" if predicted is not None
                                                                       else ""))):
-        grid = np.clip(make_grid(imgs * std + mean, nrow=nrow, pad_value=0.45 if regions else None), 0, 1)
+        grid = np.clip(make_grid(_pixels(imgs, mean, std), nrow=nrow, pad_value=0.45 if regions else None), 0, 1)
         ax.imshow(grid, cmap="gray", vmin=0, vmax=1)
         ax.set_title(name)
         ax.axis("off")
@@ -154,8 +162,8 @@ def plot_samples(images: np.ndarray, labels: np.ndarray, path: str, title: Optio
     return path
 
 
-def plot_stn_comparison(inputs: np.ndarray, outputs: Mapping[str, np.ndarray], path: str, mean: float = 0.0,
-                        std: float = 1.0, title: Optional[str] = None) -> str:
+def plot_stn_comparison(inputs: np.ndarray, outputs: Mapping[str, np.ndarray], path: str,
+                        mean: ChannelValues = 0.0, std: ChannelValues = 1.0, title: Optional[str] = None) -> str:
     """Save one row of inputs, then one row per STN of what it made of them.
 
     inputs: ``(N, C, H, W)``; outputs: ``{name: (N, C, H_out, W_out)}``; all
@@ -164,7 +172,7 @@ def plot_stn_comparison(inputs: np.ndarray, outputs: Mapping[str, np.ndarray], p
     rows = [("input", inputs)] + list(outputs.items())
     fig, axes = plt.subplots(len(rows), 1, figsize=(12, 1.25 * len(rows) + 0.6), squeeze=False)
     for ax, (name, imgs) in zip(axes[:, 0], rows):
-        ax.imshow(np.clip(make_grid(np.asarray(imgs) * std + mean, nrow=len(imgs)), 0, 1),
+        ax.imshow(np.clip(make_grid(_pixels(imgs, mean, std), nrow=len(imgs)), 0, 1),
                   cmap="gray", vmin=0, vmax=1)
         ax.set_ylabel(name, rotation=0, ha="right", va="center", fontsize=10)
         ax.set_xticks([])
