@@ -250,6 +250,7 @@ def _image(doc_field):
     return Image.open(io.BytesIO(base64.b64decode(doc_field)))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_the_server_reads_colour_images_and_names_their_classes(backend, colour_servers):
     server = colour_servers[backend]
