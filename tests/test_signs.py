@@ -173,3 +173,31 @@ def test_cli_writes_and_refuses_in_one_line(tmp_path, capsys):
         lines = [line for line in err.splitlines() if line.strip()]
         assert code == 2 and len(lines) == 1 and "error:" in lines[0] and expect in lines[0], (args, err)
     assert _tree(out) == before and sorted(os.listdir(tmp_path)) == ["ds"]
+
+
+def test_rec_is_byte_for_byte_what_im2rec_writes(tmp_path, capsys):
+    """MXNet's own tools/im2rec.py (``--list --recursive --no-shuffle``, then ``--encoding .png --quality 3``)
+    on the written train/ folder gives the same .lst, .rec and .idx."""
+    import argparse
+    import queue
+
+    import mxnet as mx
+    import mxnet.tools.im2rec as im2rec
+
+    out = tmp_path / "ds"
+    make_signs_dataset(str(out), SignsConfig(rec=True, **dict(SMALL, train_per_class=3)))
+    prefix = str(tmp_path / "im2rec_train")
+    args = argparse.Namespace(root=str(out / "train"), prefix=prefix, recursive=True, exts=[".jpeg", ".jpg", ".png"],
+                              shuffle=False, chunks=1, train_ratio=1.0, test_ratio=0.0, pass_through=False, color=1,
+                              center_crop=False, resize=0, quality=3, encoding=".png", pack_label=False)
+    im2rec.make_list(args)
+    assert open(prefix + ".lst").read() == (out / "train.lst").read_text()
+    writer = mx.recordio.MXIndexedRecordIO(prefix + ".idx", prefix + ".rec", "w")
+    encoded: "queue.Queue" = queue.Queue()
+    for i, item in enumerate(im2rec.read_list(prefix + ".lst")):  # im2rec's single-process loop
+        im2rec.image_encode(args, i, item, encoded)
+        writer.write_idx(item[0], encoded.get()[1])
+    writer.close()
+    capsys.readouterr()
+    for ext in (".rec", ".idx"):
+        assert open(prefix + ext, "rb").read() == (out / f"train{ext}").read_bytes()
