@@ -126,7 +126,7 @@ def test_same_seed_same_bytes_whatever_the_workers(tmp_path):
     assert sorted(os.listdir(tmp_path)) == ["one", "other", "two"]  # no temporary folder left
 
 
-def test_refuses_a_folder_in_use_and_replaces_only_its_own(tmp_path):
+def test_refuses_a_folder_in_use_and_replaces_only_its_own(tmp_path, monkeypatch):
     mine = tmp_path / "notes"
     mine.mkdir()
     (mine / "README.md").write_text("mine\n")
@@ -149,6 +149,11 @@ def test_refuses_a_folder_in_use_and_replaces_only_its_own(tmp_path):
     after = _tree(empty)
     assert after != before and sorted(os.listdir(empty / "train")) == ["00_speed_20", "01_caution"]
     assert sorted(os.listdir(tmp_path)) == ["empty", "file", "notes"]
+    monkeypatch.chdir(empty / "train")
+    for here in (".", "..", str(empty)):
+        with pytest.raises(StnGluonError, match="current folder"):
+            make_signs_dataset(here, SignsConfig(overwrite=True, **SMALL))
+    assert _tree(empty) == after
 
 
 def test_bad_settings_are_config_errors():

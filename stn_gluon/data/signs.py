@@ -25,6 +25,7 @@ import math
 import multiprocessing
 import os
 import shutil
+import signal
 import tempfile
 import time
 from dataclasses import dataclass
@@ -713,13 +714,18 @@ def _default_workers() -> int:
         return max(1, os.cpu_count() or 1)
 
 
+def _quiet_worker() -> None:
+    """Ctrl-C is the parent's to handle (it stops the pool): a worker prints no traceback of its own."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 def _write_splits(root: str, config: SignsConfig, size: Tuple[int, int, int, int],
                   echo: Callable[[str], None]) -> None:
     signs = class_subset(config.classes)
     workers = min(config.workers or _default_workers(), len(signs))
     if config.rec:
         import mxnet  # noqa: F401  # lazy: MXNet only for the .rec; loaded once here, the workers inherit it
-    pool = multiprocessing.get_context("fork").Pool(workers) if workers > 1 else None
+    pool = multiprocessing.get_context("fork").Pool(workers, _quiet_worker) if workers > 1 else None
     try:
         for split, count in (("train", config.train_per_class), ("test", config.test_per_class)):
             start = time.perf_counter()
@@ -756,6 +762,9 @@ def _check_target(out_dir: str, overwrite: bool) -> None:
     """Refuse a file, a non-empty folder without ``overwrite``, and (even with it) one this module did not make."""
     if os.path.lexists(out_dir) and not os.path.isdir(out_dir):
         raise StnGluonError(f"{out_dir}: is a file, not a folder")
+    here = os.path.abspath(os.getcwd())
+    if here == os.path.abspath(out_dir) or here.startswith(os.path.join(os.path.abspath(out_dir), "")):
+        raise StnGluonError(f"{out_dir}: is the current folder or holds it; name a new folder for the dataset")
     if not os.path.isdir(out_dir) or not os.listdir(out_dir):
         return
     if not overwrite:
