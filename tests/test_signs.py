@@ -9,7 +9,8 @@ from PIL import Image
 
 from stn_gluon._runtime.errors import ConfigError, StnGluonError
 from stn_gluon.data import signs
-from stn_gluon.data.signs import SIGNS, SignsConfig, make_signs_dataset, parse_size, render_sign, sign_image
+from stn_gluon.data.signs import (SIGNS, SignsConfig, make_signs_dataset, parse_scale, parse_size, render_sign,
+                                  sign_image)
 
 SMALL = dict(classes=3, train_per_class=4, test_per_class=2, size="24-40", workers=1)
 
@@ -73,6 +74,20 @@ def test_samples_vary_in_place_scale_and_light():
     assert centres.std(axis=0).min() > 2.0 and areas.max() > 2 * areas.min()
     brightness = [im.mean() for im in images]
     assert max(brightness) - min(brightness) > 40
+
+
+def test_sign_scale_sets_the_signs_size():
+    """The sign's share of the frame follows sign_scale: the blue disc covers far more of it at 0.9 than at 0.3
+    (the same scenes otherwise: the scale is one draw of each image's generator)."""
+    def blue_share(scale):
+        images = [sign_image(33, 0, "train", i, (48, 48, 48, 48), scale).astype(np.int16) for i in range(8)]
+        return np.median([((im[..., 2] - im[..., :2].max(axis=2)) > 25).mean() for im in images])
+
+    assert blue_share((0.9, 0.9)) > 4 * blue_share((0.3, 0.3))
+    assert parse_scale("0.5") == (0.5, 0.5) and parse_scale("0.2-1") == (0.2, 1.0)
+    for bad in ("", "x", "0.05", "0.8-0.3", "1.5", "0.1-0.2-0.3"):
+        with pytest.raises(ValueError):
+            parse_scale(bad)
 
 
 def test_parse_size():
@@ -157,7 +172,8 @@ def test_refuses_a_folder_in_use_and_replaces_only_its_own(tmp_path, monkeypatch
 
 
 def test_bad_settings_are_config_errors():
-    for field, value in (("classes", 1), ("classes", 44), ("train_per_class", 0), ("size", "7"), ("seed", -1)):
+    for field, value in (("classes", 1), ("classes", 44), ("train_per_class", 0), ("size", "7"), ("seed", -1),
+                         ("sign_scale", "0.9-0.2")):
         with pytest.raises(ConfigError, match=field):
             make_signs_dataset("/nonexistent/never", SignsConfig(**{field: value}))
     assert not os.path.exists("/nonexistent")

@@ -4,10 +4,10 @@ No photo dataset can be downloaded where this project is tested, so this stands 
 each a distinct sign drawn with PIL from a shape (circle, triangle up or down, octagon, diamond, square,
 rectangle), a colour scheme (red ring on white, blue disc, red-bordered triangle, yellow diamond, red
 octagon, ...) and a pictogram (numbers, arrows, bars, crosses, dots, chevrons, figures); eight speed limits
-differ only in their number, as GTSRB's do. Each sample puts the sign at a random scale (35-80 % of the
-frame's shorter side), rotation (+-15 degrees), mild perspective and position on a photographic-looking
-background (sky and ground bands or gradients, blurred blobs, texture, poles, other coloured shapes), then
-changes the lighting (brightness, contrast, gamma, colour cast, a shadow), blurs, adds noise and sometimes
+differ only in their number, as GTSRB's do. Each sample puts the sign at a random scale (its width 35-80 %
+of the frame's shorter side by default: ``sign_scale``), rotation (+-15 degrees), mild perspective and
+position on a photographic-looking background (sky and ground bands or gradients, blurred blobs, texture,
+poles, other coloured shapes), then changes the lighting (brightness, contrast, gamma, colour cast, a shadow), blurs, adds noise and sometimes
 JPEG artefacts. Image sides are 28-64 px by default (GTSRB's typical range), or fixed with ``size``.
 
 Every image comes from its own generator, ``np.random.default_rng([seed, split, class, index])``, so the
@@ -40,7 +40,7 @@ from .._runtime.files import current_umask, write_json
 from .._runtime.flags import option, validate_fields
 from .._runtime.paths import writable_dir
 
-__all__ = ["SignClass", "SIGNS", "class_subset", "folder_name", "render_sign", "sign_image", "parse_size",
+__all__ = ["SignClass", "SIGNS", "class_subset", "folder_name", "render_sign", "sign_image", "parse_size", "parse_scale",
            "SignsConfig", "make_signs_dataset", "GENERATOR", "SPLITS"]
 
 Colour = Tuple[int, int, int]
@@ -499,13 +499,14 @@ def _homography(src: Sequence[Point], dst: Sequence[Point]) -> Tuple[float, ...]
     return tuple(float(c) for c in np.linalg.solve(np.array(rows, float), np.array(rhs, float)))
 
 
-def _place_sign(rng: np.random.Generator, sign_index: int, h: int, w: int) -> Tuple[np.ndarray, np.ndarray, Point]:
+def _place_sign(rng: np.random.Generator, sign_index: int, h: int, w: int,
+                scale: Tuple[float, float]) -> Tuple[np.ndarray, np.ndarray, Point]:
     """The sign warped into an ``h`` x ``w`` frame: premultiplied ``(h, w, 3)`` colour, ``(h, w, 1)`` alpha, centre.
 
-    Its width is 35-80 % of the frame's shorter side, turned +-15 degrees, each corner moved by a few per cent
+    Its width is a share of the frame's shorter side drawn from ``scale`` (default 35-80 %), turned +-15 degrees, each corner moved by a few per cent
     of its size (a mild perspective), at a random place (up to 8 % of it may leave the frame).
     """
-    side = rng.uniform(0.35, 0.8) * min(h, w)
+    side = rng.uniform(*scale) * min(h, w)
     cx = w / 2 + rng.uniform(-1, 1) * (max(0.0, (w - side) / 2) + 0.08 * side)
     cy = h / 2 + rng.uniform(-1, 1) * (max(0.0, (h - side) / 2) + 0.08 * side)
     turn = math.radians(rng.uniform(-15, 15))
@@ -566,11 +567,12 @@ def _camera(rng: np.random.Generator, image: np.ndarray) -> Image.Image:
     h, w = image.shape[:2]
     picture = Image.fromarray((np.clip(image, 0, 1) * 255 + 0.5).astype(np.uint8))
     picture = picture.filter(ImageFilter.GaussianBlur(rng.uniform(0.0, 0.9) * min(h, w) / 40))
-    if rng.random() < 0.15:  # a little motion blur, along one of four directions
-        kernel = np.zeros((5, 5))
-        kernel[[(2, 2, 2), (1, 2, 3), (0, 2, 4), (1, 2, 3), (3, 2, 1)][int(rng.integers(4))], [1, 2, 3]] = 1 / 3
-        picture = picture.filter(ImageFilter.Kernel((5, 5), kernel.T.ravel().tolist() if rng.random() < 0.5
-                                                    else kernel.ravel().tolist()))
+    if rng.random() < 0.15:  # a little motion blur: three taps along one of four directions
+        kernel = np.zeros((3, 3))
+        dy, dx = ((0, 1), (1, 0), (1, 1), (1, -1))[int(rng.integers(4))]
+        for t in (-1, 0, 1):
+            kernel[1 + t * dy, 1 + t * dx] = 1 / 3
+        picture = picture.filter(ImageFilter.Kernel((3, 3), kernel.ravel().tolist(), scale=1))
     noisy = np.asarray(picture, dtype=np.float32) + rng.normal(0, rng.uniform(1.0, 9.0), (h, w, 3))
     picture = Image.fromarray(np.clip(noisy + 0.5, 0, 255).astype(np.uint8))
     if rng.random() < 0.3:
@@ -580,9 +582,9 @@ def _camera(rng: np.random.Generator, image: np.ndarray) -> Image.Image:
     return picture
 
 
-def _sample(rng: np.random.Generator, sign_index: int, h: int, w: int) -> Image.Image:
+def _sample(rng: np.random.Generator, sign_index: int, h: int, w: int, scale: Tuple[float, float]) -> Image.Image:
     """One photograph of the sign, ``h`` x ``w``."""
-    colour, alpha, centre = _place_sign(rng, sign_index, h, w)
+    colour, alpha, centre = _place_sign(rng, sign_index, h, w, scale)
     base = Image.fromarray((_scene(rng, h, w) * 255 + 0.5).astype(np.uint8))
     base = _blobs(rng, base)
     _clutter(rng, base, centre)
@@ -601,13 +603,14 @@ def _frame_size(rng: np.random.Generator, size: Tuple[int, int, int, int]) -> Tu
 
 
 def sign_image(sign_index: int, seed: int, split: str, index: int,
-               size: Tuple[int, int, int, int] = (28, 64, 28, 64)) -> np.ndarray:
+               size: Tuple[int, int, int, int] = (28, 64, 28, 64),
+               scale: Tuple[float, float] = (0.35, 0.8)) -> np.ndarray:
     """Sample ``index`` of sign :data:`SIGNS` ``[sign_index]`` in ``split`` (``"train"``/``"test"``) for ``seed``:
-    ``uint8 (H, W, 3)`` RGB, its sides drawn from ``size`` (:func:`parse_size`). The same arguments give the
-    same pixels."""
+    ``uint8 (H, W, 3)`` RGB, its sides drawn from ``size`` (:func:`parse_size`), the sign's width a share of the
+    shorter side drawn from ``scale`` (:func:`parse_scale`). The same arguments give the same pixels."""
     rng = np.random.default_rng([seed, _SPLIT_CODE[split], sign_index, index])
     h, w = _frame_size(rng, size)
-    return np.asarray(_sample(rng, sign_index, h, w))
+    return np.asarray(_sample(rng, sign_index, h, w, scale))
 
 # --------------------------------------------------------------------------------------------- the dataset
 
@@ -632,6 +635,20 @@ def parse_size(text: str) -> Tuple[int, int, int, int]:
     return a, a, b, b
 
 
+def parse_scale(text: str) -> Tuple[float, float]:
+    """``"LO-HI"`` (drawn per image) or ``"F"`` -> ``(lo, hi)``: the sign's width as a share of the frame's shorter
+    side, 0.1..1.2. Raises ``ValueError`` saying what is wrong."""
+    parts = text.strip().split("-")
+    try:
+        lo, hi = (float(parts[0]), float(parts[-1])) if len(parts) <= 2 else (math.nan, math.nan)
+    except ValueError:
+        lo = hi = math.nan
+    if not (0.1 <= lo <= hi <= 1.2):
+        raise ValueError(f"expected LO-HI or one share of the frame, 0.1..1.2 with LO <= HI (e.g. 0.35-0.8), "
+                         f"got {text!r}")
+    return lo, hi
+
+
 @dataclass
 class SignsConfig:
     """How ``make-dataset signs`` makes the set; its flags are these fields."""
@@ -642,17 +659,22 @@ class SignsConfig:
     seed: int = option(0, "the seed: the same seed writes the same bytes", minimum=0)
     size: str = option("28-64", "image size: N (N x N px), H,W, or LO-HI (each image's sides drawn from LO..HI "
                        "px, GTSRB-like)", metavar="SIZE")
+    sign_scale: str = option("0.35-0.8", "the sign's width as a share of the frame's shorter side: LO-HI (drawn per "
+                             "image) or one number; smaller signs leave more for an STN to find", metavar="LO-HI")
     rec: bool = option(False, "also write im2rec's train.lst/.rec/.idx and test.lst/.rec/.idx beside the folders")
     overwrite: bool = option(False, "replace DIR when it holds a dataset this command made")
     workers: Optional[int] = option(None, "processes drawing images (default: one per core)", minimum=1)
 
-    def check(self) -> Tuple[int, int, int, int]:
-        """Raise :class:`~stn_gluon._runtime.errors.ConfigError` on a bad field; the parsed ``size``."""
+    def check(self) -> Tuple[Tuple[int, int, int, int], Tuple[float, float]]:
+        """Raise :class:`~stn_gluon._runtime.errors.ConfigError` on a bad field; the parsed ``size`` and
+        ``sign_scale``."""
         validate_fields(self)
-        try:
-            return parse_size(self.size)
-        except ValueError as err:
-            raise ConfigError("size", str(err)) from None
+        for name, parse in (("size", parse_size), ("sign_scale", parse_scale)):
+            try:
+                parse(getattr(self, name))
+            except ValueError as err:
+                raise ConfigError(name, str(err)) from None
+        return parse_size(self.size), parse_scale(self.sign_scale)
 
 
 @dataclass(frozen=True)
@@ -666,6 +688,7 @@ class _ClassJob:
     first_id: int
     seed: int
     size: Tuple[int, int, int, int]
+    scale: Tuple[float, float]
     rec: bool
 
 
@@ -674,7 +697,7 @@ def _write_class(job: _ClassJob) -> List[bytes]:
     os.makedirs(job.folder)
     records = []
     for i in range(job.count):
-        pixels = sign_image(job.sign_index, job.seed, job.split, i, job.size)
+        pixels = sign_image(job.sign_index, job.seed, job.split, i, job.size, job.scale)
         Image.fromarray(pixels).save(os.path.join(job.folder, f"{i:05d}.png"), format="PNG")
         if job.rec:
             import mxnet as mx  # lazy: MXNet only for the .rec (its import costs a second)
@@ -701,10 +724,10 @@ def _write_rec(root: str, split: str, jobs: Sequence[_ClassJob], records: Sequen
         f.write("".join(lines))
 
 
-def _jobs(root: str, split: str, signs: Sequence[int], count: int, config: SignsConfig,
-          size: Tuple[int, int, int, int]) -> List[_ClassJob]:
+def _jobs(root: str, split: str, signs: Sequence[int], count: int, config: SignsConfig) -> List[_ClassJob]:
+    size, scale = config.check()
     return [_ClassJob(os.path.join(root, split, folder_name(label, sign)), split, label, sign, count, label * count,
-                      config.seed, size, config.rec) for label, sign in enumerate(signs)]
+                      config.seed, size, scale, config.rec) for label, sign in enumerate(signs)]
 
 
 def _default_workers() -> int:
@@ -719,8 +742,7 @@ def _quiet_worker() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
-def _write_splits(root: str, config: SignsConfig, size: Tuple[int, int, int, int],
-                  echo: Callable[[str], None]) -> None:
+def _write_splits(root: str, config: SignsConfig, echo: Callable[[str], None]) -> None:
     signs = class_subset(config.classes)
     workers = min(config.workers or _default_workers(), len(signs))
     if config.rec:
@@ -729,7 +751,7 @@ def _write_splits(root: str, config: SignsConfig, size: Tuple[int, int, int, int
     try:
         for split, count in (("train", config.train_per_class), ("test", config.test_per_class)):
             start = time.perf_counter()
-            jobs = _jobs(root, split, signs, count, config, size)
+            jobs = _jobs(root, split, signs, count, config)
             records = pool.map(_write_class, jobs, chunksize=1) if pool else [_write_class(job) for job in jobs]
             if config.rec:
                 _write_rec(root, split, jobs, records)
@@ -744,7 +766,7 @@ def _write_splits(root: str, config: SignsConfig, size: Tuple[int, int, int, int
 
 def _manifest(config: SignsConfig) -> Dict[str, Any]:
     signs = class_subset(config.classes)
-    return dict(generator=GENERATOR, format_version=FORMAT_VERSION, seed=config.seed, size=config.size,
+    return dict(generator=GENERATOR, format_version=FORMAT_VERSION, seed=config.seed, size=config.size, sign_scale=config.sign_scale,
                 train_per_class=config.train_per_class, test_per_class=config.test_per_class, rec=config.rec,
                 classes=[SIGNS[i].name for i in signs], folders=[folder_name(l, i) for l, i in enumerate(signs)])
 
@@ -800,7 +822,7 @@ def make_signs_dataset(out_dir: str, config: Optional[SignsConfig] = None,
     bad setting, a non-empty ``out_dir`` without ``overwrite``, or a place nothing can be written.
     """
     config = config or SignsConfig()
-    size = config.check()
+    config.check()
     out_dir = os.path.normpath(out_dir)
     _check_target(out_dir, config.overwrite)
     parent = os.path.dirname(os.path.abspath(out_dir))
@@ -808,7 +830,7 @@ def make_signs_dataset(out_dir: str, config: Optional[SignsConfig] = None,
     tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(out_dir)}.", suffix=".tmp", dir=parent)
     try:
         os.chmod(tmp, 0o777 & ~current_umask())
-        _write_splits(tmp, config, size, echo or (lambda line: None))
+        _write_splits(tmp, config, echo or (lambda line: None))
         manifest = _manifest(config)
         with open(os.path.join(tmp, "names.txt"), "w") as f:
             f.write("".join(name + "\n" for name in manifest["classes"]))
