@@ -13,6 +13,7 @@ from .._runtime.flags import validate_fields, values_from_args
 from .._runtime.paths import readable_path, writable_dir, writable_file
 from ..bench.distortions import DistortionBenchConfig, run_distortion_bench
 from ..bench.int8 import Int8BenchConfig, run_int8_bench
+from ..data.signs import SignsConfig, make_signs_dataset
 from ..export.int8 import QuantizeConfig, described_dataset, quantize_export
 from ..nn.pretrained import PREFIX, get_pretrained, is_pretrained_ref, list_pretrained, model_or_default
 from ..serve.app import ServeConfig, serve
@@ -337,7 +338,15 @@ def _run_bench(args: argparse.Namespace) -> None:
         write_report(args.out, lines, dict(result=result))
 
 
+def _cmd_make_dataset(args: argparse.Namespace) -> None:
+    manifest = make_signs_dataset(args.dir, SignsConfig(**values_from_args(SignsConfig, args)), echo=_note)
+    rec = " and train/test .lst/.rec/.idx" if manifest["rec"] else ""
+    print(f"{args.dir}: {len(manifest['classes'])} classes, {manifest['train_per_class']} train and "
+          f"{manifest['test_per_class']} test images each (train/, test/{rec}); "
+          f"train with --dataset folder:{args.dir}")
+
+
 COMMANDS: Dict[str, Callable[[argparse.Namespace], None]] = {
     "launch": _cmd_launch, "train": _cmd_train, "train-symbol": _cmd_train_symbol, "evaluate": _cmd_evaluate,
     "visualize": _cmd_visualize, "export-onnx": _cmd_export_onnx, "predict": _cmd_predict, "serve": _cmd_serve,
-    "models": _cmd_models, "bench": _cmd_bench}
+    "models": _cmd_models, "bench": _cmd_bench, "make-dataset": _cmd_make_dataset}

@@ -14,6 +14,7 @@ from .._runtime.errors import StnGluonError
 from .._runtime.flags import add_flags, finite_float, positive_int, values_from_args
 from ..bench.distortions import DistortionBenchConfig
 from ..bench.int8 import Int8BenchConfig
+from ..data.signs import SignsConfig
 from ..export.converters import DEFAULT_OPSET, MAX_OPSET, MIN_OPSET, check_opset, parse_input_spec
 from ..export.int8 import QuantizeConfig
 from ..nn.pretrained import DEFAULT as PRETRAINED_DEFAULT, PREFIX as PRETRAINED_PREFIX
@@ -90,7 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
     for add in (_add_train, _add_launch, _add_export_onnx, _add_predict, _add_serve, _add_models, _add_bench,
-                _add_evaluate, _add_visualize):
+                _add_evaluate, _add_visualize, _add_make_dataset):
         add(sub)
     return parser
 
@@ -231,6 +232,15 @@ def _add_visualize(sub: Any) -> None:
                                                "never a file of the run; without --model: "
                                                "runs/datasets/<dataset>.png)")
     q.add_argument("--count", type=_count, default=64, help=f"how many test images (1..{MAX_VISUALIZE_COUNT})")
+
+
+def _add_make_dataset(sub: Any) -> None:
+    p = sub.add_parser("make-dataset", help="write a synthetic dataset to train on: signs, 43 traffic signs on "
+                                            "cluttered photographic scenes, as a folder: dataset (docs/own-images.md)")
+    p.add_argument("kind", choices=["signs"], help="which dataset (signs: the synthetic traffic-sign set)")
+    p.add_argument("dir", metavar="DIR", help="the folder to write (DIR/train/<class>/*.png, DIR/test/...); it must "
+                                               "be empty or missing unless --overwrite")
+    add_flags(p, SignsConfig)
 
 
 def train_config_from_args(args: argparse.Namespace) -> TrainConfig:
