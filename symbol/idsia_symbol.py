@@ -42,7 +42,8 @@ def idsia_body(data: Any, input_size: Sequence[int], num_classes: int, dropout: 
         x = max_pool(mx.sym.relu(x), stage + "pool_fwd")
         x = mx.sym.Dropout(x, p=dropout, name=stage + "dropout_fwd")
         stages.append(x)
-    x = mx.sym.relu(dense(multiscale_pooling(mx.sym, stages, sizes), prefix + "dense0_", IDSIA_HIDDEN))
+    x = dense(multiscale_pooling(mx.sym, stages, sizes), prefix + "dense0_", IDSIA_HIDDEN, no_bias=True)
+    x = mx.sym.relu(batch_norm(x, prefix + "dense0_bn_"))
     x = mx.sym.Dropout(x, p=dropout, name=prefix + "dropout_fwd")
     return dense(x, prefix + "output_", num_classes)
 

@@ -27,10 +27,13 @@ def conv(data: Any, name: str, num_filter: int, kernel: Sequence[int], lr_mult: 
 
 
 def dense(data: Any, name: str, num_hidden: int, lr_mult: Optional[float] = None, weight_init: Any = None,
-          bias_init: Any = None) -> Any:
-    """FullyConnected on the flattened input (Gluon's ``Dense``); its bias without weight decay."""
+          bias_init: Any = None, no_bias: bool = False) -> Any:
+    """FullyConnected on the flattened input (Gluon's ``Dense``); its bias, if any, without weight decay."""
     attr = _lr(lr_mult)
     weight = mx.sym.var(name + "weight", attr=dict(attr), init=weight_init)
+    if no_bias:
+        return mx.sym.FullyConnected(data, weight=weight, num_hidden=num_hidden, no_bias=True, flatten=True,
+                                     name=name + "fwd")
     bias = mx.sym.var(name + "bias", attr=dict(attr, __wd_mult__="0.0"), init=bias_init)
     return mx.sym.FullyConnected(data, weight=weight, bias=bias, num_hidden=num_hidden, flatten=True,
                                  name=name + "fwd")

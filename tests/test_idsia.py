@@ -54,6 +54,7 @@ def test_shapes_and_layers(model, shape):
     assert params["body_stage2_conv_weight"] == (250, 150, 5, 5)
     assert params["body_stage2_bn_gamma"] == (250,)
     assert params["body_dense0_weight"] == (300, (100 + 150 + 250) * side * side)
+    assert params["body_dense0_bn_gamma"] == (300,) and "body_dense0_bias" not in params  # BatchNorm shifts
     assert params["body_output_weight"] == (43, 300)
     assert (net.stn is not None) == (model == "stn_idsia")
     if net.stn is not None:
@@ -81,6 +82,14 @@ def test_multiscale_pooling_fits_any_size():
     assert net(mx.nd.zeros((1, 3, 30, 30))).shape == (1, 5)
 
 
+def test_the_published_dense_layer_without_batch_norm():
+    net = IDSIANet(dense_bn=False, num_classes=5, prefix="plain_")
+    net.initialize()
+    names = set(net.collect_params())
+    assert "plain_dense0_bias" in names and not any("dense0_bn" in n for n in names)
+    assert net(mx.nd.zeros((2, 3, 32, 32))).shape == (2, 5)
+
+
 def test_bad_sizes_are_one_line_errors():
     with pytest.raises(sg.StnGluonError, match="at least 8x8"):
         IDSIANet(input_shape=(3, 6, 32))
@@ -99,7 +108,7 @@ def test_stn_starts_at_the_identity():
     logits, theta = net(x)
     np.testing.assert_allclose(theta.asnumpy(), [[1, 0, 0, 0, 1, 0]] * 3)
     warped, _ = net.stn(x)
-    np.testing.assert_allclose(warped.asnumpy(), x.asnumpy(), atol=1e-4)  # the input, resampled where it is (float32 grid)
+    np.testing.assert_allclose(warped.asnumpy(), x.asnumpy(), atol=1e-4)  # the input, resampled in place (float32)
     np.testing.assert_allclose(net.classifier(x).asnumpy(), logits.asnumpy(), rtol=1e-4, atol=1e-5)
     assert net.stn.fill == 0.0  # the zoo's photo model shows the normalised mean outside the image
     assert net.stn.regressor.weight.data().asnumpy().max() == 0
@@ -215,7 +224,8 @@ def test_onnx_export_parity(tmp_path):
 def test_convolutions_cost_171_million_multiply_adds():
     net = STNIDSIANet(stn=False)
     counts = multiply_adds(net, (3, 32, 32))
-    assert sorted(counts.values()) == [32 * 32 * 100 * 3 * 7 * 7, 8 * 8 * 250 * 150 * 5 * 5, 16 * 16 * 150 * 100 * 5 * 5]
+    assert sorted(counts.values()) == [32 * 32 * 100 * 3 * 7 * 7, 8 * 8 * 250 * 150 * 5 * 5,
+                                       16 * 16 * 150 * 100 * 5 * 5]
     assert sum(counts.values()) == 171_052_800  # "about 170 million"
     stn = multiply_adds(STNIDSIANet(), (3, 32, 32), ("Convolution", "FullyConnected"))
     assert 174e6 < sum(stn.values()) < 175e6  # the STN and the dense layers add 2 %

@@ -10,7 +10,8 @@ name                    network
 ``stn_lenet_tutorial``  the reference tutorials' variant: dropout 0.5, zero padding,
                         localization net at the full learning rate (``STNNet()``'s defaults)
 ``stn_idsia``           :class:`~stn_gluon.nn.models.STNIDSIANet`: the IDSIA traffic-sign network
-                        (3 conv stages with batch norm, multi-scale features, dense 300) behind
+                        (3 conv stages with batch norm, multi-scale features, dense 300 with
+                        batch norm) behind
                         an STN with its own localization net (max-pool, 2 convs, multi-scale,
                         dense 100), starting at the identity; input 3x32x32 and 43 classes
                         (GTSRB) by default, any size >= 8x8 and any channels; dropout 0.3,
