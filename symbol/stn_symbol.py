@@ -6,34 +6,21 @@ shown outside the image. :func:`get_symbol_for` builds the graph of an
 :class:`~stn_gluon.architecture.Architecture`, the same network the Gluon
 trainer builds, or refuses with the fields a symbol cannot express.
 """
-from typing import Any, List, Optional, Sequence
+from typing import Any, List, Sequence
 
 import mxnet as mx
-import numpy as np
 
 # absolute, not relative: this folder installs as stn_gluon.symbol (setup.py's package_dir), but mypy reads it as
 # the top-level package `symbol` (it cannot follow package_dir), where `..nn` would lead nowhere
 from stn_gluon._runtime.errors import StnGluonError
-from stn_gluon.nn.architecture import BACKGROUND, LENET_MODELS, Architecture
+from stn_gluon.nn.architecture import BACKGROUND, IDSIA_MODELS, LENET_MODELS, Architecture
+
+from .idsia_symbol import get_idsia_symbol
+from .layers import affine_sampler, conv as _conv, dense as _dense, regressor
 
 PREFIX = "stn_lenet_"
-
-
-def _conv(data: Any, name: str, num_filter: int, kernel: Sequence[int], lr_mult: Optional[float] = None) -> Any:
-    attr = {"__lr_mult__": str(lr_mult)} if lr_mult is not None else None
-    weight = mx.sym.var(name + "weight", attr=attr)
-    bias = mx.sym.var(name + "bias", attr=dict(attr or {}, __wd_mult__="0.0"))
-    return mx.sym.Convolution(data, weight=weight, bias=bias, num_filter=num_filter, kernel=kernel,
-                              name=name + "fwd")
-
-
-def _dense(data: Any, name: str, num_hidden: int, lr_mult: Optional[float] = None, weight_init: Any = None,
-           bias_init: Any = None) -> Any:
-    attr = {"__lr_mult__": str(lr_mult)} if lr_mult is not None else {}
-    weight = mx.sym.var(name + "weight", attr=dict(attr), init=weight_init)
-    bias = mx.sym.var(name + "bias", attr=dict(attr, __wd_mult__="0.0"), init=bias_init)
-    return mx.sym.FullyConnected(data, weight=weight, bias=bias, num_hidden=num_hidden, flatten=True,
-                                 name=name + "fwd")
+#: The models :func:`get_symbol_for` builds (``train-symbol --model``).
+SYMBOL_MODELS = LENET_MODELS + IDSIA_MODELS
 
 
 def get_loc(data: Any, lr_mult: float = Architecture.loc_lr_mult, num_params: int = 6, init_scale: float = 1.0,
@@ -52,9 +39,7 @@ def get_loc(data: Any, lr_mult: float = Architecture.loc_lr_mult, num_params: in
         x = mx.sym.Pooling(x, kernel=(2, 2), stride=(2, 2), pool_type="max", name=f"{loc}pool{i}_fwd")
         x = mx.sym.Activation(x, act_type="relu", name=f"{loc}relu{i}_fwd")
     x = mx.sym.relu(_dense(x, f"{loc}dense0_", 32, lr_mult), name=f"{loc}dense0_relu_fwd")
-    identity = np.array([init_scale, 0, 0, 0, init_scale, 0][:num_params], dtype=np.float32)
-    return _dense(x, prefix + "regressor_", num_params, lr_mult,
-                  weight_init=mx.init.Zero(), bias_init=mx.init.Constant(identity))
+    return regressor(x, prefix + "regressor_", [init_scale, 0, 0, 0, init_scale, 0][:num_params], lr_mult)
 
 
 def get_symbol(num_classes: int = 10, add_stn: bool = True, target_shape: Sequence[int] = (28, 28),
@@ -75,12 +60,7 @@ def get_symbol(num_classes: int = 10, add_stn: bool = True, target_shape: Sequen
         x = mx.sym.contrib.AdaptiveAvgPooling2D(data, output_size=tuple(target_shape), name=prefix + "resize")
     if add_stn:
         loc = get_loc(data, lr_mult=lr_mult, init_scale=init_scale, prefix=prefix + "stn_")
-        kwargs = dict(target_shape=tuple(target_shape), transform_type="affine", sampler_type="bilinear")
-        if fill:
-            x = mx.sym.SpatialTransformer(data - fill, loc, name=prefix + "stn_sampler", **kwargs)
-            x = mx.sym.identity(x + fill, name=prefix + "stn_warped")
-        else:
-            x = mx.sym.SpatialTransformer(data, loc, name=prefix + "stn_warped", **kwargs)
+        x = affine_sampler(data, loc, target_shape, fill, prefix + "stn_")
     body = prefix + "body_"
     x = _conv(x, body + "conv0_", 10, (5, 5))
     x = mx.sym.Pooling(x, kernel=(2, 2), stride=(2, 2), pool_type="max", name=body + "pool0_fwd")
@@ -103,7 +83,7 @@ def localization_params(sym: Any) -> List[str]:
 def unsupported_fields(arch: Architecture) -> List[str]:
     """The choices of ``arch`` that the symbolic graph cannot express (``["transform 'tps'", ...]``)."""
     plain = dict(localization="conv", loc_pool=1, supersample=1, brightness_prior=0.0)
-    found = [] if arch.model in LENET_MODELS else [f"model {arch.model!r}"]
+    found = [] if arch.model in SYMBOL_MODELS else [f"model {arch.model!r}"]
     if arch.has_stn:
         if arch.transform != "affine":
             found.append(f"transform {arch.transform!r}")
@@ -115,13 +95,15 @@ def get_symbol_for(arch: Architecture) -> mx.sym.Symbol:
     """The graph of ``arch``, parameter names as the Gluon net's (prefix ``<model>_``).
 
     Raises :class:`~stn_gluon.errors.StnGluonError` listing what the Module path
-    cannot express (only the affine ``SpatialTransformer`` with the reference
-    localization net has a symbolic form here).
+    cannot express (only the LeNet and IDSIA models, with the affine
+    ``SpatialTransformer`` and their own localization nets, have a symbolic form here).
     """
     missing = unsupported_fields(arch)
     if missing:
         raise StnGluonError(f"the Module path cannot build this network ({'; '.join(missing)}); "
                             f"train it with Gluon (stn-gluon train)")
+    if arch.model in IDSIA_MODELS:
+        return get_idsia_symbol(arch)
     target = tuple(arch.target_shape or arch.input_shape[1:])
     return get_symbol(arch.num_classes, add_stn=arch.has_stn, target_shape=target, lr_mult=arch.loc_lr_mult,
                       dropout=arch.dropout, init_scale=arch.init_scale, fill=arch.fill, prefix=f"{arch.model}_",

@@ -46,3 +46,21 @@ def test_stn_in_front_of_a_gluoncv_backbone():
 def test_unknown_model_is_a_clear_error():
     with pytest.raises(sg.StnGluonError, match="unknown model"):
         sg.get_model("stn_no_such_net")
+
+
+def test_zoo_names_the_idsia_nets():
+    assert {"stn_idsia", "idsia"} <= set(sg.list_models())
+    net = sg.get_model("stn_idsia", dropout=0.1, loc_lr_mult=0.05)
+    assert net.config["input_shape"] == [3, 32, 32] and net.config["num_classes"] == 43
+    assert net.config["dropout"] == 0.1 and net.stn.loc_lr_mult == 0.05
+    assert sg.get_model("idsia", input_shape=(1, 40, 40), num_classes=7).stn is None
+    with pytest.raises(sg.StnGluonError, match="localization 'saliency' does not apply"):
+        sg.get_model("stn_idsia", localization="saliency")
+
+
+def test_lenet_baseline_still_area_averages_a_bigger_canvas():
+    net = sg.get_model("lenet", input_shape=(1, 56, 56), target_shape=(28, 28))
+    net.initialize()
+    x = mx.nd.random.normal(shape=(2, 1, 56, 56))
+    small = mx.nd.contrib.AdaptiveAvgPooling2D(x, output_size=(28, 28))
+    np.testing.assert_allclose(net(x).asnumpy(), net.classifier(small).asnumpy(), rtol=1e-5, atol=1e-6)

@@ -16,10 +16,11 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import mxnet as mx
 
-from .models import STNNet, gluoncv_backbone, stn_backbone
+from .._runtime.errors import StnGluonError
+from .models import STNIDSIANet, STNNet, gluoncv_backbone, stn_backbone
 
 __all__ = ["Architecture", "build_architecture", "initialize_net", "default_initializer", "LENET_MODELS",
-           "MNIST_MEAN", "MNIST_STD", "BACKGROUND"]
+           "IDSIA_MODELS", "MNIST_MEAN", "MNIST_STD", "BACKGROUND"]
 
 #: The input normalisation of the digit models, ``(x / 255 - MNIST_MEAN) / MNIST_STD`` (MNIST's own mean and std):
 #: the data layer normalises MNIST with it, and every digit model takes its input so.
@@ -30,13 +31,15 @@ BACKGROUND = -MNIST_MEAN / MNIST_STD
 
 #: The models built on :class:`stn_gluon.nn.models.STNNet` (with and without the STN).
 LENET_MODELS = ("stn_lenet", "lenet")
+#: The models built on :class:`stn_gluon.nn.models.STNIDSIANet`: the IDSIA traffic-sign net with and without its STN.
+IDSIA_MODELS = ("stn_idsia", "idsia")
 
 
 @dataclass(frozen=True)
 class Architecture:
     """A network, fully specified.
 
-    model: ``stn_lenet``, ``lenet`` or ``stn_<gluoncv zoo name>``; input_shape:
+    model: ``stn_lenet``, ``lenet``, ``stn_idsia``, ``idsia`` or ``stn_<gluoncv zoo name>``; input_shape:
     ``(C, H, W)``; target_shape: the STN's output ``(H_out, W_out)`` (the
     baseline's input, area-averaged to it; ``None``: the input's size);
     transform: the STN's transform (``None`` without an STN); fill: what the
@@ -80,11 +83,26 @@ def build_architecture(arch: Architecture, **block_kwargs: Any) -> mx.gluon.Hybr
                       init_scale=arch.init_scale, loc_lr_mult=arch.loc_lr_mult, dropout=arch.dropout,
                       fill=arch.fill, loc_pool=arch.loc_pool, supersample=arch.supersample,
                       localization=arch.localization, brightness_prior=arch.brightness_prior, **block_kwargs)
+    if arch.model in IDSIA_MODELS:
+        return _idsia(arch, **block_kwargs)
     if arch.has_stn:
         return stn_backbone(arch.model[len("stn_"):], num_classes=arch.num_classes, input_shape=arch.input_shape,
                             transform=arch.transform or "affine", target_shape=arch.target_shape,
                             loc_lr_mult=arch.loc_lr_mult, fill=arch.fill, **block_kwargs)
     return gluoncv_backbone(arch.model, arch.num_classes, **block_kwargs)
+
+
+def _idsia(arch: Architecture, **block_kwargs: Any) -> STNIDSIANet:
+    """:class:`STNIDSIANet` of ``arch``; refuses the localization choices that belong to the LeNet models."""
+    foreign = [f"{name} {getattr(arch, name)!r}" for name, plain in
+               (("localization", "conv"), ("loc_pool", 1), ("brightness_prior", 0.0)) if getattr(arch, name) != plain]
+    if foreign:
+        raise StnGluonError(f"model {arch.model!r} has its own localization net: {', '.join(foreign)} "
+                            f"does not apply to it")
+    return STNIDSIANet(num_classes=arch.num_classes, stn=arch.has_stn, input_shape=arch.input_shape,
+                       transform=arch.transform or "affine", target_shape=arch.target_shape,
+                       init_scale=arch.init_scale, loc_lr_mult=arch.loc_lr_mult, dropout=arch.dropout,
+                       fill=arch.fill, supersample=arch.supersample, **block_kwargs)
 
 
 def default_initializer() -> mx.init.Initializer:

@@ -1,5 +1,5 @@
-"""Gluon blocks: the localization network and the :class:`SpatialTransformer`."""
-from typing import Any, Callable, Optional, Sequence, Tuple, Union
+"""Gluon blocks: the localization networks and the :class:`SpatialTransformer`."""
+from typing import Any, Callable, List, Optional, Sequence, Tuple, Union
 
 import mxnet as mx
 import numpy as np
@@ -8,7 +8,14 @@ from mxnet.gluon import nn
 from .._runtime.errors import StnGluonError
 from .ops import Shape, Tensor, check_target_shape, get_transform
 
-__all__ = ["LocalizationNet", "SaliencyLocalization", "SpatialTransformer"]
+__all__ = ["LocalizationNet", "IDSIALocalization", "SaliencyLocalization", "SpatialTransformer", "pool_to",
+           "multiscale_pooling", "halved_sizes", "check_pooled_size", "check_input_size", "IDSIA_LOC_CHANNELS",
+           "IDSIA_LOC_KERNEL", "IDSIA_LOC_HIDDEN"]
+
+#: :class:`IDSIALocalization`'s layers: two convolutions of 20 5x5 filters, then dense 100 (the symbol builds the same).
+IDSIA_LOC_CHANNELS = (20, 20)
+IDSIA_LOC_KERNEL = 5
+IDSIA_LOC_HIDDEN = 100
 
 
 class LocalizationNet(nn.HybridSequential):
@@ -31,6 +38,98 @@ class LocalizationNet(nn.HybridSequential):
             for c, k in zip(channels, kernels):
                 self.add(nn.Conv2D(c, k), nn.MaxPool2D(2, 2), nn.Activation("relu"))
             self.add(nn.Flatten(), nn.Dense(hidden, activation="relu"))
+
+
+def pool_to(size: int, target: int) -> Tuple[int, int]:
+    """``(kernel, stride)`` of a pooling that maps ``size`` pixels to exactly ``target`` (``size >= target >= 1``).
+
+    stride = ``size // target``, kernel = ``size - (target - 1) * stride`` (>= stride): the windows cover the
+    whole input. A fixed kernel, unlike adaptive pooling, so the graph hybridizes and exports to ONNX as it is.
+    """
+    if not 1 <= target <= size:
+        raise StnGluonError(f"cannot pool {size} pixels to {target}")
+    stride = size // target
+    return size - (target - 1) * stride, stride
+
+
+def halved_sizes(size: Sequence[int], times: int) -> List[Tuple[int, int]]:
+    """The ``(H, W)`` after each of ``times`` max-poolings by 2 (floor), starting from ``size``."""
+    h, w = (int(v) for v in size)
+    out = []
+    for _ in range(times):
+        h, w = h // 2, w // 2
+        out.append((h, w))
+    return out
+
+
+def multiscale_pooling(F: Any, stages: Sequence[Tensor], sizes: Sequence[Tuple[int, int]]) -> Tensor:
+    """The multi-scale features: every stage's map max-pooled to the last one's size, concatenated on channels.
+
+    stages: ``(N, C_i, H_i, W_i)`` maps whose sizes are ``sizes``; output ``(N, sum C_i, H_last, W_last)``.
+    """
+    target = sizes[-1]
+    pooled = []
+    for x, size in zip(stages, sizes):
+        if tuple(size) != tuple(target):
+            (kh, sh), (kw, sw) = pool_to(size[0], target[0]), pool_to(size[1], target[1])
+            x = F.Pooling(x, kernel=(kh, kw), stride=(sh, sw), pool_type="max")
+        pooled.append(x)
+    return F.concat(*pooled, dim=1)
+
+
+def check_pooled_size(input_size: Sequence[int], pools: int, what: str) -> List[Tuple[int, int]]:
+    """:func:`halved_sizes`, refusing an input too small for ``pools`` poolings by 2 (``what`` names the net)."""
+    sizes = halved_sizes(input_size, pools)
+    if min(sizes[-1]) < 1:
+        raise StnGluonError(f"{what} needs an input of at least {2 ** pools}x{2 ** pools} pixels, "
+                            f"got {tuple(int(v) for v in input_size)}")
+    return sizes
+
+
+def check_input_size(x: Tensor, size: Tuple[int, ...], what: str) -> None:
+    """Refuse (one line) an NDArray input ``(N, C, H, W)`` whose ``(H, W)`` is not ``size`` (symbols pass)."""
+    if isinstance(x, mx.nd.NDArray) and (x.ndim != 4 or tuple(x.shape[2:]) != tuple(size)):
+        raise StnGluonError(f"{what} was built for inputs (N, C, {size[0]}, {size[1]}), got shape {x.shape}")
+
+
+class IDSIALocalization(nn.HybridBlock):
+    """The localization net of the traffic-sign STN in front of the IDSIA network (GTSRB).
+
+    Max-pool 2 of the input -> (Conv ``channels[i]``@``kernel`` x ``kernel``
+    'same' -> ReLU -> max-pool 2) for each of ``channels`` -> multi-scale
+    features (every conv stage's map max-pooled to the last one's size and
+    concatenated) -> Dense ``hidden`` -> ReLU. Input ``(N, C, H, W)`` with
+    ``(H, W)`` = ``input_size`` (at least 8x8 for two stages); output
+    ``(N, hidden)`` features. :class:`SpatialTransformer` appends the
+    identity-initialised regressor. in_channels: C (0: taken from the first
+    input).
+    """
+
+    def __init__(self, input_size: Sequence[int], in_channels: int = 0, channels: Sequence[int] = IDSIA_LOC_CHANNELS,
+                 kernel: int = IDSIA_LOC_KERNEL, hidden: int = IDSIA_LOC_HIDDEN, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.input_size = tuple(int(v) for v in input_size)
+        self.sizes = check_pooled_size(self.input_size, len(channels) + 1, "IDSIALocalization")[1:]
+        cin = int(in_channels)
+        with self.name_scope():
+            self.convs = nn.HybridSequential(prefix="")
+            for i, c in enumerate(channels):
+                self.convs.add(nn.Conv2D(c, kernel, padding=kernel // 2, in_channels=cin, prefix=f"conv{i}_"))
+                cin = c
+            h, w = self.sizes[-1]
+            self.dense = nn.Dense(hidden, in_units=sum(channels) * h * w, prefix="dense0_")
+
+    def forward(self, x: Tensor, *args: Any) -> Tensor:
+        check_input_size(x, self.input_size, "IDSIALocalization")
+        return super().forward(x, *args)
+
+    def hybrid_forward(self, F: Any, x: Tensor) -> Tensor:
+        x = F.Pooling(x, kernel=(2, 2), stride=(2, 2), pool_type="max")
+        stages = []
+        for conv in self.convs:
+            x = F.Pooling(F.relu(conv(x)), kernel=(2, 2), stride=(2, 2), pool_type="max")
+            stages.append(x)
+        return F.relu(self.dense(multiscale_pooling(F, stages, self.sizes)))
 
 
 class _ChannelMean(mx.init.Initializer):

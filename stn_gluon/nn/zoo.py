@@ -9,6 +9,15 @@ name                    network
 ``lenet``               the same classifier without the STN (the baseline)
 ``stn_lenet_tutorial``  the reference tutorials' variant: dropout 0.5, zero padding,
                         localization net at the full learning rate (``STNNet()``'s defaults)
+``stn_idsia``           :class:`~stn_gluon.nn.models.STNIDSIANet`: the IDSIA traffic-sign network
+                        (3 conv stages with batch norm, multi-scale features, dense 300 with
+                        batch norm) behind
+                        an STN with its own localization net (max-pool, 2 convs, multi-scale,
+                        dense 100), starting at the identity; input 3x32x32 and 43 classes
+                        (GTSRB) by default, any size >= 8x8 and any channels; dropout 0.3,
+                        localization net at 0.1x the learning rate, the normalised mean shown
+                        outside the image (``fill`` 0)
+``idsia``               the same IDSIA network without the STN (the baseline)
 ``stn_<zoo name>``      a gluoncv model-zoo network behind a :class:`SpatialTransformer`
                         (``stn_cifar_resnet20_v1``); a bare zoo name gives the network alone
 ``stn_lenet_noisy128``  the attention STN that finds a digit on a 128x128 noisy canvas, as
@@ -30,7 +39,7 @@ from typing import Any, Dict, List, Optional, Sequence
 import mxnet as mx
 
 from .._runtime.errors import CheckpointError, StnGluonError, mxnet_message
-from .architecture import BACKGROUND, LENET_MODELS, Architecture, build_architecture
+from .architecture import BACKGROUND, IDSIA_MODELS, LENET_MODELS, Architecture, build_architecture
 from .models import STNNet
 from .pretrained import get_pretrained, list_pretrained
 
@@ -43,7 +52,7 @@ _ARCH_FIELDS = {f.name for f in dataclasses.fields(Architecture)}
 def list_models() -> List[str]:
     """Names :func:`get_model` knows (the pretrained ones included); ``stn_<name>`` also works for any
     gluoncv model-zoo name."""
-    return sorted(set(LENET_MODELS + (TUTORIAL_MODEL,) + tuple(list_pretrained())))
+    return sorted(set(LENET_MODELS + IDSIA_MODELS + (TUTORIAL_MODEL,) + tuple(list_pretrained())))
 
 
 def get_model(name: str, input_shape: Optional[Sequence[int]] = None, pretrained: bool = False,
@@ -51,7 +60,8 @@ def get_model(name: str, input_shape: Optional[Sequence[int]] = None, pretrained
     """Build a network by name: uninitialised, or with ``pretrained=True`` the shipped weights loaded on ``ctx``.
 
     input_shape: ``(C, H, W)`` (default ``(1, 28, 28)``; ``(3, 32, 32)`` for
-    gluoncv backbones). Keyword arguments that are :class:`Architecture`
+    the IDSIA nets and gluoncv backbones). ``num_classes`` defaults to 10 (43,
+    GTSRB's, for the IDSIA nets). Keyword arguments that are :class:`Architecture`
     fields (``transform``, ``dropout``, ``target_shape``, ``num_classes``,
     ...) change that choice; the others go to the block (``return_theta``,
     ``prefix``). A pretrained network is the one it was trained as: it takes
@@ -63,7 +73,8 @@ def get_model(name: str, input_shape: Optional[Sequence[int]] = None, pretrained
     if name == TUTORIAL_MODEL:
         return STNNet(input_shape=tuple(input_shape or (1, 28, 28)), **kwargs)
     shape = tuple(input_shape or ((1, 28, 28) if name in LENET_MODELS else (3, 32, 32)))
-    arch = default_architecture(name, shape, kwargs.pop("num_classes", 10), kwargs.pop("transform", "affine"))
+    classes = kwargs.pop("num_classes", 43 if name in IDSIA_MODELS else 10)
+    arch = default_architecture(name, shape, classes, kwargs.pop("transform", "affine"))
     changes = {k: kwargs.pop(k) for k in list(kwargs) if k in _ARCH_FIELDS}
     if "target_shape" in changes and changes["target_shape"] is not None:
         changes["target_shape"] = tuple(changes["target_shape"])
@@ -76,12 +87,14 @@ def default_architecture(name: str, input_shape: Sequence[int], num_classes: int
 
     The STN (``stn_*`` names) starts at the identity with the reference localization net and shows the
     normalised black outside the image; the LeNet models keep the input's size; ``transform`` applies to the
-    ``stn_*`` names only.
+    ``stn_*`` names only. The IDSIA nets are for photographs, normalised per channel: their STN shows the
+    normalised mean (0) outside the image, as one number cannot be each channel's black.
     """
     shape = tuple(int(v) for v in input_shape)
     stn = name.startswith("stn_")
-    common: Dict[str, Any] = dict(model=name, input_shape=shape, num_classes=int(num_classes), fill=BACKGROUND,
-                  transform=transform if stn else None)
+    common: Dict[str, Any] = dict(model=name, input_shape=shape, num_classes=int(num_classes),
+                                  fill=0.0 if name in IDSIA_MODELS else BACKGROUND,
+                                  transform=transform if stn else None)
     if name in LENET_MODELS:
         return Architecture(target_shape=shape[1:], **common)
     return Architecture(**common)
