@@ -314,7 +314,7 @@ def calibration_data(src: PathLike, count: int = 256, data_dir: Optional[str] = 
     # the calibration pick is RandomState.choice(len, count, replace=False): the first of one permutation
     order = np.random.RandomState(seed).permutation(len(images))
     pick, check = np.sort(order[:count]), np.sort(order[count:count + held_back])
-    mean, std = (float(json.loads(meta[k])) if k in meta else d for k, d in (("mean", 0.0), ("std", 1.0)))
+    mean, std = (json.loads(meta[k]) if k in meta else d for k, d in (("mean", 0.0), ("std", 1.0)))  # per channel too
     return (normalize(images[pick], mean, std), np.asarray(labels[pick]), normalize(images[check], mean, std),
             np.asarray(labels[check]))
 

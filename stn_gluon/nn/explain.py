@@ -119,8 +119,8 @@ class ExplainedBatch:
     theta: np.ndarray
     probabilities: np.ndarray
     regions: List[Region]
-    mean: float
-    std: float
+    mean: Any  # one number, or one per channel (stn_gluon.data.normalization)
+    std: Any
     labels: Optional[np.ndarray] = None
 
     @property
@@ -145,5 +145,5 @@ def explain_batch(model: Any, images: np.ndarray, labels: Optional[np.ndarray] =
     theta = outs[1].asnumpy()
     regions = sampling_regions(theta, model.meta.get("transform"), warped.shape[2:], images.shape[2:])
     return ExplainedBatch(np.asarray(images), warped, theta, probabilities, regions,
-                          float(model.meta["mean"]), float(model.meta["std"]),
+                          model.meta["mean"], model.meta["std"],
                           None if labels is None else np.asarray(labels))

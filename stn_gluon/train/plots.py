@@ -10,6 +10,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from .._runtime.files import atomic_path  # noqa: E402
+from ..data.normalization import as_channel_values  # noqa: E402
 
 if TYPE_CHECKING:
     from ..nn.explain import ExplainedBatch, Region
@@ -49,6 +50,14 @@ def make_grid(images: Any, nrow: int = 8, pad: int = 2, pad_value: Optional[floa
     return grid
 
 
+def _pixels(images: Any, mean: Any, std: Any) -> np.ndarray:
+    """Normalised ``(N, C, H, W)`` images back in [0, 1] pixel units (``mean``/``std``: one number or one per
+    channel)."""
+    x = np.asarray(images, dtype=np.float32)
+    c = x.shape[1]
+    return x * as_channel_values(std, c, "std") + as_channel_values(mean, c, "mean")
+
+
 def _savefig(fig: Any, path: str) -> None:
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
@@ -62,7 +71,7 @@ def _tile_origin(i: int, n: int, nrow: int, shape: Sequence[int], pad: int = 2) 
     return pad + c * (shape[1] + pad), pad + r * (shape[0] + pad)
 
 
-def plot_stn_grid(inputs: np.ndarray, outputs: np.ndarray, path: str, mean: float = 0.0, std: float = 1.0,
+def plot_stn_grid(inputs: np.ndarray, outputs: np.ndarray, path: str, mean: Any = 0.0, std: Any = 1.0,
                   title: Optional[str] = None, nrow: int = 8, regions: Optional[List["Region"]] = None,
                   predicted: Optional[np.ndarray] = None, labels: Optional[np.ndarray] = None) -> str:
     """Save a batch of inputs beside what the STN made of them.
@@ -80,7 +89,7 @@ def plot_stn_grid(inputs: np.ndarray, outputs: np.ndarray, path: str, mean: floa
     for ax, imgs, name in ((axes[0], inputs, "Inputs, sampled region outlined" if regions else "Dataset images"),
                            (axes[1], outputs, "Transformed images" + (", predicted class" if predicted is not None
                                                                       else ""))):
-        grid = np.clip(make_grid(imgs * std + mean, nrow=nrow, pad_value=0.45 if regions else None), 0, 1)
+        grid = np.clip(make_grid(_pixels(imgs, mean, std), nrow=nrow, pad_value=0.45 if regions else None), 0, 1)
         ax.imshow(grid, cmap="gray", vmin=0, vmax=1)
         ax.set_title(name)
         ax.axis("off")
@@ -143,10 +152,10 @@ def plot_curves(history: "History", path: str, title: Optional[str] = None) -> s
 
 def plot_samples(images: np.ndarray, labels: np.ndarray, path: str, title: Optional[str] = None,
                  nrow: int = 8) -> str:
-    """Save a grid of dataset images ``uint8 (N, H, W)`` with their labels in the title."""
+    """Save a grid of dataset images ``uint8 (N, H, W)`` or ``(N, C, H, W)`` with their labels in the title."""
     n = len(images)
     fig, ax = plt.subplots(figsize=(7, 7 * (-(-n // nrow)) / min(nrow, max(n, 1)) + 0.6))
-    ax.imshow(make_grid(np.asarray(images, np.float32) / 255.0, nrow=nrow), cmap="gray", vmin=0, vmax=1)
+    ax.imshow(make_grid(np.asarray(images[:n], np.float32) / 255.0, nrow=nrow), cmap="gray", vmin=0, vmax=1)
     ax.axis("off")
     ax.set_title((title + "\n" if title else "") + "labels: " + " ".join(str(int(v)) for v in labels[:24])
                  + (" ..." if n > 24 else ""), fontsize=9)
@@ -154,8 +163,8 @@ def plot_samples(images: np.ndarray, labels: np.ndarray, path: str, title: Optio
     return path
 
 
-def plot_stn_comparison(inputs: np.ndarray, outputs: Mapping[str, np.ndarray], path: str, mean: float = 0.0,
-                        std: float = 1.0, title: Optional[str] = None) -> str:
+def plot_stn_comparison(inputs: np.ndarray, outputs: Mapping[str, np.ndarray], path: str, mean: Any = 0.0,
+                        std: Any = 1.0, title: Optional[str] = None) -> str:
     """Save one row of inputs, then one row per STN of what it made of them.
 
     inputs: ``(N, C, H, W)``; outputs: ``{name: (N, C, H_out, W_out)}``; all
@@ -164,7 +173,7 @@ def plot_stn_comparison(inputs: np.ndarray, outputs: Mapping[str, np.ndarray], p
     rows = [("input", inputs)] + list(outputs.items())
     fig, axes = plt.subplots(len(rows), 1, figsize=(12, 1.25 * len(rows) + 0.6), squeeze=False)
     for ax, (name, imgs) in zip(axes[:, 0], rows):
-        ax.imshow(np.clip(make_grid(np.asarray(imgs) * std + mean, nrow=len(imgs)), 0, 1),
+        ax.imshow(np.clip(make_grid(_pixels(imgs, mean, std), nrow=len(imgs)), 0, 1),
                   cmap="gray", vmin=0, vmax=1)
         ax.set_ylabel(name, rotation=0, ha="right", va="center", fontsize=10)
         ax.set_xticks([])
