@@ -176,17 +176,24 @@ def load_from_disk(spec: DataSpec, options: LoadOptions = LoadOptions()) -> Imag
             notes.append(f"Test split: {test_spec} (not {splits['test'].where})")
         splits["test"] = _list(test_spec, options, test=True)["test"]
         source += f" + test {test_spec}"
+    if not {"val", "test"} & set(splits) and options.val_split == 0:
+        raise ConfigError("val_split", f"is 0 and {source} has no val or test split: nothing to evaluate on "
+                                       f"(give test_dataset, or val_split > 0)")
+    names = _read_names(options.class_names)
     path = _cache_path(spec, splits, options)
     fits = os.path.exists(path) and os.path.getsize(path) <= options.memory_limit_mb * 2 ** 20
     decoded = _read_cache(path) if fits else None
     if decoded is None:
         decoded = _decode(splits, options)
+        _check_names(names, decoded.classes, options.class_names)
         if not decoded.streamed:
             _write_cache(path, decoded)
     else:
         decoded.notes.append(f"Read {sum(len(v) for v in decoded.labels.values())} decoded images from the cache "
                              f"{path}")
+    _check_names(names, decoded.classes, options.class_names)
     decoded.notes = notes + decoded.notes
+    decoded.classes = names or decoded.classes
     return _assemble(source, decoded, options)
 
 
@@ -316,15 +323,19 @@ def _decode(splits: Dict[str, Split], options: LoadOptions) -> _Decoded:
     over = given and _too_big(count, options.input_size or (0, 0), int(options.channels), options)
     probes: Dict[str, List[Optional[Probe]]] = {}
     skipped: List[str] = []
+    unopened: List[Tuple[str, Unreadable]] = []
     if not given or over:  # the headers: the size and channels, or (streamed) the check that they open
-        probes, bad = _probe(sources, options.workers)
-        _refuse_or_skip(bad, options)
-        skipped = _drop(splits, sources, bad, probes)
+        probes, unopened = _probe(sources, options.workers)
+        skipped = _drop(splits, sources, unopened, probes)  # refused below, with those that do not decode
+        if not sources["train"]:
+            _refuse_or_skip(unopened, options)
+            raise DataError(f"{splits['train'].where}: none of its images is readable")
     size, size_note = _choose_size(probes.get("train", []), options.input_size)
     channels, channels_note = _choose_channels(probes, options.channels)
     count = sum(len(v) for v in sources.values())
     notes = [size_note, channels_note]
     if _too_big(count, size, channels, options):
+        _refuse_or_skip(unopened, options)
         notes.append(f"Streaming from disk: the decoded images ({count * channels * size[0] * size[1] / 2**20:,.1f} "
                      f"MB) exceed --memory-limit-mb {options.memory_limit_mb:g}")
         on_disk: Dict[str, Any] = {k: FileImages(s.sources, size, channels) for k, s in splits.items()}
@@ -335,7 +346,7 @@ def _decode(splits: Dict[str, Split], options: LoadOptions) -> _Decoded:
     for name, items in sources.items():
         images[name], wrong = decode_many(items, size, channels, options.workers)
         bad += [(name, u) for u in wrong]
-    _refuse_or_skip(bad, options)
+    _refuse_or_skip(unopened + bad, options)
     gone = {(s, u.position) for s, u in bad}
     for name in {s for s, _ in bad}:
         images[name] = images[name][[i for i in range(len(images[name])) if (name, i) not in gone]]
@@ -368,22 +379,26 @@ def _take(images: Any, index: np.ndarray) -> Any:
     return images.subset(index) if isinstance(images, FileImages) else images[index]
 
 
-def _class_names(found: List[str], path: Optional[str]) -> List[str]:
-    """``found`` (folder names, labels), or the names in ``path`` (one a line), as many as there are classes."""
+def _read_names(path: Optional[str]) -> List[str]:
+    """The class names in ``path``, one a line (blank lines skipped); ``[]`` without a file."""
     if not path:
-        return found
+        return []
     try:
         with open(path, encoding="utf-8") as f:
             names = [line.strip() for line in f if line.strip()]
     except (OSError, UnicodeDecodeError) as err:
         raise DataError(f"{path}: not a readable class-names file ({str(err).splitlines()[0][:80]})",
                         params=("class_names",)) from None
-    if len(names) != len(found):
-        raise DataError(f"{path}: {len(names)} class names for the {len(found)} classes of the data "
-                        f"({', '.join(found[:5])}{', ...' if len(found) > 5 else ''})", params=("class_names",))
     if len(set(names)) != len(names):
         raise DataError(f"{path}: a class name appears twice", params=("class_names",))
     return names
+
+
+def _check_names(names: List[str], found: List[str], path: Optional[str]) -> None:
+    """Refuse class names that are not one per class of the data."""
+    if names and len(names) != len(found):
+        raise DataError(f"{path}: {len(names)} class names for the {len(found)} classes of the data "
+                        f"({', '.join(found[:5])}{', ...' if len(found) > 5 else ''})", params=("class_names",))
 
 
 def _stats(images: Any, seed: int, notes: List[str]) -> Tuple[ChannelValues, ChannelValues]:
@@ -424,7 +439,6 @@ def _assemble(source: str, decoded: _Decoded, options: LoadOptions) -> ImageData
     if decoded.skipped:
         notes.append(f"Skipped {len(decoded.skipped)} unreadable image(s) (--skip-unreadable): "
                      f"{', '.join(decoded.skipped[:3])}{', ...' if len(decoded.skipped) > 3 else ''}")
-    return ImageDataset(train_x, train_y, test_x, test_y, source, classes=_class_names(decoded.classes,
-                                                                                       options.class_names),
+    return ImageDataset(train_x, train_y, test_x, test_y, source, classes=decoded.classes,
                         mean=mean, std=std, digits=options.digits, val_images=val_x, val_labels=val_y,
                         skipped=len(decoded.skipped), notes=notes)

@@ -161,6 +161,7 @@ def fit(cfg: TrainConfig, dataset: Any = None, echo: Callable[[str], None] = pri
     if on_epoch is not None and run.group.dist:
         raise StnGluonError("on_epoch cannot stop a distributed job (only worker 0 would stop)")
     net = build_net(run.cfg, run.data.input_shape, run.data.num_classes, run.data.digits)
+    _check_input(net, run)
     with open_save_dir(run) as previous:  # overwrite: the old run is kept aside until the first checkpoint
         _initialize(net, run)
         scheduler = run.group.lr_scheduler(run.cfg, len(run.data.train))
@@ -191,6 +192,18 @@ def fit(cfg: TrainConfig, dataset: Any = None, echo: Callable[[str], None] = pri
     metrics = _finish(run, net, recorder, distributed_info(run, identical))
     release_workers(run)
     return metrics
+
+
+def _check_input(net: Any, run: Run) -> None:
+    """Refuse, in one line and before anything is written, a network that cannot take the data's input shape
+    (a localization net that pools a small image away): its graph's shapes are inferred, nothing initialised."""
+    shape = (2,) + tuple(run.data.input_shape)
+    try:
+        out = net(mx.sym.var("data"))
+        (out[0] if isinstance(out, (list, tuple)) else out).infer_shape(data=shape)
+    except (mx.base.MXNetError, ValueError) as err:
+        raise StnGluonError(f"{run.cfg.model} does not accept input {shape[1:]} ({mxnet_message(err)}); a larger "
+                            f"input_size may fit it", params=("input_size",)) from None
 
 
 def _initialize(net: Any, run: Run) -> None:
