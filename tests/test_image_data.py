@@ -232,7 +232,8 @@ def _gtsrb_like(tmp_path, classes=("00000", "00001", "00002"), per_class=8):
     return train, test / "GT-final_test.csv"
 
 
-def test_training_on_images_from_disk_records_classes_statistics_and_splits(tmp_path, cli_processes):
+def test_training_on_images_from_disk_records_classes_statistics_and_splits(tmp_path, cli_processes, monkeypatch):
+    from stn_gluon.export.int8 import calibration_data
     from stn_gluon.export.onnx import export_onnx, read_metadata
     import onnx
 
@@ -260,10 +261,18 @@ def test_training_on_images_from_disk_records_classes_statistics_and_splits(tmp_
     assert metrics["skipped"] == 1 and metrics["evaluated_on"] == "test" and metrics["test_total"] == 6
     assert metrics["val_total"] == 6 and 0 <= metrics["val_accuracy"] <= 1
     assert metrics["config"]["color_jitter"] == 0.2
-    export_onnx(str(save), str(tmp_path / "model.onnx"))
-    onnx_meta = read_metadata(onnx.load(str(tmp_path / "model.onnx")))
+    assert meta["data_options"]["skip_unreadable"] is True and meta["data_options"]["test"] == f"csv:{csv_file}"
+    evaluated = cli_processes.run(["evaluate", "--model", str(save), "--json"], cwd=tmp_path, env=env)
+    assert evaluated.returncode == 0, evaluated.stderr
+    assert json.loads(evaluated.stdout)["test_correct"] == metrics["test_correct"]  # the same test images again
+    export_onnx(str(save), str(save / "model.onnx"))
+    onnx_meta = read_metadata(onnx.load(str(save / "model.onnx")))
     assert onnx_meta["classes"] == ["stop", "yield", "ahead"] and json.loads(onnx_meta["digits"]) is False
     assert onnx_meta["mean"] == meta["mean"] and onnx_meta["input_shape"] == [None, 3, 28, 28]
+    monkeypatch.setenv("STN_GLUON_CACHE", str(tmp_path / "cache"))
+    x, labels, _, _ = calibration_data(str(save / "model.onnx"), count=8)  # int8: calibrated on its own images
+    assert x.shape == (8, 3, 28, 28) and set(labels.tolist()) <= {0, 1, 2}
+    assert abs(float(x.mean())) < 1.5  # normalised with the per-channel statistics
     # the Module API trains the same data (no test split: the final report is on the validation split)
     module = tmp_path / "module"
     out = cli_processes.run(["train-symbol", "--dataset", f"folder:{train}", "--input-size", "28,28", "--epochs", "1",
@@ -393,3 +402,16 @@ def test_mnist_digits_as_a_folder_train_as_through_the_idx_loader(tmp_path, samp
     assert via_idx["test_total"] == via_folder["test_total"] == 1000
     assert abs(via_idx["test_accuracy"] - via_folder["test_accuracy"]) <= 0.003
     assert via_folder["test_accuracy"] > 0.3  # it learned something in a quarter epoch (chance: 0.1)
+
+
+def test_bench_loader_runs_small_through_the_cli(tmp_path, capsys):
+    from stn_gluon.cli import main
+
+    out = tmp_path / "bench"
+    main(["bench", "loader", "--images", "64", "--classes", "2", "--batch-size", "8", "--steps", "2", "--rounds", "1",
+          "--workers", "0", "--out", str(out)])
+    result = json.load(open(out / "results.json"))["result"]
+    assert set(result["images_per_sec"]) == {"folder (cached)", "in memory", "folder (streamed)"}
+    assert result["ratio"]["in memory"] == 1.0 and all(v > 0 for v in result["images_per_sec"].values())
+    assert isinstance(result["target_met"], bool) and result["decode_seconds"] > 0
+    assert "ratio to in memory" in (out / "results.md").read_text() and "Target:" in capsys.readouterr().out

@@ -70,9 +70,12 @@ def _cmd_launch(args: argparse.Namespace) -> None:
 
 def _test_batches(args: argparse.Namespace, meta: Dict[str, Any]) -> Tuple[Any, np.ndarray, Any]:
     from ..data import mnist as data_lib  # lazy: per command, keeps --help fast
-    from ..data.distortions import load_dataset  # lazy: per command, keeps --help fast
+    from ..data.sources import load_for_model  # lazy: per command, keeps --help fast
 
-    dataset = load_dataset(args.dataset or meta.get("dataset") or "mnist", args.data_dir, download=args.download)
+    name = args.dataset or meta.get("dataset") or "mnist"  # images from disk: read as the model's training did
+    dataset = load_for_model(name, meta["input_shape"], args.data_dir, args.download, meta.get("data_options"))
+    if not dataset.has_test:
+        raise StnGluonError(f"{name} has no test split to evaluate on (train with --test-dataset)")
     pixels = data_lib.with_channel(dataset.test_images)
     if tuple(pixels.shape[1:]) != tuple(meta["input_shape"]):
         raise StnGluonError(f"the model expects input {tuple(meta['input_shape'])}, "

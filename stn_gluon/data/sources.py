@@ -39,7 +39,7 @@ from .listing import Split, list_csv, list_folder, list_rec, read_rec
 from .normalization import ChannelValues, channel_stats
 
 __all__ = ["KINDS", "DataSpec", "LoadOptions", "parse_spec", "parse_input_size", "load_images", "load_from_disk",
-           "images_cache_dir", "split_off", "SPEC_HELP"]
+           "load_for_model", "recorded_options", "RECORDED_OPTIONS", "images_cache_dir", "split_off", "SPEC_HELP"]
 
 log = logging.getLogger(__name__)
 
@@ -134,6 +134,28 @@ def load_images(spec: str, options: LoadOptions = LoadOptions(), data_dir: Optio
                 raise ConfigError(param, f"applies to datasets from disk (folder:, rec:, csv:), not {spec}")
         return load_dataset(spec, data_dir, download=download)
     return load_from_disk(parsed, options)
+
+
+#: The fields of :class:`LoadOptions` a model records (``model.json``'s ``data_options``): how its data was read.
+RECORDED_OPTIONS = ("val_split", "seed", "test", "class_names", "skip_unreadable", "csv_path_column",
+                    "csv_label_column", "digits")
+
+
+def recorded_options(options: LoadOptions) -> Dict[str, Any]:
+    """``options`` as a model records them (:data:`RECORDED_OPTIONS`; JSON-able)."""
+    return {k: getattr(options, k) for k in RECORDED_OPTIONS}
+
+
+def load_for_model(spec: str, input_shape: Sequence[int], data_dir: Optional[str] = None, download: bool = False,
+                   options: Optional[Dict[str, Any]] = None) -> ImageDataset:
+    """The dataset ``spec`` as a trained model with input ``(C, H, W)`` reads it (``model.json``'s ``dataset``,
+    ``input_shape`` and ``data_options``, :func:`recorded_options`): a named dataset as :func:`load_images`
+    reads it; one from disk decoded at that size and channels, with the options its training used."""
+    if parse_spec(spec) is None:
+        return load_images(spec, data_dir=data_dir, download=download)
+    c, h, w = (int(v) for v in input_shape)
+    recorded = {k: v for k, v in (options or {}).items() if k in RECORDED_OPTIONS}
+    return load_images(spec, LoadOptions(input_size=(h, w), channels=str(c), **recorded))
 
 
 def images_cache_dir(options: LoadOptions = LoadOptions()) -> str:

@@ -31,7 +31,7 @@ from .._runtime.errors import StnGluonError
 from .._runtime.paths import writable_dir
 from ..data import mnist as data_lib
 from ..data.augment import Chain, ColorJitter
-from ..data.sources import load_images
+from ..data.sources import load_images, parse_spec, recorded_options
 from ..data.streaming import make_batches
 from ..nn.architecture import BACKGROUND
 from ..nn.explain import ExplainedBatch, explain_batch
@@ -160,11 +160,14 @@ class PreparedData:
     def model_meta(self, cfg: TrainConfig, source: str, **extra: Any) -> Dict[str, Any]:
         """The ``model.json`` beside an exported model: how to feed it (input shape, mean, std per the contract of
         :mod:`stn_gluon.data.normalization`), its class names and whether it is a digit model."""
-        return dict(model=cfg.model, transform=cfg.transform if cfg.model.startswith("stn") else None,
+        meta = dict(model=cfg.model, transform=cfg.transform if cfg.model.startswith("stn") else None,
                     dataset=cfg.dataset,
                     input_shape=list(self.input_shape), input_name="data",
                     mean=self.mean, std=self.std, classes=list(self.dataset.classes), digits=self.digits,
                     source=source, **extra)
+        if parse_spec(cfg.dataset) is not None:  # images from disk: how to read them again (evaluate, int8)
+            meta["data_options"] = recorded_options(load_options(cfg))
+        return meta
 
 
 @dataclass(frozen=True)
