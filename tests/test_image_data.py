@@ -165,6 +165,8 @@ def test_cache_hits_until_a_file_changes(tmp_path, monkeypatch):
     assert len(os.listdir(tmp_path / "cache" / "images")) == 1  # the stale version replaced
     assert os.listdir(tmp_path / "cache" / "images") != cached
     load_images(f"folder:{root}", opts(tmp_path, input_size=(8, 8)))  # other decoding options: another entry
+    assert calls == [8, 2, 8, 2, 8, 2] and len(os.listdir(tmp_path / "cache" / "images")) == 2
+    load_images(f"folder:{root}", opts(tmp_path))  # ... beside the first, which still hits
     assert calls == [8, 2, 8, 2, 8, 2]
 
 
@@ -296,6 +298,8 @@ def _error_case(case, tmp_path):
         other.mkdir()
         return ["--dataset", f"folder:{other}"], [str(other), "no images"]
     if case == "unreadable":
+        import gluoncv.data  # noqa: F401  (it tells PIL to pad truncated files: they are refused all the same)
+
         (train / "00000" / "zzz.jpg").write_bytes(b"not a jpeg")
         noise = np.random.RandomState(0).randint(0, 256, (24, 24, 3)).astype(np.uint8)
         (train / "00002" / "zzz.png").write_bytes(png_bytes(noise)[:1000])  # truncated: the header reads

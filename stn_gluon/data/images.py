@@ -7,10 +7,11 @@ resized to ``(H, W)`` bilinearly (PIL's resampling, antialiased when it shrinks)
 as GTSRB's images are usually resized. A file PIL cannot open, or one that ends early (a truncated PNG or JPEG),
 is *unreadable*: the readers collect those instead of raising, so that the caller can name them together.
 """
+import contextlib
 import io
 import multiprocessing
 import os
-from typing import Any, Callable, Dict, List, NamedTuple, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, Iterator, List, NamedTuple, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -119,13 +120,27 @@ def _flatten(img: Any, mode: str) -> Any:
     return img.convert(mode)
 
 
+@contextlib.contextmanager
+def _truncation_refused() -> Iterator[None]:
+    """PIL refuses truncated files while this lasts: gluoncv, once imported, tells PIL to pad them silently
+    (``ImageFile.LOAD_TRUNCATED_IMAGES = True``, a process-wide switch), which would hide a damaged image."""
+    from PIL import ImageFile
+
+    saved = ImageFile.LOAD_TRUNCATED_IMAGES
+    ImageFile.LOAD_TRUNCATED_IMAGES = False
+    try:
+        yield
+    finally:
+        ImageFile.LOAD_TRUNCATED_IMAGES = saved
+
+
 def decode_bytes(data: bytes, size: Tuple[int, int], channels: int) -> np.ndarray:
     """Encoded image bytes -> ``uint8 (channels, H, W)``, ``size = (H, W)``; raises ``OSError``/``ValueError``
     (PIL's) when they are not a whole readable image."""
     from PIL import Image, ImageOps
 
     h, w = size
-    with Image.open(io.BytesIO(data)) as img:
+    with Image.open(io.BytesIO(data)) as img, _truncation_refused():
         img.draft("L" if channels == 1 else "RGB", (w, h))  # JPEG: decode at a reduced size where it can
         img.load()  # a truncated file raises here
         upright = _flatten(ImageOps.exif_transpose(img), "L" if channels == 1 else "RGB")

@@ -223,15 +223,17 @@ def load_from_disk(spec: DataSpec, options: LoadOptions = LoadOptions()) -> Imag
 
 def _cache_path(spec: DataSpec, splits: Dict[str, Split], options: LoadOptions) -> str:
     """The cache file of ``splits`` read with ``options``: named after the data, keyed by every file."""
-    key = dict(version=CACHE_VERSION, splits={k: [s.kind, s.where, s.stamps] for k, s in sorted(splits.items())},
-               input_size=options.input_size, channels=options.channels, skip=options.skip_unreadable)
+    key = dict(version=CACHE_VERSION, splits={k: [s.kind, s.where, s.stamps] for k, s in sorted(splits.items())})
     digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
     return os.path.join(images_cache_dir(options), f"{_cache_stem(spec, options)}-{digest}.npz")
 
 
 def _cache_stem(spec: DataSpec, options: LoadOptions) -> str:
-    """The part of a cache file's name that stays when the files change (older versions are replaced)."""
-    ident = hashlib.sha256(f"{spec}|{options.test}".encode()).hexdigest()[:10]
+    """The part of a cache file's name that stays when the files change (older versions are replaced): the data
+    and how it is decoded (other decoding options keep entries of their own)."""
+    how = (spec, options.test, options.input_size, options.channels, options.skip_unreadable,
+           options.csv_path_column, options.csv_label_column)
+    ident = hashlib.sha256(repr(how).encode()).hexdigest()[:10]
     name = re.sub(r"[^A-Za-z0-9_.-]", "_", os.path.basename(spec.path.rstrip("/")))[:40]
     return f"{spec.kind}-{name}-{ident}"
 

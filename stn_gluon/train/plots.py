@@ -125,18 +125,19 @@ def plot_explained(batch: "ExplainedBatch", path: str, title: Optional[str] = No
                          nrow=nrow, regions=batch.regions, predicted=batch.predicted, labels=batch.labels)
 
 
-def plot_curves(history: "History", path: str, title: Optional[str] = None) -> str:
-    """Save loss and accuracy per epoch (train and test) from a :class:`~stn_gluon.train.reporting.History`."""
+def plot_curves(history: "History", path: str, title: Optional[str] = None, evaluated: str = "test") -> str:
+    """Save loss and accuracy per epoch (train and test) from a :class:`~stn_gluon.train.reporting.History`;
+    evaluated: what the history's ``test_*`` columns evaluated (``"validation"`` for images from disk)."""
     epochs = history.column("epoch")
     fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(11, 4))
     ax_loss.plot(epochs, history.column("train_loss"), "o-", label="train")
-    ax_loss.plot(epochs, history.column("test_loss"), "s-", label="test")
+    ax_loss.plot(epochs, history.column("test_loss"), "s-", label=evaluated)
     ax_loss.set_xlabel("epoch")
     ax_loss.set_ylabel("cross-entropy loss")
     ax_loss.set_yscale("log")
     ax_loss.legend()
     ax_acc.plot(epochs, [100 * a for a in history.column("train_acc")], "o-", label="train")
-    ax_acc.plot(epochs, [100 * a for a in history.column("test_acc")], "s-", label="test")
+    ax_acc.plot(epochs, [100 * a for a in history.column("test_acc")], "s-", label=evaluated)
     ax_acc.set_xlabel("epoch")
     ax_acc.set_ylabel("accuracy (%)")
     ax_acc.legend()

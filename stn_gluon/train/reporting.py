@@ -165,7 +165,8 @@ class RunRecorder:
             data_source=self.dataset.source, train_size=len(self.dataset.train_labels),
             config=dataclasses.asdict(self.cfg), model_files=model_files, threads=thread_report(), **extra)
         plot_curves(self.history, os.path.join(save_dir, "curves.png"),
-                    title=f"{self.cfg.model} ({self.trainer_name}) on {getattr(self.cfg, 'dataset', 'mnist')}")
+                    title=f"{self.cfg.model} ({self.trainer_name}) on {getattr(self.cfg, 'dataset', 'mnist')}",
+                    evaluated=self.eval_name.lower())
         written = [os.path.basename(f) for f in model_files] + ["metrics.json", "history.csv", "curves.png"]
         if stn_sample is not None:
             plot_explained(stn_sample, os.path.join(save_dir, "stn_grid.png"), title="What the STN does")
