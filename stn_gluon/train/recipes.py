@@ -16,6 +16,7 @@ shapes the network, one line in :func:`resolve_architecture`).
 """
 from __future__ import annotations
 
+import argparse
 import dataclasses
 from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Sequence
@@ -23,7 +24,7 @@ from typing import Any, Dict, List, Optional, Sequence
 import mxnet as mx
 
 from ..data.distortions import get_dataset_spec
-from ..data.sources import LoadOptions, parse_input_size, parse_spec
+from ..data.sources import SPEC_HELP, LoadOptions, parse_input_size, parse_spec
 from ..nn.architecture import BACKGROUND, LENET_MODELS, Architecture, build_architecture
 from ..nn.blocks import SaliencyLocalization
 from ..nn.ops import get_transform
@@ -88,6 +89,15 @@ DATASET_MODELS: Dict[str, DatasetModels] = {
 }
 
 
+def dataset_value(text: str) -> str:
+    """argparse type of ``--dataset``: a name of :data:`DATASET_MODELS` or a ``folder:``/``rec:``/``csv:`` spec."""
+    try:
+        parse_spec(text)
+    except ConfigError:
+        raise argparse.ArgumentTypeError(f"invalid choice: {text!r} (choose {SPEC_HELP})") from None
+    return text
+
+
 #: How models look at images from disk (``folder:``, ``rec:``, ``csv:``): at the input size, the plain STN.
 FROM_DISK = DatasetModels(0, 0)
 
@@ -132,7 +142,8 @@ class TrainConfig:
     dataset: str = option("mnist", "the data: a name (the distorted sets are generated from MNIST once and "
                                    "cached), or images from disk: folder:PATH (a sub-folder per class; PATH/train, "
                                    "val, test are splits), rec:FILE.rec (im2rec, its .idx beside it) or csv:FILE "
-                                   "(image path and label columns)", metavar="|".join(DATASET_MODELS) + "|SPEC")
+                                   "(image path and label columns)", metavar="|".join(DATASET_MODELS) + "|SPEC",
+                          type=dataset_value)
     test_dataset: Optional[str] = option(None, "images from disk: the test set (folder:, rec: or csv:; its labels map "
                                                "onto the training classes), for the final report only; none: the "
                                                "data's own test split", metavar="SPEC")
