@@ -170,12 +170,23 @@ def test_cache_hits_until_a_file_changes(tmp_path, monkeypatch):
     assert calls == [8, 2, 8, 2, 8, 2]
 
 
-def test_a_set_over_the_memory_limit_streams_the_same_batches(tmp_path):
+def test_a_set_over_the_memory_limit_streams_the_same_batches(tmp_path, monkeypatch):
     root = write_images(tmp_path / "data" / "train", ["a", "b", "c"], 8).parent
     write_images(root / "test", ["a", "b", "c"], 2)
     memory = load_images(f"folder:{root}", opts(tmp_path, val_split=0.25))
-    streamed = load_images(f"folder:{root}", opts(tmp_path, val_split=0.25, memory_limit_mb=0.001))
+    noise = np.random.RandomState(0).randint(0, 256, (24, 24, 3)).astype(np.uint8)
+    (root / "train" / "b" / "zzz.png").write_bytes(png_bytes(noise)[:1000])  # truncated: found before training
+    with pytest.raises(DataError, match="1 unreadable image"):
+        load_images(f"folder:{root}", opts(tmp_path, val_split=0.25, memory_limit_mb=0.001))
+    calls = []
+    real = sources.verify_many
+    monkeypatch.setattr(sources, "verify_many", lambda *a, **k: calls.append(1) or real(*a, **k))
+    for _ in range(2):  # decoded once to check every image, then where they are is read from the cache
+        streamed = load_images(f"folder:{root}", opts(tmp_path, val_split=0.25, memory_limit_mb=0.001,
+                                                      skip_unreadable=True))
+    assert len(calls) == 2 and streamed.skipped == 1  # train and test, once
     assert isinstance(streamed.train_images, FileImages) and any("Streaming" in n for n in streamed.notes)
+    assert any("where the 30 images are" in n for n in streamed.notes)
     assert streamed.mean == memory.mean and streamed.std == memory.std
     np.testing.assert_array_equal(streamed.val_images[:], memory.val_images)
     kw = dict(shuffle=True, seed=3, last_batch="discard", mean=memory.mean, std=memory.std, shard=(1, 2))
@@ -275,13 +286,15 @@ def test_training_on_images_from_disk_records_classes_statistics_and_splits(tmp_
     x, labels, _, _ = calibration_data(str(save / "model.onnx"), count=8)  # int8: calibrated on its own images
     assert x.shape == (8, 3, 28, 28) and set(labels.tolist()) <= {0, 1, 2}
     assert abs(float(x.mean())) < 1.5  # normalised with the per-channel statistics
-    # the Module API trains the same data (no test split: the final report is on the validation split)
+    # the Module API trains the same data (no test split: the final report is on the validation split), here
+    # streamed from disk
     module = tmp_path / "module"
     out = cli_processes.run(["train-symbol", "--dataset", f"folder:{train}", "--input-size", "28,28", "--epochs", "1",
                              "--batch-size", "4", "--no-progress", "--save-dir", str(module), "--skip-unreadable",
-                             "--val-split", "0.25"], cwd=tmp_path, env=env)
+                             "--val-split", "0.25", "--memory-limit-mb", "0.01"], cwd=tmp_path, env=env)
     assert out.returncode == 0, out.stderr
     assert "No test split" in out.stdout and "Final Validation set: " in out.stdout
+    assert "Streaming from disk" in out.stdout
     metrics = json.load(open(module / "metrics.json"))
     assert metrics["evaluated_on"] == "val" and metrics["test_total"] == 6
     assert json.load(open(module / "model.json"))["classes"] == ["00000", "00001", "00002"]

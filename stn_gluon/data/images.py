@@ -16,7 +16,7 @@ from typing import Any, Callable, Dict, Iterator, List, NamedTuple, Optional, Se
 import numpy as np
 
 __all__ = ["IMAGE_EXTENSIONS", "RecordRef", "ImageSource", "Probe", "Unreadable", "decode_bytes", "read_source",
-           "probe_source", "probe_many", "decode_many", "FileImages", "source_name"]
+           "probe_source", "probe_many", "decode_many", "verify_many", "FileImages", "source_name"]
 
 #: The file name endings read as images (lower case).
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".ppm", ".bmp")
@@ -201,6 +201,24 @@ def probe_many(sources: Sequence[ImageSource], workers: int = 2) -> Tuple[List[O
     return probes, bad
 
 
+def _verify_chunk(task: Tuple[int, Sequence[ImageSource], Tuple[int, int], int]) -> List[Unreadable]:
+    start, sources, size, channels = task
+    bad: List[Unreadable] = []
+    for i, source in enumerate(sources):
+        try:
+            decode_bytes(read_source(source), size, channels)
+        except _ERRORS as err:
+            bad.append(Unreadable(start + i, source_name(source), _reason(err)))
+    return bad
+
+
+def verify_many(sources: Sequence[ImageSource], size: Tuple[int, int], channels: int,
+                workers: int = 2) -> List[Unreadable]:
+    """Decode every one of ``sources`` once, keeping nothing: the unreadable ones (a truncated file opens)."""
+    tasks = [(start, chunk, tuple(size), channels) for start, chunk in _tasks(sources)]
+    return [u for wrong in _map(_verify_chunk, tasks, workers) for u in wrong]
+
+
 def decode_many(sources: Sequence[ImageSource], size: Tuple[int, int], channels: int,
                 workers: int = 2) -> Tuple[np.ndarray, List[Unreadable]]:
     """``sources`` decoded -> ``uint8 (N, channels, H, W)`` (zeros where unreadable), and the unreadable ones."""
@@ -257,6 +275,24 @@ class FileImages:
         for k, i in enumerate(picked):
             out[k] = self.read(int(i))
         return out
+
+    def stored(self) -> Dict[str, np.ndarray]:
+        """Where the images are, as arrays ``np.savez`` writes (:meth:`from_stored` reads them back)."""
+        if all(isinstance(s, str) for s in self.sources):
+            return dict(files=np.asarray(self.sources, dtype=str))
+        refs = [s for s in self.sources if isinstance(s, RecordRef)]
+        if len(refs) != len(self.sources) or len({(r.rec, r.idx) for r in refs}) != 1:
+            raise ValueError("FileImages.stored: files, or records of one RecordIO file")
+        return dict(rec=np.asarray([refs[0].rec, refs[0].idx], dtype=str),
+                    keys=np.asarray([r.key for r in refs], dtype=np.int64))
+
+    @classmethod
+    def from_stored(cls, arrays: Dict[str, np.ndarray], size: Tuple[int, int], channels: int) -> "FileImages":
+        """The :class:`FileImages` that :meth:`stored` described."""
+        if "files" in arrays:
+            return cls([str(f) for f in arrays["files"]], size, channels)
+        rec, idx = (str(v) for v in arrays["rec"])
+        return cls([RecordRef(rec, idx, int(k)) for k in arrays["keys"]], size, channels)
 
     def subset(self, index: np.ndarray) -> "FileImages":
         """The images at ``index``, still on disk."""

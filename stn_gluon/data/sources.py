@@ -34,7 +34,7 @@ from .._runtime.files import atomic_path
 from ..nn.architecture import MNIST_MEAN, MNIST_STD
 from .dataset import ImageDataset
 from .distortions import DATASETS, distortions_cache_dir, load_dataset
-from .images import FileImages, ImageSource, Probe, Unreadable, decode_many, probe_many
+from .images import FileImages, ImageSource, Probe, Unreadable, decode_many, probe_many, verify_many
 from .listing import Split, list_csv, list_folder, list_rec, read_rec
 from .normalization import ChannelValues, channel_stats
 
@@ -203,16 +203,15 @@ def load_from_disk(spec: DataSpec, options: LoadOptions = LoadOptions()) -> Imag
                                        f"(give test_dataset, or val_split > 0)")
     names = _read_names(options.class_names)
     path = _cache_path(spec, splits, options)
-    fits = os.path.exists(path) and os.path.getsize(path) <= options.memory_limit_mb * 2 ** 20
-    decoded = _read_cache(path) if fits else None
+    decoded = _read_cache(path, options)
     if decoded is None:
         decoded = _decode(splits, options)
         _check_names(names, decoded.classes, options.class_names)
-        if not decoded.streamed:
-            _write_cache(path, decoded)
+        _write_cache(path, decoded)
     else:
-        decoded.notes.append(f"Read {sum(len(v) for v in decoded.labels.values())} decoded images from the cache "
-                             f"{path}")
+        count = sum(len(v) for v in decoded.labels.values())
+        what = f"where the {count} images are" if decoded.streamed else f"{count} decoded images"
+        decoded.notes.append(f"Read {what} from the cache {path if not decoded.streamed else _streamed_path(path)}")
     _check_names(names, decoded.classes, options.class_names)
     decoded.notes = notes + decoded.notes
     decoded.classes = names or decoded.classes
@@ -238,12 +237,25 @@ def _cache_stem(spec: DataSpec, options: LoadOptions) -> str:
     return f"{spec.kind}-{name}-{ident}"
 
 
+#: The notes a cache keeps: what was chosen when it was made.
+_CHOICES = ("Input size", "Channels", "Streaming")
+
+
 def _write_cache(path: str, decoded: _Decoded) -> None:
+    """Write ``decoded`` to the cache (a streamed set: where its images are, and that they all decode), then
+    remove the same data's older versions."""
     arrays: Dict[str, np.ndarray] = dict(classes=np.asarray(decoded.classes, dtype=str),
                                          skipped=np.asarray(decoded.skipped, dtype=str),
-                                         notes=np.asarray(decoded.notes[:2], dtype=str))  # the choices
+                                         notes=np.asarray([n for n in decoded.notes if n.startswith(_CHOICES)],
+                                                          dtype=str))
     for name, images in decoded.images.items():
-        arrays[f"{name}_images"], arrays[f"{name}_labels"] = images, decoded.labels[name]
+        arrays[f"{name}_labels"] = decoded.labels[name]
+        if isinstance(images, FileImages):
+            arrays.update({f"{name}_{k}": v for k, v in images.stored().items()})
+            arrays["streamed"] = np.asarray(images.size + (images.channels,), np.int64)
+        else:
+            arrays[f"{name}_images"] = images
+    path = _streamed_path(path) if decoded.streamed else path
     os.makedirs(os.path.dirname(path), exist_ok=True)
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as f:
@@ -255,26 +267,50 @@ def _write_cache(path: str, decoded: _Decoded) -> None:
                 os.remove(os.path.join(os.path.dirname(path), old))
             except OSError:
                 pass
-    decoded.notes.append(f"Cached the decoded images in {path}")
+    if not decoded.streamed:
+        decoded.notes.append(f"Cached the decoded images in {path}")
 
 
-def _read_cache(path: str) -> Optional[_Decoded]:
-    """The cached dataset at ``path``, or ``None`` (with a warning) where the file is unreadable."""
+def _streamed_path(path: str) -> str:
+    """The cache file of a streamed set (where its images are, not their pixels) beside ``path``."""
+    return path[:-len(".npz")] + ".files.npz"
+
+
+def _read_cache(path: str, options: LoadOptions) -> Optional[_Decoded]:
+    """The cached dataset at ``path`` (its pixels, where they fit ``memory_limit_mb``; else where its images are,
+    if it was streamed), or ``None`` (with a warning where the file is unreadable)."""
+    limit = options.memory_limit_mb * 2 ** 20
+    if os.path.exists(path) and os.path.getsize(path) <= limit:
+        return _read_npz(path, None)
+    if os.path.exists(_streamed_path(path)):
+        return _read_npz(_streamed_path(path), limit)
+    return None
+
+
+def _read_npz(path: str, limit: Optional[float]) -> Optional[_Decoded]:
     try:
         with np.load(path, allow_pickle=False) as z:
-            names = [k[:-len("_images")] for k in z.files if k.endswith("_images")]
-            images = {k: z[f"{k}_images"] for k in names}
-            labels = {k: z[f"{k}_labels"].astype(np.int32) for k in names}
-            decoded = _Decoded(images, labels, [str(c) for c in z["classes"]], [str(s) for s in z["skipped"]],
-                               [str(n) for n in z["notes"]])
+            arrays = {k: z[k] for k in z.files}
     except Exception as err:  # zip, key or format errors: all mean a bad file, decoded again
         log.warning("%s: unreadable dataset cache (%s); decoding the images again", path,
                     str(err).splitlines()[0][:120] if str(err) else type(err).__name__)
         return None
-    if "train" not in images or any(a.dtype != np.uint8 or a.ndim != 4 for a in images.values()):
+    names = sorted({k.rsplit("_", 1)[0] for k in arrays if k.endswith("_labels")})
+    labels = {k: arrays[f"{k}_labels"].astype(np.int32) for k in names}
+    if "streamed" in arrays:
+        h, w, c = (int(v) for v in arrays["streamed"])
+        if limit is not None and sum(len(v) for v in labels.values()) * h * w * c <= limit:
+            return None  # it fits in memory now: decoded
+        parts = {k: {f: arrays[f"{k}_{f}"] for f in ("files", "rec", "keys") if f"{k}_{f}" in arrays} for k in names}
+        images: Dict[str, Any] = {k: FileImages.from_stored(parts[k], (h, w), c) for k in names}
+    else:
+        images = {k: arrays.get(f"{k}_images") for k in names}
+    if "train" not in images or any(isinstance(a, np.ndarray) and (a.dtype != np.uint8 or a.ndim != 4)
+                                    or a is None for a in images.values()):
         log.warning("%s: not a dataset cache; decoding the images again", path)
         return None
-    return decoded
+    return _Decoded(images, labels, [str(c) for c in arrays["classes"]], [str(s) for s in arrays["skipped"]],
+                    [str(n) for n in arrays["notes"]], streamed="streamed" in arrays)
 
 
 # ---- decoding ----
@@ -359,11 +395,10 @@ def _decode(splits: Dict[str, Split], options: LoadOptions) -> _Decoded:
     count = sum(len(v) for v in sources.values())
     notes = [size_note, channels_note]
     if _too_big(count, size, channels, options):
-        _refuse_or_skip(unopened, options)
-        notes.append(f"Streaming from disk: the decoded images ({count * channels * size[0] * size[1] / 2**20:,.1f} "
-                     f"MB) exceed --memory-limit-mb {options.memory_limit_mb:g}")
-        on_disk: Dict[str, Any] = {k: FileImages(s.sources, size, channels) for k, s in splits.items()}
-        return _Decoded(on_disk, {k: s.labels for k, s in splits.items()}, classes, skipped, notes, streamed=True)
+        return _keep_on_disk(splits, sources, size, channels, options, unopened, _Decoded(
+            {}, {}, classes, skipped, notes + [f"Streaming from disk: the decoded images "
+                                               f"({count * channels * size[0] * size[1] / 2**20:,.1f} MB) exceed "
+                                               f"--memory-limit-mb {options.memory_limit_mb:g}"], streamed=True))
     tic = time.perf_counter()
     images: Dict[str, Any] = {}
     bad = []
@@ -377,6 +412,21 @@ def _decode(splits: Dict[str, Split], options: LoadOptions) -> _Decoded:
     skipped += _drop(splits, sources, bad)
     notes.append(f"Decoded {sum(len(v) for v in images.values())} images in {time.perf_counter() - tic:.1f} s")
     return _Decoded(images, {k: s.labels for k, s in splits.items()}, classes, skipped, notes)
+
+
+def _keep_on_disk(splits: Dict[str, Split], sources: Dict[str, List[ImageSource]], size: Tuple[int, int],
+                  channels: int, options: LoadOptions, unopened: List[Tuple[str, Unreadable]],
+                  decoded: _Decoded) -> _Decoded:
+    """A set too large for memory: every image decoded once to find the unreadable ones (refused, or left out),
+    then kept on disk (:class:`FileImages`)."""
+    bad = []
+    for name, items in sources.items():
+        bad += [(name, u) for u in verify_many(items, size, channels, options.workers)]
+    _refuse_or_skip(unopened + bad, options)
+    decoded.skipped += _drop(splits, sources, bad)
+    decoded.images = {k: FileImages(s.sources, size, channels) for k, s in splits.items()}
+    decoded.labels = {k: s.labels for k, s in splits.items()}
+    return decoded
 
 
 def _too_big(count: int, size: Tuple[int, int], channels: int, options: LoadOptions) -> bool:

@@ -148,7 +148,8 @@ class TrainConfig:
                                                "onto the training classes), for the final report only; none: the "
                                                "data's own test split", metavar="SPEC")
     val_split: float = option(0.1, "images from disk with no val split: the share of each class's training images "
-                                   "held out (seeded) for the per-epoch evaluation; 0: none", minimum=0, maximum=0.9)
+                                   "held out (seeded) for the per-epoch evaluation; 0: none", minimum=0, maximum=0.9,
+                              metavar="F")
     input_size: Optional[str] = option(None, "images from disk: H,W they are resized to when loaded; none: their size "
                                              "where all share one, else the median", metavar="H,W")
     channels: str = option("auto", "images from disk: 1 (grey) or 3 (RGB); auto: 3 if any image is in colour",
@@ -156,20 +157,24 @@ class TrainConfig:
     class_names: Optional[str] = option(None, "images from disk: a file of the class names, one a line in label "
                                               "order; none: the class folders' names, or the labels",
                                         metavar="FILE")
-    csv_path_column: Optional[str] = option(None, "csv: the image path column; none: Filename, path, file or image")
-    csv_label_column: Optional[str] = option(None, "csv: the label column; none: ClassId, label or class")
+    csv_path_column: Optional[str] = option(None, "csv: the image path column; none: Filename, path, file or image",
+                                            metavar="NAME")
+    csv_label_column: Optional[str] = option(None, "csv: the label column; none: ClassId, label or class",
+                                             metavar="NAME")
     digits: bool = option(False, "images from disk are digits like MNIST's (light on dark): MNIST's mean and std, a "
                                  "black background around them, and a digit model (the digit rules at predict and "
                                  "serve); off: photographs, their own per-channel mean and std")
     skip_unreadable: bool = option(False, "images from disk: leave unreadable images out (their count goes to "
                                           "metrics.json) instead of refusing the data")
     memory_limit_mb: float = option(4096.0, "images from disk: decoded pixels above this many MB are streamed from "
-                                            "disk in batches instead of decoded once into memory (and cached)",
-                                    minimum=1)
+                                            "disk in batches instead of decoded once into memory (and cached); a tiny "
+                                            "value streams any set",
+                                    minimum=0, exclusive_minimum=True, metavar="MB")
     loader_workers: int = option(2, "processes that decode images from disk (once, or per batch when streamed)",
-                                 minimum=0)
+                                 minimum=0, metavar="N")
     color_jitter: float = option(0.0, "random brightness, contrast and saturation of each training image, this "
-                                      "strong (0.3: factors 0.7..1.3; 0: off)", minimum=0, maximum=1)
+                                      "strong (0.3: factors 0.7..1.3; 0: off)", minimum=0, maximum=1,
+                                metavar="S")
     target_size: Optional[int] = option(None, "side of the STN's output (baseline: of its input); "
                                               "none: the dataset's", minimum=12)
     loc_pool: Optional[int] = option(None, "average pooling in front of the localization net; none: the dataset's",
