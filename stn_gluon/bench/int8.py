@@ -28,6 +28,7 @@ from .._runtime.errors import StnGluonError
 from .._runtime.flags import option, validate_fields
 from ..data.distortions import load_dataset
 from ..data.mnist import normalize
+from ..data.normalization import ChannelValues
 from ..export.int8 import (INT8_TARGETS, MAX_ACCURACY_DROP, MAX_ERROR, QuantizeConfig, agreement,
                            calibration_data, compare_speed, cpu_int8_features, describe_cpu,
                            described_dataset, int8_error_verdict, int8_verdict, quantize_onnx)
@@ -57,7 +58,7 @@ class Int8BenchConfig:
     out: str = option("runs/bench_int8", "where results.md and results.json go")
 
 
-def test_accuracy(session: Any, images: np.ndarray, labels: np.ndarray, mean: float, std: float,
+def test_accuracy(session: Any, images: np.ndarray, labels: np.ndarray, mean: ChannelValues, std: ChannelValues,
                   batch: int = 500) -> float:
     """Top-1 accuracy of an ONNX Runtime session on ``uint8`` test ``images`` (normalised a batch at a time)."""
     name = session.get_inputs()[0].name
@@ -86,7 +87,7 @@ def _bench_model(path: str, cfg: Int8BenchConfig, batches: List[int], tmp: str,
     quantize_seconds = time.perf_counter() - tic
     held = agreement(fp32, int8, check, check_labels)  # what export-onnx --quantize int8 checks
     data = load_dataset(dataset, cfg.data_dir)
-    mean, std = float(meta["mean"]), float(meta["std"])
+    mean, std = meta["mean"], meta["std"]  # a number, or one per channel
     echo(f"{label}: test accuracy on {data.describe()}")
     agree = agreement(fp32, int8, normalize(data.test_images, mean, std), data.test_labels)
     accuracy = {k: agree[f"{k}_accuracy"] for k in ("fp32", "int8")}

@@ -13,6 +13,7 @@ from .._runtime.flags import validate_fields, values_from_args
 from .._runtime.paths import readable_path, writable_dir, writable_file
 from ..bench.distortions import DistortionBenchConfig, run_distortion_bench
 from ..bench.int8 import Int8BenchConfig, run_int8_bench
+from ..bench.loader import LoaderBenchConfig, run_loader_bench
 from ..data.signs import SignsConfig, make_signs_dataset
 from ..export.int8 import QuantizeConfig, described_dataset, quantize_export
 from ..nn.pretrained import PREFIX, get_pretrained, is_pretrained_ref, list_pretrained, model_or_default
@@ -70,9 +71,12 @@ def _cmd_launch(args: argparse.Namespace) -> None:
 
 def _test_batches(args: argparse.Namespace, meta: Dict[str, Any]) -> Tuple[Any, np.ndarray, Any]:
     from ..data import mnist as data_lib  # lazy: per command, keeps --help fast
-    from ..data.distortions import load_dataset  # lazy: per command, keeps --help fast
+    from ..data.sources import load_for_model  # lazy: per command, keeps --help fast
 
-    dataset = load_dataset(args.dataset or meta.get("dataset") or "mnist", args.data_dir, download=args.download)
+    name = args.dataset or meta.get("dataset") or "mnist"  # images from disk: read as the model's training did
+    dataset = load_for_model(name, meta["input_shape"], args.data_dir, args.download, meta.get("data_options"))
+    if not dataset.has_test:
+        raise StnGluonError(f"{name} has no test split to evaluate on (train with --test-dataset)")
     pixels = data_lib.with_channel(dataset.test_images)
     if tuple(pixels.shape[1:]) != tuple(meta["input_shape"]):
         raise StnGluonError(f"the model expects input {tuple(meta['input_shape'])}, "
@@ -295,8 +299,8 @@ def _cmd_serve(args: argparse.Namespace) -> None:
 
 def _cmd_bench(args: argparse.Namespace) -> None:
     out = args.out
-    if out is None:  # bench distortions: the config's default, where the flag was not given
-        out = DistortionBenchConfig.out
+    if out is None:  # bench distortions, loader: the config's default, where the flag was not given
+        out = LoaderBenchConfig.out if args.bench == "loader" else DistortionBenchConfig.out
     writable_dir(out, "--out")  # checked before the bench's minutes of work; the bench makes it when it writes
     _run_bench(args)
 
@@ -310,6 +314,9 @@ def _run_bench(args: argparse.Namespace) -> None:
                        echo=lambda line: print(f"... {line}", file=sys.stderr, flush=True))
     elif args.bench == "distortions":
         run_distortion_bench(DistortionBenchConfig(**values_from_args(DistortionBenchConfig, args)))
+    elif args.bench == "loader":
+        run_loader_bench(LoaderBenchConfig(**values_from_args(LoaderBenchConfig, args)),
+                         echo=lambda line: print(f"... {line}", file=sys.stderr, flush=True))
     elif args.bench == "contention":
         from ..bench.contention import contention_report  # lazy: per command, keeps --help fast
 

@@ -14,6 +14,7 @@ from .._runtime.errors import StnGluonError
 from .._runtime.flags import add_flags, finite_float, positive_int, values_from_args
 from ..bench.distortions import DistortionBenchConfig
 from ..bench.int8 import Int8BenchConfig
+from ..bench.loader import LoaderBenchConfig
 from ..data.signs import SignsConfig
 from ..export.converters import DEFAULT_OPSET, MAX_OPSET, MIN_OPSET, check_opset, parse_input_spec
 from ..export.int8 import QuantizeConfig
@@ -211,6 +212,9 @@ def _add_bench(sub: Any) -> None:
     add_flags(q, Int8BenchConfig)
     q = which.add_parser("distortions", help="CNN vs ST-CNN on every distorted-MNIST dataset, within a budget")
     add_flags(q, DistortionBenchConfig)
+    q = which.add_parser("loader", help="training images/s from a folder of PNGs (decoded once, cached) against "
+                                        "the same images in memory, and streamed from disk")
+    add_flags(q, LoaderBenchConfig)
 
 
 def _add_evaluate(sub: Any) -> None:

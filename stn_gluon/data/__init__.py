@@ -6,8 +6,8 @@ they were when this was one module. They load on first use (PEP 562): ``stn_gluo
 from .._runtime.moved import lazy_reexport
 
 #: :data:`stn_gluon.data.mnist.__all__` (a test keeps the two equal).
-__all__ = ["MNIST_MEAN", "MNIST_STD", "BACKGROUND", "DigitDataset", "read_idx", "read_mnist_dir", "find_mnist_dir",
-           "load_mnist", "load_embedded_sample", "find_idx_file", "has_mnist", "with_channel", "normalize",
+__all__ = ["MNIST_MEAN", "MNIST_STD", "BACKGROUND", "ImageDataset", "DigitDataset", "read_idx", "read_mnist_dir",
+           "find_mnist_dir", "load_mnist", "load_embedded_sample", "find_idx_file", "has_mnist", "with_channel", "normalize",
            "to_ndarray", "ArrayBatches", "RandomAffine"]
 
 

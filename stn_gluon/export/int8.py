@@ -272,16 +272,23 @@ def _metadata(model: Any) -> Dict[str, str]:
     return {p.key: p.value for p in model.metadata_props}
 
 
-def described_dataset(prefix: PathLike) -> Optional[str]:
-    """The training data's name in the model description ``<prefix>.json`` (``runs/x/model`` or
-    ``runs/x/model.onnx``: ``runs/x/model.json``), or ``None`` where it has none."""
+def _description(prefix: PathLike) -> Dict[str, Any]:
+    """The model description ``<prefix>.json`` (``runs/x/model`` or ``runs/x/model.onnx``: ``runs/x/model.json``),
+    ``{}`` where there is none."""
     stem = os.fspath(prefix)
     stem = stem[:-5] if stem.endswith(".onnx") else stem
     try:
         with open(stem + ".json") as f:
-            name = json.load(f).get("dataset")
-    except (OSError, ValueError, AttributeError):
-        return None
+            found = json.load(f)
+    except (OSError, ValueError):
+        return {}
+    return found if isinstance(found, dict) else {}
+
+
+def described_dataset(prefix: PathLike) -> Optional[str]:
+    """The training data's name in the model description ``<prefix>.json`` (``runs/x/model`` or
+    ``runs/x/model.onnx``: ``runs/x/model.json``), or ``None`` where it has none."""
+    name = _description(prefix).get("dataset")
     return name if isinstance(name, str) and name else None
 
 
@@ -300,7 +307,7 @@ def calibration_data(src: PathLike, count: int = 256, data_dir: Optional[str] = 
                      seed: int = 0, held_back: int = 0) -> Tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """:func:`calibration_inputs` with labels, and ``held_back`` more training images (none of the calibration
     ones) to check the int8 model on: ``(x, labels, held-back x, held-back labels)``, images normalised."""
-    from ..data.distortions import load_dataset  # lazy: the data layer imports MXNet; int8 runs without it
+    from ..data.sources import load_for_model  # lazy: the data layer imports MXNet; int8 runs without it
     from ..data.mnist import normalize  # lazy: the same
 
     path = os.fspath(src)
@@ -309,12 +316,14 @@ def calibration_data(src: PathLike, count: int = 256, data_dir: Optional[str] = 
     if not dataset:
         raise StnGluonError(f"{path}: no model description beside it names its training data to calibrate "
                             f"with; give calibration (inputs as an array or .npy)", params=("calibration",))
-    data = load_dataset(dataset, data_dir)
+    # images from disk: read as the model's training read them (model.json's data_options), at its input size
+    data = load_for_model(dataset, json.loads(meta["input_shape"])[1:], data_dir,
+                          options=_description(path).get("data_options"))
     images, labels = data.train_images, data.train_labels
     # the calibration pick is RandomState.choice(len, count, replace=False): the first of one permutation
     order = np.random.RandomState(seed).permutation(len(images))
     pick, check = np.sort(order[:count]), np.sort(order[count:count + held_back])
-    mean, std = (float(json.loads(meta[k])) if k in meta else d for k, d in (("mean", 0.0), ("std", 1.0)))
+    mean, std = (json.loads(meta[k]) if k in meta else d for k, d in (("mean", 0.0), ("std", 1.0)))  # per channel too
     return (normalize(images[pick], mean, std), np.asarray(labels[pick]), normalize(images[check], mean, std),
             np.asarray(labels[check]))
 

@@ -19,7 +19,7 @@ converter, ours and MXNet's:
   ``(N, K)``, ``probabilities`` ``(N, K)`` and, with an STN, ``theta``
   (``(N, 6)`` for affine and attention, ``(N, 8)`` for projective, ``(N, 2K)``
   for a thin-plate spline) and ``warped`` ``(N, C, H_out, W_out)``. Metadata:
-  input name and shape, normalisation, class names, opset, transform, the
+  input name and shape, normalisation, class names, ``digits`` (JSON ``true``/``false``), opset, transform, the
   source files with their SHA-256, and (``params_file``, ``params_sha256``) the
   weights it was exported from. Loading a save dir's ``model.onnx`` checks
   those against the save dir's weights
@@ -44,6 +44,7 @@ from .. import __version__
 from .._runtime import mxnet_internals
 from .._runtime.errors import StnGluonError, mxnet_message
 from .._runtime.files import atomic_path, sha256_file
+from ..data.normalization import is_digit_model
 from .int8 import quantize_onnx  # int8 copies of an export, also importable from here
 from .onnx_io import cpu_session, read_metadata
 from .onnx_model import OnnxModel
@@ -233,7 +234,8 @@ def export_onnx(model: "Union[mx.gluon.HybridBlock, str, os.PathLike[str]]",
     metadata = dict(
         input_name=input_name, input_shape=json.dumps([None] + list(shape)),
         mean=json.dumps(meta.get("mean", 0.0)), std=json.dumps(meta.get("std", 1.0)),
-        classes=json.dumps(list(classes)), opset=str(opset), transform=str(meta.get("transform") or "none"),
+        classes=json.dumps(list(classes)), digits=json.dumps(is_digit_model(meta)), opset=str(opset),
+        transform=str(meta.get("transform") or "none"),
         model=str(meta.get("model", "")), trainer=str(meta.get("source", "")))
     _finish(onnx_model, path, metadata, graph.files, onnx_checker)
     return path

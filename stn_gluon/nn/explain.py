@@ -18,7 +18,7 @@ regions, predictions. Used by ``stn_grid.png`` (:mod:`stn_gluon.train.plots`)
 and by the server's ``return_grid=1`` (:mod:`stn_gluon.serve.app`).
 """
 from dataclasses import dataclass
-from typing import Any, Dict, List, Optional, Sequence, Union
+from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
 
@@ -111,7 +111,7 @@ class ExplainedBatch:
     """A batch through an STN classifier, with what the pictures show.
 
     inputs ``(N, C, H, W)`` and warped ``(N, C, H_out, W_out)``: normalised
-    (``mean``, ``std``: the model's, one number or one per channel, in [0, 1] pixel units); theta ``(N, P)``; probabilities ``(N, K)``;
+    (``mean``, ``std``); theta ``(N, P)``; probabilities ``(N, K)``;
     regions: one :data:`Region` per input; labels ``(N,)``: the true classes, if known.
     """
     inputs: np.ndarray
@@ -119,8 +119,8 @@ class ExplainedBatch:
     theta: np.ndarray
     probabilities: np.ndarray
     regions: List[Region]
-    mean: Union[float, List[float]]
-    std: Union[float, List[float]]
+    mean: Any  # one number, or one per channel (stn_gluon.data.normalization)
+    std: Any
     labels: Optional[np.ndarray] = None
 
     @property

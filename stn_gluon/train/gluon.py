@@ -29,8 +29,8 @@ from .recipes import TrainConfig, build_net
 from .reporting import History, RunRecorder, check_recipe
 from .runs import drop_stale_derived
 from .schedule import epoch_lengths, make_lr_scheduler
-from .steps import (PreparedData, Run, TestResult, distributed_info, make_recorder, nothing_to_resume, open_save_dir,
-                    optimizer_params, recorded_final_test, release_workers, resume_state, start_run, wait_for_lead)
+from .steps import (PreparedData, Run, TestResult, distributed_info, final_results, make_recorder, nothing_to_resume,
+                    open_save_dir, optimizer_params, release_workers, resume_state, start_run, wait_for_lead)
 
 # TrainConfig (stn_gluon.train.recipes), the schedule (stn_gluon.train.schedule) and PreparedData
 # (stn_gluon.train.steps) are importable from here too.
@@ -160,7 +160,8 @@ def fit(cfg: TrainConfig, dataset: Any = None, echo: Callable[[str], None] = pri
     run = start_run(cfg, dataset, echo)  # the run's own config: cfg is left as it is
     if on_epoch is not None and run.group.dist:
         raise StnGluonError("on_epoch cannot stop a distributed job (only worker 0 would stop)")
-    net = build_net(run.cfg, run.data.input_shape, run.data.num_classes)
+    net = build_net(run.cfg, run.data.input_shape, run.data.num_classes, run.data.digits)
+    _check_input(net, run)
     with open_save_dir(run) as previous:  # overwrite: the old run is kept aside until the first checkpoint
         _initialize(net, run)
         scheduler = run.group.lr_scheduler(run.cfg, len(run.data.train))
@@ -191,6 +192,18 @@ def fit(cfg: TrainConfig, dataset: Any = None, echo: Callable[[str], None] = pri
     metrics = _finish(run, net, recorder, distributed_info(run, identical))
     release_workers(run)
     return metrics
+
+
+def _check_input(net: Any, run: Run) -> None:
+    """Refuse, in one line and before anything is written, a network that cannot take the data's input shape
+    (a localization net that pools a small image away): its graph's shapes are inferred, nothing initialised."""
+    shape = (2,) + tuple(run.data.input_shape)
+    try:
+        out = net(mx.sym.var("data"))
+        (out[0] if isinstance(out, (list, tuple)) else out).infer_shape(data=shape)
+    except (mx.base.MXNetError, ValueError) as err:
+        raise StnGluonError(f"{run.cfg.model} does not accept input {shape[1:]} ({mxnet_message(err)}); a larger "
+                            f"input_size may fit it", params=("input_size",)) from None
 
 
 def _initialize(net: Any, run: Run) -> None:
@@ -283,7 +296,7 @@ def _end_epoch(run: Run, net: Any, trainer: gluon.Trainer, recorder: RunRecorder
     """Worker 0 after an epoch: test (every epoch, or the last only), record and checkpoint; the record."""
     cfg = run.cfg
     last = trained.epoch == len(epoch_lengths(cfg.epochs, len(run.data.train))) - 1
-    test = evaluate(net, run.data.test, run.ctx_list) if cfg.test_each_epoch or last else (float("nan"), 0, 0)
+    test = evaluate(net, run.data.eval, run.ctx_list) if cfg.test_each_epoch or last else (float("nan"), 0, 0)
     # images/s: of the whole job (every worker trained as many images as this one)
     record = recorder.end_epoch(trained.epoch + 1, lr, trained.loss, trained.accuracy,
                                 trained.images * run.group.num_workers, trained.train_seconds,
@@ -310,7 +323,7 @@ def _finish(run: Run, net: Any, recorder: RunRecorder, extra: Dict[str, Any]) ->
     meta = data.model_meta(cfg, "gluon", config=getattr(net, "config", {}))
     export_block(net, prefix, mx.nd.array(data.test_sample(64), ctx=run.ctx_list[0]), meta=meta)
     drop_stale_derived(run.save_dir)
-    test = recorded_final_test(run, recorder) or evaluate(net, data.test, run.ctx_list)
+    test, reported = final_results(run, recorder, lambda batches: evaluate(net, batches, run.ctx_list))
     trained = _TrainedModel(net, getattr(net, "stn", None), meta, prefix)
     return recorder.finish(*test, model_files=[prefix + "-symbol.json", prefix + "-0000.params"],
-                           stn_sample=data.explained_sample(trained), **extra)
+                           stn_sample=data.explained_sample(trained), **dict(reported, **extra))

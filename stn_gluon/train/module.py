@@ -29,7 +29,7 @@ from .._runtime import mxnet_internals
 from .._runtime.errors import CheckpointError, StnGluonError, mxnet_message
 from .._runtime.files import atomic_path, write_json
 from ..export.saved import DEFAULT_PREFIX, load_model, resolve_model, write_model_meta
-from ..nn.architecture import LENET_MODELS, default_initializer
+from ..nn.architecture import default_initializer
 from ..symbol.stn_symbol import get_symbol_for  # type: ignore[import-not-found]  # installed from symbol/
 from .distributed import FINGERPRINT_NAME
 from .gluon import evaluate
@@ -37,8 +37,8 @@ from .optstate import module_updaters, restore_updater_state, updater_state
 from .recipes import TrainConfig, resolve_architecture
 from .reporting import History, RunRecorder, check_recipe
 from .runs import SetAside, drop_stale_derived
-from .steps import (PreparedData, Run, distributed_info, make_recorder, nothing_to_resume, open_save_dir,
-                    optimizer_params, recorded_final_test, release_workers, resume_state, start_run, wait_for_lead)
+from .steps import (PreparedData, Run, distributed_info, final_results, make_recorder, nothing_to_resume,
+                    open_save_dir, optimizer_params, release_workers, resume_state, start_run, wait_for_lead)
 
 __all__ = ["BatchIter", "fit_module", "latest_checkpoint"]
 
@@ -225,9 +225,8 @@ class _update_on_kvstore:
 
 
 def _check_config(cfg: TrainConfig) -> None:
-    """Refuse, with one line, what the Module trainer cannot train (before anything starts)."""
-    if cfg.model not in LENET_MODELS:
-        raise StnGluonError(f"train-symbol: model {cfg.model!r} has no symbolic form ({' or '.join(LENET_MODELS)})")
+    """Refuse, with one line, what the Module trainer cannot train (before anything starts); a network it cannot
+    express is refused by :func:`~stn_gluon.symbol.get_symbol_for`, also before anything is written."""
     if cfg.epochs != int(cfg.epochs):
         raise StnGluonError(f"train-symbol: Module.fit trains whole epochs only, got epochs {cfg.epochs}",
                             params=("epochs",))
@@ -252,7 +251,8 @@ def fit_module(cfg: TrainConfig, dataset: Any = None, echo: Callable[[str], None
     _check_config(cfg)
     run = start_run(cfg, dataset, echo)  # the run's own config: cfg is left as it is
     if symbol is None:  # the network `stn-gluon train` builds with these settings, or a one-line refusal
-        symbol = get_symbol_for(resolve_architecture(run.cfg, run.data.input_shape, run.data.num_classes))
+        symbol = get_symbol_for(resolve_architecture(run.cfg, run.data.input_shape, run.data.num_classes,
+                                                     run.data.digits))
     _check_input(symbol, (run.cfg.batch_size,) + tuple(run.data.input_shape))
     with open_save_dir(run) as previous:  # overwrite: the old run is kept aside until the first checkpoint
         recorder = make_recorder(run, "module")
@@ -328,7 +328,7 @@ class _EpochEnds:
         """Worker 0, the epoch tested: record it, checkpoint it, then let the other workers go on."""
         run, epoch = self.run, param.epoch + 1
         test = dict(param.eval_metric.get_name_value())
-        total = run.data.num_test
+        total = run.data.num_eval
         lr = run.group.learning_rate(mxnet_internals.module_optimizer(self.module).learning_rate, self.scheduler,
                                      epoch * self.iters)
         self.recorder.end_epoch(epoch, lr, self.train_metric.get("cross-entropy", float("nan")),
@@ -353,7 +353,7 @@ def _train(run: Run, module: Any, train_iter: BatchIter, ends: _EpochEnds, begin
     if run.cfg.progress and run.lead:
         batch_callbacks.append(mx.callback.Speedometer(run.cfg.batch_size, frequent=100, auto_reset=False))
     with _quiet_module_warnings():
-        module.fit(train_iter, eval_data=BatchIter(run.data.test) if run.lead else None,
+        module.fit(train_iter, eval_data=BatchIter(run.data.eval) if run.lead else None,
                    eval_metric=mx.metric.create(["acc", "ce"]), begin_epoch=begin_epoch,
                    num_epoch=int(run.cfg.epochs), batch_end_callback=batch_callbacks,
                    eval_end_callback=ends.tested, epoch_end_callback=None if run.lead else ends.wait_for_lead)
@@ -369,6 +369,6 @@ def _report(run: Run, recorder: RunRecorder, begin_epoch: int, extra: Dict[str, 
     drop_stale_derived(run.save_dir)
     model = load_model(run.save_dir, run.ctx_list[:1])  # the checkpoint is the model: nothing else exported
     # a checkpoint without its history (from elsewhere) that was already complete: test it here
-    test = recorded_final_test(run, recorder) or evaluate(model.net, data.test, run.ctx_list[:1])
+    test, reported = final_results(run, recorder, lambda batches: evaluate(model.net, batches, run.ctx_list[:1]))
     return recorder.finish(*test, model_files=[prefix + "-symbol.json", f"{prefix}-{model.epoch:04d}.params"],
-                           stn_sample=data.explained_sample(model), **extra)
+                           stn_sample=data.explained_sample(model), **dict(reported, **extra))

@@ -10,7 +10,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from .._runtime.files import atomic_path  # noqa: E402
-from ..data.normalization import ChannelValues, as_channel_values  # noqa: E402
+from ..data.normalization import as_channel_values  # noqa: E402
 
 if TYPE_CHECKING:
     from ..nn.explain import ExplainedBatch, Region
@@ -50,10 +50,12 @@ def make_grid(images: Any, nrow: int = 8, pad: int = 2, pad_value: Optional[floa
     return grid
 
 
-def _pixels(images: Any, mean: ChannelValues, std: ChannelValues) -> np.ndarray:
-    """Normalised ``(N, C, H, W)`` images -> pixel values ``x * std + mean`` (one number or one per channel)."""
+def _pixels(images: Any, mean: Any, std: Any) -> np.ndarray:
+    """Normalised ``(N, C, H, W)`` images back in [0, 1] pixel units (``mean``/``std``: one number or one per
+    channel)."""
     x = np.asarray(images, dtype=np.float32)
-    return x * as_channel_values(std, x.shape[1], "std") + as_channel_values(mean, x.shape[1], "mean")
+    c = x.shape[1]
+    return x * as_channel_values(std, c, "std") + as_channel_values(mean, c, "mean")
 
 
 def _savefig(fig: Any, path: str) -> None:
@@ -69,8 +71,7 @@ def _tile_origin(i: int, n: int, nrow: int, shape: Sequence[int], pad: int = 2) 
     return pad + c * (shape[1] + pad), pad + r * (shape[0] + pad)
 
 
-def plot_stn_grid(inputs: np.ndarray, outputs: np.ndarray, path: str, mean: ChannelValues = 0.0,
-                  std: ChannelValues = 1.0,
+def plot_stn_grid(inputs: np.ndarray, outputs: np.ndarray, path: str, mean: Any = 0.0, std: Any = 1.0,
                   title: Optional[str] = None, nrow: int = 8, regions: Optional[List["Region"]] = None,
                   predicted: Optional[np.ndarray] = None, labels: Optional[np.ndarray] = None) -> str:
     """Save a batch of inputs beside what the STN made of them.
@@ -124,18 +125,19 @@ def plot_explained(batch: "ExplainedBatch", path: str, title: Optional[str] = No
                          nrow=nrow, regions=batch.regions, predicted=batch.predicted, labels=batch.labels)
 
 
-def plot_curves(history: "History", path: str, title: Optional[str] = None) -> str:
-    """Save loss and accuracy per epoch (train and test) from a :class:`~stn_gluon.train.reporting.History`."""
+def plot_curves(history: "History", path: str, title: Optional[str] = None, evaluated: str = "test") -> str:
+    """Save loss and accuracy per epoch (train and test) from a :class:`~stn_gluon.train.reporting.History`;
+    evaluated: what the history's ``test_*`` columns evaluated (``"validation"`` for images from disk)."""
     epochs = history.column("epoch")
     fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(11, 4))
     ax_loss.plot(epochs, history.column("train_loss"), "o-", label="train")
-    ax_loss.plot(epochs, history.column("test_loss"), "s-", label="test")
+    ax_loss.plot(epochs, history.column("test_loss"), "s-", label=evaluated)
     ax_loss.set_xlabel("epoch")
     ax_loss.set_ylabel("cross-entropy loss")
     ax_loss.set_yscale("log")
     ax_loss.legend()
     ax_acc.plot(epochs, [100 * a for a in history.column("train_acc")], "o-", label="train")
-    ax_acc.plot(epochs, [100 * a for a in history.column("test_acc")], "s-", label="test")
+    ax_acc.plot(epochs, [100 * a for a in history.column("test_acc")], "s-", label=evaluated)
     ax_acc.set_xlabel("epoch")
     ax_acc.set_ylabel("accuracy (%)")
     ax_acc.legend()
@@ -151,10 +153,10 @@ def plot_curves(history: "History", path: str, title: Optional[str] = None) -> s
 
 def plot_samples(images: np.ndarray, labels: np.ndarray, path: str, title: Optional[str] = None,
                  nrow: int = 8) -> str:
-    """Save a grid of dataset images ``uint8 (N, H, W)`` with their labels in the title."""
+    """Save a grid of dataset images ``uint8 (N, H, W)`` or ``(N, C, H, W)`` with their labels in the title."""
     n = len(images)
     fig, ax = plt.subplots(figsize=(7, 7 * (-(-n // nrow)) / min(nrow, max(n, 1)) + 0.6))
-    ax.imshow(make_grid(np.asarray(images, np.float32) / 255.0, nrow=nrow), cmap="gray", vmin=0, vmax=1)
+    ax.imshow(make_grid(np.asarray(images[:n], np.float32) / 255.0, nrow=nrow), cmap="gray", vmin=0, vmax=1)
     ax.axis("off")
     ax.set_title((title + "\n" if title else "") + "labels: " + " ".join(str(int(v)) for v in labels[:24])
                  + (" ..." if n > 24 else ""), fontsize=9)
@@ -162,8 +164,8 @@ def plot_samples(images: np.ndarray, labels: np.ndarray, path: str, title: Optio
     return path
 
 
-def plot_stn_comparison(inputs: np.ndarray, outputs: Mapping[str, np.ndarray], path: str,
-                        mean: ChannelValues = 0.0, std: ChannelValues = 1.0, title: Optional[str] = None) -> str:
+def plot_stn_comparison(inputs: np.ndarray, outputs: Mapping[str, np.ndarray], path: str, mean: Any = 0.0,
+                        std: Any = 1.0, title: Optional[str] = None) -> str:
     """Save one row of inputs, then one row per STN of what it made of them.
 
     inputs: ``(N, C, H, W)``; outputs: ``{name: (N, C, H_out, W_out)}``; all

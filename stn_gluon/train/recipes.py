@@ -16,6 +16,7 @@ shapes the network, one line in :func:`resolve_architecture`).
 """
 from __future__ import annotations
 
+import argparse
 import dataclasses
 from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Sequence
@@ -23,6 +24,7 @@ from typing import Any, Dict, List, Optional, Sequence
 import mxnet as mx
 
 from ..data.distortions import get_dataset_spec
+from ..data.sources import SPEC_HELP, LoadOptions, parse_input_size, parse_spec
 from ..nn.architecture import BACKGROUND, LENET_MODELS, Architecture, build_architecture
 from ..nn.blocks import SaliencyLocalization
 from ..nn.ops import get_transform
@@ -30,7 +32,8 @@ from .._runtime.errors import ConfigError
 from .._runtime.flags import epoch_count, option, validate_fields
 
 __all__ = ["TrainConfig", "RECIPES", "KVSTORES", "RUN_FIELDS", "OPTIMIZERS", "LR_MODES", "LOCALIZATIONS", "DatasetModels",
-           "DATASET_MODELS", "PLAIN_STN", "dataset_models", "recipe_notes", "resolve_architecture", "build_net"]
+           "DATASET_MODELS", "FROM_DISK", "PLAIN_STN", "dataset_models", "recipe_notes", "resolve_architecture",
+           "build_net", "load_options", "CHANNELS"]
 
 OPTIMIZERS = ("sgd", "nag", "adam")
 LR_MODES = ("cosine", "step", "linear", "poly", "constant")
@@ -86,12 +89,25 @@ DATASET_MODELS: Dict[str, DatasetModels] = {
 }
 
 
-def dataset_models(name: str) -> DatasetModels:
-    """:class:`DatasetModels` of dataset ``name``."""
+def dataset_value(text: str) -> str:
+    """argparse type of ``--dataset``: a name of :data:`DATASET_MODELS` or a ``folder:``/``rec:``/``csv:`` spec."""
     try:
+        parse_spec(text)
+    except ConfigError:
+        raise argparse.ArgumentTypeError(f"invalid choice: {text!r} (choose {SPEC_HELP})") from None
+    return text
+
+
+#: How models look at images from disk (``folder:``, ``rec:``, ``csv:``): at the input size, the plain STN.
+FROM_DISK = DatasetModels(0, 0)
+
+
+def dataset_models(name: str) -> DatasetModels:
+    """:class:`DatasetModels` of dataset ``name`` (:data:`FROM_DISK` for a ``folder:``/``rec:``/``csv:`` spec)."""
+    if name in DATASET_MODELS:
         return DATASET_MODELS[name]
-    except KeyError:
-        raise ConfigError("dataset", f"{name!r}: choose {', '.join(DATASET_MODELS)}") from None
+    parse_spec(name)  # a ConfigError naming the dataset unless it is a spec
+    return FROM_DISK
 
 
 #: Named recipes: the fields each one sets differently from the default recipe.
@@ -105,7 +121,9 @@ RECIPES: Dict[str, Dict[str, Any]] = {
 
 #: Fields that say how to run, not what is trained: not part of a run's recipe.
 RUN_FIELDS = ("recipe", "test_each_epoch", "ctx", "kvstore", "data_dir", "download", "save_dir", "resume", "hybridize",
-              "progress", "overwrite")
+              "progress", "overwrite", "memory_limit_mb", "loader_workers")
+#: ``--channels``: from the data (3 if any image is in colour), grey, or RGB.
+CHANNELS = ("auto", "1", "3")
 
 
 @dataclass(frozen=True)
@@ -121,8 +139,42 @@ class TrainConfig:
     model: str = option("stn_lenet", "stn_lenet, lenet (no STN), or stn_<gluoncv zoo name>")
     transform: str = option("affine", "affine, attention, window (attention kept on the image), projective, "
                                       "tps (4x4 control points) or tps<k>")
-    dataset: str = option("mnist", "the data (distorted sets are generated from MNIST once and cached)",
-                          choices=tuple(DATASET_MODELS))
+    dataset: str = option("mnist", "the data: a name (the distorted sets are generated from MNIST once and "
+                                   "cached), or images from disk: folder:PATH (a sub-folder per class; PATH/train, "
+                                   "val, test are splits), rec:FILE.rec (im2rec, its .idx beside it) or csv:FILE "
+                                   "(image path and label columns)", metavar="|".join(DATASET_MODELS) + "|SPEC",
+                          type=dataset_value)
+    test_dataset: Optional[str] = option(None, "images from disk: the test set (folder:, rec: or csv:; its labels map "
+                                               "onto the training classes), for the final report only; none: the "
+                                               "data's own test split", metavar="SPEC")
+    val_split: float = option(0.1, "images from disk with no val split: the share of each class's training images "
+                                   "held out (seeded) for the per-epoch evaluation; 0: none", minimum=0, maximum=0.9,
+                              metavar="F")
+    input_size: Optional[str] = option(None, "images from disk: H,W they are resized to when loaded; none: their size "
+                                             "where all share one, else the median", metavar="H,W")
+    channels: str = option("auto", "images from disk: 1 (grey) or 3 (RGB); auto: 3 if any image is in colour",
+                           choices=CHANNELS)
+    class_names: Optional[str] = option(None, "images from disk: a file of the class names, one a line in label "
+                                              "order; none: the class folders' names, or the labels",
+                                        metavar="FILE")
+    csv_path_column: Optional[str] = option(None, "csv: the image path column; none: Filename, path, file or image",
+                                            metavar="NAME")
+    csv_label_column: Optional[str] = option(None, "csv: the label column; none: ClassId, label or class",
+                                             metavar="NAME")
+    digits: bool = option(False, "images from disk are digits like MNIST's (light on dark): MNIST's mean and std, a "
+                                 "black background around them, and a digit model (the digit rules at predict and "
+                                 "serve); off: photographs, their own per-channel mean and std")
+    skip_unreadable: bool = option(False, "images from disk: leave unreadable images out (their count goes to "
+                                          "metrics.json) instead of refusing the data")
+    memory_limit_mb: float = option(4096.0, "images from disk: decoded pixels above this many MB are streamed from "
+                                            "disk in batches instead of decoded once into memory (and cached); a tiny "
+                                            "value streams any set",
+                                    minimum=0, exclusive_minimum=True, metavar="MB")
+    loader_workers: int = option(2, "processes that decode images from disk (once, or per batch when streamed)",
+                                 minimum=0, metavar="N")
+    color_jitter: float = option(0.0, "random brightness, contrast and saturation of each training image, this "
+                                      "strong (0.3: factors 0.7..1.3; 0: off)", minimum=0, maximum=1,
+                                metavar="S")
     target_size: Optional[int] = option(None, "side of the STN's output (baseline: of its input); "
                                               "none: the dataset's", minimum=12)
     loc_pool: Optional[int] = option(None, "average pooling in front of the localization net; none: the dataset's",
@@ -192,6 +244,11 @@ class TrainConfig:
         """Check every field; raises :class:`~stn_gluon._runtime.errors.ConfigError` naming the first bad one."""
         validate_fields(self)
         self.step_epochs()
+        dataset_models(self.dataset)
+        parse_input_size(self.input_size)
+        if self.test_dataset is not None and parse_spec(self.test_dataset, "test_dataset") is None:
+            raise ConfigError("test_dataset", f"{self.test_dataset!r}: a test set from disk: folder:PATH, "
+                                              f"rec:FILE.rec or csv:FILE")
         try:
             get_transform(self.transform)
         except Exception as err:  # an unknown transform: name the parameter
@@ -228,18 +285,31 @@ def recipe_notes(name: str) -> str:
     return "".join(f"; {recipe}: {shown(values[name])}" for recipe, values in RECIPES.items() if name in values)
 
 
-def resolve_architecture(cfg: TrainConfig, input_shape: Sequence[int], num_classes: int = 10) -> Architecture:
+def load_options(cfg: TrainConfig) -> LoadOptions:
+    """How ``cfg`` reads a dataset from disk (its flags of the same names)."""
+    return LoadOptions(input_size=parse_input_size(cfg.input_size), channels=cfg.channels, val_split=cfg.val_split,
+                       seed=cfg.seed, test=cfg.test_dataset, class_names=cfg.class_names,
+                       skip_unreadable=cfg.skip_unreadable, memory_limit_mb=cfg.memory_limit_mb,
+                       csv_path_column=cfg.csv_path_column, csv_label_column=cfg.csv_label_column,
+                       workers=cfg.loader_workers, digits=cfg.digits)
+
+
+def resolve_architecture(cfg: TrainConfig, input_shape: Sequence[int], num_classes: int = 10,
+                         digits: Optional[bool] = None) -> Architecture:
     """The network ``cfg`` trains on inputs of ``input_shape`` ``(C, H, W)``.
 
     ``None`` fields of ``cfg`` take the dataset's values (:data:`stn_gluon.train.recipes.DATASET_MODELS`);
     the dataset's sizes apply to its own canvas only: other data keeps its size unless told.
+    digits: whether the data are digits on black (default: ``cfg.dataset`` is one of MNIST's sets); outside the
+    image the STN shows their normalised black, :data:`BACKGROUND`, other data its mean (0.0).
     """
     input_shape = tuple(int(v) for v in input_shape)
     models = dataset_models(cfg.dataset)
-    on_canvas = input_shape[1:] == (get_dataset_spec(cfg.dataset).canvas,) * 2
-    # outside the image the STN shows the (normalised) black background, not grey
+    named = cfg.dataset in DATASET_MODELS
+    on_canvas = named and input_shape[1:] == (get_dataset_spec(cfg.dataset).canvas,) * 2
+    digits = named if digits is None else digits
     common: Dict[str, Any] = dict(model=cfg.model, input_shape=input_shape, num_classes=int(num_classes),
-                                  loc_lr_mult=cfg.loc_lr_mult, fill=BACKGROUND)
+                                  loc_lr_mult=cfg.loc_lr_mult, fill=BACKGROUND if digits else 0.0)
     if cfg.model not in LENET_MODELS:
         return Architecture(transform=cfg.transform if cfg.model.startswith("stn_") else None, **common)
     stn = cfg.model == "stn_lenet"
@@ -258,6 +328,7 @@ def resolve_architecture(cfg: TrainConfig, input_shape: Sequence[int], num_class
                         brightness_prior=prior, **common)
 
 
-def build_net(cfg: TrainConfig, input_shape: Sequence[int], num_classes: int = 10) -> mx.gluon.HybridBlock:
+def build_net(cfg: TrainConfig, input_shape: Sequence[int], num_classes: int = 10,
+              digits: Optional[bool] = None) -> mx.gluon.HybridBlock:
     """The network ``cfg`` trains (uninitialised): :func:`resolve_architecture` then :func:`build_architecture`."""
-    return build_architecture(resolve_architecture(cfg, input_shape, num_classes))
+    return build_architecture(resolve_architecture(cfg, input_shape, num_classes, digits))

@@ -68,9 +68,10 @@ class History:
 
 
 
-def test_line(loss: float, correct: int, total: int) -> str:
-    """The tutorial's summary line: ``Test set: Average loss: 0.0346, Accuracy: 9892/10000 (98.92%)``."""
-    return (f"Test set: Average loss: {loss:.4f}, Accuracy: {correct}/{total} "
+def test_line(loss: float, correct: int, total: int, split: str = "Test") -> str:
+    """The tutorial's summary line: ``Test set: Average loss: 0.0346, Accuracy: 9892/10000 (98.92%)``
+    (``Validation set: ...`` for ``split="Validation"``)."""
+    return (f"{split} set: Average loss: {loss:.4f}, Accuracy: {correct}/{total} "
             f"({100.0 * correct / max(total, 1):.2f}%)")
 
 
@@ -116,10 +117,12 @@ class RunRecorder:
     """
 
     # cfg: a resolved TrainConfig (save_dir set); Any, as TrainConfig.save_dir is Optional[str].
+    # eval_name: the split evaluated after each epoch, as the lines name it ("Test", "Validation").
     def __init__(self, cfg: Any, dataset: Any, trainer_name: str, context: str,
-                 echo: Callable[[str], None] = print, history: Optional[History] = None) -> None:
+                 echo: Callable[[str], None] = print, history: Optional[History] = None,
+                 eval_name: str = "Test") -> None:
         self.cfg, self.dataset, self.trainer_name = cfg, dataset, trainer_name
-        self.context, self.echo = context, echo
+        self.context, self.echo, self.eval_name = context, echo, eval_name
         self.history = history or History()
 
     def start(self, resumed_from: Optional[str] = None, resumed_epoch: int = 0) -> None:
@@ -142,14 +145,16 @@ class RunRecorder:
         self.echo(f"Epoch {epoch}/{self.cfg.epochs}: train loss {train_loss:.4f} acc {train_acc:.4f} "
                   f"| {record['train_images_per_sec']:.0f} images/s | lr {lr:.4g}")
         if test_total:
-            self.echo(test_line(test_loss, test_correct, test_total))
+            self.echo(test_line(test_loss, test_correct, test_total, self.eval_name))
         self.history.save(os.path.join(self.cfg.save_dir, "history.csv"))
         return record
 
     def finish(self, test_loss: float, test_correct: int, test_total: int, model_files: List[str],
                stn_sample: Optional["ExplainedBatch"] = None, **extra: Any) -> Dict[str, Any]:
         """Write metrics, curves and (given ``stn_sample``, an :class:`~stn_gluon.nn.explain.ExplainedBatch`)
-        the STN grid: test inputs with the sampled region outlined, beside the outputs with the predicted class."""
+        the STN grid: test inputs with the sampled region outlined, beside the outputs with the predicted class.
+        ``extra["evaluated_on"] == "val"``: the final numbers are the validation split's (the data has no test
+        split), and the closing line says so."""
         from .plots import plot_curves, plot_explained  # lazy: matplotlib, for the lead worker's end of a run only
 
         save_dir = self.cfg.save_dir
@@ -160,12 +165,14 @@ class RunRecorder:
             data_source=self.dataset.source, train_size=len(self.dataset.train_labels),
             config=dataclasses.asdict(self.cfg), model_files=model_files, threads=thread_report(), **extra)
         plot_curves(self.history, os.path.join(save_dir, "curves.png"),
-                    title=f"{self.cfg.model} ({self.trainer_name}) on {getattr(self.cfg, 'dataset', 'mnist')}")
+                    title=f"{self.cfg.model} ({self.trainer_name}) on {getattr(self.cfg, 'dataset', 'mnist')}",
+                    evaluated=self.eval_name.lower())
         written = [os.path.basename(f) for f in model_files] + ["metrics.json", "history.csv", "curves.png"]
         if stn_sample is not None:
             plot_explained(stn_sample, os.path.join(save_dir, "stn_grid.png"), title="What the STN does")
             written.append("stn_grid.png")
-        self.echo(f"Final {test_line(test_loss, test_correct, test_total)}")
+        final = "Validation" if extra.get("evaluated_on") == "val" else "Test"
+        self.echo(f"Final {test_line(test_loss, test_correct, test_total, final)}")
         self.echo(describe_threads(metrics["threads"]))
         self.echo(f"Wrote {save_dir}: {', '.join(written)}")
         return metrics

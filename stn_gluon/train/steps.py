@@ -30,16 +30,19 @@ from .._runtime.devices import format_ctx, parse_ctx
 from .._runtime.errors import StnGluonError
 from .._runtime.paths import writable_dir
 from ..data import mnist as data_lib
-from ..data.distortions import load_dataset
+from ..data.augment import Chain, ColorJitter
+from ..data.sources import load_images, parse_spec, recorded_options
+from ..data.streaming import make_batches
+from ..nn.architecture import BACKGROUND
 from ..nn.explain import ExplainedBatch, explain_batch
 from .distributed import WorkerGroup, is_dist
-from .recipes import TrainConfig
-from .reporting import RunRecorder
+from .recipes import TrainConfig, load_options
+from .reporting import RunRecorder, test_line
 from .runs import RunExistsError, SetAside, check_save_dir, describe_run, inspect_run, prepare_save_dir
 from .schedule import epoch_lengths
 
 __all__ = ["PreparedData", "Run", "start_run", "open_save_dir", "make_recorder", "optimizer_params",
-           "nothing_to_resume", "resume_state", "recorded_final_test", "wait_for_lead", "distributed_info",
+           "nothing_to_resume", "resume_state", "final_results", "wait_for_lead", "distributed_info",
            "release_workers", "silent", "DROPOUT_RANK_STRIDE", "Echo", "TestResult"]
 
 log = logging.getLogger(__name__)
@@ -56,47 +59,92 @@ def silent(*_args: Any, **_kwargs: Any) -> None:
     """The echo of workers other than worker 0 (it reports for the job)."""
 
 
-class PreparedData:
-    """The arrays and batch iterators a training run needs, built once from an ``DigitDataset``.
+#: An evaluation batch: the largest divisor of the split's size up to this (no ragged batch; Module.score) ...
+EVAL_BATCH = 500
+#: ... where it is at least this, else EVAL_BATCH with a smaller last batch (a prime-sized split).
+MIN_EVAL_BATCH = 100
 
-    Images stay ``uint8 (N, 1, H, W)``; batches are normalised as they are cut.
+
+def eval_batch_size(n: int) -> int:
+    """The batch an evaluation of ``n`` images takes (see :data:`EVAL_BATCH`)."""
+    best = max(d for d in range(1, min(EVAL_BATCH, n) + 1) if n % d == 0)
+    return best if best >= MIN_EVAL_BATCH or n <= EVAL_BATCH else EVAL_BATCH
+
+
+class PreparedData:
+    """The arrays and batch iterators a training run needs, built once from an
+    :class:`~stn_gluon.data.dataset.ImageDataset`.
+
+    Images stay ``uint8 (N, C, H, W)`` (or on disk, streamed); batches are normalised with the dataset's mean and
+    std as they are cut. ``eval``: the batches evaluated after each epoch, the validation split where the data
+    has one, else the test split; ``test``: the final report's, the test split where there is one, else the
+    validation split (``eval_split``/``test_split`` say which: ``"val"`` or ``"test"``). MNIST and its distorted
+    sets have no validation split: both are the test split, as before.
     shard ``(rank, workers)``: this worker's slice of every global batch (and of its augmentation).
     """
 
     def __init__(self, cfg: TrainConfig, dataset: Any, shard: Tuple[int, int] = (0, 1)) -> None:
         self.dataset = dataset
+        self.mean, self.std, self.digits = dataset.mean, dataset.std, bool(dataset.digits)
         self.train_pixels = data_lib.with_channel(dataset.train_images)
-        self.test_pixels = data_lib.with_channel(dataset.test_images)
-        self.input_shape: Tuple[int, ...] = self.train_pixels.shape[1:]
-        self.num_classes = 10
+        self.input_shape: Tuple[int, ...] = tuple(self.train_pixels.shape[1:])
+        self.num_classes = dataset.num_classes
         self.rank = shard[0]
         step = cfg.batch_size * shard[1]
         if len(self.train_pixels) < step:
             workers = f" x {shard[1]} workers" if shard[1] > 1 else ""
             raise StnGluonError(f"batch_size {cfg.batch_size}{workers} is larger than the training set "
                                 f"({len(self.train_pixels)})", params=("batch_size",))
-        self.train = data_lib.ArrayBatches(self.train_pixels, dataset.train_labels, cfg.batch_size,
-                                           shuffle=True, seed=cfg.seed, last_batch="discard", shard=shard)
-        # An eval batch that divides the test set: no padded batch (Module.score would count it).
-        n_test = self.num_test
-        eval_batch = max(d for d in range(1, min(500, n_test) + 1) if n_test % d == 0)
-        self.test = data_lib.ArrayBatches(self.test_pixels, dataset.test_labels, eval_batch)
-        self.augment = data_lib.RandomAffine(seed=cfg.seed, shard=shard) if cfg.augment else None
+        self.workers = cfg.loader_workers
+        self.train = make_batches(self.train_pixels, dataset.train_labels, cfg.batch_size, workers=self.workers,
+                                  shuffle=True, seed=cfg.seed, last_batch="discard", shard=shard, mean=self.mean,
+                                  std=self.std)
+        self.eval_split = "val" if dataset.has_val else "test"
+        self.test_split = "test" if dataset.has_test else "val"
+        self.test_pixels, self.test_labels = self._split(self.test_split)
+        self.test = self._batches(self.test_pixels, self.test_labels)
+        self.eval = self.test if self.eval_split == self.test_split else self._batches(*self._split("val"))
+        self.augment = self._augmentation(cfg, shard)
+
+    def _split(self, name: str) -> Tuple[Any, np.ndarray]:
+        d = self.dataset
+        images, labels = (d.val_images, d.val_labels) if name == "val" else (d.test_images, d.test_labels)
+        return data_lib.with_channel(images), np.asarray(labels)
+
+    def _batches(self, pixels: Any, labels: np.ndarray) -> Any:
+        return make_batches(pixels, labels, eval_batch_size(len(labels)), workers=self.workers, mean=self.mean,
+                            std=self.std)
+
+    def _augmentation(self, cfg: TrainConfig, shard: Tuple[int, int]) -> Any:
+        """The training batches' augmentation: the random affine warp (its background: black for digits, the
+        mean otherwise), then the colour jitter; ``None`` without either."""
+        steps: List[Any] = []
+        if cfg.augment:
+            steps.append(data_lib.RandomAffine(fill=BACKGROUND if self.digits else 0.0, seed=cfg.seed, shard=shard))
+        if cfg.color_jitter > 0:
+            steps.append(ColorJitter(cfg.color_jitter, self.mean, self.std, seed=cfg.seed, shard=shard))
+        return None if not steps else steps[0] if len(steps) == 1 else Chain(steps)
 
     @property
     def num_test(self) -> int:
-        return len(self.test_pixels)
+        """Images of the final report's split."""
+        return len(self.test_labels)
+
+    @property
+    def num_eval(self) -> int:
+        """Images evaluated after each epoch."""
+        return self.eval.num_samples
 
     def test_sample(self, count: int = 64) -> np.ndarray:
-        """The first ``count`` test images, normalised: ``float32 (count, C, H, W)``."""
-        return data_lib.normalize(self.test_pixels[:count])
+        """The first ``count`` images of the final report's split, normalised: ``float32 (count, C, H, W)``."""
+        return data_lib.normalize(self.test_pixels[:count], self.mean, self.std)
 
     def explained_sample(self, model: Any, count: int = 64) -> Optional[ExplainedBatch]:
         """The first ``count`` test images through ``model`` (anything with ``net``, ``stn`` and ``meta``, as a
         :class:`~stn_gluon.export.saved.LoadedModel`), explained for ``stn_grid.png``; ``None`` without an STN."""
         if model.stn is None:
             return None
-        return explain_batch(model, self.test_sample(count), self.dataset.test_labels[:count])
+        return explain_batch(model, self.test_sample(count), self.test_labels[:count])
 
     def set_epoch(self, epoch: int, seed: int) -> None:
         """Shuffle order, augmentation draws and dropout masks of epoch ``epoch`` (0-based).
@@ -110,12 +158,16 @@ class PreparedData:
         mx.random.seed(seed * 1000 + epoch + DROPOUT_RANK_STRIDE * self.rank)
 
     def model_meta(self, cfg: TrainConfig, source: str, **extra: Any) -> Dict[str, Any]:
-        """The ``model.json`` beside an exported model: how to feed it."""
-        return dict(model=cfg.model, transform=cfg.transform if cfg.model.startswith("stn") else None,
+        """The ``model.json`` beside an exported model: how to feed it (input shape, mean, std per the contract of
+        :mod:`stn_gluon.data.normalization`), its class names and whether it is a digit model."""
+        meta = dict(model=cfg.model, transform=cfg.transform if cfg.model.startswith("stn") else None,
                     dataset=cfg.dataset,
                     input_shape=list(self.input_shape), input_name="data",
-                    mean=data_lib.MNIST_MEAN, std=data_lib.MNIST_STD,
-                    classes=[str(i) for i in range(self.num_classes)], source=source, **extra)
+                    mean=self.mean, std=self.std, classes=list(self.dataset.classes), digits=self.digits,
+                    source=source, **extra)
+        if parse_spec(cfg.dataset) is not None:  # images from disk: how to read them again (evaluate, int8)
+            meta["data_options"] = recorded_options(load_options(cfg))
+        return meta
 
 
 @dataclass(frozen=True)
@@ -171,7 +223,9 @@ def start_run(cfg: TrainConfig, dataset: Any = None, echo: Echo = print) -> Run:
     if group.dist and group.is_lead:
         _check_save_dir(cfg)
     if dataset is None:
-        dataset = load_dataset(cfg.dataset, cfg.data_dir, download=cfg.download)
+        dataset = load_images(cfg.dataset, load_options(cfg), cfg.data_dir, download=cfg.download)
+        for line in getattr(dataset, "notes", ()):
+            (echo if group.is_lead else silent)(line)
     data = PreparedData(cfg, dataset, group.shard())
     mx.random.seed(cfg.seed)
     np.random.seed(cfg.seed)
@@ -193,7 +247,8 @@ def open_save_dir(run: Run) -> SetAside:
 
 def make_recorder(run: Run, trainer_name: str) -> RunRecorder:
     """The history, metrics and plots of ``run`` (they go through ``run.echo``)."""
-    return RunRecorder(run.cfg, run.data.dataset, trainer_name, run.context, run.echo)
+    return RunRecorder(run.cfg, run.data.dataset, trainer_name, run.context, run.echo,
+                       eval_name="Validation" if run.data.eval_split == "val" else "Test")
 
 
 def optimizer_params(cfg: TrainConfig, lr_scheduler: Any, **extra: Any) -> Dict[str, Any]:
@@ -220,14 +275,34 @@ def resume_state(run: Run, recorder: RunRecorder) -> Dict[str, Any]:
                 data_source=run.data.dataset.source)
 
 
-def recorded_final_test(run: Run, recorder: RunRecorder) -> Optional[TestResult]:
-    """The test result recorded for the run's last epoch, or ``None`` where it was not recorded here (a run
-    resumed from a finished checkpoint made elsewhere)."""
+def _recorded_final_eval(run: Run, recorder: RunRecorder) -> Optional[TestResult]:
+    """The per-epoch evaluation recorded for the run's last epoch, or ``None`` where it was not recorded here (a
+    run resumed from a finished checkpoint made elsewhere)."""
     last = recorder.history.last
     if last is None or last["epoch"] != len(epoch_lengths(run.cfg.epochs, len(run.data.train))):
         return None
-    total = run.data.num_test
+    total = run.data.num_eval
     return last["test_loss"], int(round(last["test_acc"] * total)), total
+
+
+def final_results(run: Run, recorder: RunRecorder,
+                  evaluate: Callable[[Any], TestResult]) -> Tuple[TestResult, Dict[str, Any]]:
+    """The final report: the test split's result (the validation split's where the data has no test split;
+    ``evaluate(batches)`` runs what was not recorded after the last epoch) and ``metrics.json``'s entries
+    about it: which split (``evaluated_on``), the validation numbers where there is a validation split, and
+    how many unreadable images were ``skipped``."""
+    data = run.data
+    evaluated = _recorded_final_eval(run, recorder) or evaluate(data.eval)
+    test = evaluated if data.test is data.eval else evaluate(data.test)
+    extra: Dict[str, Any] = dict(evaluated_on=data.test_split, epoch_evaluation=data.eval_split,
+                                 skipped=int(getattr(data.dataset, "skipped", 0)))
+    if data.eval_split == "val":
+        loss, correct, total = evaluated
+        extra.update(val_accuracy=correct / max(total, 1), val_loss=float(loss), val_correct=int(correct),
+                     val_total=int(total))
+        if data.test_split == "test":
+            run.echo(f"Final {test_line(loss, correct, total, 'Validation')}")
+    return test, extra
 
 
 def wait_for_lead(run: Run, identical: Optional[bool]) -> Dict[str, Any]:
