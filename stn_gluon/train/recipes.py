@@ -25,7 +25,7 @@ import mxnet as mx
 
 from ..data.distortions import get_dataset_spec
 from ..data.sources import SPEC_HELP, LoadOptions, parse_input_size, parse_spec
-from ..nn.architecture import BACKGROUND, LENET_MODELS, Architecture, build_architecture
+from ..nn.architecture import BACKGROUND, IDSIA_MODELS, LENET_MODELS, Architecture, build_architecture
 from ..nn.blocks import SaliencyLocalization
 from ..nn.ops import get_transform
 from .._runtime.errors import ConfigError
@@ -117,6 +117,9 @@ RECIPES: Dict[str, Dict[str, Any]] = {
     # the shortest way to 99.0 % on a 2-core CPU (docs/benchmarks.md, `bench time-to-accuracy --recipe fast`)
     "fast": dict(epochs=1.25, batch_size=32, optimizer="nag", lr=0.03, warmup_epochs=0.1, dropout=0.0,
                  augment=False, test_each_epoch=False),
+    # traffic signs and other photographs (docs/own-images.md): the IDSIA network with its STN at 32x32, with
+    # the brightness and colour jitter that kept both networks from overfitting in the traffic-sign work
+    "signs": dict(model="stn_idsia", input_size="32,32", lr=0.05, epochs=12, color_jitter=0.3),
 }
 
 #: Fields that say how to run, not what is trained: not part of a run's recipe.
@@ -204,7 +207,8 @@ class TrainConfig:
                                             "restart (0: one cycle)", minimum=0)
     wd: float = option(5e-4, "weight decay (not on biases)", minimum=0)
     loc_lr_mult: float = option(Architecture.loc_lr_mult, "learning-rate multiplier of the localization network", minimum=0)
-    dropout: float = option(Architecture.dropout, "dropout rate of the LeNet body", minimum=0, maximum=0.99)
+    dropout: float = option(Architecture.dropout, "dropout rate of the LeNet and IDSIA bodies", minimum=0,
+                            maximum=0.99)
     seed: int = option(42, "seed of the initial weights, shuffling, augmentation and dropout")
     augment: bool = option(True, "random affine augmentation of the training batches",
                            negative_flag="--no-augment")
@@ -310,8 +314,11 @@ def resolve_architecture(cfg: TrainConfig, input_shape: Sequence[int], num_class
     digits = named if digits is None else digits
     common: Dict[str, Any] = dict(model=cfg.model, input_shape=input_shape, num_classes=int(num_classes),
                                   loc_lr_mult=cfg.loc_lr_mult, fill=BACKGROUND if digits else 0.0)
+    transform = cfg.transform if cfg.model.startswith("stn_") else None
+    if cfg.model in IDSIA_MODELS:
+        return Architecture(transform=transform, dropout=cfg.dropout, **common)
     if cfg.model not in LENET_MODELS:
-        return Architecture(transform=cfg.transform if cfg.model.startswith("stn_") else None, **common)
+        return Architecture(transform=transform, **common)
     stn = cfg.model == "stn_lenet"
     size = cfg.target_size or (None if not on_canvas else models.stn_target if stn else models.baseline_target)
     target = (size, size) if size else input_shape[1:]
