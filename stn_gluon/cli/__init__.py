@@ -1,5 +1,5 @@
 """The ``stn-gluon`` command line: ``train``, ``train-symbol``, ``launch``, ``evaluate``, ``visualize``,
-``export-onnx``, ``predict``, ``serve``, ``bench``.
+``export-onnx``, ``predict``, ``serve``, ``models``, ``bench``, ``make-dataset``.
 
 :mod:`.parser` builds the flags, :mod:`.commands` runs them. Every user mistake
 (bad flag value, missing or damaged file, wrong shape) ends with a one-line
