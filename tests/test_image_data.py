@@ -245,6 +245,7 @@ def _gtsrb_like(tmp_path, classes=("00000", "00001", "00002"), per_class=8):
     return train, test / "GT-final_test.csv"
 
 
+@pytest.mark.slow
 def test_training_on_images_from_disk_records_classes_statistics_and_splits(tmp_path, cli_processes, monkeypatch):
     from stn_gluon.export.int8 import calibration_data
     from stn_gluon.export.onnx import export_onnx, read_metadata
@@ -391,6 +392,7 @@ def _write_mnist_folder(root, images, labels, split):
         Image.fromarray(x).save(root / split / str(int(y)) / f"{i:04d}.png", compress_level=1)
 
 
+@pytest.mark.slow
 def test_mnist_digits_as_a_folder_train_as_through_the_idx_loader(tmp_path, sample, monkeypatch):
     """The embedded sample's digits as PNG files (train/ and test/) and as IDX files in the same order: the same
     seed and recipe reach the same test accuracy through folder: (--digits: MNIST's normalisation) and --data-dir."""
