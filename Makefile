@@ -3,20 +3,21 @@
 #                 it leaves a finished demo as it is, continues an interrupted one, and puts
 #                 another recipe into runs/demo-2, runs/demo-3, ...)
 #   make test   - create .venv, install stn-gluon[test], run the type checker and the docs build there, then
-#                 the whole suite on the main Python (3.11, in .venv) and the suite less its slow tests on the
-#                 other Pythons of TEST_PYTHONS it finds (in .venv-3.X)
+#                 the whole suite on the main Python (3.11, in .venv; its slow tests as a job of their own) and
+#                 the suite less its slow tests on the other Pythons of TEST_PYTHONS it finds (in .venv-3.X)
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV ?= .venv
 BIN := $(VENV)/bin
 DEMO_ARGS ?=
-# The Pythons `make test` runs the suite on (`make test TEST_PYTHONS=3.12` for one), TEST_JOBS of them at once,
-# each pytest with one OpenMP thread when more than one runs (two spinning pools on two cores slow both ~10x).
+# The Pythons `make test` runs the suite on (`make test TEST_PYTHONS=3.12` for one), TEST_JOBS pytests at once
+# (the main Python's slow tests are one of them: pytest-slow), each with one OpenMP thread when more than one
+# runs (two spinning pools on two cores slow both ~10x).
 # A Python that is not found is skipped with a note, or is an error where CI is set. PYTEST_ARGS go to each pytest;
 # OTHER_PYTEST_ARGS to those of the Pythons other than the main one: by default they leave out the tests marked
 # slow (pytest.ini: training runs, subprocesses, servers, the browser), which check behaviour no Python version
 # changes, so that CI's three suites fit its time on two cores (`make test OTHER_PYTEST_ARGS=` runs them all).
 TEST_PYTHONS ?= 3.10 3.11 3.12
-TEST_JOBS ?= 3
+TEST_JOBS ?= 4
 PYTEST_ARGS ?=
 OTHER_PYTEST_ARGS ?= -m "not slow"
 PYENV_ROOT ?= $(shell pyenv root 2>/dev/null || echo "$$HOME/.pyenv")
@@ -29,7 +30,7 @@ python_of = $(if $(filter $(1),$(MAIN_VERSION)),$(PYTHON),$(firstword $(foreach 
 	$(wildcard $(PYENV_ROOT)/versions/$(1).*/bin/python$(1)),$(shell $(p) -c '' >/dev/null 2>&1 && echo $(p)))))
 
 , := ,
-.PHONY: demo test docs install clean
+.PHONY: demo test docs install clean pytest-slow
 
 $(BIN)/.installed: setup.py
 	$(PYTHON) -m venv $(VENV)
@@ -53,7 +54,20 @@ test: install
 	$(BIN)/python -m mypy
 	@$(MAKE) --no-print-directory docs
 	@$(MAKE) --no-print-directory -j$(TEST_JOBS) --output-sync=target \
-		$(addprefix pytest-,$(TEST_PYTHONS)) TEST_OMP=$(if $(filter-out 1,$(TEST_JOBS)),1)
+		$(if $(MAIN_TESTED),pytest-slow SPLIT_MAIN=1) $(addprefix pytest-,$(TEST_PYTHONS)) \
+		TEST_OMP=$(if $(filter-out 1,$(TEST_JOBS)),1)
+
+MAIN_TESTED = $(filter $(MAIN_VERSION),$(TEST_PYTHONS))
+SLOW_ONLY := -m slow
+NOT_SLOW := -m "not slow"
+# pytest's selection on Python $(1): the main one runs every test (its fast ones only where SPLIT_MAIN is set:
+# `make test` runs the slow ones apart, in pytest-slow), the others OTHER_PYTEST_ARGS
+selection = $(if $(filter $(1),$(MAIN_VERSION)),$(if $(SPLIT_MAIN),$(NOT_SLOW)),$(OTHER_PYTEST_ARGS))
+
+# the main Python's slow tests (`make test` runs them beside the other suites)
+pytest-slow: install
+	@echo "== pytest on Python $(MAIN_VERSION) ($(VENV)$(if $(TEST_OMP),$(,) OMP_NUM_THREADS=$(TEST_OMP)), the slow tests) =="
+	@$(if $(TEST_OMP),OMP_NUM_THREADS=$(TEST_OMP)) $(BIN)/python -m pytest -q tests $(SLOW_ONLY) $(PYTEST_ARGS)
 
 # the suite on one Python (`make pytest-3.12`); its venv is made first where it is missing
 pytest-%:
@@ -62,9 +76,9 @@ pytest-%:
 	  exit $(if $(CI),1,0); fi
 	@$(MAKE) --no-print-directory -s $(call venv_of,$*)/bin/.installed
 	@echo "== pytest on Python $* ($(call venv_of,$*)$(if $(TEST_OMP),$(,) OMP_NUM_THREADS=$(TEST_OMP))$(if \
-		$(filter $*,$(MAIN_VERSION)),,$(if $(OTHER_PYTEST_ARGS),$(,) $(subst ",',$(OTHER_PYTEST_ARGS))))) =="
+		$(call selection,$*),$(,) $(subst ",',$(call selection,$*)))) =="
 	@$(if $(TEST_OMP),OMP_NUM_THREADS=$(TEST_OMP)) $(call venv_of,$*)/bin/python -m pytest -q tests \
-		$(if $(filter $*,$(MAIN_VERSION)),,$(OTHER_PYTEST_ARGS)) $(PYTEST_ARGS)
+		$(call selection,$*) $(PYTEST_ARGS)
 
 # The documentation, built with warnings as errors into a temporary folder outside the checkout and then
 # removed; no network is used. To read it: .venv/bin/mkdocs serve (or mkdocs build --site-dir DIR).
