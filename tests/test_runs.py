@@ -260,20 +260,22 @@ def test_overwrite_ctrl_c_in_the_first_epoch_keeps_the_old_run_and_says_where(tm
     env = dict(os.environ, PYTHONPATH=ROOT, OMP_NUM_THREADS="1")
     env.pop("STN_GLUON_DATA", None)
     proc = subprocess.Popen([sys.executable, "-m", "stn_gluon", "train", "--overwrite", "--save-dir", str(run),
-                             "--data-dir", str(data), "--batch-size", "1", "--epochs", "1", "--no-hybridize",
-                             "--no-progress"],  # imperative, one image a step: a first epoch of many seconds
-                            cwd=tmp_path, env=env, stderr=subprocess.PIPE, text=True)
+                             "--data-dir", str(data), "--batch-size", "1", "--epochs", "1", "--no-progress"],
+                            cwd=tmp_path, env=env, stderr=subprocess.PIPE, text=True,
+                            # as from a terminal: a job started in the background (`make test &`, `cmd &` in a
+                            # script) inherits SIGINT ignored, and Python then installs no KeyboardInterrupt
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     lines = []
     for line in proc.stderr:  # the old run is set aside just before the network is initialised
         lines.append(line)
         if "moved the previous run" in line:
             break
     assert any("moved the previous run" in l for l in lines), "".join(lines)
-    time.sleep(1.0)  # into the first epoch (4,000 imperative steps: tens of seconds)
-    for _ in range(30):  # as a user presses Ctrl-C again: MXNet swallows a SIGINT that lands in one of its
+    time.sleep(1.0)  # into the first epoch (4,000 steps of one image: several seconds)
+    for _ in range(20):  # as a user presses Ctrl-C again: MXNet swallows a SIGINT that lands in one of its
         proc.send_signal(signal.SIGINT)  # ctypes callbacks ("Exception ignored on calling ctypes callback")
         try:
-            proc.wait(timeout=1.0)
+            proc.wait(timeout=0.5)
             break
         except subprocess.TimeoutExpired:
             continue
