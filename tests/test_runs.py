@@ -272,10 +272,10 @@ def test_overwrite_ctrl_c_in_the_first_epoch_keeps_the_old_run_and_says_where(tm
             break
     assert any("moved the previous run" in l for l in lines), "".join(lines)
     time.sleep(1.0)  # into the first epoch (4,000 steps of one image: several seconds)
-    for _ in range(20):  # as a user presses Ctrl-C again: MXNet swallows a SIGINT that lands in one of its
+    for _ in range(10):  # as a user presses Ctrl-C again: MXNet swallows a SIGINT that lands in one of its
         proc.send_signal(signal.SIGINT)  # ctypes callbacks ("Exception ignored on calling ctypes callback")
-        try:
-            proc.wait(timeout=0.5)
+        try:  # time to end (a press during the clean-up would kill it: status -2, not 130)
+            proc.wait(timeout=3.0)
             break
         except subprocess.TimeoutExpired:
             continue

@@ -293,10 +293,11 @@ def test_interleaved_rates_time_every_step_in_turns():
     from stn_gluon.bench.harness import interleaved_rates as _interleaved_rates, ratio as _ratio, timed as _timed
 
     order = []
-    steps = {"a": lambda: (order.append("a"), time.sleep(0.002)),
-             "b": lambda: (order.append("b"), time.sleep(0.004))}
+    # sleeps long enough that a busy machine's wake-up delay (a millisecond or more) keeps the ratio near 2
+    steps = {"a": lambda: (order.append("a"), time.sleep(0.01)),
+             "b": lambda: (order.append("b"), time.sleep(0.02))}
     rounds = {}
-    rates = _interleaved_rates({k: _timed(s) for k, s in steps.items()}, 10, seconds=0.01, repeats=3, warmup=0,
+    rates = _interleaved_rates({k: _timed(s) for k, s in steps.items()}, 10, seconds=0.05, repeats=3, warmup=0,
                                rounds=rounds)
     assert rates["a"] > rates["b"] > 0  # the slower step measures slower
     assert len(rounds["a"]) == len(rounds["b"]) == 3 and rates["a"] == np.median(rounds["a"])
