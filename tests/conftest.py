@@ -130,3 +130,15 @@ def served_model(tmp_path_factory, sample):
     fit(TrainConfig(epochs=4, lr=0.05, save_dir=str(save), progress=False), dataset=sample, echo=lambda s: None)
     export_onnx(str(save), save / "model.onnx")
     return save
+
+
+def run_cli(capsys, *args):
+    """``stn-gluon ARGS`` in this process -> ``(exit status, stdout, stderr)``."""
+    from stn_gluon.cli import main
+
+    try:
+        code = main([str(a) for a in args])
+    except SystemExit as stop:
+        code = stop.code
+    out, err = capsys.readouterr()
+    return code, out, err

@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 
 from cli_processes import CliProcesses
-from conftest import write_mnist_dir
+from conftest import run_cli, write_mnist_dir
 
 README = b"# my notes\n\nnothing to do with stn-gluon\n"
 ONE_LINE = re.compile(r"^(stn-gluon( [\w-]+)?: )?error: ")
@@ -252,21 +252,11 @@ def test_the_shared_model_is_untouched_and_nothing_was_made_outside(table):
     assert not os.path.exists("/nonexistent")
 
 
-def _main(capsys, *args):
-    from stn_gluon.cli import main
-
-    try:
-        code = main([str(a) for a in args])
-    except SystemExit as stop:
-        code = stop.code
-    out, err = capsys.readouterr()
-    return code, out, err
-
 
 def test_version(capsys):
     import stn_gluon
 
-    code, out, _ = _main(capsys, "--version")
+    code, out, _ = run_cli(capsys, "--version")
     assert code == 0 and out.strip() == f"stn-gluon {stn_gluon.__version__}"
 
 
@@ -280,7 +270,7 @@ def test_ports_at_the_edges_of_the_range_parse():
 def test_visualize_by_default_writes_beside_not_over_the_run(cli_model, tmp_path, monkeypatch, capsys):
     run_grid = (cli_model / "model" / "stn_grid.png").read_bytes()
     monkeypatch.chdir(tmp_path)
-    code, out, err = _main(capsys, "visualize", "--model", cli_model / "model", "--data-dir", cli_model / "mnist",
+    code, out, err = run_cli(capsys, "visualize", "--model", cli_model / "model", "--data-dir", cli_model / "mnist",
                            "--count", "8")
     assert code == 0, err
     assert (tmp_path / "stn_grid-model-mnist.png").read_bytes()[:4] == b"\x89PNG"
@@ -291,7 +281,7 @@ def test_visualize_by_default_writes_beside_not_over_the_run(cli_model, tmp_path
 def test_save_rectified_makes_its_folder_and_says_so(cli_model, tmp_path, capsys):
     (tmp_path / "digit.png").write_bytes(_png(np.eye(28) * 255))
     target = tmp_path / "out" / "rectified"
-    code, out, err = _main(capsys, "predict", "--model", cli_model / "model", "--json", "--save-rectified", target,
+    code, out, err = run_cli(capsys, "predict", "--model", cli_model / "model", "--json", "--save-rectified", target,
                            tmp_path / "digit.png")
     assert code == 0, err
     assert f"--save-rectified: created the folder {target}" in err
@@ -308,10 +298,10 @@ def test_an_os_error_that_escapes_a_command_is_one_line(monkeypatch, capsys):
         return command
 
     monkeypatch.setitem(cli.COMMANDS, "evaluate", fails("/proc/.x.onnx.k2j4_a9.tmp"))
-    code, _, err = _main(capsys, "evaluate", "--model", "m")
+    code, _, err = run_cli(capsys, "evaluate", "--model", "m")
     assert code == 2 and err == "error: cannot write /proc/x.onnx: Permission denied\n"
     monkeypatch.setitem(cli.COMMANDS, "evaluate", fails("/data/in.png"))
-    code, _, err = _main(capsys, "evaluate", "--model", "m")
+    code, _, err = run_cli(capsys, "evaluate", "--model", "m")
     assert code == 2 and err == "error: /data/in.png: Permission denied\n"
 
 
@@ -348,10 +338,10 @@ def test_path_checks(tmp_path):
 
 def test_bench_out_is_checked_first(tmp_path, capsys):
     (tmp_path / "notes.txt").write_bytes(README)
-    code, _, err = _main(capsys, "bench", "distortions", "--out", tmp_path / "notes.txt")
+    code, _, err = run_cli(capsys, "bench", "distortions", "--out", tmp_path / "notes.txt")
     assert code == 2 and err.strip().endswith("is a file, not a folder")
-    code, _, err = _main(capsys, "bench", "speed", "--out", tmp_path / "notes.txt" / "speed")
+    code, _, err = run_cli(capsys, "bench", "speed", "--out", tmp_path / "notes.txt" / "speed")
     assert code == 2 and err.strip().endswith("notes.txt is a file, not a folder")
-    code, _, err = _main(capsys, "bench", "distortions", "--datasets", "nonsense", "--out", tmp_path / "new" / "b")
+    code, _, err = run_cli(capsys, "bench", "distortions", "--datasets", "nonsense", "--out", tmp_path / "new" / "b")
     assert code == 2 and "nonsense" in err
     assert sorted(os.listdir(tmp_path)) == ["notes.txt"] and (tmp_path / "notes.txt").read_bytes() == README

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from conftest import run_cli
 from stn_gluon._runtime.errors import ConfigError, StnGluonError
 from stn_gluon.data import signs
 from stn_gluon.data.signs import (SIGNS, SignsConfig, make_signs_dataset, parse_scale, parse_size, render_sign,
@@ -24,16 +25,6 @@ def _tree(root):
             found[os.path.relpath(path, root)] = hashlib.sha256(open(path, "rb").read()).hexdigest()
     return found
 
-
-def _run_cli(capsys, *args):
-    from stn_gluon.cli import main
-
-    try:
-        code = main([str(a) for a in args])
-    except SystemExit as stop:
-        code = stop.code
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def test_43_distinct_signs_of_every_shape():
@@ -181,7 +172,7 @@ def test_bad_settings_are_config_errors():
 
 def test_cli_writes_and_refuses_in_one_line(tmp_path, capsys):
     out = tmp_path / "ds"
-    code, stdout, _ = _run_cli(capsys, "make-dataset", "signs", out, "--classes", "2", "--train-per-class", "2",
+    code, stdout, _ = run_cli(capsys, "make-dataset", "signs", out, "--classes", "2", "--train-per-class", "2",
                                "--test-per-class", "1", "--size", "24", "--seed", "4", "--workers", "1")
     assert code == 0 and f"folder:{out}" in stdout
     assert {Image.open(out / "train" / "01_caution" / "00001.png").size} == {(24, 24)}
@@ -190,7 +181,7 @@ def test_cli_writes_and_refuses_in_one_line(tmp_path, capsys):
                          (["signs", tmp_path / "x", "--size", "9-8"], "--size"),
                          (["signs", tmp_path / "x", "--train-per-class", "0"], "--train-per-class"),
                          (["cards", tmp_path / "x"], "invalid choice")):
-        code, _, err = _run_cli(capsys, "make-dataset", *args)
+        code, _, err = run_cli(capsys, "make-dataset", *args)
         lines = [line for line in err.splitlines() if line.strip()]
         assert code == 2 and len(lines) == 1 and "error:" in lines[0] and expect in lines[0], (args, err)
     assert _tree(out) == before and sorted(os.listdir(tmp_path)) == ["ds"]
