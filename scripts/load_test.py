@@ -35,9 +35,10 @@ def _default_model(folder):
     return export_onnx(net, os.path.join(folder, "model.onnx"))
 
 
-def _serve_and_load(model, args, batch, payloads, env=None):
+def _serve_and_load(model, args, batch, payloads, env=None, cwd=None):
     with Children() as children:
-        _, port = start_server(children, model, args.backend, batch, args.max_wait_ms if batch > 1 else 0, env=env)
+        _, port = start_server(children, model, args.backend, batch, args.max_wait_ms if batch > 1 else 0, env=env,
+                               cwd=cwd)
         run_async(load(port, payloads, min(500, args.requests), args.clients, 30))  # warm-up
         return run_async(load(port, payloads, args.requests, args.clients, args.max_seconds))
 
@@ -85,11 +86,12 @@ def _against_baseline(args, payloads):
     here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     runs = {"baseline": [], "this checkout": []}
     with tempfile.TemporaryDirectory() as tmp:
-        model = args.model or _default_model(tmp)
+        model = os.path.abspath(args.model) if args.model else _default_model(tmp)
         for _ in range(args.rounds):
             for label, path in (("baseline", os.path.abspath(args.baseline)), ("this checkout", here)):
+                # each server starts in its own package's folder: `python -m` would import the working folder's first
                 env = dict(os.environ, PYTHONPATH=path)
-                runs[label].append(_serve_and_load(model, args, args.max_batch, payloads, env))
+                runs[label].append(_serve_and_load(model, args, args.max_batch, payloads, env, cwd=path))
     lines = ["| server | throughput per round (req/s) | median | errors |", "|---|---|---|---|"]
     medians = {}
     for label, results in runs.items():

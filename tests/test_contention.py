@@ -92,3 +92,23 @@ def test_a_cli_started_worker_chooses_its_count_as_stn_gluon_train_does(tmp_path
     report = info["threads"]
     assert report["omp_num_threads_from"] == BY_CLI and report["chosen"].startswith(("chosen at start", "one per"))
     assert info["mxnet_threads"] == report["threads_now"] == int(info["omp_num_threads"]) >= 1
+
+
+def test_a_server_started_in_another_checkout_runs_that_checkouts_package(tmp_path):
+    """scripts/load_test.py --baseline: `python -m stn_gluon` imports the working folder's package before
+    PYTHONPATH's, so the baseline's server must start in its own folder (it once ran this checkout's code)."""
+    from stn_gluon.bench.processes import start_server
+
+    package = tmp_path / "stn_gluon"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    marker = tmp_path / "ran"
+    (package / "__main__.py").write_text(
+        "import socket, sys, time\n"
+        f"open({str(marker)!r}, 'w').write(__file__)\n"
+        "s = socket.socket(); s.bind(('127.0.0.1', int(sys.argv[sys.argv.index('--port') + 1]))); s.listen(1)\n"
+        "time.sleep(60)\n")
+    with Children() as children:
+        start_server(children, "model.onnx", None, env=dict(os.environ, PYTHONPATH=str(tmp_path)), cwd=str(tmp_path),
+                     timeout_s=30)
+    assert marker.read_text() == str(package / "__main__.py")

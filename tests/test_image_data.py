@@ -14,7 +14,7 @@ from stn_gluon.data import sources
 from stn_gluon.data.augment import ColorJitter
 from stn_gluon.data.images import FileImages
 from stn_gluon.data.mnist import ArrayBatches, normalize
-from stn_gluon.data.normalization import channel_stats
+from stn_gluon.data.normalization import as_channel_values, channel_stats, normalize_unit
 from stn_gluon.data.sources import LoadOptions, load_images, split_off
 from stn_gluon.data.streaming import StreamBatches, make_batches
 
@@ -434,3 +434,21 @@ def test_bench_loader_runs_small_through_the_cli(tmp_path, capsys):
     assert result["ratio"]["in memory"] == 1.0 and all(v > 0 for v in result["images_per_sec"].values())
     assert isinstance(result["target_met"], bool) and result["decode_seconds"] > 0
     assert "ratio to in memory" in (out / "results.md").read_text() and "Target:" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("mean, std", [(0.1307, 0.3081), (1, 2), ([0.2, 0.5, 0.7], [0.25, 0.5, 1.0]),
+                                       ("[0.2, 0.5, 0.7]", "0.5")])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_normalize_unit_matches_the_per_channel_formula_in_float32(mean, std, dtype):
+    x = np.random.RandomState(0).rand(2, 3, 4, 5).astype(dtype)
+    m = np.broadcast_to(np.asarray(json.loads(mean) if isinstance(mean, str) else mean, np.float64).reshape(-1), 3)
+    s = np.broadcast_to(np.asarray(json.loads(std) if isinstance(std, str) else std, np.float64).reshape(-1), 3)
+    out = normalize_unit(x, mean, std)
+    assert out.dtype == np.float32 and out.shape == x.shape
+    np.testing.assert_allclose(out, (x - m.reshape(1, 3, 1, 1)) / s.reshape(1, 3, 1, 1), rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), [0.1, 0.2], "x", None])
+def test_channel_values_refuse_what_is_not_one_finite_number_or_one_per_channel(value):
+    with pytest.raises(ValueError):
+        as_channel_values(value, 3)

@@ -449,3 +449,19 @@ def test_save_rectified_refuses_two_inputs_that_would_share_a_file(served_model,
     assert main(["predict", "--model", str(served_model / "model.onnx"), "--save-rectified", str(tmp_path / "out"),
                  str(tmp_path / "a" / "1.png"), str(tmp_path / "b" / "2.png")]) == 0
     assert sorted(os.listdir(tmp_path / "out")) == ["1_rectified.png", "2_rectified.png"]
+
+
+def test_looks_dark_on_light_matches_its_definition_with_numpy_median():
+    """The per-request check computes the border's median with np.partition: the same answer as np.median."""
+    def reference(image):
+        grey = image.mean(axis=0)
+        k = max(1, min(grey.shape) // 14)
+        frame = np.concatenate([grey[:k].ravel(), grey[-k:].ravel(), grey[k:-k, :k].ravel(), grey[k:-k, -k:].ravel()])
+        return np.median(frame) >= 0.5 and grey.mean() < np.median(frame) - 1e-3
+
+    rs = np.random.RandomState(0)
+    images = [rs.rand(c, h, w).astype(np.float32) ** p for c, h, w in ((1, 28, 28), (3, 32, 40), (1, 9, 64))
+              for p in (0.25, 1.0, 4.0) for _ in range(20)]
+    images += [np.full((1, 28, 28), 0.7, np.float32), np.zeros((3, 28, 28), np.float32)]
+    got = [looks_dark_on_light(image) for image in images]
+    assert got == [bool(reference(image)) for image in images] and 0 < sum(got) < len(got)

@@ -288,6 +288,7 @@ def test_overwrite_ctrl_c_in_the_first_epoch_keeps_the_old_run_and_says_where(tm
     assert aside is not None and not (run / "checkpoint.zip").exists(), err
     kept = [l for l in err.splitlines() if "was kept in" in l]
     assert len(kept) == 1 and str(aside) in kept[0] and "a finished run" in kept[0], err
+    assert "interrupted; no epoch had finished: nothing was checkpointed" in err and "--resume" not in err, err
     assert _snapshot(aside) == old  # every file of the old run, byte for byte
     assert (run / "notes.txt").read_text() == "mine"
 
@@ -336,3 +337,15 @@ def test_overwrite_deletes_the_old_run_once_the_first_checkpoint_is_written(run,
     assert ("checkpoint.zip" if trainer == "gluon" else "model-0001.params") in seen[0][1]
     assert "metrics.json" not in seen[0][1]  # after epoch 1 of 2
     assert _aside(run) is None
+
+
+def test_the_ctrl_c_hint_offers_resume_only_when_a_checkpoint_exists(tmp_path):
+    from stn_gluon.cli import _resume_hint, build_parser
+
+    run = tmp_path / "run"
+    args = build_parser().parse_args(["train", "--save-dir", str(run)])
+    assert _resume_hint(args) == "; no epoch had finished: nothing was checkpointed"
+    run.mkdir()
+    (run / "checkpoint.zip").write_bytes(b"")
+    assert _resume_hint(args) == f"; the last finished epoch is checkpointed (continue with --resume {run})"
+    assert _resume_hint(build_parser().parse_args(["models"])) == ""

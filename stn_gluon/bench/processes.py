@@ -121,14 +121,18 @@ def free_port() -> int:
 
 
 def start_server(children: Children, model: str, backend: Optional[str], max_batch: int = 32,
-                 max_wait_ms: float = 2.0, env: Optional[dict] = None, timeout_s: float = 90.0) -> tuple:
-    """``stn-gluon serve`` on a free loopback port, started by ``children`` -> ``(process, port)`` once it accepts."""
+                 max_wait_ms: float = 2.0, env: Optional[dict] = None, timeout_s: float = 90.0,
+                 cwd: Optional[str] = None) -> tuple:
+    """``stn-gluon serve`` on a free loopback port, started by ``children`` -> ``(process, port)`` once it accepts.
+
+    cwd: the server's working folder; ``python -m`` puts it first on ``sys.path``, before ``PYTHONPATH``: a server
+    meant to run another checkout's package (``env``'s ``PYTHONPATH``) must start there, not in this checkout."""
     port = free_port()
     cmd = [sys.executable, "-m", "stn_gluon", "serve", "--model", model, "--port", str(port),
            "--max-batch", str(max_batch), "--max-wait-ms", str(max_wait_ms)]
     if backend:
         cmd += ["--backend", backend]
-    proc = children.start(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    proc = children.start(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=cwd)
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if proc.poll() is not None:

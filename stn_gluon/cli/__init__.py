@@ -8,11 +8,13 @@
 """
 import importlib
 import logging
+import os
 import sys
 import traceback
 from typing import Any, List, Optional, Sequence
 
 from .._runtime.errors import StnGluonError, mxnet_message
+from .._runtime.files import CHECKPOINT_NAME
 from .._runtime.paths import os_error_message
 from .threads import LoadSampler, command_of, prepare_threads
 
@@ -57,9 +59,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except OSError as err:  # a safety net: the commands check their paths first
         print(f"error: {os_error_message(err)}", file=sys.stderr)
     except KeyboardInterrupt:
-        hint = ("; the last finished epoch is checkpointed (continue with --resume)"
-                if args.command in ("train", "train-symbol") else "")
-        print(f"interrupted{hint}", file=sys.stderr)
+        print(f"interrupted{_resume_hint(args)}", file=sys.stderr)
         code = 130
     except SystemExit:
         raise
@@ -69,6 +69,21 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         raise
     exit_if_distributed(code)  # a failed worker of a distributed job ends now (see there)
     return code
+
+
+def _resume_hint(args: Any) -> str:
+    """After Ctrl-C: how to go on with an interrupted training, when it has a checkpoint to go on from."""
+    if args.command not in ("train", "train-symbol"):
+        return ""
+    from .parser import train_config_from_args  # lazy: imports MXNet (main has loaded it by now)
+
+    try:
+        save_dir = train_config_from_args(args).save_dir
+    except (StnGluonError, KeyboardInterrupt):
+        return ""
+    if not save_dir or not os.path.isfile(os.path.join(save_dir, CHECKPOINT_NAME)):
+        return "; no epoch had finished: nothing was checkpointed"
+    return f"; the last finished epoch is checkpointed (continue with --resume {save_dir})"
 
 
 def _sampler() -> Optional[LoadSampler]:

@@ -8,14 +8,15 @@ A model's ``digits`` flag says whether the digit rules apply to its inputs (pola
 composited onto a contrasting background): :func:`is_digit_model`. Models from before the flag are digit models.
 """
 import json
+import math
 from typing import Any, Mapping, Sequence, Tuple, Union
 
 import numpy as np
 
 __all__ = ["ChannelValues", "as_channel_values", "channel_stats", "normalize_unit", "is_digit_model"]
 
-#: One number for every channel, or one per channel.
-ChannelValues = Union[float, Sequence[float]]
+#: One number for every channel, or one per channel (or the (C, 1, 1) float32 array :func:`as_channel_values` made).
+ChannelValues = Union[float, Sequence[float], np.ndarray]
 
 
 def as_channel_values(value: Any, channels: int, name: str = "mean") -> np.ndarray:
@@ -23,6 +24,12 @@ def as_channel_values(value: Any, channels: int, name: str = "mean") -> np.ndarr
 
     Raises ``ValueError`` naming ``name`` when it is neither, or holds a non-finite number.
     """
+    if type(value) in (float, int) and math.isfinite(value):  # the common case, without the checks' cost
+        return np.full((channels, 1, 1), value, np.float32)
+    if isinstance(value, np.ndarray) and value.shape == (channels, 1, 1) and value.dtype == np.float32:
+        if not np.all(np.isfinite(value)):
+            raise ValueError(f"{name} holds a non-finite number")
+        return value  # already read: a server normalises every request with the same arrays
     if isinstance(value, str):
         try:
             value = json.loads(value)
@@ -62,7 +69,9 @@ def normalize_unit(pixels: np.ndarray, mean: Any, std: Any) -> np.ndarray:
     """Pixels ``(N, C, H, W)`` in [0, 1] -> ``float32 (x - mean) / std`` per channel (``mean``/``std`` as
     :func:`as_channel_values` reads them)."""
     c = pixels.shape[1]
-    return ((pixels - as_channel_values(mean, c, "mean")) / as_channel_values(std, c, "std")).astype(np.float32)
+    out = np.subtract(pixels, as_channel_values(mean, c, "mean"), dtype=np.float32)
+    out /= as_channel_values(std, c, "std")
+    return out
 
 
 def is_digit_model(meta: Mapping[str, Any]) -> bool:

@@ -60,6 +60,7 @@ import numpy as np
 from .batching import MicroBatcher
 from .guard import Guard, GuardPolicy, TOKEN_ENV, allowed_hosts, is_loopback, protocol_class, resolve_token, route_label
 from .._runtime.errors import StnGluonError
+from ..data.normalization import as_channel_values
 from ..nn.explain import sampling_regions
 from ..nn.pretrained import PREFIX, is_pretrained_ref, model_or_default
 from .._runtime.flags import option, validate_fields
@@ -278,6 +279,8 @@ class PredictService:
     def __init__(self, predictor: Predictor, config: ServeConfig, info: Optional[Dict[str, Any]] = None):
         self.predictor, self.config, self.info = predictor, config, info or {}
         self.spec = predictor.input_spec()
+        c = self.spec.input_shape[0]  # the normalisation, read once rather than per request
+        self.mean, self.std = as_channel_values(predictor.mean, c, "mean"), as_channel_values(predictor.std, c, "std")
         self.web = read_web_files()
         self.metrics = ServerMetrics()
         self.batcher = MicroBatcher(predictor.predict, config.max_batch, config.max_wait_ms,
@@ -309,7 +312,7 @@ class PredictService:
         pixels, inverted = apply_rules(batch.pixels, batch.rules, self.spec.digits, options.invert)
         try:
             async with _timeout(self.config.timeout_s):
-                outputs = await self.batcher.submit(preprocess(pixels, p.mean, p.std))
+                outputs = await self.batcher.submit(preprocess(pixels, self.mean, self.std))
         except asyncio.TimeoutError:
             raise HTTPError(503, f"inference did not finish within {self.config.timeout_s:g} s") from None
         regions = await self.explain(options, outputs)
