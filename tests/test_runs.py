@@ -349,3 +349,30 @@ def test_the_ctrl_c_hint_offers_resume_only_when_a_checkpoint_exists(tmp_path):
     (run / "checkpoint.zip").write_bytes(b"")
     assert _resume_hint(args) == f"; the last finished epoch is checkpointed (continue with --resume {run})"
     assert _resume_hint(build_parser().parse_args(["models"])) == ""
+
+
+def test_an_onnx_export_records_the_hash_of_the_weights_it_read_not_of_the_file_later(run, monkeypatch):
+    """Hash what you load: weights replaced on disk while the export runs do not get their hash recorded."""
+    import hashlib
+
+    import onnx
+
+    from stn_gluon.export import saved
+    from stn_gluon.export.onnx import export_onnx, read_metadata
+
+    read = saved.read_model_file
+    loaded = {}
+
+    def read_then_replace(path):
+        data = loaded[os.path.basename(path)] = read(path)
+        if path.endswith(".params"):
+            with open(path, "ab") as f:
+                f.write(b"changed after it was read")
+        return data
+
+    monkeypatch.setattr(saved, "read_model_file", read_then_replace)
+    export_onnx(str(run), str(run / "model.onnx"))
+    meta = read_metadata(onnx.load(str(run / "model.onnx")))
+    assert meta["params_sha256"] == hashlib.sha256(loaded["model-0000.params"]).hexdigest()
+    assert meta["params_sha256"] != sha256_file(run / "model-0000.params")
+    assert meta["source"] == {n: hashlib.sha256(b).hexdigest() for n, b in loaded.items()}

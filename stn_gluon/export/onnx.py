@@ -43,7 +43,7 @@ import numpy as np
 from .. import __version__
 from .._runtime import mxnet_internals
 from .._runtime.errors import StnGluonError, mxnet_message
-from .._runtime.files import atomic_path, sha256_file
+from .._runtime.files import atomic_path
 from ..data.normalization import is_digit_model
 from .int8 import quantize_onnx  # int8 copies of an export, also importable from here
 from .onnx_io import cpu_session, read_metadata
@@ -166,15 +166,19 @@ def graph_to_onnx(sym: "mx.sym.Symbol", params: Dict[str, Any], input_shapes: Di
     return onnx_model
 
 
+def _sources(files: Sequence[str], sha256: Dict[str, str]) -> Dict[str, str]:
+    """The source files' base names -> the SHA-256 of the bytes that were loaded from them (not of the files
+    as they are now: they could have changed since)."""
+    return {os.path.basename(f): sha256[os.path.basename(f)] for f in files}
+
+
 def _finish(onnx_model: "ModelProto", path: "Union[str, os.PathLike[str]]", metadata: Dict[str, str],
-            files: Sequence[str], onnx_checker: bool) -> None:
-    """Add the metadata (and the source files' SHA-256), check, write atomically."""
+            digests: Dict[str, str], onnx_checker: bool) -> None:
+    """Add the metadata (and ``digests``: the source files' SHA-256, :func:`_sources`), check, write atomically."""
     import onnx
 
-
-    digests = {os.path.basename(f): sha256_file(f) for f in files}
     metadata = dict(metadata, source=json.dumps(digests), producer=f"stn-gluon {__version__}")
-    params_files = [os.path.basename(f) for f in files if f.endswith(".params")]
+    params_files = [name for name in digests if name.endswith(".params")]
     if params_files:
         metadata.update(params_file=params_files[0], params_sha256=digests[params_files[0]])
     for key, value in metadata.items():
@@ -237,7 +241,7 @@ def export_onnx(model: "Union[mx.gluon.HybridBlock, str, os.PathLike[str]]",
         classes=json.dumps(list(classes)), digits=json.dumps(is_digit_model(meta)), opset=str(opset),
         transform=str(meta.get("transform") or "none"),
         model=str(meta.get("model", "")), trainer=str(meta.get("source", "")))
-    _finish(onnx_model, path, metadata, graph.files, onnx_checker)
+    _finish(onnx_model, path, metadata, _sources(graph.files, graph.sha256), onnx_checker)
     return path
 
 
@@ -284,7 +288,7 @@ def export_graph(model: "Union[str, os.PathLike[str]]", path: "Union[str, os.Pat
     onnx_model = graph_to_onnx(inference_outputs(saved.symbol), saved.params, input_shapes, opset)
     metadata = dict(opset=str(check_opset(opset)),
                     inputs=json.dumps({k: [None] + [int(d) for d in v] for k, v in input_shapes.items()}))
-    _finish(onnx_model, path, metadata, saved.files, onnx_checker)
+    _finish(onnx_model, path, metadata, _sources(saved.files, saved.sha256), onnx_checker)
     return path
 
 
