@@ -213,3 +213,33 @@ def test_rec_is_byte_for_byte_what_im2rec_writes(tmp_path, capsys):
     capsys.readouterr()
     for ext in (".rec", ".idx"):
         assert open(prefix + ext, "rb").read() == (out / f"train{ext}").read_bytes()
+
+
+def test_sign_pose_replays_the_pose_each_image_was_drawn_with(monkeypatch):
+    """scripts/sign_poses.py compares the STN with these poses: they must be the drawn ones, image by image."""
+    from stn_gluon.data import signs as signs_module
+
+    drawn = []
+    real = signs_module._pose
+    monkeypatch.setattr(signs_module, "_pose", lambda *args: drawn.append(real(*args)) or drawn[-1])
+    for sign, index in ((5, 3), (17, 20), (42, 0)):
+        signs_module.sign_image(sign, 7, "test", index, (28, 64, 28, 64), (0.35, 0.8))
+        pose = signs_module.sign_pose(sign, 7, "test", index, (28, 64, 28, 64), (0.35, 0.8))
+        image = drawn[-1]
+        assert (pose.width, pose.height, pose.side, pose.cx, pose.cy, pose.rotation) == \
+            (image.width, image.height, image.side, image.cx, image.cy, image.rotation)
+        assert np.array_equal(pose.jitter, image.jitter) and -15 <= pose.rotation <= 15
+    assert len({p.rotation for p in drawn}) == 3
+
+
+def test_max_rotation_bounds_the_rotation_and_changes_nothing_else(tmp_path):
+    poses = {r: signs.sign_pose(3, 0, "train", 5, rotation=r) for r in (0.0, 15.0, 45.0)}
+    assert poses[0.0].rotation == 0.0 and abs(poses[15.0].rotation) <= 15
+    assert poses[45.0].rotation == pytest.approx(3 * poses[15.0].rotation) and poses[15.0].rotation != 0
+    for r in (0.0, 45.0):
+        assert (poses[r].side, poses[r].cx, poses[r].cy) == (poses[15.0].side, poses[15.0].cx, poses[15.0].cy)
+        assert np.array_equal(poses[r].jitter, poses[15.0].jitter)
+    assert np.array_equal(signs.sign_image(3, 0, "train", 5), signs.sign_image(3, 0, "train", 5, rotation=15.0))
+    assert not np.array_equal(signs.sign_image(3, 0, "train", 5), signs.sign_image(3, 0, "train", 5, rotation=45.0))
+    manifest = make_signs_dataset(str(tmp_path / "s"), SignsConfig(max_rotation=45.0, **SMALL))
+    assert manifest["max_rotation"] == 45.0 == json.loads((tmp_path / "s" / "dataset.json").read_text())["max_rotation"]

@@ -5,7 +5,7 @@ each a distinct sign drawn with PIL from a shape (circle, triangle up or down, o
 rectangle), a colour scheme (red ring on white, blue disc, red-bordered triangle, yellow diamond, red
 octagon, ...) and a pictogram (numbers, arrows, bars, crosses, dots, chevrons, figures); eight speed limits
 differ only in their number, as GTSRB's do. Each sample puts the sign at a random scale (its width 35-80 %
-of the frame's shorter side by default: ``sign_scale``), rotation (+-15 degrees), mild perspective and
+of the frame's shorter side by default: ``sign_scale``), rotation (+-15 degrees by default: ``max_rotation``), mild perspective and
 position on a photographic-looking background (sky and ground bands or gradients, blurred blobs, texture,
 poles, other coloured shapes), then changes the lighting (brightness, contrast, gamma, colour cast, a shadow), blurs, adds noise and sometimes
 JPEG artefacts. Image sides are 28-64 px by default (GTSRB's typical range), or fixed with ``size``.
@@ -40,8 +40,8 @@ from .._runtime.files import current_umask, write_json
 from .._runtime.flags import option, validate_fields
 from .._runtime.paths import writable_dir
 
-__all__ = ["SignClass", "SIGNS", "class_subset", "folder_name", "render_sign", "sign_image", "parse_size", "parse_scale",
-           "SignsConfig", "make_signs_dataset", "GENERATOR", "SPLITS"]
+__all__ = ["SignClass", "SIGNS", "class_subset", "folder_name", "render_sign", "sign_image", "sign_pose", "SignPose",
+           "parse_size", "parse_scale", "SignsConfig", "make_signs_dataset", "GENERATOR", "SPLITS"]
 
 Colour = Tuple[int, int, int]
 Point = Tuple[float, float]
@@ -499,21 +499,42 @@ def _homography(src: Sequence[Point], dst: Sequence[Point]) -> Tuple[float, ...]
     return tuple(float(c) for c in np.linalg.solve(np.array(rows, float), np.array(rhs, float)))
 
 
-def _place_sign(rng: np.random.Generator, sign_index: int, h: int, w: int,
-                scale: Tuple[float, float]) -> Tuple[np.ndarray, np.ndarray, Point]:
-    """The sign warped into an ``h`` x ``w`` frame: premultiplied ``(h, w, 3)`` colour, ``(h, w, 1)`` alpha, centre.
+@dataclass(frozen=True)
+class SignPose:
+    """Where a sample's sign is, in its ``width`` x ``height`` frame: its ``side`` and centre (``cx``, ``cy``) in
+    pixels, its ``rotation`` in degrees (clockwise on screen: y points down) and each corner's extra shift
+    ``jitter`` ``(4, 2)`` in pixels (the mild perspective)."""
+    width: int
+    height: int
+    side: float
+    cx: float
+    cy: float
+    rotation: float
+    jitter: np.ndarray
 
-    Its width is a share of the frame's shorter side drawn from ``scale`` (default 35-80 %), turned +-15 degrees, each corner moved by a few per cent
-    of its size (a mild perspective), at a random place (up to 8 % of it may leave the frame).
-    """
+
+def _pose(rng: np.random.Generator, h: int, w: int, scale: Tuple[float, float], rotation: float = 15.0) -> SignPose:
+    """The sign's width a share of the frame's shorter side drawn from ``scale`` (default 35-80 %), turned up to
+    +-``rotation`` degrees, each corner moved by a few per cent of its size, at a random place (up to 8 % of it may leave the
+    frame)."""
     side = rng.uniform(*scale) * min(h, w)
     cx = w / 2 + rng.uniform(-1, 1) * (max(0.0, (w - side) / 2) + 0.08 * side)
     cy = h / 2 + rng.uniform(-1, 1) * (max(0.0, (h - side) / 2) + 0.08 * side)
-    turn = math.radians(rng.uniform(-15, 15))
-    cos, sin, half = math.cos(turn), math.sin(turn), side / 2
+    turn = rng.uniform(-rotation, rotation)
     jitter = np.clip(rng.normal(0, 0.05, (4, 2)), -0.12, 0.12) * side
+    return SignPose(w, h, side, cx, cy, turn, jitter)
+
+
+def _place_sign(rng: np.random.Generator, sign_index: int, h: int, w: int, scale: Tuple[float, float],
+                rotation: float = 15.0) -> Tuple[np.ndarray, np.ndarray, Point]:
+    """The sign warped into an ``h`` x ``w`` frame at a random :func:`_pose`: premultiplied ``(h, w, 3)``
+    colour, ``(h, w, 1)`` alpha, centre."""
+    pose = _pose(rng, h, w, scale, rotation)
+    side, cx, cy = pose.side, pose.cx, pose.cy
+    turn = math.radians(pose.rotation)
+    cos, sin, half = math.cos(turn), math.sin(turn), side / 2
     corners = [(-half, -half), (half, -half), (half, half), (-half, half)]
-    dst = [(cx + x * cos - y * sin + jx, cy + x * sin + y * cos + jy) for (x, y), (jx, jy) in zip(corners, jitter)]
+    dst = [(cx + x * cos - y * sin + jx, cy + x * sin + y * cos + jy) for (x, y), (jx, jy) in zip(corners, pose.jitter)]
     template = _reduced(sign_index, min(p for p in _LEVELS if p >= min(2 * side, TEMPLATE_PX)))
     px = template.size[0]
     src = [(0.0, 0.0), (float(px), 0.0), (float(px), float(px)), (0.0, float(px))]
@@ -582,9 +603,10 @@ def _camera(rng: np.random.Generator, image: np.ndarray) -> Image.Image:
     return picture
 
 
-def _sample(rng: np.random.Generator, sign_index: int, h: int, w: int, scale: Tuple[float, float]) -> Image.Image:
+def _sample(rng: np.random.Generator, sign_index: int, h: int, w: int, scale: Tuple[float, float],
+            rotation: float = 15.0) -> Image.Image:
     """One photograph of the sign, ``h`` x ``w``."""
-    colour, alpha, centre = _place_sign(rng, sign_index, h, w, scale)
+    colour, alpha, centre = _place_sign(rng, sign_index, h, w, scale, rotation)
     base = Image.fromarray((_scene(rng, h, w) * 255 + 0.5).astype(np.uint8))
     base = _blobs(rng, base)
     _clutter(rng, base, centre)
@@ -604,13 +626,23 @@ def _frame_size(rng: np.random.Generator, size: Tuple[int, int, int, int]) -> Tu
 
 def sign_image(sign_index: int, seed: int, split: str, index: int,
                size: Tuple[int, int, int, int] = (28, 64, 28, 64),
-               scale: Tuple[float, float] = (0.35, 0.8)) -> np.ndarray:
+               scale: Tuple[float, float] = (0.35, 0.8), rotation: float = 15.0) -> np.ndarray:
     """Sample ``index`` of sign :data:`SIGNS` ``[sign_index]`` in ``split`` (``"train"``/``"test"``) for ``seed``:
     ``uint8 (H, W, 3)`` RGB, its sides drawn from ``size`` (:func:`parse_size`), the sign's width a share of the
-    shorter side drawn from ``scale`` (:func:`parse_scale`). The same arguments give the same pixels."""
+    shorter side drawn from ``scale`` (:func:`parse_scale`), turned up to +-``rotation`` degrees. The same
+    arguments give the same pixels."""
     rng = np.random.default_rng([seed, _SPLIT_CODE[split], sign_index, index])
     h, w = _frame_size(rng, size)
-    return np.asarray(_sample(rng, sign_index, h, w, scale))
+    return np.asarray(_sample(rng, sign_index, h, w, scale, rotation))
+
+
+def sign_pose(sign_index: int, seed: int, split: str, index: int, size: Tuple[int, int, int, int] = (28, 64, 28, 64),
+              scale: Tuple[float, float] = (0.35, 0.8), rotation: float = 15.0) -> SignPose:
+    """Where the sign of :func:`sign_image` with the same arguments is (what a spatial transformer should undo),
+    without drawing it: the generator's first draws replayed."""
+    rng = np.random.default_rng([seed, _SPLIT_CODE[split], sign_index, index])
+    h, w = _frame_size(rng, size)
+    return _pose(rng, h, w, scale, rotation)
 
 # --------------------------------------------------------------------------------------------- the dataset
 
@@ -661,6 +693,8 @@ class SignsConfig:
                        "px, GTSRB-like)", metavar="SIZE")
     sign_scale: str = option("0.35-0.8", "the sign's width as a share of the frame's shorter side: LO-HI (drawn per "
                              "image) or one number; smaller signs leave more for an STN to find", metavar="LO-HI")
+    max_rotation: float = option(15.0, "the largest rotation of a sign, degrees (each drawn from +-this; GTSRB's "
+                                       "signs are turned little)", minimum=0, maximum=180)
     rec: bool = option(False, "also write im2rec's train.lst/.rec/.idx and test.lst/.rec/.idx beside the folders")
     overwrite: bool = option(False, "replace DIR when it holds a dataset this command made")
     workers: Optional[int] = option(None, "processes drawing images (default: one per core)", minimum=1)
@@ -689,6 +723,7 @@ class _ClassJob:
     seed: int
     size: Tuple[int, int, int, int]
     scale: Tuple[float, float]
+    rotation: float
     rec: bool
 
 
@@ -697,7 +732,7 @@ def _write_class(job: _ClassJob) -> List[bytes]:
     os.makedirs(job.folder)
     records = []
     for i in range(job.count):
-        pixels = sign_image(job.sign_index, job.seed, job.split, i, job.size, job.scale)
+        pixels = sign_image(job.sign_index, job.seed, job.split, i, job.size, job.scale, job.rotation)
         Image.fromarray(pixels).save(os.path.join(job.folder, f"{i:05d}.png"), format="PNG")
         if job.rec:
             import mxnet as mx  # lazy: MXNet only for the .rec (its import costs a second)
@@ -727,7 +762,7 @@ def _write_rec(root: str, split: str, jobs: Sequence[_ClassJob], records: Sequen
 def _jobs(root: str, split: str, signs: Sequence[int], count: int, config: SignsConfig) -> List[_ClassJob]:
     size, scale = config.check()
     return [_ClassJob(os.path.join(root, split, folder_name(label, sign)), split, label, sign, count, label * count,
-                      config.seed, size, scale, config.rec) for label, sign in enumerate(signs)]
+                      config.seed, size, scale, config.max_rotation, config.rec) for label, sign in enumerate(signs)]
 
 
 def _default_workers() -> int:
@@ -767,6 +802,7 @@ def _write_splits(root: str, config: SignsConfig, echo: Callable[[str], None]) -
 def _manifest(config: SignsConfig) -> Dict[str, Any]:
     signs = class_subset(config.classes)
     return dict(generator=GENERATOR, format_version=FORMAT_VERSION, seed=config.seed, size=config.size, sign_scale=config.sign_scale,
+                max_rotation=config.max_rotation,
                 train_per_class=config.train_per_class, test_per_class=config.test_per_class, rec=config.rec,
                 classes=[SIGNS[i].name for i in signs], folders=[folder_name(l, i) for l, i in enumerate(signs)])
 
