@@ -243,3 +243,24 @@ def test_max_rotation_bounds_the_rotation_and_changes_nothing_else(tmp_path):
     assert not np.array_equal(signs.sign_image(3, 0, "train", 5), signs.sign_image(3, 0, "train", 5, rotation=45.0))
     manifest = make_signs_dataset(str(tmp_path / "s"), SignsConfig(max_rotation=45.0, **SMALL))
     assert manifest["max_rotation"] == 45.0 == json.loads((tmp_path / "s" / "dataset.json").read_text())["max_rotation"]
+
+
+def test_sign_poses_script_reads_the_poses_in_the_loaders_order(tmp_path):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "sign_poses", os.path.join(os.path.dirname(__file__), os.pardir, "scripts", "sign_poses.py"))
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    out = tmp_path / "s"
+    make_signs_dataset(str(out), SignsConfig(max_rotation=30.0, **SMALL))
+    per_class = json.loads((out / "dataset.json").read_text())["test_per_class"]
+    labels = np.repeat(np.arange(3), per_class)
+    poses = script.drawn_poses(str(out), labels)
+    subset = signs.class_subset(3)
+    for k, label in enumerate(labels):
+        want = signs.sign_pose(subset[label], 0, "test", k % per_class, parse_size(SMALL["size"]), parse_scale("0.35-0.8"),
+                               30.0)
+        assert poses[k, 0] == want.rotation and poses[k, 1] == want.side / want.width
+    with pytest.raises(SystemExit, match="not 2 images per class in order"):
+        script.drawn_poses(str(out), labels[::-1])
