@@ -426,3 +426,14 @@ def test_fit_leaves_the_frozen_config_as_given_and_resolves_save_dir(tmp_path, s
     on_disk = json.load(open(tmp_path / "runs" / "stn_lenet" / "metrics.json"))
     assert on_disk["config"]["save_dir"] == "runs/stn_lenet" and on_disk["config"]["workers"] == 1
     assert (tmp_path / "runs" / "stn_lenet" / "stn_grid.png").stat().st_size > 0
+
+
+def test_the_stn_grids_sample_spreads_over_a_test_split_stored_class_by_class():
+    from types import SimpleNamespace
+
+    from stn_gluon.train.steps import PreparedData
+
+    index = PreparedData.sample_index(SimpleNamespace(num_test=2150), 64)
+    assert len(index) == 64 and index[0] == 0 and index[-1] == 2149 and np.all(np.diff(index) > 0)
+    assert set(index // 50) == set(range(43))  # 43 classes of 50 images, in class order: every class shown
+    assert list(PreparedData.sample_index(SimpleNamespace(num_test=10), 64)) == list(range(10))

@@ -135,16 +135,23 @@ class PreparedData:
         """Images evaluated after each epoch."""
         return self.eval.num_samples
 
+    def sample_index(self, count: int = 64) -> np.ndarray:
+        """``count`` indices spread evenly over the final report's split (a folder's test split is stored class
+        by class: its first images would show the first classes only)."""
+        n = self.num_test
+        return np.unique(np.linspace(0, n - 1, min(count, n)).round().astype(np.int64))
+
     def test_sample(self, count: int = 64) -> np.ndarray:
-        """The first ``count`` images of the final report's split, normalised: ``float32 (count, C, H, W)``."""
-        return data_lib.normalize(self.test_pixels[:count], self.mean, self.std)
+        """``count`` images of the final report's split (:meth:`sample_index`), normalised:
+        ``float32 (count, C, H, W)``."""
+        return data_lib.normalize(self.test_pixels[self.sample_index(count)], self.mean, self.std)
 
     def explained_sample(self, model: Any, count: int = 64) -> Optional[ExplainedBatch]:
-        """The first ``count`` test images through ``model`` (anything with ``net``, ``stn`` and ``meta``, as a
+        """:meth:`test_sample`'s images through ``model`` (anything with ``net``, ``stn`` and ``meta``, as a
         :class:`~stn_gluon.export.saved.LoadedModel`), explained for ``stn_grid.png``; ``None`` without an STN."""
         if model.stn is None:
             return None
-        return explain_batch(model, self.test_sample(count), self.test_labels[:count])
+        return explain_batch(model, self.test_sample(count), np.asarray(self.test_labels)[self.sample_index(count)])
 
     def set_epoch(self, epoch: int, seed: int) -> None:
         """Shuffle order, augmentation draws and dropout masks of epoch ``epoch`` (0-based).
