@@ -433,7 +433,7 @@ def test_the_stn_grids_sample_spreads_over_a_test_split_stored_class_by_class():
 
     from stn_gluon.train.steps import PreparedData
 
-    index = PreparedData.sample_index(SimpleNamespace(num_test=2150), 64)
+    index = PreparedData.sample_index(SimpleNamespace(num_test=2150), 64)  # what stn_grid.png and visualize show
     assert len(index) == 64 and index[0] == 0 and index[-1] == 2149 and np.all(np.diff(index) > 0)
     assert set(index // 50) == set(range(43))  # 43 classes of 50 images, in class order: every class shown
     assert list(PreparedData.sample_index(SimpleNamespace(num_test=10), 64)) == list(range(10))

@@ -14,6 +14,7 @@ from .._runtime.paths import readable_path, writable_dir, writable_file
 from ..bench.distortions import DistortionBenchConfig, run_distortion_bench
 from ..bench.int8 import Int8BenchConfig, run_int8_bench
 from ..bench.loader import LoaderBenchConfig, run_loader_bench
+from ..data.dataset import spread_index
 from ..data.signs import SignsConfig, make_signs_dataset
 from ..export.int8 import QuantizeConfig, described_dataset, quantize_export
 from ..nn.pretrained import PREFIX, get_pretrained, is_pretrained_ref, list_pretrained, model_or_default
@@ -123,10 +124,11 @@ def _cmd_visualize(args: argparse.Namespace) -> None:
     out = args.out or default_visualize_out(model.prefix, args.dataset or model.meta.get("dataset") or "mnist")
     writable_file(out, "--out")
     dataset, pixels, _ = _test_batches(args, model.meta)
-    images = data_lib.normalize(pixels[:args.count], model.meta["mean"], model.meta["std"])
+    index = spread_index(len(dataset.test_labels), args.count)  # every class of a split stored class by class
+    images = data_lib.normalize(pixels[index], model.meta["mean"], model.meta["std"])
 
     name = args.model if is_pretrained_ref(args.model) else os.path.basename(os.path.dirname(model.prefix) or ".")
-    plot_explained(explain_batch(model, images, dataset.test_labels[:args.count]), out,
+    plot_explained(explain_batch(model, images, np.asarray(dataset.test_labels)[index]), out,
                    title=f"{name} on {dataset.describe()}")
     print(f"Wrote {out}")
 

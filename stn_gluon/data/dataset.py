@@ -13,7 +13,7 @@ import numpy as np
 from ..nn.architecture import MNIST_MEAN, MNIST_STD
 from .normalization import ChannelValues
 
-__all__ = ["ImageDataset"]
+__all__ = ["ImageDataset", "spread_index"]
 
 
 @dataclass
@@ -75,3 +75,10 @@ class ImageDataset:
     def describe(self) -> str:
         val = f", {len(self.val_labels)} val" if self.has_val and self.val_labels is not None else ""
         return f"{self.source} ({len(self.train_labels)} train{val}, {len(self.test_labels)} test)"
+
+
+def spread_index(n: int, count: int) -> np.ndarray:
+    """``min(count, n)`` indices spread evenly over ``0..n-1``, first and last included: a sample of a split
+    that shows all of it (a folder's test split is stored class by class: its first images are of the first
+    classes only)."""
+    return np.unique(np.linspace(0, n - 1, min(count, n)).round().astype(np.int64))

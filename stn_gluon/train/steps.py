@@ -31,6 +31,7 @@ from .._runtime.errors import StnGluonError
 from .._runtime.paths import writable_dir
 from ..data import mnist as data_lib
 from ..data.augment import Chain, ColorJitter
+from ..data.dataset import spread_index
 from ..data.sources import load_images, parse_spec, recorded_options
 from ..data.streaming import make_batches
 from ..nn.architecture import BACKGROUND
@@ -136,10 +137,8 @@ class PreparedData:
         return self.eval.num_samples
 
     def sample_index(self, count: int = 64) -> np.ndarray:
-        """``count`` indices spread evenly over the final report's split (a folder's test split is stored class
-        by class: its first images would show the first classes only)."""
-        n = self.num_test
-        return np.unique(np.linspace(0, n - 1, min(count, n)).round().astype(np.int64))
+        """``count`` indices spread evenly over the final report's split (:func:`~stn_gluon.data.dataset.spread_index`)."""
+        return spread_index(self.num_test, count)
 
     def test_sample(self, count: int = 64) -> np.ndarray:
         """``count`` images of the final report's split (:meth:`sample_index`), normalised:
