@@ -19,6 +19,7 @@ import os
 
 import numpy as np
 
+from stn_gluon.data.mnist import normalize
 from stn_gluon.data.signs import SIGNS, parse_scale, parse_size, sign_pose
 from stn_gluon.data.sources import load_for_model
 from stn_gluon.export.saved import load_model
@@ -66,12 +67,7 @@ def main(argv=None):
     model = load_model(args.run)
     meta = model.meta
     data = load_for_model(f"folder:{args.signs}", meta["input_shape"], options=meta.get("data_options"))
-    pixels = np.asarray(data.test_images, dtype=np.float32) / 255
-    pixels = pixels[:, None] if pixels.ndim == 3 else pixels
-    c = pixels.shape[1]
-    mean, std = (np.broadcast_to(np.asarray(meta[k], np.float32).reshape(-1), (c,)).reshape(1, c, 1, 1)
-                 for k in ("mean", "std"))
-    got, predicted = stn_poses(model, (pixels - mean) / std)
+    got, predicted = stn_poses(model, normalize(data.test_images, meta["mean"], meta["std"]))
     want = drawn_poses(args.signs, np.asarray(data.test_labels))
     print(f"{args.run}: test accuracy {np.mean(predicted == data.test_labels):.4f} on {len(predicted)} images")
     for i, what in enumerate(["rotation (degrees)", "side (frame widths)", "centre x", "centre y"]):
