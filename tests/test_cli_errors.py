@@ -130,6 +130,11 @@ CASES = {
     "visualize_count_huge": (["visualize", "--model", "MODEL", "--count", "100000"], "--count", None),
     "visualize_dataset_out_under_a_file": (["visualize", "--dataset", "mnist", "--out", "README.md/d.png"],
                                            "is a file, not a folder", None),
+    "visualize_dataset_from_disk": (["visualize", "--dataset", "folder:somewhere"],
+                                    "visualize without --model shows the MNIST sets, not folder:somewhere", None),
+    "evaluate_dataset_bad_spec": (["evaluate", "--model", "MODEL", "--dataset", "photos:x"], "--dataset", None),
+    "evaluate_dataset_missing_folder": (["evaluate", "--model", "MODEL", "--dataset", "folder:nowhere"], "nowhere",
+                                        None),
     # export-onnx
     "export_out_under_a_file": (["export-onnx", "--model", "MODEL", "-o", "README.md/x.onnx"],
                                 "README.md is a file, not a folder", None),

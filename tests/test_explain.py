@@ -52,3 +52,12 @@ def test_theta_of_the_wrong_size_is_refused():
         sampling_grid(np.zeros((1, 3), np.float32), "attention", (28, 28))
     with pytest.raises(StnGluonError, match=r"projective transform must be \(N, 8\)"):
         sampling_grid(IDENTITY, "projective", (28, 28))
+
+
+def test_default_visualize_out_names_a_file_in_the_current_folder_for_any_dataset():
+    from stn_gluon.train.plots import default_visualize_out
+
+    assert default_visualize_out("runs/demo/model", "mnist") == "stn_grid-demo-mnist.png"
+    assert default_visualize_out("runs/signs/model", "folder:/data/signs0/") == "stn_grid-signs-folder-signs0.png"
+    assert default_visualize_out("runs/s/model", "rec:data/photos train.rec") == "stn_grid-s-rec-photos-train.png"
+    assert default_visualize_out("runs/x/model", "csv:C:/x/GT final.csv") == "stn_grid-x-csv-GT-final.png"

@@ -274,6 +274,9 @@ def test_training_on_images_from_disk_records_classes_statistics_and_splits(tmp_
     metrics = json.load(open(save / "metrics.json"))
     assert metrics["skipped"] == 1 and metrics["evaluated_on"] == "test" and metrics["test_total"] == 6
     assert metrics["val_total"] == 6 and 0 <= metrics["val_accuracy"] <= 1
+    # the epochs were evaluated on the validation split: their best is named so
+    history = [float(r.split(",")[5]) for r in (save / "history.csv").read_text().splitlines()[1:]]
+    assert metrics["best_val_accuracy"] == pytest.approx(max(history), abs=1e-6) and "best_test_accuracy" not in metrics
     assert metrics["config"]["color_jitter"] == 0.2
     assert meta["data_options"]["skip_unreadable"] is True and meta["data_options"]["test"] == f"csv:{csv_file}"
     evaluated = cli_processes.run(["evaluate", "--model", str(save), "--json"], cwd=tmp_path, env=env)
@@ -299,6 +302,21 @@ def test_training_on_images_from_disk_records_classes_statistics_and_splits(tmp_
     metrics = json.load(open(module / "metrics.json"))
     assert metrics["evaluated_on"] == "val" and metrics["test_total"] == 6
     assert json.load(open(module / "model.json"))["classes"] == ["00000", "00001", "00002"]
+    # evaluate on another dataset from disk: its test split, when its classes are the model's
+    other, wrong = tmp_path / "other", tmp_path / "wrong"
+    write_images(other / "train", ["00000", "00001", "00002"], 2)
+    write_images(other / "test", ["00000", "00001", "00002"], 3, start=10)
+    write_images(wrong / "train", ["a", "b", "c"], 2)
+    write_images(wrong / "test", ["a", "b", "c"], 2)
+    again = cli_processes.run(["evaluate", "--model", str(module), "--json", "--dataset", f"folder:{other}"],
+                              cwd=tmp_path, env=env)
+    assert again.returncode == 0, again.stderr
+    assert json.loads(again.stdout)["test_total"] == 9 and str(other) in json.loads(again.stdout)["data_source"]
+    for dataset, words in ((f"folder:{wrong}", "its classes (a, b, c) are not the model's (00000, 00001, 00002)"),
+                           (f"folder:{other / 'test'}", "has no test split to evaluate on (give a folder with")):
+        refused = cli_processes.run(["evaluate", "--model", str(module), "--dataset", dataset], cwd=tmp_path, env=env)
+        assert refused.returncode == 2 and words in refused.stderr, refused.stderr
+        assert len(refused.stderr.strip().splitlines()) == 1
 
 
 def _error_case(case, tmp_path):

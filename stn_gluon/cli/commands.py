@@ -16,6 +16,7 @@ from ..bench.int8 import Int8BenchConfig, run_int8_bench
 from ..bench.loader import LoaderBenchConfig, run_loader_bench
 from ..data.dataset import spread_index
 from ..data.signs import SignsConfig, make_signs_dataset
+from ..data.sources import parse_spec
 from ..export.int8 import QuantizeConfig, described_dataset, quantize_export
 from ..nn.pretrained import PREFIX, get_pretrained, is_pretrained_ref, list_pretrained, model_or_default
 from ..serve.app import ServeConfig, serve
@@ -74,16 +75,30 @@ def _test_batches(args: argparse.Namespace, meta: Dict[str, Any]) -> Tuple[Any, 
     from ..data import mnist as data_lib  # lazy: per command, keeps --help fast
     from ..data.sources import load_for_model  # lazy: per command, keeps --help fast
 
-    name = args.dataset or meta.get("dataset") or "mnist"  # images from disk: read as the model's training did
-    dataset = load_for_model(name, meta["input_shape"], args.data_dir, args.download, meta.get("data_options"))
+    own = meta.get("dataset")
+    name = args.dataset or own or "mnist"  # images from disk: read as the model's training did
+    options = meta.get("data_options")
+    if options and name != own:  # another dataset: its own test split, not the one the model was tested on
+        options = {k: v for k, v in options.items() if k != "test"}
+    dataset = load_for_model(name, meta["input_shape"], args.data_dir, args.download, options)
     if not dataset.has_test:
-        raise StnGluonError(f"{name} has no test split to evaluate on (train with --test-dataset)")
+        raise StnGluonError(f"{name} has no test split to evaluate on "
+                            f"({'train with --test-dataset' if name == own else 'give a folder with a test/ folder'})")
+    classes = meta.get("classes")
+    if parse_spec(name) is not None and classes and list(dataset.classes or []) != list(classes):
+        raise StnGluonError(f"{name}: its classes ({_few(dataset.classes or [])}) are not the model's "
+                            f"({_few(classes)})")
     pixels = data_lib.with_channel(dataset.test_images)
     if tuple(pixels.shape[1:]) != tuple(meta["input_shape"]):
         raise StnGluonError(f"the model expects input {tuple(meta['input_shape'])}, "
                             f"the {args.dataset or meta.get('dataset') or 'mnist'} data is {tuple(pixels.shape[1:])}")
     return dataset, pixels, data_lib.ArrayBatches(pixels, dataset.test_labels, args.batch_size,
                                                   mean=meta["mean"], std=meta["std"])
+
+
+def _few(names: Sequence[str], count: int = 3) -> str:
+    """``a, b, c ... (43)``: the first ``count`` names and how many there are."""
+    return ", ".join(names[:count]) + (f" ... ({len(names)})" if len(names) > count else "")
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> None:
@@ -138,6 +153,9 @@ def _visualize_dataset(args: argparse.Namespace) -> None:
     from ..train.plots import plot_samples  # lazy: per command, keeps --help fast
 
     name = args.dataset or "mnist"
+    if parse_spec(name) is not None:
+        raise StnGluonError(f"visualize without --model shows the MNIST sets, not {name}: open its images, or "
+                            f"give --model to see what a model's STN makes of them")
     out = args.out or os.path.join("runs", "datasets", f"{name}.png")
     if args.out:
         writable_file(out, "--out", suffix=".png")

@@ -16,12 +16,13 @@ from ..bench.distortions import DistortionBenchConfig
 from ..bench.int8 import Int8BenchConfig
 from ..bench.loader import LoaderBenchConfig
 from ..data.signs import SignsConfig
+from ..data.sources import SPEC_HELP
 from ..export.converters import DEFAULT_OPSET, MAX_OPSET, MIN_OPSET, check_opset, parse_input_spec
 from ..export.int8 import QuantizeConfig
 from ..nn.pretrained import DEFAULT as PRETRAINED_DEFAULT, PREFIX as PRETRAINED_PREFIX
 from ..serve.app import ServeConfig
 from ..serve.inputs import PIXEL_RANGES
-from ..train.recipes import DATASET_MODELS, TrainConfig, recipe_notes
+from ..train.recipes import TrainConfig, dataset_value, recipe_notes
 
 __all__ = ["build_parser", "add_train_args", "add_data_args", "train_config_from_args", "MAX_VISUALIZE_COUNT",
            "TIME_TO_ACCURACY_FLAGS"]
@@ -62,9 +63,9 @@ def add_data_args(p: argparse.ArgumentParser, dataset_default: Any = "mnist") ->
                    help="if no MNIST files are found, fetch them with Gluon's downloader "
                         "(off by default: nothing uses the network unless asked)")
     p.add_argument("--ctx", default="cpu", help="cpu, cpu:0,1, gpu:0 or gpu:0,1 (several = data-parallel)")
-    p.add_argument("--dataset", choices=tuple(DATASET_MODELS), default=dataset_default,
-                   help="the data (distorted sets are generated from MNIST once and cached)"
-                        + ("" if dataset_default else "; default: the model's own"))
+    p.add_argument("--dataset", type=dataset_value, default=dataset_default, metavar="DATASET",
+                   help=f"the data: {SPEC_HELP} (distorted sets are generated from MNIST once and cached; from "
+                        f"disk, its test split)" + ("" if dataset_default else "; default: the model's own"))
 
 
 def add_train_args(p: argparse.ArgumentParser, skip: Sequence[str] = ()) -> None:

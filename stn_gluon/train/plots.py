@@ -1,6 +1,7 @@
 """Plots: training curves and what the spatial transformer does to a batch."""
 
 import os
+import re
 from typing import TYPE_CHECKING, Any, List, Mapping, Optional, Sequence, Tuple
 
 import matplotlib
@@ -27,7 +28,10 @@ def default_visualize_out(prefix: str, dataset: str) -> str:
     the run. Never a file of the run itself (its own ``stn_grid.png`` stays).
     """
     run = os.path.basename(os.path.dirname(os.path.abspath(prefix))) or "model"
-    return f"stn_grid-{run}-{dataset}.png"
+    if ":" in dataset:  # images from disk (folder:PATH ...): the kind and the path's last name
+        kind, path = dataset.split(":", 1)
+        dataset = f"{kind}-{os.path.splitext(os.path.basename(os.path.normpath(path)))[0] or 'data'}"
+    return f"stn_grid-{run}-{re.sub(r'[^A-Za-z0-9._-]+', '-', dataset)}.png"
 
 
 def make_grid(images: Any, nrow: int = 8, pad: int = 2, pad_value: Optional[float] = None) -> np.ndarray:

@@ -83,13 +83,18 @@ def machine_info() -> Dict[str, Any]:
 
 def write_metrics(path: str, history: History, test_loss: float, test_correct: int, test_total: int,
                   **extra: Any) -> Dict[str, Any]:
-    """Write ``metrics.json``: final test numbers, totals over the run, and ``extra`` fields."""
+    """Write ``metrics.json``: final test numbers, totals over the run, and ``extra`` fields.
+
+    The best per-epoch accuracy is ``best_test_accuracy``, or ``best_val_accuracy`` where the epochs were
+    evaluated on a validation split (``extra["epoch_evaluation"] == "val"``)."""
     records = history.records
     seconds = sum(r["seconds"] for r in records)
+    split = "val" if extra.get("epoch_evaluation") == "val" else "test"
     metrics = dict(
         test_accuracy=test_correct / max(test_total, 1), test_loss=float(test_loss),
         test_correct=int(test_correct), test_total=int(test_total),
-        best_test_accuracy=max((r["test_acc"] for r in records if r["test_acc"] == r["test_acc"]), default=None),
+        **{f"best_{split}_accuracy": max((r["test_acc"] for r in records if r["test_acc"] == r["test_acc"]),
+                                         default=None)},
         epochs=len(records), train_seconds=seconds,
         train_images_per_sec=(sum(r["train_images_per_sec"] * r["seconds"] for r in records)
                               / seconds if seconds else None),
