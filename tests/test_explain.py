@@ -59,5 +59,6 @@ def test_default_visualize_out_names_a_file_in_the_current_folder_for_any_datase
 
     assert default_visualize_out("runs/demo/model", "mnist") == "stn_grid-demo-mnist.png"
     assert default_visualize_out("runs/signs/model", "folder:/data/signs0/") == "stn_grid-signs-folder-signs0.png"
+    assert default_visualize_out("runs/r/model", "folder:my.signs") == "stn_grid-r-folder-my.signs.png"
     assert default_visualize_out("runs/s/model", "rec:data/photos train.rec") == "stn_grid-s-rec-photos-train.png"
     assert default_visualize_out("runs/x/model", "csv:C:/x/GT final.csv") == "stn_grid-x-csv-GT-final.png"

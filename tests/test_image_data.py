@@ -312,7 +312,10 @@ def test_training_on_images_from_disk_records_classes_statistics_and_splits(tmp_
                               cwd=tmp_path, env=env)
     assert again.returncode == 0, again.stderr
     assert json.loads(again.stdout)["test_total"] == 9 and str(other) in json.loads(again.stdout)["data_source"]
-    for dataset, words in ((f"folder:{wrong}", "its classes (a, b, c) are not the model's (00000, 00001, 00002)"),
+    for dataset, words in ((f"folder:{wrong}", "its class 0 is 'a', the model's is '00000'"),
+                           (f"csv:{csv_file}", "a csv: or rec: test set is given at training (--test-dataset)"),
+                           # the model's own data written another way: its own (it has no test split)
+                           (f"folder:{train}/", "has no test split to evaluate on (train with --test-dataset)"),
                            (f"folder:{other / 'test'}", "has no test split to evaluate on (give a folder with")):
         refused = cli_processes.run(["evaluate", "--model", str(module), "--dataset", dataset], cwd=tmp_path, env=env)
         assert refused.returncode == 2 and words in refused.stderr, refused.stderr

@@ -77,17 +77,21 @@ def _test_batches(args: argparse.Namespace, meta: Dict[str, Any]) -> Tuple[Any, 
 
     own = meta.get("dataset")
     name = args.dataset or own or "mnist"  # images from disk: read as the model's training did
-    options = meta.get("data_options")
-    if options and name != own:  # another dataset: its own test split, not the one the model was tested on
-        options = {k: v for k, v in options.items() if k != "test"}
+    spec, options = parse_spec(name), meta.get("data_options")
+    other = spec is not None and (own is None or ":" not in own or spec != parse_spec(own))
+    # a csv:/rec: file read on its own would not have its labels mapped onto the model's classes
+    if spec is not None and other and spec.kind != "folder":
+        raise StnGluonError(f"{name}: another dataset is evaluated from a folder (folder:PATH with a test/ "
+                            f"folder of the model's class folders); a csv: or rec: test set is given at training "
+                            f"(--test-dataset)")
+    if other:  # another folder: its own test split, not the model's test set
+        options = dict(options or {}, test=None)
     dataset = load_for_model(name, meta["input_shape"], args.data_dir, args.download, options)
     if not dataset.has_test:
         raise StnGluonError(f"{name} has no test split to evaluate on "
-                            f"({'train with --test-dataset' if name == own else 'give a folder with a test/ folder'})")
-    classes = meta.get("classes")
-    if parse_spec(name) is not None and classes and list(dataset.classes or []) != list(classes):
-        raise StnGluonError(f"{name}: its classes ({_few(dataset.classes or [])}) are not the model's "
-                            f"({_few(classes)})")
+                            f"({'give a folder with a test/ folder' if other else 'train with --test-dataset'})")
+    if other and meta.get("classes"):
+        _check_classes(name, list(dataset.classes or []), list(meta["classes"]))
     pixels = data_lib.with_channel(dataset.test_images)
     if tuple(pixels.shape[1:]) != tuple(meta["input_shape"]):
         raise StnGluonError(f"the model expects input {tuple(meta['input_shape'])}, "
@@ -96,9 +100,15 @@ def _test_batches(args: argparse.Namespace, meta: Dict[str, Any]) -> Tuple[Any, 
                                                   mean=meta["mean"], std=meta["std"])
 
 
-def _few(names: Sequence[str], count: int = 3) -> str:
-    """``a, b, c ... (43)``: the first ``count`` names and how many there are."""
-    return ", ".join(names[:count]) + (f" ... ({len(names)})" if len(names) > count else "")
+def _check_classes(name: str, got: List[str], want: List[str]) -> None:
+    """Refuse (one line) a dataset whose classes are not the model's, naming the first difference."""
+    if got == want:
+        return
+    if len(got) != len(want):
+        raise StnGluonError(f"{name}: it has {len(got)} classes, the model {len(want)}")
+    k = next(i for i, (a, b) in enumerate(zip(got, want)) if a != b)
+    raise StnGluonError(f"{name}: its class {k} is {got[k]!r}, the model's is {want[k]!r} "
+                        f"(the classes must be the model's, in its order)")
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> None:

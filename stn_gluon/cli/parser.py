@@ -64,8 +64,9 @@ def add_data_args(p: argparse.ArgumentParser, dataset_default: Any = "mnist") ->
                         "(off by default: nothing uses the network unless asked)")
     p.add_argument("--ctx", default="cpu", help="cpu, cpu:0,1, gpu:0 or gpu:0,1 (several = data-parallel)")
     p.add_argument("--dataset", type=dataset_value, default=dataset_default, metavar="DATASET",
-                   help=f"the data: {SPEC_HELP} (distorted sets are generated from MNIST once and cached; from "
-                        f"disk, its test split)" + ("" if dataset_default else "; default: the model's own"))
+                   help=f"the data: {SPEC_HELP} (distorted sets are generated from MNIST once and cached; "
+                        f"another dataset from disk: a folder, its test/ split)"
+                        + ("" if dataset_default else "; default: the model's own"))
 
 
 def add_train_args(p: argparse.ArgumentParser, skip: Sequence[str] = ()) -> None:

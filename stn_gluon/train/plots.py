@@ -30,7 +30,8 @@ def default_visualize_out(prefix: str, dataset: str) -> str:
     run = os.path.basename(os.path.dirname(os.path.abspath(prefix))) or "model"
     if ":" in dataset:  # images from disk (folder:PATH ...): the kind and the path's last name
         kind, path = dataset.split(":", 1)
-        dataset = f"{kind}-{os.path.splitext(os.path.basename(os.path.normpath(path)))[0] or 'data'}"
+        last = os.path.basename(os.path.normpath(path))
+        dataset = f"{kind}-{os.path.splitext(last)[0] if kind != 'folder' else last}"
     return f"stn_grid-{run}-{re.sub(r'[^A-Za-z0-9._-]+', '-', dataset)}.png"
 
 
