@@ -25,6 +25,19 @@ def checkout_paths(root=CHECKOUT):
     return found
 
 
+#: Session fixtures that take minutes: only tests marked slow may use them (`make test` runs the fast suite on
+#: three Pythons; one unmarked test using one of these runs it three more times).
+SLOW_FIXTURES = {"table": "tests/test_cli_errors.py: every bad invocation run as a process"}
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        heavy = sorted(set(item.fixturenames) & set(SLOW_FIXTURES))
+        if heavy and item.get_closest_marker("slow") is None:
+            raise pytest.UsageError(f"{item.nodeid} uses the fixture {heavy[0]} ({SLOW_FIXTURES[heavy[0]]}): "
+                                    "mark it @pytest.mark.slow")
+
+
 @pytest.fixture(scope="session", autouse=True)
 def checkout_left_clean():
     """Tests leave nothing in the checkout: no new file or folder (an empty runs/x included) at the end."""

@@ -251,11 +251,11 @@ def test_bad_invocation_is_one_line(name, table):
     assert result["after"] == result["before"]
 
 
+@pytest.mark.slow  # it reads the table: every case run (minutes), which belongs with the slow tests
 def test_the_shared_model_is_untouched_and_nothing_was_made_outside(table):
     before, after = table["_model"]
     assert after == before
     assert not os.path.exists("/nonexistent")
-
 
 
 def test_version(capsys):

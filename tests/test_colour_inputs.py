@@ -2,9 +2,13 @@
 models, ``predict`` and the server on a tiny 3-channel model built here (both backends)."""
 import base64
 import concurrent.futures
+import importlib.util
 import io
 import json
+import os
 import shutil
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -208,6 +212,47 @@ def test_predict_prints_class_names_and_rules(backend, colour_model, tmp_path, c
     err = capsys.readouterr().err
     assert err == f"error: --invert: {model} is not a digit model (digits: false in its metadata); its inputs " \
                   f"are never inverted\n"
+
+
+def test_infer_onnx_script_reads_colour_images_like_predict(colour_model, tmp_path, capsys):
+    """scripts/infer_onnx.py (ONNX Runtime and NumPy only) on a colour model: RGB, no inversion, transparency
+    onto the mean colour, EXIF orientation, per-channel normalisation: the classes and probabilities of predict."""
+    files = []
+    for name, rgb in COLOURS.items():
+        files.append(str(tmp_path / f"{name}.png"))
+        Image.fromarray(solid(rgb)).save(files[-1])
+    Image.fromarray(dark_on_light()).save(tmp_path / "light.png")  # a digit model would invert it
+    rgba = np.zeros((40, 40, 4), np.uint8)
+    rgba[8:32, 8:32] = (0, 255, 0, 255)  # green on transparent: onto the mean colour, it stays "go"
+    Image.fromarray(rgba, "RGBA").save(tmp_path / "cutout.png")
+    photo = solid((255, 255, 255), (40, 60))
+    photo[:, :20] = (0, 0, 255)  # blue on the left third, turned a quarter by its EXIF orientation
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    Image.fromarray(photo).save(tmp_path / "turned.jpg", exif=exif.tobytes(), quality=95)
+    files += [str(tmp_path / n) for n in ("light.png", "cutout.png", "turned.jpg")]
+    np.save(tmp_path / "arrays.npy", np.stack([solid(COLOURS["water"], SHAPE[1:]).transpose(2, 0, 1)] * 2))
+    files.append(str(tmp_path / "arrays.npy"))
+    script = os.path.join(os.path.dirname(__file__), "..", "scripts", "infer_onnx.py")
+    out = subprocess.run([sys.executable, script, str(colour_model / "model.onnx")] + files, capture_output=True,
+                         text=True, timeout=120)
+    assert out.returncode == 0 and not out.stderr, out.stderr
+    got = [(line.split(": ")[1].split(" ")[0], float(line.split("p=")[1].split(")")[0]))
+           for line in out.stdout.splitlines()]
+    assert main(["predict", "--model", str(colour_model / "model.onnx"), "--json"] + files) == 0
+    cli = json.loads(capsys.readouterr().out)["predictions"]
+    assert [name for name, _ in got] == [p["class"] for p in cli]
+    assert [name for name, _ in got][:len(COLOURS)] == list(COLOURS) and got[len(COLOURS) + 1][0] == "go"
+    np.testing.assert_allclose([p for _, p in got], [max(p["probabilities"]) for p in cli], atol=2e-3)
+    # the pixels themselves, before normalisation: the script's loader against predict's
+    spec = importlib.util.spec_from_file_location("infer_onnx", script)
+    infer_onnx = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(infer_onnx)
+    ours = np.concatenate([infer_onnx.load(f, *SHAPE, digits=False, background=MEAN) for f in files])
+    theirs = read_inputs(files, InputSpec(SHAPE, False, tuple(MEAN))).pixels
+    assert ours.shape == theirs.shape == (len(files) + 1,) + SHAPE
+    assert np.abs(ours - theirs).max() <= 1.5 / 255
+    assert ours[len(COLOURS)].min() < 0.2  # the dark shape of a photo stays dark
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
