@@ -270,6 +270,7 @@ def test_training_on_images_from_disk_records_classes_statistics_and_splits(tmp_
     assert "Input size 28x28" in done.stdout and "Skipped 1 unreadable" in done.stdout
     meta = json.load(open(save / "model.json"))
     assert meta["classes"] == ["stop", "yield", "ahead"] and meta["digits"] is False
+    assert meta["class_folders"] == ["00000", "00001", "00002"]  # the folders' own names, renamed by names.txt
     assert meta["input_shape"] == [3, 28, 28] and len(meta["mean"]) == 3 and len(meta["std"]) == 3
     metrics = json.load(open(save / "metrics.json"))
     assert metrics["skipped"] == 1 and metrics["evaluated_on"] == "test" and metrics["test_total"] == 6
@@ -320,6 +321,18 @@ def test_training_on_images_from_disk_records_classes_statistics_and_splits(tmp_
         refused = cli_processes.run(["evaluate", "--model", str(module), "--dataset", dataset], cwd=tmp_path, env=env)
         assert refused.returncode == 2 and words in refused.stderr, refused.stderr
         assert len(refused.stderr.strip().splitlines()) == 1
+    # the model renamed by names.txt: another folder is compared by its folders' names, the names file not needed
+    names.unlink()
+    assert calibration_data(str(save / "model.onnx"), count=8)[0].shape == (8, 3, 28, 28)
+    own = cli_processes.run(["evaluate", "--model", str(save), "--json"], cwd=tmp_path, env=env)
+    assert own.returncode == 0, own.stderr
+    assert json.loads(own.stdout)["test_correct"] == json.load(open(save / "metrics.json"))["test_correct"]
+    renamed = cli_processes.run(["evaluate", "--model", str(save), "--json", "--dataset", f"folder:{other}"],
+                                cwd=tmp_path, env=env)
+    assert renamed.returncode == 0 and json.loads(renamed.stdout)["test_total"] == 9, renamed.stderr
+    refused = cli_processes.run(["evaluate", "--model", str(save), "--dataset", f"folder:{wrong}"], cwd=tmp_path,
+                                env=env)
+    assert refused.returncode == 2 and "its class 0 is 'a', the model's is '00000'" in refused.stderr, refused.stderr
 
 
 def _error_case(case, tmp_path):

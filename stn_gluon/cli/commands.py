@@ -84,14 +84,20 @@ def _test_batches(args: argparse.Namespace, meta: Dict[str, Any]) -> Tuple[Any, 
         raise StnGluonError(f"{name}: another dataset is evaluated from a folder (folder:PATH with a test/ "
                             f"folder of the model's class folders); a csv: or rec: test set is given at training "
                             f"(--test-dataset)")
+    # a model trained with --class-names records its data's own class names too: the data is read without the
+    # names file and compared with those (a model from before that record has its names file applied by position)
+    own_names = meta.get("class_folders")
+    if own_names:
+        options = dict(options or {}, class_names=None)
     if other:  # another folder: its own test split, not the model's test set
         options = dict(options or {}, test=None)
     dataset = load_for_model(name, meta["input_shape"], args.data_dir, args.download, options)
     if not dataset.has_test:
         raise StnGluonError(f"{name} has no test split to evaluate on "
                             f"({'give a folder with a test/ folder' if other else 'train with --test-dataset'})")
-    if other and meta.get("classes"):
-        _check_classes(name, list(dataset.classes or []), list(meta["classes"]))
+    if (other or own_names) and meta.get("classes"):
+        _check_classes(name, list(dataset.classes or []), list(own_names or meta["classes"]))
+        dataset.classes = list(meta["classes"])  # shown by the model's names
     pixels = data_lib.with_channel(dataset.test_images)
     if tuple(pixels.shape[1:]) != tuple(meta["input_shape"]):
         raise StnGluonError(f"the model expects input {tuple(meta['input_shape'])}, "

@@ -24,6 +24,8 @@ class ImageDataset:
     ``(N, C, H, W)``; or an array-like that decodes them on demand (:class:`stn_gluon.data.images.FileImages`,
     for sets larger than the memory limit). train_labels / ...: ``int32 (N,)`` in ``0..len(classes)-1``.
     classes: the class names, index = label (default: ``"0"`` .. ``"9"`` for digits, else the labels' range).
+    class_folders: the data's own names of those classes (its folders, a CSV's or ``.rec``'s labels) where a
+    names file renamed them, else ``None``.
     mean / std: how pixels become inputs, ``(x/255 - mean)/std``, one number or one per channel.
     digits: MNIST-family digits (the digit rules apply to the model's inputs; its background is black).
     val_images / val_labels: a validation split, or ``None`` (MNIST and its distorted sets have none).
@@ -44,6 +46,7 @@ class ImageDataset:
     val_labels: Optional[np.ndarray] = None
     skipped: int = 0
     notes: List[str] = field(default_factory=list)
+    class_folders: Optional[List[str]] = None
 
     def __post_init__(self) -> None:
         if self.classes is None:

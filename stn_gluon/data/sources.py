@@ -214,8 +214,10 @@ def load_from_disk(spec: DataSpec, options: LoadOptions = LoadOptions()) -> Imag
         decoded.notes.append(f"Read {what} from the cache {path if not decoded.streamed else _streamed_path(path)}")
     _check_names(names, decoded.classes, options.class_names)
     decoded.notes = notes + decoded.notes
-    decoded.classes = names or decoded.classes
-    return _assemble(source, decoded, options)
+    dataset = _assemble(source, decoded, options)
+    if names:  # renamed: the data's own names are kept too (evaluating another folder compares them)
+        dataset.class_folders, dataset.classes = dataset.classes, names
+    return dataset
 
 
 # ---- the cache ----

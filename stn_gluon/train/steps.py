@@ -173,6 +173,8 @@ class PreparedData:
                     source=source, **extra)
         if parse_spec(cfg.dataset) is not None:  # images from disk: how to read them again (evaluate, int8)
             meta["data_options"] = recorded_options(load_options(cfg))
+        if getattr(self.dataset, "class_folders", None):  # --class-names: the data's own names as well
+            meta["class_folders"] = list(self.dataset.class_folders)
         return meta
 
 
