@@ -229,3 +229,41 @@ def test_convolutions_cost_171_million_multiply_adds():
     assert sum(counts.values()) == 171_052_800  # "about 170 million"
     stn = multiply_adds(STNIDSIANet(), (3, 32, 32), ("Convolution", "FullyConnected"))
     assert 174e6 < sum(stn.values()) < 175e6  # the STN and the dense layers add 2 %
+
+
+@pytest.mark.parametrize("model", ["stn_idsia", "idsia"])
+def test_the_training_flags_of_the_stn_reach_idsia_and_its_symbol(model):
+    """--target-size (the STN samples a 64x64 input down to the 32x32 the body takes; the baseline area-averages
+    it), --init-scale and --supersample reach the IDSIA net and its Module-API symbol instead of being dropped."""
+    from stn_gluon.train.recipes import TrainConfig, build_net, resolve_architecture
+
+    cfg = TrainConfig.from_recipe("signs", model=model, dataset="folder:data", target_size=32, init_scale=0.5,
+                                  supersample=2)
+    arch = resolve_architecture(cfg, (3, 64, 64), 43, digits=False)
+    assert arch.target_shape == (32, 32) and arch.init_scale == 0.5 and arch.supersample == 2
+    net = build_net(cfg, (3, 64, 64), 43, digits=False)
+    initialize_net(net, [mx.cpu()])
+    assert net(mx.nd.zeros((2, 3, 64, 64))).shape == (2, 43)
+    if model == "stn_idsia":
+        warped, _ = net.stn(mx.nd.zeros((2, 3, 64, 64)))
+        assert warped.shape == (2, 3, 32, 32)
+        theta = net.stn.regressor.bias.data().asnumpy()
+        np.testing.assert_allclose(theta, [0.5, 0, 0, 0, 0.5, 0])
+    symbol_arch = dataclasses.replace(arch, supersample=1)  # the symbol has no anti-aliasing: refused apart
+    _, out_shapes, _ = get_symbol_for(symbol_arch).infer_shape(data=(2, 3, 64, 64))
+    assert out_shapes == [(2, 43)]
+    assert unsupported_fields(arch) == (["supersample 2"] if model == "stn_idsia" else [])
+
+
+@pytest.mark.parametrize("model, flag, value", [("stn_idsia", "localization", "saliency"),
+                                                ("idsia", "loc_pool", 2),
+                                                ("stn_idsia", "brightness_prior", 0.5),
+                                                ("stn_cifar_resnet20_v1", "supersample", 2)])
+def test_a_choice_the_model_does_not_have_is_refused_not_ignored(model, flag, value):
+    from stn_gluon._runtime.errors import ConfigError
+    from stn_gluon.train.recipes import TrainConfig, resolve_architecture
+
+    cfg = TrainConfig.from_recipe("signs", model=model, dataset="folder:data", **{flag: value})
+    with pytest.raises(ConfigError) as err:
+        resolve_architecture(cfg, (3, 32, 32), 43, digits=False)
+    assert err.value.params == (flag,) and f"{model} has no such choice" in str(err.value)

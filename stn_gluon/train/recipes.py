@@ -318,10 +318,12 @@ def resolve_architecture(cfg: TrainConfig, input_shape: Sequence[int], num_class
     common: Dict[str, Any] = dict(model=cfg.model, input_shape=input_shape, num_classes=int(num_classes),
                                   loc_lr_mult=cfg.loc_lr_mult, fill=BACKGROUND if digits else 0.0)
     transform = cfg.transform if cfg.model.startswith("stn_") else None
-    if cfg.model in IDSIA_MODELS:
-        return Architecture(transform=transform, dropout=cfg.dropout, **common)
-    if cfg.model not in LENET_MODELS:
-        return Architecture(transform=transform, **common)
+    if cfg.model not in LENET_MODELS:  # IDSIA and the gluoncv backbones: the STN's own knobs only
+        _refuse_lenet_only(cfg)
+        target = (cfg.target_size,) * 2 if cfg.target_size else None
+        own = (dict(dropout=cfg.dropout, supersample=cfg.supersample or 1) if cfg.model in IDSIA_MODELS else {})
+        return Architecture(transform=transform, target_shape=target, init_scale=cfg.init_scale or 1.0, **own,
+                            **common)
     stn = cfg.model == "stn_lenet"
     size = cfg.target_size or (None if not on_canvas else models.stn_target if stn else models.baseline_target)
     target = (size, size) if size else input_shape[1:]
@@ -336,6 +338,17 @@ def resolve_architecture(cfg: TrainConfig, input_shape: Sequence[int], num_class
                         loc_pool=cfg.loc_pool or models.loc_pool, supersample=cfg.supersample or models.supersample,
                         localization=localization, init_scale=cfg.init_scale or defaults["init_scale"],
                         brightness_prior=prior, **common)
+
+
+def _refuse_lenet_only(cfg: TrainConfig) -> None:
+    """One line naming a flag set for a model that has no such knob (LeNet's localization choices; the
+    backbones' anti-aliasing), instead of ignoring it."""
+    lenet_only = ["localization", "loc_pool", "brightness_prior"] + (
+        [] if cfg.model in IDSIA_MODELS else ["supersample"])
+    for name in lenet_only:
+        if getattr(cfg, name) is not None:
+            owners = "stn_lenet has" if name != "supersample" else "the LeNet and IDSIA models have"
+            raise ConfigError(name, f"{getattr(cfg, name)!r}: {cfg.model} has no such choice (only {owners} it)")
 
 
 def build_net(cfg: TrainConfig, input_shape: Sequence[int], num_classes: int = 10,
