@@ -320,10 +320,10 @@ def resolve_architecture(cfg: TrainConfig, input_shape: Sequence[int], num_class
     transform = cfg.transform if cfg.model.startswith("stn_") else None
     if cfg.model not in LENET_MODELS:  # IDSIA and the gluoncv backbones: the STN's own knobs only
         _refuse_lenet_only(cfg)
-        target = (cfg.target_size,) * 2 if cfg.target_size else None
-        own = (dict(dropout=cfg.dropout, supersample=cfg.supersample or 1) if cfg.model in IDSIA_MODELS else {})
-        return Architecture(transform=transform, target_shape=target, init_scale=cfg.init_scale or 1.0, **own,
-                            **common)
+        own: Dict[str, Any] = (dict(dropout=cfg.dropout, supersample=cfg.supersample or 1)
+                               if cfg.model in IDSIA_MODELS else {})
+        return Architecture(transform=transform, init_scale=cfg.init_scale or 1.0,
+                            target_shape=(cfg.target_size,) * 2 if cfg.target_size else None, **own, **common)
     stn = cfg.model == "stn_lenet"
     size = cfg.target_size or (None if not on_canvas else models.stn_target if stn else models.baseline_target)
     target = (size, size) if size else input_shape[1:]
