@@ -267,3 +267,17 @@ def test_a_choice_the_model_does_not_have_is_refused_not_ignored(model, flag, va
     with pytest.raises(ConfigError) as err:
         resolve_architecture(cfg, (3, 32, 32), 43, digits=False)
     assert err.value.params == (flag,) and f"{model} has no such choice" in str(err.value)
+
+
+def test_a_backbone_takes_the_stn_size_and_zoom_and_a_bare_one_refuses_a_size():
+    from stn_gluon._runtime.errors import ConfigError
+    from stn_gluon.train.recipes import TrainConfig, build_net
+
+    cfg = TrainConfig(model="stn_cifar_resnet20_v1", dataset="folder:data", target_size=24, init_scale=0.5)
+    net = build_net(cfg, (3, 48, 48), 5, digits=False)
+    initialize_net(net, [mx.cpu()])
+    warped, _ = net.stn(mx.nd.zeros((1, 3, 48, 48)))
+    assert warped.shape == (1, 3, 24, 24)
+    np.testing.assert_allclose(net.stn.regressor.bias.data().asnumpy(), [0.5, 0, 0, 0, 0.5, 0])
+    with pytest.raises(ConfigError, match="cifar_resnet20_v1 has no STN to sample to it"):
+        build_net(dataclasses.replace(cfg, model="cifar_resnet20_v1", init_scale=None), (3, 48, 48), 5, digits=False)

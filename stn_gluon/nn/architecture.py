@@ -88,7 +88,8 @@ def build_architecture(arch: Architecture, **block_kwargs: Any) -> mx.gluon.Hybr
     if arch.has_stn:
         return stn_backbone(arch.model[len("stn_"):], num_classes=arch.num_classes, input_shape=arch.input_shape,
                             transform=arch.transform or "affine", target_shape=arch.target_shape,
-                            loc_lr_mult=arch.loc_lr_mult, fill=arch.fill, **block_kwargs)
+                            loc_lr_mult=arch.loc_lr_mult, init_scale=arch.init_scale, fill=arch.fill,
+                            **block_kwargs)
     return gluoncv_backbone(arch.model, arch.num_classes, **block_kwargs)
 
 

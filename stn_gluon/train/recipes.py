@@ -345,6 +345,9 @@ def _refuse_lenet_only(cfg: TrainConfig) -> None:
     backbones' anti-aliasing), instead of ignoring it."""
     lenet_only = ["localization", "loc_pool", "brightness_prior"] + (
         [] if cfg.model in IDSIA_MODELS else ["supersample"])
+    if cfg.target_size and not cfg.model.startswith("stn_") and cfg.model not in IDSIA_MODELS:
+        raise ConfigError("target_size", f"{cfg.target_size}: {cfg.model} has no STN to sample to it (stn_"
+                                         f"{cfg.model} has)")
     for name in lenet_only:
         if getattr(cfg, name) is not None:
             owners = "stn_lenet has" if name != "supersample" else "the LeNet and IDSIA models have"
