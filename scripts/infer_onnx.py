@@ -4,7 +4,7 @@
     python scripts/infer_onnx.py runs/demo/model.onnx digit.png [more.png digits.npy ...]
 
 Each file is an image (PNG, JPEG, ...; needs Pillow) or a ``.npy`` array
-``(H, W)`` / ``(N, H, W)`` (grey models), ``(C, H, W)`` / ``(N, C, H, W)``:
+``(H, W)``, ``(N, H, W)`` (grey models), ``(C, H, W)`` or ``(N, C, H, W)``:
 uint8 0..255 or float 0..1. Both go through one loader that reads them as
 ``stn-gluon predict`` does: a photo turned upright as its EXIF orientation
 says, transparency composited, the model's channels (grey, or RGB for a
@@ -38,7 +38,7 @@ def _image(data, path, c, h, w, background):
     try:
         with Image.open(io.BytesIO(data)) as img:
             img = ImageOps.exif_transpose(img)  # a photo as the camera held it
-            if img.mode in ("RGBA", "LA", "PA") or "transparency" in img.info:
+            if img.mode in ("RGBA", "LA", "PA", "La", "RGBa") or "transparency" in img.info:
                 rgba = np.asarray(img.convert("RGBA"), dtype=np.float32) / 255.0
                 colour, alpha = background, rgba[..., 3:]
                 if colour is None:  # a digit model: the mean brightness of what is drawn decides
@@ -75,6 +75,19 @@ def _array(data, path):
     return (arr / scale).astype(np.float32)
 
 
+def _batch(pixels, path, c, h, w):
+    """``(H, W)``, ``(N, H, W)`` (grey models) or ``(C, H, W)`` (others), ``(N, C, H, W)`` -> ``(N, C, H, W)``;
+    any other shape is refused (an ``(H, W, 3)`` array is not read as channels first)."""
+    if pixels.size and pixels.shape == (h, w):
+        return pixels[None, None]
+    if pixels.size and pixels.ndim == 3 and pixels.shape[1:] == (h, w) and (c == 1 or pixels.shape[0] == c):
+        return pixels[:, None] if c == 1 else pixels[None]
+    if pixels.size and pixels.ndim == 4 and pixels.shape[1:] == (c, h, w):
+        return pixels
+    raise InputError(f"{path}: shape {pixels.shape} does not fit the model's input ({c}, {h}, {w}): give "
+                     f"(H, W){', (N, H, W)' if c == 1 else ''}, (C, H, W) or (N, C, H, W)")
+
+
 def load(path, c, h, w, digits=True, background=(0.0, 0.0, 0.0)):
     """One input file -> pixels ``float32 (N, C, H, W)`` in [0, 1]; a digit model's light on dark."""
     if os.path.isdir(path):
@@ -87,10 +100,7 @@ def load(path, c, h, w, digits=True, background=(0.0, 0.0, 0.0)):
         pixels = _array(data, path)
     else:
         pixels = _image(data, path, c, h, w, None if digits else background)
-    try:
-        pixels = pixels.reshape(-1, c, h, w)
-    except ValueError:
-        raise InputError(f"{path}: shape {pixels.shape} does not fit the model's input ({c}, {h}, {w})") from None
+    pixels = _batch(pixels, path, c, h, w)
     if not digits:
         return pixels
     k = max(1, min(h, w) // 14)

@@ -85,6 +85,9 @@ CASES = {
     "train_epochs_negative": (["train", "--epochs", "-1"], "epochs", None),
     "train_unknown_dataset": (["train", "--dataset", "imagenet"], "imagenet", None),
     "train_unknown_transform": (["train", "--transform", "warp"], "warp", None),
+    "train_knob_of_another_model": (["train", "--model", "stn_idsia", "--localization", "saliency"],
+                                    "--localization 'saliency': a choice of stn_lenet's STN only, not of "
+                                    "stn_idsia's", None),
     "train_bad_ctx": (["train", "--ctx", "tpu", "--data-dir", "DATA", "--save-dir", "run"], "tpu", None),
     "train_missing_gpu": (["train", "--ctx", "gpu:63", "--data-dir", "DATA", "--save-dir", "run"],
                           "gpu 63 requested", None),

@@ -253,6 +253,14 @@ def test_infer_onnx_script_reads_colour_images_like_predict(colour_model, tmp_pa
     assert ours.shape == theirs.shape == (len(files) + 1,) + SHAPE
     assert np.abs(ours - theirs).max() <= 1.5 / 255
     assert ours[len(COLOURS)].min() < 0.2  # the dark shape of a photo stays dark
+    # an array in another layout is refused in one line, not read scrambled: (H, W, 3), a (6, H, W) stack, flat
+    for name, arr in (("hwc", solid(COLOURS["go"], SHAPE[1:])), ("six", np.zeros((6,) + SHAPE[1:], np.uint8)),
+                      ("flat", np.zeros(int(np.prod(SHAPE)), np.uint8)), ("empty", np.zeros((0,) + SHAPE))):
+        np.save(tmp_path / f"{name}.npy", arr)
+        out = subprocess.run([sys.executable, script, str(colour_model / "model.onnx"), str(tmp_path / f"{name}.npy")],
+                             capture_output=True, text=True, timeout=120)
+        assert out.returncode == 2 and "does not fit the model's input (3, 32, 32)" in out.stderr, (name, out.stderr)
+        assert len(out.stderr.strip().splitlines()) == 1 and not out.stdout
 
 
 @pytest.mark.parametrize("backend", BACKENDS)

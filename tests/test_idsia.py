@@ -237,47 +237,49 @@ def test_the_training_flags_of_the_stn_reach_idsia_and_its_symbol(model):
     it), --init-scale and --supersample reach the IDSIA net and its Module-API symbol instead of being dropped."""
     from stn_gluon.train.recipes import TrainConfig, build_net, resolve_architecture
 
-    cfg = TrainConfig.from_recipe("signs", model=model, dataset="folder:data", target_size=32, init_scale=0.5,
-                                  supersample=2)
+    stn_knobs = dict(init_scale=0.5, supersample=2) if model == "stn_idsia" else {}
+    cfg = TrainConfig.from_recipe("signs", model=model, dataset="folder:data", target_size=32, **stn_knobs).validate()
     arch = resolve_architecture(cfg, (3, 64, 64), 43, digits=False)
-    assert arch.target_shape == (32, 32) and arch.init_scale == 0.5 and arch.supersample == 2
+    assert arch.target_shape == (32, 32)
     net = build_net(cfg, (3, 64, 64), 43, digits=False)
     initialize_net(net, [mx.cpu()])
     assert net(mx.nd.zeros((2, 3, 64, 64))).shape == (2, 43)
     if model == "stn_idsia":
+        assert arch.init_scale == 0.5 and arch.supersample == 2
         warped, _ = net.stn(mx.nd.zeros((2, 3, 64, 64)))
         assert warped.shape == (2, 3, 32, 32)
-        theta = net.stn.regressor.bias.data().asnumpy()
-        np.testing.assert_allclose(theta, [0.5, 0, 0, 0, 0.5, 0])
+        np.testing.assert_allclose(net.stn.regressor.bias.data().asnumpy(), [0.5, 0, 0, 0, 0.5, 0])
     symbol_arch = dataclasses.replace(arch, supersample=1)  # the symbol has no anti-aliasing: refused apart
     _, out_shapes, _ = get_symbol_for(symbol_arch).infer_shape(data=(2, 3, 64, 64))
     assert out_shapes == [(2, 43)]
     assert unsupported_fields(arch) == (["supersample 2"] if model == "stn_idsia" else [])
 
 
-@pytest.mark.parametrize("model, flag, value", [("stn_idsia", "localization", "saliency"),
-                                                ("idsia", "loc_pool", 2),
-                                                ("stn_idsia", "brightness_prior", 0.5),
-                                                ("stn_cifar_resnet20_v1", "supersample", 2)])
-def test_a_choice_the_model_does_not_have_is_refused_not_ignored(model, flag, value):
+@pytest.mark.parametrize("model, flag, value, words", [
+    ("stn_idsia", "localization", "saliency", "not of stn_idsia's"),
+    ("stn_cifar_resnet20_v1", "loc_pool", 2, "not of stn_cifar_resnet20_v1's"),
+    ("stn_idsia", "brightness_prior", 0.5, "not of stn_idsia's"),
+    ("idsia", "init_scale", 0.5, "idsia has no STN (use --model stn_idsia)"),
+    ("lenet", "supersample", 2, "lenet has no STN (use --model stn_lenet)"),
+    ("cifar_resnet20_v1", "target_size", 24, "cifar_resnet20_v1 has no STN (use --model stn_cifar_resnet20_v1)")])
+def test_a_choice_the_model_does_not_have_is_refused_not_ignored(model, flag, value, words):
     from stn_gluon._runtime.errors import ConfigError
-    from stn_gluon.train.recipes import TrainConfig, resolve_architecture
+    from stn_gluon.train.recipes import TrainConfig
 
     cfg = TrainConfig.from_recipe("signs", model=model, dataset="folder:data", **{flag: value})
     with pytest.raises(ConfigError) as err:
-        resolve_architecture(cfg, (3, 32, 32), 43, digits=False)
-    assert err.value.params == (flag,) and f"{model} has no such choice" in str(err.value)
+        cfg.validate()  # before any data is read
+    assert err.value.params == (flag,) and words in str(err.value)
 
 
-def test_a_backbone_takes_the_stn_size_and_zoom_and_a_bare_one_refuses_a_size():
-    from stn_gluon._runtime.errors import ConfigError
+def test_a_backbone_takes_the_stn_size_zoom_and_anti_aliasing():
     from stn_gluon.train.recipes import TrainConfig, build_net
 
-    cfg = TrainConfig(model="stn_cifar_resnet20_v1", dataset="folder:data", target_size=24, init_scale=0.5)
+    cfg = TrainConfig(model="stn_cifar_resnet20_v1", dataset="folder:data", target_size=24, init_scale=0.5,
+                      supersample=2).validate()
     net = build_net(cfg, (3, 48, 48), 5, digits=False)
     initialize_net(net, [mx.cpu()])
+    assert net.stn.supersample == 2
     warped, _ = net.stn(mx.nd.zeros((1, 3, 48, 48)))
     assert warped.shape == (1, 3, 24, 24)
     np.testing.assert_allclose(net.stn.regressor.bias.data().asnumpy(), [0.5, 0, 0, 0, 0.5, 0])
-    with pytest.raises(ConfigError, match="cifar_resnet20_v1 has no STN to sample to it"):
-        build_net(dataclasses.replace(cfg, model="cifar_resnet20_v1", init_scale=None), (3, 48, 48), 5, digits=False)

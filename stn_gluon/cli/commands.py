@@ -96,7 +96,7 @@ def _test_batches(args: argparse.Namespace, meta: Dict[str, Any]) -> Tuple[Any, 
         raise StnGluonError(f"{name} has no test split to evaluate on "
                             f"({'give a folder with a test/ folder' if other else 'train with --test-dataset'})")
     if (other or own_names) and meta.get("classes"):
-        _check_classes(name, list(dataset.classes or []), list(own_names or meta["classes"]))
+        _check_classes(name, list(dataset.classes or []), list(own_names or meta["classes"]), list(meta["classes"]))
         dataset.classes = list(meta["classes"])  # shown by the model's names
     pixels = data_lib.with_channel(dataset.test_images)
     if tuple(pixels.shape[1:]) != tuple(meta["input_shape"]):
@@ -106,14 +106,16 @@ def _test_batches(args: argparse.Namespace, meta: Dict[str, Any]) -> Tuple[Any, 
                                                   mean=meta["mean"], std=meta["std"])
 
 
-def _check_classes(name: str, got: List[str], want: List[str]) -> None:
-    """Refuse (one line) a dataset whose classes are not the model's, naming the first difference."""
+def _check_classes(name: str, got: List[str], want: List[str], named: List[str]) -> None:
+    """Refuse (one line) a dataset whose classes are not the model's, naming the first difference. named: the
+    model's names of ``want`` (they differ where a names file renamed the data's)."""
     if got == want:
         return
     if len(got) != len(want):
         raise StnGluonError(f"{name}: it has {len(got)} classes, the model {len(want)}")
     k = next(i for i, (a, b) in enumerate(zip(got, want)) if a != b)
-    raise StnGluonError(f"{name}: its class {k} is {got[k]!r}, the model's is {want[k]!r} "
+    alias = f" ({named[k]})" if named[k] != want[k] else ""
+    raise StnGluonError(f"{name}: its class {k} is {got[k]!r}, the model's is {want[k]!r}{alias} "
                         f"(the classes must be the model's, in its order)")
 
 

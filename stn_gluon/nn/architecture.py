@@ -89,7 +89,7 @@ def build_architecture(arch: Architecture, **block_kwargs: Any) -> mx.gluon.Hybr
         return stn_backbone(arch.model[len("stn_"):], num_classes=arch.num_classes, input_shape=arch.input_shape,
                             transform=arch.transform or "affine", target_shape=arch.target_shape,
                             loc_lr_mult=arch.loc_lr_mult, init_scale=arch.init_scale, fill=arch.fill,
-                            **block_kwargs)
+                            supersample=arch.supersample, **block_kwargs)
     return gluoncv_backbone(arch.model, arch.num_classes, **block_kwargs)
 
 

@@ -282,17 +282,18 @@ def multiply_adds(net: nn.HybridBlock, input_shape: Sequence[int],
 
 def stn_backbone(name: str, num_classes: int = 10, input_shape: Sequence[int] = (3, 32, 32),
                  transform: str = "affine", target_shape: Optional[Sequence[int]] = None, loc_lr_mult: float = 1.0,
-                 init_scale: float = 1.0, fill: float = 0.0, **kwargs: Any) -> STNClassifier:
+                 init_scale: float = 1.0, fill: float = 0.0, supersample: int = 1, **kwargs: Any) -> STNClassifier:
     """A gluoncv model-zoo backbone (e.g. ``cifar_resnet20_v1``) behind a SpatialTransformer.
 
     Input ``(N, C, H, W)``; the STN resamples it to ``target_shape`` (default
-    ``input_shape[1:]``) before the backbone. Output logits ``(N, num_classes)``.
+    ``input_shape[1:]``; ``supersample`` k x k points per output pixel) before the backbone.
+    Output logits ``(N, num_classes)``.
     """
     target_shape = tuple(target_shape or input_shape[1:])
     net = STNClassifier(**kwargs)
     with net.name_scope():
-        stn = SpatialTransformer(target_shape, transform, init_scale=init_scale,
-                                 loc_lr_mult=loc_lr_mult, fill=fill, prefix="stn_")
+        stn = SpatialTransformer(target_shape, transform, init_scale=init_scale, loc_lr_mult=loc_lr_mult,
+                                 fill=fill, supersample=supersample, prefix="stn_")
     net._set_children(gluoncv_backbone(name, num_classes, prefix="backbone_"), stn)
     return net
 

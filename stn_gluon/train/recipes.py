@@ -260,6 +260,7 @@ class TrainConfig:
             get_transform(self.transform)
         except Exception as err:  # an unknown transform: name the parameter
             raise ConfigError("transform", f"{self.transform!r}: {str(err).split('; ', 1)[-1]}") from None
+        _check_model_knobs(self)
         return self
 
     def step_epochs(self) -> List[int]:
@@ -318,11 +319,9 @@ def resolve_architecture(cfg: TrainConfig, input_shape: Sequence[int], num_class
     common: Dict[str, Any] = dict(model=cfg.model, input_shape=input_shape, num_classes=int(num_classes),
                                   loc_lr_mult=cfg.loc_lr_mult, fill=BACKGROUND if digits else 0.0)
     transform = cfg.transform if cfg.model.startswith("stn_") else None
-    if cfg.model not in LENET_MODELS:  # IDSIA and the gluoncv backbones: the STN's own knobs only
-        _refuse_lenet_only(cfg)
-        own: Dict[str, Any] = (dict(dropout=cfg.dropout, supersample=cfg.supersample or 1)
-                               if cfg.model in IDSIA_MODELS else {})
-        return Architecture(transform=transform, init_scale=cfg.init_scale or 1.0,
+    if cfg.model not in LENET_MODELS:  # IDSIA and the gluoncv backbones (validate refused the LeNet knobs)
+        own: Dict[str, Any] = dict(dropout=cfg.dropout) if cfg.model in IDSIA_MODELS else {}
+        return Architecture(transform=transform, init_scale=cfg.init_scale or 1.0, supersample=cfg.supersample or 1,
                             target_shape=(cfg.target_size,) * 2 if cfg.target_size else None, **own, **common)
     stn = cfg.model == "stn_lenet"
     size = cfg.target_size or (None if not on_canvas else models.stn_target if stn else models.baseline_target)
@@ -340,18 +339,21 @@ def resolve_architecture(cfg: TrainConfig, input_shape: Sequence[int], num_class
                         brightness_prior=prior, **common)
 
 
-def _refuse_lenet_only(cfg: TrainConfig) -> None:
-    """One line naming a flag set for a model that has no such knob (LeNet's localization choices; the
-    backbones' anti-aliasing), instead of ignoring it."""
-    lenet_only = ["localization", "loc_pool", "brightness_prior"] + (
-        [] if cfg.model in IDSIA_MODELS else ["supersample"])
-    if cfg.target_size and not cfg.model.startswith("stn_") and cfg.model not in IDSIA_MODELS:
-        raise ConfigError("target_size", f"{cfg.target_size}: {cfg.model} has no STN to sample to it (stn_"
-                                         f"{cfg.model} has)")
-    for name in lenet_only:
-        if getattr(cfg, name) is not None:
-            owners = "stn_lenet has" if name != "supersample" else "the LeNet and IDSIA models have"
-            raise ConfigError(name, f"{getattr(cfg, name)!r}: {cfg.model} has no such choice (only {owners} it)")
+def _check_model_knobs(cfg: TrainConfig) -> None:
+    """Refuse (one line) a flag set for a model that has no such knob, instead of ignoring it: the STN's for a
+    model without one, the choices of stn_lenet's localization net for the other STNs."""
+    stn = cfg.model.startswith("stn_")
+    if not stn:
+        knobs = ["init_scale", "supersample", "localization", "loc_pool", "brightness_prior"]
+        knobs += [] if cfg.model in LENET_MODELS + IDSIA_MODELS else ["target_size"]  # theirs: the input size
+        for name in knobs:
+            if getattr(cfg, name) is not None:
+                raise ConfigError(name, f"{getattr(cfg, name)!r}: {cfg.model} has no STN (use --model stn_{cfg.model})")
+    elif cfg.model != "stn_lenet":
+        for name in ("localization", "loc_pool", "brightness_prior"):
+            if getattr(cfg, name) is not None:
+                raise ConfigError(name, f"{getattr(cfg, name)!r}: a choice of stn_lenet's STN only, not of "
+                                        f"{cfg.model}'s")
 
 
 def build_net(cfg: TrainConfig, input_shape: Sequence[int], num_classes: int = 10,
