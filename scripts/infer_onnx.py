@@ -39,7 +39,9 @@ def _image(data, path, c, h, w, background):
         with Image.open(io.BytesIO(data)) as img:
             img = ImageOps.exif_transpose(img)  # a photo as the camera held it
             if img.mode in ("RGBA", "LA", "PA", "La", "RGBa") or "transparency" in img.info:
-                rgba = np.asarray(img.convert("RGBA"), dtype=np.float32) / 255.0
+                rgba = img.convert("RGBA")
+                factor = -(-max(rgba.size) // max(512, 8 * max(h, w)))  # as predict: shrunk first, memory bounded
+                rgba = np.asarray(rgba.reduce(factor) if factor > 1 else rgba, dtype=np.float32) / 255.0
                 colour, alpha = background, rgba[..., 3:]
                 if colour is None:  # a digit model: the mean brightness of what is drawn decides
                     ink = float((rgba[..., :3].mean(axis=2, keepdims=True) * alpha).sum() / max(float(alpha.sum()), 1e-6))

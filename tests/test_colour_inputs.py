@@ -225,12 +225,16 @@ def test_infer_onnx_script_reads_colour_images_like_predict(colour_model, tmp_pa
     rgba = np.zeros((40, 40, 4), np.uint8)
     rgba[8:32, 8:32] = (0, 255, 0, 255)  # green on transparent: onto the mean colour, it stays "go"
     Image.fromarray(rgba, "RGBA").save(tmp_path / "cutout.png")
+    big = np.zeros((1100, 1300, 4), np.uint8)  # shrunk before compositing, as predict does
+    big[200:900, 300:1000] = (255, 0, 0, 255)
+    big[::7, ::5, 3] = 128
+    Image.fromarray(big, "RGBA").save(tmp_path / "big.png")
     photo = solid((255, 255, 255), (40, 60))
     photo[:, :20] = (0, 0, 255)  # blue on the left third, turned a quarter by its EXIF orientation
     exif = Image.Exif()
     exif[0x0112] = 6
     Image.fromarray(photo).save(tmp_path / "turned.jpg", exif=exif.tobytes(), quality=95)
-    files += [str(tmp_path / n) for n in ("light.png", "cutout.png", "turned.jpg")]
+    files += [str(tmp_path / n) for n in ("light.png", "cutout.png", "turned.jpg", "big.png")]
     np.save(tmp_path / "arrays.npy", np.stack([solid(COLOURS["water"], SHAPE[1:]).transpose(2, 0, 1)] * 2))
     files.append(str(tmp_path / "arrays.npy"))
     script = os.path.join(os.path.dirname(__file__), "..", "scripts", "infer_onnx.py")
