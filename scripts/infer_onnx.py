@@ -37,8 +37,11 @@ def _image(data, path, c, h, w, background):
         raise InputError(f"{path}: reading images needs Pillow (pip install pillow); or give a .npy") from None
     try:
         with Image.open(io.BytesIO(data)) as img:
+            transparent = img.mode in ("RGBA", "LA", "PA", "La", "RGBa") or "transparency" in img.info
+            if not transparent:
+                img.draft("L" if c == 1 else "RGB", (max(h, w), max(h, w)))  # JPEG: decoded smaller, as predict
             img = ImageOps.exif_transpose(img)  # a photo as the camera held it
-            if img.mode in ("RGBA", "LA", "PA", "La", "RGBa") or "transparency" in img.info:
+            if transparent:
                 rgba = img.convert("RGBA")
                 factor = -(-max(rgba.size) // max(512, 8 * max(h, w)))  # as predict: shrunk first, memory bounded
                 rgba = np.asarray(rgba.reduce(factor) if factor > 1 else rgba, dtype=np.float32) / 255.0

@@ -234,7 +234,9 @@ def test_infer_onnx_script_reads_colour_images_like_predict(colour_model, tmp_pa
     exif = Image.Exif()
     exif[0x0112] = 6
     Image.fromarray(photo).save(tmp_path / "turned.jpg", exif=exif.tobytes(), quality=95)
-    files += [str(tmp_path / n) for n in ("light.png", "cutout.png", "turned.jpg", "big.png")]
+    noise = np.random.RandomState(0).randint(0, 256, (600, 800, 3)).astype(np.uint8)
+    Image.fromarray(noise).resize((200, 150)).resize((800, 600)).save(tmp_path / "large.jpg", quality=90)
+    files += [str(tmp_path / n) for n in ("light.png", "cutout.png", "turned.jpg", "big.png", "large.jpg")]
     np.save(tmp_path / "arrays.npy", np.stack([solid(COLOURS["water"], SHAPE[1:]).transpose(2, 0, 1)] * 2))
     files.append(str(tmp_path / "arrays.npy"))
     script = os.path.join(os.path.dirname(__file__), "..", "scripts", "infer_onnx.py")
