@@ -66,8 +66,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
     model = load_model(args.run)
     meta = model.meta
-    options = dict(meta.get("data_options") or {}, class_names=None)  # the labels only: no names file needed
-    data = load_for_model(f"folder:{args.signs}", meta["input_shape"], options=options)
+    data = load_for_model(f"folder:{args.signs}", meta["input_shape"], options=meta.get("data_options"))
     got, predicted = stn_poses(model, normalize(data.test_images, meta["mean"], meta["std"]))
     want = drawn_poses(args.signs, np.asarray(data.test_labels))
     print(f"{args.run}: test accuracy {np.mean(predicted == data.test_labels):.4f} on {len(predicted)} images")

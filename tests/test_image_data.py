@@ -487,3 +487,17 @@ def test_normalize_unit_matches_the_per_channel_formula_in_float32(mean, std, dt
 def test_channel_values_refuse_what_is_not_one_finite_number_or_one_per_channel(value):
     with pytest.raises(ValueError):
         as_channel_values(value, 3)
+
+
+def test_class_check_of_another_folder():
+    """evaluate's class check: exact where the data's own names are known, by number otherwise (a model renamed
+    by a names file before model.json recorded class_folders), the model's name shown beside its folder's."""
+    from stn_gluon._runtime.errors import StnGluonError
+    from stn_gluon.cli.commands import _check_classes
+
+    _check_classes("x", ["a", "b"], ["a", "b"], ["stop", "go"])
+    _check_classes("x", ["c", "d"], None, ["stop", "go"])
+    with pytest.raises(StnGluonError, match="x: it has 3 classes, the model 2"):
+        _check_classes("x", ["c", "d", "e"], None, ["stop", "go"])
+    with pytest.raises(StnGluonError, match=r"its class 1 is 'd', the model's is 'b' \(go\)"):
+        _check_classes("x", ["a", "d"], ["a", "b"], ["stop", "go"])

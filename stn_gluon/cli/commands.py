@@ -84,19 +84,19 @@ def _test_batches(args: argparse.Namespace, meta: Dict[str, Any]) -> Tuple[Any, 
         raise StnGluonError(f"{name}: another dataset is evaluated from a folder (folder:PATH with a test/ "
                             f"folder of the model's class folders); a csv: or rec: test set is given at training "
                             f"(--test-dataset)")
-    # a model trained with --class-names records its data's own class names too: the data is read without the
-    # names file and compared with those (a model from before that record has its names file applied by position)
-    own_names = meta.get("class_folders")
-    if own_names:
-        options = dict(options or {}, class_names=None)
     if other:  # another folder: its own test split, not the model's test set
         options = dict(options or {}, test=None)
     dataset = load_for_model(name, meta["input_shape"], args.data_dir, args.download, options)
     if not dataset.has_test:
         raise StnGluonError(f"{name} has no test split to evaluate on "
                             f"({'give a folder with a test/ folder' if other else 'train with --test-dataset'})")
-    if (other or own_names) and meta.get("classes"):
-        _check_classes(name, list(dataset.classes or []), list(own_names or meta["classes"]), list(meta["classes"]))
+    # the data comes with its own class names; a model trained with --class-names records those as class_folders
+    # (one from before that record: only their number can be compared)
+    own_names = meta.get("class_folders")
+    renamed = not own_names and bool((options or {}).get("class_names"))
+    if (other or own_names or renamed) and meta.get("classes"):
+        want = None if renamed else list(own_names or meta["classes"])
+        _check_classes(name, list(dataset.classes or []), want, list(meta["classes"]))
         dataset.classes = list(meta["classes"])  # shown by the model's names
     pixels = data_lib.with_channel(dataset.test_images)
     if tuple(pixels.shape[1:]) != tuple(meta["input_shape"]):
@@ -106,13 +106,14 @@ def _test_batches(args: argparse.Namespace, meta: Dict[str, Any]) -> Tuple[Any, 
                                                   mean=meta["mean"], std=meta["std"])
 
 
-def _check_classes(name: str, got: List[str], want: List[str], named: List[str]) -> None:
-    """Refuse (one line) a dataset whose classes are not the model's, naming the first difference. named: the
-    model's names of ``want`` (they differ where a names file renamed the data's)."""
-    if got == want:
+def _check_classes(name: str, got: List[str], want: Optional[List[str]], named: List[str]) -> None:
+    """Refuse (one line) a dataset whose classes are not the model's, naming the first difference. want: the
+    model's classes as the data names them (``None``: unknown, only their number is compared); named: the
+    model's names of them (they differ where a names file renamed the data's)."""
+    if len(got) != len(named):
+        raise StnGluonError(f"{name}: it has {len(got)} classes, the model {len(named)}")
+    if want is None or got == want:
         return
-    if len(got) != len(want):
-        raise StnGluonError(f"{name}: it has {len(got)} classes, the model {len(want)}")
     k = next(i for i, (a, b) in enumerate(zip(got, want)) if a != b)
     alias = f" ({named[k]})" if named[k] != want[k] else ""
     raise StnGluonError(f"{name}: its class {k} is {got[k]!r}, the model's is {want[k]!r}{alias} "

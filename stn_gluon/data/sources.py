@@ -150,11 +150,13 @@ def load_for_model(spec: str, input_shape: Sequence[int], data_dir: Optional[str
                    options: Optional[Dict[str, Any]] = None) -> ImageDataset:
     """The dataset ``spec`` as a trained model with input ``(C, H, W)`` reads it (``model.json``'s ``dataset``,
     ``input_shape`` and ``data_options``, :func:`recorded_options`): a named dataset as :func:`load_images`
-    reads it; one from disk decoded at that size and channels, with the options its training used."""
+    reads it; one from disk decoded at that size and channels, with the options its training used, but for a
+    names file: the classes keep the data's own names (the model's are in its ``model.json``, and the file need
+    not be where it was)."""
     if parse_spec(spec) is None:
         return load_images(spec, data_dir=data_dir, download=download)
     c, h, w = (int(v) for v in input_shape)
-    recorded = {k: v for k, v in (options or {}).items() if k in RECORDED_OPTIONS}
+    recorded = {k: v for k, v in (options or {}).items() if k in RECORDED_OPTIONS and k != "class_names"}
     return load_images(spec, LoadOptions(input_size=(h, w), channels=str(c), **recorded))
 
 

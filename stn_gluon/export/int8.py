@@ -316,11 +316,9 @@ def calibration_data(src: PathLike, count: int = 256, data_dir: Optional[str] = 
     if not dataset:
         raise StnGluonError(f"{path}: no model description beside it names its training data to calibrate "
                             f"with; give calibration (inputs as an array or .npy)", params=("calibration",))
-    # images from disk: read as the model's training read them (model.json's data_options), at its input size;
-    # labels only, not their names (a names file need not be there any more)
-    options = _description(path).get("data_options")
+    # images from disk: read as the model's training read them (model.json's data_options), at its input size
     data = load_for_model(dataset, json.loads(meta["input_shape"])[1:], data_dir,
-                          options=None if options is None else dict(options, class_names=None))
+                          options=_description(path).get("data_options"))
     images, labels = data.train_images, data.train_labels
     # the calibration pick is RandomState.choice(len, count, replace=False): the first of one permutation
     order = np.random.RandomState(seed).permutation(len(images))
